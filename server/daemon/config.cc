@@ -1,0 +1,134 @@
+#include "daemon/config.h"
+
+#include <charconv>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace kiln::daemon {
+
+using json = nlohmann::json;
+
+std::string Config::effective_db_path() const {
+  return db_path.empty() ? data_dir + "/kiln.db" : db_path;
+}
+std::string Config::effective_files_dir() const {
+  return files_dir.empty() ? data_dir + "/files" : files_dir;
+}
+
+Status parse_listen(const std::string& listen, http::ServerOptions& out) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return make_error(Errc::kInvalid, "listen must be host:port, got '" + listen + "'");
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned port = 0;
+  auto p = listen.substr(colon + 1);
+  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
+  if (ec != std::errc() || end != p.data() + p.size() || port > 65535) {
+    return make_error(Errc::kInvalid, "bad port in listen '" + listen + "'");
+  }
+  out.address = host;
+  out.port = static_cast<std::uint16_t>(port);
+  return ok_status();
+}
+
+namespace {
+
+void check_keys(const json& j, const std::string& where, std::set<std::string> allowed) {
+  for (const auto& [k, _] : j.items()) {
+    if (!allowed.count(k)) throw std::runtime_error("unknown key '" + where + k + "'");
+  }
+}
+
+template <typename T>
+void get(const json& j, const char* key, T& out) {
+  if (auto it = j.find(key); it != j.end()) out = it->get<T>();
+}
+
+}  // namespace
+
+Result<Config> load_config_file(const std::string& path, Config c) {
+  std::ifstream in(path);
+  if (!in) return make_error(Errc::kInvalid, "cannot read config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j = json::parse(ss.str(), nullptr, false, /*ignore_comments=*/true);
+  if (j.is_discarded() || !j.is_object()) {
+    return make_error(Errc::kInvalid, "config file " + path + " is not a JSON object");
+  }
+  try {
+    check_keys(j, "", {"data_dir", "db_path", "files_dir", "threads", "log_level",
+                       "shutdown_grace_ms", "ready_file", "store", "http", "api"});
+    get(j, "data_dir", c.data_dir);
+    get(j, "db_path", c.db_path);
+    get(j, "files_dir", c.files_dir);
+    get(j, "threads", c.threads);
+    get(j, "log_level", c.log_level);
+    get(j, "shutdown_grace_ms", c.shutdown_grace_ms);
+    get(j, "ready_file", c.ready_file);
+    if (auto s = j.find("store"); s != j.end()) {
+      check_keys(*s, "store.", {"synchronous", "busy_timeout_ms"});
+      std::string sync = c.db_synchronous_full ? "full" : "normal";
+      get(*s, "synchronous", sync);
+      if (sync != "full" && sync != "normal") throw std::runtime_error("store.synchronous must be full or normal");
+      c.db_synchronous_full = sync == "full";
+      get(*s, "busy_timeout_ms", c.db_busy_timeout_ms);
+    }
+    if (auto h = j.find("http"); h != j.end()) {
+      check_keys(*h, "http.", {"listen", "body_limit", "header_limit", "read_timeout_ms",
+                               "write_timeout_ms", "max_connections", "tls_cert", "tls_key"});
+      if (auto l = h->find("listen"); l != h->end()) {
+        if (auto st = parse_listen(l->get<std::string>(), c.http); !st) return st.error();
+      }
+      get(*h, "body_limit", c.http.body_limit);
+      get(*h, "header_limit", c.http.header_limit);
+      if (auto t = h->find("read_timeout_ms"); t != h->end()) c.http.read_timeout = std::chrono::milliseconds(t->get<int>());
+      if (auto t = h->find("write_timeout_ms"); t != h->end()) c.http.write_timeout = std::chrono::milliseconds(t->get<int>());
+      get(*h, "max_connections", c.http.max_connections);
+      get(*h, "tls_cert", c.http.tls_cert_file);
+      get(*h, "tls_key", c.http.tls_key_file);
+    }
+    if (auto a = j.find("api"); a != j.end()) {
+      check_keys(*a, "api.", {"auth", "metrics_public", "max_wait_ms", "agent_token_ttl_s"});
+      get(*a, "auth", c.api.auth_required);
+      get(*a, "metrics_public", c.api.metrics_public);
+      if (auto t = a->find("max_wait_ms"); t != a->end()) c.api.max_wait = std::chrono::milliseconds(t->get<int>());
+      if (auto t = a->find("agent_token_ttl_s"); t != a->end()) c.api.agent_token_ttl = std::chrono::seconds(t->get<int>());
+    }
+  } catch (const std::exception& e) {
+    return make_error(Errc::kInvalid, "config file " + path + ": " + e.what());
+  }
+  return c;
+}
+
+std::string dump_config(const Config& c) {
+  json j = {
+      {"data_dir", c.data_dir},
+      {"db_path", c.effective_db_path()},
+      {"files_dir", c.effective_files_dir()},
+      {"threads", c.threads},
+      {"log_level", c.log_level},
+      {"shutdown_grace_ms", c.shutdown_grace_ms},
+      {"ready_file", c.ready_file},
+      {"store", {{"synchronous", c.db_synchronous_full ? "full" : "normal"},
+                 {"busy_timeout_ms", c.db_busy_timeout_ms}}},
+      {"http", {{"listen", c.http.address + ":" + std::to_string(c.http.port)},
+                {"body_limit", c.http.body_limit},
+                {"header_limit", c.http.header_limit},
+                {"read_timeout_ms", c.http.read_timeout.count()},
+                {"write_timeout_ms", c.http.write_timeout.count()},
+                {"max_connections", c.http.max_connections},
+                {"tls_cert", c.http.tls_cert_file},
+                {"tls_key", c.http.tls_key_file}}},
+      {"api", {{"auth", c.api.auth_required},
+               {"metrics_public", c.api.metrics_public},
+               {"max_wait_ms", c.api.max_wait.count()},
+               {"agent_token_ttl_s", std::chrono::duration_cast<std::chrono::seconds>(c.api.agent_token_ttl).count()}}},
+  };
+  return j.dump(2);
+}
+
+}  // namespace kiln::daemon

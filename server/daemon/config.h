@@ -1,0 +1,38 @@
+// daemon/config.h — kilnd's configuration: a JSON file with every field defaulted, then
+// command-line flags on top. `kilnd --help` and deploy/kilnd.example.json document the fields.
+#pragma once
+
+#include <string>
+
+#include "api/api.h"
+#include "core/result.h"
+#include "http/server.h"
+
+namespace kiln::daemon {
+
+struct Config {
+  std::string data_dir = "./var";  // state and served files live here unless set otherwise
+  std::string db_path;             // default: <data_dir>/kiln.db
+  std::string files_dir;           // served at /files/; default: <data_dir>/files
+  int threads = 0;                 // io threads; 0 = number of cores
+  std::string log_level = "info";  // trace, debug, info, warn, error
+  int shutdown_grace_ms = 10'000;  // how long in-flight requests may take at SIGTERM
+  std::string ready_file;          // written with the base URL once listening
+  bool db_synchronous_full = true; // "full": fsync every commit; "normal": survive crashes only
+  int db_busy_timeout_ms = 5'000;
+  http::ServerOptions http;
+  api::ApiOptions api;
+
+  std::string effective_db_path() const;
+  std::string effective_files_dir() const;
+};
+
+// Reads a JSON config file over the defaults in `base`. Unknown keys are errors (a typo must
+// not silently fall back to a default).
+Result<Config> load_config_file(const std::string& path, Config base = {});
+// Parses "host:port" into the http options.
+Status parse_listen(const std::string& listen, http::ServerOptions& out);
+// The effective configuration as JSON (same shape as the file).
+std::string dump_config(const Config& c);
+
+}  // namespace kiln::daemon

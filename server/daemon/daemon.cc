@@ -1,0 +1,209 @@
+#include "daemon/daemon.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+#include <unistd.h>
+
+#include "core/time.h"
+#include "store/store.h"
+
+namespace kiln::daemon {
+
+namespace net = boost::asio;
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& level) {
+  auto log = spdlog::stderr_color_mt("kilnd");
+  log->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+  log->set_level(spdlog::level::from_str(level));
+  log->flush_on(spdlog::level::info);
+  return log;
+}
+
+namespace {
+
+Result<std::unique_ptr<store::Store>> open_store(const Config& c, const Clock& clock) {
+  std::error_code ec;
+  std::filesystem::create_directories(c.data_dir, ec);
+  auto db = c.effective_db_path();
+  if (auto parent = std::filesystem::path(db).parent_path(); !parent.empty()) {
+    std::filesystem::create_directories(parent, ec);
+  }
+  store::StoreOptions so;
+  so.path = db;
+  so.synchronous_full = c.db_synchronous_full;
+  so.busy_timeout_ms = c.db_busy_timeout_ms;
+  return store::Store::open(so, clock);
+}
+
+void write_ready_file(const std::string& path, const std::string& url) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << url << "\n";
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace
+
+int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
+  SystemClock clock;
+  auto opened = open_store(config, clock);
+  if (!opened) {
+    log->critical("event=daemon.store_failed err=\"{}\"", opened.error().message);
+    return 2;
+  }
+  auto& store = **opened;
+  log->info("event=daemon.store_opened path=\"{}\" schema_version={}", config.effective_db_path(),
+            store.schema_version());
+
+  const int threads = config.threads > 0 ? config.threads
+                                         : std::max(1u, std::thread::hardware_concurrency());
+  net::io_context ioc(threads);
+  Metrics metrics;
+  api::Api api(store, metrics, clock, ioc, config.api, log);
+
+  http::ServerOptions hopts = config.http;
+  std::error_code ec;
+  std::filesystem::create_directories(config.effective_files_dir(), ec);
+  hopts.mounts.push_back({"/files/", config.effective_files_dir()});
+  http::Server server(
+      ioc, hopts, [&api](http::Request&& req, http::Respond respond) {
+        api.handle(std::move(req), std::move(respond));
+      },
+      metrics, log);
+  if (auto st = server.start(); !st) {
+    log->critical("event=daemon.listen_failed err=\"{}\"", st.error().message);
+    return 2;
+  }
+  const std::string url = std::string(server.tls() ? "https://" : "http://") +
+                          (hopts.address.find(':') != std::string::npos ? "[" + hopts.address + "]"
+                                                                        : hopts.address) +
+                          ":" + std::to_string(server.port());
+  log->info("event=daemon.listening url={} threads={} tls={} auth={}", url, threads, server.tls(),
+            config.api.auth_required);
+  if (!config.api.auth_required) {
+    log->warn("event=daemon.auth_disabled msg=\"every caller is an anonymous admin\"");
+  }
+  if (!config.ready_file.empty()) write_ready_file(config.ready_file, url);
+
+  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& sec, int sig) {
+    if (sec) return;
+    log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
+    api.shutdown();
+    server.shutdown(std::chrono::milliseconds(config.shutdown_grace_ms), [&ioc] { ioc.stop(); });
+  });
+
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&ioc] { ioc.run(); });
+  ioc.run();
+  for (auto& t : pool) t.join();
+  log->info("event=daemon.stopped");
+  return 0;
+}
+
+int token_create(const Config& config, const std::string& name, const std::string& scope_name) {
+  SystemClock clock;
+  auto scope = proto::parse_scope(scope_name);
+  if (!scope) {
+    std::cerr << "kilnd: scope must be 'read' or 'admin'\n";
+    return 2;
+  }
+  auto store = open_store(config, clock);
+  if (!store) {
+    std::cerr << "kilnd: " << store.error().message << "\n";
+    return 2;
+  }
+  auto t = (*store)->create_token(name, *scope);
+  if (!t) {
+    std::cerr << "kilnd: " << t.error().message << "\n";
+    return 2;
+  }
+  std::cout << t->second << "\n";
+  std::cerr << "token " << t->first.id << " '" << name << "' (" << scope_name
+            << ") created; it is shown only once\n";
+  return 0;
+}
+
+int token_list(const Config& config) {
+  SystemClock clock;
+  auto store = open_store(config, clock);
+  if (!store) {
+    std::cerr << "kilnd: " << store.error().message << "\n";
+    return 2;
+  }
+  std::printf("%-5s %-24s %-6s %-25s %s\n", "ID", "NAME", "SCOPE", "CREATED", "REVOKED");
+  for (const auto& t : (*store)->list_tokens()) {
+    std::printf("%-5lld %-24s %-6s %-25s %s\n", static_cast<long long>(t.id), t.name.c_str(),
+                proto::to_string(t.scope), format_rfc3339_ms(t.created_at).c_str(),
+                t.revoked_at ? format_rfc3339_ms(*t.revoked_at).c_str() : "-");
+  }
+  return 0;
+}
+
+int token_revoke(const Config& config, std::int64_t id) {
+  SystemClock clock;
+  auto store = open_store(config, clock);
+  if (!store) {
+    std::cerr << "kilnd: " << store.error().message << "\n";
+    return 2;
+  }
+  if (auto st = (*store)->revoke_token(id, "kilnd-cli"); !st) {
+    std::cerr << "kilnd: " << st.error().message << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+int db_check(const Config& config) {
+  SystemClock clock;
+  auto store = open_store(config, clock);
+  if (!store) {
+    std::cerr << "kilnd: " << store.error().message << "\n";
+    return 2;
+  }
+  auto result = (*store)->integrity_check();
+  std::cout << "schema_version " << (*store)->schema_version() << "\nintegrity " << result << "\n";
+  return result == "ok" ? 0 : 1;
+}
+
+int print_routes() {
+  // Routes are static: build the API over a scratch database to list them.
+  SystemClock clock;
+  store::StoreOptions so;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("kilnd-routes-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::filesystem::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  so.path = (dir / "routes.db").string();
+  so.synchronous_full = false;
+  auto store = store::Store::open(so, clock);
+  if (!store) {
+    std::cerr << "kilnd: " << store.error().message << "\n";
+    return 2;
+  }
+  net::io_context ioc;
+  Metrics metrics;
+  auto log = spdlog::default_logger();
+  api::Api api(**store, metrics, clock, ioc, {}, log);
+  for (const auto& r : api.routes()) {
+    std::cout << boost::beast::http::to_string(r.method) << " " << r.pattern << "\n";
+  }
+  return 0;
+}
+
+}  // namespace kiln::daemon

@@ -1,0 +1,31 @@
+// daemon/daemon.h — kilnd's process: wires store, API and HTTP server onto one io_context,
+// runs it on N threads, and shuts down cleanly on SIGTERM/SIGINT. Also the offline
+// administrative commands that work on the database directly (token bootstrap, db check).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "daemon/config.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace kiln::daemon {
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& level);
+
+// Serves until SIGTERM/SIGINT. Returns the process exit code.
+int serve(const Config& config, std::shared_ptr<spdlog::logger> log);
+
+// Offline commands (exit codes): create an API token and print it once; list; revoke.
+int token_create(const Config& config, const std::string& name, const std::string& scope);
+int token_list(const Config& config);
+int token_revoke(const Config& config, std::int64_t id);
+// Applies migrations and runs PRAGMA integrity_check.
+int db_check(const Config& config);
+// Prints every API route (method and pattern), one per line.
+int print_routes();
+
+}  // namespace kiln::daemon

@@ -1,0 +1,110 @@
+#include "http/file_server.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <system_error>
+
+namespace kiln::http {
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+namespace {
+
+bool parse_u64(std::string_view s, std::uint64_t& out) {
+  if (s.empty()) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+}  // namespace
+
+Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view rel) {
+  if (rel.find('\0') != std::string_view::npos || rel.find('\\') != std::string_view::npos) {
+    return make_error(Errc::kInvalid, "invalid characters in path");
+  }
+  std::filesystem::path relative;
+  std::size_t pos = 0;
+  while (pos <= rel.size()) {
+    std::size_t slash = rel.find('/', pos);
+    std::string_view seg = rel.substr(pos, slash == std::string_view::npos ? rel.npos : slash - pos);
+    if (seg == "..") return make_error(Errc::kInvalid, "'..' is not allowed in paths");
+    if (!seg.empty() && seg != ".") relative /= std::string(seg);
+    if (slash == std::string_view::npos) break;
+    pos = slash + 1;
+  }
+  if (relative.empty()) return make_error(Errc::kNotFound, "not found");
+  std::error_code ec;
+  const auto real_root = std::filesystem::canonical(root, ec);
+  if (ec) return make_error(Errc::kNotFound, "not found");
+  const auto real = std::filesystem::canonical(real_root / relative, ec);
+  if (ec) return make_error(Errc::kNotFound, "not found");
+  // The resolved path (symlinks followed) must stay inside the root.
+  auto [root_end, real_it] = std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
+  if (root_end != real_root.end()) return make_error(Errc::kNotFound, "not found");
+  int fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return make_error(Errc::kNotFound, "not found");
+  OpenFile f;
+  f.fd = UniqueFd(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return make_error(Errc::kNotFound, "not found");
+  }
+  f.size = static_cast<std::uint64_t>(st.st_size);
+  f.mtime_s = st.st_mtim.tv_sec;
+  f.path = real;
+  return f;
+}
+
+RangeParse parse_range(std::string_view h, std::uint64_t size, ByteRange& out) {
+  constexpr std::string_view kUnit = "bytes=";
+  if (h.substr(0, kUnit.size()) != kUnit) return RangeParse::kNone;
+  h.remove_prefix(kUnit.size());
+  if (h.find(',') != std::string_view::npos) return RangeParse::kNone;
+  auto dash = h.find('-');
+  if (dash == std::string_view::npos) return RangeParse::kNone;
+  std::string_view a = h.substr(0, dash), b = h.substr(dash + 1);
+  std::uint64_t first = 0, last = 0;
+  if (a.empty()) {  // suffix range: the last n bytes
+    std::uint64_t n = 0;
+    if (!parse_u64(b, n)) return RangeParse::kNone;
+    if (n == 0 || size == 0) return RangeParse::kUnsatisfiable;
+    out.first = n >= size ? 0 : size - n;
+    out.last = size - 1;
+    return RangeParse::kOk;
+  }
+  if (!parse_u64(a, first)) return RangeParse::kNone;
+  if (b.empty()) {
+    last = size ? size - 1 : 0;
+  } else if (!parse_u64(b, last) || last < first) {
+    return RangeParse::kNone;
+  }
+  if (first >= size) return RangeParse::kUnsatisfiable;
+  out.first = first;
+  out.last = std::min(last, size - 1);
+  return RangeParse::kOk;
+}
+
+std::string_view content_type_for(const std::filesystem::path& p) {
+  const auto ext = p.extension().string();
+  if (ext == ".ipxe" || ext == ".txt" || ext == ".cfg") return "text/plain; charset=utf-8";
+  if (ext == ".json") return "application/json";
+  if (ext == ".html") return "text/html; charset=utf-8";
+  return "application/octet-stream";
+}
+
+}  // namespace kiln::http

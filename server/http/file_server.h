@@ -1,0 +1,55 @@
+// http/file_server.h — the pure parts of static file serving: safe path resolution under a
+// root, Range headers (RFC 9110 §14), content types.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/result.h"
+
+namespace kiln::http {
+
+// Owns a file descriptor; closes it on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd();
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  UniqueFd& operator=(UniqueFd&& o) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+struct OpenFile {
+  UniqueFd fd;
+  std::uint64_t size = 0;
+  std::int64_t mtime_s = 0;
+  std::filesystem::path path;
+};
+
+// Opens the regular file `rel` (a decoded URL path below the mount prefix) under `root`.
+// Refused (kInvalid): NUL bytes, ".." segments, backslashes. Not found (kNotFound): missing
+// files, directories, and anything whose real path (after symlinks) escapes `root`.
+Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view rel);
+
+struct ByteRange {
+  std::uint64_t first = 0;
+  std::uint64_t last = 0;  // inclusive
+};
+enum class RangeParse { kNone, kOk, kUnsatisfiable };
+// Parses a single-range "bytes=a-b" | "bytes=a-" | "bytes=-n" header against `size`.
+// Multi-range and unknown units yield kNone (the whole file is sent, as RFC 9110 allows).
+RangeParse parse_range(std::string_view header, std::uint64_t size, ByteRange& out);
+
+std::string_view content_type_for(const std::filesystem::path& p);
+
+}  // namespace kiln::http

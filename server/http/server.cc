@@ -1,0 +1,572 @@
+#include "http/server.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "core/url.h"
+#include "http/file_server.h"
+
+namespace kiln::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+Response make_error_response(bhttp::status status, std::string_view code,
+                             std::string_view message, unsigned version) {
+  Response res{status, version};
+  res.set(bhttp::field::content_type, "application/json");
+  res.body() = nlohmann::json{{"error", {{"code", code}, {"message", message}}}}.dump();
+  res.prepare_payload();
+  return res;
+}
+
+// A live connection, as the server sees it for draining.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual void drain() = 0;        // close when idle; finish the request in flight
+  virtual void force_close() = 0;  // close now
+};
+
+struct Server::State {
+  net::io_context& ioc;
+  ServerOptions options;
+  Handler handler;
+  Metrics& metrics;
+  std::shared_ptr<spdlog::logger> log;
+  std::optional<ssl::context> tls;
+  tcp::acceptor acceptor;
+  std::atomic<int> active{0};
+  std::atomic<bool> stopping{false};
+  std::mutex mu;  // guards connections
+  std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
+
+  State(net::io_context& io, ServerOptions o, Handler h, Metrics& m,
+        std::shared_ptr<spdlog::logger> l)
+      : ioc(io),
+        options(std::move(o)),
+        handler(std::move(h)),
+        metrics(m),
+        log(std::move(l)),
+        acceptor(net::make_strand(io)) {}
+
+  void count_request(std::string_view route, std::string_view method, unsigned status) {
+    metrics.add("kiln_http_requests_total", {{"route", std::string(route)},
+                                             {"method", std::string(method)},
+                                             {"code", std::to_string(status)}});
+  }
+};
+
+namespace {
+
+constexpr std::size_t kTlsChunk = 256 * 1024;
+
+std::string http_date(std::int64_t epoch_s) {
+  std::time_t t = static_cast<std::time_t>(epoch_s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+template <typename Stream>
+class Session : public Connection, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kPlain = std::is_same_v<Stream, beast::tcp_stream>;
+
+ public:
+  template <typename... Args>
+  Session(std::shared_ptr<Server::State> state, tcp::socket&& socket, Args&&... args)
+      : state_(std::move(state)),
+        stream_(std::move(socket), std::forward<Args>(args)...),
+        timer_(stream_.get_executor()) {
+    state_->active.fetch_add(1);
+    state_->metrics.set("kiln_http_connections", {}, state_->active.load());
+  }
+
+  ~Session() override {
+    {
+      std::lock_guard lock(state_->mu);
+      state_->connections.erase(this);
+    }
+    state_->active.fetch_sub(1);
+    state_->metrics.set("kiln_http_connections", {}, state_->active.load());
+  }
+
+  void run() {
+    {
+      std::lock_guard lock(state_->mu);
+      state_->connections.emplace(this, this->weak_from_this());
+    }
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->start(); });
+  }
+
+  void drain() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      self->draining_ = true;
+      if (!self->busy_) self->close_socket();
+    });
+  }
+
+  void force_close() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->close_socket(); });
+  }
+
+ private:
+  const ServerOptions& opts() const { return state_->options; }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  void start() {
+    if constexpr (kPlain) {
+      do_read();
+    } else {
+      lowest().expires_after(opts().read_timeout);
+      stream_.async_handshake(ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) {
+                                  self->state_->log->debug("event=http.tls_handshake_failed err=\"{}\"",
+                                                           ec.message());
+                                  return self->close_socket();
+                                }
+                                self->do_read();
+                              });
+    }
+  }
+
+  void do_read() {
+    if (draining_) return close_socket();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(opts().header_limit));
+    parser_->body_limit(opts().body_limit);
+    lowest().expires_after(opts().read_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      beast::bind_front_handler(&Session::on_read, this->shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted ||
+        ec == beast::error::timeout || ec == net::error::connection_reset ||
+        ec == net::error::eof || ec == ssl::error::stream_truncated) {
+      return close_socket();
+    }
+    if (ec) {
+      // Parse errors get an answer; the connection is not reusable after them.
+      auto status = bhttp::status::bad_request;
+      std::string code = "bad_request";
+      if (ec == bhttp::error::body_limit) {
+        status = bhttp::status::payload_too_large;
+        code = "too_large";
+      } else if (ec == bhttp::error::header_limit) {
+        status = bhttp::status::request_header_fields_too_large;
+        code = "too_large";
+      }
+      state_->log->info("event=http.bad_request peer={} err=\"{}\"", peer(), ec.message());
+      state_->count_request("malformed", "-", static_cast<unsigned>(status));
+      keep_alive_ = false;
+      version_ = 11;
+      busy_ = true;
+      return write(make_error_response(status, code, "malformed request: " + ec.message()));
+    }
+    Request req = parser_->release();
+    busy_ = true;
+    started_ = Clock::now();
+    version_ = req.version();
+    keep_alive_ = req.keep_alive();
+    method_ = std::string(req.method_string());
+    target_ = std::string(req.target());
+
+    const std::string_view path = std::string_view(target_).substr(0, target_.find('?'));
+    for (const auto& m : opts().mounts) {
+      if (path.substr(0, m.prefix.size()) == m.prefix) {
+        if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) {
+          state_->count_request(m.prefix, method_, 405);
+          auto res = make_error_response(bhttp::status::method_not_allowed, "method_not_allowed",
+                                         "files are read-only", version_);
+          res.set(bhttp::field::allow, "GET, HEAD");
+          return write(std::move(res));
+        }
+        return serve_file(req, m, path.substr(m.prefix.size()));
+      }
+    }
+
+    auto self = this->shared_from_this();
+    Respond respond = [self](Response&& res) {
+      net::post(self->stream_.get_executor(),
+                [self, res = std::move(res)]() mutable { self->write(std::move(res)); });
+    };
+    try {
+      state_->handler(std::move(req), std::move(respond));
+    } catch (const std::exception& e) {
+      state_->log->error("event=http.handler_exception target=\"{}\" err=\"{}\"", target_, e.what());
+      write(make_error_response(bhttp::status::internal_server_error, "internal", "internal error",
+                                version_));
+    }
+  }
+
+  void finish_headers(auto& res) {
+    res.version(version_);
+    res.keep_alive(keep_alive_ && !draining_ && !state_->stopping.load());
+    res.set(bhttp::field::server, "kilnd");
+  }
+
+  void write(Response&& res) {
+    finish_headers(res);
+    res.prepare_payload();
+    res_ = std::make_unique<Response>(std::move(res));
+    lowest().expires_after(opts().write_timeout);
+    bhttp::async_write(stream_, *res_,
+                       [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+                         self->after_response(ec, self->res_->result_int(), n,
+                                              !self->res_->keep_alive());
+                       });
+  }
+
+  void after_response(beast::error_code ec, unsigned status, std::size_t bytes, bool close) {
+    const auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+    state_->log->debug("event=http.request peer={} method={} target=\"{}\" status={} bytes={} ms={:.2f}",
+                       peer(), method_, target_, status, bytes, ms);
+    busy_ = false;
+    res_.reset();
+    file_.reset();
+    if (ec || close) return close_socket();
+    do_read();
+  }
+
+  // --- static files --------------------------------------------------------------------------
+
+  void serve_file(const Request& req, const FileMount& mount, std::string_view rel_encoded) {
+    auto fail = [&](bhttp::status st, std::string_view code, std::string_view msg) {
+      state_->count_request(mount.prefix, method_, static_cast<unsigned>(st));
+      write(make_error_response(st, code, msg, version_));
+    };
+    auto rel = percent_decode(rel_encoded);
+    if (!rel) return fail(bhttp::status::bad_request, "bad_request", "malformed path");
+    auto opened = open_under(mount.root, *rel);
+    if (!opened) {
+      if (opened.error().code == Errc::kInvalid) {
+        state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(), target_);
+        return fail(bhttp::status::bad_request, "bad_request", opened.error().message);
+      }
+      return fail(bhttp::status::not_found, "not_found", "no such file");
+    }
+    file_ = std::make_unique<OpenFile>(std::move(*opened));
+    const std::uint64_t size = file_->size;
+    const std::string etag = "\"" + std::to_string(size) + "-" + std::to_string(file_->mtime_s) + "\"";
+
+    header_ = std::make_unique<bhttp::response<bhttp::empty_body>>(bhttp::status::ok, version_);
+    auto& h = *header_;
+    h.set(bhttp::field::content_type, content_type_for(file_->path));
+    h.set(bhttp::field::accept_ranges, "bytes");
+    h.set(bhttp::field::etag, etag);
+    h.set(bhttp::field::last_modified, http_date(file_->mtime_s));
+    offset_ = 0;
+    remaining_ = size;
+    if (auto range = req[bhttp::field::range]; !range.empty()) {
+      // If-Range: only honour the range when the validator still matches.
+      auto if_range = req[bhttp::field::if_range];
+      if (if_range.empty() || if_range == etag) {
+        ByteRange r;
+        switch (parse_range(range, size, r)) {
+          case RangeParse::kUnsatisfiable: {
+            auto res = make_error_response(bhttp::status::range_not_satisfiable,
+                                           "range_not_satisfiable", "range outside the file",
+                                           version_);
+            res.set(bhttp::field::content_range, "bytes */" + std::to_string(size));
+            state_->count_request(mount.prefix, method_, 416);
+            file_.reset();
+            header_.reset();
+            return write(std::move(res));
+          }
+          case RangeParse::kOk:
+            h.result(bhttp::status::partial_content);
+            h.set(bhttp::field::content_range, "bytes " + std::to_string(r.first) + "-" +
+                                                   std::to_string(r.last) + "/" +
+                                                   std::to_string(size));
+            offset_ = r.first;
+            remaining_ = r.last - r.first + 1;
+            break;
+          case RangeParse::kNone:
+            break;
+        }
+      }
+    }
+    finish_headers(h);
+    h.content_length(remaining_);
+    state_->count_request(mount.prefix, method_, h.result_int());
+    if (req.method() == bhttp::verb::head) remaining_ = 0;
+    serializer_ = std::make_unique<bhttp::response_serializer<bhttp::empty_body>>(h);
+    lowest().expires_after(opts().write_timeout);
+    bhttp::async_write_header(stream_, *serializer_,
+                              [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                                if (ec) return self->close_socket();
+                                self->send_body();
+                              });
+  }
+
+  void file_done(beast::error_code ec) {
+    const unsigned status = header_ ? header_->result_int() : 500;
+    const bool close = !header_ || !header_->keep_alive();
+    const std::size_t sent = offset_;
+    serializer_.reset();
+    header_.reset();
+    after_response(ec, status, sent, close);
+  }
+
+  void send_body() {
+    if constexpr (kPlain) {
+      send_body_sendfile();
+    } else {
+      send_body_copy();
+    }
+  }
+
+  // Plain TCP: the kernel copies file pages straight to the socket.
+  void send_body_sendfile() {
+    auto& sock = lowest().socket();
+    beast::error_code ec;
+    sock.non_blocking(true, ec);
+    if (ec) return file_done(ec);
+    while (remaining_ > 0) {
+      off_t off = static_cast<off_t>(offset_);
+      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, 1u << 30));
+      ssize_t n = ::sendfile(sock.native_handle(), file_->fd.get(), &off, want);
+      if (n > 0) {
+        offset_ += static_cast<std::uint64_t>(n);
+        remaining_ -= static_cast<std::uint64_t>(n);
+        continue;
+      }
+      if (n == 0) {  // the file shrank under us: the response cannot be completed
+        state_->log->warn("event=http.file_truncated path=\"{}\"", file_->path.string());
+        return file_done(net::error::eof);
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        // Socket buffer full: wait for room, but not forever.
+        timer_.expires_after(opts().write_timeout);
+        timer_.async_wait([self = this->shared_from_this()](beast::error_code tec) {
+          if (!tec) {
+            self->state_->log->info("event=http.write_stalled peer={}", self->peer());
+            self->close_socket();
+          }
+        });
+        sock.async_wait(tcp::socket::wait_write,
+                        [self = this->shared_from_this()](beast::error_code wec) {
+                          self->timer_.cancel();
+                          if (wec) return self->file_done(wec);
+                          self->send_body_sendfile();
+                        });
+        return;
+      }
+      return file_done(beast::error_code(errno, beast::system_category()));
+    }
+    file_done({});
+  }
+
+  // TLS: read into a buffer and write through the TLS stream.
+  void send_body_copy() {
+    if (remaining_ == 0) return file_done({});
+    if (copy_buf_.empty()) copy_buf_.resize(kTlsChunk);
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, kTlsChunk));
+    ssize_t n = ::pread(file_->fd.get(), copy_buf_.data(), want, static_cast<off_t>(offset_));
+    if (n <= 0) return file_done(net::error::eof);
+    lowest().expires_after(opts().write_timeout);
+    net::async_write(stream_, net::buffer(copy_buf_.data(), static_cast<std::size_t>(n)),
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t w) {
+                       if (ec) return self->file_done(ec);
+                       self->offset_ += w;
+                       self->remaining_ -= w;
+                       self->send_body_copy();
+                     });
+  }
+
+  void close_socket() {
+    beast::error_code ec;
+    timer_.cancel();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
+  }
+
+  std::string peer() {
+    beast::error_code ec;
+    auto ep = lowest().socket().remote_endpoint(ec);
+    return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+
+  std::shared_ptr<Server::State> state_;
+  Stream stream_;
+  net::steady_timer timer_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::unique_ptr<Response> res_;
+  bool busy_ = false;
+  bool draining_ = false;
+  bool keep_alive_ = true;
+  unsigned version_ = 11;
+  std::string method_;
+  std::string target_;
+  Clock::time_point started_;
+  // File transfer in progress.
+  std::unique_ptr<OpenFile> file_;
+  std::unique_ptr<bhttp::response<bhttp::empty_body>> header_;
+  std::unique_ptr<bhttp::response_serializer<bhttp::empty_body>> serializer_;
+  std::uint64_t offset_ = 0;
+  std::uint64_t remaining_ = 0;
+  std::vector<char> copy_buf_;
+};
+
+void do_accept(std::shared_ptr<Server::State> st) {
+  st->acceptor.async_accept(net::make_strand(st->ioc), [st](beast::error_code ec,
+                                                            tcp::socket socket) {
+    if (ec) {
+      if (ec == net::error::operation_aborted || st->stopping) return;
+      st->log->warn("event=http.accept_failed err=\"{}\"", ec.message());
+      // Out of descriptors and similar: back off briefly instead of spinning.
+      auto t = std::make_shared<net::steady_timer>(st->ioc, std::chrono::milliseconds(50));
+      t->async_wait([st, t](beast::error_code) { do_accept(st); });
+      return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    if (st->active.load() >= st->options.max_connections) {
+      st->metrics.add("kiln_http_connections_rejected_total", {});
+      st->log->warn("event=http.conn_rejected reason=max_connections limit={}",
+                    st->options.max_connections);
+      static constexpr std::string_view kBusy =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+          "Connection: close\r\nRetry-After: 1\r\nContent-Length: 78\r\n\r\n"
+          "{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections, retry later\"}}";
+      auto sock = std::make_shared<tcp::socket>(std::move(socket));
+      net::async_write(*sock, net::buffer(kBusy), [sock](beast::error_code, std::size_t) {
+        beast::error_code ignored;
+        sock->shutdown(tcp::socket::shutdown_both, ignored);
+        sock->close(ignored);
+      });
+    } else if (st->tls) {
+      std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(st, std::move(socket), *st->tls)
+          ->run();
+    } else {
+      std::make_shared<Session<beast::tcp_stream>>(st, std::move(socket))->run();
+    }
+    do_accept(st);
+  });
+}
+
+}  // namespace
+
+Server::Server(net::io_context& ioc, ServerOptions options, Handler handler, Metrics& metrics,
+               std::shared_ptr<spdlog::logger> log)
+    : state_(std::make_shared<State>(ioc, std::move(options), std::move(handler), metrics,
+                                     std::move(log))) {
+  metrics.describe("kiln_http_requests_total", Metrics::Type::kCounter,
+                   "HTTP requests served, by route, method and status code.");
+  metrics.describe("kiln_http_connections", Metrics::Type::kGauge, "Open HTTP connections.");
+  metrics.describe("kiln_http_connections_rejected_total", Metrics::Type::kCounter,
+                   "Connections refused with 503 because max_connections was reached.");
+  metrics.set("kiln_http_connections", {}, 0);
+  metrics.add("kiln_http_connections_rejected_total", {}, 0);
+}
+
+Server::~Server() {
+  beast::error_code ec;
+  state_->acceptor.close(ec);
+}
+
+// Note the expected literal length of the 503 body above: keep Content-Length in sync.
+static_assert(sizeof("{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections, retry later\"}}") - 1 == 78);
+
+Status Server::start() {
+  auto& st = *state_;
+  if (!st.options.tls_cert_file.empty() || !st.options.tls_key_file.empty()) {
+    try {
+      st.tls.emplace(ssl::context::tls_server);
+      st.tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                          ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                          ssl::context::no_tlsv1_1);
+      st.tls->use_certificate_chain_file(st.options.tls_cert_file);
+      st.tls->use_private_key_file(st.options.tls_key_file, ssl::context::pem);
+    } catch (const std::exception& e) {
+      return make_error(Errc::kInvalid, std::string("TLS certificate/key: ") + e.what());
+    }
+  }
+  beast::error_code ec;
+  auto addr = net::ip::make_address(st.options.address, ec);
+  if (ec) return make_error(Errc::kInvalid, "bad listen address '" + st.options.address + "'");
+  tcp::endpoint ep{addr, st.options.port};
+  st.acceptor.open(ep.protocol(), ec);
+  if (!ec) st.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) st.acceptor.bind(ep, ec);
+  if (!ec) st.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return make_error(Errc::kUnavailable, "cannot listen on " + st.options.address + ":" +
+                                              std::to_string(st.options.port) + ": " + ec.message());
+  }
+  do_accept(state_);
+  return ok_status();
+}
+
+std::uint16_t Server::port() const {
+  beast::error_code ec;
+  return state_->acceptor.local_endpoint(ec).port();
+}
+
+bool Server::tls() const { return state_->tls.has_value(); }
+
+std::size_t Server::active_connections() const {
+  return static_cast<std::size_t>(state_->active.load());
+}
+
+void Server::shutdown(std::chrono::milliseconds grace, std::function<void()> done) {
+  auto st = state_;
+  st->stopping = true;
+  net::post(st->acceptor.get_executor(), [st] {
+    beast::error_code ec;
+    st->acceptor.close(ec);
+  });
+  std::vector<std::shared_ptr<Connection>> live;
+  {
+    std::lock_guard lock(st->mu);
+    for (auto& [_, w] : st->connections) {
+      if (auto c = w.lock()) live.push_back(std::move(c));
+    }
+  }
+  for (auto& c : live) c->drain();
+  live.clear();
+  // Poll until every connection has gone, or the grace period is over.
+  struct Waiter : std::enable_shared_from_this<Waiter> {
+    std::shared_ptr<State> st;
+    Clock::time_point deadline;
+    net::steady_timer timer;
+    std::function<void()> done;
+    Waiter(std::shared_ptr<State> s, Clock::time_point d, std::function<void()> f)
+        : st(s), deadline(d), timer(s->ioc), done(std::move(f)) {}
+    void tick() {
+      if (st->active.load() == 0) return done();
+      if (Clock::now() >= deadline) {
+        std::lock_guard lock(st->mu);
+        for (auto& [_, w] : st->connections) {
+          if (auto c = w.lock()) c->force_close();
+        }
+      }
+      timer.expires_after(std::chrono::milliseconds(20));
+      timer.async_wait([self = shared_from_this()](beast::error_code) { self->tick(); });
+    }
+  };
+  auto waiter = std::make_shared<Waiter>(st, Clock::now() + grace, std::move(done));
+  net::post(st->ioc, [waiter] { waiter->tick(); });
+}
+
+}  // namespace kiln::http

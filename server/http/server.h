@@ -1,0 +1,84 @@
+// http/server.h — kilnd's HTTP/1.1 listener (Boost.Beast): keep-alive, limits, optional TLS,
+// and static files sent with sendfile(2).
+//
+// The server owns sockets and nothing else: requests that are not for a file mount go to one
+// `Handler` (request in, response out, possibly asynchronously), which never sees a socket.
+// Every connection runs on its own strand; every read is bounded by size (header and body
+// limits) and time (read timeout, which is also the keep-alive idle timeout); every file
+// transfer by a stall timeout. Past `max_connections` new connections get a 503 and are
+// closed. Thread-safety: start() and shutdown() from one thread; the rest is internal.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/metrics.h"
+#include "core/result.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace kiln::http {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Response = boost::beast::http::response<boost::beast::http::string_body>;
+// Completes a request. Call exactly once, from any thread.
+using Respond = std::function<void(Response&&)>;
+using Handler = std::function<void(Request&&, Respond)>;
+
+// GET/HEAD requests whose path starts with `prefix` are served from files under `root`.
+struct FileMount {
+  std::string prefix;  // e.g. "/files/"
+  std::filesystem::path root;
+};
+
+struct ServerOptions {
+  std::string address = "127.0.0.1";
+  std::uint16_t port = 8080;  // 0: an ephemeral port (see Server::port())
+  std::size_t body_limit = 1 << 20;
+  std::size_t header_limit = 16 << 10;
+  std::chrono::milliseconds read_timeout{30'000};   // whole request, and keep-alive idle time
+  std::chrono::milliseconds write_timeout{60'000};  // a response or file transfer making no progress
+  int max_connections = 1024;
+  std::string tls_cert_file;  // PEM; TLS is on when both files are set
+  std::string tls_key_file;
+  std::vector<FileMount> mounts;
+};
+
+// A JSON error body in the API's format: {"error":{"code":...,"message":...}}.
+Response make_error_response(boost::beast::http::status status, std::string_view code,
+                             std::string_view message, unsigned version = 11);
+
+class Server {
+ public:
+  Server(boost::asio::io_context& ioc, ServerOptions options, Handler handler, Metrics& metrics,
+         std::shared_ptr<spdlog::logger> log);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts accepting. Fails if the address cannot be bound or TLS files are bad.
+  Status start();
+  // The bound port (after start()).
+  std::uint16_t port() const;
+  bool tls() const;
+  // Stops accepting; idle keep-alive connections are closed, requests in flight finish. After
+  // `grace`, what is left is closed. `done` runs (on the io_context) when no connection is left.
+  void shutdown(std::chrono::milliseconds grace, std::function<void()> done);
+  std::size_t active_connections() const;
+
+  struct State;  // shared with connections (internal)
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace kiln::http

@@ -1,0 +1,104 @@
+// store/sqlite.h — RAII wrappers over sqlite3 connections, statements and transactions.
+//
+// Ownership: `Db` owns one sqlite3* and closes it in its destructor; `Stmt` owns one
+// sqlite3_stmt* and must not outlive the `Db` that prepared it. Neither is thread-safe: a
+// connection is used by one thread at a time (the Store hands them out). Unexpected SQLite
+// failures throw `SqliteError`; constraint violations carry their extended code so callers
+// can turn the expected ones into results.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace kiln::store {
+
+class SqliteError : public std::runtime_error {
+ public:
+  SqliteError(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  int code() const { return code_; }          // extended result code
+  bool is_constraint() const;                 // SQLITE_CONSTRAINT_*
+  bool is_busy() const;                       // SQLITE_BUSY / SQLITE_LOCKED
+ private:
+  int code_;
+};
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, std::string_view sql);
+  ~Stmt();
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  Stmt(Stmt&& o) noexcept : db_(o.db_), s_(o.s_) { o.s_ = nullptr; }
+
+  // Parameters are 1-based, as in SQLite. Strings are copied (SQLITE_TRANSIENT).
+  Stmt& bind(int i, std::int64_t v);
+  Stmt& bind(int i, int v) { return bind(i, static_cast<std::int64_t>(v)); }
+  Stmt& bind(int i, std::string_view v);
+  Stmt& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
+  Stmt& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+  Stmt& bind_null(int i);
+  template <typename T>
+  Stmt& bind(int i, const std::optional<T>& v) {
+    return v ? bind(i, *v) : bind_null(i);
+  }
+
+  // Advances; true while a row is available, false when done. Throws on error.
+  bool step();
+  // Runs a statement that returns no rows.
+  void run() {
+    while (step()) {
+    }
+  }
+  void reset();
+
+  bool is_null(int col) const;
+  std::int64_t int64(int col) const;
+  std::string text(int col) const;
+  std::optional<std::int64_t> opt_int64(int col) const;
+  std::optional<std::string> opt_text(int col) const;
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+class Db {
+ public:
+  // Opens (creating if needed) the database at `path`. Throws SqliteError on failure.
+  Db(const std::string& path, bool read_only);
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  void exec(std::string_view sql);  // one or more statements, no results
+  Stmt prepare(std::string_view sql) { return Stmt(db_, sql); }
+  std::int64_t last_insert_rowid() const;
+  int changes() const;
+  sqlite3* raw() { return db_; }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+// BEGIN IMMEDIATE on construction (take the write lock up front, so a transaction never
+// fails half-way on lock upgrade); ROLLBACK in the destructor unless commit() was called.
+class Transaction {
+ public:
+  explicit Transaction(Db& db, bool immediate = true);
+  ~Transaction();
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  void commit();
+
+ private:
+  Db& db_;
+  bool done_ = false;
+};
+
+}  // namespace kiln::store

@@ -1,0 +1,241 @@
+// store/store.h — kiln's persistent state: machines, image versions, deployments, API tokens
+// and events, in one SQLite database (WAL mode, foreign keys on).
+//
+// Store is the only module that talks SQL. It keeps one writer connection (every change goes
+// through it, serialized by a mutex, each change in one IMMEDIATE transaction together with
+// the event that records it) and a small pool of reader connections, so reads proceed while
+// a write is in progress. All methods are thread-safe. Expected failures (unknown machine,
+// MAC already registered, deployment in progress, ...) are returned as `Result`s; database
+// failures (disk full, I/O error, corruption) throw `SqliteError`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "proto/api_types.h"
+#include "store/migrations.h"
+
+namespace kiln::store {
+
+class Db;
+
+struct VersionRef {
+  std::int64_t id = 0;
+  std::string name;
+  std::string version;
+};
+
+struct Machine {
+  std::int64_t id = 0;
+  std::string name;
+  std::vector<std::string> macs;  // canonical lower-case, first one is the primary
+  std::optional<std::string> uuid;
+  proto::MachineState state = proto::MachineState::kDiscovered;
+  std::string state_reason;
+  std::map<std::string, std::string> labels;
+  nlohmann::json inventory = nlohmann::json::object();
+  std::optional<VersionRef> current_version;   // what its disk holds (last succeeded deploy)
+  std::optional<std::int64_t> active_deployment_id;
+  std::optional<VersionRef> assigned_version;  // target of the active deployment
+  std::int64_t created_at = 0;
+  std::int64_t updated_at = 0;
+};
+
+struct NewMachine {
+  std::vector<std::string> macs;  // at least one; normalized by the caller
+  std::optional<std::string> uuid;
+  std::string name;
+  std::map<std::string, std::string> labels;
+  proto::MachineState state = proto::MachineState::kReady;
+};
+
+struct MachineFilter {
+  proto::Selector selector;  // empty: all machines
+  std::optional<proto::MachineState> state;
+  std::int64_t after_id = 0;  // pagination cursor: machines with id > after_id
+  int limit = 1000;
+};
+
+struct MachinePage {
+  std::vector<Machine> items;
+  std::optional<std::int64_t> next_after;  // set when more machines may follow
+};
+
+// A label patch: a value sets the label, nullopt removes it.
+using LabelPatch = std::map<std::string, std::optional<std::string>>;
+
+struct ImageVersion {
+  std::int64_t id = 0;
+  std::string name;
+  std::string version;
+  std::int64_t size_bytes = 0;
+  std::string sha256;
+  std::string format = "kiln";
+  std::optional<std::string> source_url;
+  std::string description;
+  nlohmann::json labels = nlohmann::json::object();
+  std::string created_by;
+  std::int64_t created_at = 0;
+};
+
+struct Deployment {
+  std::int64_t id = 0;
+  std::int64_t machine_id = 0;
+  std::optional<VersionRef> from_version;
+  VersionRef to_version;
+  std::string kind;  // "assign" | "rollback"
+  std::string requested_by;
+  std::int64_t created_at = 0;
+  proto::DeploymentStatus status = proto::DeploymentStatus::kPending;
+  std::string status_reason;
+  std::string stage;
+  std::int64_t bytes_done = 0;
+  std::int64_t bytes_total = 0;
+  std::optional<std::int64_t> started_at;
+  std::optional<std::int64_t> finished_at;
+};
+
+struct AssignRequest {
+  std::string image;
+  std::string version;
+  std::string requested_by;
+  bool force = false;  // supersede an active deployment to another version
+};
+
+struct AssignOutcome {
+  Deployment deployment;
+  bool created = true;  // false: the same version was already being deployed (idempotent)
+  std::optional<std::int64_t> superseded_id;
+};
+
+struct BulkOutcome {
+  std::vector<std::pair<std::int64_t, AssignOutcome>> results;  // machine id -> outcome
+};
+
+// What an agent reports while it works and when it is done.
+struct AgentReport {
+  std::string stage;
+  std::int64_t bytes_done = 0;
+  std::int64_t bytes_total = 0;
+  // Set on the final report: succeeded or failed (with reason).
+  std::optional<proto::DeploymentStatus> result;
+  std::string reason;
+  nlohmann::json detail = nlohmann::json::object();  // rate, eta, stage timings, ...
+};
+
+struct Token {
+  std::int64_t id = 0;
+  std::string name;
+  proto::Scope scope = proto::Scope::kRead;
+  std::int64_t created_at = 0;
+  std::optional<std::int64_t> revoked_at;
+};
+
+struct Event {
+  std::int64_t id = 0;
+  std::int64_t created_at = 0;
+  std::string type;
+  std::optional<std::int64_t> machine_id;
+  std::optional<std::int64_t> deployment_id;
+  nlohmann::json data = nlohmann::json::object();
+};
+
+struct StoreOptions {
+  std::string path = "var/kiln.db";
+  int busy_timeout_ms = 5000;
+  // FULL: every commit is fsynced (survives power loss); NORMAL: survives process crashes.
+  bool synchronous_full = true;
+  int readers = 4;  // size of the reader connection pool
+};
+
+class Store {
+ public:
+  // Opens the database, applies pending migrations. Fails (without touching the database) if
+  // its schema is newer than `migrations` or a migration fails.
+  static Result<std::unique_ptr<Store>> open(
+      const StoreOptions& options, const Clock& clock,
+      std::span<const Migration> migrations = embedded_migrations());
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  int schema_version();
+  // "ok" or SQLite's list of problems.
+  std::string integrity_check();
+
+  // --- machines ---
+  Result<Machine> create_machine(const NewMachine& m, const std::string& who);
+  Result<Machine> get_machine(std::int64_t id);
+  Result<Machine> find_machine_by_mac(const std::string& mac);
+  MachinePage list_machines(const MachineFilter& filter);
+  Result<Machine> patch_machine_labels(std::int64_t id, const LabelPatch& patch,
+                                       const std::string& who);
+  // Refuses (conflict) while a deployment is active unless `force`, which supersedes it.
+  // The machine's history stays; its MACs are released for re-registration.
+  Status delete_machine(std::int64_t id, bool force, const std::string& who);
+
+  // --- image versions ---
+  // Registers metadata for a new version. Re-registering identical metadata is idempotent
+  // (returns the existing version, created = false); different metadata is a conflict.
+  Result<std::pair<ImageVersion, bool>> register_image_version(const ImageVersion& v);
+  std::vector<ImageVersion> list_image_versions(const std::optional<std::string>& name);
+  Result<ImageVersion> get_image_version(const std::string& name, const std::string& version);
+  // Conflict while a machine holds it or an active deployment targets it.
+  Status delete_image_version(const std::string& name, const std::string& version,
+                              const std::string& who);
+
+  // --- deployments ---
+  Result<AssignOutcome> assign(std::int64_t machine_id, const AssignRequest& req);
+  // All-or-nothing: every machine matching `selector` gets the version, or none does.
+  Result<BulkOutcome> assign_bulk(const proto::Selector& selector, const AssignRequest& req);
+  // Reassigns the most recent successfully deployed version that differs from the machine's
+  // latest assignment; supersedes an active deployment. Conflict when there is none.
+  Result<AssignOutcome> rollback(std::int64_t machine_id, const std::string& who);
+  Result<std::vector<Deployment>> list_deployments(std::int64_t machine_id);
+  Result<Deployment> get_deployment(std::int64_t id);
+  // Mints a fresh bearer token for the agent of an active deployment, valid until
+  // `expires_at_ms` or until the deployment ends, whichever is first. Replaces any older one.
+  Result<std::string> mint_agent_token(std::int64_t deployment_id, std::int64_t expires_at_ms);
+  // The active deployment an agent token belongs to (unauthorized if unknown/expired/ended).
+  Result<Deployment> authenticate_agent(const std::string& token);
+  Result<Deployment> report_progress(std::int64_t deployment_id, const AgentReport& report);
+
+  // --- API tokens ---
+  // Returns the token record and the clear token (shown once, stored only as a hash).
+  Result<std::pair<Token, std::string>> create_token(const std::string& name, proto::Scope scope);
+  std::optional<Token> authenticate(const std::string& clear_token);
+  std::vector<Token> list_tokens();
+  Status revoke_token(std::int64_t id, const std::string& who);
+
+  // --- events ---
+  std::vector<Event> events_since(std::int64_t cursor, int limit,
+                                  std::optional<std::int64_t> machine_id);
+  std::int64_t last_event_id();
+
+  // --- aggregates for /metrics ---
+  std::map<std::string, std::int64_t> count_machines_by_state();
+  std::map<std::string, std::int64_t> count_deployments_by_status();
+
+ private:
+  Store(const StoreOptions& options, const Clock& clock);
+  class ReaderLease;
+  ReaderLease reader();
+
+  const StoreOptions options_;
+  const Clock& clock_;
+  std::mutex write_mu_;  // the one writer path
+  std::unique_ptr<Db> writer_;
+  std::mutex readers_mu_;
+  std::vector<std::unique_ptr<Db>> idle_readers_;
+};
+
+}  // namespace kiln::store
