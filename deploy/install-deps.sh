@@ -11,7 +11,7 @@ pkgs=(
   libboost-dev libboost-system-dev libarchive-dev libzstd-dev libssl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
-  curl sqlite3 iproute2 procps
+  curl jq sqlite3 iproute2 procps openssl
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(wrk nginx-light)

@@ -42,11 +42,16 @@ Status validate_name_like(std::string_view what, std::string_view s, std::string
 
 const char* to_string(MachineState s) {
   switch (s) {
-    case MachineState::kDiscovered: return "discovered";
-    case MachineState::kReady: return "ready";
-    case MachineState::kDeploying: return "deploying";
-    case MachineState::kDeployed: return "deployed";
-    case MachineState::kFailed: return "failed";
+    case MachineState::kDiscovered:
+      return "discovered";
+    case MachineState::kReady:
+      return "ready";
+    case MachineState::kDeploying:
+      return "deploying";
+    case MachineState::kDeployed:
+      return "deployed";
+    case MachineState::kFailed:
+      return "failed";
   }
   return "failed";
 }
@@ -56,11 +61,16 @@ std::optional<MachineState> parse_machine_state(std::string_view s) {
 
 const char* to_string(DeploymentStatus s) {
   switch (s) {
-    case DeploymentStatus::kPending: return "pending";
-    case DeploymentStatus::kRunning: return "running";
-    case DeploymentStatus::kSucceeded: return "succeeded";
-    case DeploymentStatus::kFailed: return "failed";
-    case DeploymentStatus::kSuperseded: return "superseded";
+    case DeploymentStatus::kPending:
+      return "pending";
+    case DeploymentStatus::kRunning:
+      return "running";
+    case DeploymentStatus::kSucceeded:
+      return "succeeded";
+    case DeploymentStatus::kFailed:
+      return "failed";
+    case DeploymentStatus::kSuperseded:
+      return "superseded";
   }
   return "failed";
 }
@@ -84,8 +94,8 @@ Status validate_label_key(std::string_view key) {
   }
   for (char c : key) {
     if (!is_lower_alnum(c) && c != '.' && c != '_' && c != '/' && c != '-') {
-      return make_error(Errc::kInvalid, "label key '" + std::string(key) +
-                                            "' may only contain [a-z0-9._/-]");
+      return make_error(Errc::kInvalid,
+                        "label key '" + std::string(key) + "' may only contain [a-z0-9._/-]");
     }
   }
   return ok_status();
@@ -126,12 +136,12 @@ Result<Selector> parse_selector(std::string_view text) {
       t.key = std::string(term);
     }
     if (auto s = validate_label_key(t.key); !s) {
-      return make_error(Errc::kInvalid, "bad selector term '" + std::string(term) + "': " +
-                                            s.error().message);
+      return make_error(Errc::kInvalid,
+                        "bad selector term '" + std::string(term) + "': " + s.error().message);
     }
     if (auto s = validate_label_value(t.value); !s) {
-      return make_error(Errc::kInvalid, "bad selector term '" + std::string(term) + "': " +
-                                            s.error().message);
+      return make_error(Errc::kInvalid,
+                        "bad selector term '" + std::string(term) + "': " + s.error().message);
     }
     out.push_back(std::move(t));
     if (comma == std::string_view::npos) break;
@@ -145,10 +155,18 @@ std::string format_selector(const Selector& selector) {
   for (const auto& t : selector) {
     if (!out.empty()) out.push_back(',');
     switch (t.op) {
-      case LabelTerm::Op::kEquals: out += t.key + "=" + t.value; break;
-      case LabelTerm::Op::kNotEquals: out += t.key + "!=" + t.value; break;
-      case LabelTerm::Op::kExists: out += t.key; break;
-      case LabelTerm::Op::kNotExists: out += "!" + t.key; break;
+      case LabelTerm::Op::kEquals:
+        out += t.key + "=" + t.value;
+        break;
+      case LabelTerm::Op::kNotEquals:
+        out += t.key + "!=" + t.value;
+        break;
+      case LabelTerm::Op::kExists:
+        out += t.key;
+        break;
+      case LabelTerm::Op::kNotExists:
+        out += "!" + t.key;
+        break;
     }
   }
   return out;

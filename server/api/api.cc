@@ -103,15 +103,24 @@ json to_json(const store::Event& e) {
 
 bhttp::status status_for(Errc e) {
   switch (e) {
-    case Errc::kBadRequest: return bhttp::status::bad_request;
-    case Errc::kInvalid: return bhttp::status::unprocessable_entity;
-    case Errc::kNotFound: return bhttp::status::not_found;
-    case Errc::kConflict: return bhttp::status::conflict;
-    case Errc::kUnauthorized: return bhttp::status::unauthorized;
-    case Errc::kForbidden: return bhttp::status::forbidden;
-    case Errc::kTooLarge: return bhttp::status::payload_too_large;
-    case Errc::kUnavailable: return bhttp::status::service_unavailable;
-    case Errc::kInternal: return bhttp::status::internal_server_error;
+    case Errc::kBadRequest:
+      return bhttp::status::bad_request;
+    case Errc::kInvalid:
+      return bhttp::status::unprocessable_entity;
+    case Errc::kNotFound:
+      return bhttp::status::not_found;
+    case Errc::kConflict:
+      return bhttp::status::conflict;
+    case Errc::kUnauthorized:
+      return bhttp::status::unauthorized;
+    case Errc::kForbidden:
+      return bhttp::status::forbidden;
+    case Errc::kTooLarge:
+      return bhttp::status::payload_too_large;
+    case Errc::kUnavailable:
+      return bhttp::status::service_unavailable;
+    case Errc::kInternal:
+      return bhttp::status::internal_server_error;
   }
   return bhttp::status::internal_server_error;
 }
@@ -128,7 +137,8 @@ Response json_response(bhttp::status st, const json& body) {
 Response error_response(const Error& e) {
   auto res = json_response(status_for(e.code),
                            {{"error", {{"code", errc_name(e.code)}, {"message", e.message}}}});
-  if (e.code == Errc::kUnauthorized) res.set(bhttp::field::www_authenticate, "Bearer realm=\"kiln\"");
+  if (e.code == Errc::kUnauthorized)
+    res.set(bhttp::field::www_authenticate, "Bearer realm=\"kiln\"");
   return res;
 }
 
@@ -142,7 +152,9 @@ struct ApiError {
   Error error;
 };
 struct UnsupportedMediaType {};
-[[noreturn]] void fail(Errc code, std::string message) { throw ApiError{{code, std::move(message)}}; }
+[[noreturn]] void fail(Errc code, std::string message) {
+  throw ApiError{{code, std::move(message)}};
+}
 
 template <typename T>
 T take(Result<T>&& r) {
@@ -157,7 +169,8 @@ std::int64_t parse_int(std::string_view s, std::string_view what) {
   std::int64_t v = 0;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || p != s.data() + s.size()) {
-    fail(Errc::kBadRequest, std::string(what) + " must be an integer, got '" + std::string(s) + "'");
+    fail(Errc::kBadRequest,
+         std::string(what) + " must be an integer, got '" + std::string(s) + "'");
   }
   return v;
 }
@@ -186,10 +199,12 @@ struct Ctx {
 
   // The request body as a JSON object; allowed keys only (typos are errors, not ignored).
   json body(std::initializer_list<std::string_view> allowed) const {
-    auto ct = req[bhttp::field::content_type];
-    auto semi = ct.find(';');
-    auto mime = ct.substr(0, semi);
-    if (mime != "application/json" && mime != "application/merge-patch+json") {
+    std::string mime(
+        req[bhttp::field::content_type].substr(0, req[bhttp::field::content_type].find(';')));
+    while (!mime.empty() && (mime.back() == ' ' || mime.back() == '\t')) mime.pop_back();
+    std::transform(mime.begin(), mime.end(), mime.begin(), ::tolower);
+    const bool patch = req.method() == bhttp::verb::patch;
+    if (mime != "application/json" && !(patch && mime == "application/merge-patch+json")) {
       throw UnsupportedMediaType{};
     }
     json j = json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
@@ -208,6 +223,15 @@ template <typename T>
 std::optional<T> field(const json& j, const char* key) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (!it->is_number_integer()) {
+      fail(Errc::kBadRequest, std::string("field '") + key + "' must be an integer");
+    }
+  }
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean())
+      fail(Errc::kBadRequest, std::string("field '") + key + "' must be a boolean");
+  }
   try {
     return it->get<T>();
   } catch (const json::exception&) {
@@ -288,13 +312,15 @@ struct Api::Impl {
 
   // --- lookups ---
 
+  // A path's machine reference: anything that reads as a MAC (including 12 bare hex digits)
+  // is a MAC; otherwise it must be a numeric id.
   store::Machine machine(const std::string& id_or_mac) {
-    if (!id_or_mac.empty() && std::all_of(id_or_mac.begin(), id_or_mac.end(), ::isdigit)) {
-      return take(store.get_machine(parse_int(id_or_mac, "machine id")));
+    if (auto mac = normalize_mac(id_or_mac)) return take(store.find_machine_by_mac(*mac));
+    if (id_or_mac.empty() || id_or_mac.size() > 18 ||
+        !std::all_of(id_or_mac.begin(), id_or_mac.end(), ::isdigit)) {
+      fail(Errc::kNotFound, "machine '" + id_or_mac + "' not found (expected an id or a MAC)");
     }
-    auto mac = normalize_mac(id_or_mac);
-    if (!mac) fail(Errc::kNotFound, "machine '" + id_or_mac + "' not found (expected an id or MAC)");
-    return take(store.find_machine_by_mac(*mac));
+    return take(store.get_machine(parse_int(id_or_mac, "machine id")));
   }
 
   store::AssignRequest assign_request(const json& b, const Ctx& c) {
@@ -350,15 +376,17 @@ struct Api::Impl {
       auto page = store.list_machines(f);
       json items = json::array();
       for (const auto& m : page.items) items.push_back(to_json(m));
-      return json_response(bhttp::status::ok,
-                           {{"items", std::move(items)},
-                            {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
+      return json_response(
+          bhttp::status::ok,
+          {{"items", std::move(items)},
+           {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
     });
     r.add(V::post, "/api/v1/machines", Access::kAdmin, [this](Ctx& c) {
       auto b = c.body({"mac", "macs", "uuid", "name", "labels", "state"});
       store::NewMachine nm;
       if (auto mac = field<std::string>(b, "mac")) nm.macs.push_back(normalize_mac_or_fail(*mac));
-      for (const auto& mac : field<std::vector<std::string>>(b, "macs").value_or(std::vector<std::string>{})) {
+      for (const auto& mac :
+           field<std::vector<std::string>>(b, "macs").value_or(std::vector<std::string>{})) {
         auto n = normalize_mac_or_fail(mac);
         if (std::find(nm.macs.begin(), nm.macs.end(), n) == nm.macs.end()) nm.macs.push_back(n);
       }
@@ -366,9 +394,12 @@ struct Api::Impl {
       if (auto u = field<std::string>(b, "uuid")) {
         std::string lower = *u;
         std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
-        if (lower.size() != 36 || std::count(lower.begin(), lower.end(), '-') != 4) {
-          fail(Errc::kInvalid, "uuid must look like 8-4-4-4-12 hex digits");
+        bool shape = lower.size() == 36;
+        for (std::size_t i = 0; shape && i < lower.size(); ++i) {
+          const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+          shape = dash ? lower[i] == '-' : std::isxdigit(static_cast<unsigned char>(lower[i])) != 0;
         }
+        if (!shape) fail(Errc::kInvalid, "uuid must be 8-4-4-4-12 hex digits");
         nm.uuid = lower;
       }
       nm.name = field<std::string>(b, "name").value_or("");
@@ -406,7 +437,8 @@ struct Api::Impl {
           fail(Errc::kBadRequest, "label '" + k + "' must be a string or null");
         }
       }
-      return json_response(bhttp::status::ok, to_json(take(store.patch_machine_labels(id, patch, c.who))));
+      return json_response(bhttp::status::ok,
+                           to_json(take(store.patch_machine_labels(id, patch, c.who))));
     });
     r.add(V::delete_, "/api/v1/machines/{id}", Access::kAdmin, [this](Ctx& c) {
       auto id = machine(c.param("id")).id;
@@ -442,7 +474,7 @@ struct Api::Impl {
         created += o.created ? 1 : 0;
         items.push_back(std::move(j));
       }
-      return json_response(bhttp::status::created,
+      return json_response(created ? bhttp::status::created : bhttp::status::ok,
                            {{"selector", proto::format_selector(selector)},
                             {"matched", out.results.size()},
                             {"created", created},
@@ -460,7 +492,8 @@ struct Api::Impl {
       if (versions.empty()) fail(Errc::kNotFound, "image '" + c.param("name") + "' not found");
       json items = json::array();
       for (const auto& v : versions) items.push_back(to_json(v));
-      return json_response(bhttp::status::ok, {{"name", c.param("name")}, {"items", std::move(items)}});
+      return json_response(bhttp::status::ok,
+                           {{"name", c.param("name")}, {"items", std::move(items)}});
     });
     r.add(V::post, "/api/v1/images/{name}/versions/{version}", Access::kAdmin, [this](Ctx& c) {
       auto b = c.body({"size_bytes", "sha256", "format", "source_url", "description", "labels"});
@@ -480,12 +513,13 @@ struct Api::Impl {
       v.format = field<std::string>(b, "format").value_or("raw");
       static const std::vector<std::string> kFormats = {"raw", "raw.gz", "raw.xz", "raw.zst"};
       if (std::find(kFormats.begin(), kFormats.end(), v.format) == kFormats.end()) {
-        fail(Errc::kInvalid, "format must be one of raw, raw.gz, raw.xz, raw.zst (.kiln images "
-                             "are uploaded, not registered)");
+        fail(Errc::kInvalid,
+             "format must be one of raw, raw.gz, raw.xz, raw.zst (.kiln images "
+             "are uploaded, not registered)");
       }
       v.source_url = field<std::string>(b, "source_url");
-      if (!v.source_url || (v.source_url->rfind("http://", 0) != 0 &&
-                            v.source_url->rfind("https://", 0) != 0)) {
+      if (!v.source_url ||
+          (v.source_url->rfind("http://", 0) != 0 && v.source_url->rfind("https://", 0) != 0)) {
         fail(Errc::kInvalid, "source_url (http:// or https://) is required for an external image");
       }
       v.description = field<std::string>(b, "description").value_or("");
@@ -497,8 +531,9 @@ struct Api::Impl {
       return res;
     });
     r.add(V::get, "/api/v1/images/{name}/versions/{version}", Access::kRead, [this](Ctx& c) {
-      return json_response(bhttp::status::ok,
-                           to_json(take(store.get_image_version(c.param("name"), c.param("version")))));
+      return json_response(
+          bhttp::status::ok,
+          to_json(take(store.get_image_version(c.param("name"), c.param("version")))));
     });
     r.add(V::delete_, "/api/v1/images/{name}/versions/{version}", Access::kAdmin, [this](Ctx& c) {
       check(store.delete_image_version(c.param("name"), c.param("version"), c.who));
@@ -507,8 +542,9 @@ struct Api::Impl {
 
     // deployments
     r.add(V::get, "/api/v1/deployments/{id}", Access::kRead, [this](Ctx& c) {
-      return json_response(bhttp::status::ok,
-                           to_json(take(store.get_deployment(parse_int(c.param("id"), "deployment id")))));
+      return json_response(
+          bhttp::status::ok,
+          to_json(take(store.get_deployment(parse_int(c.param("id"), "deployment id")))));
     });
     r.add(V::post, "/api/v1/deployments/{id}/agent-token", Access::kAdmin, [this](Ctx& c) {
       auto id = parse_int(c.param("id"), "deployment id");
@@ -528,12 +564,14 @@ struct Api::Impl {
       if (auto m = c.q("machine")) machine_id = machine(*m).id;
       std::int64_t wait_s = c.q("wait") ? parse_int(*c.q("wait"), "wait") : 0;
       const auto max_s = std::chrono::duration_cast<std::chrono::seconds>(options.max_wait).count();
-      if (wait_s < 0 || wait_s > max_s) fail(Errc::kInvalid, "wait must be 0-" + std::to_string(max_s));
-      auto page = events_page(since, static_cast<int>(limit), machine_id);
+      if (wait_s < 0 || wait_s > max_s)
+        fail(Errc::kInvalid, "wait must be 0-" + std::to_string(max_s));
+      std::int64_t scanned = 0;
+      auto page = events_page(since, static_cast<int>(limit), machine_id, &scanned);
       if (!page["events"].empty() || wait_s == 0) return json_response(bhttp::status::ok, page);
       // Nothing yet: park the request until an event arrives or the wait is over.
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_s);
-      park(since, static_cast<int>(limit), machine_id, deadline, std::move(c.respond));
+      park(since, scanned, static_cast<int>(limit), machine_id, deadline, std::move(c.respond));
       return std::nullopt;
     });
 
@@ -585,19 +623,20 @@ struct Api::Impl {
         fail(Errc::kInvalid, "a failed result needs a reason");
       }
       auto d = take(store.report_progress(c.agent_deployment->id, rep));
-      log->info("event=deployment.{} deployment={} machine={} reason=\"{}\"", proto::to_string(d.status),
-                d.id, d.machine_id, d.status_reason);
+      log->info("event=deployment.{} deployment={} machine={} reason=\"{}\"",
+                proto::to_string(d.status), d.id, d.machine_id, d.status_reason);
       return json_response(bhttp::status::ok, to_json(d));
     });
   }
 
   static store::AgentReport report_from(const json& b) {
     store::AgentReport r;
-    r.stage = field<std::string>(b, "stage").value_or("");
-    if (r.stage.size() > 64) fail(Errc::kInvalid, "stage longer than 64 characters");
-    r.bytes_done = field<std::int64_t>(b, "bytes_done").value_or(0);
-    r.bytes_total = field<std::int64_t>(b, "bytes_total").value_or(0);
-    if (r.bytes_done < 0 || r.bytes_total < 0 || (r.bytes_total > 0 && r.bytes_done > r.bytes_total)) {
+    r.stage = field<std::string>(b, "stage");
+    if (r.stage && r.stage->size() > 64) fail(Errc::kInvalid, "stage longer than 64 characters");
+    r.bytes_done = field<std::int64_t>(b, "bytes_done");
+    r.bytes_total = field<std::int64_t>(b, "bytes_total");
+    if (r.bytes_done.value_or(0) < 0 || r.bytes_total.value_or(0) < 0 ||
+        (r.bytes_done && r.bytes_total && *r.bytes_total > 0 && *r.bytes_done > *r.bytes_total)) {
       fail(Errc::kInvalid, "bytes_done must be between 0 and bytes_total");
     }
     if (auto d = b.find("detail"); d != b.end() && !d->is_null()) {
@@ -607,7 +646,11 @@ struct Api::Impl {
     return r;
   }
 
-  json events_page(std::int64_t since, int limit, std::optional<std::int64_t> machine_id) {
+  // One page of events after `since`. `scanned` is an event id up to which every event was
+  // considered (read before the query, so nothing committed in between is skipped).
+  json events_page(std::int64_t since, int limit, std::optional<std::int64_t> machine_id,
+                   std::int64_t* scanned = nullptr) {
+    if (scanned) *scanned = store.last_event_id();
     json items = json::array();
     std::int64_t next = since;
     for (const auto& e : store.events_since(since, limit, machine_id)) {
@@ -617,25 +660,30 @@ struct Api::Impl {
     return {{"events", std::move(items)}, {"next", next}};
   }
 
-  void park(std::int64_t since, int limit, std::optional<std::int64_t> machine_id,
-            std::chrono::steady_clock::time_point deadline, Respond respond) {
+  // Waits for an event after `since` (matching `machine_id`, if set) until `deadline`.
+  // `seen` is the newest event id already known not to match.
+  void park(std::int64_t since, std::int64_t seen, int limit,
+            std::optional<std::int64_t> machine_id, std::chrono::steady_clock::time_point deadline,
+            Respond respond) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    // The hub wakes on any new event; with a machine filter, that event may not match, so
-    // look again and park again until the deadline.
-    hub.wait(since, left, [this, since, limit, machine_id, deadline, respond = std::move(respond)]() mutable {
-      try {
-        auto page = events_page(since, limit, machine_id);
-        const bool expired = std::chrono::steady_clock::now() >= deadline;
-        if (!page["events"].empty() || expired || !machine_id) {
-          return respond(json_response(bhttp::status::ok, page));
-        }
-        // A filtered wait saw an unrelated event: wait on from the newest id.
-        park(store.last_event_id(), limit, machine_id, deadline, std::move(respond));
-      } catch (const std::exception& e) {
-        respond(error_response({Errc::kInternal, "internal error"}));
-      }
-    });
+    hub.wait(std::max(since, seen), left,
+             [this, since, limit, machine_id, deadline, respond = std::move(respond)]() mutable {
+               try {
+                 std::int64_t scanned = 0;
+                 auto page = events_page(since, limit, machine_id, &scanned);
+                 const bool over =
+                     std::chrono::steady_clock::now() >= deadline || hub.is_shut_down();
+                 if (!page["events"].empty() || over) {
+                   return respond(json_response(bhttp::status::ok, page));
+                 }
+                 // A filtered wait woke on an unrelated event: wait on past what was scanned.
+                 park(since, scanned, limit, machine_id, deadline, std::move(respond));
+               } catch (const std::exception& e) {
+                 log->error("event=api.events_failed err=\"{}\"", e.what());
+                 respond(error_response({Errc::kInternal, "internal error"}));
+               }
+             });
   }
 
   // --- dispatch ---
@@ -644,8 +692,9 @@ struct Api::Impl {
     if (access == Access::kPublic) return;
     auto auth = c.req[bhttp::field::authorization];
     std::string token;
-    if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer ")) {
+    if (auth.size() > 7 && boost::beast::iequals(auth.substr(0, 7), "Bearer ")) {
       token = std::string(auth.substr(7));
+      while (!token.empty() && token.front() == ' ') token.erase(0, 1);
     }
     if (access == Access::kAgent) {
       if (token.empty()) fail(Errc::kUnauthorized, "missing deployment token");
@@ -654,7 +703,8 @@ struct Api::Impl {
       return;
     }
     if (!options.auth_required) return;
-    if (token.empty()) fail(Errc::kUnauthorized, "missing bearer token (Authorization: Bearer ...)");
+    if (token.empty())
+      fail(Errc::kUnauthorized, "missing bearer token (Authorization: Bearer ...)");
     auto t = store.authenticate(token);
     if (!t) fail(Errc::kUnauthorized, "unknown or revoked token");
     c.who = t->name;
@@ -674,17 +724,21 @@ struct Api::Impl {
     std::string route = match.route ? match.route->info.pattern : "unmatched";
 
     // Counts and logs every completed request, whichever way it completes.
-    auto finish = [this, route, method_name, target, started,
-                   respond = std::move(respond), is_write = method != bhttp::verb::get](Response&& res) {
+    auto finish = [this, route, method_name, target, started, respond = std::move(respond),
+                   is_write = method != bhttp::verb::get](Response&& res) {
       const unsigned code = res.result_int();
       metrics.add("kiln_http_requests_total",
                   {{"route", route}, {"method", method_name}, {"code", std::to_string(code)}});
       if (is_write && code < 300) hub.notify(store.last_event_id());
-      const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+      const auto ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+              .count();
       if (code >= 500) {
-        log->error("event=api.request method={} target=\"{}\" status={} ms={:.2f}", method_name, target, code, ms);
+        log->error("event=api.request method={} target=\"{}\" status={} ms={:.2f}", method_name,
+                   target, code, ms);
       } else {
-        log->debug("event=api.request method={} target=\"{}\" status={} ms={:.2f}", method_name, target, code, ms);
+        log->debug("event=api.request method={} target=\"{}\" status={} ms={:.2f}", method_name,
+                   target, code, ms);
       }
       respond(std::move(res));
     };
@@ -693,8 +747,9 @@ struct Api::Impl {
       if (!match.allow.empty()) {
         auto res = json_response(
             bhttp::status::method_not_allowed,
-            {{"error", {{"code", "method_not_allowed"},
-                        {"message", method_name + " is not allowed here; allowed: " + match.allow}}}});
+            {{"error",
+              {{"code", "method_not_allowed"},
+               {"message", method_name + " is not allowed here; allowed: " + match.allow}}}});
         res.set(bhttp::field::allow, match.allow);
         return finish(std::move(res));
       }
@@ -705,7 +760,8 @@ struct Api::Impl {
     ctx.params = std::move(match.params);
     ctx.respond = finish;
     try {
-      auto q = parse_query(qpos == std::string::npos ? std::string_view() : std::string_view(target).substr(qpos + 1));
+      auto q = parse_query(qpos == std::string::npos ? std::string_view()
+                                                     : std::string_view(target).substr(qpos + 1));
       if (!q) fail(Errc::kBadRequest, "malformed query string");
       ctx.query = std::move(*q);
       ctx.req = std::move(req);
@@ -716,8 +772,9 @@ struct Api::Impl {
       finish(error_response(e.error));
     } catch (const UnsupportedMediaType&) {
       finish(json_response(bhttp::status::unsupported_media_type,
-                           {{"error", {{"code", "unsupported_media_type"},
-                                       {"message", "Content-Type must be application/json"}}}}));
+                           {{"error",
+                             {{"code", "unsupported_media_type"},
+                              {"message", "Content-Type must be application/json"}}}}));
     } catch (const store::SqliteError& e) {
       log->error("event=api.db_error route=\"{}\" err=\"{}\"", route, e.what());
       finish(error_response(e.is_busy() ? Error{Errc::kUnavailable, "database busy, retry"}
@@ -731,11 +788,14 @@ struct Api::Impl {
 
 Api::Api(store::Store& store, Metrics& metrics, const Clock& clock, boost::asio::io_context& ioc,
          ApiOptions options, std::shared_ptr<spdlog::logger> log)
-    : impl_(std::make_unique<Impl>(store, metrics, clock, ioc, std::move(options), std::move(log))) {}
+    : impl_(
+          std::make_unique<Impl>(store, metrics, clock, ioc, std::move(options), std::move(log))) {}
 
 Api::~Api() = default;
 
-void Api::handle(Request&& req, Respond respond) { impl_->handle(std::move(req), std::move(respond)); }
+void Api::handle(Request&& req, Respond respond) {
+  impl_->handle(std::move(req), std::move(respond));
+}
 
 std::vector<RouteInfo> Api::routes() const { return impl_->router.infos(); }
 

@@ -29,8 +29,8 @@ class logger;
 namespace kiln::api {
 
 struct ApiOptions {
-  bool auth_required = true;      // false: every caller is an anonymous admin (development only)
-  bool metrics_public = true;     // /metrics without a token
+  bool auth_required = true;   // false: every caller is an anonymous admin (development only)
+  bool metrics_public = true;  // /metrics without a token
   std::chrono::milliseconds max_wait{60'000};  // longest long-poll on /api/v1/events
   int default_page = 1000;
   int max_page = 10'000;

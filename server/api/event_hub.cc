@@ -51,3 +51,12 @@ std::size_t EventHub::waiting() const {
 }
 
 }  // namespace kiln::api
+
+namespace kiln::api {
+
+bool EventHub::is_shut_down() const {
+  std::lock_guard lock(mu_);
+  return shut_down_;
+}
+
+}  // namespace kiln::api

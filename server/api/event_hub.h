@@ -26,6 +26,7 @@ class EventHub {
   void wait(std::int64_t cursor, std::chrono::milliseconds timeout, std::function<void()> wake);
   void shutdown();
   std::size_t waiting() const;
+  bool is_shut_down() const;
 
  private:
   struct Waiter {

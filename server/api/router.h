@@ -87,7 +87,7 @@ std::vector<std::string> Router<Fn>::split(std::string_view path) {
 
 template <typename Fn>
 typename Router<Fn>::Match Router<Fn>::match(boost::beast::http::verb method,
-                                            std::string_view path) const {
+                                             std::string_view path) const {
   Match m;
   const auto segs = split(path);
   for (const auto& r : routes_) {

@@ -12,14 +12,14 @@
 namespace kiln {
 
 enum class Errc {
-  kBadRequest,    // malformed input (bad JSON, bad syntax)
-  kInvalid,       // well-formed but semantically invalid (422)
+  kBadRequest,  // malformed input (bad JSON, bad syntax)
+  kInvalid,     // well-formed but semantically invalid (422)
   kNotFound,
-  kConflict,      // state conflict (409)
+  kConflict,  // state conflict (409)
   kUnauthorized,
   kForbidden,
   kTooLarge,
-  kUnavailable,   // temporarily unable (shutting down, busy)
+  kUnavailable,  // temporarily unable (shutting down, busy)
   kInternal,
 };
 
@@ -36,7 +36,7 @@ inline Error make_error(Errc code, std::string message) { return Error{code, std
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}      // NOLINT: implicit by design
   Result(Error error) : v_(std::move(error)) {}  // NOLINT
 
   bool ok() const { return v_.index() == 0; }

@@ -23,7 +23,8 @@ Status parse_listen(const std::string& listen, http::ServerOptions& out) {
     return make_error(Errc::kInvalid, "listen must be host:port, got '" + listen + "'");
   }
   std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   unsigned port = 0;
   auto p = listen.substr(colon + 1);
   auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
@@ -60,8 +61,9 @@ Result<Config> load_config_file(const std::string& path, Config c) {
     return make_error(Errc::kInvalid, "config file " + path + " is not a JSON object");
   }
   try {
-    check_keys(j, "", {"data_dir", "db_path", "files_dir", "threads", "log_level",
-                       "shutdown_grace_ms", "ready_file", "store", "http", "api"});
+    check_keys(j, "",
+               {"data_dir", "db_path", "files_dir", "threads", "log_level", "shutdown_grace_ms",
+                "ready_file", "store", "http", "api"});
     get(j, "data_dir", c.data_dir);
     get(j, "db_path", c.db_path);
     get(j, "files_dir", c.files_dir);
@@ -73,20 +75,24 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       check_keys(*s, "store.", {"synchronous", "busy_timeout_ms"});
       std::string sync = c.db_synchronous_full ? "full" : "normal";
       get(*s, "synchronous", sync);
-      if (sync != "full" && sync != "normal") throw std::runtime_error("store.synchronous must be full or normal");
+      if (sync != "full" && sync != "normal")
+        throw std::runtime_error("store.synchronous must be full or normal");
       c.db_synchronous_full = sync == "full";
       get(*s, "busy_timeout_ms", c.db_busy_timeout_ms);
     }
     if (auto h = j.find("http"); h != j.end()) {
-      check_keys(*h, "http.", {"listen", "body_limit", "header_limit", "read_timeout_ms",
-                               "write_timeout_ms", "max_connections", "tls_cert", "tls_key"});
+      check_keys(*h, "http.",
+                 {"listen", "body_limit", "header_limit", "read_timeout_ms", "write_timeout_ms",
+                  "max_connections", "tls_cert", "tls_key"});
       if (auto l = h->find("listen"); l != h->end()) {
         if (auto st = parse_listen(l->get<std::string>(), c.http); !st) return st.error();
       }
       get(*h, "body_limit", c.http.body_limit);
       get(*h, "header_limit", c.http.header_limit);
-      if (auto t = h->find("read_timeout_ms"); t != h->end()) c.http.read_timeout = std::chrono::milliseconds(t->get<int>());
-      if (auto t = h->find("write_timeout_ms"); t != h->end()) c.http.write_timeout = std::chrono::milliseconds(t->get<int>());
+      if (auto t = h->find("read_timeout_ms"); t != h->end())
+        c.http.read_timeout = std::chrono::milliseconds(t->get<int>());
+      if (auto t = h->find("write_timeout_ms"); t != h->end())
+        c.http.write_timeout = std::chrono::milliseconds(t->get<int>());
       get(*h, "max_connections", c.http.max_connections);
       get(*h, "tls_cert", c.http.tls_cert_file);
       get(*h, "tls_key", c.http.tls_key_file);
@@ -95,8 +101,10 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       check_keys(*a, "api.", {"auth", "metrics_public", "max_wait_ms", "agent_token_ttl_s"});
       get(*a, "auth", c.api.auth_required);
       get(*a, "metrics_public", c.api.metrics_public);
-      if (auto t = a->find("max_wait_ms"); t != a->end()) c.api.max_wait = std::chrono::milliseconds(t->get<int>());
-      if (auto t = a->find("agent_token_ttl_s"); t != a->end()) c.api.agent_token_ttl = std::chrono::seconds(t->get<int>());
+      if (auto t = a->find("max_wait_ms"); t != a->end())
+        c.api.max_wait = std::chrono::milliseconds(t->get<int>());
+      if (auto t = a->find("agent_token_ttl_s"); t != a->end())
+        c.api.agent_token_ttl = std::chrono::seconds(t->get<int>());
     }
   } catch (const std::exception& e) {
     return make_error(Errc::kInvalid, "config file " + path + ": " + e.what());
@@ -113,20 +121,24 @@ std::string dump_config(const Config& c) {
       {"log_level", c.log_level},
       {"shutdown_grace_ms", c.shutdown_grace_ms},
       {"ready_file", c.ready_file},
-      {"store", {{"synchronous", c.db_synchronous_full ? "full" : "normal"},
-                 {"busy_timeout_ms", c.db_busy_timeout_ms}}},
-      {"http", {{"listen", c.http.address + ":" + std::to_string(c.http.port)},
-                {"body_limit", c.http.body_limit},
-                {"header_limit", c.http.header_limit},
-                {"read_timeout_ms", c.http.read_timeout.count()},
-                {"write_timeout_ms", c.http.write_timeout.count()},
-                {"max_connections", c.http.max_connections},
-                {"tls_cert", c.http.tls_cert_file},
-                {"tls_key", c.http.tls_key_file}}},
-      {"api", {{"auth", c.api.auth_required},
-               {"metrics_public", c.api.metrics_public},
-               {"max_wait_ms", c.api.max_wait.count()},
-               {"agent_token_ttl_s", std::chrono::duration_cast<std::chrono::seconds>(c.api.agent_token_ttl).count()}}},
+      {"store",
+       {{"synchronous", c.db_synchronous_full ? "full" : "normal"},
+        {"busy_timeout_ms", c.db_busy_timeout_ms}}},
+      {"http",
+       {{"listen", c.http.address + ":" + std::to_string(c.http.port)},
+        {"body_limit", c.http.body_limit},
+        {"header_limit", c.http.header_limit},
+        {"read_timeout_ms", c.http.read_timeout.count()},
+        {"write_timeout_ms", c.http.write_timeout.count()},
+        {"max_connections", c.http.max_connections},
+        {"tls_cert", c.http.tls_cert_file},
+        {"tls_key", c.http.tls_key_file}}},
+      {"api",
+       {{"auth", c.api.auth_required},
+        {"metrics_public", c.api.metrics_public},
+        {"max_wait_ms", c.api.max_wait.count()},
+        {"agent_token_ttl_s",
+         std::chrono::duration_cast<std::chrono::seconds>(c.api.agent_token_ttl).count()}}},
   };
   return j.dump(2);
 }

@@ -11,14 +11,14 @@
 namespace kiln::daemon {
 
 struct Config {
-  std::string data_dir = "./var";  // state and served files live here unless set otherwise
-  std::string db_path;             // default: <data_dir>/kiln.db
-  std::string files_dir;           // served at /files/; default: <data_dir>/files
-  int threads = 0;                 // io threads; 0 = number of cores
-  std::string log_level = "info";  // trace, debug, info, warn, error
-  int shutdown_grace_ms = 10'000;  // how long in-flight requests may take at SIGTERM
-  std::string ready_file;          // written with the base URL once listening
-  bool db_synchronous_full = true; // "full": fsync every commit; "normal": survive crashes only
+  std::string data_dir = "./var";   // state and served files live here unless set otherwise
+  std::string db_path;              // default: <data_dir>/kiln.db
+  std::string files_dir;            // served at /files/; default: <data_dir>/files
+  int threads = 0;                  // io threads; 0 = number of cores
+  std::string log_level = "info";   // trace, debug, info, warn, error
+  int shutdown_grace_ms = 10'000;   // how long in-flight requests may take at SIGTERM
+  std::string ready_file;           // written with the base URL once listening
+  bool db_synchronous_full = true;  // "full": fsync every commit; "normal": survive crashes only
   int db_busy_timeout_ms = 5'000;
   http::ServerOptions http;
   api::ApiOptions api;

@@ -2,6 +2,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -9,7 +10,6 @@
 #include <fstream>
 #include <iostream>
 #include <thread>
-#include <unistd.h>
 
 #include "core/time.h"
 #include "store/store.h"
@@ -64,8 +64,8 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   log->info("event=daemon.store_opened path=\"{}\" schema_version={}", config.effective_db_path(),
             store.schema_version());
 
-  const int threads = config.threads > 0 ? config.threads
-                                         : std::max(1u, std::thread::hardware_concurrency());
+  const int threads =
+      config.threads > 0 ? config.threads : std::max(1u, std::thread::hardware_concurrency());
   net::io_context ioc(threads);
   Metrics metrics;
   api::Api api(store, metrics, clock, ioc, config.api, log);
@@ -75,7 +75,8 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   std::filesystem::create_directories(config.effective_files_dir(), ec);
   hopts.mounts.push_back({"/files/", config.effective_files_dir()});
   http::Server server(
-      ioc, hopts, [&api](http::Request&& req, http::Respond respond) {
+      ioc, hopts,
+      [&api](http::Request&& req, http::Respond respond) {
         api.handle(std::move(req), std::move(respond));
       },
       metrics, log);
@@ -83,10 +84,10 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->critical("event=daemon.listen_failed err=\"{}\"", st.error().message);
     return 2;
   }
-  const std::string url = std::string(server.tls() ? "https://" : "http://") +
-                          (hopts.address.find(':') != std::string::npos ? "[" + hopts.address + "]"
-                                                                        : hopts.address) +
-                          ":" + std::to_string(server.port());
+  const std::string url =
+      std::string(server.tls() ? "https://" : "http://") +
+      (hopts.address.find(':') != std::string::npos ? "[" + hopts.address + "]" : hopts.address) +
+      ":" + std::to_string(server.port());
   log->info("event=daemon.listening url={} threads={} tls={} auth={}", url, threads, server.tls(),
             config.api.auth_required);
   if (!config.api.auth_required) {
@@ -179,8 +180,8 @@ int print_routes() {
   // Routes are static: build the API over a scratch database to list them.
   SystemClock clock;
   store::StoreOptions so;
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("kilnd-routes-" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("kilnd-routes-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   struct Cleanup {
     std::filesystem::path dir;

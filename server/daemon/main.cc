@@ -18,8 +18,10 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_file, "JSON config file (every field optional)");
   app.add_option("--data-dir", overrides.data_dir, "state directory (default ./var)");
   app.add_option("--db", db, "SQLite database path (default <data-dir>/kiln.db)");
-  app.add_option("--files-dir", overrides.files_dir, "directory served at /files/ (default <data-dir>/files)");
-  app.add_option("-l,--listen", listen, "HTTP listen address host:port (default 127.0.0.1:8080; port 0 = ephemeral)");
+  app.add_option("--files-dir", overrides.files_dir,
+                 "directory served at /files/ (default <data-dir>/files)");
+  app.add_option("-l,--listen", listen,
+                 "HTTP listen address host:port (default 127.0.0.1:8080; port 0 = ephemeral)");
   app.add_option("--threads", threads, "io threads (default: number of cores)");
   app.add_option("--log-level", level, "trace|debug|info|warn|error (default info)");
   app.add_option("--tls-cert", overrides.http.tls_cert_file, "PEM certificate chain: serve HTTPS");

@@ -41,7 +41,8 @@ Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view 
   std::size_t pos = 0;
   while (pos <= rel.size()) {
     std::size_t slash = rel.find('/', pos);
-    std::string_view seg = rel.substr(pos, slash == std::string_view::npos ? rel.npos : slash - pos);
+    std::string_view seg =
+        rel.substr(pos, slash == std::string_view::npos ? rel.npos : slash - pos);
     if (seg == "..") return make_error(Errc::kInvalid, "'..' is not allowed in paths");
     if (!seg.empty() && seg != ".") relative /= std::string(seg);
     if (slash == std::string_view::npos) break;
@@ -54,7 +55,8 @@ Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view 
   const auto real = std::filesystem::canonical(real_root / relative, ec);
   if (ec) return make_error(Errc::kNotFound, "not found");
   // The resolved path (symlinks followed) must stay inside the root.
-  auto [root_end, real_it] = std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
+  auto [root_end, real_it] =
+      std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
   if (root_end != real_root.end()) return make_error(Errc::kNotFound, "not found");
   int fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return make_error(Errc::kNotFound, "not found");

@@ -26,8 +26,8 @@ namespace ssl = boost::asio::ssl;
 using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 
-Response make_error_response(bhttp::status status, std::string_view code,
-                             std::string_view message, unsigned version) {
+Response make_error_response(bhttp::status status, std::string_view code, std::string_view message,
+                             unsigned version) {
   Response res{status, version};
   res.set(bhttp::field::content_type, "application/json");
   res.body() = nlohmann::json{{"error", {{"code", code}, {"message", message}}}}.dump();
@@ -136,15 +136,14 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
       do_read();
     } else {
       lowest().expires_after(opts().read_timeout);
-      stream_.async_handshake(ssl::stream_base::server,
-                              [self = this->shared_from_this()](beast::error_code ec) {
-                                if (ec) {
-                                  self->state_->log->debug("event=http.tls_handshake_failed err=\"{}\"",
-                                                           ec.message());
-                                  return self->close_socket();
-                                }
-                                self->do_read();
-                              });
+      stream_.async_handshake(
+          ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+            if (ec) {
+              self->state_->log->debug("event=http.tls_handshake_failed err=\"{}\"", ec.message());
+              return self->close_socket();
+            }
+            self->do_read();
+          });
     }
   }
 
@@ -212,7 +211,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     try {
       state_->handler(std::move(req), std::move(respond));
     } catch (const std::exception& e) {
-      state_->log->error("event=http.handler_exception target=\"{}\" err=\"{}\"", target_, e.what());
+      state_->log->error("event=http.handler_exception target=\"{}\" err=\"{}\"", target_,
+                         e.what());
       write(make_error_response(bhttp::status::internal_server_error, "internal", "internal error",
                                 version_));
     }
@@ -229,17 +229,17 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     res.prepare_payload();
     res_ = std::make_unique<Response>(std::move(res));
     lowest().expires_after(opts().write_timeout);
-    bhttp::async_write(stream_, *res_,
-                       [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
-                         self->after_response(ec, self->res_->result_int(), n,
-                                              !self->res_->keep_alive());
-                       });
+    bhttp::async_write(
+        stream_, *res_, [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+          self->after_response(ec, self->res_->result_int(), n, !self->res_->keep_alive());
+        });
   }
 
   void after_response(beast::error_code ec, unsigned status, std::size_t bytes, bool close) {
     const auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
-    state_->log->debug("event=http.request peer={} method={} target=\"{}\" status={} bytes={} ms={:.2f}",
-                       peer(), method_, target_, status, bytes, ms);
+    state_->log->debug(
+        "event=http.request peer={} method={} target=\"{}\" status={} bytes={} ms={:.2f}", peer(),
+        method_, target_, status, bytes, ms);
     busy_ = false;
     res_.reset();
     file_.reset();
@@ -266,7 +266,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     }
     file_ = std::make_unique<OpenFile>(std::move(*opened));
     const std::uint64_t size = file_->size;
-    const std::string etag = "\"" + std::to_string(size) + "-" + std::to_string(file_->mtime_s) + "\"";
+    const std::string etag =
+        "\"" + std::to_string(size) + "-" + std::to_string(file_->mtime_s) + "\"";
 
     header_ = std::make_unique<bhttp::response<bhttp::empty_body>>(bhttp::status::ok, version_);
     auto& h = *header_;
@@ -283,9 +284,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
         ByteRange r;
         switch (parse_range(range, size, r)) {
           case RangeParse::kUnsatisfiable: {
-            auto res = make_error_response(bhttp::status::range_not_satisfiable,
-                                           "range_not_satisfiable", "range outside the file",
-                                           version_);
+            auto res =
+                make_error_response(bhttp::status::range_not_satisfiable, "range_not_satisfiable",
+                                    "range outside the file", version_);
             res.set(bhttp::field::content_range, "bytes */" + std::to_string(size));
             state_->count_request(mount.prefix, method_, 416);
             file_.reset();
@@ -343,7 +344,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     if (ec) return file_done(ec);
     while (remaining_ > 0) {
       off_t off = static_cast<off_t>(offset_);
-      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, 1u << 30));
+      const std::size_t want =
+          static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, 1u << 30));
       ssize_t n = ::sendfile(sock.native_handle(), file_->fd.get(), &off, want);
       if (n > 0) {
         offset_ += static_cast<std::uint64_t>(n);
@@ -381,7 +383,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   void send_body_copy() {
     if (remaining_ == 0) return file_done({});
     if (copy_buf_.empty()) copy_buf_.resize(kTlsChunk);
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, kTlsChunk));
+    const std::size_t want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, kTlsChunk));
     ssize_t n = ::pread(file_->fd.get(), copy_buf_.data(), want, static_cast<off_t>(offset_));
     if (n <= 0) return file_done(net::error::eof);
     lowest().expires_after(opts().write_timeout);
@@ -430,39 +433,41 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
 };
 
 void do_accept(std::shared_ptr<Server::State> st) {
-  st->acceptor.async_accept(net::make_strand(st->ioc), [st](beast::error_code ec,
-                                                            tcp::socket socket) {
-    if (ec) {
-      if (ec == net::error::operation_aborted || st->stopping) return;
-      st->log->warn("event=http.accept_failed err=\"{}\"", ec.message());
-      // Out of descriptors and similar: back off briefly instead of spinning.
-      auto t = std::make_shared<net::steady_timer>(st->ioc, std::chrono::milliseconds(50));
-      t->async_wait([st, t](beast::error_code) { do_accept(st); });
-      return;
-    }
-    socket.set_option(tcp::no_delay(true), ec);
-    if (st->active.load() >= st->options.max_connections) {
-      st->metrics.add("kiln_http_connections_rejected_total", {});
-      st->log->warn("event=http.conn_rejected reason=max_connections limit={}",
-                    st->options.max_connections);
-      static constexpr std::string_view kBusy =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-          "Connection: close\r\nRetry-After: 1\r\nContent-Length: 78\r\n\r\n"
-          "{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections, retry later\"}}";
-      auto sock = std::make_shared<tcp::socket>(std::move(socket));
-      net::async_write(*sock, net::buffer(kBusy), [sock](beast::error_code, std::size_t) {
-        beast::error_code ignored;
-        sock->shutdown(tcp::socket::shutdown_both, ignored);
-        sock->close(ignored);
+  st->acceptor.async_accept(
+      net::make_strand(st->ioc), [st](beast::error_code ec, tcp::socket socket) {
+        if (ec) {
+          if (ec == net::error::operation_aborted || st->stopping) return;
+          st->log->warn("event=http.accept_failed err=\"{}\"", ec.message());
+          // Out of descriptors and similar: back off briefly instead of spinning.
+          auto t = std::make_shared<net::steady_timer>(st->ioc, std::chrono::milliseconds(50));
+          t->async_wait([st, t](beast::error_code) { do_accept(st); });
+          return;
+        }
+        socket.set_option(tcp::no_delay(true), ec);
+        if (st->active.load() >= st->options.max_connections) {
+          st->metrics.add("kiln_http_connections_rejected_total", {});
+          st->log->warn("event=http.conn_rejected reason=max_connections limit={}",
+                        st->options.max_connections);
+          static constexpr std::string_view kBusy =
+              "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+              "Connection: close\r\nRetry-After: 1\r\nContent-Length: 78\r\n\r\n"
+              "{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections, retry "
+              "later\"}}";
+          auto sock = std::make_shared<tcp::socket>(std::move(socket));
+          net::async_write(*sock, net::buffer(kBusy), [sock](beast::error_code, std::size_t) {
+            beast::error_code ignored;
+            sock->shutdown(tcp::socket::shutdown_both, ignored);
+            sock->close(ignored);
+          });
+        } else if (st->tls) {
+          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(st, std::move(socket),
+                                                                          *st->tls)
+              ->run();
+        } else {
+          std::make_shared<Session<beast::tcp_stream>>(st, std::move(socket))->run();
+        }
+        do_accept(st);
       });
-    } else if (st->tls) {
-      std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(st, std::move(socket), *st->tls)
-          ->run();
-    } else {
-      std::make_shared<Session<beast::tcp_stream>>(st, std::move(socket))->run();
-    }
-    do_accept(st);
-  });
 }
 
 }  // namespace
@@ -486,7 +491,10 @@ Server::~Server() {
 }
 
 // Note the expected literal length of the 503 body above: keep Content-Length in sync.
-static_assert(sizeof("{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections, retry later\"}}") - 1 == 78);
+static_assert(sizeof("{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections, "
+                     "retry later\"}}") -
+                  1 ==
+              78);
 
 Status Server::start() {
   auto& st = *state_;
@@ -512,7 +520,8 @@ Status Server::start() {
   if (!ec) st.acceptor.listen(net::socket_base::max_listen_connections, ec);
   if (ec) {
     return make_error(Errc::kUnavailable, "cannot listen on " + st.options.address + ":" +
-                                              std::to_string(st.options.port) + ": " + ec.message());
+                                              std::to_string(st.options.port) + ": " +
+                                              ec.message());
   }
   do_accept(state_);
   return ok_status();

@@ -45,8 +45,9 @@ struct ServerOptions {
   std::uint16_t port = 8080;  // 0: an ephemeral port (see Server::port())
   std::size_t body_limit = 1 << 20;
   std::size_t header_limit = 16 << 10;
-  std::chrono::milliseconds read_timeout{30'000};   // whole request, and keep-alive idle time
-  std::chrono::milliseconds write_timeout{60'000};  // a response or file transfer making no progress
+  std::chrono::milliseconds read_timeout{30'000};  // whole request, and keep-alive idle time
+  std::chrono::milliseconds write_timeout{
+      60'000};  // a response or file transfer making no progress
   int max_connections = 1024;
   std::string tls_cert_file;  // PEM; TLS is on when both files are set
   std::string tls_key_file;

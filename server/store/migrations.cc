@@ -21,7 +21,8 @@ Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
   int latest = 0;
   for (const auto& m : migrations) {
     if (m.version <= latest) {
-      return make_error(Errc::kInternal, "embedded migrations out of order at " + std::to_string(m.version));
+      return make_error(Errc::kInternal,
+                        "embedded migrations out of order at " + std::to_string(m.version));
     }
     latest = m.version;
   }

@@ -18,8 +18,8 @@ namespace kiln::store {
 class Db;
 
 struct Migration {
-  int version = 0;    // NNNN, strictly increasing, starting at 1
-  std::string name;   // the file name's _name part
+  int version = 0;   // NNNN, strictly increasing, starting at 1
+  std::string name;  // the file name's _name part
   std::string sql;
 };
 
@@ -31,8 +31,7 @@ struct MigrationReport {
 };
 
 // Applies every migration newer than the database's schema version.
-Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
-                                std::int64_t now_ms);
+Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations, std::int64_t now_ms);
 // The schema version recorded in `db` (0 for a new database).
 int schema_version(Db& db);
 

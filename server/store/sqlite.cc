@@ -63,7 +63,8 @@ bool Stmt::is_null(int col) const { return sqlite3_column_type(s_, col) == SQLIT
 std::int64_t Stmt::int64(int col) const { return sqlite3_column_int64(s_, col); }
 std::string Stmt::text(int col) const {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
-  return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
+  return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col)))
+           : std::string();
 }
 std::optional<std::int64_t> Stmt::opt_int64(int col) const {
   if (is_null(col)) return std::nullopt;

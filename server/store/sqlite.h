@@ -21,9 +21,9 @@ namespace kiln::store {
 class SqliteError : public std::runtime_error {
  public:
   SqliteError(int code, const std::string& what) : std::runtime_error(what), code_(code) {}
-  int code() const { return code_; }          // extended result code
-  bool is_constraint() const;                 // SQLITE_CONSTRAINT_*
-  bool is_busy() const;                       // SQLITE_BUSY / SQLITE_LOCKED
+  int code() const { return code_; }  // extended result code
+  bool is_constraint() const;         // SQLITE_CONSTRAINT_*
+  bool is_busy() const;               // SQLITE_BUSY / SQLITE_LOCKED
  private:
   int code_;
 };

@@ -157,8 +157,8 @@ std::optional<Deployment> load_deployment(Db& db, std::int64_t id) {
 }
 
 void append_event(Db& db, std::int64_t now, std::string_view type,
-                  std::optional<std::int64_t> machine_id,
-                  std::optional<std::int64_t> deployment_id, const nlohmann::json& data) {
+                  std::optional<std::int64_t> machine_id, std::optional<std::int64_t> deployment_id,
+                  const nlohmann::json& data) {
   db.prepare(
         "INSERT INTO events (created_at, type, machine_id, deployment_id, data) "
         "VALUES (?, ?, ?, ?, ?)")
@@ -238,7 +238,8 @@ std::optional<ActiveDeployment> active_deployment(Db& db, std::int64_t machine_i
 Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
                                    const ImageVersion& target, const AssignRequest& req,
                                    std::string_view kind) {
-  auto m = db.prepare("SELECT current_version_id FROM machines WHERE id = ? AND deleted_at IS NULL");
+  auto m =
+      db.prepare("SELECT current_version_id FROM machines WHERE id = ? AND deleted_at IS NULL");
   m.bind(1, machine_id);
   if (!m.step()) return machine_not_found(machine_id);
   const std::optional<std::int64_t> from = m.opt_int64(0);
@@ -258,8 +259,8 @@ Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t machin
                             std::to_string(active->id) + "); use force to supersede it");
     }
     supersede(db, now, machine_id, active->id,
-              "superseded by " + std::string(kind) + " to " + target.name + ":" +
-                  target.version + " requested by " + req.requested_by);
+              "superseded by " + std::string(kind) + " to " + target.name + ":" + target.version +
+                  " requested by " + req.requested_by);
     out.superseded_id = active->id;
   }
   db.prepare(
@@ -510,10 +511,9 @@ Status Store::delete_machine(std::int64_t id, bool force, const std::string& who
   if (!load_machine(db, id)) return machine_not_found(id);
   if (auto active = active_deployment(db, id)) {
     if (!force) {
-      return make_error(Errc::kConflict, "machine " + std::to_string(id) +
-                                             " has an active deployment (" +
-                                             std::to_string(active->id) +
-                                             "); use force to delete it anyway");
+      return make_error(Errc::kConflict,
+                        "machine " + std::to_string(id) + " has an active deployment (" +
+                            std::to_string(active->id) + "); use force to delete it anyway");
     }
     supersede(db, now, id, active->id, "machine deleted by " + who);
   }
@@ -576,8 +576,7 @@ std::vector<ImageVersion> Store::list_image_versions(const std::optional<std::st
   return out;
 }
 
-Result<ImageVersion> Store::get_image_version(const std::string& name,
-                                              const std::string& version) {
+Result<ImageVersion> Store::get_image_version(const std::string& name, const std::string& version) {
   auto db = reader();
   auto v = load_image_version(*db, name, version);
   if (!v) return image_not_found(name, version);
@@ -705,7 +704,8 @@ Result<std::vector<Deployment>> Store::list_deployments(std::int64_t machine_id)
   auto exists = db->prepare("SELECT 1 FROM machines WHERE id = ?");
   exists.bind(1, machine_id);
   if (!exists.step()) return machine_not_found(machine_id);
-  auto s = db->prepare(std::string(kDeploymentSelect) + "WHERE d.machine_id = ? ORDER BY d.id DESC");
+  auto s =
+      db->prepare(std::string(kDeploymentSelect) + "WHERE d.machine_id = ? ORDER BY d.id DESC");
   s.bind(1, machine_id);
   std::vector<Deployment> out;
   while (s.step()) out.push_back(deployment_from_row(s));
@@ -727,7 +727,8 @@ Result<std::string> Store::mint_agent_token(std::int64_t deployment_id,
   Transaction tx(db);
   auto d = load_deployment(db, deployment_id);
   if (!d) {
-    return make_error(Errc::kNotFound, "deployment " + std::to_string(deployment_id) + " not found");
+    return make_error(Errc::kNotFound,
+                      "deployment " + std::to_string(deployment_id) + " not found");
   }
   if (!proto::is_active(d->status)) {
     return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) + " is " +
@@ -762,7 +763,8 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
   Transaction tx(db);
   auto d = load_deployment(db, deployment_id);
   if (!d) {
-    return make_error(Errc::kNotFound, "deployment " + std::to_string(deployment_id) + " not found");
+    return make_error(Errc::kNotFound,
+                      "deployment " + std::to_string(deployment_id) + " not found");
   }
   if (!proto::is_active(d->status)) {
     return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) +
@@ -771,8 +773,9 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
   if (r.result) {
     const bool ok = *r.result == DeploymentStatus::kSucceeded;
     db.prepare(
-          "UPDATE deployments SET status = ?, status_reason = ?, stage = ?, bytes_done = ?, "
-          "bytes_total = ?, started_at = COALESCE(started_at, ?), finished_at = ? WHERE id = ?")
+          "UPDATE deployments SET status = ?, status_reason = ?, stage = COALESCE(?, stage), "
+          "bytes_done = COALESCE(?, bytes_done), bytes_total = COALESCE(?, bytes_total), "
+          "started_at = COALESCE(started_at, ?), finished_at = ? WHERE id = ?")
         .bind(1, proto::to_string(*r.result))
         .bind(2, r.reason)
         .bind(3, r.stage)
@@ -787,21 +790,19 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
           "UPDATE machines SET state = ?, state_reason = ?, current_version_id = ?, "
           "updated_at = ? WHERE id = ?")
         .bind(1, ok ? "deployed" : "failed")
-        .bind(2, ok ? std::string() : "deployment " + std::to_string(deployment_id) +
-                                          " failed: " + r.reason)
+        .bind(2, ok ? std::string()
+                    : "deployment " + std::to_string(deployment_id) + " failed: " + r.reason)
         .bind(3, ok ? std::optional<std::int64_t>(d->to_version.id) : std::nullopt)
         .bind(4, now)
         .bind(5, d->machine_id)
         .run();
     append_event(db, now, ok ? "deployment.succeeded" : "deployment.failed", d->machine_id,
                  deployment_id,
-                 {{"to", ref_json(d->to_version)},
-                  {"reason", r.reason},
-                  {"bytes_done", r.bytes_done},
-                  {"detail", r.detail}});
+                 {{"to", ref_json(d->to_version)}, {"reason", r.reason}, {"detail", r.detail}});
   } else {
     db.prepare(
-          "UPDATE deployments SET status = 'running', stage = ?, bytes_done = ?, bytes_total = ?, "
+          "UPDATE deployments SET status = 'running', stage = COALESCE(?, stage), "
+          "bytes_done = COALESCE(?, bytes_done), bytes_total = COALESCE(?, bytes_total), "
           "started_at = COALESCE(started_at, ?) WHERE id = ?")
         .bind(1, r.stage)
         .bind(2, r.bytes_done)
@@ -810,9 +811,9 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
         .bind(5, deployment_id)
         .run();
     append_event(db, now, "deployment.progress", d->machine_id, deployment_id,
-                 {{"stage", r.stage},
-                  {"bytes_done", r.bytes_done},
-                  {"bytes_total", r.bytes_total},
+                 {{"stage", r.stage.value_or(d->stage)},
+                  {"bytes_done", r.bytes_done.value_or(d->bytes_done)},
+                  {"bytes_total", r.bytes_total.value_or(d->bytes_total)},
                   {"detail", r.detail}});
   }
   auto out = load_deployment(db, deployment_id);
@@ -858,7 +859,8 @@ std::optional<Token> Store::authenticate(const std::string& clear_token) {
 
 std::vector<Token> Store::list_tokens() {
   auto db = reader();
-  auto s = db->prepare("SELECT id, name, scope, created_at, revoked_at FROM api_tokens ORDER BY id");
+  auto s =
+      db->prepare("SELECT id, name, scope, created_at, revoked_at FROM api_tokens ORDER BY id");
   std::vector<Token> out;
   while (s.step()) {
     out.push_back(Token{s.int64(0), s.text(1),
@@ -917,7 +919,8 @@ std::map<std::string, std::int64_t> Store::count_machines_by_state() {
   std::map<std::string, std::int64_t> out;
   for (auto st : proto::kAllMachineStates) out[proto::to_string(st)] = 0;
   auto db = reader();
-  auto s = db->prepare("SELECT state, count(*) FROM machines WHERE deleted_at IS NULL GROUP BY state");
+  auto s =
+      db->prepare("SELECT state, count(*) FROM machines WHERE deleted_at IS NULL GROUP BY state");
   while (s.step()) out[s.text(0)] = s.int64(1);
   return out;
 }

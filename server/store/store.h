@@ -43,7 +43,7 @@ struct Machine {
   std::string state_reason;
   std::map<std::string, std::string> labels;
   nlohmann::json inventory = nlohmann::json::object();
-  std::optional<VersionRef> current_version;   // what its disk holds (last succeeded deploy)
+  std::optional<VersionRef> current_version;  // what its disk holds (last succeeded deploy)
   std::optional<std::int64_t> active_deployment_id;
   std::optional<VersionRef> assigned_version;  // target of the active deployment
   std::int64_t created_at = 0;
@@ -122,10 +122,11 @@ struct BulkOutcome {
 };
 
 // What an agent reports while it works and when it is done.
+// Fields left unset keep their previous values.
 struct AgentReport {
-  std::string stage;
-  std::int64_t bytes_done = 0;
-  std::int64_t bytes_total = 0;
+  std::optional<std::string> stage;
+  std::optional<std::int64_t> bytes_done;
+  std::optional<std::int64_t> bytes_total;
   // Set on the final report: succeeded or failed (with reason).
   std::optional<proto::DeploymentStatus> result;
   std::string reason;

@@ -1,0 +1,79 @@
+#include <gtest/gtest.h>
+
+#include "core/crypto.h"
+#include "core/mac.h"
+#include "core/metrics.h"
+#include "core/time.h"
+#include "core/url.h"
+
+namespace kiln {
+namespace {
+
+TEST(Mac, NormalizesAcceptedForms) {
+  EXPECT_EQ(normalize_mac("52:54:00:AB:cd:0F"), "52:54:00:ab:cd:0f");
+  EXPECT_EQ(normalize_mac("52-54-00-ab-cd-0f"), "52:54:00:ab:cd:0f");
+  EXPECT_EQ(normalize_mac("525400abcd0f"), "52:54:00:ab:cd:0f");
+}
+
+TEST(Mac, RejectsMalformed) {
+  for (const char* bad :
+       {"", "52:54:00:ab:cd", "52:54:00:ab:cd:0f:11", "52:54:00:ab:cd:0g", "52:54-00:ab:cd:0f",
+        "5:254:00:ab:cd:0f", ":52:54:00:ab:cd:0f", "52540:0abcd0f"}) {
+    EXPECT_FALSE(normalize_mac(bad).has_value()) << bad;
+  }
+}
+
+TEST(Time, Rfc3339RoundTrip) {
+  EXPECT_EQ(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_rfc3339_ms(1700000000123), "2023-11-14T22:13:20.123Z");
+  EXPECT_EQ(parse_rfc3339_ms("2023-11-14T22:13:20.123Z"), 1700000000123);
+  EXPECT_FALSE(parse_rfc3339_ms("2023-11-14 22:13:20").has_value());
+}
+
+TEST(Crypto, Sha256KnownVector) {
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(random_hex(20).size(), 40u);
+  EXPECT_NE(random_hex(16), random_hex(16));
+  EXPECT_TRUE(constant_time_equal("abc", "abc"));
+  EXPECT_FALSE(constant_time_equal("abc", "abd"));
+  EXPECT_FALSE(constant_time_equal("abc", "ab"));
+}
+
+TEST(Url, PercentDecode) {
+  EXPECT_EQ(percent_decode("a%20b%2Fc"), "a b/c");
+  EXPECT_EQ(percent_decode("a+b", true), "a b");
+  EXPECT_EQ(percent_decode("a+b", false), "a+b");
+  EXPECT_FALSE(percent_decode("%2").has_value());
+  EXPECT_FALSE(percent_decode("%zz").has_value());
+  EXPECT_FALSE(percent_decode("a%00b").has_value());
+}
+
+TEST(Url, ParseQuery) {
+  auto q = parse_query("selector=rack%3Dr12&limit=5&flag");
+  ASSERT_TRUE(q);
+  EXPECT_EQ((*q)["selector"], "rack=r12");
+  EXPECT_EQ((*q)["limit"], "5");
+  EXPECT_EQ((*q)["flag"], "");
+  EXPECT_FALSE(parse_query("a=%").has_value());
+}
+
+TEST(Metrics, RendersCountersGaugesAndCollectors) {
+  Metrics m;
+  m.describe("req_total", Metrics::Type::kCounter, "Requests.");
+  m.add("req_total", {{"route", "/a"}, {"code", "200"}});
+  m.add("req_total", {{"route", "/a"}, {"code", "200"}}, 2);
+  m.add("req_total", {{"route", "/b\"x"}, {"code", "404"}});
+  m.describe("machines", Metrics::Type::kGauge, "Machines.");
+  m.add_collector([] {
+    return std::vector<Metrics::Sample>{{"machines", {{"state", "ready"}}, 7}};
+  });
+  EXPECT_EQ(m.value("req_total", {{"route", "/a"}, {"code", "200"}}), 3);
+  const auto text = m.render();
+  EXPECT_NE(text.find("# TYPE req_total counter\n"), std::string::npos);
+  EXPECT_NE(text.find("req_total{route=\"/a\",code=\"200\"} 3\n"), std::string::npos);
+  EXPECT_NE(text.find("req_total{route=\"/b\\\"x\",code=\"404\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE machines gauge\nmachines{state=\"ready\"} 7\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln

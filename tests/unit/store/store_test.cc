@@ -1,0 +1,470 @@
+#include "store/store.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "store/sqlite.h"
+
+namespace kiln::store {
+namespace {
+
+using proto::DeploymentStatus;
+using proto::MachineState;
+
+class FakeClock : public Clock {
+ public:
+  std::int64_t now_ms() const override { return now.load(); }
+  std::atomic<std::int64_t> now{1'700'000'000'000};
+};
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("kiln-store-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    options_.path = (dir_ / "kiln.db").string();
+    options_.synchronous_full = false;
+    auto s = Store::open(options_, clock_);
+    ASSERT_TRUE(s) << s.error().message;
+    store_ = std::move(*s);
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  Machine make_machine(const std::string& mac, std::map<std::string, std::string> labels = {}) {
+    NewMachine nm;
+    nm.macs = {mac};
+    nm.labels = std::move(labels);
+    auto m = store_->create_machine(nm, "test");
+    EXPECT_TRUE(m) << m.error().message;
+    return *m;
+  }
+
+  ImageVersion make_image(const std::string& name, const std::string& version) {
+    ImageVersion v;
+    v.name = name;
+    v.version = version;
+    v.size_bytes = 1 << 20;
+    v.sha256 = std::string(64, 'a');
+    v.format = "raw";
+    v.source_url = "http://images.example/" + name + "-" + version + ".raw";
+    v.created_by = "test";
+    auto r = store_->register_image_version(v);
+    EXPECT_TRUE(r) << r.error().message;
+    return r->first;
+  }
+
+  AssignRequest req(const std::string& image, const std::string& version, bool force = false) {
+    return AssignRequest{image, version, "tester", force};
+  }
+
+  // Drives a deployment to its end the way an agent does.
+  void finish(std::int64_t deployment_id, bool ok) {
+    AgentReport r;
+    r.stage = "done";
+    r.result = ok ? DeploymentStatus::kSucceeded : DeploymentStatus::kFailed;
+    r.reason = ok ? "" : "disk write error";
+    auto d = store_->report_progress(deployment_id, r);
+    ASSERT_TRUE(d) << d.error().message;
+  }
+
+  std::int64_t deploy(std::int64_t machine, const std::string& image, const std::string& v,
+                      bool ok = true) {
+    auto o = store_->assign(machine, req(image, v));
+    EXPECT_TRUE(o) << o.error().message;
+    finish(o->deployment.id, ok);
+    return o->deployment.id;
+  }
+
+  std::filesystem::path dir_;
+  StoreOptions options_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, OpensWithSchemaAndWal) {
+  EXPECT_EQ(store_->schema_version(), static_cast<int>(embedded_migrations().back().version));
+  EXPECT_EQ(store_->integrity_check(), "ok");
+  Db raw(options_.path, true);
+  auto s = raw.prepare("PRAGMA journal_mode");
+  ASSERT_TRUE(s.step());
+  EXPECT_EQ(s.text(0), "wal");
+}
+
+TEST_F(StoreTest, RefusesDatabaseNewerThanBinary) {
+  store_.reset();
+  {
+    Db raw(options_.path, false);
+    raw.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)");
+  }
+  auto s = Store::open(options_, clock_);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("newer than this kilnd supports"), std::string::npos)
+      << s.error().message;
+}
+
+TEST(Migrations, FailedMigrationLeavesDatabaseUntouched) {
+  const auto path = std::filesystem::temp_directory_path() /
+                    ("kiln-migrate-" + std::to_string(::getpid()) + ".db");
+  std::filesystem::remove(path);
+  FakeClock clock;
+  StoreOptions o;
+  o.path = path.string();
+  std::vector<Migration> first = {{1, "one", "CREATE TABLE a (x INTEGER);"}};
+  ASSERT_TRUE(Store::open(o, clock, first));
+  std::vector<Migration> more = {first[0],
+                                 {2, "two", "CREATE TABLE b (y INTEGER);"},
+                                 {3, "broken", "CREATE TABLE c (z INTEGER); SELECT nosuchfn();"}};
+  auto s = Store::open(o, clock, more);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("3_broken"), std::string::npos) << s.error().message;
+  Db raw(o.path, true);
+  EXPECT_EQ(schema_version(raw), 1);
+  auto t = raw.prepare("SELECT count(*) FROM sqlite_master WHERE name IN ('b', 'c')");
+  t.step();
+  EXPECT_EQ(t.int64(0), 0) << "tables of the failed batch must not exist";
+  std::filesystem::remove(path);
+}
+
+TEST_F(StoreTest, CreatesAndFindsMachines) {
+  auto m = make_machine("52:54:00:00:00:01", {{"rack", "r12"}});
+  EXPECT_EQ(m.state, MachineState::kReady);
+  EXPECT_EQ(m.labels.at("rack"), "r12");
+  auto by_mac = store_->find_machine_by_mac("52:54:00:00:00:01");
+  ASSERT_TRUE(by_mac);
+  EXPECT_EQ(by_mac->id, m.id);
+  auto missing = store_->get_machine(999);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::kNotFound);
+}
+
+TEST_F(StoreTest, DuplicateMacIsAConflictAndChangesNothing) {
+  make_machine("52:54:00:00:00:01");
+  NewMachine nm;
+  nm.macs = {"52:54:00:00:00:02", "52:54:00:00:00:01"};
+  auto r = store_->create_machine(nm, "test");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kConflict);
+  EXPECT_FALSE(store_->find_machine_by_mac("52:54:00:00:00:02"));
+  EXPECT_EQ(store_->list_machines({}).items.size(), 1u);
+}
+
+TEST_F(StoreTest, ListFiltersBySelectorAndStateAndPaginates) {
+  for (int i = 0; i < 25; ++i) {
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:00:01:%02x", i);
+    make_machine(mac, {{"rack", i % 2 ? "r1" : "r2"}, {"role", i % 5 ? "web" : "db"}});
+  }
+  MachineFilter f;
+  f.selector = *proto::parse_selector("rack=r1,role!=db");
+  auto page = store_->list_machines(f);
+  for (const auto& m : page.items) {
+    EXPECT_EQ(m.labels.at("rack"), "r1");
+    EXPECT_NE(m.labels.at("role"), "db");
+  }
+  EXPECT_EQ(page.items.size(), 10u);  // 12 odd ids, minus 5 and 15 which are db
+
+  f = {};
+  f.limit = 10;
+  std::vector<std::int64_t> seen;
+  while (true) {
+    auto p = store_->list_machines(f);
+    for (const auto& m : p.items) seen.push_back(m.id);
+    if (!p.next_after) break;
+    f.after_id = *p.next_after;
+  }
+  ASSERT_EQ(seen.size(), 25u);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+
+  f = {};
+  f.state = MachineState::kDeploying;
+  EXPECT_TRUE(store_->list_machines(f).items.empty());
+}
+
+TEST_F(StoreTest, PatchesLabels) {
+  auto m = make_machine("52:54:00:00:00:01", {{"rack", "r1"}, {"old", "x"}});
+  auto r = store_->patch_machine_labels(m.id, {{"rack", "r2"}, {"old", std::nullopt}, {"new", "y"}},
+                                        "test");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->labels, (std::map<std::string, std::string>{{"rack", "r2"}, {"new", "y"}}));
+}
+
+TEST_F(StoreTest, AssignIsIdempotentConflictsAndSupersedesWithForce) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  make_image("ubuntu", "2");
+  auto a = store_->assign(m.id, req("ubuntu", "1"));
+  ASSERT_TRUE(a);
+  EXPECT_TRUE(a->created);
+  EXPECT_EQ(store_->get_machine(m.id)->state, MachineState::kDeploying);
+
+  auto again = store_->assign(m.id, req("ubuntu", "1"));
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->deployment.id, a->deployment.id);
+
+  auto other = store_->assign(m.id, req("ubuntu", "2"));
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code, Errc::kConflict);
+
+  auto forced = store_->assign(m.id, req("ubuntu", "2", /*force=*/true));
+  ASSERT_TRUE(forced);
+  EXPECT_EQ(forced->superseded_id, a->deployment.id);
+  EXPECT_EQ(store_->get_deployment(a->deployment.id)->status, DeploymentStatus::kSuperseded);
+  auto mm = store_->get_machine(m.id);
+  EXPECT_EQ(mm->active_deployment_id, forced->deployment.id);
+  EXPECT_EQ(mm->assigned_version->version, "2");
+
+  auto missing = store_->assign(m.id, req("ubuntu", "9"));
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::kNotFound);
+}
+
+TEST_F(StoreTest, BulkAssignIsAllOrNothing) {
+  auto a = make_machine("52:54:00:00:00:01", {{"rack", "r12"}});
+  auto b = make_machine("52:54:00:00:00:02", {{"rack", "r12"}});
+  make_machine("52:54:00:00:00:03", {{"rack", "r13"}});
+  make_image("ubuntu", "1");
+  make_image("ubuntu", "2");
+  ASSERT_TRUE(store_->assign(b.id, req("ubuntu", "1")));
+
+  auto sel = *proto::parse_selector("rack=r12");
+  auto r = store_->assign_bulk(sel, req("ubuntu", "2"));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kConflict);
+  EXPECT_FALSE(store_->get_machine(a.id)->active_deployment_id) << "nothing may be assigned";
+
+  auto forced = store_->assign_bulk(sel, req("ubuntu", "2", true));
+  ASSERT_TRUE(forced) << forced.error().message;
+  EXPECT_EQ(forced->results.size(), 2u);
+  for (auto id : {a.id, b.id}) EXPECT_EQ(store_->get_machine(id)->assigned_version->version, "2");
+
+  auto none = store_->assign_bulk(*proto::parse_selector("rack=nowhere"), req("ubuntu", "2"));
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, Errc::kNotFound);
+}
+
+TEST_F(StoreTest, AgentReportsDriveTheLifecycle) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  auto a = store_->assign(m.id, req("ubuntu", "1"));
+  AgentReport p;
+  p.stage = "writing";
+  p.bytes_done = 10;
+  p.bytes_total = 100;
+  clock_.now += 1000;
+  auto d = store_->report_progress(a->deployment.id, p);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->status, DeploymentStatus::kRunning);
+  EXPECT_EQ(d->started_at, clock_.now.load());
+  finish(a->deployment.id, true);
+  auto mm = store_->get_machine(m.id);
+  EXPECT_EQ(mm->state, MachineState::kDeployed);
+  EXPECT_EQ(mm->current_version->version, "1");
+  EXPECT_FALSE(mm->active_deployment_id);
+  // A finished deployment takes no more reports.
+  auto late = store_->report_progress(a->deployment.id, p);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, Errc::kConflict);
+}
+
+TEST_F(StoreTest, FailedDeploymentMarksMachineFailed) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  deploy(m.id, "ubuntu", "1", /*ok=*/false);
+  auto mm = store_->get_machine(m.id);
+  EXPECT_EQ(mm->state, MachineState::kFailed);
+  EXPECT_NE(mm->state_reason.find("disk write error"), std::string::npos);
+  EXPECT_FALSE(mm->current_version);
+}
+
+TEST_F(StoreTest, RollbackReassignsPreviousSuccessfulVersion) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  make_image("ubuntu", "2");
+  make_image("ubuntu", "3");
+
+  auto none = store_->rollback(m.id, "ops");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, Errc::kConflict);
+
+  deploy(m.id, "ubuntu", "1");
+  auto only_one = store_->rollback(m.id, "ops");
+  ASSERT_FALSE(only_one);
+  EXPECT_NE(only_one.error().message.find("no previous"), std::string::npos);
+
+  deploy(m.id, "ubuntu", "2");
+  auto rb = store_->rollback(m.id, "ops");
+  ASSERT_TRUE(rb) << rb.error().message;
+  EXPECT_EQ(rb->deployment.kind, "rollback");
+  EXPECT_EQ(rb->deployment.to_version.version, "1");
+  EXPECT_EQ(rb->deployment.from_version->version, "2");
+  finish(rb->deployment.id, true);
+
+  // A failed deploy of 3 rolls back to the last good version, 1 (not 2).
+  deploy(m.id, "ubuntu", "3", /*ok=*/false);
+  auto rb2 = store_->rollback(m.id, "ops");
+  ASSERT_TRUE(rb2);
+  EXPECT_EQ(rb2->deployment.to_version.version, "1");
+
+  // Rollback supersedes an in-progress deployment.
+  auto busy = store_->assign(m.id, req("ubuntu", "3", true));
+  ASSERT_TRUE(busy);
+  auto rb3 = store_->rollback(m.id, "ops");
+  ASSERT_TRUE(rb3);
+  EXPECT_EQ(rb3->superseded_id, busy->deployment.id);
+
+  auto history = store_->list_deployments(m.id);
+  ASSERT_TRUE(history);
+  EXPECT_EQ(history->size(), 7u);
+  EXPECT_EQ(history->front().id, rb3->deployment.id);  // newest first
+}
+
+TEST_F(StoreTest, DeploymentHistoryIsAppendOnly) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  auto id = deploy(m.id, "ubuntu", "1");
+  Db raw(options_.path, false);
+  EXPECT_THROW(raw.exec("DELETE FROM deployments"), SqliteError);
+  EXPECT_THROW(raw.exec("UPDATE deployments SET requested_by = 'mallory'"), SqliteError);
+  EXPECT_THROW(
+      raw.exec("UPDATE deployments SET status = 'pending' WHERE id = " + std::to_string(id)),
+      SqliteError);
+  EXPECT_EQ(store_->get_deployment(id)->requested_by, "tester");
+}
+
+TEST_F(StoreTest, ImagesAreImmutableAndDeletedOnlyWhenUnused) {
+  auto v = make_image("ubuntu", "1");
+  auto same = store_->register_image_version(v);
+  ASSERT_TRUE(same);
+  EXPECT_FALSE(same->second);
+  auto changed = v;
+  changed.sha256 = std::string(64, 'b');
+  auto r = store_->register_image_version(changed);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kConflict);
+
+  auto m = make_machine("52:54:00:00:00:01");
+  deploy(m.id, "ubuntu", "1");
+  auto in_use = store_->delete_image_version("ubuntu", "1", "ops");
+  ASSERT_FALSE(in_use);
+  EXPECT_EQ(in_use.error().code, Errc::kConflict);
+
+  make_image("ubuntu", "2");
+  deploy(m.id, "ubuntu", "2");
+  ASSERT_TRUE(store_->delete_image_version("ubuntu", "1", "ops"));
+  EXPECT_FALSE(store_->get_image_version("ubuntu", "1"));
+  // History still names the deleted version; rollback to it is refused clearly.
+  auto history = store_->list_deployments(m.id);
+  EXPECT_EQ(history->back().to_version.version, "1");
+  auto rb = store_->rollback(m.id, "ops");
+  ASSERT_FALSE(rb);
+  EXPECT_NE(rb.error().message.find("deleted"), std::string::npos);
+}
+
+TEST_F(StoreTest, DeleteMachineRefusesActiveDeploymentUnlessForced) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  auto a = store_->assign(m.id, req("ubuntu", "1"));
+  auto r = store_->delete_machine(m.id, false, "ops");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kConflict);
+  ASSERT_TRUE(store_->delete_machine(m.id, true, "ops"));
+  EXPECT_FALSE(store_->get_machine(m.id));
+  EXPECT_EQ(store_->get_deployment(a->deployment.id)->status, DeploymentStatus::kSuperseded);
+  // The MAC is free again.
+  make_machine("52:54:00:00:00:01");
+}
+
+TEST_F(StoreTest, ApiTokensAreStoredHashed) {
+  auto t = store_->create_token("ci", proto::Scope::kRead);
+  ASSERT_TRUE(t);
+  const std::string clear = t->second;
+  auto who = store_->authenticate(clear);
+  ASSERT_TRUE(who);
+  EXPECT_EQ(who->name, "ci");
+  EXPECT_EQ(who->scope, proto::Scope::kRead);
+  EXPECT_FALSE(store_->authenticate(clear + "x"));
+  {
+    Db raw(options_.path, true);
+    auto s = raw.prepare("SELECT count(*) FROM api_tokens WHERE token_hash = ?");
+    s.bind(1, clear);
+    s.step();
+    EXPECT_EQ(s.int64(0), 0) << "the clear token must never be stored";
+  }
+  ASSERT_TRUE(store_->revoke_token(t->first.id, "ops"));
+  EXPECT_FALSE(store_->authenticate(clear));
+  EXPECT_FALSE(store_->revoke_token(t->first.id, "ops"));
+}
+
+TEST_F(StoreTest, AgentTokensExpireAndEndWithTheDeployment) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  auto a = store_->assign(m.id, req("ubuntu", "1"));
+  auto tok = store_->mint_agent_token(a->deployment.id, clock_.now + 60'000);
+  ASSERT_TRUE(tok);
+  auto d = store_->authenticate_agent(*tok);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->id, a->deployment.id);
+  clock_.now += 61'000;
+  EXPECT_FALSE(store_->authenticate_agent(*tok)) << "expired";
+  auto tok2 = store_->mint_agent_token(a->deployment.id, clock_.now + 60'000);
+  ASSERT_TRUE(store_->authenticate_agent(*tok2));
+  EXPECT_FALSE(store_->authenticate_agent(*tok)) << "replaced";
+  finish(a->deployment.id, true);
+  EXPECT_FALSE(store_->authenticate_agent(*tok2)) << "ended with the deployment";
+  EXPECT_FALSE(store_->mint_agent_token(a->deployment.id, clock_.now + 60'000));
+}
+
+TEST_F(StoreTest, EventsRecordEveryChangeInOrder) {
+  const auto start = store_->last_event_id();
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  deploy(m.id, "ubuntu", "1");
+  auto events = store_->events_since(start, 100, std::nullopt);
+  std::vector<std::string> types;
+  for (const auto& e : events) types.push_back(e.type);
+  EXPECT_EQ(types, (std::vector<std::string>{"machine.created", "image.registered",
+                                             "deployment.created", "deployment.succeeded"}));
+  auto for_machine = store_->events_since(start, 100, m.id);
+  EXPECT_EQ(for_machine.size(), 3u);
+  auto after = store_->events_since(events[1].id, 1, std::nullopt);
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0].type, "deployment.created");
+}
+
+TEST_F(StoreTest, ConcurrentWritersAndReadersStayConsistent) {
+  make_image("ubuntu", "1");
+  std::vector<std::thread> threads;
+  std::atomic<int> created{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        char mac[32];
+        std::snprintf(mac, sizeof mac, "52:54:00:%02x:00:%02x", t, i);
+        NewMachine nm;
+        nm.macs = {mac};
+        if (store_->create_machine(nm, "t")) ++created;
+        store_->list_machines({});
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), 100);
+  MachineFilter f;
+  f.limit = 1000;
+  EXPECT_EQ(store_->list_machines(f).items.size(), 100u);
+  EXPECT_EQ(store_->integrity_check(), "ok");
+}
+
+}  // namespace
+}  // namespace kiln::store
