@@ -1,11 +1,15 @@
 #include "http/file_server.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <system_error>
 
 namespace kiln::http {
@@ -33,33 +37,53 @@ bool parse_u64(std::string_view s, std::uint64_t& out) {
 
 }  // namespace
 
-Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view rel) {
+Result<FileRoot> FileRoot::open(const std::filesystem::path& root) {
+  int fd = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return make_error(Errc::kNotFound,
+                      "cannot open file root " + root.string() + ": " + std::strerror(errno));
+  }
+  FileRoot r;
+  r.dir_ = UniqueFd(fd);
+  r.path_ = root;
+  return r;
+}
+
+Result<OpenFile> FileRoot::open_file(std::string_view rel) const {
   if (rel.find('\0') != std::string_view::npos || rel.find('\\') != std::string_view::npos) {
     return make_error(Errc::kInvalid, "invalid characters in path");
   }
-  std::filesystem::path relative;
+  std::string relative;
   std::size_t pos = 0;
   while (pos <= rel.size()) {
     std::size_t slash = rel.find('/', pos);
     std::string_view seg =
         rel.substr(pos, slash == std::string_view::npos ? rel.npos : slash - pos);
     if (seg == "..") return make_error(Errc::kInvalid, "'..' is not allowed in paths");
-    if (!seg.empty() && seg != ".") relative /= std::string(seg);
+    if (!seg.empty() && seg != ".") {
+      if (!relative.empty()) relative.push_back('/');
+      relative.append(seg);
+    }
     if (slash == std::string_view::npos) break;
     pos = slash + 1;
   }
   if (relative.empty()) return make_error(Errc::kNotFound, "not found");
-  std::error_code ec;
-  const auto real_root = std::filesystem::canonical(root, ec);
-  if (ec) return make_error(Errc::kNotFound, "not found");
-  const auto real = std::filesystem::canonical(real_root / relative, ec);
-  if (ec) return make_error(Errc::kNotFound, "not found");
-  // The resolved path (symlinks followed) must stay inside the root.
-  auto [root_end, real_it] =
-      std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
-  if (root_end != real_root.end()) return make_error(Errc::kNotFound, "not found");
-  int fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return make_error(Errc::kNotFound, "not found");
+  struct open_how how {};
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  int fd = static_cast<int>(::syscall(SYS_openat2, dir_.get(), relative.c_str(), &how, sizeof how));
+  if (fd < 0 && errno == ENOSYS) {
+    // Kernels before 5.6: resolve in user space and check the real path stays inside.
+    std::error_code ec;
+    const auto real_root = std::filesystem::canonical(path_, ec);
+    const auto real = ec ? real_root : std::filesystem::canonical(real_root / relative, ec);
+    if (ec) return make_error(Errc::kNotFound, "not found");
+    auto [root_end, _] =
+        std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
+    if (root_end != real_root.end()) return make_error(Errc::kNotFound, "not found");
+    fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  }
+  if (fd < 0) return make_error(Errc::kNotFound, "not found");  // ENOENT, EXDEV (escape), ...
   OpenFile f;
   f.fd = UniqueFd(fd);
   struct stat st {};
@@ -68,8 +92,14 @@ Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view 
   }
   f.size = static_cast<std::uint64_t>(st.st_size);
   f.mtime_s = st.st_mtim.tv_sec;
-  f.path = real;
+  f.path = relative;
   return f;
+}
+
+Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view rel) {
+  auto r = FileRoot::open(root);
+  if (!r) return r.error();
+  return r->open_file(rel);
 }
 
 RangeParse parse_range(std::string_view h, std::uint64_t size, ByteRange& out) {

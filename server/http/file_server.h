@@ -36,9 +36,24 @@ struct OpenFile {
   std::filesystem::path path;
 };
 
-// Opens the regular file `rel` (a decoded URL path below the mount prefix) under `root`.
-// Refused (kInvalid): NUL bytes, ".." segments, backslashes. Not found (kNotFound): missing
-// files, directories, and anything whose real path (after symlinks) escapes `root`.
+// A directory that files are served from. Holds the directory open, and resolves every
+// request relative to it with openat2(RESOLVE_BENEATH), so the kernel itself refuses any
+// resolution (symlinks included) that leaves the directory. Immutable; thread-safe.
+class FileRoot {
+ public:
+  static Result<FileRoot> open(const std::filesystem::path& root);
+  // Opens the regular file `rel` (a decoded URL path below the mount prefix).
+  // Refused (kInvalid): NUL bytes, ".." segments, backslashes. Not found (kNotFound): missing
+  // files, directories, and anything that resolves (after symlinks) outside the root.
+  Result<OpenFile> open_file(std::string_view rel) const;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  UniqueFd dir_;
+  std::filesystem::path path_;
+};
+
+// One-shot convenience over FileRoot.
 Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view rel);
 
 struct ByteRange {

@@ -50,6 +50,7 @@ struct Server::State {
   Metrics& metrics;
   std::shared_ptr<spdlog::logger> log;
   std::optional<ssl::context> tls;
+  std::vector<FileRoot> roots;  // one per options.mounts entry, opened by start()
   tcp::acceptor acceptor;
   std::atomic<int> active{0};
   std::atomic<bool> stopping{false};
@@ -190,7 +191,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     target_ = std::string(req.target());
 
     const std::string_view path = std::string_view(target_).substr(0, target_.find('?'));
-    for (const auto& m : opts().mounts) {
+    for (std::size_t i = 0; i < opts().mounts.size(); ++i) {
+      const auto& m = opts().mounts[i];
       if (path.substr(0, m.prefix.size()) == m.prefix) {
         if (req.method() != bhttp::verb::get && req.method() != bhttp::verb::head) {
           state_->count_request(m.prefix, method_, 405);
@@ -199,7 +201,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
           res.set(bhttp::field::allow, "GET, HEAD");
           return write(std::move(res));
         }
-        return serve_file(req, m, path.substr(m.prefix.size()));
+        return serve_file(req, m, state_->roots[i], path.substr(m.prefix.size()));
       }
     }
 
@@ -249,14 +251,15 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
 
   // --- static files --------------------------------------------------------------------------
 
-  void serve_file(const Request& req, const FileMount& mount, std::string_view rel_encoded) {
+  void serve_file(const Request& req, const FileMount& mount, const FileRoot& root,
+                  std::string_view rel_encoded) {
     auto fail = [&](bhttp::status st, std::string_view code, std::string_view msg) {
       state_->count_request(mount.prefix, method_, static_cast<unsigned>(st));
       write(make_error_response(st, code, msg, version_));
     };
     auto rel = percent_decode(rel_encoded);
     if (!rel) return fail(bhttp::status::bad_request, "bad_request", "malformed path");
-    auto opened = open_under(mount.root, *rel);
+    auto opened = root.open_file(*rel);
     if (!opened) {
       if (opened.error().code == Errc::kInvalid) {
         state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(), target_);
@@ -509,6 +512,12 @@ Status Server::start() {
     } catch (const std::exception& e) {
       return make_error(Errc::kInvalid, std::string("TLS certificate/key: ") + e.what());
     }
+  }
+  st.roots.clear();
+  for (const auto& m : st.options.mounts) {
+    auto root = FileRoot::open(m.root);
+    if (!root) return root.error();
+    st.roots.push_back(std::move(*root));
   }
   beast::error_code ec;
   auto addr = net::ip::make_address(st.options.address, ec);

@@ -44,6 +44,16 @@ expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/files/sub")" 404 "dire
 expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data x "$URL/files/new")" 405 "files are read-only"
 grep -q 'event=http.path_refused' "$WORK/kilnd.0.log" && ok || fail "refused paths are logged"
 
+# Clients that hang up in the middle of a download cost their connection, nothing more.
+# (64 MiB: more than the loopback socket buffers hold, so kilnd is still sending at hang-up.)
+truncate -s 64M "$WORK/var/files/large.raw"
+for i in 1 2 3 4 5; do
+  curl -s "$URL/files/large.raw" | head -c 1000 >/dev/null || true
+  curl -s --limit-rate 1M --max-time 0.5 -o /dev/null "$URL/files/large.raw" || true
+done
+kill -0 "$KILND_PID" && ok || fail "kilnd survived clients hanging up mid-download"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")" 200 "still serving after hang-ups"
+
 # --- keep-alive -------------------------------------------------------------------------------
 curl -sv -o /dev/null -o /dev/null "$URL/healthz" "$URL/files/sub/boot.ipxe" 2>"$WORK/ka"
 grep -q 'Re-using existing connection' "$WORK/ka" && ok || fail "keep-alive reuses the connection"

@@ -20,7 +20,9 @@ class OpenUnderTest : public ::testing::Test {
     std::ofstream(root_ / "sub" / "b.ipxe") << "#!ipxe";
     std::ofstream(base_ / "secret") << "outside";
     std::filesystem::create_symlink(base_ / "secret", root_ / "escape");
-    std::filesystem::create_symlink(root_ / "a.bin", root_ / "inside-link");
+    std::filesystem::create_symlink("a.bin", root_ / "inside-link");
+    std::filesystem::create_symlink("../a.bin", root_ / "sub" / "up-link");
+    std::filesystem::create_symlink(root_ / "a.bin", root_ / "absolute-link");
   }
   void TearDown() override { std::filesystem::remove_all(base_); }
   std::filesystem::path base_, root_;
@@ -33,6 +35,7 @@ TEST_F(OpenUnderTest, OpensRegularFilesInsideRoot) {
   EXPECT_TRUE(open_under(root_, "sub/b.ipxe"));
   EXPECT_TRUE(open_under(root_, "./sub//b.ipxe"));
   EXPECT_TRUE(open_under(root_, "inside-link"));
+  EXPECT_TRUE(open_under(root_, "sub/up-link"));  // relative links that stay inside are fine
 }
 
 TEST_F(OpenUnderTest, RefusesTraversalAndEscapes) {
@@ -48,6 +51,8 @@ TEST_F(OpenUnderTest, RefusesTraversalAndEscapes) {
   auto esc = open_under(root_, "escape");
   ASSERT_FALSE(esc);
   EXPECT_EQ(esc.error().code, Errc::kNotFound);
+  // Absolute symlinks are never followed, even when they point inside.
+  EXPECT_FALSE(open_under(root_, "absolute-link"));
   EXPECT_FALSE(open_under(root_, "sub"));      // directories are not files
   EXPECT_FALSE(open_under(root_, "missing"));  // nor are missing files
   EXPECT_FALSE(open_under(root_, ""));
