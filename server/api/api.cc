@@ -5,6 +5,7 @@
 #include <charconv>
 #include <nlohmann/json.hpp>
 
+#include "core/json_writer.h"
 #include "core/mac.h"
 #include "core/time.h"
 #include "core/url.h"
@@ -30,25 +31,72 @@ json ref(const std::optional<store::VersionRef>& v) {
   return {{"image", v->name}, {"version", v->version}};
 }
 
-json to_json(const store::Machine& m) {
-  json assignment = nullptr;
-  if (m.active_deployment_id) {
-    assignment = {{"deployment_id", *m.active_deployment_id},
-                  {"image", m.assigned_version ? m.assigned_version->name : ""},
-                  {"version", m.assigned_version ? m.assigned_version->version : ""}};
+void append_ref(std::string& out, const std::optional<store::VersionRef>& v) {
+  if (!v) {
+    out += "null";
+    return;
   }
-  return {{"id", m.id},
-          {"name", m.name},
-          {"macs", m.macs},
-          {"uuid", m.uuid ? json(*m.uuid) : json(nullptr)},
-          {"state", proto::to_string(m.state)},
-          {"state_reason", m.state_reason},
-          {"labels", m.labels},
-          {"inventory", m.inventory},
-          {"current_version", ref(m.current_version)},
-          {"assignment", assignment},
-          {"created_at", ts(m.created_at)},
-          {"updated_at", ts(m.updated_at)}};
+  out += "{\"image\":";
+  json_append_string(out, v->name);
+  out += ",\"version\":";
+  json_append_string(out, v->version);
+  out += "}";
+}
+
+// Machines are rendered straight to text (lists hold thousands of them); keys in the same
+// sorted order nlohmann::json uses elsewhere.
+void append_machine(std::string& out, const store::Machine& m) {
+  out += "{\"assignment\":";
+  if (m.active_deployment_id) {
+    out += "{\"deployment_id\":";
+    json_append_int(out, *m.active_deployment_id);
+    out += ",\"image\":";
+    json_append_string(out, m.assigned_version ? m.assigned_version->name : "");
+    out += ",\"version\":";
+    json_append_string(out, m.assigned_version ? m.assigned_version->version : "");
+    out += "}";
+  } else {
+    out += "null";
+  }
+  out += ",\"created_at\":";
+  json_append_string(out, format_rfc3339_ms(m.created_at));
+  out += ",\"current_version\":";
+  append_ref(out, m.current_version);
+  out += ",\"id\":";
+  json_append_int(out, m.id);
+  out += ",\"inventory\":";
+  out += m.inventory_json.empty() ? "{}" : m.inventory_json;
+  out += ",\"labels\":{";
+  bool first = true;
+  for (const auto& [k, v] : m.labels) {
+    if (!first) out.push_back(',');
+    first = false;
+    json_append_string(out, k);
+    out.push_back(':');
+    json_append_string(out, v);
+  }
+  out += "},\"macs\":[";
+  first = true;
+  for (const auto& mac : m.macs) {
+    if (!first) out.push_back(',');
+    first = false;
+    json_append_string(out, mac);
+  }
+  out += "],\"name\":";
+  json_append_string(out, m.name);
+  out += ",\"state\":";
+  json_append_string(out, proto::to_string(m.state));
+  out += ",\"state_reason\":";
+  json_append_string(out, m.state_reason);
+  out += ",\"updated_at\":";
+  json_append_string(out, format_rfc3339_ms(m.updated_at));
+  out += ",\"uuid\":";
+  if (m.uuid) {
+    json_append_string(out, *m.uuid);
+  } else {
+    out += "null";
+  }
+  out += "}";
 }
 
 json to_json(const store::Deployment& d) {
@@ -132,6 +180,22 @@ Response json_response(bhttp::status st, const json& body) {
   res.body() = body.dump();
   res.body().push_back('\n');
   return res;
+}
+
+// A response whose body is already JSON text.
+Response raw_json_response(bhttp::status st, std::string body) {
+  Response res{st, 11};
+  res.set(bhttp::field::content_type, "application/json");
+  res.set(bhttp::field::cache_control, "no-store");
+  res.body() = std::move(body);
+  res.body().push_back('\n');
+  return res;
+}
+
+Response machine_response(bhttp::status st, const store::Machine& m) {
+  std::string body;
+  append_machine(body, m);
+  return raw_json_response(st, std::move(body));
 }
 
 Response error_response(const Error& e) {
@@ -374,12 +438,20 @@ struct Api::Impl {
         f.limit = static_cast<int>(n);
       }
       auto page = store.list_machines(f);
-      json items = json::array();
-      for (const auto& m : page.items) items.push_back(to_json(m));
-      return json_response(
-          bhttp::status::ok,
-          {{"items", std::move(items)},
-           {"next_after", page.next_after ? json(*page.next_after) : json(nullptr)}});
+      std::string body = "{\"items\":[";
+      body.reserve(page.items.size() * 400 + 64);
+      for (std::size_t i = 0; i < page.items.size(); ++i) {
+        if (i) body.push_back(',');
+        append_machine(body, page.items[i]);
+      }
+      body += "],\"next_after\":";
+      if (page.next_after) {
+        json_append_int(body, *page.next_after);
+      } else {
+        body += "null";
+      }
+      body += "}";
+      return raw_json_response(bhttp::status::ok, std::move(body));
     });
     r.add(V::post, "/api/v1/machines", Access::kAdmin, [this](Ctx& c) {
       auto b = c.body({"mac", "macs", "uuid", "name", "labels", "state"});
@@ -413,13 +485,12 @@ struct Api::Impl {
         nm.state = *st;
       }
       auto m = take(store.create_machine(nm, c.who));
-      auto res = json_response(bhttp::status::created, to_json(m));
+      auto res = machine_response(bhttp::status::created, m);
       res.set(bhttp::field::location, "/api/v1/machines/" + std::to_string(m.id));
       return res;
     });
-    r.add(V::get, "/api/v1/machines/{id}", Access::kRead, [this](Ctx& c) {
-      return json_response(bhttp::status::ok, to_json(machine(c.param("id"))));
-    });
+    r.add(V::get, "/api/v1/machines/{id}", Access::kRead,
+          [this](Ctx& c) { return machine_response(bhttp::status::ok, machine(c.param("id"))); });
     r.add(V::patch, "/api/v1/machines/{id}", Access::kAdmin, [this](Ctx& c) {
       auto b = c.body({"labels"});
       auto id = machine(c.param("id")).id;
@@ -437,8 +508,8 @@ struct Api::Impl {
           fail(Errc::kBadRequest, "label '" + k + "' must be a string or null");
         }
       }
-      return json_response(bhttp::status::ok,
-                           to_json(take(store.patch_machine_labels(id, patch, c.who))));
+      return machine_response(bhttp::status::ok,
+                              take(store.patch_machine_labels(id, patch, c.who)));
     });
     r.add(V::delete_, "/api/v1/machines/{id}", Access::kAdmin, [this](Ctx& c) {
       auto id = machine(c.param("id")).id;

@@ -74,7 +74,7 @@ Machine machine_from_row(const Stmt& s) {
   m.uuid = s.opt_text(2);
   m.state = proto::parse_machine_state(s.text(3)).value_or(MachineState::kFailed);
   m.state_reason = s.text(4);
-  m.inventory = parse_json_object(s.text(5));
+  m.inventory_json = s.text(5);
   m.created_at = s.int64(6);
   m.updated_at = s.int64(7);
   m.current_version = version_ref(s, 8);

@@ -42,7 +42,7 @@ struct Machine {
   proto::MachineState state = proto::MachineState::kDiscovered;
   std::string state_reason;
   std::map<std::string, std::string> labels;
-  nlohmann::json inventory = nlohmann::json::object();
+  std::string inventory_json = "{}";          // a JSON object, as stored (validated on write)
   std::optional<VersionRef> current_version;  // what its disk holds (last succeeded deploy)
   std::optional<std::int64_t> active_deployment_id;
   std::optional<VersionRef> assigned_version;  // target of the active deployment

@@ -14,6 +14,7 @@ grep -q "unknown key 'http.bodylimit'" "$WORK/err" && ok || fail "config error n
 echo '{"http":{"listen":"127.0.0.1:0","body_limit":4096},"log_level":"warn"}' >"$WORK/good.json"
 "$KILND" --config "$WORK/good.json" --listen 127.0.0.1:9 --print-config >"$WORK/cfg"
 expect_eq "$(jq -r .http.body_limit "$WORK/cfg")/$(jq -r .http.listen "$WORK/cfg")" "4096/127.0.0.1:9" "flags override the file"
+"$KILND" --config "$KILN_ROOT/deploy/kilnd.example.json" --print-config >/dev/null && ok || fail "the example config loads"
 rc=0; "$KILND" --data-dir "$WORK/var" --listen nonsense 2>/dev/null || rc=$?
 expect_eq "$rc" 2 "bad listen address exits 2"
 

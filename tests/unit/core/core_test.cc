@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <ctime>
+#include <nlohmann/json.hpp>
+
 #include "core/crypto.h"
+#include "core/json_writer.h"
 #include "core/mac.h"
 #include "core/metrics.h"
 #include "core/time.h"
@@ -28,6 +32,21 @@ TEST(Time, Rfc3339RoundTrip) {
   EXPECT_EQ(format_rfc3339_ms(1700000000123), "2023-11-14T22:13:20.123Z");
   EXPECT_EQ(parse_rfc3339_ms("2023-11-14T22:13:20.123Z"), 1700000000123);
   EXPECT_FALSE(parse_rfc3339_ms("2023-11-14 22:13:20").has_value());
+  EXPECT_EQ(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+  EXPECT_EQ(format_rfc3339_ms(951782400000), "2000-02-29T00:00:00.000Z");  // leap day
+  // Agrees with gmtime_r/strftime across a wide range of instants.
+  for (std::int64_t t = -2'208'988'800'000; t < 4'102'444'800'000; t += 7'777'777'777) {
+    const std::int64_t floor_s = t >= 0 ? t / 1000 : -((-t + 999) / 1000);
+    std::time_t secs = static_cast<std::time_t>(floor_s);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    char ms[8];
+    std::snprintf(ms, sizeof ms, ".%03dZ", static_cast<int>(t - floor_s * 1000));
+    EXPECT_EQ(format_rfc3339_ms(t), std::string(buf) + ms) << t;
+    EXPECT_EQ(parse_rfc3339_ms(format_rfc3339_ms(t)), t);
+  }
 }
 
 TEST(Crypto, Sha256KnownVector) {
@@ -73,6 +92,27 @@ TEST(Metrics, RendersCountersGaugesAndCollectors) {
   EXPECT_NE(text.find("req_total{route=\"/a\",code=\"200\"} 3\n"), std::string::npos);
   EXPECT_NE(text.find("req_total{route=\"/b\\\"x\",code=\"404\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE machines gauge\nmachines{state=\"ready\"} 7\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST(JsonWriter, StringsRoundTripThroughAJsonParser) {
+  for (std::string s : {std::string(""), std::string("plain"), std::string("q\"uo\\te"),
+                        std::string("tab\tnl\ncr\rbs\bff\f"), std::string("\x01\x1f end"),
+                        std::string("caf\xc3\xa9 \xe2\x9c\x93")}) {
+    std::string out;
+    json_append_string(out, s);
+    auto parsed = nlohmann::json::parse(out);
+    EXPECT_EQ(parsed.get<std::string>(), s) << out;
+    EXPECT_EQ(out, nlohmann::json(s).dump()) << "same text as nlohmann";
+  }
+  std::string n;
+  json_append_int(n, -9007199254740993);
+  EXPECT_EQ(n, "-9007199254740993");
 }
 
 }  // namespace

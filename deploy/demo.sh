@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The README's first command: installs what is missing, builds, starts kilnd with its embedded
+# defaults (state in ./var/demo) and walks through the control plane with the kiln CLI:
+# register machines, register image versions, assign (one machine and a whole rack), watch an
+# agent report, roll back with one call, read the history. kilnd is stopped at the end.
+#
+# Until the boot path lands (issue: iPXE + agent + QEMU), the "agent" of this demo is two
+# curl calls that report progress and success exactly as kiln-agent will.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deploy/install-deps.sh
+deploy/build.sh
+
+DATA=var/demo
+rm -rf "$DATA"
+mkdir -p "$DATA"
+export KILN_TOKEN
+KILN_TOKEN=$(build/kilnd --data-dir "$DATA" token create --name demo --scope admin 2>/dev/null)
+build/kilnd --data-dir "$DATA" --listen 127.0.0.1:0 --ready-file "$DATA/url" 2>"$DATA/kilnd.log" &
+KILND_PID=$!
+trap 'kill $KILND_PID 2>/dev/null || true; wait $KILND_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [[ -s "$DATA/url" ]] && break; sleep 0.05; done
+export KILN_URL
+KILN_URL=$(cat "$DATA/url")
+kiln() { build/kiln "$@"; }
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+echo "kilnd is listening on $KILN_URL (state: $DATA/kiln.db, log: $DATA/kilnd.log)"
+step kiln machine create --mac 52:54:00:12:00:01 --name r12-node1 --label rack=r12 --label role=web
+step kiln machine create --mac 52:54:00:12:00:02 --name r12-node2 --label rack=r12 --label role=web
+step kiln machine create --mac 52:54:00:13:00:01 --name r13-node1 --label rack=r13 --label role=db
+step kiln image register web 2026.11.1 --url http://images.example/web-2026.11.1.raw.zst \
+  --sha256 "$(sha v1)" --size 4294967296 --format raw.zst
+step kiln image register web 2026.11.2 --url http://images.example/web-2026.11.2.raw.zst \
+  --sha256 "$(sha v2)" --size 4294967296 --format raw.zst
+step kiln assign --selector rack=r12 web 2026.11.1
+step kiln machine list
+
+# play_agent MACHINE — what kiln-agent does on the machine: report progress, then success.
+play_agent() {
+  local dep tok
+  dep=$(kiln --json machine show "$1" | jq -er .assignment.deployment_id)
+  tok=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-token" | jq -r .token)
+  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
+    --data '{"stage":"writing","bytes_done":2147483648,"bytes_total":4294967296,"detail":{"rate_bps":1.9e9}}' \
+    "$KILN_URL/api/v1/agent/progress"
+  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
+    --data '{"status":"succeeded","stage":"done","bytes_done":4294967296}' "$KILN_URL/api/v1/agent/result"
+  echo "(agent on machine $1: deployment $dep written and verified)"
+}
+printf '\n# the agents of rack r12 image their disks and report\n'
+play_agent 1
+play_agent 2
+step kiln machine assign 1 web 2026.11.2
+play_agent 1
+step kiln machine show 1
+printf '\n# 2026.11.2 misbehaves in production: roll back with one call\n'
+step kiln machine rollback 1
+play_agent 1
+step kiln machine history 1
+step kiln events --since 0
+echo
+echo "Done. State is in $DATA/; the demo's admin token was $KILN_TOKEN."
