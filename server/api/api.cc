@@ -177,7 +177,8 @@ Response json_response(bhttp::status st, const json& body) {
   Response res{st, 11};
   res.set(bhttp::field::content_type, "application/json");
   res.set(bhttp::field::cache_control, "no-store");
-  res.body() = body.dump();
+  // User input echoed in messages may be invalid UTF-8: replace, never throw.
+  res.body() = body.dump(-1, ' ', false, json::error_handler_t::replace);
   res.body().push_back('\n');
   return res;
 }
@@ -245,6 +246,41 @@ bool parse_bool(std::string_view s, std::string_view what) {
   fail(Errc::kBadRequest, std::string(what) + " must be true or false");
 }
 
+// Deepest bracket nesting of a JSON text (brackets inside strings do not count). Bodies are
+// checked before parsing: copying or dumping a deeply nested document recurses, and a body of
+// a million '[' must cost a 400, not the stack.
+constexpr int kMaxJsonDepth = 32;
+// An agent's free-form progress detail (rates, ETA, stage timings) is small; bounding it bounds
+// every event and so every page of /api/v1/events.
+constexpr std::size_t kMaxDetailBytes = 4096;
+int nesting_depth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+// The method as a metrics label: only methods HTTP defines, so clients cannot mint series.
+std::string method_label(bhttp::verb v) {
+  return v == bhttp::verb::unknown ? "OTHER" : std::string(bhttp::to_string(v));
+}
+
 // --- request context ---------------------------------------------------------------------------
 
 struct Ctx {
@@ -270,6 +306,9 @@ struct Ctx {
     const bool patch = req.method() == bhttp::verb::patch;
     if (mime != "application/json" && !(patch && mime == "application/merge-patch+json")) {
       throw UnsupportedMediaType{};
+    }
+    if (nesting_depth(req.body()) > kMaxJsonDepth) {
+      fail(Errc::kBadRequest, "request body nests deeper than " + std::to_string(kMaxJsonDepth));
     }
     json j = json::parse(req.body(), nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) fail(Errc::kBadRequest, "request body is not valid JSON");
@@ -712,6 +751,9 @@ struct Api::Impl {
     }
     if (auto d = b.find("detail"); d != b.end() && !d->is_null()) {
       if (!d->is_object()) fail(Errc::kBadRequest, "detail must be an object");
+      if (d->dump().size() > kMaxDetailBytes) {
+        fail(Errc::kTooLarge, "detail larger than " + std::to_string(kMaxDetailBytes) + " bytes");
+      }
       r.detail = *d;
     }
     return r;
@@ -787,7 +829,7 @@ struct Api::Impl {
   void handle(Request&& req, Respond respond) {
     const auto started = std::chrono::steady_clock::now();
     const auto method = req.method();
-    const std::string method_name(req.method_string());
+    const std::string method_name = method_label(method);
     std::string target(req.target());
     const auto qpos = target.find('?');
     const std::string path = target.substr(0, qpos);

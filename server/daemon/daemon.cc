@@ -2,6 +2,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
@@ -43,6 +44,28 @@ Result<std::unique_ptr<store::Store>> open_store(const Config& c, const Clock& c
   return store::Store::open(so, clock);
 }
 
+// Every connection, served file and SQLite reader is a descriptor. Debian's default soft limit
+// (1024) is below max_connections' default: raise it to the hard limit, and keep
+// max_connections under what is left, so the 503 limit applies before accept() fails.
+void raise_fd_limit(Config& c, spdlog::logger& log) {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+  }
+  constexpr rlim_t kReserve = 64;  // database, listeners, logs, files being served
+  if (lim.rlim_cur != RLIM_INFINITY &&
+      static_cast<rlim_t>(c.http.max_connections) * 2 + kReserve > lim.rlim_cur) {
+    const int fit = static_cast<int>((lim.rlim_cur - std::min(lim.rlim_cur, kReserve)) / 2);
+    log.warn("event=daemon.max_connections_clamped configured={} effective={} nofile={}",
+             c.http.max_connections, std::max(fit, 1),
+             static_cast<unsigned long long>(lim.rlim_cur));
+    c.http.max_connections = std::max(fit, 1);
+  }
+}
+
 void write_ready_file(const std::string& path, const std::string& url) {
   const std::string tmp = path + ".tmp";
   {
@@ -58,26 +81,28 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   // A peer that closes mid-transfer must cost an EPIPE on that connection, not the process:
   // sendfile(2) has no MSG_NOSIGNAL.
   std::signal(SIGPIPE, SIG_IGN);
+  Config cfg = config;
+  raise_fd_limit(cfg, *log);
   SystemClock clock;
-  auto opened = open_store(config, clock);
+  auto opened = open_store(cfg, clock);
   if (!opened) {
     log->critical("event=daemon.store_failed err=\"{}\"", opened.error().message);
     return 2;
   }
   auto& store = **opened;
-  log->info("event=daemon.store_opened path=\"{}\" schema_version={}", config.effective_db_path(),
+  log->info("event=daemon.store_opened path=\"{}\" schema_version={}", cfg.effective_db_path(),
             store.schema_version());
 
   const int threads =
-      config.threads > 0 ? config.threads : std::max(1u, std::thread::hardware_concurrency());
+      cfg.threads > 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
   net::io_context ioc(threads);
   Metrics metrics;
-  api::Api api(store, metrics, clock, ioc, config.api, log);
+  api::Api api(store, metrics, clock, ioc, cfg.api, log);
 
-  http::ServerOptions hopts = config.http;
+  http::ServerOptions hopts = cfg.http;
   std::error_code ec;
-  std::filesystem::create_directories(config.effective_files_dir(), ec);
-  hopts.mounts.push_back({"/files/", config.effective_files_dir()});
+  std::filesystem::create_directories(cfg.effective_files_dir(), ec);
+  hopts.mounts.push_back({"/files/", cfg.effective_files_dir()});
   http::Server server(
       ioc, hopts,
       [&api](http::Request&& req, http::Respond respond) {
@@ -93,18 +118,18 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
       (hopts.address.find(':') != std::string::npos ? "[" + hopts.address + "]" : hopts.address) +
       ":" + std::to_string(server.port());
   log->info("event=daemon.listening url={} threads={} tls={} auth={}", url, threads, server.tls(),
-            config.api.auth_required);
-  if (!config.api.auth_required) {
+            cfg.api.auth_required);
+  if (!cfg.api.auth_required) {
     log->warn("event=daemon.auth_disabled msg=\"every caller is an anonymous admin\"");
   }
-  if (!config.ready_file.empty()) write_ready_file(config.ready_file, url);
+  if (!cfg.ready_file.empty()) write_ready_file(cfg.ready_file, url);
 
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& sec, int sig) {
     if (sec) return;
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
-    server.shutdown(std::chrono::milliseconds(config.shutdown_grace_ms), [&ioc] { ioc.stop(); });
+    server.shutdown(std::chrono::milliseconds(cfg.shutdown_grace_ms), [&ioc] { ioc.stop(); });
   });
 
   std::vector<std::thread> pool;

@@ -69,7 +69,8 @@ Result<OpenFile> FileRoot::open_file(std::string_view rel) const {
   }
   if (relative.empty()) return make_error(Errc::kNotFound, "not found");
   struct open_how how {};
-  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+  // O_NONBLOCK: opening a FIFO must not block an io thread (it is refused below as not regular).
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
   int fd = static_cast<int>(::syscall(SYS_openat2, dir_.get(), relative.c_str(), &how, sizeof how));
   if (fd < 0 && errno == ENOSYS) {
@@ -81,9 +82,18 @@ Result<OpenFile> FileRoot::open_file(std::string_view rel) const {
     auto [root_end, _] =
         std::mismatch(real_root.begin(), real_root.end(), real.begin(), real.end());
     if (root_end != real_root.end()) return make_error(Errc::kNotFound, "not found");
-    fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    fd = ::open(real.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   }
-  if (fd < 0) return make_error(Errc::kNotFound, "not found");  // ENOENT, EXDEV (escape), ...
+  if (fd < 0) {
+    // Missing, escaping (EXDEV), through a non-directory, a symlink loop, unreadable: 404.
+    // Anything else (EMFILE, ENOMEM, EIO) is the server's problem, not the client's.
+    const int e = errno;
+    if (e == ENOENT || e == EXDEV || e == ENOTDIR || e == ELOOP || e == EACCES ||
+        e == ENAMETOOLONG) {
+      return make_error(Errc::kNotFound, "not found");
+    }
+    return make_error(Errc::kUnavailable, std::string("cannot open file: ") + std::strerror(e));
+  }
   OpenFile f;
   f.fd = UniqueFd(fd);
   struct stat st {};

@@ -120,7 +120,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   void drain() override {
     net::post(stream_.get_executor(), [self = this->shared_from_this()] {
       self->draining_ = true;
-      if (!self->busy_) self->close_socket();
+      // Idle means between requests: a request still arriving is in flight too.
+      const bool receiving = self->parser_ && self->parser_->got_some();
+      if (!self->busy_ && !receiving) self->close_socket();
     });
   }
 
@@ -154,6 +156,32 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     parser_->header_limit(static_cast<std::uint32_t>(opts().header_limit));
     parser_->body_limit(opts().body_limit);
     lowest().expires_after(opts().read_timeout);
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+          if (ec) return self->on_read(ec, n);
+          self->continue_if_expected();
+        });
+  }
+
+  // RFC 9110 §10.1.1: a client sending "Expect: 100-continue" waits for an interim response
+  // before the body (curl does so for large uploads); answer it instead of making it time out.
+  void continue_if_expected() {
+    if (!parser_->is_done() &&
+        beast::iequals(parser_->get()[bhttp::field::expect], "100-continue")) {
+      static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+      net::async_write(stream_, net::buffer(k100.data(), k100.size()),
+                       [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                         if (ec) return self->close_socket();
+                         self->read_body();
+                       });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    if (parser_->is_done()) return on_read({}, 0);
     bhttp::async_read(stream_, buffer_, *parser_,
                       beast::bind_front_handler(&Session::on_read, this->shared_from_this()));
   }
@@ -187,7 +215,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     started_ = Clock::now();
     version_ = req.version();
     keep_alive_ = req.keep_alive();
-    method_ = std::string(req.method_string());
+    method_ = req.method() == bhttp::verb::unknown ? std::string("OTHER")
+                                                   : std::string(bhttp::to_string(req.method()));
     target_ = std::string(req.target());
 
     const std::string_view path = std::string_view(target_).substr(0, target_.find('?'));
@@ -264,6 +293,11 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
       if (opened.error().code == Errc::kInvalid) {
         state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(), target_);
         return fail(bhttp::status::bad_request, "bad_request", opened.error().message);
+      }
+      if (opened.error().code == Errc::kUnavailable) {
+        state_->log->error("event=http.file_open_failed target=\"{}\" err=\"{}\"", target_,
+                           opened.error().message);
+        return fail(bhttp::status::service_unavailable, "unavailable", "cannot open file now");
       }
       return fail(bhttp::status::not_found, "not_found", "no such file");
     }
@@ -574,10 +608,16 @@ void Server::shutdown(std::chrono::milliseconds grace, std::function<void()> don
     void tick() {
       if (st->active.load() == 0) return done();
       if (Clock::now() >= deadline) {
-        std::lock_guard lock(st->mu);
-        for (auto& [_, w] : st->connections) {
-          if (auto c = w.lock()) c->force_close();
+        // Take references under the lock, use and drop them outside it: the last reference
+        // may be ours, and ~Session takes the same lock.
+        std::vector<std::shared_ptr<Connection>> live;
+        {
+          std::lock_guard lock(st->mu);
+          for (auto& [_, w] : st->connections) {
+            if (auto c = w.lock()) live.push_back(std::move(c));
+          }
         }
+        for (auto& c : live) c->force_close();
       }
       timer.expires_after(std::chrono::milliseconds(20));
       timer.async_wait([self = shared_from_this()](beast::error_code) { self->tick(); });

@@ -16,8 +16,6 @@ int schema_version(Db& db) {
 
 Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
                                 std::int64_t now_ms) {
-  MigrationReport report;
-  report.from_version = schema_version(db);
   int latest = 0;
   for (const auto& m : migrations) {
     if (m.version <= latest) {
@@ -26,6 +24,12 @@ Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
     }
     latest = m.version;
   }
+  // The version is read inside the write transaction, so two processes opening a new database
+  // at once cannot both apply the same migrations. A refused database is not written to:
+  // BEGIN IMMEDIATE takes a lock, and the transaction is rolled back untouched.
+  Transaction tx(db);
+  MigrationReport report;
+  report.from_version = schema_version(db);
   if (report.from_version > latest) {
     return make_error(Errc::kConflict,
                       "database schema version " + std::to_string(report.from_version) +
@@ -36,7 +40,6 @@ Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
   if (latest == report.from_version) return report;
   // All pending migrations form one transaction: a failure anywhere leaves the database
   // exactly as it was (SQLite's DDL is transactional).
-  Transaction tx(db);
   db.exec(
       "CREATE TABLE IF NOT EXISTS schema_migrations ("
       " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");

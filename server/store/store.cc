@@ -289,11 +289,11 @@ Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t machin
   return out;
 }
 
+// Connection settings that do not write to the database file.
 void configure_connection(Db& db, const StoreOptions& o, bool writer) {
   db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout_ms));
   db.exec("PRAGMA foreign_keys = ON");
   if (writer) {
-    db.exec("PRAGMA journal_mode = WAL");
     db.exec(o.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
   } else {
     db.exec("PRAGMA query_only = ON");
@@ -347,6 +347,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
     configure_connection(*s->writer_, options, /*writer=*/true);
     auto report = migrate(*s->writer_, migrations, clock.now_ms());
     if (!report) return report.error();
+    // Only a database this binary accepts is switched to WAL (a persistent file change).
+    s->writer_->exec("PRAGMA journal_mode = WAL");
   } catch (const SqliteError& e) {
     return make_error(Errc::kInternal, "cannot open database " + options.path + ": " + e.what());
   }

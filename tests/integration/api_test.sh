@@ -68,6 +68,23 @@ expect_status 200 "patch labels"
 expect_eq "$(jq -c .labels <<<"$BODY")" '{"gpu":"a100","rack":"r12"}' "labels after patch"
 api POST /api/v1/machines/4 '{}'
 expect_status 405 "wrong method"
+# Hostile bodies: nesting a hundred thousand levels deep costs a 400, not the process.
+printf '{"mac":"52:54:00:00:00:11","labels":%s1%s}' "$(head -c 100000 /dev/zero | tr '\0' '[')" \
+  "$(head -c 100000 /dev/zero | tr '\0' ']')" >"$WORK/deep.json"
+STATUS=$(curl -s -o "$WORK/body" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' --data-binary @"$WORK/deep.json" "$URL/api/v1/machines")
+BODY=$(cat "$WORK/body")
+expect_status 400 "deeply nested body"
+api POST /api/v1/machines '{"mac":"52:54:00:00:00:11","name":"caf\u00e9 \"quoted\" \\ \t"}'
+expect_status 201 "escapes and unicode in names"
+expect_eq "$(jqb .name)" "$(printf 'caf\xc3\xa9 "quoted" \\ \t')" "name round-trips"
+api DELETE "/api/v1/machines/$(jqb .id)"
+expect_status 204 "cleanup"
+api GET "/api/v1/machines/%FF%FE"
+expect_status 404 "invalid UTF-8 in a path is a 404, not a 500"
+# Unknown methods do not mint metric series.
+curl -s -o /dev/null -X FROBNICATE123 "$URL/api/v1/machines"
+curl -s -o /dev/null -X FROBNICATE456 "$URL/files/x"
 
 # --- images ---------------------------------------------------------------------------------
 for v in 1.0 2.0; do
@@ -193,8 +210,11 @@ wait $writer
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 expect_eq "$(jqb '.events[0].type')" machine.labels_changed "long-poll returns the new event"
 [[ $elapsed_ms -lt 15000 ]] && ok || fail "long-poll woke on the event, not the timeout (${elapsed_ms} ms)"
+t0=$(date +%s%N)
 api GET "/api/v1/events?since=$((LAST + 1))&wait=1"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 expect_eq "$(jqb '.events | length')" 0 "long-poll times out empty"
+[[ $ms -ge 900 ]] && ok || fail "an empty long-poll waits for its timeout (${ms} ms)"
 api GET "/api/v1/events?wait=100000"
 expect_status 422 "wait above the maximum"
 
@@ -214,6 +234,8 @@ if grep -q "$ROBOT" <<<"$BODY"; then fail "token list leaks a token"; else ok; f
 
 # --- metrics --------------------------------------------------------------------------------
 METRICS=$(curl -s "$URL/metrics")
+if grep -q FROBNICATE <<<"$METRICS"; then fail "client-chosen methods became metric labels"; else ok; fi
+grep -q 'method="OTHER"' <<<"$METRICS" && ok || fail "unknown methods counted as OTHER"
 grep -q '^kiln_machines{state="deploying"} 3$' <<<"$METRICS" && ok || fail "machines by state metric: $(grep kiln_machines <<<"$METRICS")"
 grep -q '^kiln_deployments{status="succeeded"} 2$' <<<"$METRICS" && ok || fail "deployments by status metric"
 grep -q 'kiln_http_requests_total{route="/api/v1/machines/{id}/rollback",method="POST",code="409"} 1' <<<"$METRICS" \

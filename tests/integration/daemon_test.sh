@@ -55,11 +55,30 @@ grep -q "event=daemon.stopped" "$WORK"/kilnd.0.log && ok || fail "daemon.stopped
 expect_eq "$(sqlite3 "$WORK/var/kiln.db" 'PRAGMA integrity_check')" ok "database intact after shutdown"
 [[ ! -s "$WORK/var/kiln.db-wal" ]] && ok || fail "WAL checkpointed and removed at clean close"
 
+# --- SIGTERM while a request body is still arriving: the request completes ----------------------
+start_kilnd
+HOSTPORT=${URL#http://}
+exec {c}<>"/dev/tcp/${HOSTPORT%:*}/${HOSTPORT##*:}"
+body='{"mac":"52:54:00:77:77:77"}'
+printf 'POST /api/v1/machines HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+  "$TOKEN" "${#body}" "${body:0:10}" >&$c
+sleep 0.3
+kill -TERM "$KILND_PID"
+sleep 0.3
+printf '%s' "${body:10}" >&$c
+reply=$(timeout 5 head -c 12 <&$c || true)
+exec {c}>&-
+expect_eq "$reply" "HTTP/1.1 201" "a request half-received at SIGTERM is still answered"
+rc=0; wait "$KILND_PID" || rc=$?
+expect_eq "$rc" 0 "clean exit after finishing it"
+
 # --- a database newer than the binary is refused and left untouched -------------------------------
 sqlite3 "$WORK/var/kiln.db" "INSERT INTO schema_migrations VALUES (9999, 'from_the_future', 0)"
+sqlite3 "$WORK/var/kiln.db" "PRAGMA journal_mode=DELETE" >/dev/null  # as a copied database might be
 BEFORE=$(sha256sum <"$WORK/var/kiln.db")
 rc=0; "$KILND" --data-dir "$WORK/var" --listen 127.0.0.1:0 >"$WORK/newer.log" 2>&1 || rc=$?
 expect_eq "$rc" 2 "newer database refused"
 grep -q "newer than this kilnd supports" "$WORK/newer.log" && ok || fail "clear message: $(cat "$WORK/newer.log")"
 expect_eq "$(sha256sum <"$WORK/var/kiln.db")" "$BEFORE" "refused database untouched"
+[[ ! -e "$WORK/var/kiln.db-wal" ]] && ok || fail "refused database not switched to WAL"
 finish

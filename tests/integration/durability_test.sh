@@ -63,8 +63,13 @@ api GET /api/v1/machines/$LABELLED
 jq -r '.labels | keys[]' <<<"$BODY" | sort >"$WORK/present_labels"
 awk '$1=="label" && $3 ~ /^2/ {print $2}' "$WORK/acks" | sort >"$WORK/acked_labels"
 expect_eq "$(comm -23 "$WORK/acked_labels" "$WORK/present_labels" | wc -l)" 0 "every acknowledged label write survived"
-# The events table recorded each surviving change exactly once.
-api GET "/api/v1/events?since=0&limit=1000"
+# Each surviving change was recorded with its event in the same transaction: exactly one
+# machine.created event per machine, one labels_changed event per surviving label write.
+expect_eq "$(sqlite3 "$WORK/var/kiln.db" "SELECT count(*) FROM events WHERE type='machine.created'")" \
+  "$(sqlite3 "$WORK/var/kiln.db" 'SELECT count(*) FROM machines')" "one machine.created event per machine"
+expect_eq "$(sqlite3 "$WORK/var/kiln.db" "SELECT count(*) FROM events WHERE type='machine.labels_changed'")" \
+  "$(sqlite3 "$WORK/var/kiln.db" "SELECT count(*) FROM machine_labels WHERE machine_id=$LABELLED")" \
+  "one labels_changed event per surviving label"
 api POST /api/v1/machines '{"mac":"52:54:00:ee:ee:ee"}'
 expect_status 201 "kilnd accepts writes after the restart"
 stop_kilnd

@@ -54,6 +54,18 @@ done
 kill -0 "$KILND_PID" && ok || fail "kilnd survived clients hanging up mid-download"
 expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")" 200 "still serving after hang-ups"
 
+# A FIFO in the files directory is refused without blocking an io thread.
+mkfifo "$WORK/var/files/pipe"
+expect_eq "$(curl -s -o /dev/null --max-time 5 -w '%{http_code}' "$URL/files/pipe")" 404 "FIFO is not served"
+
+# Expect: 100-continue is answered at once (curl would otherwise wait a second).
+t0=$(date +%s%N)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Expect: 100-continue' -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/json' --data '{"mac":"52:54:00:00:00:42"}' "$URL/api/v1/machines")
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+expect_eq "$code" 201 "request with Expect: 100-continue"
+[[ $ms -lt 900 ]] && ok || fail "100-continue answered without the client's 1 s fallback (${ms} ms)"
+
 # --- keep-alive -------------------------------------------------------------------------------
 curl -sv -o /dev/null -o /dev/null "$URL/healthz" "$URL/files/sub/boot.ipxe" 2>"$WORK/ka"
 grep -q 'Re-using existing connection' "$WORK/ka" && ok || fail "keep-alive reuses the connection"

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "store/sqlite.h"
@@ -100,16 +102,25 @@ TEST_F(StoreTest, OpensWithSchemaAndWal) {
   EXPECT_EQ(s.text(0), "wal");
 }
 
-TEST_F(StoreTest, RefusesDatabaseNewerThanBinary) {
+std::string file_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(StoreTest, RefusesDatabaseNewerThanBinaryWithoutTouchingIt) {
   store_.reset();
   {
     Db raw(options_.path, false);
     raw.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)");
+    raw.exec("PRAGMA journal_mode = DELETE");  // as a database from elsewhere might be
   }
+  const auto before = file_bytes(options_.path);
   auto s = Store::open(options_, clock_);
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message.find("newer than this kilnd supports"), std::string::npos)
       << s.error().message;
+  EXPECT_EQ(file_bytes(options_.path), before) << "a refused database must not change";
+  EXPECT_FALSE(std::filesystem::exists(options_.path + "-wal")) << "nor be switched to WAL";
 }
 
 TEST(Migrations, FailedMigrationLeavesDatabaseUntouched) {
@@ -415,11 +426,14 @@ TEST_F(StoreTest, AgentTokensExpireAndEndWithTheDeployment) {
   auto d = store_->authenticate_agent(*tok);
   ASSERT_TRUE(d);
   EXPECT_EQ(d->id, a->deployment.id);
-  clock_.now += 61'000;
-  EXPECT_FALSE(store_->authenticate_agent(*tok)) << "expired";
+  // A new token replaces the old one while the old one is still within its lifetime.
   auto tok2 = store_->mint_agent_token(a->deployment.id, clock_.now + 60'000);
   ASSERT_TRUE(store_->authenticate_agent(*tok2));
   EXPECT_FALSE(store_->authenticate_agent(*tok)) << "replaced";
+  clock_.now += 61'000;
+  EXPECT_FALSE(store_->authenticate_agent(*tok2)) << "expired";
+  tok2 = store_->mint_agent_token(a->deployment.id, clock_.now + 60'000);
+  ASSERT_TRUE(store_->authenticate_agent(*tok2));
   finish(a->deployment.id, true);
   EXPECT_FALSE(store_->authenticate_agent(*tok2)) << "ended with the deployment";
   EXPECT_FALSE(store_->mint_agent_token(a->deployment.id, clock_.now + 60'000));
