@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <mutex>
+
 namespace kiln::store {
 namespace {
 
@@ -25,7 +27,14 @@ Stmt::Stmt(sqlite3* db, std::string_view sql) : db_(db) {
 }
 
 Stmt::~Stmt() {
-  if (s_) sqlite3_finalize(s_);
+  if (!s_) return;
+  if (in_use_) {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+    *in_use_ = false;
+  } else {
+    sqlite3_finalize(s_);
+  }
 }
 
 Stmt& Stmt::bind(int i, std::int64_t v) {
@@ -75,7 +84,19 @@ std::optional<std::string> Stmt::opt_text(int col) const {
   return text(col);
 }
 
+namespace {
+
+// Process-wide SQLite settings, applied once before the library initializes: without memory
+// statistics, every allocation no longer takes a global mutex shared by all connections.
+void configure_sqlite_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
+}  // namespace
+
 Db::Db(const std::string& path, bool read_only) {
+  configure_sqlite_once();
   int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   flags |= SQLITE_OPEN_NOMUTEX;  // one thread at a time per connection (see header)
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
@@ -89,7 +110,22 @@ Db::Db(const std::string& path, bool read_only) {
 }
 
 Db::~Db() {
+  for (auto& [_, c] : cache_) sqlite3_finalize(c.stmt);
   if (db_) sqlite3_close_v2(db_);
+}
+
+Stmt Db::prepare(std::string_view sql) {
+  auto it = cache_.find(std::string(sql));
+  if (it == cache_.end()) {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) fail(db_, rc, "prepare");
+    it = cache_.emplace(std::string(sql), Cached{s, false}).first;
+  }
+  if (it->second.in_use) return Stmt(db_, sql);
+  it->second.in_use = true;
+  return Stmt(db_, it->second.stmt, &it->second.in_use);
 }
 
 void Db::exec(std::string_view sql) {

@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -30,11 +31,17 @@ class SqliteError : public std::runtime_error {
 
 class Stmt {
  public:
+  // Prepares a statement owned by this Stmt (finalized on destruction).
   Stmt(sqlite3* db, std::string_view sql);
+  // Borrows a cached statement; on destruction it is reset and marked free (`in_use`).
+  Stmt(sqlite3* db, sqlite3_stmt* cached, bool* in_use) : db_(db), s_(cached), in_use_(in_use) {}
   ~Stmt();
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
-  Stmt(Stmt&& o) noexcept : db_(o.db_), s_(o.s_) { o.s_ = nullptr; }
+  Stmt(Stmt&& o) noexcept : db_(o.db_), s_(o.s_), in_use_(o.in_use_) {
+    o.s_ = nullptr;
+    o.in_use_ = nullptr;
+  }
 
   // Parameters are 1-based, as in SQLite. Strings are copied (SQLITE_TRANSIENT).
   Stmt& bind(int i, std::int64_t v);
@@ -66,6 +73,7 @@ class Stmt {
  private:
   sqlite3* db_;
   sqlite3_stmt* s_ = nullptr;
+  bool* in_use_ = nullptr;  // set for statements borrowed from Db's cache
 };
 
 class Db {
@@ -77,13 +85,20 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   void exec(std::string_view sql);  // one or more statements, no results
-  Stmt prepare(std::string_view sql) { return Stmt(db_, sql); }
+  // A statement for `sql`, from the connection's cache when it is not already in use (the
+  // same SQL may be active twice, e.g. in nested lookups; the second one is prepared anew).
+  Stmt prepare(std::string_view sql);
   std::int64_t last_insert_rowid() const;
   int changes() const;
   sqlite3* raw() { return db_; }
 
  private:
+  struct Cached {
+    sqlite3_stmt* stmt = nullptr;
+    bool in_use = false;
+  };
   sqlite3* db_ = nullptr;
+  std::unordered_map<std::string, Cached> cache_;  // node-based: entries never move
 };
 
 // BEGIN IMMEDIATE on construction (take the write lock up front, so a transaction never
