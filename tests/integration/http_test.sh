@@ -32,8 +32,10 @@ expect_eq "$code/$(stat -c %s "$WORK/ifr")" "200/$((3 << 20))" "If-Range mismatc
 curl -s -I "$URL/files/image.raw" >"$WORK/head"
 grep -qi "^content-length: $((3 << 20))" "$WORK/head" && ok || fail "HEAD content-length"
 grep -qi '^accept-ranges: bytes' "$WORK/head" && ok || fail "accept-ranges"
-curl -s -D "$WORK/h2" -o /dev/null "$URL/files/sub/boot.ipxe"
+curl -s -D "$WORK/h2" -o "$WORK/small" "$URL/files/sub/boot.ipxe"
 grep -qi '^content-type: text/plain' "$WORK/h2" && ok || fail "ipxe scripts are text/plain"
+cmp -s "$WORK/small" "$WORK/var/files/sub/boot.ipxe" && ok || fail "small file intact"
+grep -qi '^content-length: 7' "$WORK/h2" && ok || fail "small file length"
 for p in "/files/../var/kiln.db" "/files/sub/../../kiln.db" "/files/%2e%2e/kiln.db" "/files/a%00b"; do
   code=$(curl -s --path-as-is -o /dev/null -w '%{http_code}' "$URL$p")
   expect_eq "$code" 400 "traversal $p refused"
