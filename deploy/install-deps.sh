@@ -12,6 +12,8 @@ pkgs=(
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
   curl jq sqlite3 iproute2 procps openssl
+  # the libFuzzer targets (deploy/fuzz.sh)
+  clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
   pkgs+=(wrk nginx-light)
