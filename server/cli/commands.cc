@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/client.h"
+#include "cli/image_commands.h"
 #include "cli/table.h"
 #include "core/mac.h"
 #include "proto/api_types.h"
@@ -754,6 +755,11 @@ int run(int argc, const char* const* argv, const Environment& env, std::ostream&
 
   Args a;
   std::function<int(Session&)> action;
+  std::function<int()> offline;  // commands that work on local files, without a server
+  ImageBuildArgs build;
+  std::vector<std::string> trusted_keys;
+  std::string image_path;
+  std::string key_prefix;
   // Binds a subcommand to the command function that runs once parsing succeeded.
   auto bind = [&action](CLI::App* sub, int (*fn)(Session&, const Args&), const Args& args) {
     sub->callback(
@@ -837,6 +843,42 @@ int run(int argc, const char* const* argv, const Environment& env, std::ostream&
     c->add_option("--label", a.labels, "label key=value (repeatable)")->allow_extra_args(false);
     bind(c, image_register, a);
 
+    c = image->add_subcommand("build", "build a packed .kiln image from a raw disk image");
+    c->add_option("input", build.input, "raw image, block device, or raw.gz/.xz/.zst/.bz2")
+        ->required();
+    c->add_option("-o,--output", build.output, "output .kiln file")->required();
+    c->add_option("--name", build.name, "image name")->required();
+    c->add_option("--version", build.version, "image version")->required();
+    c->add_option("--chunk-size", build.chunk_size, "power of two, 256K..64M (default 4M)");
+    c->add_option("--level", build.level, "zstd level (default 3)")->check(CLI::Range(-7, 22));
+    c->add_option("--threads", build.threads, "compression threads (default: cores)");
+    c->add_flag("--free-holes", build.free_holes,
+                "holes of a sparse input are free space (UNMAPPED), not zeroes");
+    c->add_option("--sector-size", build.sector_size, "512 or 4096 (default: detect)");
+    c->add_option("--sign", build.sign_key, "Ed25519 private key (PEM) to sign the manifest");
+    c->add_option("--label", build.labels, "label key=value (repeatable)")->allow_extra_args(false);
+    c->add_option("--boot-partition", build.boot_partition, "kexec hint: partition number");
+    c->add_option("--boot-kernel", build.boot_kernel, "kexec hint: kernel path in the partition");
+    c->add_option("--boot-initrd", build.boot_initrd, "kexec hint: initrd path");
+    c->add_option("--boot-cmdline", build.boot_cmdline, "kexec hint: kernel command line");
+    c->callback([&] { offline = [&] { return image_build(build, json_mode, out, err); }; });
+
+    c = image->add_subcommand("inspect", "summarize a .kiln image and verify every chunk");
+    c->add_option("file", image_path, ".kiln file")->required();
+    c->add_option("--key", trusted_keys, "trusted public key (PEM); repeatable")
+        ->allow_extra_args(false);
+    c->callback([&] {
+      offline = [&] { return image_inspect(image_path, trusted_keys, json_mode, false, out, err); };
+    });
+
+    c = image->add_subcommand("verify", "verify a .kiln image; exit 1 naming the first bad chunk");
+    c->add_option("file", image_path, ".kiln file")->required();
+    c->add_option("--key", trusted_keys, "trusted public key (PEM); repeatable")
+        ->allow_extra_args(false);
+    c->callback([&] {
+      offline = [&] { return image_inspect(image_path, trusted_keys, json_mode, true, out, err); };
+    });
+
     c = image->add_subcommand("delete", "delete an image version no machine uses");
     c->add_option("name", a.image, "image name")->required();
     c->add_option("version", a.version, "image version")->required();
@@ -867,6 +909,15 @@ int run(int argc, const char* const* argv, const Environment& env, std::ostream&
     bind(c, token_revoke, a);
   }
 
+  auto* key = app.add_subcommand("key", "manage image signing keys (local files)");
+  key->require_subcommand(1);
+  {
+    auto* c = key->add_subcommand("generate", "generate an Ed25519 key pair");
+    c->add_option("--out", key_prefix, "writes PREFIX.pem (private) and PREFIX.pub.pem")
+        ->required();
+    c->callback([&] { offline = [&] { return key_generate(key_prefix, out, err); }; });
+  }
+
   auto* ev = app.add_subcommand("events", "print events (deployments, machines, images)");
   ev->add_option("--since", a.since, "only events after this id (default 0: all)");
   ev->add_option("--wait", a.wait, "long-poll up to S seconds for the first event");
@@ -883,6 +934,7 @@ int run(int argc, const char* const* argv, const Environment& env, std::ostream&
     // --help and --version exit 0; every other parse failure is a usage error.
     return app.exit(e, out, err) == 0 ? kExitOk : kExitUsage;
   }
+  if (offline) return offline();
   if (!action) {
     err << "kiln: no command given; see kiln --help\n";
     return kExitUsage;
