@@ -102,6 +102,7 @@ class ChunkEncoder {
   struct Ctx;
   std::unique_ptr<Ctx> ctx_;
   int level_;
+  std::string scratch_;  // compressBound-sized output buffer, reused across chunks
 };
 
 // Decodes a DATA/RAW payload into `out` (resized to `length`) and checks it against the chunk:
