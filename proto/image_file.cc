@@ -178,6 +178,11 @@ class RawInput : public Input {
   std::uint64_t off_ = 0;
 };
 
+std::string archive_error(archive* a) {
+  const char* e = archive_error_string(a);
+  return e ? e : "unknown libarchive error";
+}
+
 // A compressed raw image, decoded by libarchive's filters (gzip, xz, zstd, bzip2, ...).
 class ArchiveInput : public Input {
  public:
@@ -189,7 +194,7 @@ class ArchiveInput : public Input {
     archive_entry* entry = nullptr;
     if (archive_read_open_filename(in->a_, path.c_str(), 1 << 20) != ARCHIVE_OK ||
         archive_read_next_header(in->a_, &entry) != ARCHIVE_OK) {
-      return make_error(Errc::kInvalid, path + ": " + archive_error_string(in->a_));
+      return make_error(Errc::kInvalid, path + ": " + archive_error(in->a_));
     }
     return in;
   }
@@ -200,8 +205,7 @@ class ArchiveInput : public Input {
     std::size_t got = 0;
     while (got < n) {
       la_ssize_t r = archive_read_data(a_, buf + got, n - got);
-      if (r < 0)
-        return make_error(Errc::kInvalid, std::string("decompress: ") + archive_error_string(a_));
+      if (r < 0) return make_error(Errc::kInvalid, "decompress: " + archive_error(a_));
       if (r == 0) break;
       got += static_cast<std::size_t>(r);
     }

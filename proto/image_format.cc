@@ -359,28 +359,30 @@ Result<Trailer> decode_trailer(std::string_view b, std::uint64_t file_size) {
 
 Key::~Key() { EVP_PKEY_free(static_cast<EVP_PKEY*>(pkey_)); }
 
-Result<Key> Key::load_private(const std::string& path) {
+namespace {
+// Reads one PEM key with `read` (PEM_read_PrivateKey or PEM_read_PUBKEY); Ed25519 only.
+template <typename Reader>
+EVP_PKEY* read_ed25519(const std::string& path, Reader read) {
   FILE* f = std::fopen(path.c_str(), "r");
-  if (!f) return make_error(Errc::kInvalid, "cannot read key " + path);
-  EVP_PKEY* k = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+  if (!f) return nullptr;
+  EVP_PKEY* k = read(f, nullptr, nullptr, nullptr);
   std::fclose(f);
-  if (!k || EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
+  if (k && EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
     EVP_PKEY_free(k);
-    return make_error(Errc::kInvalid, path + " is not an Ed25519 private key (PEM)");
+    return nullptr;
   }
-  return Key(k);
+  return k;
+}
+}  // namespace
+
+Result<Key> Key::load_private(const std::string& path) {
+  if (EVP_PKEY* k = read_ed25519(path, PEM_read_PrivateKey)) return Key(k);
+  return make_error(Errc::kInvalid, "cannot read " + path + " as an Ed25519 private key (PEM)");
 }
 
 Result<Key> Key::load_public(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "r");
-  if (!f) return make_error(Errc::kInvalid, "cannot read key " + path);
-  EVP_PKEY* k = PEM_read_PUBKEY(f, nullptr, nullptr, nullptr);
-  std::fclose(f);
-  if (!k || EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
-    EVP_PKEY_free(k);
-    return make_error(Errc::kInvalid, path + " is not an Ed25519 public key (PEM)");
-  }
-  return Key(k);
+  if (EVP_PKEY* k = read_ed25519(path, PEM_read_PUBKEY)) return Key(k);
+  return make_error(Errc::kInvalid, "cannot read " + path + " as an Ed25519 public key (PEM)");
 }
 
 Status Key::generate(const std::string& private_path, const std::string& public_path) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -87,6 +88,28 @@ class ProgressPrinter {
   Clock::time_point last_ = Clock::now();
 };
 
+// Chunks by kind: data, raw, zero, unmapped.
+std::array<std::size_t, 4> count_kinds(const img::Manifest& m) {
+  std::array<std::size_t, 4> n{};
+  for (const auto& c : m.chunks) {
+    switch (c.kind) {
+      case img::ChunkKind::kData:
+        ++n[0];
+        break;
+      case img::ChunkKind::kRaw:
+        ++n[1];
+        break;
+      case img::ChunkKind::kZero:
+        ++n[2];
+        break;
+      case img::ChunkKind::kUnmapped:
+        ++n[3];
+        break;
+    }
+  }
+  return n;
+}
+
 }  // namespace
 
 int image_build(const ImageBuildArgs& a, bool json, std::ostream& out, std::ostream& err) {
@@ -138,13 +161,7 @@ int image_build(const ImageBuildArgs& a, bool json, std::ostream& out, std::ostr
     out << img::to_canonical_json(m) << "\n";
     return 0;
   }
-  std::size_t kinds[4] = {};
-  for (const auto& c : m.chunks) {
-    kinds[c.kind == img::ChunkKind::kData   ? 0
-          : c.kind == img::ChunkKind::kRaw  ? 1
-          : c.kind == img::ChunkKind::kZero ? 2
-                                            : 3]++;
-  }
+  const auto kinds = count_kinds(m);
   char line[256];
   std::snprintf(line, sizeof line,
                 "built %s: %s:%s, %s in %s (%.1f%%), %zu chunks (%zu data, %zu raw, %zu zero, %zu "
@@ -180,13 +197,7 @@ int image_inspect(const std::string& path, const std::vector<std::string>& trust
   if (json) {
     out << image->manifest_bytes() << "\n";
   } else if (!quiet) {
-    std::size_t kinds[4] = {};
-    for (const auto& c : m.chunks) {
-      kinds[c.kind == img::ChunkKind::kData   ? 0
-            : c.kind == img::ChunkKind::kRaw  ? 1
-            : c.kind == img::ChunkKind::kZero ? 2
-                                              : 3]++;
-    }
+    const auto kinds = count_kinds(m);
     out << "Image:       " << m.name << ":" << m.version << "\n"
         << "Created:     " << m.created_at << "\n"
         << "Size:        " << m.size << " bytes (" << human_bytes(static_cast<double>(m.size))
