@@ -60,5 +60,16 @@ step kiln machine rollback 1
 play_agent 1
 step kiln machine history 1
 step kiln events --since 0
+
+printf '\n# images: build a signed, chunked image of a small ext4 disk and verify it\n'
+mkdir -p "$DATA/tree/etc"
+cp -r /usr/share/common-licenses "$DATA/tree/"
+echo "kiln demo" >"$DATA/tree/etc/motd"
+truncate -s 64M "$DATA/disk.raw"
+mkfs.ext4 -q -F -d "$DATA/tree" "$DATA/disk.raw"
+step kiln key generate --out "$DATA/site"
+step kiln image build "$DATA/disk.raw" -o "$DATA/web-3.kiln" --name web --version 2026.11.3 \
+  --sign "$DATA/site.pem" --free-holes
+step kiln image inspect "$DATA/web-3.kiln" --key "$DATA/site.pub.pem"
 echo
 echo "Done. State is in $DATA/; the demo's admin token was $KILN_TOKEN."
