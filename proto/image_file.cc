@@ -403,6 +403,11 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
   m.sector_size = sector_size;
 
   const std::string manifest = to_canonical_json(m);
+  if (manifest.size() > kMaxManifestSize) {
+    return make_error(Errc::kInvalid, "the manifest would exceed 64 MiB (" +
+                                          std::to_string(m.chunks.size()) +
+                                          " chunks); use a larger --chunk-size");
+  }
   Trailer t;
   t.manifest_offset = written;
   t.manifest_length = manifest.size();

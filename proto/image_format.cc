@@ -87,6 +87,7 @@ std::string to_canonical_json(const Manifest& m) {
 }
 
 Result<Manifest> parse_manifest(std::string_view bytes) {
+  if (bytes.size() > kMaxManifestSize) return bad("larger than 64 MiB");
   json j = json::parse(bytes, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return bad("not valid JSON");
   if (!j.is_object()) return bad("not a JSON object");
@@ -343,7 +344,7 @@ Result<Trailer> decode_trailer(std::string_view b, std::uint64_t file_size) {
             std::string(b.substr(40, 8))};
   const std::uint64_t end = file_size - kTrailerSize;
   if (file_size < kHeaderSize + kTrailerSize || t.manifest_offset < kHeaderSize ||
-      t.manifest_length == 0 || t.manifest_offset > end ||
+      t.manifest_length == 0 || t.manifest_length > kMaxManifestSize || t.manifest_offset > end ||
       t.manifest_length > end - t.manifest_offset ||
       (t.signature_length != 0 && t.signature_length != kSignatureSize) ||
       (t.signature_length != 0 && t.signature_offset != t.manifest_offset + t.manifest_length) ||

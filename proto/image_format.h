@@ -26,6 +26,9 @@ inline constexpr std::uint32_t kDefaultChunkSize = 4 * 1024 * 1024;
 inline constexpr std::size_t kHeaderSize = 64;
 inline constexpr std::size_t kTrailerSize = 64;
 inline constexpr std::size_t kSignatureSize = 64;  // Ed25519
+// A manifest is held in memory (and in the agent's RAM) whole: 64 MiB holds ~600,000 chunks,
+// a 2.4 TiB image at 4 MiB chunks. Larger images use larger chunks.
+inline constexpr std::uint64_t kMaxManifestSize = 64ull << 20;
 
 enum class ChunkKind : char { kData = 'D', kRaw = 'R', kZero = 'Z', kUnmapped = 'U' };
 inline bool has_payload(ChunkKind k) { return k == ChunkKind::kData || k == ChunkKind::kRaw; }
