@@ -259,29 +259,42 @@ std::uint32_t le32(const char* p) { return static_cast<std::uint32_t>(le64(p) & 
 
 // Finds the partition tables from the image's first bytes (GPT at LBA 1 for 512 or 4096-byte
 // sectors; else an MBR signature). Sets the sector size if it was not given.
-std::vector<Region> find_partition_tables(std::string_view head, std::uint64_t size,
-                                          std::uint32_t& sector_size) {
+Result<std::vector<Region>> find_partition_tables(std::string_view head, std::uint64_t size,
+                                                  std::uint32_t& sector_size) {
   for (std::uint32_t ss : {512u, 4096u}) {
-    if (sector_size && ss != sector_size) continue;
     if (head.size() < 2 * ss || std::memcmp(head.data() + ss, "EFI PART", 8) != 0) continue;
+    if (sector_size && ss != sector_size) {
+      return make_error(Errc::kInvalid, "the GPT says " + std::to_string(ss) +
+                                            "-byte sectors, --sector-size says " +
+                                            std::to_string(sector_size));
+    }
     sector_size = ss;
     const char* h = head.data() + ss;
+    const std::uint64_t sectors = size / ss;
+    const std::uint64_t alternate_lba = le64(h + 32);
     const std::uint64_t entries_lba = le64(h + 72);
     const std::uint64_t entries_bytes = static_cast<std::uint64_t>(le32(h + 80)) * le32(h + 84);
     const std::uint64_t entry_sectors = (entries_bytes + ss - 1) / ss;
+    if (entries_lba >= sectors || entry_sectors >= sectors) {
+      return make_error(Errc::kInvalid, "the GPT header's entry array lies outside the image");
+    }
     std::vector<Region> out;
-    const std::uint64_t primary = (entries_lba + entry_sectors) * ss;
-    if (primary <= size) out.push_back({0, primary});
-    const std::uint64_t backup = (entry_sectors + 1) * ss;
-    if (backup < size) out.push_back({size - backup, backup});
+    if (entries_lba + entry_sectors <= sectors)
+      out.push_back({0, (entries_lba + entry_sectors) * ss});
+    // The backup header sits where the primary says (not necessarily the image's last sector),
+    // with its entries just before it.
+    if (alternate_lba < sectors && alternate_lba > entry_sectors) {
+      const std::uint64_t first = alternate_lba - entry_sectors;
+      out.push_back({first * ss, (entry_sectors + 1) * ss});
+    }
     return out;
   }
   if (!sector_size) sector_size = 512;
   if (head.size() >= 512 && static_cast<unsigned char>(head[510]) == 0x55 &&
       static_cast<unsigned char>(head[511]) == 0xaa) {
-    return {{0, 512}};
+    return std::vector<Region>{{0, 512}};
   }
-  return {};
+  return std::vector<Region>{};
 }
 
 Status write_all(int fd, const char* p, std::size_t n) {
@@ -313,7 +326,7 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
   }
   auto input = open_input(o.input);
   if (!input) return input.error();
-  const std::string partial = o.output + ".partial";
+  const std::string partial = o.output + ".partial." + std::to_string(::getpid());
   UniqueFd out(::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!out)
     return make_error(Errc::kInvalid, "cannot create " + partial + ": " + std::strerror(errno));
@@ -399,10 +412,17 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
   }
   if (m.size == 0) return make_error(Errc::kInvalid, o.input + " is empty");
   m.sha256 = whole.hex();
-  m.partition_tables = find_partition_tables(head, m.size, sector_size);
+  auto tables = find_partition_tables(head, m.size, sector_size);
+  if (!tables) return tables.error();
+  m.partition_tables = std::move(*tables);
   m.sector_size = sector_size;
 
-  const std::string manifest = to_canonical_json(m);
+  std::string manifest;
+  try {
+    manifest = to_canonical_json(m);
+  } catch (const std::exception&) {
+    return make_error(Errc::kInvalid, "labels and boot hints must be valid UTF-8");
+  }
   if (manifest.size() > kMaxManifestSize) {
     return make_error(Errc::kInvalid, "the manifest would exceed 64 MiB (" +
                                           std::to_string(m.chunks.size()) +
@@ -423,7 +443,7 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
     written += signature.size();
     t.signature_length = signature.size();
   }
-  t.manifest_digest = manifest_digest(manifest, signature);
+  t.manifest_digest = manifest_digest(encode_header(), manifest, signature);
   const std::string trailer = encode_trailer(t);
   if (auto s = write_all(out.get(), trailer.data(), trailer.size()); !s) return s.error();
   written += trailer.size();
@@ -457,7 +477,7 @@ Result<std::string> pread_exact(int fd, std::uint64_t offset, std::uint64_t leng
 }
 }  // namespace
 
-Result<PackedImage> PackedImage::open(const std::string& path) {
+Result<PackedImage> PackedImage::open(const std::string& path, const std::vector<Key>& trusted) {
   PackedImage img;
   img.fd_ = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!img.fd_)
@@ -484,8 +504,12 @@ Result<PackedImage> PackedImage::open(const std::string& path) {
     if (!sig) return sig.error();
     img.signature_ = std::move(*sig);
   }
-  if (manifest_digest(img.manifest_bytes_, img.signature_) != t->manifest_digest) {
-    return make_error(Errc::kInvalid, path + ": manifest or signature damaged (checksum mismatch)");
+  if (manifest_digest(*header, img.manifest_bytes_, img.signature_) != t->manifest_digest) {
+    return make_error(Errc::kInvalid,
+                      path + ": header, manifest or signature damaged (checksum mismatch)");
+  }
+  if (auto s = verify_signature(img.manifest_bytes_, img.signature_, trusted); !s) {
+    return make_error(s.error().code, path + ": " + s.error().message);
   }
   auto m = parse_manifest(img.manifest_bytes_);
   if (!m) return make_error(m.error().code, path + ": " + m.error().message);

@@ -4,7 +4,7 @@
 // build_image() reads a raw disk image, a block device, or a compressed raw image (gz, xz,
 // zstd, bz2 via libarchive's raw format and filters), cuts it into chunks, compresses them on
 // a pool of threads and writes the packed file in one pass. Memory stays bounded by a window
-// of 2 x threads chunks whatever the image size. The output appears atomically (written to
+// of 4 x threads chunks whatever the image size. The output appears atomically (written to
 // "<out>.partial", then renamed) so an interrupted build leaves nothing behind.
 //
 // PackedImage reads the layout back; verify_image() checks every chunk (and the signature
@@ -57,8 +57,9 @@ Result<BuildReport> build_image(const BuildOptions& options, const ProgressFn& p
 
 class PackedImage {
  public:
-  // Reads and checks header, trailer, manifest and layout; does not read payloads.
-  static Result<PackedImage> open(const std::string& path);
+  // Reads and checks header, trailer, manifest and layout; does not read payloads. With
+  // trusted keys, the signature is checked on the manifest's bytes before they are parsed.
+  static Result<PackedImage> open(const std::string& path, const std::vector<Key>& trusted = {});
   const Manifest& manifest() const { return manifest_; }
   const std::string& manifest_bytes() const { return manifest_bytes_; }
   const std::string& signature() const { return signature_; }

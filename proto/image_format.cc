@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/crypto.h"
+#include "proto/api_types.h"
 
 namespace kiln::proto::image {
 
@@ -39,7 +40,7 @@ Error bad(std::string msg) { return make_error(Errc::kInvalid, "manifest: " + st
 }  // namespace
 
 std::uint64_t chunk_count(std::uint64_t size, std::uint32_t chunk_size) {
-  return chunk_size == 0 ? 0 : (size + chunk_size - 1) / chunk_size;
+  return chunk_size == 0 ? 0 : size / chunk_size + (size % chunk_size != 0);  // no overflow
 }
 
 std::uint64_t Manifest::chunk_length(std::size_t i) const {
@@ -88,6 +89,29 @@ std::string to_canonical_json(const Manifest& m) {
 
 Result<Manifest> parse_manifest(std::string_view bytes) {
   if (bytes.size() > kMaxManifestSize) return bad("larger than 64 MiB");
+  // The deepest canonical manifest nests 3 levels ({"chunks":[["D",...]]}); refuse deeper
+  // input before building a JSON tree from it.
+  {
+    int depth = 0;
+    bool in_string = false, escaped = false;
+    for (char c : bytes) {
+      if (in_string) {
+        if (escaped) {
+          escaped = false;
+        } else if (c == '\\') {
+          escaped = true;
+        } else if (c == '"') {
+          in_string = false;
+        }
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '{' || c == '[') {
+        if (++depth > 3) return bad("nested deeper than a manifest can be");
+      } else if (c == '}' || c == ']') {
+        --depth;
+      }
+    }
+  }
   json j = json::parse(bytes, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return bad("not valid JSON");
   if (!j.is_object()) return bad("not a JSON object");
@@ -188,9 +212,26 @@ Result<Manifest> parse_manifest(std::string_view bytes) {
       if (b->size() != 4) return bad("boot has unknown keys");
       m.boot = std::move(h);
     }
+    if (m.size == 0) return bad("size must be positive");
+    if (auto v = validate_image_name(m.name); !v) return bad(v.error().message);
+    if (auto v = validate_image_version(m.version); !v) return bad(v.error().message);
+    for (const auto& [k, v] : m.labels) {
+      if (!validate_label_key(k) || !validate_label_value(v)) return bad("bad label '" + k + "'");
+    }
+    if (m.boot) {
+      for (const std::string* f : {&m.boot->kernel, &m.boot->initrd, &m.boot->cmdline}) {
+        for (char c : *f) {
+          if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+            return bad("control character in boot hints");
+        }
+      }
+    }
   } catch (const std::exception& e) {
     return bad(e.what());
   }
+  // Canonical bytes only: refuses duplicate keys, whitespace, floats, out-of-range integers
+  // that a lenient parser would have narrowed, and anything else that does not round-trip.
+  if (to_canonical_json(m) != bytes) return bad("not in canonical form");
   return m;
 }
 
@@ -228,15 +269,18 @@ EncodedChunk ChunkEncoder::encode(std::string_view data) {
     return out;
   }
   out.chunk.sha256 = sha256_hex(data);
-  out.payload.resize(ZSTD_compressBound(data.size()));
+  // Compress into the reused scratch buffer and copy out only the frame: a per-chunk
+  // compressBound allocation would zero-fill and keep megabytes per chunk in flight.
+  const std::size_t bound = ZSTD_compressBound(data.size());
+  if (scratch_.size() < bound) scratch_.resize(bound);
   const std::size_t n =
-      ZSTD_compress2(ctx_->cctx, out.payload.data(), out.payload.size(), data.data(), data.size());
+      ZSTD_compress2(ctx_->cctx, scratch_.data(), scratch_.size(), data.data(), data.size());
   if (ZSTD_isError(n) || n >= data.size()) {
     out.chunk.kind = ChunkKind::kRaw;
     out.payload.assign(data);
   } else {
     out.chunk.kind = ChunkKind::kData;
-    out.payload.resize(n);
+    out.payload.assign(scratch_.data(), n);
   }
   out.chunk.payload_size = out.payload.size();
   return out;
@@ -301,6 +345,9 @@ Status check_header(std::string_view b) {
     return make_error(Errc::kInvalid, "kiln image format major version " + std::to_string(major) +
                                           " is not supported (this build reads version 1)");
   }
+  for (std::size_t i = 12; i < kHeaderSize; ++i) {
+    if (b[i] != 0) return make_error(Errc::kInvalid, "header reserved bytes are not zero");
+  }
   return ok_status();
 }
 
@@ -314,10 +361,12 @@ std::string digest_prefix8(std::string_view data) {
 }
 }  // namespace
 
-std::string manifest_digest(std::string_view manifest, std::string_view signature) {
-  std::string both(manifest);
-  both.append(signature);
-  return digest_prefix8(both);
+std::string manifest_digest(std::string_view header, std::string_view manifest,
+                            std::string_view signature) {
+  std::string all(header);
+  all.append(manifest);
+  all.append(signature);
+  return digest_prefix8(all);
 }
 
 std::string encode_trailer(const Trailer& t) {
@@ -342,6 +391,7 @@ Result<Trailer> decode_trailer(std::string_view b, std::uint64_t file_size) {
   }
   Trailer t{get_u64(b, 8), get_u64(b, 16), get_u64(b, 24), get_u64(b, 32),
             std::string(b.substr(40, 8))};
+  if (get_u64(b, 48) != 0) return make_error(Errc::kInvalid, "trailer reserved bytes are not zero");
   const std::uint64_t end = file_size - kTrailerSize;
   if (file_size < kHeaderSize + kTrailerSize || t.manifest_offset < kHeaderSize ||
       t.manifest_length == 0 || t.manifest_length > kMaxManifestSize || t.manifest_offset > end ||

@@ -121,11 +121,12 @@ struct Trailer {
   std::uint64_t manifest_length = 0;
   std::uint64_t signature_offset = 0;
   std::uint64_t signature_length = 0;
-  std::string manifest_digest;  // 8 bytes: SHA-256(manifest bytes + signature bytes) prefix
+  std::string manifest_digest;  // 8 bytes: SHA-256(header + manifest + signature) prefix
   bool operator==(const Trailer&) const = default;
 };
-// The 8-byte digest a trailer carries for `manifest` followed by `signature`.
-std::string manifest_digest(std::string_view manifest, std::string_view signature);
+// The 8-byte digest a trailer carries over the header, the manifest and the signature.
+std::string manifest_digest(std::string_view header, std::string_view manifest,
+                            std::string_view signature);
 
 std::string encode_header();
 Status check_header(std::string_view bytes);

@@ -188,7 +188,7 @@ int image_inspect(const std::string& path, const std::vector<std::string>& trust
     }
     keys.push_back(std::move(*key));
   }
-  auto image = img::PackedImage::open(path);
+  auto image = img::PackedImage::open(path, keys);
   if (!image) {
     err << "kiln: " << image.error().message << "\n";
     return 1;
@@ -209,7 +209,11 @@ int image_inspect(const std::string& path, const std::vector<std::string>& trust
         << " unmapped\n"
         << "Sector size: " << m.sector_size << "\n"
         << "SHA-256:     " << m.sha256 << "\n"
-        << "Signed:      " << (image->signature().empty() ? "no" : "yes (Ed25519)") << "\n";
+        << "Signed:      "
+        << (image->signature().empty() ? "no"
+            : keys.empty()             ? "signature present, not verified (no --key)"
+                                       : "yes (Ed25519, trusted key)")
+        << "\n";
     for (const auto& r : m.partition_tables) {
       out << "Partition table region: " << r.offset << "+" << r.length << "\n";
     }

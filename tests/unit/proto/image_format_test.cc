@@ -74,10 +74,18 @@ TEST(ImageFormat, ManifestRefusals) {
   refuse(replace("\"labels\"", "\"lables\""), "unknown key");
   refuse(replace("\"sector_size\":512", "\"sector_size\":1024"), "sector size");
   refuse(good.substr(0, good.size() - 1), "truncated JSON");
+  refuse(replace("\"format\":1", "\"format\": 1"), "whitespace is not canonical");
+  refuse(replace("\"format\":1", "\"format\":4294967297"), "out-of-range format");
+  refuse(replace("\"format\":1", "\"format\":1,\"format\":1"), "duplicate key");
+  refuse(replace("\"length\":17408", "\"length\":17408.0"), "float");
+  refuse(replace("\"name\":\"web\"", "\"name\":\"w\\u001beb\""), "control characters in the name");
+  refuse(replace("\"size\":786532", "\"size\":18446744073709551615"),
+         "size overflowing the chunk count");
+  refuse(replace("[[\"D\"", "[[[[\"D\"") + "]]", "nested too deep");
 }
 
 TEST(ImageFormat, TrailerRoundTripAndChecks) {
-  Trailer t{1000, 200, 1200, 64, manifest_digest("m", "s")};
+  Trailer t{1000, 200, 1200, 64, manifest_digest(encode_header(), "m", "s")};
   const std::string bytes = encode_trailer(t);
   ASSERT_EQ(bytes.size(), kTrailerSize);
   EXPECT_EQ(bytes.substr(0, 8), std::string("KILNEND\0", 8));
@@ -247,6 +255,7 @@ TEST_F(PackedTest, EveryByteFlipIsDetected) {
     std::string expect;
   };
   std::vector<Case> cases = {{3, "header magic"},
+                             {30, "reserved"},
                              {img->payload_offset(1) + m.chunks[1].payload_size / 2, "chunk 1 "},
                              {img->payload_offset(5) + 7, "chunk 5 "},
                              {manifest_at + 40, "checksum"},
@@ -268,6 +277,15 @@ TEST_F(PackedTest, EveryByteFlipIsDetected) {
       error = v.error().message;
     }
     EXPECT_NE(error.find(c.expect), std::string::npos) << "flip at " << c.at << ": " << error;
+  }
+  // Every single byte of the header and the trailer matters.
+  for (std::uint64_t at = 0; at < good.size(); ++at) {
+    if (at == kHeaderSize) at = good.size() - kTrailerSize;
+    std::string bad = good;
+    bad[at] ^= 0x01;
+    write_all(out, bad);
+    auto opened = PackedImage::open(out, trusted);
+    EXPECT_FALSE(opened && verify_image(*opened, trusted, 2)) << "flip at " << at;
   }
   write_all(out, good);
   ASSERT_TRUE(verify_image(*PackedImage::open(out), trusted, 2));
