@@ -1,0 +1,190 @@
+#include "images/chunk_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <set>
+
+namespace kiln::images {
+
+namespace fs = std::filesystem;
+using proto::image::ChunkKind;
+
+namespace {
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ChunkStore>> ChunkStore::open(const fs::path& root) {
+  std::error_code ec;
+  for (const char* d : {"chunks", "manifests", "tmp"}) {
+    fs::create_directories(root / d, ec);
+    if (ec)
+      return make_error(Errc::kInternal,
+                        "cannot create " + (root / d).string() + ": " + ec.message());
+  }
+  // Leftovers of imports interrupted by a crash.
+  for (const auto& e : fs::directory_iterator(root / "tmp", ec)) fs::remove(e.path(), ec);
+  return std::unique_ptr<ChunkStore>(new ChunkStore(root));
+}
+
+fs::path ChunkStore::chunk_path(const std::string& sha, ChunkKind kind) const {
+  return root_ / "chunks" / sha.substr(0, 2) / (sha + (kind == ChunkKind::kData ? ".zst" : ".raw"));
+}
+
+fs::path ChunkStore::manifest_path(const std::string& name, const std::string& version) const {
+  return root_ / "manifests" / name / (version + ".json");
+}
+
+Status ChunkStore::write_atomically(const fs::path& dest, std::string_view bytes) {
+  static std::atomic<std::uint64_t> counter{0};
+  const fs::path tmp =
+      root_ / "tmp" / (std::to_string(::getpid()) + "." + std::to_string(counter++));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return make_error(Errc::kInternal,
+                      "cannot create " + tmp.string() + ": " + std::strerror(errno));
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      const std::string err = std::strerror(errno);
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return make_error(Errc::kInternal, "write " + tmp.string() + ": " + err);
+    }
+    done += static_cast<std::size_t>(w);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  std::error_code ec;
+  fs::create_directories(dest.parent_path(), ec);
+  if (!synced || ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return make_error(Errc::kInternal, "cannot store " + dest.string());
+  }
+  return ok_status();
+}
+
+std::optional<ChunkFile> ChunkStore::chunk_file(const std::string& sha) const {
+  if (sha.size() != 64 || sha.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return std::nullopt;
+  for (ChunkKind k : {ChunkKind::kData, ChunkKind::kRaw}) {
+    auto p = chunk_path(sha, k);
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) return ChunkFile{p, k};
+  }
+  return std::nullopt;
+}
+
+Result<ImportReport> ChunkStore::import(const proto::image::PackedImage& image,
+                                        const std::vector<proto::image::Key>& trusted,
+                                        int threads) {
+  // Everything is verified before the first byte is stored.
+  auto verified = proto::image::verify_image(image, trusted, threads);
+  if (!verified) return verified.error();
+  const auto& m = image.manifest();
+  std::lock_guard lock(mu_);
+  ImportReport r;
+  const fs::path mpath = manifest_path(m.name, m.version);
+  std::error_code ec;
+  if (fs::exists(mpath, ec)) {
+    if (read_file(mpath) != image.manifest_bytes()) {
+      return make_error(Errc::kConflict, "image version " + m.name + ":" + m.version +
+                                             " already exists with different content");
+    }
+    r.already_present = true;
+  }
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i < m.chunks.size(); ++i) {
+    const auto& c = m.chunks[i];
+    if (!proto::image::has_payload(c.kind)) continue;
+    ++r.chunks;
+    if (!seen.insert(c.sha256).second || chunk_file(c.sha256)) continue;
+    auto payload = image.read_payload(i);
+    if (!payload) return payload.error();
+    if (auto s = write_atomically(chunk_path(c.sha256, c.kind), *payload); !s) return s.error();
+    ++r.new_chunks;
+    r.new_bytes += payload->size();
+  }
+  if (!r.already_present) {
+    // The manifest goes last: a version is visible only once all its chunks are in place.
+    if (!image.signature().empty()) {
+      auto sig = mpath;
+      sig.replace_extension(".sig");
+      if (auto s = write_atomically(sig, image.signature()); !s) return s.error();
+    }
+    if (auto s = write_atomically(mpath, image.manifest_bytes()); !s) return s.error();
+  }
+  return r;
+}
+
+Result<std::string> ChunkStore::manifest(const std::string& name,
+                                         const std::string& version) const {
+  const auto p = manifest_path(name, version);
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) {
+    return make_error(Errc::kNotFound, "no stored manifest for " + name + ":" + version);
+  }
+  return read_file(p);
+}
+
+Status ChunkStore::remove(const std::string& name, const std::string& version) {
+  std::lock_guard lock(mu_);
+  auto p = manifest_path(name, version);
+  std::error_code ec;
+  if (!fs::remove(p, ec))
+    return make_error(Errc::kNotFound, "no stored manifest for " + name + ":" + version);
+  p.replace_extension(".sig");
+  fs::remove(p, ec);
+  return ok_status();
+}
+
+Result<GcReport> ChunkStore::collect_garbage() {
+  std::lock_guard lock(mu_);
+  std::set<std::string> live;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(root_ / "manifests", ec)) {
+    if (e.path().extension() != ".json") continue;
+    auto m = proto::image::parse_manifest(read_file(e.path()));
+    if (!m) {
+      // Never collect on the strength of a manifest we cannot read.
+      return make_error(Errc::kInternal,
+                        "unreadable manifest " + e.path().string() + ": " + m.error().message);
+    }
+    for (const auto& c : m->chunks) {
+      if (proto::image::has_payload(c.kind)) live.insert(c.sha256);
+    }
+  }
+  GcReport r;
+  for (const auto& e : fs::recursive_directory_iterator(root_ / "chunks", ec)) {
+    if (!e.is_regular_file()) continue;
+    const std::string sha = e.path().stem().string();
+    if (live.count(sha)) continue;
+    const auto size = e.file_size();
+    if (fs::remove(e.path(), ec)) {
+      ++r.removed_chunks;
+      r.removed_bytes += size;
+    }
+  }
+  return r;
+}
+
+std::uint64_t ChunkStore::chunk_bytes() const {
+  std::uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(root_ / "chunks", ec)) {
+    if (e.is_regular_file()) n += e.file_size();
+  }
+  return n;
+}
+
+}  // namespace kiln::images

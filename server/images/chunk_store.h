@@ -1,0 +1,75 @@
+// images/chunk_store.h — the server's content-addressed store of image chunks and manifests.
+//
+// Layout under the root directory:
+//   chunks/<aa>/<sha256>.zst | .raw   one payload per distinct chunk content (DATA frame or RAW
+//                                     bytes), named by the SHA-256 of the uncompressed content
+//   manifests/<name>/<version>.json   the canonical manifest bytes, as signed
+//   manifests/<name>/<version>.sig    its Ed25519 signature (absent if unsigned)
+//   tmp/                              files being written; renamed into place when complete
+// Versions share chunks: importing a version writes only the chunks the store does not have.
+// A chunk file holds *a* valid payload for its content (two versions may have compressed the
+// same content differently); readers verify content, not payload bytes. Every file appears
+// atomically (tmp + fsync + rename). Thread-safe: import and collect_garbage serialize on an
+// internal mutex, so a collection never removes a chunk an import is about to reference.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+#include "proto/image_file.h"
+
+namespace kiln::images {
+
+struct ImportReport {
+  std::uint64_t chunks = 0;      // DATA/RAW chunks in the manifest
+  std::uint64_t new_chunks = 0;  // written by this import
+  std::uint64_t new_bytes = 0;
+  bool already_present = false;  // the same manifest was stored before (idempotent)
+};
+
+struct GcReport {
+  std::uint64_t removed_chunks = 0;
+  std::uint64_t removed_bytes = 0;
+};
+
+struct ChunkFile {
+  std::filesystem::path path;
+  proto::image::ChunkKind kind;  // kData (.zst) or kRaw (.raw)
+};
+
+class ChunkStore {
+ public:
+  // Opens (creating directories as needed) the store rooted at `root`.
+  static Result<std::unique_ptr<ChunkStore>> open(const std::filesystem::path& root);
+
+  // Verifies `image` (signature against `trusted` when given, every chunk, the whole-image
+  // hash) before anything is stored, then stores its missing chunks and its manifest. A
+  // different manifest under an existing name/version is a conflict (versions are immutable).
+  Result<ImportReport> import(const proto::image::PackedImage& image,
+                              const std::vector<proto::image::Key>& trusted, int threads = 0);
+  std::optional<ChunkFile> chunk_file(const std::string& sha256) const;
+  Result<std::string> manifest(const std::string& name, const std::string& version) const;
+  // Forgets a version's manifest; its chunks go at the next collection if nothing else uses them.
+  Status remove(const std::string& name, const std::string& version);
+  // Removes every chunk file that no stored manifest references.
+  Result<GcReport> collect_garbage();
+  // Bytes held by chunk files.
+  std::uint64_t chunk_bytes() const;
+
+ private:
+  explicit ChunkStore(std::filesystem::path root) : root_(std::move(root)) {}
+  std::filesystem::path chunk_path(const std::string& sha, proto::image::ChunkKind kind) const;
+  std::filesystem::path manifest_path(const std::string& name, const std::string& version) const;
+  Status write_atomically(const std::filesystem::path& dest, std::string_view bytes);
+
+  const std::filesystem::path root_;
+  std::mutex mu_;
+};
+
+}  // namespace kiln::images
