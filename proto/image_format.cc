@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/crypto.h"
+#include "core/json_writer.h"
 #include "proto/api_types.h"
 
 namespace kiln::proto::image {
@@ -91,27 +92,7 @@ Result<Manifest> parse_manifest(std::string_view bytes) {
   if (bytes.size() > kMaxManifestSize) return bad("larger than 64 MiB");
   // The deepest canonical manifest nests 3 levels ({"chunks":[["D",...]]}); refuse deeper
   // input before building a JSON tree from it.
-  {
-    int depth = 0;
-    bool in_string = false, escaped = false;
-    for (char c : bytes) {
-      if (in_string) {
-        if (escaped) {
-          escaped = false;
-        } else if (c == '\\') {
-          escaped = true;
-        } else if (c == '"') {
-          in_string = false;
-        }
-      } else if (c == '"') {
-        in_string = true;
-      } else if (c == '{' || c == '[') {
-        if (++depth > 3) return bad("nested deeper than a manifest can be");
-      } else if (c == '}' || c == ']') {
-        --depth;
-      }
-    }
-  }
+  if (json_nesting_depth(bytes) > 3) return bad("nested deeper than a manifest can be");
   json j = json::parse(bytes, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return bad("not valid JSON");
   if (!j.is_object()) return bad("not a JSON object");

@@ -246,35 +246,12 @@ bool parse_bool(std::string_view s, std::string_view what) {
   fail(Errc::kBadRequest, std::string(what) + " must be true or false");
 }
 
-// Deepest bracket nesting of a JSON text (brackets inside strings do not count). Bodies are
-// checked before parsing: copying or dumping a deeply nested document recurses, and a body of
-// a million '[' must cost a 400, not the stack.
+// Bodies are checked for depth (json_nesting_depth) before parsing: copying or dumping a
+// deeply nested document recurses, and a body of a million '[' must cost a 400, not the stack.
 constexpr int kMaxJsonDepth = 32;
 // An agent's free-form progress detail (rates, ETA, stage timings) is small; bounding it bounds
 // every event and so every page of /api/v1/events.
 constexpr std::size_t kMaxDetailBytes = 4096;
-int nesting_depth(std::string_view text) {
-  int depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return deepest;
-}
 
 // The method as a metrics label: only methods HTTP defines, so clients cannot mint series.
 std::string method_label(bhttp::verb v) {
@@ -307,7 +284,7 @@ struct Ctx {
     if (mime != "application/json" && !(patch && mime == "application/merge-patch+json")) {
       throw UnsupportedMediaType{};
     }
-    if (nesting_depth(req.body()) > kMaxJsonDepth) {
+    if (json_nesting_depth(req.body()) > kMaxJsonDepth) {
       fail(Errc::kBadRequest, "request body nests deeper than " + std::to_string(kMaxJsonDepth));
     }
     json j = json::parse(req.body(), nullptr, /*allow_exceptions=*/false);

@@ -16,4 +16,9 @@ namespace kiln {
 void json_append_string(std::string& out, std::string_view s);
 void json_append_int(std::string& out, std::int64_t v);
 
+// Deepest bracket nesting of a JSON text ('[' and '{' inside strings do not count). A cheap
+// pre-check before parsing untrusted input: building, copying or destroying a deeply nested
+// document recurses.
+int json_nesting_depth(std::string_view text);
+
 }  // namespace kiln

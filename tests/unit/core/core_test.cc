@@ -110,6 +110,9 @@ TEST(JsonWriter, StringsRoundTripThroughAJsonParser) {
     EXPECT_EQ(parsed.get<std::string>(), s) << out;
     EXPECT_EQ(out, nlohmann::json(s).dump()) << "same text as nlohmann";
   }
+  EXPECT_EQ(json_nesting_depth(R"({"a":[1,{"b":"[[[{{"}],"c":"\"[["})"), 3);
+  EXPECT_EQ(json_nesting_depth("42"), 0);
+  EXPECT_EQ(json_nesting_depth(std::string(1000, '[')), 1000);
   std::string n;
   json_append_int(n, -9007199254740993);
   EXPECT_EQ(n, "-9007199254740993");
