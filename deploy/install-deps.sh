@@ -11,7 +11,7 @@ pkgs=(
   libboost-dev libboost-system-dev libarchive-dev libzstd-dev libssl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
-  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip
+  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd
   # the libFuzzer targets (deploy/fuzz.sh)
   clang libclang-rt-14-dev
 )

@@ -2,14 +2,19 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <charconv>
 #include <nlohmann/json.hpp>
 
+#include "core/crypto.h"
 #include "core/json_writer.h"
 #include "core/mac.h"
 #include "core/time.h"
 #include "core/url.h"
+#include "images/chunk_store.h"
 #include "proto/api_types.h"
+#include "proto/image_file.h"
 #include "store/sqlite.h"
 
 namespace kiln::api {
@@ -360,6 +365,11 @@ struct Api::Impl {
   std::shared_ptr<spdlog::logger> log;
   EventHub hub;
   Router<HandlerFn> router;
+  // Image uploads (attach_images): verified and imported on `importer`, one at a time (each
+  // import hashes on every core already), never on an io thread.
+  images::ChunkStore* chunks = nullptr;
+  std::vector<proto::image::Key> trusted;
+  std::unique_ptr<boost::asio::thread_pool> importer;
 
   Impl(store::Store& s, Metrics& m, const Clock& c, boost::asio::io_context& io, ApiOptions o,
        std::shared_ptr<spdlog::logger> l)
@@ -416,6 +426,165 @@ struct Api::Impl {
     json j = to_json(o.deployment);
     if (o.superseded_id) j["superseded_deployment_id"] = *o.superseded_id;
     return json_response(o.created ? bhttp::status::created : bhttp::status::ok, j);
+  }
+
+  // --- images ---
+
+  Response manifest_response(const std::string& name, const std::string& version) {
+    auto v = take(store.get_image_version(name, version));
+    if (v.format != "kiln" || !chunks) {
+      fail(Errc::kNotFound, "image version " + name + ":" + version + " is an external " +
+                                v.format + " image; it has no manifest");
+    }
+    auto bytes = take(chunks->manifest(name, version));
+    Response res{bhttp::status::ok, 11};
+    res.set(bhttp::field::content_type, "application/json");
+    // Versions are immutable: the manifest under this name never changes.
+    res.set(bhttp::field::etag, "\"" + sha256_hex(bytes) + "\"");
+    res.set(bhttp::field::cache_control, "no-cache");
+    if (auto sig = chunks->signature(name, version); sig && !sig->empty()) {
+      res.set("Kiln-Signature", hex_encode(*sig));
+    }
+    res.body() = std::move(bytes);
+    return res;
+  }
+
+  static std::string hex_encode(std::string_view b) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(b.size() * 2);
+    for (unsigned char ch : b) {
+      out.push_back(kHex[ch >> 4]);
+      out.push_back(kHex[ch & 15]);
+    }
+    return out;
+  }
+
+  // The header of a request: is it an image upload, and is it refused before its body?
+  UploadAdmission admit_upload(const RequestHeader& h) {
+    UploadAdmission out;
+    if (!chunks || h.method() != bhttp::verb::post) return out;
+    std::string mime(
+        h[bhttp::field::content_type].substr(0, h[bhttp::field::content_type].find(';')));
+    std::transform(mime.begin(), mime.end(), mime.begin(), ::tolower);
+    while (!mime.empty() && mime.back() == ' ') mime.pop_back();
+    if (mime != "application/octet-stream") return out;
+    const std::string target(h.target());
+    auto match = router.match(h.method(), target.substr(0, target.find('?')));
+    if (!match.route || match.route->info.pattern != "/api/v1/images/{name}/versions/{version}") {
+      return out;
+    }
+    out.is_upload = true;
+    Ctx ctx;
+    ctx.req = Request(h);
+    try {
+      authenticate(ctx, Access::kAdmin);
+      check(proto::validate_image_name(match.params["name"]));
+      check(proto::validate_image_version(match.params["version"]));
+    } catch (const ApiError& e) {
+      metrics.add("kiln_http_requests_total",
+                  {{"route", match.route->info.pattern},
+                   {"method", "POST"},
+                   {"code", std::to_string(static_cast<unsigned>(status_for(e.error.code)))}});
+      out.refusal = error_response(e.error);
+    } catch (const std::exception& e) {
+      log->error("event=api.upload_admission_failed err=\"{}\"", e.what());
+      out.refusal = error_response({Errc::kUnavailable, "cannot accept uploads now, retry"});
+    }
+    return out;
+  }
+
+  // Verifies and imports an uploaded .kiln file off the io threads, then answers.
+  void start_import(Ctx& c, std::string path) {
+    if (!chunks) fail(Errc::kNotFound, "this server does not store images");
+    auto respond = c.respond;
+    boost::asio::post(*importer, [this, name = c.param("name"), version = c.param("version"),
+                                  who = c.who, path = std::move(path), respond] {
+      try {
+        respond(import_upload(name, version, who, path));
+      } catch (const ApiError& e) {
+        log->info("event=images.upload_refused image={}:{} by={} err=\"{}\"", name, version, who,
+                  e.error.message);
+        respond(error_response(e.error));
+      } catch (const store::SqliteError& e) {
+        log->error("event=api.db_error route=upload err=\"{}\"", e.what());
+        respond(error_response(e.is_busy() ? Error{Errc::kUnavailable, "database busy, retry"}
+                                           : Error{Errc::kInternal, "database error"}));
+      } catch (const std::exception& e) {
+        log->error("event=api.exception route=upload err=\"{}\"", e.what());
+        respond(error_response({Errc::kInternal, "internal error"}));
+      }
+    });
+  }
+
+  Response import_upload(const std::string& name, const std::string& version,
+                         const std::string& who, const std::string& path) {
+    const auto started = std::chrono::steady_clock::now();
+    auto opened = proto::image::PackedImage::open(path, trusted);
+    if (!opened) {
+      auto e = opened.error();
+      if (e.code != Errc::kForbidden && e.code != Errc::kInternal) e.code = Errc::kInvalid;
+      // The server's temporary path means nothing to the client.
+      if (auto at = e.message.find(path); at != std::string::npos) {
+        e.message.replace(at, path.size(), "upload");
+      }
+      throw ApiError{e};
+    }
+    const auto& m = opened->manifest();
+    if (m.name != name || m.version != version) {
+      fail(Errc::kInvalid,
+           "the image is " + m.name + ":" + m.version + ", uploaded as " + name + ":" + version);
+    }
+    if (auto existing = store.get_image_version(name, version); existing) {
+      if (existing->format != "kiln" || existing->sha256 != m.sha256) {
+        fail(Errc::kConflict, "image version " + name + ":" + version +
+                                  " already exists with different content; versions are "
+                                  "immutable, upload a new version instead");
+      }
+    }
+    auto report = chunks->import(*opened, trusted);
+    if (!report) {
+      auto e = report.error();
+      if (auto at = e.message.find(path); at != std::string::npos) {
+        e.message.replace(at, path.size(), "upload");
+      }
+      if (e.code != Errc::kConflict && e.code != Errc::kForbidden && e.code != Errc::kInternal) {
+        e.code = Errc::kInvalid;
+      }
+      throw ApiError{e};
+    }
+    store::ImageVersion v;
+    v.name = name;
+    v.version = version;
+    v.size_bytes = static_cast<std::int64_t>(m.size);
+    v.sha256 = m.sha256;
+    v.format = "kiln";
+    v.created_by = who;
+    for (const auto& [k, val] : m.labels) {
+      if (proto::validate_label_key(k) && proto::validate_label_value(val)) v.labels[k] = val;
+    }
+    auto registered = store.register_image_version(v);
+    if (!registered) {
+      // Leave nothing behind: the manifest this import stored goes again.
+      if (!report->already_present) (void)chunks->remove(name, version);
+      throw ApiError{registered.error()};
+    }
+    auto& [out, created] = *registered;
+    const auto ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started)
+            .count();
+    log->info(
+        "event=images.uploaded image={}:{} by={} created={} chunks={} new_chunks={} "
+        "new_bytes={} ms={:.0f}",
+        name, version, who, created, report->chunks, report->new_chunks, report->new_bytes, ms);
+    json j = to_json(out);
+    j["import"] = {{"chunks", report->chunks},
+                   {"new_chunks", report->new_chunks},
+                   {"new_bytes", report->new_bytes},
+                   {"signed", !opened->signature().empty()}};
+    auto res = json_response(created ? bhttp::status::created : bhttp::status::ok, j);
+    res.set(bhttp::field::location, "/api/v1/images/" + name + "/versions/" + version);
+    return res;
   }
 
   // --- routes ---
@@ -582,48 +751,77 @@ struct Api::Impl {
       return json_response(bhttp::status::ok,
                            {{"name", c.param("name")}, {"items", std::move(items)}});
     });
-    r.add(V::post, "/api/v1/images/{name}/versions/{version}", Access::kAdmin, [this](Ctx& c) {
-      auto b = c.body({"size_bytes", "sha256", "format", "source_url", "description", "labels"});
-      store::ImageVersion v;
-      v.name = c.param("name");
-      v.version = c.param("version");
-      check(proto::validate_image_name(v.name));
-      check(proto::validate_image_version(v.version));
-      v.size_bytes = required<std::int64_t>(b, "size_bytes");
-      if (v.size_bytes <= 0) fail(Errc::kInvalid, "size_bytes must be positive");
-      v.sha256 = required<std::string>(b, "sha256");
-      std::transform(v.sha256.begin(), v.sha256.end(), v.sha256.begin(), ::tolower);
-      if (v.sha256.size() != 64 ||
-          v.sha256.find_first_not_of("0123456789abcdef") != std::string::npos) {
-        fail(Errc::kInvalid, "sha256 must be 64 hex digits");
-      }
-      v.format = field<std::string>(b, "format").value_or("raw");
-      static const std::vector<std::string> kFormats = {"raw", "raw.gz", "raw.xz", "raw.zst"};
-      if (std::find(kFormats.begin(), kFormats.end(), v.format) == kFormats.end()) {
-        fail(Errc::kInvalid,
-             "format must be one of raw, raw.gz, raw.xz, raw.zst (.kiln images "
-             "are uploaded, not registered)");
-      }
-      v.source_url = field<std::string>(b, "source_url");
-      if (!v.source_url ||
-          (v.source_url->rfind("http://", 0) != 0 && v.source_url->rfind("https://", 0) != 0)) {
-        fail(Errc::kInvalid, "source_url (http:// or https://) is required for an external image");
-      }
-      v.description = field<std::string>(b, "description").value_or("");
-      v.labels = labels_from(b.value("labels", json(nullptr)));
-      v.created_by = c.who;
-      auto [out, created] = take(store.register_image_version(v));
-      auto res = json_response(created ? bhttp::status::created : bhttp::status::ok, to_json(out));
-      res.set(bhttp::field::location, "/api/v1/images/" + out.name + "/versions/" + out.version);
-      return res;
-    });
+    r.add(V::post, "/api/v1/images/{name}/versions/{version}", Access::kAdmin,
+          [this](Ctx& c) -> std::optional<Response> {
+            if (auto file = c.req[kUploadFileHeader]; !file.empty()) {
+              start_import(c, std::string(file));
+              return std::nullopt;
+            }
+            auto b =
+                c.body({"size_bytes", "sha256", "format", "source_url", "description", "labels"});
+            store::ImageVersion v;
+            v.name = c.param("name");
+            v.version = c.param("version");
+            check(proto::validate_image_name(v.name));
+            check(proto::validate_image_version(v.version));
+            v.size_bytes = required<std::int64_t>(b, "size_bytes");
+            if (v.size_bytes <= 0) fail(Errc::kInvalid, "size_bytes must be positive");
+            v.sha256 = required<std::string>(b, "sha256");
+            std::transform(v.sha256.begin(), v.sha256.end(), v.sha256.begin(), ::tolower);
+            if (v.sha256.size() != 64 ||
+                v.sha256.find_first_not_of("0123456789abcdef") != std::string::npos) {
+              fail(Errc::kInvalid, "sha256 must be 64 hex digits");
+            }
+            v.format = field<std::string>(b, "format").value_or("raw");
+            static const std::vector<std::string> kFormats = {"raw", "raw.gz", "raw.xz", "raw.zst"};
+            if (std::find(kFormats.begin(), kFormats.end(), v.format) == kFormats.end()) {
+              fail(Errc::kInvalid,
+                   "format must be one of raw, raw.gz, raw.xz, raw.zst (.kiln images "
+                   "are uploaded, not registered)");
+            }
+            v.source_url = field<std::string>(b, "source_url");
+            if (!v.source_url || (v.source_url->rfind("http://", 0) != 0 &&
+                                  v.source_url->rfind("https://", 0) != 0)) {
+              fail(Errc::kInvalid,
+                   "source_url (http:// or https://) is required for an external image");
+            }
+            v.description = field<std::string>(b, "description").value_or("");
+            v.labels = labels_from(b.value("labels", json(nullptr)));
+            v.created_by = c.who;
+            auto [out, created] = take(store.register_image_version(v));
+            auto res =
+                json_response(created ? bhttp::status::created : bhttp::status::ok, to_json(out));
+            res.set(bhttp::field::location,
+                    "/api/v1/images/" + out.name + "/versions/" + out.version);
+            return res;
+          });
     r.add(V::get, "/api/v1/images/{name}/versions/{version}", Access::kRead, [this](Ctx& c) {
       return json_response(
           bhttp::status::ok,
           to_json(take(store.get_image_version(c.param("name"), c.param("version")))));
     });
+    r.add(V::get, "/api/v1/images/{name}/versions/{version}/manifest", Access::kRead,
+          [this](Ctx& c) { return manifest_response(c.param("name"), c.param("version")); });
     r.add(V::delete_, "/api/v1/images/{name}/versions/{version}", Access::kAdmin, [this](Ctx& c) {
-      check(store.delete_image_version(c.param("name"), c.param("version"), c.who));
+      const auto& name = c.param("name");
+      const auto& version = c.param("version");
+      auto v = take(store.get_image_version(name, version));
+      check(store.delete_image_version(name, version, c.who));
+      if (v.format == "kiln" && chunks) {
+        // The version is gone from the store first, so a crash in between leaves at worst an
+        // orphaned manifest, never a visible version without its chunks.
+        if (auto st = chunks->remove(name, version); !st) {
+          log->warn("event=images.manifest_remove_failed image={}:{} err=\"{}\"", name, version,
+                    st.error().message);
+        }
+        auto gc = chunks->collect_garbage();
+        if (gc) {
+          log->info("event=images.gc removed_chunks={} removed_bytes={}", gc->removed_chunks,
+                    gc->removed_bytes);
+        } else {
+          log->error("event=images.gc_failed err=\"{}\"", gc.error().message);
+        }
+      }
       return no_content();
     });
 
@@ -689,7 +887,18 @@ struct Api::Impl {
       auto image = store.get_image_version(d.to_version.name, d.to_version.version);
       json j = to_json(d);
       j["image"] = image ? to_json(*image) : json(nullptr);
+      if (image && image->format == "kiln") {
+        j["manifest_url"] = "/api/v1/agent/manifest";
+        j["chunks_url"] = "/v1/chunks/";
+      } else if (image) {
+        j["manifest_url"] = nullptr;
+        j["chunks_url"] = nullptr;
+      }
       return json_response(bhttp::status::ok, j);
+    });
+    r.add(V::get, "/api/v1/agent/manifest", Access::kAgent, [this](Ctx& c) {
+      const auto& d = *c.agent_deployment;
+      return manifest_response(d.to_version.name, d.to_version.version);
     });
     r.add(V::post, "/api/v1/agent/progress", Access::kAgent, [this](Ctx& c) {
       auto b = c.body({"stage", "bytes_done", "bytes_total", "detail"});
@@ -881,7 +1090,20 @@ Api::Api(store::Store& store, Metrics& metrics, const Clock& clock, boost::asio:
     : impl_(
           std::make_unique<Impl>(store, metrics, clock, ioc, std::move(options), std::move(log))) {}
 
-Api::~Api() = default;
+Api::~Api() {
+  // Imports in flight finish (and answer) before the store they write to can go away.
+  if (impl_->importer) impl_->importer->join();
+}
+
+void Api::attach_images(images::ChunkStore& chunks, std::vector<proto::image::Key> trusted) {
+  impl_->chunks = &chunks;
+  impl_->trusted = std::move(trusted);
+  impl_->importer = std::make_unique<boost::asio::thread_pool>(1);
+}
+
+UploadAdmission Api::admit_upload(const RequestHeader& header) {
+  return impl_->admit_upload(header);
+}
 
 void Api::handle(Request&& req, Respond respond) {
   impl_->handle(std::move(req), std::move(respond));

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,13 +21,30 @@
 #include "api/router.h"
 #include "core/clock.h"
 #include "core/metrics.h"
+#include "proto/image_format.h"
 #include "store/store.h"
 
 namespace spdlog {
 class logger;
 }
 
+namespace kiln::images {
+class ChunkStore;
+}
+
 namespace kiln::api {
+
+using RequestHeader = boost::beast::http::request_header<>;
+// The header under which the HTTP server hands over a body it streamed to a file
+// (http::kUploadFileHeader); only the server sets it.
+inline constexpr std::string_view kUploadFileHeader = "Kiln-Upload-File";
+
+// Whether a request header announces an image upload, and if so whether it is refused before
+// its body is read (unauthenticated, not allowed, bad name).
+struct UploadAdmission {
+  bool is_upload = false;
+  std::optional<Response> refusal;
+};
 
 struct ApiOptions {
   bool auth_required = true;   // false: every caller is an anonymous admin (development only)
@@ -45,6 +63,10 @@ class Api {
   ~Api();
 
   void handle(Request&& req, Respond respond);
+  // Enables .kiln uploads into `chunks`, verified against `trusted` (none: signatures are not
+  // required). Call before serving.
+  void attach_images(images::ChunkStore& chunks, std::vector<proto::image::Key> trusted);
+  UploadAdmission admit_upload(const RequestHeader& header);
   // Every route served, for the spec conformance test and `kilnd routes`.
   std::vector<RouteInfo> routes() const;
   // Completes every waiting long-poll now (used at shutdown).

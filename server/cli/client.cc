@@ -1,8 +1,11 @@
 #include "cli/client.h"
 
+#include <fcntl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -14,6 +17,8 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+
+#include "core/unique_fd.h"
 
 namespace kiln::cli {
 
@@ -152,6 +157,70 @@ struct Client::Impl {
     return host;
   }
 
+  // Connects (and for https, handshakes and verifies), then runs `fn(ioc, stream)`.
+  template <typename Fn>
+  Result<HttpReply> connected(Fn&& fn) {
+    const auto& ep = endpoint;
+    net::io_context ioc;
+    tcp::resolver resolver(ioc);
+    beast::error_code ec;
+    auto endpoints = resolver.resolve(ep.host, ep.port, ec);
+    if (ec) {
+      return unavailable("cannot connect to " + ep.url + ": cannot resolve host '" + ep.host +
+                         "': " + ec.message());
+    }
+
+    beast::tcp_stream tcp_stream(ioc);
+    tcp_stream.expires_after(options.timeout);
+    ec = run_one(ioc, [&](auto handler) { tcp_stream.async_connect(endpoints, handler); });
+    if (ec == beast::error::timeout) {
+      return unavailable("cannot connect to " + ep.url + ": timed out after " +
+                         seconds(options.timeout));
+    }
+    if (ec) return unavailable("cannot connect to " + ep.url + ": " + ec.message());
+    if (!ep.tls) return fn(ioc, tcp_stream);
+
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp_stream), *tls);
+    beast::error_code addr_ec;
+    net::ip::make_address(ep.host, addr_ec);
+    if (addr_ec && !SSL_set_tlsext_host_name(stream.native_handle(), ep.host.c_str())) {
+      return unavailable("cannot set TLS server name '" + ep.host + "'");
+    }
+    if (!options.insecure) {
+      // OpenSSL's own host/IP check (rather than a verify callback) so that a mismatch is
+      // reported by SSL_get_verify_result like any other verification failure.
+      X509_VERIFY_PARAM* param = SSL_get0_param(stream.native_handle());
+      const int set = addr_ec ? X509_VERIFY_PARAM_set1_host(param, ep.host.c_str(), 0)
+                              : X509_VERIFY_PARAM_set1_ip_asc(param, ep.host.c_str());
+      if (set != 1) return unavailable("cannot verify TLS server name '" + ep.host + "'");
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    }
+    beast::get_lowest_layer(stream).expires_after(options.timeout);
+    ec = run_one(ioc,
+                 [&](auto handler) { stream.async_handshake(ssl::stream_base::client, handler); });
+    if (ec == beast::error::timeout) {
+      return unavailable("TLS handshake with " + ep.url + " timed out after " +
+                         seconds(options.timeout));
+    }
+    if (ec) {
+      const long verify = SSL_get_verify_result(stream.native_handle());
+      if (!options.insecure &&
+          (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)) {
+        return unavailable("TLS handshake with " + ep.url +
+                           " failed: its certificate is not for '" + ep.host + "' (" +
+                           X509_verify_cert_error_string(verify) +
+                           "); use the name the certificate was issued for, or --insecure");
+      }
+      if (!options.insecure && verify != X509_V_OK) {
+        return unavailable("TLS handshake with " + ep.url + " failed: certificate not trusted (" +
+                           X509_verify_cert_error_string(verify) +
+                           "); use --cacert FILE to trust its CA, or --insecure");
+      }
+      return unavailable("TLS handshake with " + ep.url + " failed: " + ec.message());
+    }
+    return fn(ioc, stream);
+  }
+
   // Sends `req` on a connected (and, for TLS, handshaken) stream and reads the reply.
   template <typename Stream>
   Result<HttpReply> exchange(net::io_context& ioc, Stream& stream,
@@ -165,12 +234,22 @@ struct Client::Impl {
     }
     if (ec) return unavailable("cannot send the request to " + endpoint.url + ": " + ec.message());
 
-    const auto read_timeout = options.timeout + wait;
-    lowest.expires_after(read_timeout);
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
+    return read_reply(ioc, stream, buffer, parser, wait);
+  }
+
+  // Reads (the rest of) a response into `parser`.
+  template <typename Stream>
+  Result<HttpReply> read_reply(net::io_context& ioc, Stream& stream, beast::flat_buffer& buffer,
+                               http::response_parser<http::string_body>& parser,
+                               std::chrono::seconds wait) {
+    auto& lowest = beast::get_lowest_layer(stream);
+    const auto read_timeout = options.timeout + wait;
+    lowest.expires_after(read_timeout);
     parser.body_limit(kMaxResponseBytes);
-    ec = run_one(ioc, [&](auto handler) { http::async_read(stream, buffer, parser, handler); });
+    auto ec =
+        run_one(ioc, [&](auto handler) { http::async_read(stream, buffer, parser, handler); });
     if (ec == beast::error::timeout) {
       return unavailable("no response from " + endpoint.url + " within " + seconds(read_timeout));
     }
@@ -192,6 +271,55 @@ struct Client::Impl {
     beast::error_code ignored;
     lowest.socket().shutdown(tcp::socket::shutdown_both, ignored);
     return reply;
+  }
+
+  // Streams the file `req` carries: the header with "Expect: 100-continue" first, so a refusal
+  // (bad token, wrong name) arrives before any of the body is sent; then the body in pieces,
+  // reporting progress.
+  template <typename Stream>
+  Result<HttpReply> upload(net::io_context& ioc, Stream& stream,
+                           http::request<http::empty_body>& req, int fd, std::uint64_t total,
+                           const UploadProgress& progress, std::chrono::seconds wait) {
+    auto& lowest = beast::get_lowest_layer(stream);
+    req.set(http::field::expect, "100-continue");
+    req.content_length(total);
+    http::request_serializer<http::empty_body> sr(req);
+    lowest.expires_after(options.timeout);
+    auto ec = run_one(ioc, [&](auto handler) { http::async_write_header(stream, sr, handler); });
+    if (ec) return unavailable("cannot send the request to " + endpoint.url + ": " + ec.message());
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> interim;
+    lowest.expires_after(options.timeout);
+    ec = run_one(ioc,
+                 [&](auto handler) { http::async_read_header(stream, buffer, interim, handler); });
+    if (ec) return unavailable("no response from " + endpoint.url + ": " + ec.message());
+    if (interim.get().result() != http::status::continue_) {
+      return read_reply(ioc, stream, buffer, interim, wait);  // refused before the body
+    }
+    // The body in large pieces (file_body would send 4 KiB at a time).
+    std::vector<char> chunk(1 << 20);
+    std::uint64_t sent = 0;
+    while (sent < total) {
+      const auto want =
+          static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), total - sent));
+      ssize_t n = ::pread(fd, chunk.data(), want, static_cast<off_t>(sent));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        return make_error(Errc::kInvalid, "the file shrank or cannot be read during the upload");
+      }
+      lowest.expires_after(options.timeout);  // a stall, not the whole upload, times out
+      ec = run_one(ioc, [&](auto handler) {
+        net::async_write(stream, net::buffer(chunk.data(), static_cast<std::size_t>(n)), handler);
+      });
+      if (ec) {
+        return unavailable("upload to " + endpoint.url + " failed after " + std::to_string(sent) +
+                           " bytes: " + ec.message());
+      }
+      sent += static_cast<std::uint64_t>(n);
+      if (progress) progress(sent, total);
+    }
+    http::response_parser<http::string_body> parser;
+    return read_reply(ioc, stream, buffer, parser, wait);
   }
 };
 
@@ -262,63 +390,32 @@ Result<HttpReply> Client::request(std::string_view method, std::string_view targ
   }
   req.prepare_payload();
 
-  net::io_context ioc;
-  tcp::resolver resolver(ioc);
-  beast::error_code ec;
-  auto endpoints = resolver.resolve(ep.host, ep.port, ec);
-  if (ec) {
-    return unavailable("cannot connect to " + ep.url + ": cannot resolve host '" + ep.host +
-                       "': " + ec.message());
-  }
+  return impl_->connected([&](net::io_context& ioc, auto& stream) {
+    return impl_->exchange(ioc, stream, req, extra_wait);
+  });
+}
 
-  beast::tcp_stream tcp_stream(ioc);
-  tcp_stream.expires_after(d.options.timeout);
-  ec = run_one(ioc, [&](auto handler) { tcp_stream.async_connect(endpoints, handler); });
-  if (ec == beast::error::timeout) {
-    return unavailable("cannot connect to " + ep.url + ": timed out after " +
-                       seconds(d.options.timeout));
+Result<HttpReply> Client::upload(std::string_view target, const std::string& path,
+                                 std::string_view content_type, const UploadProgress& progress,
+                                 std::chrono::seconds extra_wait) {
+  Impl& d = *impl_;
+  http::request<http::empty_body> req{http::verb::post, d.endpoint.base_path + std::string(target),
+                                      11};
+  req.set(http::field::host, d.host_header());
+  req.set(http::field::user_agent, d.options.user_agent);
+  req.set(http::field::accept, "application/json");
+  req.set(http::field::content_type, content_type);
+  req.keep_alive(false);
+  if (!d.options.token.empty()) req.set(http::field::authorization, "Bearer " + d.options.token);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0) {
+    return make_error(Errc::kInvalid, "cannot read " + path + ": " + std::strerror(errno));
   }
-  if (ec) return unavailable("cannot connect to " + ep.url + ": " + ec.message());
-  if (!ep.tls) return d.exchange(ioc, tcp_stream, req, extra_wait);
-
-  beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp_stream), *d.tls);
-  beast::error_code addr_ec;
-  net::ip::make_address(ep.host, addr_ec);
-  if (addr_ec && !SSL_set_tlsext_host_name(stream.native_handle(), ep.host.c_str())) {
-    return unavailable("cannot set TLS server name '" + ep.host + "'");
-  }
-  if (!d.options.insecure) {
-    // OpenSSL's own host/IP check (rather than a verify callback) so that a mismatch is
-    // reported by SSL_get_verify_result like any other verification failure.
-    X509_VERIFY_PARAM* param = SSL_get0_param(stream.native_handle());
-    const int set = addr_ec ? X509_VERIFY_PARAM_set1_host(param, ep.host.c_str(), 0)
-                            : X509_VERIFY_PARAM_set1_ip_asc(param, ep.host.c_str());
-    if (set != 1) return unavailable("cannot verify TLS server name '" + ep.host + "'");
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  }
-  beast::get_lowest_layer(stream).expires_after(d.options.timeout);
-  ec = run_one(ioc,
-               [&](auto handler) { stream.async_handshake(ssl::stream_base::client, handler); });
-  if (ec == beast::error::timeout) {
-    return unavailable("TLS handshake with " + ep.url + " timed out after " +
-                       seconds(d.options.timeout));
-  }
-  if (ec) {
-    const long verify = SSL_get_verify_result(stream.native_handle());
-    if (!d.options.insecure &&
-        (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)) {
-      return unavailable("TLS handshake with " + ep.url + " failed: its certificate is not for '" +
-                         ep.host + "' (" + X509_verify_cert_error_string(verify) +
-                         "); use the name the certificate was issued for, or --insecure");
-    }
-    if (!d.options.insecure && verify != X509_V_OK) {
-      return unavailable("TLS handshake with " + ep.url + " failed: certificate not trusted (" +
-                         X509_verify_cert_error_string(verify) +
-                         "); use --cacert FILE to trust its CA, or --insecure");
-    }
-    return unavailable("TLS handshake with " + ep.url + " failed: " + ec.message());
-  }
-  return d.exchange(ioc, stream, req, extra_wait);
+  return d.connected([&](net::io_context& ioc, auto& stream) {
+    return d.upload(ioc, stream, req, fd.get(), static_cast<std::uint64_t>(st.st_size), progress,
+                    extra_wait);
+  });
 }
 
 }  // namespace kiln::cli

@@ -9,6 +9,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -52,6 +54,8 @@ struct HttpReply {
   std::string body;
 };
 
+using UploadProgress = std::function<void(std::uint64_t sent, std::uint64_t total)>;
+
 class Client {
  public:
   // Validates the URL and, for https, loads the trust store (errors: kInvalid).
@@ -70,6 +74,14 @@ class Client {
                             std::string_view json_body = {},
                             std::string_view content_type = "application/json",
                             std::chrono::seconds extra_wait = std::chrono::seconds(0));
+
+  // Streams the file at `path` as a POST body (never whole in memory), with
+  // "Expect: 100-continue" so a refused request costs no upload. `progress` (optional) gets
+  // (bytes sent, total) as the body goes out. `extra_wait` covers the server's work after the
+  // last byte (verifying an image).
+  Result<HttpReply> upload(std::string_view target, const std::string& path,
+                           std::string_view content_type, const UploadProgress& progress = {},
+                           std::chrono::seconds extra_wait = std::chrono::seconds(0));
 
   const Endpoint& endpoint() const;
 

@@ -1,8 +1,11 @@
 #include "cli/commands.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -15,6 +18,7 @@
 #include "cli/table.h"
 #include "core/mac.h"
 #include "proto/api_types.h"
+#include "proto/image_file.h"
 
 namespace kiln::cli {
 
@@ -176,7 +180,16 @@ class Session {
                             const json* body = nullptr, seconds wait = seconds(0),
                             std::string_view content_type = "application/json") {
     const std::string payload = body ? body->dump() : std::string();
-    auto r = client_.request(method, target, payload, content_type, wait);
+    return interpret(client_.request(method, target, payload, content_type, wait));
+  }
+
+  // POSTs a file as application/octet-stream, streamed; see call().
+  std::optional<Reply> upload(const std::string& target, const std::string& path,
+                              const UploadProgress& progress, seconds wait) {
+    return interpret(client_.upload(target, path, "application/octet-stream", progress, wait));
+  }
+
+  std::optional<Reply> interpret(Result<HttpReply>&& r) {
     if (!r) {
       err_ << "kiln: " << r.error().message << "\n";
       failure_code_ = kExitUsage;
@@ -383,6 +396,7 @@ struct Args {
   std::optional<std::int64_t> wait;
   bool follow = false;
   std::string machine;
+  std::string path;
 };
 
 int machine_list(Session& s, const Args& a) {
@@ -622,6 +636,67 @@ int image_register(Session& s, const Args& a) {
   } else {
     s.out() << "registered image " << what << " (" << text(r->body, "format") << ", "
             << format_bytes(r->body.value("size_bytes", std::int64_t{0})) << ")\n";
+  }
+  return kExitOk;
+}
+
+int image_push(Session& s, const Args& a) {
+  // Read the name and version from the image itself (and refuse a damaged file before
+  // sending it); the server verifies everything again.
+  auto img = proto::image::PackedImage::open(a.path);
+  if (!img) return s.usage(img.error().message);
+  const auto& m = img->manifest();
+  const std::uint64_t total = img->file_size();
+  const bool tty = ::isatty(STDERR_FILENO) == 1 && !s.json_mode();
+  const auto start = std::chrono::steady_clock::now();
+  auto last = start - std::chrono::hours(1);
+  bool drawn = false;
+  auto progress = [&](std::uint64_t sent, std::uint64_t all) {
+    const auto now = std::chrono::steady_clock::now();
+    if (sent < all && now - last < (tty ? std::chrono::milliseconds(200) : std::chrono::seconds(5)))
+      return;
+    last = now;
+    const double secs = std::chrono::duration<double>(now - start).count();
+    const double rate = secs > 0 ? static_cast<double>(sent) / secs : 0;
+    char line[160];
+    std::snprintf(
+        line, sizeof line, "uploading %s:%s: %s of %s (%.0f%%), %s/s%s", m.name.c_str(),
+        m.version.c_str(), format_bytes(static_cast<std::int64_t>(sent)).c_str(),
+        format_bytes(static_cast<std::int64_t>(all)).c_str(),
+        all ? 100.0 * static_cast<double>(sent) / static_cast<double>(all) : 100.0,
+        format_bytes(static_cast<std::int64_t>(rate)).c_str(),
+        rate > 0 && sent < all
+            ? (", ETA " +
+               std::to_string(static_cast<long long>(static_cast<double>(all - sent) / rate)) + "s")
+                  .c_str()
+            : "");
+    if (tty) {
+      s.err() << "\r" << line << "\033[K" << std::flush;
+      drawn = true;
+    } else if (!s.json_mode()) {
+      s.err() << line << "\n";
+    }
+    if (sent == all && !s.json_mode()) {
+      if (drawn) s.err() << "\n";
+      s.err() << "verifying on the server...\n";
+    }
+  };
+  // The server verifies every chunk before answering: allow about 100 MB/s for it.
+  const auto verify_wait = std::chrono::seconds(60 + static_cast<long long>(total / 100'000'000));
+  auto r =
+      s.upload(api_path({"images", m.name, "versions", m.version}), a.path, progress, verify_wait);
+  if (!r) return s.failure_code();
+  if (s.json_mode()) return s.print_raw(*r);
+  const auto& imp = r->body.value("import", json::object());
+  const std::string what = text(r->body, "name") + ":" + text(r->body, "version");
+  if (r->status == 200) {
+    s.out() << "image " << what << " was already stored with the same content\n";
+  } else {
+    s.out() << "pushed image " << what << " ("
+            << format_bytes(r->body.value("size_bytes", std::int64_t{0})) << ", "
+            << imp.value("chunks", 0) << " chunks, " << imp.value("new_chunks", 0) << " new, "
+            << format_bytes(imp.value("new_bytes", std::int64_t{0})) << " stored"
+            << (imp.value("signed", false) ? ", signed" : ", unsigned") << ")\n";
   }
   return kExitOk;
 }
@@ -878,6 +953,10 @@ int run(int argc, const char* const* argv, const Environment& env, std::ostream&
     c->callback([&] {
       offline = [&] { return image_inspect(image_path, trusted_keys, json_mode, true, out, err); };
     });
+
+    c = image->add_subcommand("push", "upload a .kiln image to the server (verified there)");
+    c->add_option("file", a.path, ".kiln file")->required();
+    bind(c, image_push, a);
 
     c = image->add_subcommand("delete", "delete an image version no machine uses");
     c->add_option("name", a.image, "image name")->required();

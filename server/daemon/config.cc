@@ -13,6 +13,9 @@ using json = nlohmann::json;
 std::string Config::effective_db_path() const {
   return db_path.empty() ? data_dir + "/kiln.db" : db_path;
 }
+std::string Config::effective_images_dir() const {
+  return images_dir.empty() ? data_dir + "/images" : images_dir;
+}
 std::string Config::effective_files_dir() const {
   return files_dir.empty() ? data_dir + "/files" : files_dir;
 }
@@ -63,7 +66,7 @@ Result<Config> load_config_file(const std::string& path, Config c) {
   try {
     check_keys(j, "",
                {"data_dir", "db_path", "files_dir", "threads", "log_level", "shutdown_grace_ms",
-                "ready_file", "store", "http", "api"});
+                "ready_file", "store", "http", "api", "images"});
     get(j, "data_dir", c.data_dir);
     get(j, "db_path", c.db_path);
     get(j, "files_dir", c.files_dir);
@@ -79,6 +82,12 @@ Result<Config> load_config_file(const std::string& path, Config c) {
         throw std::runtime_error("store.synchronous must be full or normal");
       c.db_synchronous_full = sync == "full";
       get(*s, "busy_timeout_ms", c.db_busy_timeout_ms);
+    }
+    if (auto im = j.find("images"); im != j.end()) {
+      check_keys(*im, "images.", {"dir", "trusted_keys", "max_upload_bytes"});
+      get(*im, "dir", c.images_dir);
+      get(*im, "trusted_keys", c.trusted_keys);
+      get(*im, "max_upload_bytes", c.http.upload.limit);
     }
     if (auto h = j.find("http"); h != j.end()) {
       check_keys(*h, "http.",
@@ -124,6 +133,10 @@ std::string dump_config(const Config& c) {
       {"store",
        {{"synchronous", c.db_synchronous_full ? "full" : "normal"},
         {"busy_timeout_ms", c.db_busy_timeout_ms}}},
+      {"images",
+       {{"dir", c.effective_images_dir()},
+        {"trusted_keys", c.trusted_keys},
+        {"max_upload_bytes", c.http.upload.limit}}},
       {"http",
        {{"listen", c.http.address + ":" + std::to_string(c.http.port)},
         {"body_limit", c.http.body_limit},

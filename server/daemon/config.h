@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "api/api.h"
 #include "core/result.h"
@@ -20,11 +21,14 @@ struct Config {
   std::string ready_file;           // written with the base URL once listening
   bool db_synchronous_full = true;  // "full": fsync every commit; "normal": survive crashes only
   int db_busy_timeout_ms = 5'000;
+  std::string images_dir;                 // the chunk store; default: <data_dir>/images
+  std::vector<std::string> trusted_keys;  // Ed25519 public keys (PEM); set: uploads must be signed
   http::ServerOptions http;
   api::ApiOptions api;
 
   std::string effective_db_path() const;
   std::string effective_files_dir() const;
+  std::string effective_images_dir() const;
 };
 
 // Reads a JSON config file over the defaults in `base`. Unknown keys are errors (a typo must

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "core/time.h"
+#include "images/chunk_store.h"
 #include "store/store.h"
 
 namespace kiln::daemon {
@@ -99,10 +100,55 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   Metrics metrics;
   api::Api api(store, metrics, clock, ioc, cfg.api, log);
 
+  auto chunks = images::ChunkStore::open(cfg.effective_images_dir());
+  if (!chunks) {
+    log->critical("event=daemon.images_failed err=\"{}\"", chunks.error().message);
+    return 2;
+  }
+  std::vector<proto::image::Key> trusted;
+  for (const auto& path : cfg.trusted_keys) {
+    auto key = proto::image::Key::load_public(path);
+    if (!key) {
+      log->critical("event=daemon.trusted_key_failed path=\"{}\" err=\"{}\"", path,
+                    key.error().message);
+      return 2;
+    }
+    trusted.push_back(std::move(*key));
+  }
+  log->info("event=daemon.images dir=\"{}\" trusted_keys={}", cfg.effective_images_dir(),
+            trusted.size());
+  if (trusted.empty()) {
+    log->warn("event=daemon.unsigned_images_accepted msg=\"no images.trusted_keys configured\"");
+  }
+  api.attach_images(**chunks, std::move(trusted));
+
   http::ServerOptions hopts = cfg.http;
   std::error_code ec;
   std::filesystem::create_directories(cfg.effective_files_dir(), ec);
   hopts.mounts.push_back({"/files/", cfg.effective_files_dir()});
+  // Chunks by content hash: /v1/chunks/<sha256> is the .zst (DATA) or .raw (RAW) payload.
+  http::FileMount chunk_mount{"/v1/chunks/",
+                              std::filesystem::path(cfg.effective_images_dir()) / "chunks"};
+  chunk_mount.immutable = true;
+  chunk_mount.resolve = [](std::string_view rel) -> std::vector<std::string> {
+    if (rel.size() != 64 || rel.find_first_not_of("0123456789abcdef") != std::string_view::npos) {
+      return {};
+    }
+    const std::string dir = std::string(rel.substr(0, 2)) + "/";
+    return {dir + std::string(rel) + ".zst", dir + std::string(rel) + ".raw"};
+  };
+  hopts.mounts.push_back(std::move(chunk_mount));
+  // Image uploads stream to disk beside the chunks they become (same filesystem).
+  hopts.upload.dir = std::filesystem::path(cfg.effective_images_dir()) / "tmp";
+  hopts.upload.classify = [&api](const http::RequestHeader& h) {
+    auto a = api.admit_upload(h);
+    http::UploadVerdict v;
+    if (!a.is_upload) return v;
+    v.kind = a.refusal ? http::UploadVerdict::kRefuse : http::UploadVerdict::kAccept;
+    if (a.refusal) v.refusal = std::move(*a.refusal);
+    return v;
+  };
+  static_assert(http::kUploadFileHeader == api::kUploadFileHeader);
   http::Server server(
       ioc, hopts,
       [&api](http::Request&& req, http::Respond respond) {

@@ -132,6 +132,7 @@ std::string_view content_type_for(const std::filesystem::path& p) {
   const auto ext = p.extension().string();
   if (ext == ".ipxe" || ext == ".txt" || ext == ".cfg") return "text/plain; charset=utf-8";
   if (ext == ".json") return "application/json";
+  if (ext == ".zst") return "application/zstd";
   if (ext == ".html") return "text/html; charset=utf-8";
   return "application/octet-stream";
 }

@@ -10,6 +10,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -77,6 +78,7 @@ namespace {
 
 constexpr std::size_t kTlsChunk = 256 * 1024;
 constexpr std::uint64_t kSmallFile = 64 * 1024;
+constexpr std::string_view kImmutable = "public, max-age=31536000, immutable";
 
 std::string http_date(std::int64_t epoch_s) {
   std::time_t t = static_cast<std::time_t>(epoch_s);
@@ -108,6 +110,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     }
     state_->active.fetch_sub(1);
     state_->metrics.set("kiln_http_connections", {}, state_->active.load());
+    if (!upload_path_.empty()) ::unlink(upload_path_.c_str());
   }
 
   void run() {
@@ -155,14 +158,144 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     if (draining_) return close_socket();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(opts().header_limit));
-    parser_->body_limit(opts().body_limit);
+    // The parser checks Content-Length against the limit as soon as the header is complete:
+    // let an upload's header through; after_header() applies the right limit.
+    const bool uploads = opts().upload.classify && !opts().upload.dir.empty();
+    parser_->body_limit(uploads ? std::max<std::uint64_t>(opts().body_limit, opts().upload.limit)
+                                : opts().body_limit);
     lowest().expires_after(opts().read_timeout);
     bhttp::async_read_header(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
           if (ec) return self->on_read(ec, n);
-          self->continue_if_expected();
+          self->after_header();
         });
+  }
+
+  void after_header() {
+    const auto& up = opts().upload;
+    if (up.classify && !up.dir.empty() && !parser_->is_done()) {
+      auto verdict = up.classify(parser_->get().base());
+      if (verdict.kind == UploadVerdict::kRefuse) {
+        // The body was not read: the connection cannot carry another request.
+        begin(parser_->get());
+        keep_alive_ = false;
+        state_->count_request("upload", method_, verdict.refusal.result_int());
+        return write(std::move(verdict.refusal));
+      }
+      if (verdict.kind == UploadVerdict::kAccept) return start_upload();
+      // Not an upload: the ordinary limit, for a Content-Length now and chunked bodies later.
+      if (auto len = parser_->content_length(); len && *len > opts().body_limit) {
+        return on_read(bhttp::error::body_limit, 0);
+      }
+      parser_->body_limit(opts().body_limit);
+    }
+    continue_if_expected();
+  }
+
+  // Bookkeeping of a request whose header has arrived.
+  template <typename Message>
+  void begin(const Message& h) {
+    busy_ = true;
+    started_ = Clock::now();
+    version_ = h.version();
+    keep_alive_ = h.keep_alive();
+    method_ = h.method() == bhttp::verb::unknown ? std::string("OTHER")
+                                                 : std::string(bhttp::to_string(h.method()));
+    target_ = std::string(h.target());
+  }
+
+  // --- uploads: the body streams into a file ---------------------------------------------------
+
+  void start_upload() {
+    begin(parser_->get());
+    const auto& up = opts().upload;
+    std::string path = (up.dir / "upload-XXXXXX").string();
+    int fd = ::mkostemp(path.data(), O_CLOEXEC);
+    if (fd < 0) {
+      state_->log->error("event=http.upload_file_failed dir=\"{}\" err=\"{}\"", up.dir.string(),
+                         std::strerror(errno));
+      keep_alive_ = false;
+      return write(make_error_response(bhttp::status::service_unavailable, "unavailable",
+                                       "cannot store the upload now", version_));
+    }
+    upload_fd_ = UniqueFd(fd);
+    upload_path_ = path;
+    upload_parser_.emplace(std::move(*parser_));
+    upload_parser_->body_limit(up.limit);
+    upload_buf_.resize(1 << 20);
+    const bool expect = beast::iequals(upload_parser_->get()[bhttp::field::expect], "100-continue");
+    if (!expect) return upload_step();
+    static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+    net::async_write(stream_, net::buffer(k100.data(), k100.size()),
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (ec) return self->close_socket();
+                       self->upload_step();
+                     });
+  }
+
+  void upload_step() {
+    auto& body = upload_parser_->get().body();
+    body.data = upload_buf_.data();
+    body.size = upload_buf_.size();
+    body.more = true;
+    lowest().expires_after(opts().read_timeout);  // a stall, not the whole upload, times out
+    bhttp::async_read(stream_, buffer_, *upload_parser_,
+                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                        self->on_upload(ec);
+                      });
+  }
+
+  void on_upload(beast::error_code ec) {
+    if (ec == bhttp::error::need_buffer) ec = {};
+    const std::size_t got = upload_buf_.size() - upload_parser_->get().body().size;
+    std::size_t done = 0;
+    while (done < got) {
+      ssize_t w = ::write(upload_fd_.get(), upload_buf_.data() + done, got - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        const int err = errno;
+        state_->log->error("event=http.upload_write_failed path=\"{}\" err=\"{}\"", upload_path_,
+                           std::strerror(err));
+        discard_upload();
+        keep_alive_ = false;
+        return write(err == ENOSPC
+                         ? make_error_response(bhttp::status::insufficient_storage,
+                                               "insufficient_storage",
+                                               "no space left for the upload", version_)
+                         : make_error_response(bhttp::status::internal_server_error, "internal",
+                                               "cannot store the upload", version_));
+      }
+      done += static_cast<std::size_t>(w);
+    }
+    if (ec) {
+      discard_upload();
+      if (ec == bhttp::error::body_limit) {
+        keep_alive_ = false;
+        state_->count_request("upload", method_, 413);
+        return write(make_error_response(
+            bhttp::status::payload_too_large, "too_large",
+            "upload larger than " + std::to_string(opts().upload.limit) + " bytes", version_));
+      }
+      // The client went away, stalled or sent garbage: nothing to answer on this connection.
+      state_->log->info("event=http.upload_aborted peer={} target=\"{}\" err=\"{}\"", peer(),
+                        target_, ec.message());
+      return close_socket();
+    }
+    if (!upload_parser_->is_done()) return upload_step();
+    upload_fd_.reset();
+    Request req(std::move(upload_parser_->release().base()));
+    upload_parser_.reset();
+    req.erase(kUploadFileHeader);
+    req.set(kUploadFileHeader, upload_path_);
+    dispatch(std::move(req));
+  }
+
+  void discard_upload() {
+    upload_parser_.reset();
+    upload_fd_.reset();
+    if (!upload_path_.empty()) ::unlink(upload_path_.c_str());
+    upload_path_.clear();
   }
 
   // RFC 9110 §10.1.1: a client sending "Expect: 100-continue" waits for an interim response
@@ -212,14 +345,12 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
       return write(make_error_response(status, code, "malformed request: " + ec.message()));
     }
     Request req = parser_->release();
-    busy_ = true;
-    started_ = Clock::now();
-    version_ = req.version();
-    keep_alive_ = req.keep_alive();
-    method_ = req.method() == bhttp::verb::unknown ? std::string("OTHER")
-                                                   : std::string(bhttp::to_string(req.method()));
-    target_ = std::string(req.target());
+    req.erase(kUploadFileHeader);
+    begin(req);
+    dispatch(std::move(req));
+  }
 
+  void dispatch(Request&& req) {
     const std::string_view path = std::string_view(target_).substr(0, target_.find('?'));
     for (std::size_t i = 0; i < opts().mounts.size(); ++i) {
       const auto& m = opts().mounts[i];
@@ -275,6 +406,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     busy_ = false;
     res_.reset();
     file_.reset();
+    discard_upload();
     if (ec || close) return close_socket();
     do_read();
   }
@@ -289,7 +421,15 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     };
     auto rel = percent_decode(rel_encoded);
     if (!rel) return fail(bhttp::status::bad_request, "bad_request", "malformed path");
-    auto opened = root.open_file(*rel);
+    Result<OpenFile> opened = make_error(Errc::kNotFound, "no such file");
+    if (mount.resolve) {
+      for (const auto& candidate : mount.resolve(*rel)) {
+        opened = root.open_file(candidate);
+        if (opened || opened.error().code != Errc::kNotFound) break;
+      }
+    } else {
+      opened = root.open_file(*rel);
+    }
     if (!opened) {
       if (opened.error().code == Errc::kInvalid) {
         state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(), target_);
@@ -305,7 +445,16 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     file_ = std::make_unique<OpenFile>(std::move(*opened));
     const std::uint64_t size = file_->size;
     const std::string etag =
-        "\"" + std::to_string(size) + "-" + std::to_string(file_->mtime_s) + "\"";
+        mount.immutable ? "\"" + *rel + "\""
+                        : "\"" + std::to_string(size) + "-" + std::to_string(file_->mtime_s) + "\"";
+    if (auto inm = req[bhttp::field::if_none_match]; !inm.empty() && (inm == etag || inm == "*")) {
+      Response res{bhttp::status::not_modified, version_};
+      res.set(bhttp::field::etag, etag);
+      if (mount.immutable) res.set(bhttp::field::cache_control, kImmutable);
+      state_->count_request(mount.prefix, method_, 304);
+      file_.reset();
+      return write(std::move(res));
+    }
 
     header_ = std::make_unique<bhttp::response<bhttp::empty_body>>(bhttp::status::ok, version_);
     auto& h = *header_;
@@ -313,6 +462,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     h.set(bhttp::field::accept_ranges, "bytes");
     h.set(bhttp::field::etag, etag);
     h.set(bhttp::field::last_modified, http_date(file_->mtime_s));
+    if (mount.immutable) h.set(bhttp::field::cache_control, kImmutable);
     offset_ = 0;
     remaining_ = size;
     if (auto range = req[bhttp::field::range]; !range.empty()) {
@@ -478,6 +628,11 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   net::steady_timer timer_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  // Upload in progress (or awaiting its response): the body's file.
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> upload_parser_;
+  UniqueFd upload_fd_;
+  std::string upload_path_;
+  std::vector<char> upload_buf_;
   std::unique_ptr<Response> res_;
   bool busy_ = false;
   bool draining_ = false;

@@ -29,6 +29,7 @@ class logger;
 namespace kiln::http {
 
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using RequestHeader = boost::beast::http::request_header<>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 // Completes a request. Call exactly once, from any thread.
 using Respond = std::function<void(Response&&)>;
@@ -38,6 +39,31 @@ using Handler = std::function<void(Request&&, Respond)>;
 struct FileMount {
   std::string prefix;  // e.g. "/files/"
   std::filesystem::path root;
+  // Optional: maps the decoded path below the prefix to the files under `root` that may hold
+  // it, tried in order (e.g. a chunk hash to its .zst or .raw file). Empty: not found.
+  std::function<std::vector<std::string>(std::string_view rel)> resolve;
+  // Content never changes under its name (content-addressed): the ETag is the name itself and
+  // responses carry "Cache-Control: public, max-age=31536000, immutable".
+  bool immutable = false;
+};
+
+// Set on a request whose body was streamed to a file instead of memory; the value is the
+// file's path. The file exists until the response has been written. A copy of this header
+// sent by a client is removed before any handler sees the request.
+inline constexpr std::string_view kUploadFileHeader = "Kiln-Upload-File";
+
+struct UploadVerdict {
+  enum Kind { kNotUpload, kAccept, kRefuse } kind = kNotUpload;
+  Response refusal;  // sent (and the connection closed) for kRefuse, before any body byte is read
+};
+
+// Large request bodies (image uploads) go to a file in `dir`, never whole into memory.
+// `classify` sees every request header that announces a body, before the body is read, so
+// an unauthenticated or unwanted upload is refused without receiving it.
+struct UploadOptions {
+  std::filesystem::path dir;  // empty: no uploads
+  std::uint64_t limit = std::uint64_t{1} << 40;
+  std::function<UploadVerdict(const RequestHeader&)> classify;
 };
 
 struct ServerOptions {
@@ -52,6 +78,7 @@ struct ServerOptions {
   std::string tls_cert_file;  // PEM; TLS is on when both files are set
   std::string tls_key_file;
   std::vector<FileMount> mounts;
+  UploadOptions upload;
 };
 
 // A JSON error body in the API's format: {"error":{"code":...,"message":...}}.

@@ -137,6 +137,18 @@ Result<std::string> ChunkStore::manifest(const std::string& name,
   return read_file(p);
 }
 
+Result<std::string> ChunkStore::signature(const std::string& name,
+                                          const std::string& version) const {
+  auto p = manifest_path(name, version);
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) {
+    return make_error(Errc::kNotFound, "no stored manifest for " + name + ":" + version);
+  }
+  p.replace_extension(".sig");
+  if (!fs::is_regular_file(p, ec)) return std::string();
+  return read_file(p);
+}
+
 Status ChunkStore::remove(const std::string& name, const std::string& version) {
   std::lock_guard lock(mu_);
   auto p = manifest_path(name, version);

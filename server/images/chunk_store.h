@@ -55,6 +55,8 @@ class ChunkStore {
                               const std::vector<proto::image::Key>& trusted, int threads = 0);
   std::optional<ChunkFile> chunk_file(const std::string& sha256) const;
   Result<std::string> manifest(const std::string& name, const std::string& version) const;
+  // The manifest's signature; empty if the version was stored unsigned.
+  Result<std::string> signature(const std::string& name, const std::string& version) const;
   // Forgets a version's manifest; its chunks go at the next collection if nothing else uses them.
   Status remove(const std::string& name, const std::string& version);
   // Removes every chunk file that no stored manifest references.

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# The image store behind a running kilnd: .kiln uploads streamed with curl and `kiln image
+# push`, verified (signature, every chunk) before a version appears; refusals leave nothing
+# behind; chunks deduplicated across versions and served by hash to curl (ETag, immutable
+# caching, Range, 304); manifests served with their signature (checked with openssl); delete
+# refused while assigned, and garbage collection of unreferenced chunks.
+source "$(dirname "$0")/lib.sh"
+
+cd "$WORK"
+"$KILN" key generate --out signer >/dev/null
+"$KILN" key generate --out other >/dev/null
+
+# Version 1: 40 chunks of 1 MiB, compressible and all different, then 8 MiB of zeroes.
+head -c $((30 << 20)) /dev/urandom | base64 -w 0 >v1.raw   # 40 MiB of text
+truncate -s 48M v1.raw
+# Version 2 differs in 2 of the 40 data chunks (5%).
+cp v1.raw v2.raw
+head -c $((3 << 18)) /dev/urandom | base64 -w 0 | dd of=v2.raw bs=1M seek=3 conv=notrunc status=none
+head -c $((3 << 18)) /dev/urandom | base64 -w 0 | dd of=v2.raw bs=1M seek=30 conv=notrunc status=none
+build() { "$KILN" image build "$1" -o "$2" --name "$3" --version "$4" --chunk-size 1M "${@:5}" >/dev/null 2>&1; }
+build v1.raw v1.kiln os 1 --sign signer.pem
+build v2.raw v2.kiln os 2 --sign signer.pem
+build v1.raw unsigned.kiln os 3
+build v1.raw wrongkey.kiln os 3 --sign other.pem
+build v2.raw v1-other.kiln os 1 --sign signer.pem   # same name:version, other content
+head -c $((36 << 20)) /dev/urandom | base64 -w 0 >big.raw
+build big.raw big.kiln os 9 --sign signer.pem
+
+cat >kilnd.json <<JSON
+{ "images": { "trusted_keys": ["$WORK/signer.pub.pem"], "max_upload_bytes": $(( $(stat -c %s v1.kiln) + 4096 )) } }
+JSON
+start_kilnd --config kilnd.json
+TOKEN=$(make_token ops admin)
+READ=$(make_token viewer read)
+STORE=$WORK/var/images
+export KILN_URL=$URL KILN_TOKEN=$TOKEN
+
+# upload FILE NAME VERSION [TOKEN] — POSTs a file with curl; sets STATUS and BODY.
+upload() {
+  STATUS=$(curl -s -o "$WORK/body" -w '%{http_code}' -X POST -H "Authorization: Bearer ${4:-$TOKEN}" \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$URL/api/v1/images/$2/versions/$3")
+  BODY=$(cat "$WORK/body")
+}
+chunk_files() { find "$STORE/chunks" -type f | wc -l; }
+tmp_empty() { [[ -z "$(ls -A "$STORE/tmp")" ]]; }
+
+# --- refusals before anything is stored ----------------------------------------------------
+upload v1.kiln os 1 nope
+expect_status 401 "upload without a valid token"
+upload v1.kiln os 1 "$READ"
+expect_status 403 "upload with a read token"
+upload unsigned.kiln os 3
+expect_status 403 "unsigned image refused where a trusted key is configured"
+upload wrongkey.kiln os 3
+expect_status 403 "image signed by an untrusted key refused"
+upload v1.kiln os 2
+expect_status 422 "manifest name/version must match the URL"
+expect_eq "$(jqb .error.message)" "the image is os:1, uploaded as os:2" "mismatch explained"
+upload big.kiln os 9
+expect_status 413 "upload above images.max_upload_bytes"
+# One flipped byte inside the 6th payload: refused naming the chunk, nothing stored.
+cp v1.kiln bad.kiln
+printf '\x00' | dd of=bad.kiln bs=1 seek=$((5 * 300000)) conv=notrunc status=none
+upload bad.kiln os 1
+expect_status 422 "corrupt upload refused"
+[[ "$(jqb .error.message)" == *"chunk "*"SHA-256 mismatch"* || "$(jqb .error.message)" == *"chunk "*"corrupt"* ]] \
+  && ok || fail "corruption names the chunk: $BODY"
+# A truncated upload: the client announces the whole length, sends half and hangs up.
+port=${URL##*:}
+len=$(stat -c %s v1.kiln)
+{
+  printf 'POST /api/v1/images/os/versions/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n' "$TOKEN"
+  printf 'Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n' "$len"
+  head -c $((len / 2)) v1.kiln
+} >partial.req
+( exec 3<>/dev/tcp/127.0.0.1/"$port"; cat partial.req >&3; exec 3>&- ) || true
+for _ in $(seq 50); do grep -q 'event=http.upload_aborted' "$WORK"/kilnd.0.log && break; sleep 0.1; done
+grep -q 'event=http.upload_aborted' "$WORK"/kilnd.0.log && ok || fail "kilnd saw the upload end early"
+api GET /api/v1/images/os/versions/1
+expect_status 404 "no version after refused and interrupted uploads"
+expect_eq "$(chunk_files)" 0 "no chunk stored by any refused upload"
+tmp_empty && ok || fail "no upload file left behind: $(ls "$STORE/tmp")"
+kill -0 "$KILND_PID" && ok || fail "kilnd survived the interrupted upload"
+
+# --- a good upload ------------------------------------------------------------------------
+"$KILN" image push v1.kiln >push.out 2>push.err && ok || fail "kiln image push: $(cat push.err)"
+grep -q "pushed image os:1 (48.0 MiB, 40 chunks, 40 new" push.out && ok || fail "push summary: $(cat push.out)"
+api GET /api/v1/images/os/versions/1
+expect_status 200 "pushed version visible"
+expect_eq "$(jqb .format)" kiln "format"
+expect_eq "$(jqb .sha256)" "$(sha256sum <v1.raw | cut -d' ' -f1)" "version sha256 = sha256sum of the raw image"
+expect_eq "$(jqb .size_bytes)" $((48 << 20)) "version size"
+upload v1.kiln os 1
+expect_status 200 "the same upload again is idempotent"
+expect_eq "$(jqb .import.new_chunks)" 0 "nothing new stored the second time"
+upload v1-other.kiln os 1
+expect_status 409 "other content under an existing version (versions are immutable)"
+tmp_empty && ok || fail "no upload file left after success"
+
+# --- dedup ----------------------------------------------------------------------------------
+v1_bytes=$(find "$STORE/chunks" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+upload v2.kiln os 2
+expect_status 201 "version 2 uploaded"
+expect_eq "$(jqb .import.chunks)" 40 "version 2 has 40 payload chunks"
+expect_eq "$(jqb .import.new_chunks)" 2 "only the 2 changed chunks are new"
+both_bytes=$(find "$STORE/chunks" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+pct=$((100 * both_bytes / v1_bytes))
+log "two versions sharing 95% of chunks use ${pct}% of one version's chunk bytes"
+[[ $pct -le 106 ]] && ok || fail "dedup: two versions use ${pct}% of one version's space"
+
+# --- serving chunks -------------------------------------------------------------------------
+curl -s -H "Authorization: Bearer $READ" -D manifest.hdr -o manifest.json "$URL/api/v1/images/os/versions/1/manifest"
+"$KILN" --json image inspect v1.kiln >inspect.json 2>/dev/null
+expect_eq "$(jq -cS . manifest.json)" "$(jq -cS . inspect.json)" "served manifest = the image's manifest"
+etag=$(grep -i '^etag:' manifest.hdr | tr -d '\r"' | awk '{print $2}')
+expect_eq "$etag" "$(sha256sum <manifest.json | cut -d' ' -f1)" "manifest ETag is its SHA-256"
+sig=$(grep -i '^kiln-signature:' manifest.hdr | tr -d '\r' | awk '{print $2}')
+printf "$(sed 's/../\\x&/g' <<<"$sig")" >manifest.sig
+openssl pkeyutl -verify -pubin -inkey signer.pub.pem -rawin -in manifest.json -sigfile manifest.sig >/dev/null 2>&1 \
+  && ok || fail "openssl verifies the served signature over the served manifest bytes"
+sha=$(jq -r '[.chunks[] | select(.[0]=="D")][0][1]' manifest.json)
+curl -s -D chunk.hdr -o chunk.zst "$URL/v1/chunks/$sha"
+grep -qi '^content-type: application/zstd' chunk.hdr && ok || fail "chunk content type: $(cat chunk.hdr)"
+grep -qi '^cache-control: public, max-age=31536000, immutable' chunk.hdr && ok || fail "chunk is immutable"
+grep -qi "^etag: \"$sha\"" chunk.hdr && ok || fail "chunk ETag is its hash"
+expect_eq "$(zstd -dc chunk.zst | sha256sum | cut -d' ' -f1)" "$sha" "zstd -d of the chunk hashes to its name"
+expect_eq "$(curl -s -o part -w '%{http_code}' -r 0-99 "$URL/v1/chunks/$sha")" 206 "Range request"
+expect_eq "$(cmp part <(head -c 100 chunk.zst) && echo same)" same "Range returns those bytes"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: \"$sha\"" "$URL/v1/chunks/$sha")" 304 "revalidation"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -I "$URL/v1/chunks/$sha")" 200 "HEAD"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/chunks/$(printf '0%.0s' {1..64})")" 404 "unknown chunk"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/chunks/..%2Fmanifests")" 404 "not a hash"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$URL/v1/chunks/$sha")" 405 "chunks are read-only"
+
+# --- delete and garbage collection ---------------------------------------------------------
+only_v1=$(jq -r '.chunks[3][1]' manifest.json)
+curl -s -H "Authorization: Bearer $READ" -o manifest2.json "$URL/api/v1/images/os/versions/2/manifest"
+api POST /api/v1/machines '{"mac":"52:54:00:00:00:01"}'
+api PUT /api/v1/machines/52:54:00:00:00:01/assignment '{"image":"os","version":"1"}'
+expect_status 201 "assign version 1"
+api DELETE /api/v1/images/os/versions/1
+expect_status 409 "version 1 cannot be deleted while assigned"
+api PUT /api/v1/machines/52:54:00:00:00:01/assignment '{"image":"os","version":"2","force":true}'
+api DELETE /api/v1/images/os/versions/1
+expect_status 204 "version 1 deleted once unassigned"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/chunks/$only_v1")" 404 "a chunk only version 1 used is collected"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/chunks/$sha")" 200 "a chunk version 2 shares stays"
+expect_eq "$(chunk_files)" 40 "exactly version 2's chunks remain"
+
+# --- restart: everything still there --------------------------------------------------------
+stop_kilnd TERM
+start_kilnd --config kilnd.json
+api GET /api/v1/images/os/versions/2/manifest
+expect_status 200 "manifest served after a restart"
+for s in $(jq -r '.chunks[] | select(.[0]=="D" or .[0]=="R") | .[1]' manifest2.json | sort -u); do
+  curl -s "$URL/v1/chunks/$s" | zstd -dc | sha256sum | grep -q "^$s " || fail "chunk $s after restart"
+done
+ok
+finish
