@@ -307,6 +307,44 @@ Status decode_chunk(const Chunk& chunk, std::string_view payload, std::uint64_t 
   return ok_status();
 }
 
+ChunkDecoder::ChunkDecoder() : dctx_(ZSTD_createDCtx()) {
+  if (!dctx_) throw std::bad_alloc();
+}
+ChunkDecoder::~ChunkDecoder() { ZSTD_freeDCtx(static_cast<ZSTD_DCtx*>(dctx_)); }
+
+Status ChunkDecoder::decode(ChunkKind payload_kind, std::string_view payload,
+                            const std::string& sha256, std::uint64_t length, char* out) {
+  if (payload_kind == ChunkKind::kRaw) {
+    if (payload.size() != length) {
+      return make_error(Errc::kInvalid, "raw payload is " + std::to_string(payload.size()) +
+                                            " bytes, chunk is " + std::to_string(length));
+    }
+    std::memcpy(out, payload.data(), length);
+  } else if (payload_kind == ChunkKind::kData) {
+    const auto frame = ZSTD_findFrameCompressedSize(payload.data(), payload.size());
+    if (ZSTD_isError(frame) || frame != payload.size()) {
+      return make_error(Errc::kInvalid, "payload is not exactly one complete zstd frame");
+    }
+    const auto declared = ZSTD_getFrameContentSize(payload.data(), payload.size());
+    if (declared != length) {
+      return make_error(Errc::kInvalid, "zstd frame declares the wrong content size");
+    }
+    const auto n = ZSTD_decompressDCtx(static_cast<ZSTD_DCtx*>(dctx_), out, length, payload.data(),
+                                       payload.size());
+    if (ZSTD_isError(n)) {
+      return make_error(Errc::kInvalid, std::string("zstd: ") + ZSTD_getErrorName(n));
+    }
+    if (n != length)
+      return make_error(Errc::kInvalid, "zstd frame decompressed to the wrong length");
+  } else {
+    return make_error(Errc::kInvalid, "ZERO/UNMAPPED chunks have no payload");
+  }
+  if (sha256_hex(std::string_view(out, length)) != sha256) {
+    return make_error(Errc::kInvalid, "SHA-256 mismatch (expected " + sha256 + ")");
+  }
+  return ok_status();
+}
+
 // --- packed file ----------------------------------------------------------------------------
 
 std::string encode_header() {

@@ -114,6 +114,24 @@ class ChunkEncoder {
 Status decode_chunk(const Chunk& chunk, std::string_view payload, std::uint64_t length,
                     std::string& out);
 
+// Decodes a payload as a chunk store serves it: a DATA frame or RAW bytes, whichever the store
+// holds (it may differ from the manifest's payload for the same content, so the payload size
+// is not compared), into `out` (exactly `length` bytes, caller-allocated, e.g. aligned for
+// O_DIRECT), and checks the SHA-256 of the result. Owns a zstd decompression context: one per
+// thread.
+class ChunkDecoder {
+ public:
+  ChunkDecoder();
+  ~ChunkDecoder();
+  ChunkDecoder(const ChunkDecoder&) = delete;
+  ChunkDecoder& operator=(const ChunkDecoder&) = delete;
+  Status decode(ChunkKind payload_kind, std::string_view payload, const std::string& sha256,
+                std::uint64_t length, char* out);
+
+ private:
+  void* dctx_;  // ZSTD_DCtx*
+};
+
 // --- packed file ----------------------------------------------------------------------------
 
 struct Trailer {

@@ -1,0 +1,218 @@
+#include "agent/deploy.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "agent/http.h"
+#include "core/crypto.h"
+
+namespace kiln::agent {
+
+namespace img = proto::image;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::string where(const img::Manifest& m, std::size_t i) {
+  return "chunk " + std::to_string(i) + " (offset " + std::to_string(m.chunk_offset(i)) + ")";
+}
+
+// The part of [a, a+alen) that [b, b+blen) covers, as an offset into the first range.
+bool overlap(std::uint64_t a, std::uint64_t alen, std::uint64_t b, std::uint64_t blen,
+             std::uint64_t& from, std::uint64_t& len) {
+  const std::uint64_t lo = std::max(a, b), hi = std::min(a + alen, b + blen);
+  if (lo >= hi) return false;
+  from = lo - a;
+  len = hi - lo;
+  return true;
+}
+
+}  // namespace
+
+Status preflight(const img::Manifest& m, const Disk& disk) {
+  if (disk.sector_size() != m.sector_size) {
+    return make_error(Errc::kInvalid, "the image was built for " + std::to_string(m.sector_size) +
+                                          "-byte sectors; " + disk.path() + " has " +
+                                          std::to_string(disk.sector_size()) + "-byte sectors");
+  }
+  if (disk.size() < m.size) {
+    return make_error(Errc::kInvalid, disk.path() + " holds " + std::to_string(disk.size()) +
+                                          " bytes; the image needs " + std::to_string(m.size));
+  }
+  return ok_status();
+}
+
+Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const DeployOptions& o,
+                            DeployCounters& counters) {
+  if (auto st = preflight(m, disk); !st) return st.error();
+  if (o.chunk_bases.empty()) return make_error(Errc::kInvalid, "no chunk source URL");
+  std::vector<BaseUrl> bases;
+  for (const auto& b : o.chunk_bases) {
+    auto u = parse_base_url(b);
+    if (!u) return u.error();
+    bases.push_back(*u);
+  }
+  DeployResult result;
+  result.direct = disk.direct();
+
+  // Regions written last: the image's partition tables, and wherever an old backup GPT may
+  // sit at the end of a larger disk.
+  std::vector<img::Region> late = m.partition_tables;
+  const std::uint64_t tail = std::min<std::uint64_t>(64 << 10, disk.size());
+  const img::Region disk_end{disk.size() - tail, tail};
+  std::vector<std::string> late_bytes;
+  for (const auto& r : late) late_bytes.emplace_back(r.length, '\0');
+
+  // 1. Invalidate: nothing bootable remains until the end.
+  auto t0 = Clock::now();
+  {
+    std::vector<img::Region> kill = late;
+    if (disk.size() > m.size) kill.push_back(disk_end);
+    for (const auto& r : kill) {
+      if (auto st = disk.zero(r.offset, r.length); !st) return st.error();
+    }
+    if (auto st = disk.flush(); !st) return st.error();
+  }
+  result.invalidate_s = seconds_since(t0);
+
+  // 2. Write every chunk, verified.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  int workers = o.workers > 0 ? o.workers : static_cast<int>(std::clamp(2 * cores, 4u, 16u));
+  const std::uint64_t per_worker = 2ull * m.chunk_size + (1 << 20);
+  workers = static_cast<int>(
+      std::clamp<std::uint64_t>(std::min<std::uint64_t>(workers, o.memory_budget / per_worker), 1,
+                                std::max<std::size_t>(m.chunks.size(), 1)));
+  result.workers = workers;
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  std::string failure;
+  auto fail = [&](std::string msg) {
+    std::lock_guard lock(mu);
+    if (!failed.exchange(true)) failure = std::move(msg);
+  };
+
+  auto t1 = Clock::now();
+  auto work = [&] {
+    std::vector<std::unique_ptr<HttpConnection>> conns;
+    for (const auto& b : bases) conns.push_back(std::make_unique<HttpConnection>(b, o.timeout));
+    img::ChunkDecoder decoder;
+    AlignedBuffer buf(m.chunk_size);
+    while (!failed) {
+      const std::size_t i = next.fetch_add(1);
+      if (i >= m.chunks.size()) break;
+      const auto& c = m.chunks[i];
+      const std::uint64_t off = m.chunk_offset(i);
+      const std::size_t len = static_cast<std::size_t>(m.chunk_length(i));
+      // Which partition-table bytes fall into this chunk.
+      struct Cut {
+        std::size_t region;
+        std::uint64_t from, len, region_from;
+      };
+      std::vector<Cut> cuts;
+      for (std::size_t r = 0; r < late.size(); ++r) {
+        std::uint64_t from = 0, n = 0;
+        if (overlap(off, len, late[r].offset, late[r].length, from, n)) {
+          cuts.push_back({r, from, n, off + from - late[r].offset});
+        }
+      }
+      if (c.kind == img::ChunkKind::kUnmapped) {
+        counters.unmapped += len;
+        counters.done += len;
+        continue;
+      }
+      if (c.kind == img::ChunkKind::kZero) {
+        if (auto st = disk.zero(off, len); !st)
+          return fail(where(m, i) + ": " + st.error().message);
+        counters.zeroed += len;
+        counters.done += len;
+        continue;
+      }
+      if (o.delta && cuts.empty()) {
+        if (disk.read(off, buf.data(), len)) {
+          counters.hashed += len;
+          if (sha256_hex(std::string_view(buf.data(), len)) == c.sha256) {
+            counters.skipped += len;
+            counters.done += len;
+            continue;
+          }
+        }
+      }
+      std::string last_error;
+      bool ok = false;
+      for (int attempt = 0; attempt <= o.retries && !failed; ++attempt) {
+        if (attempt > 0) {
+          ++counters.retries;
+          if (o.on_retry)
+            o.on_retry(where(m, i) + " attempt " + std::to_string(attempt + 1) + ": " + last_error);
+          const auto wait = o.backoff * (1 << std::min(attempt - 1, 4));
+          std::this_thread::sleep_for(wait);
+        }
+        auto& conn = *conns[static_cast<std::size_t>(attempt) % conns.size()];
+        auto reply =
+            conn.request("GET", o.chunks_path + c.sha256, {}, {}, len + len / 64 + (64 << 10));
+        if (!reply) {
+          last_error = reply.error().message;
+          continue;
+        }
+        if (reply->status != 200) {
+          last_error = conn.base().url + " answered HTTP " + std::to_string(reply->status);
+          continue;
+        }
+        counters.fetched += reply->body.size();
+        auto kind = img::ChunkKind::kData;
+        if (reply->content_type.rfind("application/zstd", 0) != 0 && reply->body.size() == len) {
+          kind = img::ChunkKind::kRaw;
+        }
+        if (auto st = decoder.decode(kind, reply->body, c.sha256, len, buf.data()); !st) {
+          last_error = "from " + conn.base().url + ": " + st.error().message;
+          continue;
+        }
+        ok = true;
+        break;
+      }
+      if (!ok) {
+        return fail(where(m, i) + " failed after " + std::to_string(o.retries + 1) +
+                    " attempts: " + last_error);
+      }
+      // Verified. Partition-table bytes are kept for the end and written as zeroes now.
+      for (const auto& cut : cuts) {
+        std::memcpy(late_bytes[cut.region].data() + cut.region_from, buf.data() + cut.from,
+                    cut.len);
+        std::memset(buf.data() + cut.from, 0, cut.len);
+      }
+      if (auto st = disk.write(off, buf.data(), len); !st) {
+        return fail(where(m, i) + ": " + st.error().message);
+      }
+      counters.written += len;
+      counters.done += len;
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int w = 0; w < workers; ++w) pool.emplace_back(work);
+  for (auto& t : pool) t.join();
+  if (failed) return make_error(Errc::kUnavailable, failure);
+  result.write_s = seconds_since(t1);
+
+  // 3. Commit: everything else is durable before the partition tables appear.
+  auto t2 = Clock::now();
+  if (auto st = disk.flush(); !st) return st.error();
+  for (std::size_t r = 0; r < late.size(); ++r) {
+    AlignedBuffer b(late[r].length);
+    std::memcpy(b.data(), late_bytes[r].data(), late[r].length);
+    if (auto st = disk.write(late[r].offset, b.data(), late[r].length); !st) return st.error();
+  }
+  if (auto st = disk.flush(); !st) return st.error();
+  result.reread = disk.reread_partitions();
+  result.commit_s = seconds_since(t2);
+  return result;
+}
+
+}  // namespace kiln::agent

@@ -1,0 +1,178 @@
+#include "agent/http.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+
+namespace kiln::agent {
+
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+Result<BaseUrl> parse_base_url(std::string_view url) {
+  BaseUrl b;
+  constexpr std::string_view kScheme = "http://";
+  if (url.substr(0, kScheme.size()) != kScheme) {
+    return make_error(Errc::kInvalid,
+                      "server URL '" + std::string(url) + "' must start with http://");
+  }
+  while (!url.empty() && url.back() == '/') url.remove_suffix(1);
+  b.url = std::string(url);
+  auto rest = url.substr(kScheme.size());
+  const auto slash = rest.find('/');
+  auto authority = rest.substr(0, slash);
+  if (slash != std::string_view::npos) b.path = std::string(rest.substr(slash));
+  if (authority.empty())
+    return make_error(Errc::kInvalid, "server URL '" + b.url + "' has no host");
+  if (authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos)
+      return make_error(Errc::kInvalid, "bad IPv6 host in " + b.url);
+    b.host = std::string(authority.substr(1, close - 1));
+    authority.remove_prefix(close + 1);
+    b.port = authority.empty() ? "80" : std::string(authority.substr(1));
+  } else {
+    const auto colon = authority.rfind(':');
+    b.host = std::string(authority.substr(0, colon));
+    b.port = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
+  }
+  if (b.host.empty() || b.port.empty() ||
+      b.port.find_first_not_of("0123456789") != std::string::npos) {
+    return make_error(Errc::kInvalid, "bad host or port in server URL '" + b.url + "'");
+  }
+  return b;
+}
+
+std::string Reply::header(std::string_view name) const {
+  std::size_t pos = 0;
+  while (pos < headers.size()) {
+    auto eol = headers.find('\n', pos);
+    if (eol == std::string::npos) eol = headers.size();
+    std::string_view line(headers.data() + pos, eol - pos);
+    auto colon = line.find(':');
+    if (colon != std::string_view::npos && beast::iequals(line.substr(0, colon), name)) {
+      auto v = line.substr(colon + 1);
+      while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+      return std::string(v);
+    }
+    pos = eol + 1;
+  }
+  return {};
+}
+
+struct HttpConnection::Impl {
+  BaseUrl base;
+  std::chrono::milliseconds timeout;
+  net::io_context ioc;
+  std::optional<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+  std::optional<tcp::resolver::results_type> endpoints;
+
+  template <typename Start>
+  beast::error_code run(Start&& start) {
+    beast::error_code result = net::error::would_block;
+    start([&result](beast::error_code ec, auto&&...) { result = ec; });
+    ioc.restart();
+    ioc.run();
+    return result;
+  }
+
+  Status connect() {
+    stream.reset();
+    buffer.clear();
+    beast::error_code ec;
+    if (!endpoints) {
+      tcp::resolver resolver(ioc);
+      auto r = resolver.resolve(base.host, base.port, ec);
+      if (ec) {
+        return make_error(Errc::kUnavailable,
+                          "cannot resolve " + base.host + " (" + base.url + "): " + ec.message());
+      }
+      endpoints = r;
+    }
+    stream.emplace(ioc);
+    stream->expires_after(timeout);
+    ec = run([&](auto h) { stream->async_connect(*endpoints, h); });
+    if (ec) {
+      stream.reset();
+      return make_error(Errc::kUnavailable, "cannot connect to " + base.url + ": " + ec.message());
+    }
+    stream->socket().set_option(tcp::no_delay(true), ec);
+    return ok_status();
+  }
+
+  // One attempt on the current connection. `reused` tells whether it carried a request before.
+  Result<Reply> once(http::request<http::string_body>& req, std::size_t body_limit) {
+    stream->expires_after(timeout);
+    auto ec = run([&](auto h) { http::async_write(*stream, req, h); });
+    if (ec) return make_error(Errc::kUnavailable, "sending to " + base.url + ": " + ec.message());
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(body_limit);
+    stream->expires_after(timeout);
+    ec = run([&](auto h) { http::async_read_header(*stream, buffer, parser, h); });
+    if (!ec && !parser.is_done()) {
+      if (auto len = parser.content_length()) parser.get().body().reserve(*len);
+      stream->expires_after(timeout);  // a stall, not the whole body, times out
+      ec = run([&](auto h) { http::async_read(*stream, buffer, parser, h); });
+    }
+    if (ec) {
+      return make_error(Errc::kUnavailable, "response from " + base.url +
+                                                std::string(req.target()) + ": " + ec.message());
+    }
+    auto& res = parser.get();
+    Reply r;
+    r.status = res.result_int();
+    r.content_type = std::string(res[http::field::content_type]);
+    for (const auto& f : res) {
+      r.headers += std::string(f.name_string()) + ": " + std::string(f.value()) + "\n";
+    }
+    r.body = std::move(res.body());
+    if (!res.keep_alive()) stream.reset();
+    return r;
+  }
+};
+
+HttpConnection::HttpConnection(BaseUrl base, std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->base = std::move(base);
+  impl_->timeout = timeout;
+}
+HttpConnection::~HttpConnection() = default;
+
+const BaseUrl& HttpConnection::base() const { return impl_->base; }
+
+Result<Reply> HttpConnection::request(std::string_view method, std::string_view target,
+                                      std::string_view token, std::string_view body,
+                                      std::size_t body_limit) {
+  auto& d = *impl_;
+  http::request<http::string_body> req{http::string_to_verb(method),
+                                       d.base.path + std::string(target), 11};
+  req.set(http::field::host, d.base.host + ":" + d.base.port);
+  req.set(http::field::user_agent, "kiln-agent");
+  if (!token.empty()) req.set(http::field::authorization, "Bearer " + std::string(token));
+  if (!body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::string(body);
+  }
+  req.keep_alive(true);
+  req.prepare_payload();
+  const bool reused = d.stream.has_value();
+  if (!reused) {
+    if (auto st = d.connect(); !st) return st.error();
+  }
+  auto r = d.once(req, body_limit);
+  if (!r && reused) {
+    // The server may have closed the idle connection: one fresh attempt.
+    if (auto st = d.connect(); !st) return st.error();
+    r = d.once(req, body_limit);
+  }
+  if (!r) d.stream.reset();
+  return r;
+}
+
+}  // namespace kiln::agent

@@ -1,0 +1,56 @@
+// agent/http.h — the agent's HTTP/1.1 client (Boost.Beast): one keep-alive connection to one
+// server, every operation bounded by a timeout, reconnecting when the server closed an idle
+// connection. Plain http:// only (the agent runs on the provisioning network; integrity comes
+// from signed manifests and per-chunk hashes, not from the transport). Not thread-safe: one
+// connection per worker thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/result.h"
+
+namespace kiln::agent {
+
+struct BaseUrl {
+  std::string host;
+  std::string port;
+  std::string path;  // "" or "/prefix", no trailing slash
+  std::string url;   // as given, without a trailing slash
+};
+// Parses "http://host[:port][/prefix]".
+Result<BaseUrl> parse_base_url(std::string_view url);
+
+struct Reply {
+  unsigned status = 0;
+  std::string content_type;
+  std::string body;
+  std::string header(std::string_view name) const;  // "" when absent
+  std::string headers;                              // raw "Name: value\n" lines
+};
+
+class HttpConnection {
+ public:
+  HttpConnection(BaseUrl base, std::chrono::milliseconds timeout);
+  ~HttpConnection();
+  HttpConnection(const HttpConnection&) = delete;
+  HttpConnection& operator=(const HttpConnection&) = delete;
+
+  // Sends a request to base.path + target. A response larger than `body_limit` is an error.
+  // Transport failures (refused, reset, timeout, truncated or malformed response, a body
+  // shorter than its Content-Length) are errors (kUnavailable) naming the URL; any HTTP status
+  // is a reply.
+  Result<Reply> request(std::string_view method, std::string_view target,
+                        std::string_view token = {}, std::string_view body = {},
+                        std::size_t body_limit = 64 << 20);
+  const BaseUrl& base() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::agent
