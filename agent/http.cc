@@ -106,7 +106,7 @@ struct HttpConnection::Impl {
     return ok_status();
   }
 
-  // One attempt on the current connection. `reused` tells whether it carried a request before.
+  // One request/response on the current connection.
   Result<Reply> once(http::request<http::string_body>& req, std::size_t body_limit) {
     stream->expires_after(timeout);
     auto ec = run([&](auto h) { http::async_write(*stream, req, h); });
@@ -161,16 +161,11 @@ Result<Reply> HttpConnection::request(std::string_view method, std::string_view 
   }
   req.keep_alive(true);
   req.prepare_payload();
-  const bool reused = d.stream.has_value();
-  if (!reused) {
+  // No silent second attempt here: a failure is reported, and callers retry (counted).
+  if (!d.stream) {
     if (auto st = d.connect(); !st) return st.error();
   }
   auto r = d.once(req, body_limit);
-  if (!r && reused) {
-    // The server may have closed the idle connection: one fresh attempt.
-    if (auto st = d.connect(); !st) return st.error();
-    r = d.once(req, body_limit);
-  }
   if (!r) d.stream.reset();
   return r;
 }

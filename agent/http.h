@@ -1,8 +1,8 @@
 // agent/http.h — the agent's HTTP/1.1 client (Boost.Beast): one keep-alive connection to one
-// server, every operation bounded by a timeout, reconnecting when the server closed an idle
-// connection. Plain http:// only (the agent runs on the provisioning network; integrity comes
-// from signed manifests and per-chunk hashes, not from the transport). Not thread-safe: one
-// connection per worker thread.
+// server, every operation bounded by a timeout. After any failure the next request opens a new
+// connection; there is no silent second attempt (callers retry, and count it). Plain http:// only
+// (the agent runs on the provisioning network; integrity comes from signed manifests and per-chunk
+// hashes, not from the transport). Not thread-safe: one connection per worker thread.
 #pragma once
 
 #include <chrono>

@@ -15,16 +15,25 @@ KILND_PIDS=()
 FAILURES=0
 CHECKS=0
 
+# Commands run at exit, after the processes are stopped (e.g. "losetup -d /dev/loop3").
+CLEANUP_CMDS=()
+
 cleanup() {
   local rc=$?
   for pid in "${KILND_PIDS[@]:-}"; do
     [[ -n "$pid" ]] && kill -KILL "$pid" 2>/dev/null || true
   done
+  for pid in "${KILND_PIDS[@]:-}"; do
+    [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
+  done
+  for c in "${CLEANUP_CMDS[@]:-}"; do
+    [[ -n "$c" ]] && eval "$c" 2>/dev/null || true
+  done
   if [[ $rc -ne 0 || $FAILURES -ne 0 ]]; then
     echo "--- $TEST_NAME: kilnd logs ---" >&2
     tail -n 40 "$WORK"/kilnd*.log 2>/dev/null >&2 || true
   fi
-  rm -rf "$WORK"
+  [[ -n "${KEEP_WORK:-}" ]] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -41,7 +50,7 @@ start_kilnd() {
   local n=${#KILND_PIDS[@]}
   local ready=$WORK/ready.$n
   rm -f "$ready"
-  "$KILND" --data-dir "${DATA_DIR:-$WORK/var}" --listen 127.0.0.1:0 --ready-file "$ready" \
+  "$KILND" --data-dir "${DATA_DIR:-$WORK/var}" --listen "${KILND_LISTEN:-127.0.0.1:0}" --ready-file "$ready" \
     --log-level "${KILND_LOG_LEVEL:-info}" "$@" >"$WORK/kilnd.$n.log" 2>&1 &
   KILND_PID=$!
   KILND_PIDS+=("$KILND_PID")

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# kiln-agent against a running kilnd, writing to a real block device (a loop device): full
+# deploy, delta redeploy and rollback, faults on the wire (bit flips, 500s, truncated bodies,
+# wrong Content-Length, stalls; via tests/tools/chaos_proxy), a corrupt chunk in the server's
+# store, kilnd killed and restarted mid-deploy, the agent killed and restarted mid-deploy.
+source "$(dirname "$0")/lib.sh"
+AGENT=$KILN_BUILD/kiln-agent
+PROXY=$KILN_BUILD/chaos_proxy
+
+cd "$WORK"
+"$KILN" key generate --out signer >/dev/null
+
+# A 64 MiB GPT disk: 40 MiB of distinct compressible data, then free space.
+truncate -s 64M v1.raw
+printf 'label: gpt\n,32M,L\n,,L\n' | sfdisk -q v1.raw
+head -c $((30 << 20)) /dev/urandom | base64 -w 0 >data
+dd if=data of=v1.raw bs=1M seek=1 conv=notrunc status=none
+# Version 2 differs in 3 of the 64 chunks.
+cp v1.raw v2.raw
+for at in 5 20 33; do
+  head -c $((3 << 18)) /dev/urandom | base64 -w 0 | dd of=v2.raw bs=1M seek=$at conv=notrunc status=none
+done
+for v in 1 2; do
+  "$KILN" image build v$v.raw -o v$v.kiln --name os --version $v --chunk-size 1M --sign signer.pem >/dev/null 2>&1
+done
+
+KILND_LISTEN=127.0.0.1:$(( 20000 + RANDOM % 20000 ))
+start_kilnd
+TOKEN=$(make_token ops admin)
+export KILN_URL=$URL KILN_TOKEN=$TOKEN
+"$KILN" image push v1.kiln >/dev/null 2>&1 && "$KILN" image push v2.kiln >/dev/null 2>&1 && ok || fail "push images"
+"$KILN" machine create --mac 52:54:00:00:00:01 >/dev/null
+
+truncate -s 96M disk.img
+LOOP=$(losetup -f --show disk.img)
+CLEANUP_CMDS+=("losetup -d $LOOP")
+
+# assign VERSION — (re)assigns the machine and mints the agent token: sets DEP and AT.
+assign() {
+  api PUT /api/v1/machines/1/assignment "{\"image\":\"os\",\"version\":\"$1\",\"force\":true}"
+  DEP=$(jqb .id)
+  api POST "/api/v1/deployments/$DEP/agent-token"
+  AT=$(jqb .token)
+}
+# agent SERVER_URL [args] — runs the agent against the loop device; sets RC; log in agent.log.
+agent() {
+  local server=$1; shift
+  RC=0
+  "$AGENT" --server "$server" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
+    --timeout-ms 1500 --backoff-ms 50 "$@" >agent.log 2>&1 || RC=$?
+}
+fetched_mib() { grep -o 'fetched [0-9.]* MiB' agent.log | tail -1 | awk '{print $2}'; }
+disk_is() { cmp -s <(head -c 64M "$LOOP") "$1"; }
+wipe() { dd if=/dev/zero of="$LOOP" bs=4M count=24 oflag=direct status=none; }
+deployment_status() { api GET "/api/v1/deployments/$DEP"; STATUS_NOW=$(jqb .status); }
+
+# --- full deploy --------------------------------------------------------------------------
+assign 1
+agent "$URL"
+expect_eq "$RC" 0 "agent exits 0: $(tail -3 agent.log)"
+disk_is v1.raw && ok || fail "the device holds version 1 byte for byte"
+deployment_status
+expect_eq "$STATUS_NOW" succeeded "deployment reported succeeded"
+expect_eq "$(jqb .bytes_done)" $((64 << 20)) "progress reached the image size"
+api GET /api/v1/machines/1
+expect_eq "$(jqb .current_version.version)" 1 "machine's current version"
+sfdisk -d "$LOOP" 2>/dev/null | grep -q "label: gpt" && ok || fail "the partition table is in place"
+full=$(fetched_mib)
+log "full deploy fetched $full MiB"
+
+# --- delta: the same version again, then version 2, then a rollback -----------------------
+assign 1
+agent "$URL"
+expect_eq "$RC" 0 "redeploy of the same version"
+again=$(fetched_mib)
+log "redeploy fetched $again MiB (the partition-table chunks only)"
+[[ $(echo "$again < 3" | bc) == 1 ]] && ok || fail "redeploy fetched $again MiB"
+assign 2
+agent "$URL"
+expect_eq "$RC" 0 "upgrade to version 2"
+disk_is v2.raw && ok || fail "the device holds version 2"
+up=$(fetched_mib)
+log "upgrade fetched $up MiB of $full"
+[[ $(echo "$up < $full * 0.15" | bc) == 1 ]] && ok || fail "upgrade fetched $up MiB, full is $full"
+api POST /api/v1/machines/1/rollback
+expect_status 201 "rollback"
+DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+agent "$URL"
+expect_eq "$RC" 0 "rollback deploy"
+disk_is v1.raw && ok || fail "rolled back to version 1"
+[[ $(echo "$(fetched_mib) < $full * 0.15" | bc) == 1 ]] && ok || fail "rollback fetched $(fetched_mib) MiB"
+
+# --- faults on the wire: every damaged response is retried, nothing bad is written --------
+port=${URL##*:}
+start_proxy() {
+  rm -f proxy.port
+  "$PROXY" --listen 0 --upstream "$port" --port-file proxy.port --lifetime-s 120 "$@" 2>proxy.log &
+  PROXY_PID=$!
+  KILND_PIDS+=("$PROXY_PID")
+  for _ in $(seq 100); do [[ -s proxy.port ]] && break; sleep 0.02; done
+  PURL=http://127.0.0.1:$(cat proxy.port)
+}
+stop_proxy() { kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null || true; }
+wipe
+assign 2
+start_proxy --flip 2 --status500 2 --truncate 2 --bad-length 2 --stall 1 --stall-ms 3000
+agent "$PURL"
+stop_proxy
+expect_eq "$RC" 0 "deploy through a faulty network succeeds: $(tail -3 agent.log)"
+disk_is v2.raw && ok || fail "the device holds version 2 after the faults"
+expect_eq "$(grep -c '^chaos_proxy:' proxy.log)" 9 "the proxy damaged 9 responses"
+retries=$(grep -c 'retrying chunk' agent.log)
+cp agent.log faults-agent.log; cp proxy.log faults-proxy.log
+[[ $retries -ge 9 ]] && ok || fail "each damaged chunk was retried ($retries retries)"
+grep -q 'retrying chunk .*SHA-256 mismatch' agent.log && ok || fail "bit flip named as a hash mismatch"
+grep -q 'retrying chunk .*HTTP 500' agent.log && ok || fail "500 named"
+grep -Eq 'retrying chunk .*(end of stream|partial message|timeout|timed out)' agent.log && ok || fail "truncation/stall named: $(grep retrying agent.log | head -5)"
+
+# --- a chunk corrupt in the server's store: the deploy fails naming it, writes none of it --
+wipe
+assign 1
+sha=$(jq -r '.chunks[10][1]' <("$KILN" --json image inspect v1.kiln 2>/dev/null))
+file=$(ls "$WORK"/var/images/chunks/"${sha:0:2}"/"$sha".*)
+cp "$file" chunk.orig
+printf '\xff\xff\xff\xff' | dd of="$file" bs=1 seek=100 conv=notrunc status=none
+agent "$URL" --retries 2
+expect_eq "$RC" 1 "agent fails on a persistently bad chunk"
+deployment_status
+expect_eq "$STATUS_NOW" failed "deployment reported failed"
+[[ "$(jqb .status_reason)" == *"chunk 10 (offset 10485760)"* ]] && ok || fail "failure names the chunk: $(jqb .status_reason)"
+cmp -s <(dd if="$LOOP" bs=1M skip=10 count=1 status=none) <(head -c 1M /dev/zero) && ok \
+  || fail "no byte of the bad chunk reached the disk"
+sfdisk -d "$LOOP" >/dev/null 2>&1 && fail "a failed deploy must leave no partition table" || ok
+cp chunk.orig "$file"
+
+# --- kilnd killed mid-deploy and restarted: the agent's retries carry it through ----------
+wipe
+assign 1
+start_proxy --delay-ms 80
+"$AGENT" --server "$PURL" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
+  --timeout-ms 1500 --backoff-ms 100 >agent.log 2>&1 &
+APID=$!
+KILND_PIDS+=("$APID")
+sleep 0.6
+kill -KILL "$KILND_PID"; wait "$KILND_PID" 2>/dev/null || true
+sleep 1
+start_kilnd
+RC=0; wait "$APID" || RC=$?
+stop_proxy
+expect_eq "$RC" 0 "agent finished across a kilnd restart: $(tail -3 agent.log)"
+disk_is v1.raw && ok || fail "the device holds version 1 after the restart"
+grep -q 'retrying chunk' agent.log && ok || fail "the outage was retried"
+deployment_status
+expect_eq "$STATUS_NOW" succeeded "result recorded by the restarted kilnd"
+
+# --- the agent killed mid-deploy and started again: it resumes via the delta check --------
+wipe
+assign 2
+start_proxy --delay-ms 80
+"$AGENT" --server "$PURL" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
+  --workers 2 >agent.log 2>&1 &
+APID=$!
+KILND_PIDS+=("$APID")
+sleep 1.2
+kill -KILL "$APID"; wait "$APID" 2>/dev/null || true
+stop_proxy
+agent "$URL"
+expect_eq "$RC" 0 "restarted agent finishes"
+disk_is v2.raw && ok || fail "the device holds version 2 after the resume"
+grep -q 'skipped [1-9]' agent.log && ok || fail "the restarted agent skipped what was already written: $(tail -1 agent.log)"
+[[ $(echo "$(fetched_mib) < $full" | bc) == 1 ]] && ok || fail "resume fetched $(fetched_mib) MiB, full is $full"
+
+# --- refusals before the disk is touched ---------------------------------------------------
+assign 1
+"$KILN" key generate --out stranger >/dev/null
+rc=0; "$AGENT" --server "$URL" --token "$AT" --disk "$LOOP" --trust-key stranger.pub.pem --after none >agent.log 2>&1 || rc=$?
+expect_eq "$rc" 1 "untrusted signature refused"
+grep -q "signature" agent.log && ok || fail "signature failure explained: $(cat agent.log)"
+deployment_status
+expect_eq "$STATUS_NOW" failed "signature failure reported"
+truncate -s 32M small.img
+SMALL=$(losetup -f --show small.img)
+CLEANUP_CMDS+=("losetup -d $SMALL")
+assign 1
+rc=0; "$AGENT" --server "$URL" --token "$AT" --disk "$SMALL" --trust-key signer.pub.pem --after none >agent.log 2>&1 || rc=$?
+expect_eq "$rc" 1 "a disk too small is refused"
+grep -q "the image needs" agent.log && ok || fail "preflight explained: $(cat agent.log)"
+cmp -s "$SMALL" small.img && ok || fail "the small disk was not touched"
+rc=0; "$AGENT" --server "$URL" --token nope --disk "$LOOP" --trust-key signer.pub.pem >agent.log 2>&1 || rc=$?
+expect_eq "$rc" 1 "a bad token is refused"
+finish
