@@ -34,6 +34,10 @@ bool overlap(std::uint64_t a, std::uint64_t alen, std::uint64_t b, std::uint64_t
   return true;
 }
 
+bool all_zero(const char* p, std::size_t n) {
+  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
+}
+
 }  // namespace
 
 Status preflight(const img::Manifest& m, const Disk& disk) {
@@ -136,7 +140,9 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
         continue;
       }
       if (o.delta && cuts.empty()) {
-        if (disk.read(off, buf.data(), len)) {
+        // An all-zero region cannot hold a DATA/RAW chunk (the builder makes those ZERO), so a
+        // wiped or new disk costs a read and a compare, not a hash.
+        if (disk.read(off, buf.data(), len) && !all_zero(buf.data(), len)) {
           counters.hashed += len;
           if (sha256_hex(std::string_view(buf.data(), len)) == c.sha256) {
             counters.skipped += len;

@@ -13,6 +13,7 @@ KILND=$KILN_BUILD/kilnd
 BENCH_NAME=$(basename "$0" .sh)
 WORK=$(mktemp -d "/tmp/kiln-bench-${BENCH_NAME}.XXXXXX")
 STARTED_PIDS=()   # every process we started, stopped in reverse order on exit
+CLEANUP_CMDS=()   # run at exit after the processes stop (e.g. losetup -d)
 COMMANDS=()       # the commands that produced the figures, printed at the end (token redacted)
 
 log() { echo "[$BENCH_NAME] $*" >&2; }
@@ -46,6 +47,9 @@ cleanup() {
   [[ -n "${CHILD_PID:-}" ]] && stop_pid "$CHILD_PID"
   for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
     stop_pid "${STARTED_PIDS[$i]}"
+  done
+  for c in "${CLEANUP_CMDS[@]:-}"; do
+    [[ -n "$c" ]] && eval "$c" 2>/dev/null || true
   done
   if [[ $rc -ne 0 ]]; then
     for f in "$WORK"/kilnd.log "$WORK"/nginx/error.log; do

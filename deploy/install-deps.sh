@@ -16,7 +16,7 @@ pkgs=(
   clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(wrk nginx-light zstd bc e2fsprogs)
+  pkgs+=(wrk nginx-light zstd bc e2fsprogs bmap-tools)
 fi
 
 missing=()
