@@ -84,6 +84,39 @@ TEST(ImageFormat, ManifestRefusals) {
   refuse(replace("[[\"D\"", "[[[[\"D\"") + "]]", "nested too deep");
 }
 
+// The agent's decoder: whatever payload a store serves for the content (another compression
+// level, or raw), checked by hash into a caller's buffer.
+TEST(ImageFormat, ChunkDecoderAcceptsAnyValidPayloadAndChecksTheHash) {
+  std::string text;
+  while (text.size() < kChunk) text += "every chunk is verified before it is written. ";
+  text.resize(kChunk);
+  ChunkEncoder enc1(1), enc9(9);
+  auto a = enc1.encode(text), b = enc9.encode(text);
+  ASSERT_EQ(a.chunk.kind, ChunkKind::kData);
+  ChunkDecoder dec;
+  std::string out(kChunk, 'x');
+  // A level-9 frame for a chunk a level-1 manifest describes: accepted (same content).
+  ASSERT_TRUE(dec.decode(ChunkKind::kData, b.payload, a.chunk.sha256, kChunk, out.data()));
+  EXPECT_EQ(out, text);
+  // The same content served raw.
+  ASSERT_TRUE(dec.decode(ChunkKind::kRaw, text, a.chunk.sha256, kChunk, out.data()));
+  // One flipped bit in the frame, a truncated frame, a frame for other content, a wrong length.
+  std::string bad = a.payload;
+  bad[bad.size() / 2] ^= 0x01;
+  auto st = dec.decode(ChunkKind::kData, bad, a.chunk.sha256, kChunk, out.data());
+  EXPECT_FALSE(st);
+  EXPECT_FALSE(dec.decode(ChunkKind::kData, a.payload.substr(0, a.payload.size() - 3),
+                          a.chunk.sha256, kChunk, out.data()));
+  std::string other = text;
+  other[0] = '#';
+  auto c = enc1.encode(other);
+  st = dec.decode(ChunkKind::kData, c.payload, a.chunk.sha256, kChunk, out.data());
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("SHA-256 mismatch"), std::string::npos);
+  EXPECT_FALSE(dec.decode(ChunkKind::kRaw, text.substr(1), a.chunk.sha256, kChunk, out.data()));
+  EXPECT_FALSE(dec.decode(ChunkKind::kZero, "", a.chunk.sha256, kChunk, out.data()));
+}
+
 TEST(ImageFormat, TrailerRoundTripAndChecks) {
   Trailer t{1000, 200, 1200, 64, manifest_digest(encode_header(), "m", "s")};
   const std::string bytes = encode_trailer(t);
