@@ -2,10 +2,11 @@
 # The README's first command: installs what is missing, builds, starts kilnd with its embedded
 # defaults (state in ./var/demo) and walks through the control plane with the kiln CLI:
 # register machines, register image versions, assign (one machine and a whole rack), watch an
-# agent report, roll back with one call, read the history. kilnd is stopped at the end.
+# agent report, roll back with one call, read the history; then build, sign and push a real
+# image and let kiln-agent write it to a loop device (as root). kilnd is stopped at the end.
 #
-# Until the boot path lands (issue: iPXE + agent + QEMU), the "agent" of this demo is two
-# curl calls that report progress and success exactly as kiln-agent will.
+# Until the boot path lands (issue: iPXE + QEMU), the first part's "agents" are curl calls that
+# report progress and success as kiln-agent does; the last part runs the real agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
@@ -71,5 +72,27 @@ step kiln key generate --out "$DATA/site"
 step kiln image build "$DATA/disk.raw" -o "$DATA/web-3.kiln" --name web --version 2026.11.3 \
   --sign "$DATA/site.pem" --free-holes
 step kiln image inspect "$DATA/web-3.kiln" --key "$DATA/site.pub.pem"
+
+printf '\n# push it to kilnd (verified there before it is visible) and let the real agent write it\n'
+step kiln image push "$DATA/web-3.kiln"
+step kiln machine assign 3 web 2026.11.3
+if [[ $(id -u) -eq 0 ]] && command -v losetup >/dev/null; then
+  truncate -s 80M "$DATA/machine3-disk.img"
+  LOOP=$(losetup -f --show "$DATA/machine3-disk.img")
+  trap 'losetup -d $LOOP 2>/dev/null || true; kill $KILND_PID 2>/dev/null || true; wait $KILND_PID 2>/dev/null || true' EXIT
+  dep=$(kiln --json machine show 3 | jq -er .assignment.deployment_id)
+  tok=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-token" | jq -r .token)
+  step build/kiln-agent --server "$KILN_URL" --token "$tok" --disk "$LOOP" \
+    --trust-key "$DATA/site.pub.pem" --after none
+  if cmp -s <(head -c 64M "$LOOP") "$DATA/disk.raw"; then
+    echo "(the loop device $LOOP now holds web:2026.11.3 byte for byte)"
+  else
+    echo "demo: the device does not hold the image" >&2
+    exit 1
+  fi
+  step kiln machine show 3
+else
+  echo "(skipped: writing to a loop device needs root)"
+fi
 echo
 echo "Done. State is in $DATA/; the demo's admin token was $KILN_TOKEN."
