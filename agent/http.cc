@@ -5,6 +5,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <limits>
 #include <optional>
 
 namespace kiln::agent {
@@ -168,6 +169,76 @@ Result<Reply> HttpConnection::request(std::string_view method, std::string_view 
   auto r = d.once(req, body_limit);
   if (!r) d.stream.reset();
   return r;
+}
+
+struct HttpStream::Impl {
+  BaseUrl url;
+  std::chrono::milliseconds timeout;
+  net::io_context ioc;
+  std::optional<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+  std::optional<http::response_parser<http::buffer_body>> parser;
+
+  template <typename Start>
+  beast::error_code run(Start&& start) {
+    beast::error_code result = net::error::would_block;
+    start([&result](beast::error_code ec, auto&&...) { result = ec; });
+    ioc.restart();
+    ioc.run();
+    return result;
+  }
+};
+
+HttpStream::HttpStream(BaseUrl url, std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->url = std::move(url);
+  impl_->timeout = timeout;
+}
+HttpStream::~HttpStream() = default;
+
+Status HttpStream::open() {
+  auto& d = *impl_;
+  beast::error_code ec;
+  tcp::resolver resolver(d.ioc);
+  auto endpoints = resolver.resolve(d.url.host, d.url.port, ec);
+  if (ec)
+    return make_error(Errc::kUnavailable, "cannot resolve " + d.url.host + ": " + ec.message());
+  d.stream.emplace(d.ioc);
+  d.stream->expires_after(d.timeout);
+  ec = d.run([&](auto h) { d.stream->async_connect(endpoints, h); });
+  if (ec)
+    return make_error(Errc::kUnavailable, "cannot connect to " + d.url.url + ": " + ec.message());
+  http::request<http::empty_body> req{http::verb::get, d.url.path.empty() ? "/" : d.url.path, 11};
+  req.set(http::field::host, d.url.host + ":" + d.url.port);
+  req.set(http::field::user_agent, "kiln-agent");
+  d.stream->expires_after(d.timeout);
+  ec = d.run([&](auto h) { http::async_write(*d.stream, req, h); });
+  if (ec) return make_error(Errc::kUnavailable, "sending to " + d.url.url + ": " + ec.message());
+  d.parser.emplace();
+  d.parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+  d.stream->expires_after(d.timeout);
+  ec = d.run([&](auto h) { http::async_read_header(*d.stream, d.buffer, *d.parser, h); });
+  if (ec) return make_error(Errc::kUnavailable, "response from " + d.url.url + ": " + ec.message());
+  const unsigned status = d.parser->get().result_int();
+  if (status != 200) {
+    return make_error(Errc::kUnavailable, d.url.url + " answered HTTP " + std::to_string(status));
+  }
+  return ok_status();
+}
+
+Result<std::size_t> HttpStream::read(char* buf, std::size_t cap) {
+  auto& d = *impl_;
+  if (!d.parser || d.parser->is_done()) return std::size_t{0};
+  auto& body = d.parser->get().body();
+  body.data = buf;
+  body.size = cap;
+  d.stream->expires_after(d.timeout);
+  auto ec = d.run([&](auto h) { http::async_read_some(*d.stream, d.buffer, *d.parser, h); });
+  if (ec == http::error::need_buffer) ec = {};
+  const std::size_t got = cap - body.size;
+  if (ec) return make_error(Errc::kUnavailable, "reading " + d.url.url + ": " + ec.message());
+  if (got == 0 && !d.parser->is_done()) return read(buf, cap);  // only framing consumed
+  return got;
 }
 
 }  // namespace kiln::agent

@@ -53,4 +53,23 @@ class HttpConnection {
   std::unique_ptr<Impl> impl_;
 };
 
+// A GET whose body is read piece by piece (a whole image streamed from a URL), never held in
+// memory. Each read is bounded by the timeout (a stall, not the whole transfer).
+class HttpStream {
+ public:
+  HttpStream(BaseUrl url, std::chrono::milliseconds timeout);
+  ~HttpStream();
+  HttpStream(const HttpStream&) = delete;
+  HttpStream& operator=(const HttpStream&) = delete;
+  // Connects, sends the GET for the URL itself and reads the response header; the status must
+  // be 200.
+  Status open();
+  // Up to `cap` body bytes into `buf`; 0 at the end of the body. A body cut short is an error.
+  Result<std::size_t> read(char* buf, std::size_t cap);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace kiln::agent

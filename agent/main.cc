@@ -23,6 +23,7 @@
 #include "agent/deploy.h"
 #include "agent/disk.h"
 #include "agent/http.h"
+#include "agent/raw_stream.h"
 
 using namespace kiln;
 using namespace kiln::agent;
@@ -243,6 +244,118 @@ Status kexec_into(const img::Manifest& m, const std::string& disk) {
   return make_error(Errc::kInternal, std::string("reboot(KEXEC): ") + std::strerror(errno));
 }
 
+// Progress reporting around a deploy function, and the result. Shared by both paths.
+template <typename Fn>
+int run_deploy(const Options& o, Server& server, const BaseUrl& base, std::uint64_t total,
+               Clock::time_point started, DeployCounters& counters, Fn&& fn) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  const auto write_start = Clock::now();
+  auto progress_json = [&](const std::string& stage) {
+    const double secs = std::chrono::duration<double>(Clock::now() - write_start).count();
+    const double rate = secs > 0 ? static_cast<double>(counters.done) / secs : 0;
+    json detail = {{"fetched_bytes", counters.fetched.load()},
+                   {"written_bytes", counters.written.load()},
+                   {"skipped_bytes", counters.skipped.load()},
+                   {"zeroed_bytes", counters.zeroed.load()},
+                   {"unmapped_bytes", counters.unmapped.load()},
+                   {"hashed_bytes", counters.hashed.load()},
+                   {"retries", counters.retries.load()},
+                   {"rate_bytes_per_s", static_cast<std::uint64_t>(rate)}};
+    const std::uint64_t done = std::min<std::uint64_t>(counters.done, total);
+    if (rate > 0)
+      detail["eta_s"] = static_cast<std::uint64_t>(static_cast<double>(total - done) / rate);
+    return json{{"stage", stage}, {"bytes_done", done}, {"bytes_total", total}, {"detail", detail}};
+  };
+  (void)server.report(progress_json("writing"), false);
+  Server reporter_conn(base, o.token);
+  std::thread reporter([&] {
+    std::unique_lock lock(mu);
+    while (!cv.wait_for(lock, std::chrono::seconds(1), [&] { return stop; })) {
+      lock.unlock();
+      auto body = progress_json("writing");
+      if (auto st = reporter_conn.report(body, false); !st) {
+        log("progress report failed: " + st.error().message);
+      }
+      log("writing: " + std::to_string(counters.done >> 20) + " of " + std::to_string(total >> 20) +
+          " MiB, fetched " + std::to_string(counters.fetched >> 20) + " MiB, skipped " +
+          std::to_string(counters.skipped >> 20) + " MiB");
+      lock.lock();
+    }
+  });
+  Result<DeployResult> res = fn();
+  {
+    std::lock_guard lock(mu);
+    stop = true;
+  }
+  cv.notify_all();
+  reporter.join();
+  json final = progress_json(res ? "done" : "writing");
+  if (!res) return fail_deployment(server, "writing", res.error().message, final["detail"]);
+  const double total_s = std::chrono::duration<double>(Clock::now() - started).count();
+  final["detail"]["timings_s"] = {{"invalidate", res->invalidate_s},
+                                  {"write", res->write_s},
+                                  {"commit", res->commit_s},
+                                  {"total", total_s}};
+  final["detail"]["workers"] = res->workers;
+  final["detail"]["direct_io"] = res->direct;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "done: %.1f MiB in %.2f s (%.0f MB/s); fetched %.1f MiB, skipped %.1f MiB, "
+                "zeroed %.1f MiB, %llu retries, %d workers%s",
+                static_cast<double>(total) / 1048576.0, res->write_s,
+                res->write_s > 0 ? static_cast<double>(total) / res->write_s / 1e6 : 0.0,
+                static_cast<double>(counters.fetched) / 1048576.0,
+                static_cast<double>(counters.skipped) / 1048576.0,
+                static_cast<double>(counters.zeroed) / 1048576.0,
+                static_cast<unsigned long long>(counters.retries.load()), res->workers,
+                res->direct ? ", O_DIRECT" : "");
+  log(line);
+  final["status"] = "succeeded";
+  if (auto st = server.report(final, true); !st) {
+    log("could not report the result: " + st.error().message);
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
+// The compatibility path: an external raw image streamed from its URL.
+int deploy_external(Options& o, Server& server, const json& image, const BaseUrl& base) {
+  const auto started = Clock::now();
+  RawSource src;
+  src.format = image.value("format", "");
+  src.url = image["source_url"].is_string() ? image["source_url"].get<std::string>() : "";
+  src.sha256 = image.value("sha256", "");
+  src.size = image.value("size_bytes", std::uint64_t{0});
+  if (src.url.rfind("http://", 0) != 0) {
+    return fail_deployment(server, "plan",
+                           "external image URL '" + src.url +
+                               "' is not http:// (https is not supported by the agent)");
+  }
+  auto disk_path = resolve_disk(o.disk);
+  if (!disk_path) return fail_deployment(server, "preflight", disk_path.error().message);
+  auto disk = Disk::open(*disk_path);
+  if (!disk) return fail_deployment(server, "preflight", disk.error().message);
+  if (disk->size() < src.size) {
+    return fail_deployment(server, "preflight",
+                           disk->path() + " holds " + std::to_string(disk->size()) +
+                               " bytes; the image needs " + std::to_string(src.size));
+  }
+  log("streaming " + src.url + " (" + src.format + ", " + std::to_string(src.size) + " bytes)");
+  o.deploy.on_retry = [](const std::string& why) { log("retrying " + why); };
+  DeployCounters counters;
+  int rc = run_deploy(o, server, base, src.size, started, counters,
+                      [&] { return deploy_raw(src, *disk, o.deploy, counters); });
+  if (rc != kExitOk || o.after == "none") return rc;
+  if (o.after == "kexec")
+    log("kexec needs boot hints, which external images do not carry; rebooting");
+  ::sync();
+  ::reboot(RB_AUTOBOOT);
+  log(std::string("reboot: ") + std::strerror(errno));
+  return kExitFailed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -294,10 +407,9 @@ int main(int argc, char** argv) {
   const json& image = plan["image"];
   log("deployment " + std::to_string(plan.value("id", 0)) + ": " + image.value("name", "") + ":" +
       image.value("version", "") + " onto " + o.disk);
-  if (image.value("format", "") != "kiln" || !plan["manifest_url"].is_string()) {
-    return fail_deployment(server, "plan",
-                           "image format '" + image.value("format", "") +
-                               "' is not supported by this agent (only uploaded .kiln images)");
+  if (image.value("format", "") != "kiln") return deploy_external(o, server, image, *base);
+  if (!plan["manifest_url"].is_string()) {
+    return fail_deployment(server, "plan", "the deployment plan has no manifest_url");
   }
 
   // The manifest, verified before anything is written.
@@ -335,77 +447,9 @@ int main(int argc, char** argv) {
   o.deploy.chunk_bases.push_back(base->url);
   if (plan["chunks_url"].is_string()) o.deploy.chunks_path = plan["chunks_url"].get<std::string>();
   DeployCounters counters;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;
-  const auto write_start = Clock::now();
-  auto progress_json = [&](const std::string& stage) {
-    const double secs = std::chrono::duration<double>(Clock::now() - write_start).count();
-    const double rate = secs > 0 ? static_cast<double>(counters.done) / secs : 0;
-    json detail = {{"fetched_bytes", counters.fetched.load()},
-                   {"written_bytes", counters.written.load()},
-                   {"skipped_bytes", counters.skipped.load()},
-                   {"zeroed_bytes", counters.zeroed.load()},
-                   {"unmapped_bytes", counters.unmapped.load()},
-                   {"hashed_bytes", counters.hashed.load()},
-                   {"retries", counters.retries.load()},
-                   {"rate_bytes_per_s", static_cast<std::uint64_t>(rate)}};
-    if (rate > 0)
-      detail["eta_s"] =
-          static_cast<std::uint64_t>(static_cast<double>(m.size - counters.done) / rate);
-    return json{{"stage", stage},
-                {"bytes_done", std::min<std::uint64_t>(counters.done, m.size)},
-                {"bytes_total", m.size},
-                {"detail", detail}};
-  };
-  (void)server.report(progress_json("writing"), false);
-  Server reporter_conn(*base, o.token);
-  std::thread reporter([&] {
-    std::unique_lock lock(mu);
-    while (!cv.wait_for(lock, std::chrono::seconds(1), [&] { return stop; })) {
-      lock.unlock();
-      auto body = progress_json("writing");
-      if (auto st = reporter_conn.report(body, false); !st)
-        log("progress report failed: " + st.error().message);
-      log("writing: " + std::to_string(counters.done >> 20) + " of " +
-          std::to_string(m.size >> 20) + " MiB, fetched " + std::to_string(counters.fetched >> 20) +
-          " MiB, skipped " + std::to_string(counters.skipped >> 20) + " MiB");
-      lock.lock();
-    }
-  });
-  auto res = deploy(m, *disk, o.deploy, counters);
-  {
-    std::lock_guard lock(mu);
-    stop = true;
-  }
-  cv.notify_all();
-  reporter.join();
-  json final = progress_json(res ? "done" : "writing");
-  if (!res) return fail_deployment(server, "writing", res.error().message, final["detail"]);
-  const double total_s = std::chrono::duration<double>(Clock::now() - started).count();
-  final["detail"]["timings_s"] = {{"invalidate", res->invalidate_s},
-                                  {"write", res->write_s},
-                                  {"commit", res->commit_s},
-                                  {"total", total_s}};
-  final["detail"]["workers"] = res->workers;
-  final["detail"]["direct_io"] = res->direct;
-  char line[256];
-  std::snprintf(line, sizeof line,
-                "done: %.1f MiB in %.2f s (%.0f MB/s); fetched %.1f MiB, skipped %.1f MiB, "
-                "zeroed %.1f MiB, %llu retries, %d workers%s",
-                static_cast<double>(m.size) / 1048576.0, res->write_s,
-                res->write_s > 0 ? static_cast<double>(m.size) / res->write_s / 1e6 : 0.0,
-                static_cast<double>(counters.fetched) / 1048576.0,
-                static_cast<double>(counters.skipped) / 1048576.0,
-                static_cast<double>(counters.zeroed) / 1048576.0,
-                static_cast<unsigned long long>(counters.retries.load()), res->workers,
-                res->direct ? ", O_DIRECT" : "");
-  log(line);
-  final["status"] = "succeeded";
-  if (auto st = server.report(final, true); !st) {
-    log("could not report the result: " + st.error().message);
-    return kExitFailed;
-  }
+  const int rc = run_deploy(o, server, *base, m.size, started, counters,
+                            [&] { return deploy(m, *disk, o.deploy, counters); });
+  if (rc != kExitOk) return rc;
   if (o.after == "reboot") {
     ::sync();
     ::reboot(RB_AUTOBOOT);

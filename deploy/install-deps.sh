@@ -11,7 +11,9 @@ pkgs=(
   libboost-dev libboost-system-dev libarchive-dev libzstd-dev libssl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
-  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd
+  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd xz-utils
+  # static libraries kiln-agent links (libarchive raw+filters, OpenSSL, zstd)
+  liblzma-dev libbz2-dev zlib1g-dev
   # the libFuzzer targets (deploy/fuzz.sh)
   clang libclang-rt-14-dev
 )

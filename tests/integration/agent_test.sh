@@ -170,6 +170,49 @@ disk_is v2.raw && ok || fail "the device holds version 2 after the resume"
 grep -q 'skipped [1-9]' agent.log && ok || fail "the restarted agent skipped what was already written: $(tail -1 agent.log)"
 [[ $(echo "$(fetched_mib) < $full" | bc) == 1 ]] && ok || fail "resume fetched $(fetched_mib) MiB, full is $full"
 
+# --- external raw images (compatibility path): streamed, hashed, committed only if right ---
+mkdir -p "$WORK/var/files"
+zstd -q -3 v1.raw -o var/files/v1.raw.zst
+gzip -1 -c v2.raw >var/files/v2.raw.gz
+xz -0 -T0 -c v1.raw >var/files/v1.raw.xz
+cp v2.raw var/files/v2.raw
+n=0
+for f in v1.raw.zst v2.raw.gz v1.raw.xz v2.raw; do
+  n=$((n + 1))
+  src=${f%%.raw*}.raw
+  fmt=raw${f#*.raw}
+  "$KILN" image register ext $n --url "$URL/files/$f" --sha256 "$(sha256sum <"$src" | cut -d' ' -f1)" \
+    --size $((64 << 20)) --format "$fmt" >/dev/null
+  wipe
+  api PUT /api/v1/machines/1/assignment "{\"image\":\"ext\",\"version\":\"$n\",\"force\":true}"
+  DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+  agent "$URL"
+  expect_eq "$RC" 0 "external $fmt image deployed: $(tail -2 agent.log)"
+  disk_is "$src" && ok || fail "the device holds $src after streaming $f"
+  deployment_status
+  expect_eq "$STATUS_NOW" succeeded "external $fmt deployment succeeded"
+done
+# Registered with the wrong SHA-256: the stream is written, but the disk must not boot it.
+"$KILN" image register ext bad --url "$URL/files/v1.raw.zst" --sha256 "$(printf '0%.0s' {1..64})" \
+  --size $((64 << 20)) --format raw.zst >/dev/null
+wipe
+api PUT /api/v1/machines/1/assignment '{"image":"ext","version":"bad","force":true}'
+DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+agent "$URL"
+expect_eq "$RC" 1 "a hash mismatch fails the external deployment"
+deployment_status
+expect_eq "$STATUS_NOW" failed "reported failed"
+[[ "$(jqb .status_reason)" == *"has SHA-256"*"left unbootable"* ]] && ok || fail "mismatch explained: $(jqb .status_reason)"
+cmp -s <(head -c 1M "$LOOP") <(head -c 1M /dev/zero) && ok || fail "no partition table written after a mismatch"
+# Registered with the wrong size: refused as soon as the stream runs past it.
+"$KILN" image register ext short --url "$URL/files/v2.raw" --sha256 "$(sha256sum <v2.raw | cut -d' ' -f1)" \
+  --size $((32 << 20)) >/dev/null
+api PUT /api/v1/machines/1/assignment '{"image":"ext","version":"short","force":true}'
+DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+agent "$URL"
+expect_eq "$RC" 1 "a stream longer than registered fails"
+grep -q "more than the registered" agent.log && ok || fail "size mismatch explained: $(tail -2 agent.log)"
+
 # --- refusals before the disk is touched ---------------------------------------------------
 assign 1
 "$KILN" key generate --out stranger >/dev/null
