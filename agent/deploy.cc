@@ -1,9 +1,12 @@
 #include "agent/deploy.h"
 
+#include <zlib.h>
+
 #include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "agent/http.h"
@@ -32,6 +35,63 @@ bool overlap(std::uint64_t a, std::uint64_t alen, std::uint64_t b, std::uint64_t
   from = lo - a;
   len = hi - lo;
   return true;
+}
+
+std::uint64_t get_le(const char* p, int n) {
+  std::uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
+  return v;
+}
+void put_le(char* p, std::uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+// A GPT image on a larger disk: the backup header and entries go to the disk's real end (as
+// `sgdisk -e` does), the primary header points there and may use the space, the protective
+// MBR covers the disk. `primary` is the image's first region (PMBR, header, entries), updated
+// in place; returns the backup bytes to write at `backup_at`, or nothing when not applicable.
+struct RelocatedGpt {
+  std::string backup;
+  std::uint64_t backup_at = 0;
+};
+std::optional<RelocatedGpt> relocate_gpt(std::string& primary, std::uint32_t ss,
+                                         std::uint64_t disk_size) {
+  if (primary.size() < 2ull * ss || std::memcmp(primary.data() + ss, "EFI PART", 8) != 0) {
+    return std::nullopt;
+  }
+  char* h = primary.data() + ss;
+  const std::uint32_t header_size = static_cast<std::uint32_t>(get_le(h + 12, 4));
+  const std::uint64_t entries_lba = get_le(h + 72, 8);
+  const std::uint64_t entries_bytes = get_le(h + 80, 4) * get_le(h + 84, 4);
+  const std::uint64_t entry_sectors = (entries_bytes + ss - 1) / ss;
+  if (header_size < 92 || header_size > ss || (entries_lba + entry_sectors) * ss > primary.size()) {
+    return std::nullopt;
+  }
+  const std::uint64_t disk_sectors = disk_size / ss;
+  const std::uint64_t alt = disk_sectors - 1;
+  const std::uint64_t backup_entries = alt - entry_sectors;
+  put_le(h + 32, alt, 8);
+  put_le(h + 48, backup_entries - 1, 8);  // last usable LBA
+  put_le(h + 16, 0, 4);
+  put_le(h + 16, crc32(0, reinterpret_cast<const Bytef*>(h), header_size), 4);
+  RelocatedGpt r;
+  r.backup_at = backup_entries * ss;
+  r.backup.assign((entry_sectors + 1) * ss, '\0');
+  std::memcpy(r.backup.data(), primary.data() + entries_lba * ss, entries_bytes);
+  char* b = r.backup.data() + entry_sectors * ss;
+  std::memcpy(b, h, header_size);
+  put_le(b + 24, alt, 8);             // my LBA
+  put_le(b + 32, 1, 8);               // alternate: the primary
+  put_le(b + 72, backup_entries, 8);  // entries just before the backup header
+  put_le(b + 16, 0, 4);
+  put_le(b + 16, crc32(0, reinterpret_cast<const Bytef*>(b), header_size), 4);
+  // Protective MBR: one 0xEE partition covering the disk (capped at 2^32-1 sectors).
+  if (static_cast<unsigned char>(primary[510]) == 0x55 &&
+      static_cast<unsigned char>(primary[511]) == 0xaa &&
+      static_cast<unsigned char>(primary[446 + 4]) == 0xee) {
+    put_le(primary.data() + 446 + 12, std::min<std::uint64_t>(disk_sectors - 1, 0xffffffffu), 4);
+  }
+  return r;
 }
 
 bool all_zero(const char* p, std::size_t n) {
@@ -210,10 +270,22 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
   // 3. Commit: everything else is durable before the partition tables appear.
   auto t2 = Clock::now();
   if (auto st = disk.flush(); !st) return st.error();
+  auto write_region = [&](std::uint64_t at, const std::string& bytes) -> Status {
+    AlignedBuffer b(bytes.size());
+    std::memcpy(b.data(), bytes.data(), bytes.size());
+    return disk.write(at, b.data(), bytes.size());
+  };
+  std::optional<RelocatedGpt> moved;
+  if (disk.size() > m.size && late.size() == 2) {
+    moved = relocate_gpt(late_bytes[0], m.sector_size, disk.size());
+  }
   for (std::size_t r = 0; r < late.size(); ++r) {
-    AlignedBuffer b(late[r].length);
-    std::memcpy(b.data(), late_bytes[r].data(), late[r].length);
-    if (auto st = disk.write(late[r].offset, b.data(), late[r].length); !st) return st.error();
+    if (moved && r == 1) continue;  // the backup lives at the disk's end instead
+    if (auto st = write_region(late[r].offset, late_bytes[r]); !st) return st.error();
+  }
+  if (moved) {
+    if (auto st = write_region(moved->backup_at, moved->backup); !st) return st.error();
+    result.gpt_relocated = true;
   }
   if (auto st = disk.flush(); !st) return st.error();
   result.reread = disk.reread_partitions();

@@ -11,7 +11,8 @@
 // Commit order: the partition-table regions of the manifest (and the disk's last 64 KiB, where
 // an old backup GPT may live) are zeroed and flushed first, so a half-written disk never boots
 // the old or a half-new system; the image is written with those regions still zeroed; after a
-// flush the partition tables are written, flushed again, and the kernel re-reads them.
+// flush the partition tables are written (a GPT's backup moved to the end of a larger disk),
+// flushed again, and the kernel re-reads them.
 // Memory is bounded: workers x (chunk buffer + payload).
 #pragma once
 
@@ -57,6 +58,7 @@ struct DeployResult {
   int workers = 0;
   bool direct = false;
   std::string reread;  // BLKRRPART outcome ("" = ok)
+  bool gpt_relocated = false;  // backup GPT moved to the end of a larger disk
 };
 
 // Checks the disk can take the image (sector size, capacity) without touching it.

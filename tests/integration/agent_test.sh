@@ -31,7 +31,7 @@ export KILN_URL=$URL KILN_TOKEN=$TOKEN
 "$KILN" image push v1.kiln >/dev/null 2>&1 && "$KILN" image push v2.kiln >/dev/null 2>&1 && ok || fail "push images"
 "$KILN" machine create --mac 52:54:00:00:00:01 >/dev/null
 
-truncate -s 96M disk.img
+truncate -s 64M disk.img   # the image's size: the device must equal the image byte for byte
 LOOP=$(losetup -f --show disk.img)
 CLEANUP_CMDS+=("losetup -d $LOOP")
 
@@ -51,7 +51,7 @@ agent() {
 }
 fetched_mib() { grep -o 'fetched [0-9.]* MiB' agent.log | tail -1 | awk '{print $2}'; }
 disk_is() { cmp -s <(head -c 64M "$LOOP") "$1"; }
-wipe() { dd if=/dev/zero of="$LOOP" bs=4M count=24 oflag=direct status=none; }
+wipe() { dd if=/dev/zero of="$LOOP" bs=4M count=16 oflag=direct status=none; }
 deployment_status() { api GET "/api/v1/deployments/$DEP"; STATUS_NOW=$(jqb .status); }
 
 # --- full deploy --------------------------------------------------------------------------
@@ -67,6 +67,21 @@ expect_eq "$(jqb .current_version.version)" 1 "machine's current version"
 sfdisk -d "$LOOP" 2>/dev/null | grep -q "label: gpt" && ok || fail "the partition table is in place"
 full=$(fetched_mib)
 log "full deploy fetched $full MiB"
+
+# --- a larger disk: the backup GPT moves to its real end, the data is the image's --------
+truncate -s 96M big.img
+BIG=$(losetup -f --show big.img)
+CLEANUP_CMDS+=("losetup -d $BIG")
+assign 1
+RC=0
+"$AGENT" --server "$URL" --token "$AT" --disk "$BIG" --trust-key signer.pub.pem --after none >agent.log 2>&1 || RC=$?
+expect_eq "$RC" 0 "deploy onto a larger disk"
+sfdisk -V "$BIG" >verify.out 2>&1 && ok || fail "sfdisk verifies the relocated GPT: $(cat verify.out)"
+sfdisk -l "$BIG" 2>&1 | grep -q "not on the end" && fail "backup GPT not at the disk's end" || ok
+expect_eq "$(sfdisk -d "$BIG" | grep -c '^/dev')" 2 "both partitions present"
+expect_eq "$(sfdisk -d "$BIG" | awk '/^last-lba/ {print $2}')" $(( (96 << 11) - 34 )) "the disk's space is usable"
+cmp -s <(dd if="$BIG" bs=1M skip=1 count=62 status=none) <(dd if=v1.raw bs=1M skip=1 count=62 status=none) \
+  && ok || fail "the image's data is on the larger disk"
 
 # --- delta: the same version again, then version 2, then a rollback -----------------------
 assign 1
