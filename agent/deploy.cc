@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include "agent/http.h"
 #include "core/crypto.h"
@@ -154,6 +155,18 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
       std::clamp<std::uint64_t>(std::min<std::uint64_t>(workers, o.memory_budget / per_worker), 1,
                                 std::max<std::size_t>(m.chunks.size(), 1)));
   result.workers = workers;
+  // Where each content already sits on the disk, as far as the manifests tell: the previous
+  // version's chunks, and this image's own (duplicates are copied once the first is written).
+  std::unordered_multimap<std::string, std::uint64_t> local;
+  if (o.previous) {
+    for (std::size_t j = 0; j < o.previous->chunks.size(); ++j) {
+      const auto& pc = o.previous->chunks[j];
+      if (img::has_payload(pc.kind)) local.emplace(pc.sha256, o.previous->chunk_offset(j));
+    }
+  }
+  for (std::size_t j = 0; j < m.chunks.size(); ++j) {
+    if (img::has_payload(m.chunks[j].kind)) local.emplace(m.chunks[j].sha256, m.chunk_offset(j));
+  }
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex mu;
@@ -211,9 +224,24 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
           }
         }
       }
-      std::string last_error;
+      // The same content elsewhere on this disk (where the previous version had it, or a
+      // duplicate chunk of this image already written): a local copy, verified by hash.
       bool ok = false;
-      for (int attempt = 0; attempt <= o.retries && !failed; ++attempt) {
+      if (o.delta) {
+        auto [lo, hi] = local.equal_range(c.sha256);
+        int tries = 0;
+        for (auto it = lo; it != hi && !ok && tries < 2; ++it) {
+          if (it->second == off || it->second + len > disk.size()) continue;
+          ++tries;
+          if (disk.read(it->second, buf.data(), len) && !all_zero(buf.data(), len)) {
+            counters.hashed += len;
+            ok = sha256_hex(std::string_view(buf.data(), len)) == c.sha256;
+          }
+        }
+        if (ok) counters.copied += len;
+      }
+      std::string last_error;
+      for (int attempt = 0; attempt <= o.retries && !failed && !ok; ++attempt) {
         if (attempt > 0) {
           ++counters.retries;
           if (o.on_retry)

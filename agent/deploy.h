@@ -39,6 +39,9 @@ struct DeployOptions {
   std::chrono::milliseconds backoff{200};            // doubles per attempt, capped at 16x
   bool delta = true;                                 // hash the disk before fetching
   std::function<void(const std::string&)> on_retry;  // told why a chunk is tried again
+  // The manifest of the version the disk held before (if known): a chunk it placed elsewhere
+  // is copied locally, after its hash is checked, instead of fetched.
+  const proto::image::Manifest* previous = nullptr;
 };
 
 // Live counters (read by the progress reporter while deploy() runs).
@@ -51,13 +54,14 @@ struct DeployCounters {
   std::atomic<std::uint64_t> unmapped{0};
   std::atomic<std::uint64_t> retries{0};
   std::atomic<std::uint64_t> hashed{0};  // bytes read back from the disk for the delta check
+  std::atomic<std::uint64_t> copied{0};  // bytes copied from elsewhere on the disk
 };
 
 struct DeployResult {
   double invalidate_s = 0, write_s = 0, commit_s = 0;
   int workers = 0;
   bool direct = false;
-  std::string reread;  // BLKRRPART outcome ("" = ok)
+  std::string reread;          // BLKRRPART outcome ("" = ok)
   bool gpt_relocated = false;  // backup GPT moved to the end of a larger disk
 };
 

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -261,6 +262,7 @@ int run_deploy(const Options& o, Server& server, const BaseUrl& base, std::uint6
                    {"zeroed_bytes", counters.zeroed.load()},
                    {"unmapped_bytes", counters.unmapped.load()},
                    {"hashed_bytes", counters.hashed.load()},
+                   {"copied_bytes", counters.copied.load()},
                    {"retries", counters.retries.load()},
                    {"rate_bytes_per_s", static_cast<std::uint64_t>(rate)}};
     const std::uint64_t done = std::min<std::uint64_t>(counters.done, total);
@@ -303,11 +305,12 @@ int run_deploy(const Options& o, Server& server, const BaseUrl& base, std::uint6
   char line[256];
   std::snprintf(line, sizeof line,
                 "done: %.1f MiB in %.2f s (%.0f MB/s); fetched %.1f MiB, skipped %.1f MiB, "
-                "zeroed %.1f MiB, %llu retries, %d workers%s",
+                "copied %.1f MiB, zeroed %.1f MiB, %llu retries, %d workers%s",
                 static_cast<double>(total) / 1048576.0, res->write_s,
                 res->write_s > 0 ? static_cast<double>(total) / res->write_s / 1e6 : 0.0,
                 static_cast<double>(counters.fetched) / 1048576.0,
                 static_cast<double>(counters.skipped) / 1048576.0,
+                static_cast<double>(counters.copied) / 1048576.0,
                 static_cast<double>(counters.zeroed) / 1048576.0,
                 static_cast<unsigned long long>(counters.retries.load()), res->workers,
                 res->direct ? ", O_DIRECT" : "");
@@ -433,6 +436,17 @@ int main(int argc, char** argv) {
                            "the manifest is not the deployment's image version");
   }
 
+  // The previous version's manifest, if the server knows it: only a hint for local copies
+  // (whatever is copied is checked against the new manifest's hashes).
+  std::optional<img::Manifest> previous;
+  if (plan.contains("previous_manifest_url") && plan["previous_manifest_url"].is_string()) {
+    auto prev = server.call("GET", plan["previous_manifest_url"].get<std::string>(), {}, 2);
+    if (prev && prev->status == 200) {
+      if (auto pm = img::parse_manifest(prev->body)) previous = std::move(*pm);
+    }
+    if (!previous) log("previous manifest unavailable; deploying without local copies");
+  }
+
   // The disk.
   auto disk_path = resolve_disk(o.disk);
   if (!disk_path) return fail_deployment(server, "preflight", disk_path.error().message);
@@ -443,6 +457,7 @@ int main(int argc, char** argv) {
 
   // Deploy, reporting about once a second.
   o.deploy.on_retry = [](const std::string& why) { log("retrying " + why); };
+  o.deploy.previous = previous ? &*previous : nullptr;
   o.deploy.chunk_bases = o.mirrors;
   o.deploy.chunk_bases.push_back(base->url);
   if (plan["chunks_url"].is_string()) o.deploy.chunks_path = plan["chunks_url"].get<std::string>();

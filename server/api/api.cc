@@ -890,6 +890,15 @@ struct Api::Impl {
       if (image && image->format == "kiln") {
         j["manifest_url"] = "/api/v1/agent/manifest";
         j["chunks_url"] = "/v1/chunks/";
+        // What the disk held before, as a hint for local copies (the agent verifies them).
+        j["previous_manifest_url"] = nullptr;
+        if (d.from_version && chunks) {
+          auto prev = store.get_image_version(d.from_version->name, d.from_version->version);
+          if (prev && prev->format == "kiln" &&
+              chunks->manifest(d.from_version->name, d.from_version->version)) {
+            j["previous_manifest_url"] = "/api/v1/agent/previous-manifest";
+          }
+        }
       } else if (image) {
         j["manifest_url"] = nullptr;
         j["chunks_url"] = nullptr;
@@ -899,6 +908,11 @@ struct Api::Impl {
     r.add(V::get, "/api/v1/agent/manifest", Access::kAgent, [this](Ctx& c) {
       const auto& d = *c.agent_deployment;
       return manifest_response(d.to_version.name, d.to_version.version);
+    });
+    r.add(V::get, "/api/v1/agent/previous-manifest", Access::kAgent, [this](Ctx& c) {
+      const auto& d = *c.agent_deployment;
+      if (!d.from_version) fail(Errc::kNotFound, "the machine held no known version before");
+      return manifest_response(d.from_version->name, d.from_version->version);
     });
     r.add(V::post, "/api/v1/agent/progress", Access::kAgent, [this](Ctx& c) {
       auto b = c.body({"stage", "bytes_done", "bytes_total", "detail"});

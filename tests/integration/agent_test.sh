@@ -20,7 +20,10 @@ cp v1.raw v2.raw
 for at in 5 20 33; do
   head -c $((3 << 18)) /dev/urandom | base64 -w 0 | dd of=v2.raw bs=1M seek=$at conv=notrunc status=none
 done
-for v in 1 2; do
+# Version 3: version 1 with 10 of its chunks also placed 40 MiB further on (moved data).
+cp v1.raw v3.raw
+dd if=v1.raw of=v3.raw bs=1M skip=5 seek=45 count=10 conv=notrunc status=none
+for v in 1 2 3; do
   "$KILN" image build v$v.raw -o v$v.kiln --name os --version $v --chunk-size 1M --sign signer.pem >/dev/null 2>&1
 done
 
@@ -28,7 +31,7 @@ KILND_LISTEN=127.0.0.1:$(( 20000 + RANDOM % 20000 ))
 start_kilnd
 TOKEN=$(make_token ops admin)
 export KILN_URL=$URL KILN_TOKEN=$TOKEN
-"$KILN" image push v1.kiln >/dev/null 2>&1 && "$KILN" image push v2.kiln >/dev/null 2>&1 && ok || fail "push images"
+for v in 1 2 3; do "$KILN" image push v$v.kiln >/dev/null 2>&1 || fail "push v$v"; done
 "$KILN" machine create --mac 52:54:00:00:00:01 >/dev/null
 
 truncate -s 64M disk.img   # the image's size: the device must equal the image byte for byte
@@ -104,6 +107,16 @@ agent "$URL"
 expect_eq "$RC" 0 "rollback deploy"
 disk_is v1.raw && ok || fail "rolled back to version 1"
 [[ $(echo "$(fetched_mib) < $full * 0.15" | bc) == 1 ]] && ok || fail "rollback fetched $(fetched_mib) MiB"
+
+# Version 3 onto version 1: the moved chunks are copied on the disk, not fetched.
+assign 3
+agent "$URL"
+expect_eq "$RC" 0 "deploy of version 3 over version 1"
+disk_is v3.raw && ok || fail "the device holds version 3"
+copied=$(grep -o 'copied [0-9.]* MiB' agent.log | awk '{print $2}')
+log "moved data: copied $copied MiB locally, fetched $(fetched_mib) MiB"
+expect_eq "$copied" 10.0 "the 10 moved chunks were copied from where version 1 had them"
+[[ $(echo "$(fetched_mib) < 1" | bc) == 1 ]] && ok || fail "moved chunks were fetched: $(tail -1 agent.log)"
 
 # --- faults on the wire: every damaged response is retried, nothing bad is written --------
 port=${URL##*:}
