@@ -1,5 +1,5 @@
-// http/file_server.h — the pure parts of static file serving: safe path resolution under a
-// root, Range headers (RFC 9110 §14), content types.
+// http/file_server.h — the pure parts of static file serving: Range headers (RFC 9110 §14)
+// and content types. Safe path resolution under a root is boot::FileRoot, shared with TFTP.
 #pragma once
 
 #include <cstdint>
@@ -8,39 +8,14 @@
 #include <string>
 #include <string_view>
 
+#include "boot/file_root.h"
 #include "core/result.h"
-#include "core/unique_fd.h"
 
 namespace kiln::http {
 
-using kiln::UniqueFd;
-
-struct OpenFile {
-  UniqueFd fd;
-  std::uint64_t size = 0;
-  std::int64_t mtime_s = 0;
-  std::filesystem::path path;
-};
-
-// A directory that files are served from. Holds the directory open, and resolves every
-// request relative to it with openat2(RESOLVE_BENEATH), so the kernel itself refuses any
-// resolution (symlinks included) that leaves the directory. Immutable; thread-safe.
-class FileRoot {
- public:
-  static Result<FileRoot> open(const std::filesystem::path& root);
-  // Opens the regular file `rel` (a decoded URL path below the mount prefix).
-  // Refused (kInvalid): NUL bytes, ".." segments, backslashes. Not found (kNotFound): missing
-  // files, directories, and anything that resolves (after symlinks) outside the root.
-  Result<OpenFile> open_file(std::string_view rel) const;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  UniqueFd dir_;
-  std::filesystem::path path_;
-};
-
-// One-shot convenience over FileRoot.
-Result<OpenFile> open_under(const std::filesystem::path& root, std::string_view rel);
+using boot::FileRoot;
+using boot::open_under;
+using boot::OpenFile;
 
 struct ByteRange {
   std::uint64_t first = 0;
