@@ -66,7 +66,12 @@ std::string Reply::header(std::string_view name) const {
   return {};
 }
 
-struct HttpConnection::Impl {
+namespace {
+
+// One connection's state and the two things both clients do with it: run one asynchronous
+// operation to completion (so every step is bounded by the stream's timeout), and connect
+// (resolving once).
+struct Conn {
   BaseUrl base;
   std::chrono::milliseconds timeout;
   net::io_context ioc;
@@ -106,7 +111,11 @@ struct HttpConnection::Impl {
     stream->socket().set_option(tcp::no_delay(true), ec);
     return ok_status();
   }
+};
 
+}  // namespace
+
+struct HttpConnection::Impl : Conn {
   // One request/response on the current connection.
   Result<Reply> once(http::request<http::string_body>& req, std::size_t body_limit) {
     stream->expires_after(timeout);
@@ -171,57 +180,36 @@ Result<Reply> HttpConnection::request(std::string_view method, std::string_view 
   return r;
 }
 
-struct HttpStream::Impl {
-  BaseUrl url;
-  std::chrono::milliseconds timeout;
-  net::io_context ioc;
-  std::optional<beast::tcp_stream> stream;
-  beast::flat_buffer buffer;
+struct HttpStream::Impl : Conn {
   std::optional<http::response_parser<http::buffer_body>> parser;
-
-  template <typename Start>
-  beast::error_code run(Start&& start) {
-    beast::error_code result = net::error::would_block;
-    start([&result](beast::error_code ec, auto&&...) { result = ec; });
-    ioc.restart();
-    ioc.run();
-    return result;
-  }
 };
 
 HttpStream::HttpStream(BaseUrl url, std::chrono::milliseconds timeout)
     : impl_(std::make_unique<Impl>()) {
-  impl_->url = std::move(url);
+  impl_->base = std::move(url);
   impl_->timeout = timeout;
 }
 HttpStream::~HttpStream() = default;
 
 Status HttpStream::open() {
   auto& d = *impl_;
+  if (auto st = d.connect(); !st) return st;
   beast::error_code ec;
-  tcp::resolver resolver(d.ioc);
-  auto endpoints = resolver.resolve(d.url.host, d.url.port, ec);
-  if (ec)
-    return make_error(Errc::kUnavailable, "cannot resolve " + d.url.host + ": " + ec.message());
-  d.stream.emplace(d.ioc);
-  d.stream->expires_after(d.timeout);
-  ec = d.run([&](auto h) { d.stream->async_connect(endpoints, h); });
-  if (ec)
-    return make_error(Errc::kUnavailable, "cannot connect to " + d.url.url + ": " + ec.message());
-  http::request<http::empty_body> req{http::verb::get, d.url.path.empty() ? "/" : d.url.path, 11};
-  req.set(http::field::host, d.url.host + ":" + d.url.port);
+  http::request<http::empty_body> req{http::verb::get, d.base.path.empty() ? "/" : d.base.path, 11};
+  req.set(http::field::host, d.base.host + ":" + d.base.port);
   req.set(http::field::user_agent, "kiln-agent");
   d.stream->expires_after(d.timeout);
   ec = d.run([&](auto h) { http::async_write(*d.stream, req, h); });
-  if (ec) return make_error(Errc::kUnavailable, "sending to " + d.url.url + ": " + ec.message());
+  if (ec) return make_error(Errc::kUnavailable, "sending to " + d.base.url + ": " + ec.message());
   d.parser.emplace();
   d.parser->body_limit(std::numeric_limits<std::uint64_t>::max());
   d.stream->expires_after(d.timeout);
   ec = d.run([&](auto h) { http::async_read_header(*d.stream, d.buffer, *d.parser, h); });
-  if (ec) return make_error(Errc::kUnavailable, "response from " + d.url.url + ": " + ec.message());
+  if (ec)
+    return make_error(Errc::kUnavailable, "response from " + d.base.url + ": " + ec.message());
   const unsigned status = d.parser->get().result_int();
   if (status != 200) {
-    return make_error(Errc::kUnavailable, d.url.url + " answered HTTP " + std::to_string(status));
+    return make_error(Errc::kUnavailable, d.base.url + " answered HTTP " + std::to_string(status));
   }
   return ok_status();
 }
@@ -236,7 +224,7 @@ Result<std::size_t> HttpStream::read(char* buf, std::size_t cap) {
   auto ec = d.run([&](auto h) { http::async_read_some(*d.stream, d.buffer, *d.parser, h); });
   if (ec == http::error::need_buffer) ec = {};
   const std::size_t got = cap - body.size;
-  if (ec) return make_error(Errc::kUnavailable, "reading " + d.url.url + ": " + ec.message());
+  if (ec) return make_error(Errc::kUnavailable, "reading " + d.base.url + ": " + ec.message());
   if (got == 0 && !d.parser->is_done()) return read(buf, cap);  // only framing consumed
   return got;
 }

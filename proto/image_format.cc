@@ -275,36 +275,8 @@ Status decode_chunk(const Chunk& chunk, std::string_view payload, std::uint64_t 
                                           std::to_string(chunk.payload_size));
   }
   out.resize(length);
-  if (chunk.kind == ChunkKind::kRaw) {
-    if (payload.size() != length)
-      return make_error(Errc::kInvalid, "RAW payload has the wrong length");
-    std::memcpy(out.data(), payload.data(), length);
-  } else if (chunk.kind == ChunkKind::kData) {
-    const auto frame = ZSTD_findFrameCompressedSize(payload.data(), payload.size());
-    if (ZSTD_isError(frame) || frame != payload.size()) {
-      return make_error(Errc::kInvalid, "payload is not exactly one complete zstd frame");
-    }
-    const auto declared = ZSTD_getFrameContentSize(payload.data(), payload.size());
-    if (declared != length) {
-      return make_error(Errc::kInvalid,
-                        "zstd frame declares " +
-                            (declared == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("no")
-                                                                  : std::to_string(declared)) +
-                            " content bytes, chunk is " + std::to_string(length));
-    }
-    const auto n = ZSTD_decompress(out.data(), length, payload.data(), payload.size());
-    if (ZSTD_isError(n)) {
-      return make_error(Errc::kInvalid, std::string("zstd: ") + ZSTD_getErrorName(n));
-    }
-    if (n != length)
-      return make_error(Errc::kInvalid, "zstd frame decompressed to the wrong length");
-  } else {
-    return make_error(Errc::kInvalid, "ZERO/UNMAPPED chunks have no payload");
-  }
-  if (sha256_hex(out) != chunk.sha256) {
-    return make_error(Errc::kInvalid, "SHA-256 mismatch (expected " + chunk.sha256 + ")");
-  }
-  return ok_status();
+  ChunkDecoder decoder;
+  return decoder.decode(chunk.kind, payload, chunk.sha256, length, out.data());
 }
 
 ChunkDecoder::ChunkDecoder() : dctx_(ZSTD_createDCtx()) {
@@ -327,7 +299,11 @@ Status ChunkDecoder::decode(ChunkKind payload_kind, std::string_view payload,
     }
     const auto declared = ZSTD_getFrameContentSize(payload.data(), payload.size());
     if (declared != length) {
-      return make_error(Errc::kInvalid, "zstd frame declares the wrong content size");
+      return make_error(Errc::kInvalid,
+                        "zstd frame declares " +
+                            (declared == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("no")
+                                                                  : std::to_string(declared)) +
+                            " content bytes, chunk is " + std::to_string(length));
     }
     const auto n = ZSTD_decompressDCtx(static_cast<ZSTD_DCtx*>(dctx_), out, length, payload.data(),
                                        payload.size());
