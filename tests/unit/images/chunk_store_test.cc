@@ -7,6 +7,8 @@
 #include <fstream>
 #include <random>
 
+#include "tests/unit/test_dir.h"
+
 namespace kiln::images {
 namespace {
 
@@ -17,11 +19,7 @@ constexpr int kChunks = 20;
 class ChunkStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kiln-chunkstore-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    dir_ = kiln::testing::make_test_dir("kiln-chunkstore");
     auto s = ChunkStore::open(dir_ / "store");
     ASSERT_TRUE(s) << s.error().message;
     store_ = std::move(*s);

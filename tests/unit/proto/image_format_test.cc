@@ -10,6 +10,7 @@
 
 #include "core/crypto.h"
 #include "proto/image_file.h"
+#include "tests/unit/test_dir.h"
 
 namespace kiln::proto::image {
 namespace {
@@ -184,11 +185,7 @@ TEST(ImageFormat, ChunkEncodingKinds) {
 class PackedTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kiln-image-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    dir_ = kiln::testing::make_test_dir("kiln-image-test");
     raw_ = (dir_ / "disk.raw").string();
     // 12 chunks + 1000 bytes: text, noise, zeros, a 2-chunk hole, text again, short tail.
     std::ofstream f(raw_, std::ios::binary);

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "store/sqlite.h"
+#include "tests/unit/test_dir.h"
 
 namespace kiln::store {
 namespace {
@@ -26,11 +27,7 @@ class FakeClock : public Clock {
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kiln-store-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    dir_ = kiln::testing::make_test_dir("kiln-store-test");
     options_.path = (dir_ / "kiln.db").string();
     options_.synchronous_full = false;
     auto s = Store::open(options_, clock_);
