@@ -141,7 +141,7 @@ start_kilnd() {
     sleep 0.05
   done
   [[ -s "$ready" ]] || die "kilnd did not become ready within 10 s"
-  KILND_URL=$(cat "$ready")
+  KILND_URL=$(head -n1 "$ready")
   KILND_URL=${KILND_URL%/}
 }
 

@@ -22,7 +22,7 @@ KILND_PID=$!
 trap 'kill $KILND_PID 2>/dev/null || true; wait $KILND_PID 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [[ -s "$DATA/url" ]] && break; sleep 0.05; done
 export KILN_URL
-KILN_URL=$(cat "$DATA/url")
+KILN_URL=$(head -n1 "$DATA/url")
 kiln() { build/kiln "$@"; }
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }

@@ -20,7 +20,8 @@ std::string Config::effective_files_dir() const {
   return files_dir.empty() ? data_dir + "/files" : files_dir;
 }
 
-Status parse_listen(const std::string& listen, http::ServerOptions& out) {
+namespace {
+Status parse_host_port(const std::string& listen, std::string& host_out, std::uint16_t& port_out) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos || colon == 0) {
     return make_error(Errc::kInvalid, "listen must be host:port, got '" + listen + "'");
@@ -34,9 +35,17 @@ Status parse_listen(const std::string& listen, http::ServerOptions& out) {
   if (ec != std::errc() || end != p.data() + p.size() || port > 65535) {
     return make_error(Errc::kInvalid, "bad port in listen '" + listen + "'");
   }
-  out.address = host;
-  out.port = static_cast<std::uint16_t>(port);
+  host_out = host;
+  port_out = static_cast<std::uint16_t>(port);
   return ok_status();
+}
+}  // namespace
+
+Status parse_listen(const std::string& listen, http::ServerOptions& out) {
+  return parse_host_port(listen, out.address, out.port);
+}
+Status parse_listen(const std::string& listen, tftp::ServerOptions& out) {
+  return parse_host_port(listen, out.address, out.port);
 }
 
 namespace {
@@ -66,7 +75,7 @@ Result<Config> load_config_file(const std::string& path, Config c) {
   try {
     check_keys(j, "",
                {"data_dir", "db_path", "files_dir", "threads", "log_level", "shutdown_grace_ms",
-                "ready_file", "store", "http", "api", "images"});
+                "ready_file", "store", "http", "api", "images", "boot", "tftp"});
     get(j, "data_dir", c.data_dir);
     get(j, "db_path", c.db_path);
     get(j, "files_dir", c.files_dir);
@@ -105,6 +114,41 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       get(*h, "max_connections", c.http.max_connections);
       get(*h, "tls_cert", c.http.tls_cert_file);
       get(*h, "tls_key", c.http.tls_key_file);
+    }
+    if (auto b = j.find("boot"); b != j.end()) {
+      check_keys(*b, "boot.", {"roots"});
+      get(*b, "roots", c.boot_roots);
+    }
+    if (auto t = j.find("tftp"); t != j.end()) {
+      check_keys(
+          *t, "tftp.",
+          {"listen", "threads", "max_transfers", "max_per_client", "max_blksize", "max_windowsize",
+           "initial_rto_ms", "min_rto_ms", "max_rto_ms", "max_retries", "netascii_max_bytes"});
+      if (auto l = t->find("listen"); l != t->end()) {
+        const auto listen = l->get<std::string>();
+        c.tftp_enabled = !listen.empty();
+        if (c.tftp_enabled) {
+          if (auto st = parse_listen(listen, c.tftp); !st) return st.error();
+        }
+      }
+      get(*t, "threads", c.tftp.threads);
+      get(*t, "max_transfers", c.tftp.max_transfers);
+      get(*t, "max_per_client", c.tftp.max_per_client);
+      get(*t, "max_blksize", c.tftp.limits.max_blksize);
+      get(*t, "max_windowsize", c.tftp.limits.max_window);
+      get(*t, "initial_rto_ms", c.tftp.initial_rto_ms);
+      get(*t, "min_rto_ms", c.tftp.min_rto_ms);
+      get(*t, "max_rto_ms", c.tftp.max_rto_ms);
+      get(*t, "max_retries", c.tftp.max_retries);
+      get(*t, "netascii_max_bytes", c.tftp.netascii_max_bytes);
+      if (c.tftp.limits.max_blksize < 512 || c.tftp.limits.max_blksize > 65464)
+        throw std::runtime_error("tftp.max_blksize must be within 512..65464");
+      if (c.tftp.limits.max_window < 1)
+        throw std::runtime_error("tftp.max_windowsize must be >= 1");
+      if (c.tftp.min_rto_ms < 1 || c.tftp.min_rto_ms > c.tftp.max_rto_ms)
+        throw std::runtime_error("tftp: need 1 <= min_rto_ms <= max_rto_ms");
+      if (c.tftp.max_transfers < 1 || c.tftp.max_per_client < 1 || c.tftp.max_retries < 0)
+        throw std::runtime_error("tftp: max_transfers and max_per_client must be >= 1");
     }
     if (auto a = j.find("api"); a != j.end()) {
       check_keys(*a, "api.", {"auth", "metrics_public", "max_wait_ms", "agent_token_ttl_s"});
@@ -146,6 +190,23 @@ std::string dump_config(const Config& c) {
         {"max_connections", c.http.max_connections},
         {"tls_cert", c.http.tls_cert_file},
         {"tls_key", c.http.tls_key_file}}},
+      {"boot", {{"roots", c.boot_roots}}},
+      {"tftp",
+       {{"listen", c.tftp_enabled
+                       ? (c.tftp.address.find(':') != std::string::npos ? "[" + c.tftp.address + "]"
+                                                                        : c.tftp.address) +
+                             ":" + std::to_string(c.tftp.port)
+                       : ""},
+        {"threads", c.tftp.threads},
+        {"max_transfers", c.tftp.max_transfers},
+        {"max_per_client", c.tftp.max_per_client},
+        {"max_blksize", c.tftp.limits.max_blksize},
+        {"max_windowsize", c.tftp.limits.max_window},
+        {"initial_rto_ms", c.tftp.initial_rto_ms},
+        {"min_rto_ms", c.tftp.min_rto_ms},
+        {"max_rto_ms", c.tftp.max_rto_ms},
+        {"max_retries", c.tftp.max_retries},
+        {"netascii_max_bytes", c.tftp.netascii_max_bytes}}},
       {"api",
        {{"auth", c.api.auth_required},
         {"metrics_public", c.api.metrics_public},

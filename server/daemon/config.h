@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "core/result.h"
 #include "http/server.h"
+#include "tftp/server.h"
 
 namespace kiln::daemon {
 
@@ -23,7 +24,10 @@ struct Config {
   int db_busy_timeout_ms = 5'000;
   std::string images_dir;                 // the chunk store; default: <data_dir>/images
   std::vector<std::string> trusted_keys;  // Ed25519 public keys (PEM); set: uploads must be signed
+  std::vector<std::string> boot_roots;    // boot artifacts searched after files_dir, in order
   http::ServerOptions http;
+  bool tftp_enabled = false;  // tftp.listen set
+  tftp::ServerOptions tftp;
   api::ApiOptions api;
 
   std::string effective_db_path() const;
@@ -34,8 +38,9 @@ struct Config {
 // Reads a JSON config file over the defaults in `base`. Unknown keys are errors (a typo must
 // not silently fall back to a default).
 Result<Config> load_config_file(const std::string& path, Config base = {});
-// Parses "host:port" into the http options.
+// Parses "host:port" (IPv6 hosts in brackets) into the http or tftp options.
 Status parse_listen(const std::string& listen, http::ServerOptions& out);
+Status parse_listen(const std::string& listen, tftp::ServerOptions& out);
 // The effective configuration as JSON (same shape as the file).
 std::string dump_config(const Config& c);
 

@@ -13,9 +13,11 @@
 #include <iostream>
 #include <thread>
 
+#include "boot/artifacts.h"
 #include "core/time.h"
 #include "images/chunk_store.h"
 #include "store/store.h"
+#include "tftp/server.h"
 
 namespace kiln::daemon {
 
@@ -67,11 +69,14 @@ void raise_fd_limit(Config& c, spdlog::logger& log) {
   }
 }
 
-void write_ready_file(const std::string& path, const std::string& url) {
+// Line 1: the HTTP base URL. Then one "name=host:port" line per other listener (tftp=...).
+void write_ready_file(const std::string& path, const std::string& url,
+                      const std::vector<std::string>& extra) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << url << "\n";
+    for (const auto& line : extra) out << line << "\n";
   }
   std::filesystem::rename(tmp, path);
 }
@@ -122,13 +127,33 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   }
   api.attach_images(**chunks, std::move(trusted));
 
-  http::ServerOptions hopts = cfg.http;
+  // Boot artifacts: one resolver for HTTP /files/ and TFTP, so a name is the same bytes on both.
   std::error_code ec;
   std::filesystem::create_directories(cfg.effective_files_dir(), ec);
-  hopts.mounts.push_back({"/files/", cfg.effective_files_dir()});
+  boot::Artifacts artifacts;
+  for (const auto& dir : std::vector<std::string>{cfg.effective_files_dir()}) {
+    if (auto st = artifacts.add_root(dir); !st) {
+      log->critical("event=daemon.boot_root_failed dir=\"{}\" err=\"{}\"", dir, st.error().message);
+      return 2;
+    }
+  }
+  for (const auto& dir : cfg.boot_roots) {
+    // Optional extra roots (e.g. a distribution's iPXE directory) may be absent on this host.
+    if (auto st = artifacts.add_root(dir); !st) {
+      log->warn("event=daemon.boot_root_missing dir=\"{}\" err=\"{}\"", dir, st.error().message);
+    }
+  }
+
+  http::ServerOptions hopts = cfg.http;
+  http::FileMount files_mount;
+  files_mount.prefix = "/files/";
+  files_mount.root = cfg.effective_files_dir();
+  files_mount.artifacts = &artifacts;
+  hopts.mounts.push_back(std::move(files_mount));
   // Chunks by content hash: /v1/chunks/<sha256> is the .zst (DATA) or .raw (RAW) payload.
-  http::FileMount chunk_mount{"/v1/chunks/",
-                              std::filesystem::path(cfg.effective_images_dir()) / "chunks"};
+  http::FileMount chunk_mount;
+  chunk_mount.prefix = "/v1/chunks/";
+  chunk_mount.root = std::filesystem::path(cfg.effective_images_dir()) / "chunks";
   chunk_mount.immutable = true;
   chunk_mount.resolve = [](std::string_view rel) -> std::vector<std::string> {
     if (rel.size() != 64 || rel.find_first_not_of("0123456789abcdef") != std::string_view::npos) {
@@ -168,14 +193,36 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   if (!cfg.api.auth_required) {
     log->warn("event=daemon.auth_disabled msg=\"every caller is an anonymous admin\"");
   }
-  if (!cfg.ready_file.empty()) write_ready_file(cfg.ready_file, url);
+  std::unique_ptr<tftp::Server> tftp_server;
+  std::vector<std::string> ready_extra;
+  if (cfg.tftp_enabled) {
+    tftp_server = std::make_unique<tftp::Server>(cfg.tftp, artifacts, metrics, log);
+    if (auto st = tftp_server->start(); !st) {
+      log->critical("event=daemon.tftp_listen_failed err=\"{}\"", st.error().message);
+      return 2;
+    }
+    const std::string addr = cfg.tftp.address.find(':') != std::string::npos
+                                 ? "[" + cfg.tftp.address + "]"
+                                 : cfg.tftp.address;
+    log->info("event=daemon.tftp_listening address={}:{} max_blksize={} max_windowsize={}", addr,
+              tftp_server->port(), cfg.tftp.limits.max_blksize, cfg.tftp.limits.max_window);
+    ready_extra.push_back("tftp=" + addr + ":" + std::to_string(tftp_server->port()));
+  }
+  if (!cfg.ready_file.empty()) write_ready_file(cfg.ready_file, url, ready_extra);
 
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& sec, int sig) {
     if (sec) return;
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
-    server.shutdown(std::chrono::milliseconds(cfg.shutdown_grace_ms), [&ioc] { ioc.stop(); });
+    // Stop once both the HTTP server and TFTP have drained (or their grace ran out).
+    auto pending = std::make_shared<std::atomic<int>>(tftp_server ? 2 : 1);
+    auto one_done = [&ioc, pending] {
+      if (pending->fetch_sub(1) == 1) ioc.stop();
+    };
+    const auto grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
+    if (tftp_server) tftp_server->shutdown(grace, one_done);
+    server.shutdown(grace, one_done);
   });
 
   std::vector<std::thread> pool;

@@ -9,7 +9,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kilnd: bare-metal image provisioning daemon (DHCP/TFTP/HTTP boot, REST API)"};
   app.require_subcommand(0, 1);
   std::string config_file;
-  std::string listen, db, level;
+  std::string listen, tftp_listen, db, level;
   Config defaults;
   Config overrides;
   int threads = -1;
@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
                  "directory served at /files/ (default <data-dir>/files)");
   app.add_option("-l,--listen", listen,
                  "HTTP listen address host:port (default 127.0.0.1:8080; port 0 = ephemeral)");
+  app.add_option("--tftp-listen", tftp_listen,
+                 "TFTP listen address host:port (default off; port 0 = ephemeral)");
   app.add_option("--threads", threads, "io threads (default: number of cores)");
   app.add_option("--log-level", level, "trace|debug|info|warn|error (default info)");
   app.add_option("--tls-cert", overrides.http.tls_cert_file, "PEM certificate chain: serve HTTPS");
@@ -62,6 +64,13 @@ int main(int argc, char** argv) {
       std::cerr << "kilnd: " << st.error().message << "\n";
       return 2;
     }
+  }
+  if (!tftp_listen.empty()) {
+    if (auto st = kiln::daemon::parse_listen(tftp_listen, config.tftp); !st) {
+      std::cerr << "kilnd: --tftp-listen: " << st.error().message << "\n";
+      return 2;
+    }
+    config.tftp_enabled = true;
   }
   if (threads >= 0) config.threads = threads;
   if (!level.empty()) config.log_level = level;

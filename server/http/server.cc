@@ -387,9 +387,11 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     res.set(bhttp::field::server, "kilnd");
   }
 
-  void write(Response&& res) {
+  // `head_length`: a HEAD response, announcing the length a GET would have (its body is empty).
+  void write(Response&& res, std::optional<std::uint64_t> head_length = std::nullopt) {
     finish_headers(res);
     res.prepare_payload();
+    if (head_length) res.content_length(*head_length);
     res_ = std::make_unique<Response>(std::move(res));
     lowest().expires_after(opts().write_timeout);
     bhttp::async_write(
@@ -413,6 +415,17 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
 
   // --- static files --------------------------------------------------------------------------
 
+  // Generated per request (e.g. a machine's iPXE script): never cached, whole body.
+  void serve_generated(const Request& req, const FileMount& mount, const boot::Artifact& a) {
+    Response res{bhttp::status::ok, version_};
+    res.set(bhttp::field::content_type, content_type_for(a.name));
+    res.set(bhttp::field::cache_control, "no-store");
+    state_->count_request(mount.prefix, method_, 200);
+    if (req.method() == bhttp::verb::head) return write(std::move(res), a.size);
+    res.body() = *a.content;
+    write(std::move(res));
+  }
+
   void serve_file(const Request& req, const FileMount& mount, const FileRoot& root,
                   std::string_view rel_encoded) {
     auto fail = [&](bhttp::status st, std::string_view code, std::string_view msg) {
@@ -422,7 +435,15 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     auto rel = percent_decode(rel_encoded);
     if (!rel) return fail(bhttp::status::bad_request, "bad_request", "malformed path");
     Result<OpenFile> opened = make_error(Errc::kNotFound, "no such file");
-    if (mount.resolve) {
+    if (mount.artifacts) {
+      auto a = mount.artifacts->resolve(*rel, {"http", peer_address()});
+      if (a && a->generated()) return serve_generated(req, mount, *a);
+      if (a) {
+        opened = std::move(a->file);
+      } else {
+        opened = a.error();
+      }
+    } else if (mount.resolve) {
       for (const auto& candidate : mount.resolve(*rel)) {
         opened = root.open_file(candidate);
         if (opened || opened.error().code != Errc::kNotFound) break;
@@ -615,6 +636,12 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     timer_.cancel();
     lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
     lowest().close();
+  }
+
+  std::string peer_address() {
+    beast::error_code ec;
+    auto ep = lowest().socket().remote_endpoint(ec);
+    return ec ? std::string() : ep.address().to_string();
   }
 
   std::string peer() {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "boot/artifacts.h"
 #include "core/metrics.h"
 #include "core/result.h"
 
@@ -42,6 +43,9 @@ struct FileMount {
   // Optional: maps the decoded path below the prefix to the files under `root` that may hold
   // it, tried in order (e.g. a chunk hash to its .zst or .raw file). Empty: not found.
   std::function<std::vector<std::string>(std::string_view rel)> resolve;
+  // Optional: resolve through the shared boot resolver (the same names as TFTP) instead of
+  // `root`; generated artifacts are served from memory. Must outlive the server.
+  const boot::Artifacts* artifacts = nullptr;
   // Content never changes under its name (content-addressed): the ETag is the name itself and
   // responses carry "Cache-Control: public, max-age=31536000, immutable".
   bool immutable = false;

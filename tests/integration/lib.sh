@@ -64,7 +64,7 @@ start_kilnd() {
     sleep 0.05
   done
   [[ -s "$ready" ]] || { echo "kilnd did not become ready" >&2; return 1; }
-  URL=$(cat "$ready")
+  URL=$(head -n1 "$ready")
 }
 
 # stop_kilnd [signal] — stops the last started kilnd and waits for it; returns its exit code.

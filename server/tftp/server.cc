@@ -1,0 +1,730 @@
+#include "tftp/server.h"
+
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "tftp/transfer.h"
+
+namespace kiln::tftp {
+
+namespace net = boost::asio;
+using udp = net::ip::udp;
+using SteadyClock = std::chrono::steady_clock;
+
+namespace {
+
+std::int64_t mono_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             SteadyClock::now().time_since_epoch())
+      .count();
+}
+
+udp::endpoint to_endpoint(const sockaddr_storage& sa, socklen_t len) {
+  udp::endpoint ep;
+  std::memcpy(ep.data(), &sa, std::min<std::size_t>(len, sizeof sa));
+  ep.resize(len);
+  return ep;
+}
+
+std::string text(const udp::endpoint& ep) {
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+// File names in log lines: printable ASCII only, bounded.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (const char c : s.substr(0, 256)) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+constexpr std::size_t kAckBufSize = 1024;  // ACKs are 4 bytes, ERRORs short; more is not TFTP
+constexpr int kDrainBatch = 64;
+
+}  // namespace
+
+class Session;
+
+struct Server::State : std::enable_shared_from_this<Server::State> {
+  State(ServerOptions o, const boot::Artifacts& a, Metrics& m, std::shared_ptr<spdlog::logger> l)
+      : opts(std::move(o)), artifacts(a), metrics(m), log(std::move(l)) {}
+
+  // One single-threaded io_context per TFTP thread (owned by Server); the listener lives on the
+  // first, transfers are spread over all. A transfer's handlers all run on its context's one
+  // thread, so a session needs no locking.
+  std::vector<net::io_context*> ctxs;
+  std::atomic<unsigned> next_ctx{0};
+  net::io_context& ioc() { return *ctxs[0]; }
+  ServerOptions opts;
+  const boot::Artifacts& artifacts;
+  Metrics& metrics;
+  std::shared_ptr<spdlog::logger> log;
+  std::unique_ptr<udp::socket> listener;
+  std::uint16_t bound_port = 0;
+  std::vector<std::uint8_t> rbuf = std::vector<std::uint8_t>(kMaxPacket + 1);
+
+  std::mutex mu;  // guards everything below
+  std::map<net::ip::address, int> per_client;
+  std::map<udp::endpoint, std::weak_ptr<Session>> sessions;
+  int active = 0;
+  bool stopping = false;
+  std::function<void()> on_drained;
+  std::unique_ptr<net::steady_timer> grace_timer;
+
+  // Refusals and malformed packets are logged at most this often (a flood must not flood the
+  // log); every one is counted.
+  std::atomic<std::int64_t> log_window{0};
+  std::atomic<int> log_budget{0};
+  bool may_log() {
+    const std::int64_t sec = mono_ms() / 1000;
+    if (log_window.exchange(sec) != sec) log_budget = 20;
+    return log_budget.fetch_sub(1) > 0;
+  }
+
+  void wait_listener();
+  void drain_listener();
+  void handle_request(std::span<const std::uint8_t> bytes, const udp::endpoint& peer,
+                      const net::ip::address& local);
+  void send_error(const net::ip::address& local, const udp::endpoint& peer, ErrorCode code,
+                  std::string_view msg);
+  void refuse(const net::ip::address& local, const udp::endpoint& peer, ErrorCode code,
+              std::string_view msg, std::string_view reason, std::string_view file);
+  void drop(std::string_view reason, const udp::endpoint& peer, std::string_view detail);
+  void release(const udp::endpoint& peer);
+};
+
+// One read transfer: its socket (the server's TID), timer, state machine and data source.
+// Every handler runs on the one thread of the session's io_context.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(std::shared_ptr<Server::State> st, udp::socket&& sock, udp::endpoint peer,
+          boot::Artifact artifact, std::shared_ptr<const std::string> netascii,
+          const Negotiated& neg, TransferConfig cfg, std::string name, Mode mode)
+      : st_(std::move(st)),
+        sock_(std::move(sock)),
+        timer_(sock_.get_executor()),
+        peer_(std::move(peer)),
+        artifact_(std::move(artifact)),
+        netascii_(std::move(netascii)),
+        transfer_(cfg),
+        blksize_(cfg.blksize),
+        window_(cfg.window),
+        name_(std::move(name)),
+        mode_(mode) {
+    // Read ahead: one pread serves many blocks (a whole window at least, 256 KiB or more).
+    if (!artifact_.generated() && !netascii_) {
+      cache_.resize(std::min<std::size_t>(
+          std::max<std::size_t>(256 << 10, 2 * static_cast<std::size_t>(window_) * blksize_),
+          std::size_t{8} << 20));
+    }
+    if (!neg.oack.empty()) encode_oack(oack_, neg.oack);
+    started_ms_ = mono_ms();
+  }
+
+  void start() {
+    net::post(sock_.get_executor(), [self = shared_from_this()] {
+      self->transfer_.start(mono_ms(), self->sends_);
+      self->send_pending();
+      self->after_event();
+    });
+  }
+
+  void abort(std::string reason) {
+    net::post(sock_.get_executor(),
+              [self = shared_from_this(), reason = std::move(reason)]() mutable {
+                if (self->transfer_.finished()) return;
+                self->transfer_.abort(std::move(reason));
+                self->finish();
+              });
+  }
+
+ private:
+  void on_readable() {
+    const int fd = sock_.native_handle();
+    for (int i = 0; i < kDrainBatch && !transfer_.finished(); ++i) {
+      sockaddr_storage from{};
+      socklen_t len = sizeof from;
+      const ssize_t n = ::recvfrom(fd, rbuf_, sizeof rbuf_, MSG_DONTWAIT | MSG_TRUNC,
+                                   reinterpret_cast<sockaddr*>(&from), &len);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;  // EAGAIN: drained; ECONNREFUSED (ICMP) and the like: the timer decides
+      }
+      const udp::endpoint src = to_endpoint(from, len);
+      if (src != peer_) {
+        // RFC 1350: a packet from another TID gets an ERROR and does not disturb the transfer.
+        std::vector<std::uint8_t> err;
+        encode_error(err, ErrorCode::kUnknownTid, "unknown transfer ID");
+        ::sendto(fd, err.data(), err.size(), MSG_DONTWAIT, src.data(), src.size());
+        st_->drop("unknown_tid", src, name_);
+        continue;
+      }
+      if (static_cast<std::size_t>(n) > sizeof rbuf_) {
+        st_->drop("oversized", src, name_);
+        continue;
+      }
+      auto pkt = parse(std::span<const std::uint8_t>(rbuf_, static_cast<std::size_t>(n)));
+      if (!pkt) {
+        st_->drop("malformed", src, pkt.error().message);
+        continue;
+      }
+      if (pkt->op == Opcode::kAck) {
+        transfer_.on_ack(pkt->block, mono_ms(), sends_);
+        // Progress: answer now. Anything still queued (a duplicate) wakes the next wait, as
+        // re-arming the wait re-checks readiness; in lock-step this saves a recvfrom per block.
+        if (!sends_.empty()) break;
+      } else if (pkt->op == Opcode::kError) {
+        client_error_ = true;
+        transfer_.abort("client sent error " + std::to_string(static_cast<int>(pkt->error)) + ": " +
+                        printable(pkt->message));
+      } else {
+        st_->drop("unexpected", src, opcode_name(pkt->op));
+      }
+    }
+    send_pending();
+    after_event();
+  }
+
+  void on_timer() {
+    if (transfer_.finished()) return;
+    const std::int64_t now = mono_ms();
+    if (now >= transfer_.deadline()) {
+      transfer_.on_timeout(now, sends_);
+      send_pending();
+    }
+    after_event();
+  }
+
+  // After any event: finish, or keep waiting (re-arming the timer only when the deadline moved
+  // earlier than the pending expiry; a later deadline is caught when the timer fires).
+  void after_event() {
+    if (transfer_.finished()) return finish();
+    const std::int64_t d = transfer_.deadline();
+    if (armed_ < 0 || d < armed_) {
+      armed_ = d;
+      timer_.expires_at(SteadyClock::time_point(std::chrono::milliseconds(d)));
+      timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+        if (ec) return;
+        self->armed_ = -1;
+        self->on_timer();
+      });
+    }
+    if (!reading_) {
+      reading_ = true;
+      wait_read_loop();
+    }
+  }
+
+  void wait_read_loop() {
+    sock_.async_wait(udp::socket::wait_read,
+                     [self = shared_from_this()](const boost::system::error_code& ec) {
+                       if (ec || self->transfer_.finished()) return;
+                       self->on_readable();
+                       if (!self->transfer_.finished()) self->wait_read_loop();
+                     });
+  }
+
+  // Points `out` at the payload of `block`: into generated or converted content, or into the
+  // read-ahead cache (refilled from the file when the block is outside it). False on a read
+  // error or a file that shrank.
+  bool payload(std::uint64_t block, std::size_t len, const std::uint8_t*& out) {
+    const std::uint64_t off = transfer_.offset_of(block);
+    if (netascii_ || artifact_.generated()) {
+      const std::string& src = netascii_ ? *netascii_ : *artifact_.content;
+      if (off + len > src.size()) return false;
+      out = reinterpret_cast<const std::uint8_t*>(src.data()) + off;
+      return true;
+    }
+    if (len == 0) {
+      out = cache_.data();
+      return true;
+    }
+    if (off < cache_off_ || off + len > cache_off_ + cache_len_) {
+      const std::size_t want =
+          static_cast<std::size_t>(std::min<std::uint64_t>(cache_.size(), artifact_.size - off));
+      std::size_t done = 0;
+      while (done < want) {
+        const ssize_t r = ::pread(artifact_.file.fd.get(), cache_.data() + done, want - done,
+                                  static_cast<off_t>(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        done += static_cast<std::size_t>(r);
+      }
+      cache_off_ = off;
+      cache_len_ = done;
+      if (done < len) return false;
+    }
+    out = cache_.data() + (off - cache_off_);
+    return true;
+  }
+
+  void send_pending() {
+    const int fd = sock_.native_handle();
+    for (const std::uint64_t block : sends_) {
+      std::uint8_t header[4] = {0, 3, 0, 0};
+      iovec iov[2];
+      int iovcnt = 1;
+      if (block == 0) {
+        iov[0] = {oack_.data(), oack_.size()};
+      } else {
+        const std::size_t len = transfer_.length_of(block);
+        const std::uint8_t* data = nullptr;
+        if (!payload(block, len, data)) {
+          transfer_.abort("read error: the file changed or could not be read");
+          server_error_ = "file read error";
+          break;
+        }
+        header[2] = static_cast<std::uint8_t>(Transfer::wire(block) >> 8);
+        header[3] = static_cast<std::uint8_t>(Transfer::wire(block) & 0xff);
+        iov[0] = {header, 4};
+        iov[1] = {const_cast<std::uint8_t*>(data), len};
+        iovcnt = 2;
+        bytes_sent_ += len;
+      }
+      msghdr m{};
+      m.msg_name = const_cast<sockaddr*>(peer_.data());
+      m.msg_namelen = static_cast<socklen_t>(peer_.size());
+      m.msg_iov = iov;
+      m.msg_iovlen = static_cast<std::size_t>(iovcnt);
+      const ssize_t r = ::sendmsg(fd, &m, MSG_DONTWAIT);
+      if (r < 0) {
+        // A full socket buffer is a lost packet: the timer retransmits it. Anything else
+        // (no route, interface gone) is logged once and left to the timer as well.
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && errno != EINTR &&
+            !send_error_logged_) {
+          send_error_logged_ = true;
+          st_->log->warn("event=tftp.send_failed client={} file=\"{}\" err=\"{}\"", text(peer_),
+                         printable(name_), std::strerror(errno));
+        }
+        break;
+      }
+    }
+    sends_.clear();
+  }
+
+  void finish() {
+    if (finished_) return;
+    finished_ = true;
+    const bool ok = transfer_.state() == Transfer::State::kDone;
+    if (!ok && !client_error_) {
+      std::vector<std::uint8_t> err;
+      encode_error(err, ErrorCode::kUndefined,
+                   server_error_.empty() ? transfer_.failure() : server_error_);
+      ::sendto(sock_.native_handle(), err.data(), err.size(), MSG_DONTWAIT, peer_.data(),
+               peer_.size());
+    }
+    const double ms = static_cast<double>(mono_ms() - started_ms_);
+    const std::uint64_t size = netascii_ ? netascii_->size() : artifact_.size;
+    if (ok) {
+      st_->log->info(
+          "event=tftp.transfer_done client={} file=\"{}\" mode={} bytes={} blksize={} "
+          "window={} ms={:.0f} mbps={:.1f} retransmits={} rewinds={} dup_acks={}",
+          text(peer_), printable(name_), mode_ == Mode::kOctet ? "octet" : "netascii", size,
+          blksize_, window_, ms, ms > 0 ? static_cast<double>(size) / ms / 1000.0 : 0.0,
+          transfer_.retransmits(), transfer_.rewinds(), transfer_.duplicate_acks());
+    } else {
+      st_->log->warn(
+          "event=tftp.transfer_failed client={} file=\"{}\" acked_blocks={} of={} ms={:.0f} "
+          "reason=\"{}\"",
+          text(peer_), printable(name_), transfer_.acked(), transfer_.total_blocks(), ms,
+          transfer_.failure());
+    }
+    st_->metrics.add("kiln_tftp_transfers_total", {{"result", ok ? "ok" : "failed"}});
+    st_->metrics.add("kiln_tftp_bytes_total", {}, static_cast<double>(bytes_sent_));
+    st_->metrics.add("kiln_tftp_retransmits_total", {},
+                     static_cast<double>(transfer_.retransmits()));
+    boost::system::error_code ec;
+    timer_.cancel();
+    sock_.close(ec);
+    st_->release(peer_);
+  }
+
+  std::shared_ptr<Server::State> st_;
+  udp::socket sock_;
+  net::steady_timer timer_;
+  udp::endpoint peer_;
+  boot::Artifact artifact_;
+  std::shared_ptr<const std::string> netascii_;
+  Transfer transfer_;
+  std::size_t blksize_;
+  std::uint16_t window_;
+  std::string name_;
+  Mode mode_;
+  std::vector<std::uint8_t> cache_;
+  std::uint64_t cache_off_ = 0;
+  std::size_t cache_len_ = 0;
+  std::vector<std::uint8_t> oack_;
+  Transfer::Sends sends_;
+  std::uint8_t rbuf_[kAckBufSize];
+  std::int64_t armed_ = -1;
+  std::int64_t started_ms_ = 0;
+  std::uint64_t bytes_sent_ = 0;
+  bool reading_ = false;
+  bool finished_ = false;
+  bool client_error_ = false;
+  bool send_error_logged_ = false;
+  std::string server_error_;
+};
+
+void Server::State::drop(std::string_view reason, const udp::endpoint& peer,
+                         std::string_view detail) {
+  metrics.add("kiln_tftp_packets_dropped_total", {{"reason", std::string(reason)}});
+  if (may_log()) {
+    log->info("event=tftp.packet_dropped reason={} peer={} detail=\"{}\"", reason, text(peer),
+              printable(detail));
+  }
+}
+
+void Server::State::send_error(const net::ip::address& local, const udp::endpoint& peer,
+                               ErrorCode code, std::string_view msg) {
+  // From a fresh port, as a transfer would answer: clients take the first reply's port as the
+  // server's TID.
+  boost::system::error_code ec;
+  udp::socket s(ioc());
+  s.open(peer.protocol(), ec);
+  if (!ec) s.bind(udp::endpoint(local, 0), ec);
+  if (ec) return;
+  std::vector<std::uint8_t> err;
+  encode_error(err, code, msg);
+  s.send_to(net::buffer(err), peer, 0, ec);
+}
+
+void Server::State::refuse(const net::ip::address& local, const udp::endpoint& peer, ErrorCode code,
+                           std::string_view msg, std::string_view reason, std::string_view file) {
+  send_error(local, peer, code, msg);
+  metrics.add("kiln_tftp_requests_refused_total", {{"reason", std::string(reason)}});
+  if (may_log()) {
+    log->warn("event=tftp.request_refused reason={} client={} file=\"{}\"", reason, text(peer),
+              printable(file));
+  }
+}
+
+void Server::State::release(const udp::endpoint& peer) {
+  std::function<void()> drained;
+  {
+    std::lock_guard lock(mu);
+    sessions.erase(peer);
+    if (auto it = per_client.find(peer.address()); it != per_client.end() && --it->second <= 0) {
+      per_client.erase(it);
+    }
+    --active;
+    metrics.set("kiln_tftp_active_transfers", {}, active);
+    if (stopping && active == 0 && on_drained) {
+      drained = std::move(on_drained);
+      on_drained = nullptr;
+      if (grace_timer) grace_timer->cancel();
+    }
+  }
+  if (drained) drained();
+}
+
+void Server::State::wait_listener() {
+  listener->async_wait(udp::socket::wait_read,
+                       [self = shared_from_this()](const boost::system::error_code& ec) {
+                         if (ec) return;
+                         self->drain_listener();
+                         self->wait_listener();
+                       });
+}
+
+void Server::State::drain_listener() {
+  const int fd = listener->native_handle();
+  for (int i = 0; i < kDrainBatch; ++i) {
+    sockaddr_storage from{};
+    alignas(cmsghdr) char control[256];
+    iovec iov{rbuf.data(), rbuf.size()};
+    msghdr m{};
+    m.msg_name = &from;
+    m.msg_namelen = sizeof from;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(fd, &m, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    const udp::endpoint peer = to_endpoint(from, m.msg_namelen);
+    if ((m.msg_flags & MSG_TRUNC) || static_cast<std::size_t>(n) > kMaxPacket) {
+      drop("oversized", peer, "");
+      continue;
+    }
+    net::ip::address local = listener->local_endpoint().address();
+    if (local.is_unspecified()) {
+      for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+          in_pktinfo pi;
+          std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+          net::ip::address_v4::bytes_type b;
+          std::memcpy(b.data(), &pi.ipi_spec_dst, 4);
+          local = net::ip::address_v4(b);
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+          in6_pktinfo pi;
+          std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
+          net::ip::address_v6::bytes_type b;
+          std::memcpy(b.data(), &pi.ipi6_addr, 16);
+          local = net::ip::address_v6(b, pi.ipi6_ifindex);
+        }
+      }
+    }
+    handle_request(std::span<const std::uint8_t>(rbuf.data(), static_cast<std::size_t>(n)), peer,
+                   local);
+  }
+}
+
+void Server::State::handle_request(std::span<const std::uint8_t> bytes, const udp::endpoint& peer,
+                                   const net::ip::address& local) {
+  if (peer.port() == 0) return drop("source_port_zero", peer, "");
+  auto pkt = parse(bytes);
+  if (!pkt) return drop("malformed", peer, pkt.error().message);
+  if (pkt->op == Opcode::kWrq) {
+    return refuse(local, peer, ErrorCode::kAccessViolation, "write requests are not accepted",
+                  "write_request", pkt->request.filename);
+  }
+  if (pkt->op != Opcode::kRrq) return drop("unexpected", peer, opcode_name(pkt->op));
+  const Request& req = pkt->request;
+
+  {
+    std::lock_guard lock(mu);
+    if (stopping) {
+      return refuse(local, peer, ErrorCode::kUndefined, "server shutting down", "stopping",
+                    req.filename);
+    }
+    if (sessions.count(peer)) {
+      // The client retransmitted its request before our first reply arrived: the transfer
+      // already running for it retransmits on its own timer.
+      return drop("duplicate_request", peer, req.filename);
+    }
+    if (active >= opts.max_transfers) {
+      return refuse(local, peer, ErrorCode::kUndefined, "server busy, try again later",
+                    "max_transfers", req.filename);
+    }
+    auto it = per_client.find(peer.address());
+    if (it != per_client.end() && it->second >= opts.max_per_client) {
+      return refuse(local, peer, ErrorCode::kUndefined, "too many transfers from this client",
+                    "max_per_client", req.filename);
+    }
+  }
+
+  auto artifact = artifacts.resolve(req.filename, {"tftp", peer.address().to_string()});
+  if (!artifact) {
+    switch (artifact.error().code) {
+      case Errc::kInvalid:
+        return refuse(local, peer, ErrorCode::kAccessViolation, "access violation", "path_refused",
+                      req.filename);
+      case Errc::kNotFound:
+        return refuse(local, peer, ErrorCode::kFileNotFound, "file not found", "not_found",
+                      req.filename);
+      default:
+        log->error("event=tftp.open_failed file=\"{}\" err=\"{}\"", printable(req.filename),
+                   artifact.error().message);
+        return refuse(local, peer, ErrorCode::kUndefined, "cannot open file now", "unavailable",
+                      req.filename);
+    }
+  }
+
+  std::shared_ptr<const std::string> netascii;
+  std::uint64_t size = artifact->size;
+  if (req.mode == Mode::kNetascii) {
+    if (artifact->size > opts.netascii_max_bytes) {
+      return refuse(local, peer, ErrorCode::kUndefined,
+                    "file too large for netascii mode; use octet", "netascii_too_large",
+                    req.filename);
+    }
+    std::string raw;
+    if (artifact->generated()) {
+      raw = *artifact->content;
+    } else {
+      raw.resize(artifact->size);
+      std::size_t done = 0;
+      while (done < raw.size()) {
+        const ssize_t r = ::pread(artifact->file.fd.get(), raw.data() + done, raw.size() - done,
+                                  static_cast<off_t>(done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        done += static_cast<std::size_t>(r);
+      }
+      if (done != raw.size()) {
+        return refuse(local, peer, ErrorCode::kUndefined, "read error", "read_error", req.filename);
+      }
+    }
+    netascii = std::make_shared<const std::string>(to_netascii(raw));
+    size = netascii->size();
+  }
+
+  const Negotiated neg = negotiate(req.options, size, opts.limits);
+  TransferConfig cfg;
+  cfg.size = size;
+  cfg.blksize = neg.blksize;
+  cfg.window = neg.window;
+  cfg.oack = !neg.oack.empty();
+  cfg.fixed_timeout_ms = neg.timeout_ms;
+  cfg.initial_rto_ms = opts.initial_rto_ms;
+  cfg.min_rto_ms = opts.min_rto_ms;
+  cfg.max_rto_ms = opts.max_rto_ms;
+  cfg.max_retries = opts.max_retries;
+
+  net::io_context& ctx = *ctxs[next_ctx.fetch_add(1) % ctxs.size()];
+  udp::socket sock(ctx);
+  boost::system::error_code ec;
+  sock.open(peer.protocol(), ec);
+  if (!ec) sock.bind(udp::endpoint(local, 0), ec);
+  if (ec) {
+    log->error("event=tftp.socket_failed local={} err=\"{}\"", local.to_string(), ec.message());
+    return refuse(local, peer, ErrorCode::kUndefined, "server cannot open a transfer socket",
+                  "socket_failed", req.filename);
+  }
+  // Windows of large blocks leave in bursts: room for a whole window in the send buffer.
+  const int sndbuf = static_cast<int>(std::min<std::size_t>(
+      std::size_t{4} << 20, static_cast<std::size_t>(neg.window) * (neg.blksize + 64) * 2));
+  ::setsockopt(sock.native_handle(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+
+  const std::string name = artifact->name;
+  auto session =
+      std::make_shared<Session>(shared_from_this(), std::move(sock), peer, std::move(*artifact),
+                                std::move(netascii), neg, cfg, name, req.mode);
+  {
+    std::lock_guard lock(mu);
+    sessions[peer] = session;
+    ++per_client[peer.address()];
+    ++active;
+    metrics.set("kiln_tftp_active_transfers", {}, active);
+  }
+  log->debug(
+      "event=tftp.transfer_started client={} file=\"{}\" size={} blksize={} window={} "
+      "oack={}",
+      text(peer), printable(name), size, neg.blksize, neg.window, cfg.oack);
+  session->start();
+}
+
+Server::Server(ServerOptions options, const boot::Artifacts& artifacts, Metrics& metrics,
+               std::shared_ptr<spdlog::logger> log)
+    : state_(std::make_shared<State>(std::move(options), artifacts, metrics, std::move(log))) {
+  int n = state_->opts.threads;
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int i = 0; i < n; ++i) {
+    contexts_.push_back(std::make_unique<net::io_context>(1));
+    state_->ctxs.push_back(contexts_.back().get());
+  }
+  metrics.describe("kiln_tftp_transfers_total", Metrics::Type::kCounter,
+                   "TFTP read transfers ended, by result.");
+  metrics.describe("kiln_tftp_bytes_total", Metrics::Type::kCounter,
+                   "TFTP DATA payload bytes sent, retransmissions included.");
+  metrics.describe("kiln_tftp_retransmits_total", Metrics::Type::kCounter,
+                   "TFTP packets sent again after a timeout.");
+  metrics.describe("kiln_tftp_requests_refused_total", Metrics::Type::kCounter,
+                   "TFTP requests answered with an ERROR, by reason.");
+  metrics.describe("kiln_tftp_packets_dropped_total", Metrics::Type::kCounter,
+                   "TFTP packets ignored (malformed, unexpected, wrong TID), by reason.");
+  metrics.describe("kiln_tftp_active_transfers", Metrics::Type::kGauge,
+                   "TFTP transfers in progress.");
+}
+
+Server::~Server() {
+  for (auto& c : contexts_) c->stop();
+  for (auto& t : threads_) t.join();
+  // Sockets before their contexts; destroying a context destroys the sessions its pending
+  // handlers hold.
+  state_->listener.reset();
+  state_->grace_timer.reset();
+  contexts_.clear();
+}
+
+Status Server::start() {
+  auto& st = *state_;
+  boost::system::error_code ec;
+  const auto addr = net::ip::make_address(st.opts.address, ec);
+  if (ec) return make_error(Errc::kInvalid, "tftp: bad listen address '" + st.opts.address + "'");
+  const udp::endpoint ep(addr, st.opts.port);
+  auto sock = std::make_unique<udp::socket>(st.ioc());
+  sock->open(ep.protocol(), ec);
+  if (!ec) {
+    const int on = 1;
+    if (addr.is_v4()) {
+      ::setsockopt(sock->native_handle(), IPPROTO_IP, IP_PKTINFO, &on, sizeof on);
+    } else {
+      ::setsockopt(sock->native_handle(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on);
+    }
+    // Many machines booting at once send their requests in a burst.
+    const int rcvbuf = 4 << 20;
+    ::setsockopt(sock->native_handle(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    sock->bind(ep, ec);
+  }
+  if (ec) {
+    return make_error(Errc::kUnavailable, "tftp: cannot bind " + st.opts.address + ":" +
+                                              std::to_string(st.opts.port) + ": " + ec.message());
+  }
+  st.bound_port = sock->local_endpoint().port();
+  st.listener = std::move(sock);
+  st.wait_listener();
+  for (auto& c : contexts_) {
+    threads_.emplace_back([ctx = c.get()] {
+      auto guard = net::make_work_guard(*ctx);
+      ctx->run();
+    });
+  }
+  return ok_status();
+}
+
+std::uint16_t Server::port() const { return state_->bound_port; }
+
+int Server::active_transfers() const {
+  std::lock_guard lock(state_->mu);
+  return state_->active;
+}
+
+void Server::shutdown(std::chrono::milliseconds grace, std::function<void()> done) {
+  auto st = state_;
+  net::post(st->ioc(), [st, grace, done = std::move(done)]() mutable {
+    boost::system::error_code ec;
+    if (st->listener) st->listener->close(ec);
+    std::vector<std::shared_ptr<Session>> live;
+    {
+      std::lock_guard lock(st->mu);
+      st->stopping = true;
+      if (st->active == 0) {
+        net::post(st->ioc(), std::move(done));
+        return;
+      }
+      st->on_drained = std::move(done);
+      st->grace_timer = std::make_unique<net::steady_timer>(st->ioc(), grace);
+    }
+    st->log->info("event=tftp.draining transfers={} grace_ms={}", st->active, grace.count());
+    st->grace_timer->async_wait([st](const boost::system::error_code& e) {
+      if (e) return;
+      std::vector<std::shared_ptr<Session>> left;
+      {
+        std::lock_guard lock(st->mu);
+        for (auto& [_, w] : st->sessions) {
+          if (auto s = w.lock()) left.push_back(std::move(s));
+        }
+      }
+      for (auto& s : left) s->abort("server shutting down");
+    });
+  });
+}
+
+}  // namespace kiln::tftp
