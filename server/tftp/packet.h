@@ -90,7 +90,7 @@ struct Limits {
 struct Negotiated {
   std::size_t blksize = kDefaultBlksize;
   std::uint16_t window = 1;
-  std::optional<std::uint32_t> timeout_ms;  // set: the client asked for this fixed timeout
+  std::optional<std::uint32_t> timeout_ms;  // set: the client's timeout (caps retransmission)
   Options oack;  // what to acknowledge, in the client's order; empty: no OACK, DATA 1 first
 };
 

@@ -581,7 +581,7 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
   cfg.blksize = neg.blksize;
   cfg.window = neg.window;
   cfg.oack = !neg.oack.empty();
-  cfg.fixed_timeout_ms = neg.timeout_ms;
+  cfg.client_timeout_ms = neg.timeout_ms;
   cfg.initial_rto_ms = opts.initial_rto_ms;
   cfg.min_rto_ms = opts.min_rto_ms;
   cfg.max_rto_ms = opts.max_rto_ms;

@@ -9,8 +9,11 @@ Transfer::Transfer(const TransferConfig& cfg) : cfg_(cfg) {
   if (cfg_.blksize == 0) cfg_.blksize = 512;
   if (cfg_.window == 0) cfg_.window = 1;
   total_blocks_ = cfg_.size / cfg_.blksize + 1;
-  rto_ms_ = cfg_.fixed_timeout_ms.value_or(
-      std::clamp(cfg_.initial_rto_ms, cfg_.min_rto_ms, cfg_.max_rto_ms));
+  if (cfg_.client_timeout_ms) {
+    cfg_.max_rto_ms = std::max<std::uint32_t>(*cfg_.client_timeout_ms, 1);
+    cfg_.min_rto_ms = std::min(cfg_.min_rto_ms, cfg_.max_rto_ms);
+  }
+  rto_ms_ = std::clamp(cfg_.initial_rto_ms, cfg_.min_rto_ms, cfg_.max_rto_ms);
   backoff_rto_ms_ = rto_ms_;
 }
 
@@ -62,7 +65,7 @@ void Transfer::on_ack(std::uint16_t wire_block, std::int64_t now_ms, Sends& out)
       ++duplicate_acks_;  // nothing but ACK 0 acknowledges an OACK
       return;
     }
-    if (!cfg_.fixed_timeout_ms && !window_retransmitted_) sample_rtt(now_ms - window_sent_at_);
+    if (!window_retransmitted_) sample_rtt(now_ms - window_sent_at_);
     state_ = State::kSending;
     retries_ = 0;
     backoff_rto_ms_ = rto_ms_;
@@ -79,7 +82,7 @@ void Transfer::on_ack(std::uint16_t wire_block, std::int64_t now_ms, Sends& out)
     return;
   }
   const std::uint64_t block = sent_hi_ - back;
-  if (!cfg_.fixed_timeout_ms && !window_retransmitted_) sample_rtt(now_ms - window_sent_at_);
+  if (!window_retransmitted_) sample_rtt(now_ms - window_sent_at_);
   acked_ = block;
   retries_ = 0;
   backoff_rto_ms_ = rto_ms_;
@@ -105,9 +108,7 @@ void Transfer::on_timeout(std::int64_t now_ms, Sends& out) {
   }
   ++retries_;
   window_retransmitted_ = true;
-  if (!cfg_.fixed_timeout_ms) {
-    backoff_rto_ms_ = std::min<std::uint32_t>(backoff_rto_ms_ * 2, cfg_.max_rto_ms);
-  }
+  backoff_rto_ms_ = std::min<std::uint32_t>(backoff_rto_ms_ * 2, cfg_.max_rto_ms);
   const std::size_t before = out.size();
   if (state_ == State::kAwaitOackAck) {
     out.push_back(0);

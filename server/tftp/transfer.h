@@ -13,10 +13,12 @@
 //   blksize ends with an empty block. The transfer is done when the final block is ACKed.
 // - Block numbers are 16 bits on the wire and roll over from 65535 to 0; internally blocks are
 //   64-bit, so any file size works.
-// - Retransmission timeout: the client's RFC 2349 `timeout` when it asked for one; otherwise
-//   adaptive (RFC 6298 smoothed RTT, measured only on windows that were not retransmitted),
-//   within [min_rto, max_rto], doubling on each consecutive timeout. After `max_retries`
-//   consecutive timeouts the transfer fails.
+// - Retransmission timeout: adaptive (RFC 6298 smoothed RTT, measured only on windows that were
+//   not retransmitted), within [min_rto, max_rto], doubling on each consecutive timeout. The
+//   client's RFC 2349 `timeout` replaces max_rto: the server never waits longer than the client
+//   asked, and retransmits sooner when the measured round trip says a packet was lost (a lossy
+//   link must not cost the client's whole timeout per lost packet; a duplicate DATA is
+//   harmless). After `max_retries` consecutive timeouts the transfer fails.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +33,7 @@ struct TransferConfig {
   std::size_t blksize = 512;
   std::uint16_t window = 1;
   bool oack = false;  // an OACK goes first and must be ACKed with block 0
-  std::optional<std::uint32_t> fixed_timeout_ms;
+  std::optional<std::uint32_t> client_timeout_ms;  // RFC 2349 timeout: caps the RTO
   std::uint32_t initial_rto_ms = 1000;
   std::uint32_t min_rto_ms = 200;
   std::uint32_t max_rto_ms = 5000;

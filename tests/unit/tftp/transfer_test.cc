@@ -219,18 +219,29 @@ TEST(TftpTransfer, GivesUpAfterMaxRetriesWithBackoff) {
   EXPECT_NE(t.failure().find("timeout"), std::string::npos);
 }
 
-TEST(TftpTransfer, ClientTimeoutOptionIsFixedWithoutBackoff) {
-  TransferConfig c = lockstep(2000);
-  c.fixed_timeout_ms = 3000;
-  c.max_retries = 2;
+TEST(TftpTransfer, ClientTimeoutOptionCapsTheRetransmitInterval) {
+  TransferConfig c = lockstep(100000);
+  c.client_timeout_ms = 3000;
+  c.initial_rto_ms = 1000;
+  c.max_rto_ms = 5000;
+  c.min_rto_ms = 50;
+  c.max_retries = 4;
   Transfer t(c);
   Sends out;
   t.start(0, out);
-  EXPECT_EQ(t.deadline(), 3000);
+  EXPECT_EQ(t.deadline(), 1000);  // no later than the client's 3 s, sooner while unmeasured
+  t.on_timeout(1000, out);
+  EXPECT_EQ(t.deadline(), 3000);  // backoff 2 s
   t.on_timeout(3000, out);
-  EXPECT_EQ(t.deadline(), 6000);
-  EXPECT_EQ(ack(t, 1, 6500), Sends({2}));  // no RTT sample either: still 3 s
-  EXPECT_EQ(t.deadline(), 9500);
+  EXPECT_EQ(t.deadline(), 6000);  // backoff capped at the client's timeout, not max_rto
+  // Measured round trips bring it down: a lossy link does not cost 3 s per lost packet.
+  std::int64_t now = 6000;
+  for (std::uint64_t b = 1; b <= 20; ++b) {
+    now += 10;
+    ASSERT_FALSE(ack(t, b, now).empty());
+  }
+  EXPECT_EQ(t.rto_ms(), 50u);
+  EXPECT_EQ(t.deadline(), now + 50);
 }
 
 TEST(TftpTransfer, AdaptiveTimeoutFollowsTheMeasuredRtt) {
