@@ -11,14 +11,16 @@ pkgs=(
   libboost-dev libboost-system-dev libarchive-dev libzstd-dev libssl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
-  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd xz-utils
+  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd xz-utils xxd
+  tftp-hpa atftp busybox
   # static libraries kiln-agent links (libarchive raw+filters, OpenSSL, zstd)
   liblzma-dev libbz2-dev zlib1g-dev
   # the libFuzzer targets (deploy/fuzz.sh)
   clang libclang-rt-14-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(wrk nginx-light zstd bc e2fsprogs bmap-tools)
+  # peers run side by side with kilnd (never as system services: see below)
+  pkgs+=(wrk nginx-light zstd bc e2fsprogs bmap-tools tftpd-hpa dnsmasq-base)
 fi
 
 missing=()
@@ -33,10 +35,27 @@ if ((${#missing[@]})); then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
+  # Peer servers (nginx, tftpd-hpa) are benchmark tools started by bench/ on loopback only:
+  # installing them must not start a web or TFTP server on this machine's real interfaces.
+  # policy-rc.d 101 stops services from starting during the install; they are disabled after.
+  daemons=()
+  for p in "${missing[@]}"; do
+    case $p in nginx-light) daemons+=(nginx) ;; tftpd-hpa) daemons+=(tftpd-hpa) ;; esac
+  done
+  made_policy=""
+  if ((${#daemons[@]})) && [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   if [[ ! -f /var/lib/apt/periodic/kiln-updated ]] || ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
     $SUDO apt-get update
     $SUDO mkdir -p /var/lib/apt/periodic && $SUDO touch /var/lib/apt/periodic/kiln-updated
     $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+  fi
+  [[ -n "$made_policy" ]] && $SUDO rm -f /usr/sbin/policy-rc.d
+  if ((${#daemons[@]})) && command -v systemctl >/dev/null; then
+    $SUDO systemctl disable --now "${daemons[@]}" >/dev/null 2>&1 || true
   fi
 else
   echo "install-deps: all packages present"

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
@@ -216,9 +217,16 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
     // Stop once both the HTTP server and TFTP have drained (or their grace ran out).
+    // The io_context must not run out of work (and return) while TFTP still drains on its own
+    // threads: hold it until both are done.
+    auto work = std::make_shared<net::executor_work_guard<net::io_context::executor_type>>(
+        net::make_work_guard(ioc));
     auto pending = std::make_shared<std::atomic<int>>(tftp_server ? 2 : 1);
-    auto one_done = [&ioc, pending] {
-      if (pending->fetch_sub(1) == 1) ioc.stop();
+    auto one_done = [&ioc, pending, work] {
+      if (pending->fetch_sub(1) == 1) {
+        work->reset();
+        ioc.stop();
+      }
     };
     const auto grace = std::chrono::milliseconds(cfg.shutdown_grace_ms);
     if (tftp_server) tftp_server->shutdown(grace, one_done);

@@ -45,7 +45,8 @@ fail() {
 ok() { CHECKS=$((CHECKS + 1)); }
 
 # start_kilnd [extra kilnd args...] — starts kilnd on an ephemeral loopback port with its state
-# in $WORK/var (or --data-dir given), waits until it listens. Sets KILND_PID and URL.
+# in $WORK/var (or --data-dir given), waits until it listens. Sets KILND_PID and URL (and
+# TFTP_PORT when started with --tftp-listen).
 start_kilnd() {
   local n=${#KILND_PIDS[@]}
   local ready=$WORK/ready.$n
@@ -65,6 +66,8 @@ start_kilnd() {
   done
   [[ -s "$ready" ]] || { echo "kilnd did not become ready" >&2; return 1; }
   URL=$(head -n1 "$ready")
+  # Other listeners follow as name=host:port lines (kilnd --tftp-listen).
+  TFTP_PORT=$(sed -n 's/^tftp=.*://p' "$ready")
 }
 
 # stop_kilnd [signal] — stops the last started kilnd and waits for it; returns its exit code.

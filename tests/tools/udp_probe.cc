@@ -66,14 +66,20 @@ int main(int argc, char** argv) {
   std::vector<std::string> pos;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--wait-ms" && i + 1 < argc) wait_ms = std::atoi(argv[++i]);
-    else if (a == "--replies" && i + 1 < argc) replies = std::atoi(argv[++i]);
-    else if (a == "--stray" && i + 1 < argc) stray = argv[++i];
-    else if (a == "--ack") ack = true;
-    else pos.push_back(a);
+    if (a == "--wait-ms" && i + 1 < argc)
+      wait_ms = std::atoi(argv[++i]);
+    else if (a == "--replies" && i + 1 < argc)
+      replies = std::atoi(argv[++i]);
+    else if (a == "--stray" && i + 1 < argc)
+      stray = argv[++i];
+    else if (a == "--ack")
+      ack = true;
+    else
+      pos.push_back(a);
   }
   if (pos.size() != 2) {
-    std::fprintf(stderr, "usage: udp_probe [--wait-ms MS] [--replies N] [--stray HEX] [--ack] PORT HEX\n");
+    std::fprintf(stderr,
+                 "usage: udp_probe [--wait-ms MS] [--replies N] [--stray HEX] [--ack] PORT HEX\n");
     return 2;
   }
   const int fd = open_socket();

@@ -38,9 +38,9 @@ void on_signal(int) { stop = 1; }
 using Clock = std::chrono::steady_clock;
 
 struct Session {
-  int fd = -1;               // upstream socket for this client
-  sockaddr_in client{};      // where replies go
-  sockaddr_in server{};      // where the client's datagrams go (updated by replies)
+  int fd = -1;           // upstream socket for this client
+  sockaddr_in client{};  // where replies go
+  sockaddr_in server{};  // where the client's datagrams go (updated by replies)
 };
 
 struct Pending {
@@ -70,14 +70,22 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--listen") listen_port = std::stoi(next());
-    else if (a == "--upstream") upstream = std::stoi(next());
-    else if (a == "--port-file") port_file = next();
-    else if (a == "--delay-ms") delay_ms = std::stoi(next());
-    else if (a == "--loss") loss = std::stod(next());
-    else if (a == "--duplicate") duplicate = std::stod(next());
-    else if (a == "--seed") seed = static_cast<unsigned>(std::stoul(next()));
-    else if (a == "--lifetime-s") lifetime_s = std::stoi(next());
+    if (a == "--listen")
+      listen_port = std::stoi(next());
+    else if (a == "--upstream")
+      upstream = std::stoi(next());
+    else if (a == "--port-file")
+      port_file = next();
+    else if (a == "--delay-ms")
+      delay_ms = std::stoi(next());
+    else if (a == "--loss")
+      loss = std::stod(next());
+    else if (a == "--duplicate")
+      duplicate = std::stod(next());
+    else if (a == "--seed")
+      seed = static_cast<unsigned>(std::stoul(next()));
+    else if (a == "--lifetime-s")
+      lifetime_s = std::stoi(next());
     else {
       std::fprintf(stderr, "udp_relay: unknown argument %s\n", a.c_str());
       return 2;
@@ -153,9 +161,9 @@ int main(int argc, char** argv) {
     }
     int timeout = 100;
     if (!queue.empty()) {
-      const auto wait = std::chrono::duration_cast<std::chrono::microseconds>(
-                            queue.begin()->first - Clock::now())
-                            .count();
+      const auto wait =
+          std::chrono::duration_cast<std::chrono::microseconds>(queue.begin()->first - Clock::now())
+              .count();
       timeout = wait <= 0 ? 0 : static_cast<int>((wait + 999) / 1000);
     }
     if (::poll(fds.data(), fds.size(), timeout) <= 0) continue;
