@@ -133,10 +133,11 @@ class Session : public std::enable_shared_from_this<Session> {
         window_(cfg.window),
         name_(std::move(name)),
         mode_(mode) {
-    // Read ahead: one pread serves many blocks (a whole window at least, 256 KiB or more).
+    // Read ahead: one pread serves many blocks (two windows, 64 KiB at least; small enough to
+    // stay in cache between the read and the sends).
     if (!artifact_.generated() && !netascii_) {
       cache_.resize(std::min<std::size_t>(
-          std::max<std::size_t>(256 << 10, 2 * static_cast<std::size_t>(window_) * blksize_),
+          std::max<std::size_t>(64 << 10, 2 * static_cast<std::size_t>(window_) * blksize_),
           std::size_t{8} << 20));
     }
     if (!neg.oack.empty()) encode_oack(oack_, neg.oack);
