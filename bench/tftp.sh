@@ -153,29 +153,40 @@ echo "  dnsmasq:  $(dnsmasq --version | head -n1 | awk '{print $3}')"
 echo "  atftp:    $(atftp --version 2>&1 | head -n1)"
 echo "== files: $SIZE_MB MiB (blksize 512, 1468), $BIG_MB MiB (65464), $CONC_MB MiB per concurrent client, $RTT_SIZE_MB MiB (10 ms RTT); $REPS runs each, median"
 
-for s in "${SERVERS[@]}"; do
-  for bs in 512 1468; do
+# Interleaved: each point runs on every server before the next point, so drift on a noisy host
+# hits all servers alike.
+for bs in 512 1468; do
+  for s in "${SERVERS[@]}"; do
     log "$s: loopback, curl blksize $bs"
     R[lo$bs,$s]=$(single "lo$bs" curl "${PORT[$s]}" boot.img "$bs")
   done
+done
+for s in "${SERVERS[@]}"; do
   log "$s: loopback, curl blksize 65464"
   R[lo65464,$s]=$(single lo65464 curl "${PORT[$s]}" big.img 65464)
+done
+for s in "${SERVERS[@]}"; do
   log "$s: loopback, $CLIENTS concurrent curl clients"
   R[conc,$s]=$(concurrent "${PORT[$s]}")
 done
 
+declare -A RP
 for s in "${SERVERS[@]}"; do
-  "$RELAY" --upstream "${PORT[$s]}" --port-file "$WORK/relay.$s" --delay-ms 5 --lifetime-s 900 \
+  "$RELAY" --upstream "${PORT[$s]}" --port-file "$WORK/relay.$s" --delay-ms 5 --lifetime-s 1800 \
     2>"$WORK/relay.$s.log" &
   STARTED_PIDS+=($!)
   for _ in $(seq 100); do [[ -s "$WORK/relay.$s" ]] && break; sleep 0.05; done
-  rp=$(cat "$WORK/relay.$s")
+  RP[$s]=$(cat "$WORK/relay.$s")
   record "$(quote "$RELAY" --upstream "${PORT[$s]}" --delay-ms 5)"
+done
+for s in "${SERVERS[@]}"; do
   log "$s: 10 ms RTT, curl blksize 1468 (lock-step)"
-  R[rtt1,$s]=$(single rtt1 curl "$rp" remote.img 1468)
-  for w in 16 64; do
+  R[rtt1,$s]=$(single rtt1 curl "${RP[$s]}" remote.img 1468)
+done
+for w in 16 64; do
+  for s in "${SERVERS[@]}"; do
     log "$s: 10 ms RTT, atftp blksize 1468 windowsize $w"
-    R[rttw$w,$s]=$(single "rttw$w" atftp "$rp" remote.img 1468 "$w")
+    R[rttw$w,$s]=$(single "rttw$w" atftp "${RP[$s]}" remote.img 1468 "$w")
   done
 done
 

@@ -82,6 +82,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   Metrics& metrics;
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<udp::socket> listener;
+  net::ip::address listen_address;  // unspecified: each request's local address is read from
+                                    // IP_PKTINFO, and its transfer answers from that address
   std::uint16_t bound_port = 0;
   std::vector<std::uint8_t> rbuf = std::vector<std::uint8_t>(kMaxPacket + 1);
 
@@ -473,7 +475,7 @@ void Server::State::drain_listener() {
       drop("oversized", peer, "");
       continue;
     }
-    net::ip::address local = listener->local_endpoint().address();
+    net::ip::address local = listen_address;
     if (local.is_unspecified()) {
       for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
@@ -679,6 +681,7 @@ Status Server::start() {
                                               std::to_string(st.opts.port) + ": " + ec.message());
   }
   st.bound_port = sock->local_endpoint().port();
+  st.listen_address = addr;
   st.listener = std::move(sock);
   st.wait_listener();
   for (auto& c : contexts_) {
