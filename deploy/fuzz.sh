@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DKILN_FUZZ=ON >/dev/null
-cmake --build build-fuzz -j "${KILN_JOBS:-2}" --target api_request_fuzz image_manifest_fuzz tftp_packet_fuzz
-for target in api_request_fuzz image_manifest_fuzz tftp_packet_fuzz; do
+cmake --build build-fuzz -j "${KILN_JOBS:-2}" --target api_request_fuzz image_manifest_fuzz tftp_packet_fuzz dhcp_packet_fuzz
+for target in api_request_fuzz image_manifest_fuzz tftp_packet_fuzz dhcp_packet_fuzz; do
   corpus=tests/fuzz/corpus/${target%_fuzz}
   work=build-fuzz/corpus-$target
   mkdir -p "$work"
