@@ -1,0 +1,305 @@
+#include "dhcp/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace kiln::dhcp {
+namespace {
+
+constexpr Ipv4 kServer{10, 0, 0, 1};
+
+EngineConfig config() {
+  EngineConfig c;
+  c.server_id = kServer;
+  Subnet s;
+  EXPECT_TRUE(parse_cidr("10.0.0.0/24", s.network, s.prefix));
+  s.pool_first = {10, 0, 0, 100};
+  s.pool_last = {10, 0, 0, 102};  // three addresses: exhaustion is testable
+  s.router = Ipv4{10, 0, 0, 1};
+  s.dns = {Ipv4{10, 0, 0, 1}, Ipv4{10, 0, 0, 2}};
+  s.domain = "lab";
+  s.lease_time_s = 600;
+  c.subnets.push_back(s);
+  Subnet remote;
+  EXPECT_TRUE(parse_cidr("10.9.0.0/16", remote.network, remote.prefix));
+  remote.pool_first = {10, 9, 1, 10};
+  remote.pool_last = {10, 9, 1, 20};
+  c.subnets.push_back(remote);
+  c.boot.http_base = "http://10.0.0.1:8080";
+  return c;
+}
+
+Packet client(std::uint8_t n, MessageType t) {
+  Packet p;
+  p.op = 1;
+  p.xid = 1000u + n;
+  p.chaddr = {0x52, 0x54, 0, 0, 0, n};
+  p.flags = 0x8000;
+  p.set(opt::kMessageType, std::vector<std::uint8_t>{static_cast<std::uint8_t>(t)});
+  return p;
+}
+
+RequestContext at(std::int64_t now) {
+  RequestContext c;
+  c.now_ms = now;
+  c.interface_address = kServer;
+  return c;
+}
+
+Packet request_for(std::uint8_t n, const Ipv4& ip, bool selecting = true) {
+  Packet p = client(n, MessageType::kRequest);
+  p.set_ip(opt::kRequestedIp, ip);
+  if (selecting) p.set_ip(opt::kServerId, kServer);
+  return p;
+}
+
+TEST(DhcpEngine, DoraGivesAnAddressWithConfigurationAndPersistsTheAck) {
+  Engine e(config());
+  auto offer = e.handle(client(1, MessageType::kDiscover), at(0));
+  ASSERT_EQ(offer.packet.message_type(), MessageType::kOffer) << offer.log;
+  EXPECT_EQ(offer.to, Reply::To::kBroadcast);
+  EXPECT_FALSE(offer.persist);  // offers are not persisted
+  const Ipv4 ip = offer.packet.yiaddr;
+  EXPECT_EQ(ip, (Ipv4{10, 0, 0, 100}));
+  EXPECT_EQ(offer.packet.server_id(), kServer);
+  EXPECT_EQ(offer.packet.lease_time(), 600u);
+  ASSERT_NE(offer.packet.find(opt::kDns), nullptr);
+  EXPECT_EQ(offer.packet.find(opt::kDns)->data.size(), 8u);
+  EXPECT_EQ(offer.packet.find(opt::kSubnetMask)->data,
+            (std::vector<std::uint8_t>{255, 255, 255, 0}));
+  EXPECT_TRUE(offer.packet.file.empty());  // not a boot client
+
+  auto ack = e.handle(request_for(1, ip), at(10));
+  ASSERT_EQ(ack.packet.message_type(), MessageType::kAck) << ack.log;
+  EXPECT_EQ(ack.packet.yiaddr, ip);
+  ASSERT_TRUE(ack.persist);
+  EXPECT_EQ(ack.persist->state, Lease::State::kBound);
+  EXPECT_EQ(ack.persist->expires_ms, 10 + 600'000);
+  EXPECT_EQ(ack.persist->mac, "52:54:00:00:00:01");
+}
+
+TEST(DhcpEngine, ClientsGetDistinctAddressesAndThePoolRunsOut) {
+  Engine e(config());
+  std::set<std::uint32_t> seen;
+  for (std::uint8_t n = 1; n <= 3; ++n) {
+    auto o = e.handle(client(n, MessageType::kDiscover), at(0));
+    ASSERT_EQ(o.packet.message_type(), MessageType::kOffer);
+    EXPECT_TRUE(seen.insert(to_u32(o.packet.yiaddr)).second);
+  }
+  auto none = e.handle(client(4, MessageType::kDiscover), at(0));
+  EXPECT_EQ(none.to, Reply::To::kNone);
+  EXPECT_NE(none.log.find("no free address"), std::string::npos);
+  // Offers expire (60 s): the address is free again.
+  auto later = e.handle(client(4, MessageType::kDiscover), at(61'000));
+  EXPECT_EQ(later.packet.message_type(), MessageType::kOffer);
+}
+
+TEST(DhcpEngine, AClientKeepsItsAddressAndGetsTheOneItAsksFor) {
+  Engine e(config());
+  Packet d = client(1, MessageType::kDiscover);
+  d.set_ip(opt::kRequestedIp, {10, 0, 0, 102});
+  auto o = e.handle(d, at(0));
+  EXPECT_EQ(o.packet.yiaddr, (Ipv4{10, 0, 0, 102}));
+  e.handle(request_for(1, {10, 0, 0, 102}), at(1));
+  // Rediscovery (after a reboot) offers the same address, and the lease stays bound.
+  auto again = e.handle(client(1, MessageType::kDiscover), at(5000));
+  EXPECT_EQ(again.packet.yiaddr, (Ipv4{10, 0, 0, 102}));
+  EXPECT_EQ(e.leases().by_ip({10, 0, 0, 102})->state, Lease::State::kBound);
+  // Someone else asking for it gets another address.
+  Packet other = client(2, MessageType::kDiscover);
+  other.set_ip(opt::kRequestedIp, {10, 0, 0, 102});
+  EXPECT_NE(e.handle(other, at(6000)).packet.yiaddr, (Ipv4{10, 0, 0, 102}));
+}
+
+TEST(DhcpEngine, NakForAddressesInUseElsewhereOrOffNetwork) {
+  Engine e(config());
+  e.handle(client(1, MessageType::kDiscover), at(0));
+  e.handle(request_for(1, {10, 0, 0, 100}), at(1));
+  auto stolen = e.handle(request_for(2, {10, 0, 0, 100}, false), at(2));  // INIT-REBOOT
+  EXPECT_EQ(stolen.packet.message_type(), MessageType::kNak);
+  EXPECT_EQ(stolen.to, Reply::To::kBroadcast);
+  auto moved = e.handle(request_for(3, {192, 168, 1, 5}, false), at(3));
+  EXPECT_EQ(moved.packet.message_type(), MessageType::kNak);
+  EXPECT_NE(moved.log.find("not on this network"), std::string::npos);
+  auto outside = e.handle(request_for(3, {10, 0, 0, 7}, false), at(3));
+  EXPECT_EQ(outside.packet.message_type(), MessageType::kNak);
+}
+
+TEST(DhcpEngine, SelectingAnotherServerReleasesOurOffer) {
+  Engine e(config());
+  auto o = e.handle(client(1, MessageType::kDiscover), at(0));
+  Packet r = request_for(1, o.packet.yiaddr);
+  r.set_ip(opt::kServerId, {10, 0, 0, 254});
+  auto none = e.handle(r, at(1));
+  EXPECT_EQ(none.to, Reply::To::kNone);
+  EXPECT_FALSE(e.leases().taken(o.packet.yiaddr, "someone-else", 2));
+}
+
+TEST(DhcpEngine, RenewIsUnicastToCiaddrAndExtendsTheLease) {
+  Engine e(config());
+  e.handle(client(1, MessageType::kDiscover), at(0));
+  e.handle(request_for(1, {10, 0, 0, 100}), at(1));
+  Packet renew = client(1, MessageType::kRequest);
+  renew.flags = 0;
+  renew.ciaddr = {10, 0, 0, 100};
+  auto ack = e.handle(renew, at(300'000));
+  ASSERT_EQ(ack.packet.message_type(), MessageType::kAck) << ack.log;
+  EXPECT_EQ(ack.to, Reply::To::kCiaddr);
+  EXPECT_EQ(ack.persist->expires_ms, 300'000 + 600'000);
+}
+
+TEST(DhcpEngine, LeasesExpire) {
+  Engine e(config());
+  e.handle(client(1, MessageType::kDiscover), at(0));
+  e.handle(request_for(1, {10, 0, 0, 100}), at(0));
+  EXPECT_TRUE(e.leases().taken({10, 0, 0, 100}, "x", 599'999));
+  EXPECT_FALSE(e.leases().taken({10, 0, 0, 100}, "x", 600'000));
+}
+
+TEST(DhcpEngine, DeclineQuarantinesAndReleaseFrees) {
+  Engine e(config());
+  e.handle(client(1, MessageType::kDiscover), at(0));
+  e.handle(request_for(1, {10, 0, 0, 100}), at(0));
+  Packet decline = client(1, MessageType::kDecline);
+  decline.set_ip(opt::kRequestedIp, {10, 0, 0, 100});
+  decline.set_ip(opt::kServerId, kServer);
+  auto d = e.handle(decline, at(10));
+  EXPECT_EQ(d.to, Reply::To::kNone);
+  ASSERT_TRUE(d.persist);
+  EXPECT_EQ(d.persist->state, Lease::State::kDeclined);
+  // Nobody, not even the client that declined it, gets it during the quarantine.
+  auto o = e.handle(client(1, MessageType::kDiscover), at(20));
+  EXPECT_NE(o.packet.yiaddr, (Ipv4{10, 0, 0, 100}));
+  auto o2 = e.handle(client(2, MessageType::kDiscover), at(30));
+  EXPECT_NE(o2.packet.yiaddr, (Ipv4{10, 0, 0, 100}));
+
+  e.handle(request_for(2, o2.packet.yiaddr), at(40));
+  Packet release = client(2, MessageType::kRelease);
+  release.ciaddr = o2.packet.yiaddr;
+  auto r = e.handle(release, at(50));
+  ASSERT_TRUE(r.persist);
+  EXPECT_EQ(r.persist->state, Lease::State::kReleased);
+  EXPECT_FALSE(e.leases().taken(o2.packet.yiaddr, "x", 60));
+  // A release for someone else's lease changes nothing.
+  Packet forged = client(3, MessageType::kRelease);
+  forged.ciaddr = o.packet.yiaddr;
+  EXPECT_FALSE(e.handle(forged, at(70)).persist);
+}
+
+TEST(DhcpEngine, InformGetsConfigurationWithoutALease) {
+  Engine e(config());
+  Packet inf = client(1, MessageType::kInform);
+  inf.ciaddr = {10, 0, 0, 50};
+  auto r = e.handle(inf, at(0));
+  ASSERT_EQ(r.packet.message_type(), MessageType::kAck);
+  EXPECT_EQ(r.packet.yiaddr, Ipv4{});
+  EXPECT_FALSE(r.packet.lease_time());
+  EXPECT_EQ(r.to, Reply::To::kCiaddr);
+  EXPECT_FALSE(r.persist);
+}
+
+TEST(DhcpEngine, ReservationsWin) {
+  Engine e(config());
+  RequestContext ctx = at(0);
+  ctx.known = true;
+  ctx.reserved = Ipv4{10, 0, 0, 50};  // outside the pool, inside the subnet
+  auto o = e.handle(client(1, MessageType::kDiscover), ctx);
+  EXPECT_EQ(o.packet.yiaddr, (Ipv4{10, 0, 0, 50}));
+  auto ack = e.handle(request_for(1, {10, 0, 0, 50}), ctx);
+  EXPECT_EQ(ack.packet.message_type(), MessageType::kAck);
+  auto wrong = e.handle(request_for(1, {10, 0, 0, 101}, false), ctx);
+  EXPECT_EQ(wrong.packet.message_type(), MessageType::kNak);
+  // Reserved addresses are never handed to other clients.
+  RequestContext other = at(0);
+  other.reserved_for_other = [](const Ipv4& ip) { return ip == Ipv4{10, 0, 0, 100}; };
+  EXPECT_EQ(e.handle(client(2, MessageType::kDiscover), other).packet.yiaddr,
+            (Ipv4{10, 0, 0, 101}));
+}
+
+TEST(DhcpEngine, RelayedRequestsUseTheRelaySubnetAndEchoOption82) {
+  Engine e(config());
+  Packet d = client(1, MessageType::kDiscover);
+  d.giaddr = {10, 9, 1, 1};
+  d.hops = 1;
+  d.set(opt::kRelayAgent, std::vector<std::uint8_t>{1, 4, 'p', 'o', '1', '7'});
+  auto o = e.handle(d, at(0));
+  ASSERT_EQ(o.packet.message_type(), MessageType::kOffer);
+  EXPECT_EQ(o.to, Reply::To::kRelay);
+  EXPECT_EQ(o.packet.giaddr, (Ipv4{10, 9, 1, 1}));
+  EXPECT_EQ(o.packet.yiaddr, (Ipv4{10, 9, 1, 10}));
+  ASSERT_NE(o.packet.find(opt::kRelayAgent), nullptr);
+  EXPECT_EQ(o.packet.find(opt::kRelayAgent)->data.size(), 6u);
+  Packet lost = client(2, MessageType::kDiscover);
+  lost.giaddr = {172, 16, 0, 1};  // no subnet for this relay
+  EXPECT_EQ(e.handle(lost, at(0)).to, Reply::To::kNone);
+}
+
+TEST(DhcpEngine, PxeClientsGetBootFiles) {
+  Engine e(config());
+  Packet bios = client(1, MessageType::kDiscover);
+  bios.set(opt::kVendorClass, std::string_view("PXEClient:Arch:00000:UNDI:002001"));
+  bios.set(opt::kClientArch, std::vector<std::uint8_t>{0, 0});
+  auto o = e.handle(bios, at(0));
+  EXPECT_EQ(o.packet.file, "undionly.kpxe");
+  EXPECT_EQ(o.packet.siaddr, kServer);
+  Packet ipxe = bios;
+  ipxe.set(opt::kUserClass, std::string_view("iPXE"));
+  auto i = e.handle(ipxe, at(1));
+  EXPECT_EQ(i.packet.file, "http://10.0.0.1:8080/boot/52:54:00:00:00:01.ipxe");
+  Packet http = client(2, MessageType::kDiscover);
+  http.set(opt::kVendorClass, std::string_view("HTTPClient:Arch:00016:UNDI:003001"));
+  http.set(opt::kClientArch, std::vector<std::uint8_t>{0, 16});
+  auto h = e.handle(http, at(2));
+  EXPECT_EQ(h.packet.file, "http://10.0.0.1:8080/files/ipxe.efi");
+  EXPECT_EQ(h.packet.vendor_class(), "HTTPClient");
+}
+
+TEST(DhcpEngine, ProxyModeAnswersOnlyPxeClientsWithoutAnAddress) {
+  EngineConfig c = config();
+  c.proxy = true;
+  Engine e(c);
+  EXPECT_EQ(e.handle(client(1, MessageType::kDiscover), at(0)).to, Reply::To::kNone);
+  Packet pxe = client(1, MessageType::kDiscover);
+  pxe.set(opt::kVendorClass, std::string_view("PXEClient:Arch:00007:UNDI:003016"));
+  pxe.set(opt::kClientArch, std::vector<std::uint8_t>{0, 7});
+  auto o = e.handle(pxe, at(0));
+  ASSERT_EQ(o.packet.message_type(), MessageType::kOffer) << o.log;
+  EXPECT_EQ(o.packet.yiaddr, Ipv4{});
+  EXPECT_EQ(o.packet.file, "ipxe.efi");
+  EXPECT_EQ(o.packet.vendor_class(), "PXEClient");
+  EXPECT_FALSE(o.packet.lease_time());
+  EXPECT_EQ(e.leases().size(), 0u);
+  // Its REQUEST to port 67 is the address server's business; the one to 4011 is ours.
+  Packet req = pxe;
+  req.set(opt::kMessageType, std::vector<std::uint8_t>{3});
+  EXPECT_EQ(e.handle(req, at(1)).to, Reply::To::kNone);
+  RequestContext on4011 = at(1);
+  on4011.via_4011 = true;
+  auto ack = e.handle(req, on4011);
+  EXPECT_EQ(ack.packet.message_type(), MessageType::kAck);
+  EXPECT_EQ(ack.to, Reply::To::kSource);
+}
+
+TEST(DhcpEngine, IgnoresBootpAndReplies) {
+  Engine e(config());
+  Packet bootp;
+  bootp.op = 1;
+  EXPECT_EQ(e.handle(bootp, at(0)).to, Reply::To::kNone);
+  Packet reply = client(1, MessageType::kOffer);
+  reply.op = 2;
+  EXPECT_EQ(e.handle(reply, at(0)).to, Reply::To::kNone);
+}
+
+TEST(DhcpCidr, Parses) {
+  Ipv4 n{};
+  int p = 0;
+  EXPECT_TRUE(parse_cidr("192.168.4.0/22", n, p));
+  EXPECT_EQ(p, 22);
+  EXPECT_FALSE(parse_cidr("192.168.4.0", n, p));
+  EXPECT_FALSE(parse_cidr("192.168.4.0/33", n, p));
+  EXPECT_FALSE(parse_cidr("192.168.4/24", n, p));
+}
+
+}  // namespace
+}  // namespace kiln::dhcp
