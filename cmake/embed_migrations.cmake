@@ -4,6 +4,7 @@ set(body "// Generated from db-migrations/*.sql by cmake/embed_migrations.cmake.
 string(APPEND body "#include \"store/migrations.h\"\n\nnamespace kiln::store {\n\n")
 string(APPEND body "const std::vector<Migration>& embedded_migrations() {\n")
 string(APPEND body "  static const std::vector<Migration> kMigrations = {\n")
+string(REPLACE "," ";" FILES "${FILES}")
 foreach(f IN LISTS FILES)
   get_filename_component(name ${f} NAME_WE)
   string(REGEX MATCH "^([0-9]+)_(.+)$" _ ${name})

@@ -75,7 +75,7 @@ Result<Config> load_config_file(const std::string& path, Config c) {
   try {
     check_keys(j, "",
                {"data_dir", "db_path", "files_dir", "threads", "log_level", "shutdown_grace_ms",
-                "ready_file", "store", "http", "api", "images", "boot", "tftp"});
+                "ready_file", "store", "http", "api", "images", "boot", "tftp", "dhcp"});
     get(j, "data_dir", c.data_dir);
     get(j, "db_path", c.db_path);
     get(j, "files_dir", c.files_dir);
@@ -150,6 +150,67 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       if (c.tftp.max_transfers < 1 || c.tftp.max_per_client < 1 || c.tftp.max_retries < 0)
         throw std::runtime_error("tftp: max_transfers and max_per_client must be >= 1");
     }
+    if (auto d = j.find("dhcp"); d != j.end()) {
+      check_keys(*d, "dhcp.",
+                 {"mode", "interfaces", "server_address", "port", "subnets", "boot", "offer_ttl_s",
+                  "decline_quarantine_s"});
+      get(*d, "mode", c.dhcp_mode);
+      if (c.dhcp_mode != "off" && c.dhcp_mode != "authoritative" && c.dhcp_mode != "proxy")
+        throw std::runtime_error("dhcp.mode must be off, authoritative or proxy");
+      c.dhcp.proxy = c.dhcp_mode == "proxy";
+      get(*d, "interfaces", c.dhcp.interfaces);
+      get(*d, "server_address", c.dhcp.server_address);
+      get(*d, "port", c.dhcp.server_port);
+      get(*d, "offer_ttl_s", c.dhcp.offer_ttl_s);
+      get(*d, "decline_quarantine_s", c.dhcp.decline_quarantine_s);
+      if (auto subs = d->find("subnets"); subs != d->end()) {
+        for (const auto& sj : *subs) {
+          check_keys(sj, "dhcp.subnets[].",
+                     {"subnet", "pool", "router", "dns", "domain", "lease_time_s"});
+          dhcp::Subnet sn;
+          const auto cidr = sj.at("subnet").get<std::string>();
+          if (!dhcp::parse_cidr(cidr, sn.network, sn.prefix))
+            throw std::runtime_error("dhcp: bad subnet '" + cidr + "' (want a.b.c.d/n)");
+          const auto pool = sj.at("pool").get<std::string>();
+          const auto dash = pool.find('-');
+          auto first = dhcp::parse_ipv4(pool.substr(0, dash));
+          auto last =
+              dash == std::string::npos ? std::nullopt : dhcp::parse_ipv4(pool.substr(dash + 1));
+          if (!first || !last || dhcp::to_u32(*last) < dhcp::to_u32(*first) ||
+              !sn.contains(*first) || !sn.contains(*last))
+            throw std::runtime_error("dhcp: pool '" + pool + "' must be first-last inside " + cidr);
+          sn.pool_first = *first;
+          sn.pool_last = *last;
+          if (auto r = sj.find("router"); r != sj.end()) {
+            auto ip = dhcp::parse_ipv4(r->get<std::string>());
+            if (!ip) throw std::runtime_error("dhcp: bad router in " + cidr);
+            sn.router = *ip;
+          }
+          for (const auto& dn : sj.value("dns", std::vector<std::string>{})) {
+            auto ip = dhcp::parse_ipv4(dn);
+            if (!ip) throw std::runtime_error("dhcp: bad dns server '" + dn + "'");
+            sn.dns.push_back(*ip);
+          }
+          sn.domain = sj.value("domain", std::string());
+          sn.lease_time_s = sj.value("lease_time_s", sn.lease_time_s);
+          if (sn.lease_time_s < 60) throw std::runtime_error("dhcp: lease_time_s must be >= 60");
+          c.dhcp.subnets.push_back(sn);
+        }
+      }
+      if (auto b = d->find("boot"); b != d->end()) {
+        check_keys(*b, "dhcp.boot.",
+                   {"bios_file", "efi_x64_file", "efi_ia32_file", "efi_arm64_file", "boot_unknown",
+                    "http_base"});
+        get(*b, "bios_file", c.dhcp.boot.bios_file);
+        get(*b, "efi_x64_file", c.dhcp.boot.efi_x64_file);
+        get(*b, "efi_ia32_file", c.dhcp.boot.efi_ia32_file);
+        get(*b, "efi_arm64_file", c.dhcp.boot.efi_arm64_file);
+        get(*b, "boot_unknown", c.dhcp.boot.boot_unknown);
+        get(*b, "http_base", c.dhcp.boot.http_base);
+      }
+      if (c.dhcp_mode != "off" && c.dhcp.interfaces.empty())
+        throw std::runtime_error("dhcp.interfaces must name the interfaces to serve");
+    }
     if (auto a = j.find("api"); a != j.end()) {
       check_keys(*a, "api.", {"auth", "metrics_public", "max_wait_ms", "agent_token_ttl_s"});
       get(*a, "auth", c.api.auth_required);
@@ -191,6 +252,36 @@ std::string dump_config(const Config& c) {
         {"tls_cert", c.http.tls_cert_file},
         {"tls_key", c.http.tls_key_file}}},
       {"boot", {{"roots", c.boot_roots}}},
+      {"dhcp",
+       {{"mode", c.dhcp_mode},
+        {"interfaces", c.dhcp.interfaces},
+        {"server_address", c.dhcp.server_address},
+        {"port", c.dhcp.server_port},
+        {"offer_ttl_s", c.dhcp.offer_ttl_s},
+        {"decline_quarantine_s", c.dhcp.decline_quarantine_s},
+        {"subnets",
+         [&] {
+           json a = json::array();
+           for (const auto& sn : c.dhcp.subnets) {
+             json dns = json::array();
+             for (const auto& d : sn.dns) dns.push_back(dhcp::to_string(d));
+             a.push_back(
+                 {{"subnet", dhcp::to_string(sn.network) + "/" + std::to_string(sn.prefix)},
+                  {"pool", dhcp::to_string(sn.pool_first) + "-" + dhcp::to_string(sn.pool_last)},
+                  {"router", sn.router ? dhcp::to_string(*sn.router) : ""},
+                  {"dns", dns},
+                  {"domain", sn.domain},
+                  {"lease_time_s", sn.lease_time_s}});
+           }
+           return a;
+         }()},
+        {"boot",
+         {{"bios_file", c.dhcp.boot.bios_file},
+          {"efi_x64_file", c.dhcp.boot.efi_x64_file},
+          {"efi_ia32_file", c.dhcp.boot.efi_ia32_file},
+          {"efi_arm64_file", c.dhcp.boot.efi_arm64_file},
+          {"boot_unknown", c.dhcp.boot.boot_unknown},
+          {"http_base", c.dhcp.boot.http_base}}}}},
       {"tftp",
        {{"listen", c.tftp_enabled
                        ? (c.tftp.address.find(':') != std::string::npos ? "[" + c.tftp.address + "]"

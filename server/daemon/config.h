@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "core/result.h"
 #include "http/server.h"
+#include "dhcp/server.h"
 #include "tftp/server.h"
 
 namespace kiln::daemon {
@@ -28,6 +29,8 @@ struct Config {
   http::ServerOptions http;
   bool tftp_enabled = false;  // tftp.listen set
   tftp::ServerOptions tftp;
+  std::string dhcp_mode = "off";  // off | authoritative | proxy
+  dhcp::ServerOptions dhcp;
   api::ApiOptions api;
 
   std::string effective_db_path() const;

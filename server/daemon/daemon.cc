@@ -16,6 +16,7 @@
 
 #include "boot/artifacts.h"
 #include "core/time.h"
+#include "dhcp/server.h"
 #include "images/chunk_store.h"
 #include "store/store.h"
 #include "tftp/server.h"
@@ -209,6 +210,16 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
               tftp_server->port(), cfg.tftp.limits.max_blksize, cfg.tftp.limits.max_window);
     ready_extra.push_back("tftp=" + addr + ":" + std::to_string(tftp_server->port()));
   }
+  std::unique_ptr<dhcp::Server> dhcp_server;
+  if (cfg.dhcp_mode != "off") {
+    dhcp::ServerOptions dopts = cfg.dhcp;
+    dopts.http_port = server.port();
+    dhcp_server = std::make_unique<dhcp::Server>(dopts, store, metrics, log);
+    if (auto st = dhcp_server->start(); !st) {
+      log->critical("event=daemon.dhcp_failed err=\"{}\"", st.error().message);
+      return 2;
+    }
+  }
   if (!cfg.ready_file.empty()) write_ready_file(cfg.ready_file, url, ready_extra);
 
   net::signal_set signals(ioc, SIGINT, SIGTERM);
@@ -216,6 +227,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     if (sec) return;
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
+    if (dhcp_server) dhcp_server->stop();  // pending lease writes are committed first
     // Stop once both the HTTP server and TFTP have drained (or their grace ran out).
     // The io_context must not run out of work (and return) while TFTP still drains on its own
     // threads: hold it until both are done.

@@ -50,6 +50,17 @@ struct Machine {
   std::int64_t updated_at = 0;
 };
 
+// A DHCP lease row (dhcp/engine.h has the live table; this is its persisted form).
+struct DhcpLease {
+  std::string ip;
+  std::string client;
+  std::string mac;
+  std::string hostname;
+  std::string state;  // offered | bound | released | declined
+  std::int64_t expires_at = 0;
+  std::int64_t updated_at = 0;
+};
+
 struct NewMachine {
   std::vector<std::string> macs;  // at least one; normalized by the caller
   std::optional<std::string> uuid;
@@ -221,6 +232,14 @@ class Store {
   std::vector<Event> events_since(std::int64_t cursor, int limit,
                                   std::optional<std::int64_t> machine_id);
   std::int64_t last_event_id();
+
+  // --- DHCP leases ---
+  std::vector<DhcpLease> load_dhcp_leases();
+  // Upserts every lease in one transaction: one commit (and, with synchronous=FULL, one fsync)
+  // for a whole batch. Throws on a database error.
+  void save_dhcp_leases(const std::vector<DhcpLease>& leases);
+  // Every live machine's MACs (for the DHCP server's "known machine" check).
+  std::vector<std::string> list_machine_macs();
 
   // --- aggregates for /metrics ---
   std::map<std::string, std::int64_t> count_machines_by_state();

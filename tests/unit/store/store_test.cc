@@ -479,3 +479,33 @@ TEST_F(StoreTest, ConcurrentWritersAndReadersStayConsistent) {
 
 }  // namespace
 }  // namespace kiln::store
+
+namespace kiln::store {
+namespace {
+
+TEST_F(StoreTest, DhcpLeasesRoundTripAndUpsert) {
+  EXPECT_TRUE(store_->load_dhcp_leases().empty());
+  store_->save_dhcp_leases(
+      {{"10.0.0.100", "52:54:00:00:00:01", "52:54:00:00:00:01", "pc1", "bound", 1000, 10},
+       {"10.0.0.101", "id:01525400000002", "52:54:00:00:00:02", "", "offered", 2000, 20}});
+  store_->save_dhcp_leases(
+      {{"10.0.0.100", "52:54:00:00:00:01", "52:54:00:00:00:01", "pc1", "released", 1000, 30}});
+  auto all = store_->load_dhcp_leases();
+  ASSERT_EQ(all.size(), 2u);
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.ip < b.ip; });
+  EXPECT_EQ(all[0].state, "released");
+  EXPECT_EQ(all[0].updated_at, 30);
+  EXPECT_EQ(all[1].client, "id:01525400000002");
+  EXPECT_THROW(store_->save_dhcp_leases({{"10.0.0.9", "c", "m", "", "bogus", 0, 0}}),
+               std::exception);
+  EXPECT_EQ(store_->load_dhcp_leases().size(), 2u);  // the failed batch wrote nothing
+}
+
+TEST_F(StoreTest, ListsMachineMacs) {
+  make_machine("52:54:00:00:00:07", {});
+  auto macs = store_->list_machine_macs();
+  EXPECT_NE(std::find(macs.begin(), macs.end(), "52:54:00:00:00:07"), macs.end());
+}
+
+}  // namespace
+}  // namespace kiln::store

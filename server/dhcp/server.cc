@@ -1,0 +1,428 @@
+#include "dhcp/server.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "core/unique_fd.h"
+#include "store/store.h"
+
+namespace kiln::dhcp {
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+sockaddr_in sa(const Ipv4& ip, std::uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  std::memcpy(&a.sin_addr, ip.data(), 4);
+  return a;
+}
+
+Ipv4 ip_of(const in_addr& a) {
+  Ipv4 out;
+  std::memcpy(out.data(), &a, 4);
+  return out;
+}
+
+std::optional<Ipv4> interface_ipv4(const std::string& name) {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return std::nullopt;
+  std::optional<Ipv4> found;
+  for (ifaddrs* i = list; i; i = i->ifa_next) {
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && name == i->ifa_name) {
+      found = ip_of(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr);
+      break;
+    }
+  }
+  ::freeifaddrs(list);
+  return found;
+}
+
+const char* type_name(const Packet& p) {
+  auto t = p.message_type();
+  return t ? to_string(*t) : "BOOTP";
+}
+
+Lease::State parse_state(const std::string& s) {
+  if (s == "bound") return Lease::State::kBound;
+  if (s == "released") return Lease::State::kReleased;
+  if (s == "declined") return Lease::State::kDeclined;
+  return Lease::State::kOffered;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  struct Iface {
+    std::string name;
+    Ipv4 address{};
+    UniqueFd fd;       // 0.0.0.0:67 bound to the device
+    UniqueFd fd_4011;  // proxy mode
+  };
+  struct Outgoing {
+    int fd = -1;
+    std::string ifname;
+    sockaddr_in to{};
+    std::vector<std::uint8_t> bytes;
+    std::optional<Ipv4> arp_ip;  // unicast to a client without an address: add its ARP entry
+    std::array<std::uint8_t, 6> arp_mac{};
+    std::string type;
+  };
+
+  Impl(ServerOptions o, store::Store& s, Metrics& m, std::shared_ptr<spdlog::logger> l)
+      : opts(std::move(o)), store(s), metrics(m), log(std::move(l)) {}
+
+  ServerOptions opts;
+  store::Store& store;
+  Metrics& metrics;
+  std::shared_ptr<spdlog::logger> log;
+  std::unique_ptr<Engine> engine;
+  std::vector<Iface> ifaces;
+  UniqueFd wake;  // eventfd: stop
+  std::atomic<bool> stopping{false};
+  std::thread rx, writer;
+
+  std::mutex mu;  // the writer's queue
+  std::condition_variable cv;
+  std::vector<store::DhcpLease> q_leases;
+  std::vector<Outgoing> q_replies;
+  bool writer_stop = false;
+
+  std::unordered_set<std::string> known;
+  std::int64_t known_loaded = 0;
+
+  std::atomic<std::int64_t> log_window{0};
+  std::atomic<int> log_budget{0};
+  bool may_log() {
+    const std::int64_t sec = now_ms() / 1000;
+    if (log_window.exchange(sec) != sec) log_budget = 20;
+    return log_budget.fetch_sub(1) > 0;
+  }
+
+  void refresh_known() {
+    const std::int64_t now = now_ms();
+    if (now - known_loaded < 5000) return;
+    known_loaded = now;
+    try {
+      auto macs = store.list_machine_macs();
+      known = std::unordered_set<std::string>(macs.begin(), macs.end());
+    } catch (const std::exception& e) {
+      log->error("event=dhcp.machines_unreadable err=\"{}\"", e.what());
+    }
+  }
+
+  void send(const Outgoing& o) {
+    if (o.arp_ip) {
+      // Unicast to a client that has no address yet (RFC 2131 4.1): tell the kernel its MAC.
+      arpreq req{};
+      auto* pa = reinterpret_cast<sockaddr_in*>(&req.arp_pa);
+      *pa = sa(*o.arp_ip, 0);
+      req.arp_ha.sa_family = ARPHRD_ETHER;
+      std::memcpy(req.arp_ha.sa_data, o.arp_mac.data(), 6);
+      req.arp_flags = ATF_COM;
+      std::snprintf(req.arp_dev, sizeof req.arp_dev, "%s", o.ifname.c_str());
+      if (::ioctl(o.fd, SIOCSARP, &req) != 0) {
+        // No CAP_NET_ADMIN or no ARP on this device: broadcast instead (clients accept both).
+        sockaddr_in b = sa({255, 255, 255, 255}, opts.client_port);
+        ::sendto(o.fd, o.bytes.data(), o.bytes.size(), 0, reinterpret_cast<sockaddr*>(&b),
+                 sizeof b);
+        metrics.add("kiln_dhcp_sent_total", {{"type", o.type}});
+        return;
+      }
+    }
+    if (::sendto(o.fd, o.bytes.data(), o.bytes.size(), 0, reinterpret_cast<const sockaddr*>(&o.to),
+                 sizeof o.to) < 0) {
+      if (may_log()) {
+        log->warn("event=dhcp.send_failed to={}:{} err=\"{}\"", inet_ntoa(o.to.sin_addr),
+                  ntohs(o.to.sin_port), std::strerror(errno));
+      }
+      metrics.add("kiln_dhcp_dropped_total", {{"reason", "send_failed"}});
+      return;
+    }
+    metrics.add("kiln_dhcp_sent_total", {{"type", o.type}});
+  }
+
+  Outgoing route(const Reply& r, const Iface& iface, const sockaddr_in& from, int fd) {
+    Outgoing o;
+    o.fd = fd;
+    o.ifname = iface.name;
+    o.type = type_name(r.packet);
+    std::size_t max = 1500 - 28;
+    if (const Option* mms = r.packet.find(opt::kMaxMessageSize); mms && mms->data.size() == 2) {
+      max = std::min<std::size_t>(max, (mms->data[0] << 8 | mms->data[1]) - 28u);
+    }
+    o.bytes = encode(r.packet, max).bytes;
+    switch (r.to) {
+      case Reply::To::kRelay:
+        o.to = sa(r.packet.giaddr, opts.server_port);
+        break;
+      case Reply::To::kCiaddr:
+        o.to = sa(r.packet.ciaddr, opts.client_port);
+        break;
+      case Reply::To::kSource:
+        o.to = from;
+        break;
+      case Reply::To::kClientHw:
+        if (r.packet.yiaddr != Ipv4{} && r.packet.hlen == 6) {
+          o.to = sa(r.packet.yiaddr, opts.client_port);
+          o.arp_ip = r.packet.yiaddr;
+          std::copy(r.packet.chaddr.begin(), r.packet.chaddr.begin() + 6, o.arp_mac.begin());
+          break;
+        }
+        [[fallthrough]];
+      case Reply::To::kBroadcast:
+      case Reply::To::kNone:
+        o.to = sa({255, 255, 255, 255}, opts.client_port);
+        break;
+    }
+    return o;
+  }
+
+  static store::DhcpLease row(const Lease& l) {
+    return {to_string(l.ip),    l.client,     l.mac,       l.hostname,
+            to_string(l.state), l.expires_ms, l.updated_ms};
+  }
+
+  void handle(std::span<const std::uint8_t> bytes, const Iface& iface, int fd,
+              const sockaddr_in& from, bool via_4011) {
+    auto p = parse(bytes);
+    if (!p) {
+      metrics.add("kiln_dhcp_dropped_total", {{"reason", "malformed"}});
+      if (may_log()) {
+        log->info("event=dhcp.packet_dropped reason=malformed iface={} from={} err=\"{}\"",
+                  iface.name, inet_ntoa(from.sin_addr), p.error().message);
+      }
+      return;
+    }
+    metrics.add("kiln_dhcp_received_total", {{"type", type_name(*p)}});
+    refresh_known();
+    RequestContext ctx;
+    ctx.now_ms = now_ms();
+    ctx.interface_address = iface.address;
+    ctx.via_4011 = via_4011;
+    ctx.known = known.count(p->mac()) > 0;
+    Reply r = engine->handle(*p, ctx);
+    if (log->should_log(spdlog::level::debug)) {
+      log->debug("event=dhcp.{} iface={} mac={} xid={:08x} giaddr={} {}", type_name(*p), iface.name,
+                 p->mac(), p->xid, to_string(p->giaddr), r.log);
+    }
+    if (r.persist) {
+      std::lock_guard lock(mu);
+      q_leases.push_back(row(*r.persist));
+      if (r.to != Reply::To::kNone) q_replies.push_back(route(r, iface, from, fd));
+      cv.notify_one();
+      return;
+    }
+    if (r.to != Reply::To::kNone) send(route(r, iface, from, fd));
+  }
+
+  void rx_loop() {
+    std::vector<pollfd> fds;
+    std::vector<std::pair<std::size_t, bool>> owner;  // iface index, is 4011
+    for (std::size_t i = 0; i < ifaces.size(); ++i) {
+      fds.push_back({ifaces[i].fd.get(), POLLIN, 0});
+      owner.push_back({i, false});
+      if (ifaces[i].fd_4011) {
+        fds.push_back({ifaces[i].fd_4011.get(), POLLIN, 0});
+        owner.push_back({i, true});
+      }
+    }
+    fds.push_back({wake.get(), POLLIN, 0});
+    std::vector<std::uint8_t> buf(4096);
+    while (!stopping) {
+      if (::poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) break;
+      for (std::size_t k = 0; k + 1 < fds.size(); ++k) {
+        if (!(fds[k].revents & POLLIN)) continue;
+        for (int n = 0; n < 64; ++n) {
+          sockaddr_in from{};
+          socklen_t flen = sizeof from;
+          const ssize_t got =
+              ::recvfrom(fds[k].fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC,
+                         reinterpret_cast<sockaddr*>(&from), &flen);
+          if (got < 0) break;
+          if (static_cast<std::size_t>(got) > buf.size()) {
+            metrics.add("kiln_dhcp_dropped_total", {{"reason", "oversized"}});
+            continue;
+          }
+          const auto& [idx, is4011] = owner[k];
+          handle(std::span<const std::uint8_t>(buf.data(), static_cast<std::size_t>(got)),
+                 ifaces[idx], fds[k].fd, from, is4011);
+        }
+      }
+    }
+  }
+
+  void writer_loop() {
+    for (;;) {
+      std::vector<store::DhcpLease> leases;
+      std::vector<Outgoing> replies;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return writer_stop || !q_leases.empty(); });
+        if (q_leases.empty() && writer_stop) return;
+        leases.swap(q_leases);
+        replies.swap(q_replies);
+      }
+      try {
+        store.save_dhcp_leases(leases);
+        metrics.add("kiln_dhcp_lease_commits_total", {});
+        metrics.add("kiln_dhcp_lease_writes_total", {}, static_cast<double>(leases.size()));
+      } catch (const std::exception& e) {
+        // Not durable: the ACKs are not sent; the clients retry and get a fresh decision.
+        log->error("event=dhcp.lease_commit_failed leases={} err=\"{}\"", leases.size(), e.what());
+        metrics.add("kiln_dhcp_dropped_total", {{"reason", "commit_failed"}},
+                    static_cast<double>(replies.size()));
+        continue;
+      }
+      for (const auto& o : replies) send(o);
+    }
+  }
+
+  Status open_sockets() {
+    for (const auto& name : opts.interfaces) {
+      Iface f;
+      f.name = name;
+      auto addr = interface_ipv4(name);
+      if (!addr) {
+        return make_error(Errc::kInvalid, "dhcp: interface " + name + " has no IPv4 address");
+      }
+      f.address = *addr;
+      auto open = [&](std::uint16_t port) -> Result<UniqueFd> {
+        UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        const int on = 1;
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_BROADCAST, &on, sizeof on);
+        const int rcvbuf = 4 << 20;
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+        if (::setsockopt(fd.get(), SOL_SOCKET, SO_BINDTODEVICE, name.c_str(),
+                         static_cast<socklen_t>(name.size())) != 0) {
+          return make_error(Errc::kUnavailable, "dhcp: cannot bind to device " + name + ": " +
+                                                    std::strerror(errno) + " (needs CAP_NET_RAW)");
+        }
+        sockaddr_in any = sa({0, 0, 0, 0}, port);
+        if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&any), sizeof any) != 0) {
+          return make_error(Errc::kUnavailable, "dhcp: cannot bind port " + std::to_string(port) +
+                                                    " on " + name + ": " + std::strerror(errno));
+        }
+        return fd;
+      };
+      auto fd = open(opts.server_port);
+      if (!fd) return fd.error();
+      f.fd = std::move(*fd);
+      if (opts.proxy) {
+        auto p = open(opts.proxy_port);
+        if (!p) return p.error();
+        f.fd_4011 = std::move(*p);
+      }
+      ifaces.push_back(std::move(f));
+    }
+    return ok_status();
+  }
+};
+
+Server::Server(ServerOptions options, store::Store& store, Metrics& metrics,
+               std::shared_ptr<spdlog::logger> log)
+    : impl_(std::make_unique<Impl>(std::move(options), store, metrics, std::move(log))) {
+  metrics.describe("kiln_dhcp_received_total", Metrics::Type::kCounter,
+                   "DHCP messages received, by type.");
+  metrics.describe("kiln_dhcp_sent_total", Metrics::Type::kCounter, "DHCP replies sent, by type.");
+  metrics.describe("kiln_dhcp_dropped_total", Metrics::Type::kCounter,
+                   "DHCP messages dropped or replies not sent, by reason.");
+  metrics.describe("kiln_dhcp_lease_commits_total", Metrics::Type::kCounter,
+                   "Lease transactions committed (each holds a batch of lease changes).");
+  metrics.describe("kiln_dhcp_lease_writes_total", Metrics::Type::kCounter,
+                   "Lease changes written.");
+}
+
+Server::~Server() { stop(); }
+
+Status Server::start() {
+  auto& d = *impl_;
+  if (d.opts.interfaces.empty()) {
+    return make_error(Errc::kInvalid, "dhcp: no interfaces configured (dhcp.interfaces)");
+  }
+  if (auto st = d.open_sockets(); !st) return st;
+  EngineConfig ec;
+  if (!d.opts.server_address.empty()) {
+    auto a = parse_ipv4(d.opts.server_address);
+    if (!a) return make_error(Errc::kInvalid, "dhcp: bad server_address");
+    ec.server_id = *a;
+  } else {
+    ec.server_id = d.ifaces.front().address;
+  }
+  ec.subnets = d.opts.subnets;
+  ec.proxy = d.opts.proxy;
+  ec.boot = d.opts.boot;
+  if (ec.boot.http_base.empty()) {
+    ec.boot.http_base =
+        "http://" + to_string(ec.server_id) + ":" + std::to_string(d.opts.http_port);
+  }
+  ec.offer_ttl_s = d.opts.offer_ttl_s;
+  ec.decline_quarantine_s = d.opts.decline_quarantine_s;
+  if (!ec.proxy && ec.subnets.empty()) {
+    return make_error(Errc::kInvalid, "dhcp: authoritative mode needs at least one subnet");
+  }
+  d.engine = std::make_unique<Engine>(ec);
+  std::size_t loaded = 0;
+  if (!ec.proxy) {
+    for (const auto& l : d.store.load_dhcp_leases()) {
+      auto ip = parse_ipv4(l.ip);
+      if (!ip) continue;
+      d.engine->leases().put(
+          {*ip, l.client, l.mac, l.hostname, parse_state(l.state), l.expires_at, l.updated_at});
+      ++loaded;
+    }
+  }
+  d.wake = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  d.writer = std::thread([&d] { d.writer_loop(); });
+  d.rx = std::thread([&d] { d.rx_loop(); });
+  std::string names;
+  for (const auto& f : d.ifaces)
+    names += (names.empty() ? "" : ",") + f.name + "=" + to_string(f.address);
+  d.log->info(
+      "event=dhcp.listening mode={} interfaces={} server_id={} subnets={} leases_loaded={} "
+      "boot_http_base={}",
+      ec.proxy ? "proxy" : "authoritative", names, to_string(ec.server_id), ec.subnets.size(),
+      loaded, ec.boot.http_base);
+  return ok_status();
+}
+
+void Server::stop() {
+  auto& d = *impl_;
+  if (!d.rx.joinable()) return;
+  d.stopping = true;
+  const std::uint64_t one = 1;
+  (void)!::write(d.wake.get(), &one, sizeof one);
+  d.rx.join();
+  {
+    std::lock_guard lock(d.mu);
+    d.writer_stop = true;
+  }
+  d.cv.notify_one();
+  d.writer.join();
+}
+
+}  // namespace kiln::dhcp
