@@ -135,7 +135,12 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       get(*t, "max_transfers", c.tftp.max_transfers);
       get(*t, "max_per_client", c.tftp.max_per_client);
       get(*t, "max_blksize", c.tftp.limits.max_blksize);
-      get(*t, "max_windowsize", c.tftp.limits.max_window);
+      if (auto w = t->find("max_windowsize"); w != t->end()) {
+        const auto v = w->get<std::int64_t>();
+        if (v < 1 || v > 65535)
+          throw std::runtime_error("tftp.max_windowsize must be within 1..65535");
+        c.tftp.limits.max_window = static_cast<std::uint16_t>(v);
+      }
       get(*t, "initial_rto_ms", c.tftp.initial_rto_ms);
       get(*t, "min_rto_ms", c.tftp.min_rto_ms);
       get(*t, "max_rto_ms", c.tftp.max_rto_ms);
@@ -148,7 +153,8 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       if (c.tftp.min_rto_ms < 1 || c.tftp.min_rto_ms > c.tftp.max_rto_ms)
         throw std::runtime_error("tftp: need 1 <= min_rto_ms <= max_rto_ms");
       if (c.tftp.max_transfers < 1 || c.tftp.max_per_client < 1 || c.tftp.max_retries < 0)
-        throw std::runtime_error("tftp: max_transfers and max_per_client must be >= 1");
+        throw std::runtime_error(
+            "tftp: max_transfers and max_per_client must be >= 1, max_retries >= 0");
     }
     if (auto d = j.find("dhcp"); d != j.end()) {
       check_keys(*d, "dhcp.",

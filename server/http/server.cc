@@ -453,7 +453,17 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     }
     if (!opened) {
       if (opened.error().code == Errc::kInvalid) {
-        state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(), target_);
+        // The target is client-controlled: escape quotes, backslashes and control bytes.
+        std::string safe;
+        for (const char c : std::string_view(target_).substr(0, 512)) {
+          const auto u = static_cast<unsigned char>(c);
+          if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
+            safe += fmt::format("\\x{:02x}", u);
+          } else {
+            safe.push_back(c);
+          }
+        }
+        state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(), safe);
         return fail(bhttp::status::bad_request, "bad_request", opened.error().message);
       }
       if (opened.error().code == Errc::kUnavailable) {

@@ -35,8 +35,9 @@ std::int64_t mono_ms() {
 
 udp::endpoint to_endpoint(const sockaddr_storage& sa, socklen_t len) {
   udp::endpoint ep;
-  std::memcpy(ep.data(), &sa, std::min<std::size_t>(len, sizeof sa));
-  ep.resize(len);
+  const std::size_t n = std::min<std::size_t>(len, ep.capacity());
+  std::memcpy(ep.data(), &sa, n);
+  ep.resize(n);
   return ep;
 }
 
@@ -86,6 +87,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
                                     // IP_PKTINFO, and its transfer answers from that address
   std::uint16_t bound_port = 0;
   std::vector<std::uint8_t> rbuf = std::vector<std::uint8_t>(kMaxPacket + 1);
+  // Converted netascii files held by live transfers, bounded by 4 x netascii_max_bytes.
+  std::atomic<std::uint64_t> netascii_bytes{0};
 
   std::mutex mu;  // guards everything below
   std::map<net::ip::address, int> per_client;
@@ -114,7 +117,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   void refuse(const net::ip::address& local, const udp::endpoint& peer, ErrorCode code,
               std::string_view msg, std::string_view reason, std::string_view file);
   void drop(std::string_view reason, const udp::endpoint& peer, std::string_view detail);
-  void release(const udp::endpoint& peer);
+  void release(const udp::endpoint& peer, const Session* who);
 };
 
 // One read transfer: its socket (the server's TID), timer, state machine and data source.
@@ -135,15 +138,22 @@ class Session : public std::enable_shared_from_this<Session> {
         window_(cfg.window),
         name_(std::move(name)),
         mode_(mode) {
-    // Read ahead: one pread serves many blocks (two windows, 64 KiB at least; small enough to
-    // stay in cache between the read and the sends).
+    // Read ahead: one pread serves many blocks (two windows, 64 KiB at least, never more than
+    // the file). Allocated on the first DATA, not here: a request that is never answered
+    // (spoofed, or a client that gave up) costs no buffer.
     if (!artifact_.generated() && !netascii_) {
-      cache_.resize(std::min<std::size_t>(
-          std::max<std::size_t>(64 << 10, 2 * static_cast<std::size_t>(window_) * blksize_),
-          std::size_t{8} << 20));
+      cache_size_ = static_cast<std::size_t>(std::min<std::uint64_t>(
+          std::min<std::size_t>(
+              std::max<std::size_t>(64 << 10, 2 * static_cast<std::size_t>(window_) * blksize_),
+              std::size_t{8} << 20),
+          std::max<std::uint64_t>(artifact_.size, 1)));
     }
     if (!neg.oack.empty()) encode_oack(oack_, neg.oack);
     started_ms_ = mono_ms();
+  }
+
+  ~Session() {
+    if (netascii_) st_->netascii_bytes -= netascii_->size();
   }
 
   void start() {
@@ -153,6 +163,10 @@ class Session : public std::enable_shared_from_this<Session> {
       self->after_event();
     });
   }
+
+  // The request that started this transfer (to tell a retransmitted RRQ from a new one).
+  std::string request_bytes;
+  bool heard_from_peer() const { return heard_.load(); }
 
   void abort(std::string reason) {
     net::post(sock_.get_executor(),
@@ -178,12 +192,19 @@ class Session : public std::enable_shared_from_this<Session> {
       const udp::endpoint src = to_endpoint(from, len);
       if (src != peer_) {
         // RFC 1350: a packet from another TID gets an ERROR and does not disturb the transfer.
-        std::vector<std::uint8_t> err;
-        encode_error(err, ErrorCode::kUnknownTid, "unknown transfer ID");
-        ::sendto(fd, err.data(), err.size(), MSG_DONTWAIT, src.data(), src.size());
+        // Never in answer to an ERROR or to junk, and only a few per transfer: two servers (or
+        // a spoofed echo port) must not be able to bounce ERRORs at each other forever.
+        const bool is_error = n >= 2 && rbuf_[0] == 0 && rbuf_[1] == 5;
+        if (n >= 4 && !is_error && unknown_tid_replies_ < 8) {
+          ++unknown_tid_replies_;
+          std::vector<std::uint8_t> err;
+          encode_error(err, ErrorCode::kUnknownTid, "unknown transfer ID");
+          ::sendto(fd, err.data(), err.size(), MSG_DONTWAIT, src.data(), src.size());
+        }
         st_->drop("unknown_tid", src, name_);
         continue;
       }
+      heard_ = true;
       if (static_cast<std::size_t>(n) > sizeof rbuf_) {
         st_->drop("oversized", src, name_);
         continue;
@@ -213,6 +234,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_timer() {
     if (transfer_.finished()) return;
     const std::int64_t now = mono_ms();
+    if (now >= transfer_.deadline() && !heard_ && ++unheard_timeouts_ > kUnheardRetries) {
+      // Nothing ever came back (a spoofed request, or a client that went away): give the slot
+      // back early instead of resending to a silent address for the full retry budget.
+      transfer_.abort("no answer from the client");
+      return finish();
+    }
     if (now >= transfer_.deadline()) {
       transfer_.on_timeout(now, sends_);
       send_pending();
@@ -260,16 +287,17 @@ class Session : public std::enable_shared_from_this<Session> {
       out = reinterpret_cast<const std::uint8_t*>(src.data()) + off;
       return true;
     }
+    if (!cache_) cache_ = std::make_unique_for_overwrite<std::uint8_t[]>(cache_size_);
     if (len == 0) {
-      out = cache_.data();
+      out = cache_.get();
       return true;
     }
     if (off < cache_off_ || off + len > cache_off_ + cache_len_) {
       const std::size_t want =
-          static_cast<std::size_t>(std::min<std::uint64_t>(cache_.size(), artifact_.size - off));
+          static_cast<std::size_t>(std::min<std::uint64_t>(cache_size_, artifact_.size - off));
       std::size_t done = 0;
       while (done < want) {
-        const ssize_t r = ::pread(artifact_.file.fd.get(), cache_.data() + done, want - done,
+        const ssize_t r = ::pread(artifact_.file.fd.get(), cache_.get() + done, want - done,
                                   static_cast<off_t>(off + done));
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
@@ -279,7 +307,7 @@ class Session : public std::enable_shared_from_this<Session> {
       cache_len_ = done;
       if (done < len) return false;
     }
-    out = cache_.data() + (off - cache_off_);
+    out = cache_.get() + (off - cache_off_);
     return true;
   }
 
@@ -361,7 +389,7 @@ class Session : public std::enable_shared_from_this<Session> {
     boost::system::error_code ec;
     timer_.cancel();
     sock_.close(ec);
-    st_->release(peer_);
+    st_->release(peer_, this);
   }
 
   std::shared_ptr<Server::State> st_;
@@ -375,7 +403,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint16_t window_;
   std::string name_;
   Mode mode_;
-  std::vector<std::uint8_t> cache_;
+  std::unique_ptr<std::uint8_t[]> cache_;
+  std::size_t cache_size_ = 0;
   std::uint64_t cache_off_ = 0;
   std::size_t cache_len_ = 0;
   std::vector<std::uint8_t> oack_;
@@ -386,6 +415,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t bytes_sent_ = 0;
   bool reading_ = false;
   bool finished_ = false;
+  int unknown_tid_replies_ = 0;
+  int unheard_timeouts_ = 0;
+  static constexpr int kUnheardRetries = 2;
+  std::atomic<bool> heard_{false};  // anything arrived from the peer (read by the listener)
   bool client_error_ = false;
   bool send_error_logged_ = false;
   std::string server_error_;
@@ -424,11 +457,14 @@ void Server::State::refuse(const net::ip::address& local, const udp::endpoint& p
   }
 }
 
-void Server::State::release(const udp::endpoint& peer) {
+void Server::State::release(const udp::endpoint& peer, const Session* who) {
   std::function<void()> drained;
   {
     std::lock_guard lock(mu);
-    sessions.erase(peer);
+    if (auto it = sessions.find(peer); it != sessions.end()) {
+      auto cur = it->second.lock();
+      if (!cur || cur.get() == who) sessions.erase(it);
+    }
     if (auto it = per_client.find(peer.address()); it != per_client.end() && --it->second <= 0) {
       per_client.erase(it);
     }
@@ -437,7 +473,8 @@ void Server::State::release(const udp::endpoint& peer) {
     if (stopping && active == 0 && on_drained) {
       drained = std::move(on_drained);
       on_drained = nullptr;
-      if (grace_timer) grace_timer->cancel();
+      if (grace_timer)
+        net::post(ioc(), [this, self = shared_from_this()] { grace_timer->cancel(); });
     }
   }
   if (drained) drained();
@@ -493,6 +530,16 @@ void Server::State::drain_listener() {
         }
       }
     }
+    // A broadcast or multicast request cannot be answered from that address.
+    if ((local.is_v4() &&
+         (local.to_v4() == net::ip::address_v4::broadcast() || local.to_v4().is_multicast())) ||
+        (local.is_v6() && (local.to_v6().is_multicast() ||
+                           (local.to_v6().is_v4_mapped() &&
+                            net::ip::make_address_v4(net::ip::v4_mapped, local.to_v6()) ==
+                                net::ip::address_v4::broadcast())))) {
+      local = listen_address.is_v4() ? net::ip::address(net::ip::address_v4::any())
+                                     : net::ip::address(net::ip::address_v6::any());
+    }
     handle_request(std::span<const std::uint8_t>(rbuf.data(), static_cast<std::size_t>(n)), peer,
                    local);
   }
@@ -516,10 +563,18 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
       return refuse(local, peer, ErrorCode::kUndefined, "server shutting down", "stopping",
                     req.filename);
     }
-    if (sessions.count(peer)) {
-      // The client retransmitted its request before our first reply arrived: the transfer
-      // already running for it retransmits on its own timer.
-      return drop("duplicate_request", peer, req.filename);
+    if (auto it = sessions.find(peer); it != sessions.end()) {
+      if (auto old = it->second.lock()) {
+        const std::string bytes_now(bytes.begin(), bytes.end());
+        if (!old->heard_from_peer() && old->request_bytes == bytes_now) {
+          // The client retransmitted its request before our first reply arrived: the
+          // transfer already running for it retransmits on its own timer.
+          return drop("duplicate_request", peer, req.filename);
+        }
+        // A new request from the same port (a restarted client, a re-request after ERROR 8):
+        // the old transfer is over.
+        old->abort("superseded by a new request from the same client port");
+      }
     }
     if (active >= opts.max_transfers) {
       return refuse(local, peer, ErrorCode::kUndefined, "server busy, try again later",
@@ -542,8 +597,10 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
         return refuse(local, peer, ErrorCode::kFileNotFound, "file not found", "not_found",
                       req.filename);
       default:
-        log->error("event=tftp.open_failed file=\"{}\" err=\"{}\"", printable(req.filename),
-                   artifact.error().message);
+        if (may_log()) {
+          log->error("event=tftp.open_failed file=\"{}\" err=\"{}\"", printable(req.filename),
+                     artifact.error().message);
+        }
         return refuse(local, peer, ErrorCode::kUndefined, "cannot open file now", "unavailable",
                       req.filename);
     }
@@ -552,6 +609,10 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
   std::shared_ptr<const std::string> netascii;
   std::uint64_t size = artifact->size;
   if (req.mode == Mode::kNetascii) {
+    if (netascii_bytes.load() + artifact->size * 2 > opts.netascii_max_bytes * 4) {
+      return refuse(local, peer, ErrorCode::kUndefined, "server busy, try again later",
+                    "netascii_budget", req.filename);
+    }
     if (artifact->size > opts.netascii_max_bytes) {
       return refuse(local, peer, ErrorCode::kUndefined,
                     "file too large for netascii mode; use octet", "netascii_too_large",
@@ -576,6 +637,7 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
     }
     netascii = std::make_shared<const std::string>(to_netascii(raw));
     size = netascii->size();
+    netascii_bytes += size;
   }
 
   const Negotiated neg = negotiate(req.options, size, opts.limits);
@@ -596,7 +658,9 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
   sock.open(peer.protocol(), ec);
   if (!ec) sock.bind(udp::endpoint(local, 0), ec);
   if (ec) {
-    log->error("event=tftp.socket_failed local={} err=\"{}\"", local.to_string(), ec.message());
+    if (may_log()) {
+      log->error("event=tftp.socket_failed local={} err=\"{}\"", local.to_string(), ec.message());
+    }
     return refuse(local, peer, ErrorCode::kUndefined, "server cannot open a transfer socket",
                   "socket_failed", req.filename);
   }
@@ -609,6 +673,7 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
   auto session =
       std::make_shared<Session>(shared_from_this(), std::move(sock), peer, std::move(*artifact),
                                 std::move(netascii), neg, cfg, name, req.mode);
+  session->request_bytes.assign(bytes.begin(), bytes.end());
   {
     std::lock_guard lock(mu);
     sessions[peer] = session;
@@ -685,9 +750,17 @@ Status Server::start() {
   st.listener = std::move(sock);
   st.wait_listener();
   for (auto& c : contexts_) {
-    threads_.emplace_back([ctx = c.get()] {
+    threads_.emplace_back([ctx = c.get(), log = st.log] {
       auto guard = net::make_work_guard(*ctx);
-      ctx->run();
+      for (;;) {
+        try {
+          ctx->run();
+          return;
+        } catch (const std::exception& e) {
+          // One transfer's failure (e.g. out of memory) must not take the daemon down.
+          log->error("event=tftp.handler_exception err=\"{}\"", e.what());
+        }
+      }
     });
   }
   return ok_status();
@@ -705,18 +778,18 @@ void Server::shutdown(std::chrono::milliseconds grace, std::function<void()> don
   net::post(st->ioc(), [st, grace, done = std::move(done)]() mutable {
     boost::system::error_code ec;
     if (st->listener) st->listener->close(ec);
-    std::vector<std::shared_ptr<Session>> live;
-    {
-      std::lock_guard lock(st->mu);
-      st->stopping = true;
-      if (st->active == 0) {
-        net::post(st->ioc(), std::move(done));
-        return;
-      }
-      st->on_drained = std::move(done);
-      st->grace_timer = std::make_unique<net::steady_timer>(st->ioc(), grace);
+    int active = 0;
+    std::lock_guard lock(st->mu);
+    st->stopping = true;
+    active = st->active;
+    if (active == 0) {
+      net::post(st->ioc(), std::move(done));
+      return;
     }
-    st->log->info("event=tftp.draining transfers={} grace_ms={}", st->active, grace.count());
+    st->on_drained = std::move(done);
+    st->grace_timer = std::make_unique<net::steady_timer>(st->ioc(), grace);
+    st->log->info("event=tftp.draining transfers={} grace_ms={}", active, grace.count());
+    // Started under the lock: release() cancels it (posted to this thread) only afterwards.
     st->grace_timer->async_wait([st](const boost::system::error_code& e) {
       if (e) return;
       std::vector<std::shared_ptr<Session>> left;

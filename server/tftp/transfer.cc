@@ -10,9 +10,10 @@ Transfer::Transfer(const TransferConfig& cfg) : cfg_(cfg) {
   if (cfg_.window == 0) cfg_.window = 1;
   total_blocks_ = cfg_.size / cfg_.blksize + 1;
   if (cfg_.client_timeout_ms) {
-    cfg_.max_rto_ms = std::max<std::uint32_t>(*cfg_.client_timeout_ms, 1);
-    cfg_.min_rto_ms = std::min(cfg_.min_rto_ms, cfg_.max_rto_ms);
+    cfg_.max_rto_ms =
+        std::min(cfg_.max_rto_ms, std::max<std::uint32_t>(*cfg_.client_timeout_ms, 1));
   }
+  cfg_.min_rto_ms = std::min(cfg_.min_rto_ms, cfg_.max_rto_ms);
   rto_ms_ = std::clamp(cfg_.initial_rto_ms, cfg_.min_rto_ms, cfg_.max_rto_ms);
   backoff_rto_ms_ = rto_ms_;
 }
@@ -108,7 +109,8 @@ void Transfer::on_timeout(std::int64_t now_ms, Sends& out) {
   }
   ++retries_;
   window_retransmitted_ = true;
-  backoff_rto_ms_ = std::min<std::uint32_t>(backoff_rto_ms_ * 2, cfg_.max_rto_ms);
+  backoff_rto_ms_ = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(std::uint64_t{backoff_rto_ms_} * 2, cfg_.max_rto_ms));
   const std::size_t before = out.size();
   if (state_ == State::kAwaitOackAck) {
     out.push_back(0);

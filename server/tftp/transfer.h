@@ -15,10 +15,11 @@
 //   64-bit, so any file size works.
 // - Retransmission timeout: adaptive (RFC 6298 smoothed RTT, measured only on windows that were
 //   not retransmitted), within [min_rto, max_rto], doubling on each consecutive timeout. The
-//   client's RFC 2349 `timeout` replaces max_rto: the server never waits longer than the client
-//   asked, and retransmits sooner when the measured round trip says a packet was lost (a lossy
-//   link must not cost the client's whole timeout per lost packet; a duplicate DATA is
-//   harmless). After `max_retries` consecutive timeouts the transfer fails.
+//   client's RFC 2349 `timeout` lowers max_rto to it: the server never waits longer than the
+//   client asked (nor than its own max_rto), and retransmits sooner when the measured round
+//   trip says a packet was lost (a lossy link must not cost the client's whole timeout per lost
+//   packet; a duplicate DATA is harmless). After `max_retries` consecutive timeouts the
+//   transfer fails.
 #pragma once
 
 #include <cstdint>
@@ -33,7 +34,7 @@ struct TransferConfig {
   std::size_t blksize = 512;
   std::uint16_t window = 1;
   bool oack = false;  // an OACK goes first and must be ACKed with block 0
-  std::optional<std::uint32_t> client_timeout_ms;  // RFC 2349 timeout: caps the RTO
+  std::optional<std::uint32_t> client_timeout_ms;  // RFC 2349 timeout: lowers max_rto to it
   std::uint32_t initial_rto_ms = 1000;
   std::uint32_t min_rto_ms = 200;
   std::uint32_t max_rto_ms = 5000;
