@@ -12,7 +12,9 @@ pkgs=(
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
   curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd xz-utils xxd
-  tftp-hpa atftp busybox
+  tftp-hpa atftp busybox isc-dhcp-client kea-admin dnsmasq-base
+  # boot files served by default (boot.roots: /usr/lib/ipxe)
+  ipxe
   # static libraries kiln-agent links (libarchive raw+filters, OpenSSL, zstd)
   liblzma-dev libbz2-dev zlib1g-dev
   # the libFuzzer targets (deploy/fuzz.sh)
@@ -20,7 +22,7 @@ pkgs=(
 )
 if [[ "${1:-}" == "--bench" ]]; then
   # peers run side by side with kilnd (never as system services: see below)
-  pkgs+=(wrk nginx-light zstd bc e2fsprogs bmap-tools tftpd-hpa dnsmasq-base)
+  pkgs+=(wrk nginx-light zstd bc e2fsprogs bmap-tools tftpd-hpa kea-dhcp4-server)
 fi
 
 missing=()
@@ -40,7 +42,11 @@ if ((${#missing[@]})); then
   # policy-rc.d 101 stops services from starting during the install; they are disabled after.
   daemons=()
   for p in "${missing[@]}"; do
-    case $p in nginx-light) daemons+=(nginx) ;; tftpd-hpa) daemons+=(tftpd-hpa) ;; esac
+    case $p in
+      nginx-light) daemons+=(nginx) ;;
+      tftpd-hpa) daemons+=(tftpd-hpa) ;;
+      kea-dhcp4-server) daemons+=(kea-dhcp4-server) ;;
+    esac
   done
   made_policy=""
   if ((${#daemons[@]})) && [[ ! -e /usr/sbin/policy-rc.d ]]; then
