@@ -10,3 +10,7 @@ CREATE TABLE dhcp_leases (
   updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX dhcp_leases_client ON dhcp_leases (client);
+
+-- A machine's reserved IPv4 address: authoritative DHCP gives it to this machine only.
+ALTER TABLE machines ADD COLUMN ipv4 TEXT;
+CREATE UNIQUE INDEX machines_ipv4 ON machines (ipv4) WHERE ipv4 IS NOT NULL AND deleted_at IS NULL;

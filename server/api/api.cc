@@ -1,5 +1,6 @@
 #include "api/api.h"
 
+#include <arpa/inet.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
@@ -71,6 +72,12 @@ void append_machine(std::string& out, const store::Machine& m) {
   json_append_int(out, m.id);
   out += ",\"inventory\":";
   out += m.inventory_json.empty() ? "{}" : m.inventory_json;
+  out += ",\"ipv4\":";
+  if (m.ipv4) {
+    json_append_string(out, *m.ipv4);
+  } else {
+    out += "null";
+  }
   out += ",\"labels\":{";
   bool first = true;
   for (const auto& [k, v] : m.labels) {
@@ -639,7 +646,7 @@ struct Api::Impl {
       return raw_json_response(bhttp::status::ok, std::move(body));
     });
     r.add(V::post, "/api/v1/machines", Access::kAdmin, [this](Ctx& c) {
-      auto b = c.body({"mac", "macs", "uuid", "name", "labels", "state"});
+      auto b = c.body({"mac", "macs", "uuid", "ipv4", "name", "labels", "state"});
       store::NewMachine nm;
       if (auto mac = field<std::string>(b, "mac")) nm.macs.push_back(normalize_mac_or_fail(*mac));
       for (const auto& mac :
@@ -658,6 +665,15 @@ struct Api::Impl {
         }
         if (!shape) fail(Errc::kInvalid, "uuid must be 8-4-4-4-12 hex digits");
         nm.uuid = lower;
+      }
+      if (auto a = field<std::string>(b, "ipv4")) {
+        in_addr parsed{};
+        if (::inet_pton(AF_INET, a->c_str(), &parsed) != 1) {
+          fail(Errc::kInvalid, "ipv4 must be a dotted-quad IPv4 address");
+        }
+        char canon[INET_ADDRSTRLEN];
+        ::inet_ntop(AF_INET, &parsed, canon, sizeof canon);
+        nm.ipv4 = std::string(canon);
       }
       nm.name = field<std::string>(b, "name").value_or("");
       if (nm.name.size() > 255) fail(Errc::kInvalid, "name longer than 255 characters");

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "core/unique_fd.h"
@@ -111,7 +112,8 @@ struct Server::Impl {
   std::vector<Outgoing> q_replies;
   bool writer_stop = false;
 
-  std::unordered_set<std::string> known;
+  std::unordered_map<std::string, std::optional<Ipv4>> known;  // machine MACs -> reservation
+  std::unordered_set<std::uint32_t> reserved;                  // every reserved address
   std::int64_t known_loaded = 0;
 
   std::atomic<std::int64_t> log_window{0};
@@ -124,11 +126,18 @@ struct Server::Impl {
 
   void refresh_known() {
     const std::int64_t now = now_ms();
-    if (now - known_loaded < 5000) return;
+    if (now - known_loaded < 2000) return;
     known_loaded = now;
     try {
-      auto macs = store.list_machine_macs();
-      known = std::unordered_set<std::string>(macs.begin(), macs.end());
+      std::unordered_map<std::string, std::optional<Ipv4>> k;
+      std::unordered_set<std::uint32_t> r;
+      for (const auto& [mac, ip] : store.list_machine_macs()) {
+        std::optional<Ipv4> a = ip ? parse_ipv4(*ip) : std::nullopt;
+        if (a) r.insert(to_u32(*a));
+        k.emplace(mac, a);
+      }
+      known.swap(k);
+      reserved.swap(r);
     } catch (const std::exception& e) {
       log->error("event=dhcp.machines_unreadable err=\"{}\"", e.what());
     }
@@ -223,7 +232,15 @@ struct Server::Impl {
     ctx.now_ms = now_ms();
     ctx.interface_address = iface.address;
     ctx.via_4011 = via_4011;
-    ctx.known = known.count(p->mac()) > 0;
+    if (auto it = known.find(p->mac()); it != known.end()) {
+      ctx.known = true;
+      ctx.reserved = it->second;
+    }
+    if (!reserved.empty()) {
+      ctx.reserved_for_other = [this, own = ctx.reserved](const Ipv4& ip) {
+        return reserved.count(to_u32(ip)) > 0 && !(own && *own == ip);
+      };
+    }
     Reply r = engine->handle(*p, ctx);
     if (log->should_log(spdlog::level::debug)) {
       log->debug("event=dhcp.{} iface={} mac={} xid={:08x} giaddr={} {}", type_name(*p), iface.name,

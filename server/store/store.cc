@@ -60,7 +60,7 @@ void append_machine_filter(const proto::Selector& selector,
 
 constexpr char kMachineSelect[] =
     "SELECT m.id, m.name, m.uuid, m.state, m.state_reason, m.inventory, m.created_at, "
-    "m.updated_at, cv.id, cv.name, cv.version, d.id, av.id, av.name, av.version "
+    "m.updated_at, cv.id, cv.name, cv.version, d.id, av.id, av.name, av.version, m.ipv4 "
     "FROM machines m "
     "LEFT JOIN image_versions cv ON cv.id = m.current_version_id "
     "LEFT JOIN deployments d ON d.machine_id = m.id AND d.status IN ('pending', 'running') "
@@ -72,6 +72,7 @@ Machine machine_from_row(const Stmt& s) {
   m.id = s.int64(0);
   m.name = s.text(1);
   m.uuid = s.opt_text(2);
+  m.ipv4 = s.opt_text(15);
   m.state = proto::parse_machine_state(s.text(3)).value_or(MachineState::kFailed);
   m.state_reason = s.text(4);
   m.inventory_json = s.text(5);
@@ -395,13 +396,24 @@ Result<Machine> Store::create_machine(const NewMachine& nm, const std::string& w
                                              std::to_string(s.int64(0)));
     }
   }
+  if (nm.ipv4) {
+    auto s = db.prepare("SELECT id FROM machines WHERE ipv4 = ? AND deleted_at IS NULL");
+    s.bind(1, *nm.ipv4);
+    if (s.step()) {
+      return make_error(
+          Errc::kConflict,
+          "address " + *nm.ipv4 + " is already reserved for machine " + std::to_string(s.int64(0)));
+    }
+  }
   db.prepare(
-        "INSERT INTO machines (name, uuid, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+        "INSERT INTO machines (name, uuid, ipv4, state, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)")
       .bind(1, nm.name)
       .bind(2, nm.uuid)
-      .bind(3, proto::to_string(nm.state))
-      .bind(4, now)
+      .bind(3, nm.ipv4)
+      .bind(4, proto::to_string(nm.state))
       .bind(5, now)
+      .bind(6, now)
       .run();
   const std::int64_t id = db.last_insert_rowid();
   int pos = 0;
@@ -926,11 +938,13 @@ void Store::save_dhcp_leases(const std::vector<DhcpLease>& leases) {
   tx.commit();
 }
 
-std::vector<std::string> Store::list_machine_macs() {
+std::vector<std::pair<std::string, std::optional<std::string>>> Store::list_machine_macs() {
   auto db = reader();
-  auto s = db->prepare("SELECT mac FROM machine_macs");
-  std::vector<std::string> out;
-  while (s.step()) out.push_back(s.text(0));
+  auto s = db->prepare(
+      "SELECT mm.mac, m.ipv4 FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id "
+      "WHERE m.deleted_at IS NULL");
+  std::vector<std::pair<std::string, std::optional<std::string>>> out;
+  while (s.step()) out.emplace_back(s.text(0), s.opt_text(1));
   return out;
 }
 

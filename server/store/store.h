@@ -39,6 +39,7 @@ struct Machine {
   std::string name;
   std::vector<std::string> macs;  // canonical lower-case, first one is the primary
   std::optional<std::string> uuid;
+  std::optional<std::string> ipv4;  // reserved address (dotted quad), for DHCP
   proto::MachineState state = proto::MachineState::kDiscovered;
   std::string state_reason;
   std::map<std::string, std::string> labels;
@@ -64,6 +65,7 @@ struct DhcpLease {
 struct NewMachine {
   std::vector<std::string> macs;  // at least one; normalized by the caller
   std::optional<std::string> uuid;
+  std::optional<std::string> ipv4;  // validated dotted quad
   std::string name;
   std::map<std::string, std::string> labels;
   proto::MachineState state = proto::MachineState::kReady;
@@ -238,8 +240,9 @@ class Store {
   // Upserts every lease in one transaction: one commit (and, with synchronous=FULL, one fsync)
   // for a whole batch. Throws on a database error.
   void save_dhcp_leases(const std::vector<DhcpLease>& leases);
-  // Every live machine's MACs (for the DHCP server's "known machine" check).
-  std::vector<std::string> list_machine_macs();
+  // Every live machine's MACs with its reserved address, if any (for the DHCP server's
+  // "known machine" check and reservations).
+  std::vector<std::pair<std::string, std::optional<std::string>>> list_machine_macs();
 
   // --- aggregates for /metrics ---
   std::map<std::string, std::int64_t> count_machines_by_state();

@@ -162,6 +162,27 @@ dhc -1 kdt-vc >/dev/null 2>&1 || fail "dhclient got no lease after the restart"
 ip3=$(grep '^BOUND\|^REBOOT' "$WORK/dhclient.out" | tail -1 | sed -n 's/.* ip=\([^ ]*\).*/\1/p')
 expect_eq "$ip3" "$ip2" "the same address after kilnd restarted"
 in_cli sh -c "kill \$(cat $WORK/dhclient.pid)" 2>/dev/null || true
+
+log "reservations: a machine registered with an ipv4 gets exactly that address"
+TOKEN=$(make_token ops)
+api_ns() { # api_ns METHOD PATH JSON
+  STATUS=$(in_srv curl -s -o "$WORK/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' --data-binary "$3" "$URL$2")
+  BODY=$(cat "$WORK/body")
+}
+api_ns POST /api/v1/machines '{"mac": "52:54:00:99:99:01", "ipv4": "10.77.0.300"}'
+expect_status 422 "malformed reservation"
+api_ns POST /api/v1/machines "{\"mac\": \"$mac\", \"ipv4\": \"10.77.0.42\"}"
+expect_status 201 "machine with a reservation"
+expect_eq "$(jqb .ipv4)" "10.77.0.42" "ipv4 in the machine"
+api_ns POST /api/v1/machines '{"mac": "52:54:00:99:99:02", "ipv4": "10.77.0.42"}'
+expect_status 409 "the same address reserved twice"
+sleep 2.5  # the DHCP server re-reads machines every 2 s
+# dhclient first asks for its old address (INIT-REBOOT): NAK, then DISCOVER: the reservation.
+dhc -1 kdt-vc >/dev/null 2>&1 || fail "dhclient got no lease with a reservation"
+in_cli sh -c "kill \$(cat $WORK/dhclient.pid)" 2>/dev/null || true
+ip4=$(grep '^BOUND' "$WORK/dhclient.out" | tail -1 | sed -n 's/.* ip=\([^ ]*\).*/\1/p')
+expect_eq "$ip4" "10.77.0.42" "the reserved address"
 stop_kilnd TERM
 
 log "proxyDHCP beside dnsmasq: address from the site server, boot file from kilnd"

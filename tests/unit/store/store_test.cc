@@ -501,10 +501,27 @@ TEST_F(StoreTest, DhcpLeasesRoundTripAndUpsert) {
   EXPECT_EQ(store_->load_dhcp_leases().size(), 2u);  // the failed batch wrote nothing
 }
 
-TEST_F(StoreTest, ListsMachineMacs) {
+TEST_F(StoreTest, ListsMachineMacsWithReservations) {
   make_machine("52:54:00:00:00:07", {});
+  NewMachine nm;
+  nm.macs = {"52:54:00:00:00:08"};
+  nm.ipv4 = "10.0.0.42";
+  auto m = store_->create_machine(nm, "test");
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->ipv4, "10.0.0.42");
   auto macs = store_->list_machine_macs();
-  EXPECT_NE(std::find(macs.begin(), macs.end(), "52:54:00:00:00:07"), macs.end());
+  std::map<std::string, std::optional<std::string>> by_mac(macs.begin(), macs.end());
+  EXPECT_EQ(by_mac.at("52:54:00:00:00:07"), std::nullopt);
+  EXPECT_EQ(by_mac.at("52:54:00:00:00:08"), "10.0.0.42");
+  // One address, one machine.
+  NewMachine dup;
+  dup.macs = {"52:54:00:00:00:09"};
+  dup.ipv4 = "10.0.0.42";
+  auto conflict = store_->create_machine(dup, "test");
+  ASSERT_FALSE(conflict);
+  EXPECT_EQ(conflict.error().code, Errc::kConflict);
+  ASSERT_TRUE(store_->delete_machine(m->id, false, "test"));
+  EXPECT_TRUE(store_->create_machine(dup, "test"));  // free again once the machine is gone
 }
 
 }  // namespace
