@@ -98,7 +98,7 @@ kea_config() { # kea_config FILE MT(true|false)
     "multi-threading": { "enable-multi-threading": $2, "thread-pool-size": 2,
                          "packet-queue-size": 64 },
     "valid-lifetime": 3600,
-    "subnet4": [ { "id": 1, "subnet": "10.77.0.0/16", "pool": [ { "pool": "$POOL_FIRST - $POOL_LAST" } ],
+    "subnet4": [ { "id": 1, "subnet": "10.77.0.0/16", "pools": [ { "pool": "$POOL_FIRST - $POOL_LAST" } ],
                    "option-data": [ { "name": "routers", "data": "10.77.0.1" } ] } ],
     "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
                    "output_options": [ { "output": "$WORK/kea-$2.log" } ] } ] } }
