@@ -192,7 +192,8 @@ rc=0
 stop_kilnd TERM || rc=$?
 expect_eq "$rc" "0" "kilnd exit status after SIGTERM"
 wait "$CURL_PID" && fail "curl completed a 40 MiB lock-step transfer over 10 ms RTT in 0.5 s?" || ok
-grep -q 'event=tftp.draining transfers=1' "$WORK/kilnd.0.log" && ok || fail "no draining log line"
+# (Earlier transfers whose final ACK was lost may still be retrying: at least this one.)
+grep -Eq 'event=tftp.draining transfers=[1-9]' "$WORK/kilnd.0.log" && ok || fail "no draining log line"
 grep -q 'reason="server shutting down"' "$WORK/kilnd.0.log" && ok || fail "transfer not aborted at shutdown"
 
 finish
