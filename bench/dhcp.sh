@@ -17,7 +17,7 @@ source "$(dirname "$0")/lib.sh"
 [[ $(id -u) -eq 0 ]] || die "needs root (network namespaces)"
 require_tools perfdhcp kea-dhcp4 ip
 STEP_S=${STEP_S:-5}
-RATES=${RATES:-"1000 2000 4000 6000 8000 10000 12000 16000 20000 25000"}
+RATES=${RATES:-"1000 2000 3000 4000 6000 8000 10000 12000 16000 20000 25000"}
 CLIENTS=${CLIENTS:-50000}
 
 SRV=kbd-srv-$$ CLI=kbd-cli-$$
@@ -123,9 +123,9 @@ echo
 echo "== highest offered rate with < 1% drops (achieved DORA/s in brackets)"
 printf '  kilnd:              %6s/s (%s)\n' "$K_BEST" "$K_ACH"
 printf '  Kea 1 thread:       %6s/s (%s)   kilnd/Kea = %s\n' "${KEA_BEST[false]}" "${KEA_ACH[false]}" \
-  "$(awk -v a="$K_ACH" -v b="${KEA_ACH[false]}" 'BEGIN {printf b > 0 ? "%.2f" : "-", a / (b > 0 ? b : 1)}')"
+  "$(awk -v a="$K_ACH" -v b="${KEA_ACH[false]}" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "-"}')"
 printf '  Kea 2 threads:      %6s/s (%s)   kilnd/Kea = %s\n' "${KEA_BEST[true]}" "${KEA_ACH[true]}" \
-  "$(awk -v a="$K_ACH" -v b="${KEA_ACH[true]}" 'BEGIN {printf b > 0 ? "%.2f" : "-", a / (b > 0 ? b : 1)}')"
+  "$(awk -v a="$K_ACH" -v b="${KEA_ACH[true]}" 'BEGIN {if (b > 0) printf "%.2f", a / b; else printf "-"}')"
 echo
 echo "== commands"
 for c in "${COMMANDS[@]}"; do echo "  $c"; done
