@@ -174,13 +174,15 @@ struct Server::Impl {
     metrics.add("kiln_dhcp_sent_total", {{"type", o.type}});
   }
 
-  Outgoing route(const Reply& r, const Iface& iface, const sockaddr_in& from, int fd) {
+  // `req` is the client's message: its option 57 bounds the reply's size.
+  Outgoing route(const Reply& r, const Packet& req, const Iface& iface, const sockaddr_in& from,
+                 int fd) {
     Outgoing o;
     o.fd = fd;
     o.ifname = iface.name;
     o.type = type_name(r.packet);
     std::size_t max = 1500 - 28;
-    if (const Option* mms = r.packet.find(opt::kMaxMessageSize); mms && mms->data.size() == 2) {
+    if (const Option* mms = req.find(opt::kMaxMessageSize); mms && mms->data.size() == 2) {
       max = std::min<std::size_t>(max, (mms->data[0] << 8 | mms->data[1]) - 28u);
     }
     o.bytes = encode(r.packet, max).bytes;
@@ -249,11 +251,11 @@ struct Server::Impl {
     if (r.persist) {
       std::lock_guard lock(mu);
       q_leases.push_back(row(*r.persist));
-      if (r.to != Reply::To::kNone) q_replies.push_back(route(r, iface, from, fd));
+      if (r.to != Reply::To::kNone) q_replies.push_back(route(r, *p, iface, from, fd));
       cv.notify_one();
       return;
     }
-    if (r.to != Reply::To::kNone) send(route(r, iface, from, fd));
+    if (r.to != Reply::To::kNone) send(route(r, *p, iface, from, fd));
   }
 
   void rx_loop() {
