@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/log_util.h"
 #include "core/unique_fd.h"
 #include "store/store.h"
 
@@ -116,13 +117,8 @@ struct Server::Impl {
   std::unordered_set<std::uint32_t> reserved;                  // every reserved address
   std::int64_t known_loaded = 0;
 
-  std::atomic<std::int64_t> log_window{0};
-  std::atomic<int> log_budget{0};
-  bool may_log() {
-    const std::int64_t sec = now_ms() / 1000;
-    if (log_window.exchange(sec) != sec) log_budget = 20;
-    return log_budget.fetch_sub(1) > 0;
-  }
+  LogBudget log_budget;  // malformed packets and send errors: at most 20 lines a second
+  bool may_log() { return log_budget.allow(); }
 
   void refresh_known() {
     const std::int64_t now = now_ms();

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "core/log_util.h"
 #include "core/url.h"
 #include "http/file_server.h"
 
@@ -453,17 +454,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     }
     if (!opened) {
       if (opened.error().code == Errc::kInvalid) {
-        // The target is client-controlled: escape quotes, backslashes and control bytes.
-        std::string safe;
-        for (const char c : std::string_view(target_).substr(0, 512)) {
-          const auto u = static_cast<unsigned char>(c);
-          if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
-            safe += fmt::format("\\x{:02x}", u);
-          } else {
-            safe.push_back(c);
-          }
-        }
-        state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(), safe);
+        // The target is client-controlled: escaped, so it cannot forge fields in the line.
+        state_->log->warn("event=http.path_refused peer={} target=\"{}\"", peer(),
+                          log_escape(target_, 512));
         return fail(bhttp::status::bad_request, "bad_request", opened.error().message);
       }
       if (opened.error().code == Errc::kUnavailable) {

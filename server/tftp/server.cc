@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/log_util.h"
 #include "tftp/transfer.h"
 
 namespace kiln::tftp {
@@ -43,22 +44,6 @@ udp::endpoint to_endpoint(const sockaddr_storage& sa, socklen_t len) {
 
 std::string text(const udp::endpoint& ep) {
   return ep.address().to_string() + ":" + std::to_string(ep.port());
-}
-
-// File names in log lines: printable ASCII only, bounded.
-std::string printable(std::string_view s) {
-  std::string out;
-  for (const char c : s.substr(0, 256)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
-      char hex[5];
-      std::snprintf(hex, sizeof hex, "\\x%02x", u);
-      out += hex;
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out;
 }
 
 constexpr std::size_t kAckBufSize = 1024;  // ACKs are 4 bytes, ERRORs short; more is not TFTP
@@ -98,15 +83,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::function<void()> on_drained;
   std::unique_ptr<net::steady_timer> grace_timer;
 
-  // Refusals and malformed packets are logged at most this often (a flood must not flood the
-  // log); every one is counted.
-  std::atomic<std::int64_t> log_window{0};
-  std::atomic<int> log_budget{0};
-  bool may_log() {
-    const std::int64_t sec = mono_ms() / 1000;
-    if (log_window.exchange(sec) != sec) log_budget = 20;
-    return log_budget.fetch_sub(1) > 0;
-  }
+  // Refusals and malformed packets are logged at most 20 times a second (a flood must not
+  // flood the log); every one is counted.
+  LogBudget log_budget;
+  bool may_log() { return log_budget.allow(); }
 
   void wait_listener();
   void drain_listener();
@@ -222,7 +202,7 @@ class Session : public std::enable_shared_from_this<Session> {
       } else if (pkt->op == Opcode::kError) {
         client_error_ = true;
         transfer_.abort("client sent error " + std::to_string(static_cast<int>(pkt->error)) + ": " +
-                        printable(pkt->message));
+                        log_escape(pkt->message));
       } else {
         st_->drop("unexpected", src, opcode_name(pkt->op));
       }
@@ -347,7 +327,7 @@ class Session : public std::enable_shared_from_this<Session> {
             !send_error_logged_) {
           send_error_logged_ = true;
           st_->log->warn("event=tftp.send_failed client={} file=\"{}\" err=\"{}\"", text(peer_),
-                         printable(name_), std::strerror(errno));
+                         log_escape(name_), std::strerror(errno));
         }
         break;
       }
@@ -372,14 +352,14 @@ class Session : public std::enable_shared_from_this<Session> {
       st_->log->info(
           "event=tftp.transfer_done client={} file=\"{}\" mode={} bytes={} blksize={} "
           "window={} ms={:.0f} mbps={:.1f} retransmits={} rewinds={} dup_acks={}",
-          text(peer_), printable(name_), mode_ == Mode::kOctet ? "octet" : "netascii", size,
+          text(peer_), log_escape(name_), mode_ == Mode::kOctet ? "octet" : "netascii", size,
           blksize_, window_, ms, ms > 0 ? static_cast<double>(size) / ms / 1000.0 : 0.0,
           transfer_.retransmits(), transfer_.rewinds(), transfer_.duplicate_acks());
     } else {
       st_->log->warn(
           "event=tftp.transfer_failed client={} file=\"{}\" acked_blocks={} of={} ms={:.0f} "
           "reason=\"{}\"",
-          text(peer_), printable(name_), transfer_.acked(), transfer_.total_blocks(), ms,
+          text(peer_), log_escape(name_), transfer_.acked(), transfer_.total_blocks(), ms,
           transfer_.failure());
     }
     st_->metrics.add("kiln_tftp_transfers_total", {{"result", ok ? "ok" : "failed"}});
@@ -429,7 +409,7 @@ void Server::State::drop(std::string_view reason, const udp::endpoint& peer,
   metrics.add("kiln_tftp_packets_dropped_total", {{"reason", std::string(reason)}});
   if (may_log()) {
     log->info("event=tftp.packet_dropped reason={} peer={} detail=\"{}\"", reason, text(peer),
-              printable(detail));
+              log_escape(detail));
   }
 }
 
@@ -453,7 +433,7 @@ void Server::State::refuse(const net::ip::address& local, const udp::endpoint& p
   metrics.add("kiln_tftp_requests_refused_total", {{"reason", std::string(reason)}});
   if (may_log()) {
     log->warn("event=tftp.request_refused reason={} client={} file=\"{}\"", reason, text(peer),
-              printable(file));
+              log_escape(file));
   }
 }
 
@@ -598,7 +578,7 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
                       req.filename);
       default:
         if (may_log()) {
-          log->error("event=tftp.open_failed file=\"{}\" err=\"{}\"", printable(req.filename),
+          log->error("event=tftp.open_failed file=\"{}\" err=\"{}\"", log_escape(req.filename),
                      artifact.error().message);
         }
         return refuse(local, peer, ErrorCode::kUndefined, "cannot open file now", "unavailable",
@@ -684,7 +664,7 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
   log->debug(
       "event=tftp.transfer_started client={} file=\"{}\" size={} blksize={} window={} "
       "oack={}",
-      text(peer), printable(name), size, neg.blksize, neg.window, cfg.oack);
+      text(peer), log_escape(name), size, neg.blksize, neg.window, cfg.oack);
   session->start();
 }
 
