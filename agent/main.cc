@@ -24,6 +24,7 @@
 #include "agent/deploy.h"
 #include "agent/disk.h"
 #include "agent/http.h"
+#include "agent/inventory.h"
 #include "agent/raw_stream.h"
 
 using namespace kiln;
@@ -38,6 +39,8 @@ constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2;
 
 struct Options {
   std::string server, token, disk, after;
+  bool discover = false;  // discovery mode: report the inventory, write nothing
+  std::string mac;        // the MAC the machine PXE-booted with (discovery)
   std::vector<std::string> keys, mirrors;
   bool allow_unsigned = false;
   bool use_cmdline = false;
@@ -54,11 +57,14 @@ void usage() {
   std::fprintf(
       stderr,
       "usage: kiln-agent --server URL --token TOKEN --disk PATH|smallest|largest|serial=S\n"
+      "       kiln-agent --discover --server URL --mac MAC [--after none|reboot|poweroff]\n"
       "                  [--trust-key PEM]... [--allow-unsigned] [--mirror URL]...\n"
       "                  [--after none|reboot|kexec] [--workers N] [--memory MiB]\n"
       "                  [--retries N] [--timeout-ms N] [--no-delta] [--cmdline [FILE]]\n"
-      "With --cmdline the kernel command line supplies kiln.server=, kiln.token=,\n"
-      "kiln.disk=, kiln.after= and kiln.mirror= (comma-separated); flags win.\n");
+      "With --cmdline the kernel command line supplies kiln.mode=deploy|discover,\n"
+      "kiln.server=, kiln.token=, kiln.disk=, kiln.after=, kiln.mac= and kiln.mirror=\n"
+      "(comma-separated); flags win. --discover posts this machine's inventory (CPU,\n"
+      "memory, disks, NICs, DMI) so that a newly discovered machine becomes ready.\n");
 }
 
 std::vector<std::string> split(const std::string& s, char sep) {
@@ -86,6 +92,10 @@ bool parse_args(int argc, char** argv, Options& o) {
       o.disk = need(i);
     else if (a == "--after")
       o.after = need(i);
+    else if (a == "--discover")
+      o.discover = true;
+    else if (a == "--mac")
+      o.mac = need(i);
     else if (a == "--trust-key")
       o.keys.push_back(need(i));
     else if (a == "--mirror")
@@ -127,12 +137,23 @@ bool parse_args(int argc, char** argv, Options& o) {
       if (k == "kiln.disk" && o.disk.empty()) o.disk = v;
       if (k == "kiln.after" && o.after.empty()) o.after = v;
       if (k == "kiln.mirror" && o.mirrors.empty()) o.mirrors = split(v, ',');
+      if (k == "kiln.mac" && o.mac.empty()) o.mac = v;
+      if (k == "kiln.mode" && v == "discover") o.discover = true;
     }
     if (o.after.empty()) o.after = "reboot";
   }
   if (o.after.empty()) o.after = "none";
   if (o.keys.empty() && ::access("/etc/kiln/trusted.pem", R_OK) == 0) {
     o.keys.push_back("/etc/kiln/trusted.pem");
+  }
+  if (o.discover) {
+    if (o.server.empty() || o.mac.empty()) {
+      throw std::invalid_argument("--discover needs --server and --mac");
+    }
+    if (o.after != "none" && o.after != "reboot" && o.after != "poweroff") {
+      throw std::invalid_argument("after discovery, --after must be none, reboot or poweroff");
+    }
+    return true;
   }
   if (o.server.empty() || o.token.empty() || o.disk.empty()) {
     throw std::invalid_argument("--server, --token and --disk are required");
@@ -359,6 +380,33 @@ int deploy_external(Options& o, Server& server, const json& image, const BaseUrl
   return kExitFailed;
 }
 
+// Discovery: post this machine's inventory, then reboot (its next PXE boot waits for an
+// assignment) or power off.
+int discover(const Options& o, const BaseUrl& base) {
+  json inv = collect_inventory();
+  log("discovery: " + std::to_string(inv["cpu"].value("threads", 0)) + " CPU threads, " +
+      std::to_string(inv.value("memory_bytes", std::uint64_t{0}) >> 20) + " MiB, " +
+      std::to_string(inv["disks"].size()) + " disks, " + std::to_string(inv["nics"].size()) +
+      " NICs");
+  Server server(base, "");
+  auto r = server.call("POST", "/api/v1/agent/inventory",
+                       json{{"mac", o.mac}, {"inventory", inv}}.dump());
+  if (!r) {
+    log("cannot post the inventory: " + r.error().message);
+    return kExitFailed;
+  }
+  if (r->status != 200) {
+    log("inventory refused: HTTP " + std::to_string(r->status) + " " + r->body);
+    return kExitFailed;
+  }
+  log("DISCOVERED: inventory accepted for " + o.mac);
+  if (o.after == "none") return kExitOk;
+  ::sync();
+  ::reboot(o.after == "poweroff" ? RB_POWER_OFF : RB_AUTOBOOT);
+  log(std::string("reboot: ") + std::strerror(errno));
+  return kExitFailed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -375,6 +423,7 @@ int main(int argc, char** argv) {
     log(base.error().message);
     return kExitUsage;
   }
+  if (o.discover) return discover(o, *base);
   std::vector<img::Key> trusted;
   for (const auto& k : o.keys) {
     auto key = img::Key::load_public(k);

@@ -12,9 +12,12 @@ pkgs=(
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
   curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd xz-utils xxd
-  tftp-hpa atftp busybox isc-dhcp-client kea-admin dnsmasq-base
+  tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base
   # boot files served by default (boot.roots: /usr/lib/ipxe)
   ipxe
+  # the QEMU lab (demo, tests/e2e): firmware + iPXE ROMs, the agent initramfs and the test image
+  qemu-system-x86 ipxe-qemu ovmf kexec-tools cpio dosfstools mtools
+  syslinux syslinux-common dpkg-dev
   # static libraries kiln-agent links (libarchive raw+filters, OpenSSL, zstd)
   liblzma-dev libbz2-dev zlib1g-dev
   # the libFuzzer targets (deploy/fuzz.sh)

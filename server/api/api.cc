@@ -897,6 +897,22 @@ struct Api::Impl {
       return no_content();
     });
 
+    // discovery: the agent booted on an unknown machine reports what it found. Not
+    // authenticated (the machine has no deployment yet): the store takes it only for a
+    // machine that PXE-booted as unknown (`discovered`) or is `ready`, never one that holds or
+    // is getting an image.
+    r.add(V::post, "/api/v1/agent/inventory", Access::kPublic, [this](Ctx& c) {
+      auto b = c.body({"mac", "inventory"});
+      const auto mac = normalize_mac_or_fail(required<std::string>(b, "mac"));
+      const json& inv = b.value("inventory", json(nullptr));
+      if (!inv.is_object()) fail(Errc::kBadRequest, "field 'inventory' must be an object");
+      if (inv.dump().size() > 64 * 1024) fail(Errc::kInvalid, "inventory larger than 64 KiB");
+      auto m = take(store.record_inventory(mac, inv));
+      log->info("event=machine.inventory machine={} mac={} state={}", m.id, mac,
+                proto::to_string(m.state));
+      return machine_response(bhttp::status::ok, m);
+    });
+
     // agent (authenticated by the deployment's agent token)
     r.add(V::get, "/api/v1/agent/deployment", Access::kAgent, [this](Ctx& c) {
       const auto& d = *c.agent_deployment;

@@ -1,5 +1,7 @@
 #include "boot/pxe.h"
 
+#include <algorithm>
+
 namespace kiln::boot {
 
 bool is_pxe_client(std::string_view vc) { return vc.rfind("PXEClient", 0) == 0; }
@@ -25,7 +27,10 @@ BootDecision decide(const BootClient& c, const BootPolicy& p) {
       return d;
     }
     std::string path = p.script_path;
-    if (auto at = path.find("{mac}"); at != std::string::npos) path.replace(at, 5, c.mac);
+    // Hyphens, as iPXE's ${net0/mac:hexhyp}: a colon in a URL path is best avoided.
+    std::string mac = c.mac;
+    std::replace(mac.begin(), mac.end(), ':', '-');
+    if (auto at = path.find("{mac}"); at != std::string::npos) path.replace(at, 5, mac);
     d.kind = BootDecision::Kind::kHttp;
     d.file = p.http_base + path;
     d.reason = "ipxe-script";

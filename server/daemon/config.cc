@@ -116,8 +116,41 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       get(*h, "tls_key", c.http.tls_key_file);
     }
     if (auto b = j.find("boot"); b != j.end()) {
-      check_keys(*b, "boot.", {"roots"});
+      check_keys(*b, "boot.",
+                 {"roots", "server_url", "kernel", "initrd", "cmdline", "disk", "after",
+                  "after_discover", "localboot_bios", "localboot_efi", "poll_s", "retry_s",
+                  "retries", "discover_unknown", "max_discovered", "scripts_dir", "token_ttl_s"});
       get(*b, "roots", c.boot_roots);
+      get(*b, "server_url", c.boot.server_url);
+      while (!c.boot.server_url.empty() && c.boot.server_url.back() == '/') {
+        c.boot.server_url.pop_back();
+      }
+      get(*b, "kernel", c.boot.kernel);
+      get(*b, "initrd", c.boot.initrd);
+      get(*b, "cmdline", c.boot.cmdline);
+      get(*b, "disk", c.boot.disk);
+      get(*b, "after", c.boot.after);
+      get(*b, "after_discover", c.boot.after_discover);
+      for (auto [key, out] : {std::pair{"localboot_bios", &c.boot.local_bios},
+                              std::pair{"localboot_efi", &c.boot.local_efi}}) {
+        if (auto v = b->find(key); v != b->end()) {
+          auto lb = boot::parse_local_boot(v->get<std::string>());
+          if (!lb) {
+            return make_error(Errc::kInvalid,
+                              std::string("boot.") + key + " must be sanboot or exit");
+          }
+          *out = *lb;
+        }
+      }
+      get(*b, "poll_s", c.boot.poll_s);
+      get(*b, "retry_s", c.boot.retry_s);
+      get(*b, "retries", c.boot.retries);
+      get(*b, "discover_unknown", c.boot.discover_unknown);
+      get(*b, "max_discovered", c.boot.max_discovered);
+      get(*b, "scripts_dir", c.boot.scripts_dir);
+      if (auto t = b->find("token_ttl_s"); t != b->end()) {
+        c.boot.token_ttl = std::chrono::seconds(t->get<int>());
+      }
     }
     if (auto t = j.find("tftp"); t != j.end()) {
       check_keys(
@@ -257,7 +290,25 @@ std::string dump_config(const Config& c) {
         {"max_connections", c.http.max_connections},
         {"tls_cert", c.http.tls_cert_file},
         {"tls_key", c.http.tls_key_file}}},
-      {"boot", {{"roots", c.boot_roots}}},
+      {"boot",
+       {{"roots", c.boot_roots},
+        {"server_url", c.boot.server_url},
+        {"kernel", c.boot.kernel},
+        {"initrd", c.boot.initrd},
+        {"cmdline", c.boot.cmdline},
+        {"disk", c.boot.disk},
+        {"after", c.boot.after},
+        {"after_discover", c.boot.after_discover},
+        {"localboot_bios", c.boot.local_bios == boot::LocalBoot::kSanboot ? "sanboot" : "exit"},
+        {"localboot_efi", c.boot.local_efi == boot::LocalBoot::kSanboot ? "sanboot" : "exit"},
+        {"poll_s", c.boot.poll_s},
+        {"retry_s", c.boot.retry_s},
+        {"retries", c.boot.retries},
+        {"discover_unknown", c.boot.discover_unknown},
+        {"max_discovered", c.boot.max_discovered},
+        {"scripts_dir", c.boot.scripts_dir},
+        {"token_ttl_s",
+         std::chrono::duration_cast<std::chrono::seconds>(c.boot.token_ttl).count()}}},
       {"dhcp",
        {{"mode", c.dhcp_mode},
         {"interfaces", c.dhcp.interfaces},

@@ -7,6 +7,7 @@
 
 #include "api/api.h"
 #include "core/result.h"
+#include "daemon/boot_service.h"
 #include "http/server.h"
 #include "dhcp/server.h"
 #include "tftp/server.h"
@@ -26,6 +27,7 @@ struct Config {
   std::string images_dir;                 // the chunk store; default: <data_dir>/images
   std::vector<std::string> trusted_keys;  // Ed25519 public keys (PEM); set: uploads must be signed
   std::vector<std::string> boot_roots;    // boot artifacts searched after files_dir, in order
+  BootOptions boot;                       // the iPXE scripts: /boot/<mac>.ipxe
   http::ServerOptions http;
   bool tftp_enabled = false;  // tftp.listen set
   tftp::ServerOptions tftp;

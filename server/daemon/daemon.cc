@@ -16,6 +16,7 @@
 
 #include "boot/artifacts.h"
 #include "core/time.h"
+#include "daemon/boot_service.h"
 #include "dhcp/server.h"
 #include "images/chunk_store.h"
 #include "store/store.h"
@@ -146,7 +147,24 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     }
   }
 
+  // iPXE scripts per machine: HTTP /boot/<mac>.ipxe and TFTP boot/<mac>.ipxe, one generator.
+  BootService boot_service(cfg.boot, store, metrics, clock, log);
+  if (auto st = boot_service.init(); !st) {
+    log->critical("event=daemon.boot_config_failed err=\"{}\"", st.error().message);
+    return 2;
+  }
+  artifacts.add_generator("boot/",
+                          [&boot_service](std::string_view rel, const boot::Requester& who) {
+                            return boot_service.generate(rel, who);
+                          });
+
   http::ServerOptions hopts = cfg.http;
+  http::FileMount boot_mount;
+  boot_mount.prefix = "/boot/";
+  boot_mount.artifacts = &artifacts;
+  boot_mount.artifact_prefix = "boot/";
+  boot_mount.root = cfg.effective_files_dir();  // unused: every name resolves through artifacts
+  hopts.mounts.push_back(std::move(boot_mount));
   http::FileMount files_mount;
   files_mount.prefix = "/files/";
   files_mount.root = cfg.effective_files_dir();
@@ -192,6 +210,25 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
       ":" + std::to_string(server.port());
   log->info("event=daemon.listening url={} threads={} tls={} auth={}", url, threads, server.tls(),
             cfg.api.auth_required);
+  {
+    // Where machines reach us: configured, else DHCP's boot base, else the listen address
+    // when it is a specific one (a wildcard cannot be put in a machine's script).
+    std::string boot_url = cfg.boot.server_url;
+    if (boot_url.empty()) boot_url = cfg.dhcp.boot.http_base;
+    if (boot_url.empty() && hopts.address != "0.0.0.0" && hopts.address != "::" &&
+        !hopts.address.empty()) {
+      boot_url = url;
+    }
+    boot_service.set_server_url(boot_url);
+    if (boot_url.empty()) {
+      log->warn(
+          "event=daemon.boot_url_unset msg=\"set boot.server_url: /boot/ scripts cannot "
+          "be rendered\"");
+    } else {
+      log->info("event=daemon.boot url={} kernel={} initrd={}", boot_url, cfg.boot.kernel,
+                cfg.boot.initrd);
+    }
+  }
   if (!cfg.api.auth_required) {
     log->warn("event=daemon.auth_disabled msg=\"every caller is an anonymous admin\"");
   }

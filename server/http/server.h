@@ -46,6 +46,9 @@ struct FileMount {
   // Optional: resolve through the shared boot resolver (the same names as TFTP) instead of
   // `root`; generated artifacts are served from memory. Must outlive the server.
   const boot::Artifacts* artifacts = nullptr;
+  // With `artifacts`: prepended to the path below the prefix to form the artifact name (e.g.
+  // "/boot/x.ipxe" -> "boot/x.ipxe").
+  std::string artifact_prefix;
   // Content never changes under its name (content-addressed): the ETag is the name itself and
   // responses carry "Cache-Control: public, max-age=31536000, immutable".
   bool immutable = false;

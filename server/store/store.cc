@@ -712,6 +712,99 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const std::string
   return out;
 }
 
+// --- the boot path ----------------------------------------------------------------------------
+
+Result<std::pair<Machine, bool>> Store::discover_machine(const std::string& mac,
+                                                         const std::string& who) {
+  if (auto m = find_machine_by_mac(mac)) return std::pair{std::move(*m), false};
+  NewMachine nm;
+  nm.macs = {mac};
+  nm.state = MachineState::kDiscovered;
+  auto created = create_machine(nm, who);
+  if (created) return std::pair{std::move(*created), true};
+  // Lost a race with another request for the same MAC: that one registered it.
+  if (created.error().code == Errc::kConflict) {
+    if (auto m = find_machine_by_mac(mac)) return std::pair{std::move(*m), false};
+  }
+  return created.error();
+}
+
+Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::json& inventory) {
+  if (!inventory.is_object()) return make_error(Errc::kInvalid, "inventory must be an object");
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto s = db.prepare(
+      "SELECT m.id, m.state FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id "
+      "WHERE mm.mac = ? AND m.deleted_at IS NULL");
+  s.bind(1, mac);
+  if (!s.step()) return make_error(Errc::kNotFound, "no machine with MAC " + mac);
+  const std::int64_t id = s.int64(0);
+  const std::string state = s.text(1);
+  if (state != "discovered" && state != "ready") {
+    return make_error(Errc::kConflict, "machine " + std::to_string(id) + " is " + state +
+                                           "; inventory is taken only while discovered or ready");
+  }
+  db.prepare(
+        "UPDATE machines SET inventory = ?, state = 'ready', state_reason = '', updated_at = ? "
+        "WHERE id = ?")
+      .bind(1, inventory.dump())
+      .bind(2, now)
+      .bind(3, id)
+      .run();
+  append_event(db, now, "machine.inventory", id, std::nullopt,
+               {{"mac", mac}, {"from_state", state}});
+  auto m = load_machine(db, id);
+  tx.commit();
+  return std::move(*m);
+}
+
+Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attempts,
+                                          const std::string& who) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto m = load_machine(db, machine_id);
+  if (!m) return machine_not_found(machine_id);
+  if (m->state != MachineState::kFailed) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) + " is " +
+                                           proto::to_string(m->state) + ", not failed");
+  }
+  auto s = db.prepare(
+      "SELECT status, to_version_id FROM deployments WHERE machine_id = ? ORDER BY id DESC "
+      "LIMIT ?");
+  s.bind(1, machine_id).bind(2, static_cast<std::int64_t>(max_attempts) + 1);
+  int failed_in_a_row = 0;
+  std::optional<std::int64_t> version_id;
+  while (s.step()) {
+    if (s.text(0) != "failed") break;
+    if (version_id && *version_id != s.int64(1)) break;
+    version_id = s.int64(1);
+    ++failed_in_a_row;
+  }
+  if (!version_id) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
+                                           "'s latest deployment did not fail; nothing to retry");
+  }
+  if (failed_in_a_row >= max_attempts) {
+    return make_error(Errc::kConflict, std::to_string(failed_in_a_row) +
+                                           " deployments of this version failed in a row; "
+                                           "reassign or roll back to go on");
+  }
+  auto v = db.prepare(std::string(kImageSelect) + "AND id = ?");
+  v.bind(1, *version_id);
+  if (!v.step()) {
+    return make_error(Errc::kConflict, "the failed deployment's image version has been deleted");
+  }
+  const ImageVersion target = image_from_row(v);
+  AssignRequest req{target.name, target.version, who, /*force=*/false};
+  auto out = assign_in_tx(db, now, machine_id, target, req, "assign");
+  if (out) tx.commit();
+  return out;
+}
+
 Result<std::vector<Deployment>> Store::list_deployments(std::int64_t machine_id) {
   auto db = reader();
   Transaction tx(*db, /*immediate=*/false);

@@ -223,6 +223,21 @@ class Store {
   Result<Deployment> authenticate_agent(const std::string& token);
   Result<Deployment> report_progress(std::int64_t deployment_id, const AgentReport& report);
 
+  // --- the boot path ---
+  // The machine that owns `mac`; an unknown MAC is registered as `discovered` (no name, no
+  // labels) by `who`. Returns the machine and whether it was created now.
+  Result<std::pair<Machine, bool>> discover_machine(const std::string& mac, const std::string& who);
+  // Stores what the discovery agent found (a JSON object) and moves a `discovered` machine to
+  // `ready`. A `ready` machine's inventory is replaced; in any other state the machine belongs
+  // to a deployment and the report is refused (conflict).
+  Result<Machine> record_inventory(const std::string& mac, const nlohmann::json& inventory);
+  // Retries a failed machine: when its latest deployment failed and fewer than
+  // `max_attempts` deployments of that version failed in a row, creates a new deployment of
+  // the same version (requested by `who`). Conflict when there is nothing to retry or the
+  // attempts are used up (the reason says which).
+  Result<AssignOutcome> retry_failed(std::int64_t machine_id, int max_attempts,
+                                     const std::string& who);
+
   // --- API tokens ---
   // Returns the token record and the clear token (shown once, stored only as a hash).
   Result<std::pair<Token, std::string>> create_token(const std::string& name, proto::Scope scope);

@@ -111,7 +111,7 @@ grep -q 'boot_file=undionly.kpxe siaddr=10.77.0.1 serverid=10.77.0.1' <<<"$out" 
 out=$(udh kdt-vc -V "PXEClient:Arch:00007:UNDI:003016" -x 0x5d:0007)
 grep -q 'boot_file=ipxe.efi' <<<"$out" && ok || fail "UEFI x64 PXE: $out"
 out=$(udh kdt-vc -V "PXEClient:Arch:00000:UNDI:002001" -x 0x5d:0000 -x 0x4d:69505845)  # 77 = "iPXE"
-grep -q "boot_file=http://10.77.0.1:[0-9]*/boot/$mac.ipxe" <<<"$out" && ok || fail "iPXE script URL: $out"
+grep -q "boot_file=http://10.77.0.1:[0-9]*/boot/${mac//:/-}.ipxe" <<<"$out" && ok || fail "iPXE script URL: $out"
 out=$(udh kdt-vc)
 grep -q 'ip=10.77.0.1[0-9][0-9] router=10.77.0.1 boot_file= ' <<<"$out" && ok || fail "plain client: $out"
 

@@ -246,7 +246,7 @@ TEST(DhcpEngine, PxeClientsGetBootFiles) {
   Packet ipxe = bios;
   ipxe.set(opt::kUserClass, std::string_view("iPXE"));
   auto i = e.handle(ipxe, at(1));
-  EXPECT_EQ(i.packet.file, "http://10.0.0.1:8080/boot/52:54:00:00:00:01.ipxe");
+  EXPECT_EQ(i.packet.file, "http://10.0.0.1:8080/boot/52-54-00-00-00-01.ipxe");
   Packet http = client(2, MessageType::kDiscover);
   http.set(opt::kVendorClass, std::string_view("HTTPClient:Arch:00016:UNDI:003001"));
   http.set(opt::kClientArch, std::vector<std::uint8_t>{0, 16});

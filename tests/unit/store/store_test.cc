@@ -526,3 +526,104 @@ TEST_F(StoreTest, ListsMachineMacsWithReservations) {
 
 }  // namespace
 }  // namespace kiln::store
+
+namespace kiln::store {
+namespace {
+
+class BootPathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = kiln::testing::make_test_dir("kiln-store-boot");
+    StoreOptions o;
+    o.path = (dir_ / "kiln.db").string();
+    o.synchronous_full = false;
+    auto s = Store::open(o, clock_);
+    ASSERT_TRUE(s) << s.error().message;
+    store_ = std::move(*s);
+    ImageVersion v;
+    v.name = "web";
+    v.size_bytes = 1 << 20;
+    v.sha256 = std::string(64, 'a');
+    v.format = "raw";
+    v.source_url = "http://images.example/web.raw";
+    v.created_by = "test";
+    for (const char* ver : {"1", "2"}) {
+      v.version = ver;
+      ASSERT_TRUE(store_->register_image_version(v));
+    }
+  }
+  void TearDown() override {
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void fail_deployment(std::int64_t id) {
+    AgentReport r;
+    r.result = proto::DeploymentStatus::kFailed;
+    r.reason = "chunk 3: sha256 mismatch";
+    ASSERT_TRUE(store_->report_progress(id, r));
+  }
+
+  struct Clk : Clock {
+    std::int64_t now_ms() const override { return 1'700'000'000'000; }
+  } clock_;
+  std::filesystem::path dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(BootPathTest, DiscoveryRegistersOnceThenInventoryMakesReady) {
+  auto a = store_->discover_machine("52:54:00:00:00:01", "kilnd:pxe");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_TRUE(a->second);
+  EXPECT_EQ(a->first.state, proto::MachineState::kDiscovered);
+  auto b = store_->discover_machine("52:54:00:00:00:01", "kilnd:pxe");
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(b->second);
+  EXPECT_EQ(b->first.id, a->first.id);
+
+  EXPECT_EQ(store_->record_inventory("52:54:00:00:00:01", nlohmann::json::array()).error().code,
+            Errc::kInvalid);
+  EXPECT_EQ(store_->record_inventory("52:54:00:00:00:99", {{"cpus", 1}}).error().code,
+            Errc::kNotFound);
+  auto m = store_->record_inventory("52:54:00:00:00:01", {{"cpus", 2}});
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->state, proto::MachineState::kReady);
+  EXPECT_EQ(nlohmann::json::parse(m->inventory_json)["cpus"], 2);
+
+  // Once it is deploying, an unauthenticated inventory report cannot touch it.
+  ASSERT_TRUE(store_->assign(m->id, {"web", "1", "op", false}));
+  auto refused = store_->record_inventory("52:54:00:00:00:01", {{"cpus", 64}});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kConflict);
+  EXPECT_EQ(nlohmann::json::parse(store_->get_machine(m->id)->inventory_json)["cpus"], 2);
+}
+
+TEST_F(BootPathTest, RetryFailedIsBounded) {
+  auto m = *store_->discover_machine("52:54:00:00:00:02", "kilnd:pxe");
+  const auto id = m.first.id;
+  EXPECT_EQ(store_->retry_failed(id, 3, "kilnd:retry").error().code, Errc::kConflict);
+  auto d = store_->assign(id, {"web", "2", "op", false});
+  ASSERT_TRUE(d);
+  fail_deployment(d->deployment.id);
+  for (int attempt = 2; attempt <= 3; ++attempt) {
+    auto r = store_->retry_failed(id, 3, "kilnd:retry");
+    ASSERT_TRUE(r) << attempt << ": " << r.error().message;
+    EXPECT_EQ(r->deployment.to_version.version, "2");
+    EXPECT_EQ(r->deployment.requested_by, "kilnd:retry");
+    EXPECT_EQ(store_->get_machine(id)->state, proto::MachineState::kDeploying);
+    // not failed (deploying): nothing to retry
+    EXPECT_EQ(store_->retry_failed(id, 3, "kilnd:retry").error().code, Errc::kConflict);
+    fail_deployment(r->deployment.id);
+  }
+  auto done = store_->retry_failed(id, 3, "kilnd:retry");
+  ASSERT_FALSE(done);
+  EXPECT_NE(done.error().message.find("3 deployments"), std::string::npos);
+  EXPECT_EQ(store_->list_deployments(id)->size(), 3u);
+  // An operator's new assignment starts a fresh count.
+  auto again = store_->assign(id, {"web", "1", "op", false});
+  ASSERT_TRUE(again);
+  fail_deployment(again->deployment.id);
+  EXPECT_TRUE(store_->retry_failed(id, 3, "kilnd:retry"));
+}
+
+}  // namespace
+}  // namespace kiln::store

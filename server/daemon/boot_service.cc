@@ -1,0 +1,180 @@
+#include "daemon/boot_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "core/log_util.h"
+#include "core/mac.h"
+
+namespace kiln::daemon {
+
+namespace {
+
+// The file name part of an artifact name ("kiln/initrd.img" -> "initrd.img"): what the EFI
+// stub of the kernel looks for in `initrd=` when iPXE has no LoadFile2 (iPXE 2019 on EFI).
+std::string base_name(const std::string& name) {
+  auto slash = name.rfind('/');
+  return slash == std::string::npos ? name : name.substr(slash + 1);
+}
+
+}  // namespace
+
+BootService::BootService(BootOptions options, store::Store& store, Metrics& metrics,
+                         const Clock& clock, std::shared_ptr<spdlog::logger> log)
+    : options_(std::move(options)),
+      store_(store),
+      metrics_(metrics),
+      clock_(clock),
+      log_(std::move(log)) {
+  metrics_.describe("kiln_boot_scripts_total", Metrics::Type::kCounter,
+                    "iPXE scripts served by script (discover, wait, deploy, localboot, failed)");
+}
+
+Status BootService::init() {
+  if (!options_.scripts_dir.empty()) {
+    auto t = boot::Templates::with_overrides(options_.scripts_dir);
+    if (!t) return t.error();
+    templates_ = std::move(*t);
+  }
+  if (options_.after != "reboot" && options_.after != "kexec") {
+    return make_error(Errc::kInvalid, "boot.after must be reboot or kexec");
+  }
+  if (options_.after_discover != "reboot" && options_.after_discover != "poweroff") {
+    return make_error(Errc::kInvalid, "boot.after_discover must be reboot or poweroff");
+  }
+  if (options_.poll_s < 1 || options_.retry_s < 1 || options_.retries < 0) {
+    return make_error(Errc::kInvalid, "boot.poll_s and boot.retry_s must be >= 1, retries >= 0");
+  }
+  return ok_status();
+}
+
+void BootService::set_server_url(std::string url) {
+  std::lock_guard lock(url_mu_);
+  options_.server_url = std::move(url);
+}
+
+std::string BootService::server_url() const {
+  std::lock_guard lock(url_mu_);
+  return options_.server_url;
+}
+
+Result<std::string> BootService::generate(std::string_view rel, const boot::Requester& who) {
+  constexpr std::string_view kSuffix = ".ipxe";
+  if (rel.size() <= kSuffix.size() || rel.substr(rel.size() - kSuffix.size()) != kSuffix) {
+    return make_error(Errc::kNotFound, "not a boot script");
+  }
+  auto mac = normalize_mac(rel.substr(0, rel.size() - kSuffix.size()));
+  if (!mac) return make_error(Errc::kNotFound, "not a MAC address");
+  auto out = render_for(*mac, who);
+  if (!out && out.error().code != Errc::kNotFound) {
+    log_->error("event=boot.script_failed mac={} peer={} err=\"{}\"", *mac, who.address,
+                log_escape(out.error().message, 300));
+    // The client sees a 503 / TFTP error and its script retries; the cause is in the log.
+    return make_error(Errc::kUnavailable, out.error().message);
+  }
+  return out;
+}
+
+Result<std::string> BootService::render_for(const std::string& mac, const boot::Requester& who) {
+  const std::string server = server_url();
+  if (server.empty()) {
+    return make_error(Errc::kInvalid,
+                      "boot.server_url is not set and http.listen is a wildcard address");
+  }
+  std::string mac_hyphens = mac;
+  std::replace(mac_hyphens.begin(), mac_hyphens.end(), ':', '-');
+  boot::Templates::Vars vars{
+      {"mac", mac},
+      {"server", server},
+      {"script_url", server + "/boot/" + mac_hyphens + ".ipxe"},
+      {"kernel_url", server + "/files/" + options_.kernel},
+      {"initrd_url", server + "/files/" + options_.initrd},
+      {"initrd_name", base_name(options_.initrd)},
+      {"cmdline", options_.cmdline},
+      {"retry_s", std::to_string(options_.retry_s)},
+      {"poll_s", std::to_string(options_.poll_s)},
+  };
+
+  // Who is it?
+  std::optional<store::Machine> machine;
+  bool created = false;
+  if (auto m = store_.find_machine_by_mac(mac)) {
+    machine = std::move(*m);
+  } else if (m.error().code != Errc::kNotFound) {
+    return m.error();
+  } else if (!options_.discover_unknown) {
+    log_->info("event=boot.unknown_ignored mac={} peer={} proto={}", mac, who.address,
+               who.protocol);
+    return make_error(Errc::kNotFound, "unknown machine and discovery is off");
+  } else {
+    auto counts = store_.count_machines_by_state();
+    if (counts["discovered"] >= options_.max_discovered) {
+      log_->warn("event=boot.discovery_full mac={} discovered={} max={}", mac, counts["discovered"],
+                 options_.max_discovered);
+      return make_error(Errc::kNotFound, "too many discovered machines");
+    }
+    auto d = store_.discover_machine(mac, "kilnd:pxe");
+    if (!d) return d.error();
+    machine = std::move(d->first);
+    created = d->second;
+  }
+
+  boot::MachineBootState st;
+  st.known = true;
+  st.state = machine->state;
+  st.deployment_active = machine->active_deployment_id.has_value();
+  std::string retry_note;
+  if (st.state == proto::MachineState::kFailed && !st.deployment_active) {
+    auto r = store_.retry_failed(machine->id, options_.retries + 1, "kilnd:retry");
+    if (r) {
+      st.retry_available = true;
+      machine->active_deployment_id = r->deployment.id;
+      retry_note = " retry_deployment=" + std::to_string(r->deployment.id);
+    } else {
+      retry_note = " no_retry=\"" + log_escape(r.error().message, 200) + "\"";
+      vars["reason"] = boot::script_text(machine->state_reason + " (" + r.error().message + ")");
+    }
+  }
+  const boot::Script script = boot::choose_script(st);
+  vars["state"] = std::string(proto::to_string(machine->state));
+
+  switch (script) {
+    case boot::Script::kDiscover:
+      vars["after"] = options_.after_discover;
+      break;
+    case boot::Script::kDeploy: {
+      auto d = store_.get_deployment(*machine->active_deployment_id);
+      if (!d) return d.error();
+      auto token = store_.mint_agent_token(d->id, clock_.now_ms() + options_.token_ttl.count());
+      if (!token) return token.error();
+      vars["token"] = *token;
+      vars["deployment"] = std::to_string(d->id);
+      vars["image"] = boot::script_text(d->to_version.name + ":" + d->to_version.version);
+      auto disk = machine->labels.find("kiln.disk");
+      vars["disk"] = disk != machine->labels.end() ? disk->second : options_.disk;
+      vars["after"] = options_.after;
+      break;
+    }
+    case boot::Script::kLocalBoot:
+      vars["image"] = machine->current_version
+                          ? boot::script_text(machine->current_version->name + ":" +
+                                              machine->current_version->version)
+                          : std::string("its image");
+      vars["bios_command"] = boot::local_boot_command(options_.local_bios);
+      vars["efi_command"] = boot::local_boot_command(options_.local_efi);
+      break;
+    case boot::Script::kWait:
+    case boot::Script::kFailed:
+      break;
+  }
+  auto text = templates_.render(script, vars);
+  if (!text) return text.error();
+  metrics_.add("kiln_boot_scripts_total", {{"script", std::string(boot::to_string(script))}});
+  log_->info("event=boot.script mac={} machine={} state={} script={} proto={} peer={}{}{}", mac,
+             machine->id, proto::to_string(machine->state), boot::to_string(script), who.protocol,
+             who.address, created ? " discovered=new" : "", retry_note);
+  return text;
+}
+
+}  // namespace kiln::daemon

@@ -1,0 +1,75 @@
+// daemon/boot_service.h — renders `/boot/<mac>.ipxe` (HTTP) and `boot/<mac>.ipxe` (TFTP): the
+// one place where the boot policy (boot/script.h) meets the store. Registered as a generator
+// on the shared boot::Artifacts resolver, so both protocols serve the same script.
+//
+// Per request: the MAC's machine is looked up (an unknown MAC is registered as `discovered`
+// when discovery is on); a failed machine may get an automatic retry deployment; a deploying
+// machine gets a fresh per-deployment agent token minted into its script. Each rendered
+// script is logged with the machine, its state and the script chosen.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "boot/artifacts.h"
+#include "boot/script.h"
+#include "core/clock.h"
+#include "core/metrics.h"
+#include "store/store.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace kiln::daemon {
+
+struct BootOptions {
+  // Base URL the machines reach kilnd's HTTP at (scripts, kernel, API), e.g.
+  // "http://10.99.0.1:8080". Empty: derived from http.listen (unless it is a wildcard).
+  std::string server_url;
+  std::string kernel = "kiln/vmlinuz";     // agent kernel, a boot artifact name (/files/...)
+  std::string initrd = "kiln/initrd.img";  // agent initramfs, a boot artifact name
+  std::string cmdline = "console=ttyS0,115200 console=tty0";  // extra kernel arguments
+  std::string disk = "largest";  // default target disk hint; a machine's kiln.disk label wins
+  std::string after = "reboot";  // what the agent does after a deployment: reboot | kexec
+  std::string after_discover = "reboot";  // ... after discovery: reboot | poweroff
+  boot::LocalBoot local_bios = boot::LocalBoot::kSanboot;
+  boot::LocalBoot local_efi = boot::LocalBoot::kExit;
+  int poll_s = 5;                // wait/failed scripts ask again this often
+  int retry_s = 10;              // a script whose agent download failed asks again after this
+  int retries = 2;               // automatic retries of a failed deployment (0: none)
+  bool discover_unknown = true;  // register unknown MACs as discovered and boot discovery
+  int max_discovered = 10'000;   // stop registering unknown MACs past this many discovered
+  std::string scripts_dir;       // optional overrides of ipxe-scripts/*.ipxe
+  std::chrono::milliseconds token_ttl{6 * 3600 * 1000};
+};
+
+class BootService {
+ public:
+  BootService(BootOptions options, store::Store& store, Metrics& metrics, const Clock& clock,
+              std::shared_ptr<spdlog::logger> log);
+  // Loads template overrides; checks the options. Call once before serving.
+  Status init();
+  // Sets the base URL once the HTTP listener's address is known (when not configured).
+  void set_server_url(std::string url);
+  // The artifacts generator for the "boot/" prefix: `rel` is "<mac>.ipxe" (any MAC form
+  // normalize_mac accepts, e.g. iPXE's ${net0/mac:hexhyp}).
+  Result<std::string> generate(std::string_view rel, const boot::Requester& who);
+
+ private:
+  Result<std::string> render_for(const std::string& mac, const boot::Requester& who);
+
+  std::string server_url() const;
+
+  BootOptions options_;
+  mutable std::mutex url_mu_;  // options_.server_url may be set after serving started
+  store::Store& store_;
+  Metrics& metrics_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+  boot::Templates templates_ = boot::Templates::embedded();
+};
+
+}  // namespace kiln::daemon
