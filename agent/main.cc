@@ -57,14 +57,14 @@ void usage() {
   std::fprintf(
       stderr,
       "usage: kiln-agent --server URL --token TOKEN --disk PATH|smallest|largest|serial=S\n"
-      "       kiln-agent --discover --server URL --mac MAC [--after none|reboot|poweroff]\n"
       "                  [--trust-key PEM]... [--allow-unsigned] [--mirror URL]...\n"
       "                  [--after none|reboot|kexec] [--workers N] [--memory MiB]\n"
       "                  [--retries N] [--timeout-ms N] [--no-delta] [--cmdline [FILE]]\n"
+      "       kiln-agent --discover --server URL --mac MAC [--after none|reboot|poweroff]\n"
       "With --cmdline the kernel command line supplies kiln.mode=deploy|discover,\n"
-      "kiln.server=, kiln.token=, kiln.disk=, kiln.after=, kiln.mac= and kiln.mirror=\n"
-      "(comma-separated); flags win. --discover posts this machine's inventory (CPU,\n"
-      "memory, disks, NICs, DMI) so that a newly discovered machine becomes ready.\n");
+      "kiln.server=, kiln.token=, kiln.disk=, kiln.after=, kiln.mac=, kiln.mirror=\n"
+      "(comma-separated), kiln.retries= and kiln.backoff_ms=. --discover posts this\n"
+      "machine's inventory (CPU, memory, disks, NICs, DMI): a discovered machine becomes ready.\n");
 }
 
 std::vector<std::string> split(const std::string& s, char sep) {
@@ -138,6 +138,8 @@ bool parse_args(int argc, char** argv, Options& o) {
       if (k == "kiln.after" && o.after.empty()) o.after = v;
       if (k == "kiln.mirror" && o.mirrors.empty()) o.mirrors = split(v, ',');
       if (k == "kiln.mac" && o.mac.empty()) o.mac = v;
+      if (k == "kiln.retries") o.deploy.retries = std::stoi(v);
+      if (k == "kiln.backoff_ms") o.deploy.backoff = std::chrono::milliseconds(std::stoi(v));
       if (k == "kiln.mode" && v == "discover") o.discover = true;
     }
     if (o.after.empty()) o.after = "reboot";

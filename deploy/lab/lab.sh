@@ -1,0 +1,212 @@
+# deploy/lab/lab.sh — sourced by deploy/demo.sh, tests/e2e and bench/e2e.sh: a provisioning
+# network in a private network namespace, kilnd serving it, and QEMU machines that PXE-boot.
+#
+# Topology: netns $LAB_NS holds lo, bridge $LAB_BR (10.99.0.1/24, fd99:0:0:99::1/64) and tap
+# $LAB_TAP (a bridge port QEMU's NIC plugs into). There is no veth to the host and no route
+# out: kilnd's DHCP, TFTP and HTTP, and the machines, see only each other. Everything is
+# removed by lab_down (also on failure, from the caller's trap), processes by their PIDs.
+#
+# QEMU uses KVM when /dev/kvm really works (not the nested paravirtual kvm_pvm), TCG otherwise.
+# The machine: q35, 512 MiB, Debian's iPXE ROM on a modern-only virtio NIC (the ROM matches
+# only 1af4:1041), a blank virtio disk; BIOS (SeaBIOS) or UEFI (OVMF). Reboots are warm (the
+# machine resets inside one QEMU process); poweroff ends QEMU.
+: "${LAB_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+: "${KILN_BUILD:=$LAB_ROOT/build}"
+: "${LAB_NS:=kiln-lab-$$}"
+: "${LAB_BR:=klbr$$}"
+: "${LAB_TAP:=kltap$$}"
+: "${LAB_DIR:=$(mktemp -d /tmp/kiln-lab.XXXXXX)}"
+: "${LAB_MAC:=52:54:00:99:00:01}"
+: "${LAB_DISK_MB:=256}"
+: "${LAB_MEM_MB:=512}"
+: "${LAB_FIRMWARE:=bios}"   # bios | uefi
+: "${LAB_AFTER:=reboot}"    # what the agent does after writing: reboot | kexec
+LAB_SERVER=10.99.0.1
+LAB_URL=http://$LAB_SERVER:8080
+LAB_KILND_PID=
+LAB_VM_PID=
+LAB_T0=
+
+lab_log() { printf '[lab %6.1fs] %s\n' "$(lab_elapsed)" "$*" >&2; }
+lab_elapsed() {
+  local now=${EPOCHREALTIME/./}
+  [[ -n $LAB_T0 ]] || { echo 0; return; }
+  awk -v a="$now" -v b="$LAB_T0" 'BEGIN{printf "%.1f", (a-b)/1e6}'
+}
+in_ns() { ip netns exec "$LAB_NS" "$@"; }
+kiln_cli() { KILN_URL=$LAB_URL KILN_TOKEN=$LAB_TOKEN in_ns "$KILN_BUILD/kiln" "$@"; }
+
+lab_accel() {
+  if [[ -w /dev/kvm && ! -d /sys/module/kvm_pvm && ${LAB_ACCEL:-auto} != tcg ]]; then
+    echo kvm
+  else
+    echo tcg
+  fi
+}
+
+# lab_up — the namespace, bridge and tap.
+lab_up() {
+  LAB_T0=${EPOCHREALTIME/./}
+  mkdir -p "$LAB_DIR"
+  ip netns add "$LAB_NS"
+  in_ns ip link set lo up
+  in_ns ip link add "$LAB_BR" type bridge
+  in_ns ip addr add "$LAB_SERVER/24" dev "$LAB_BR"
+  in_ns ip -6 addr add fd99:0:0:99::1/64 dev "$LAB_BR" nodad
+  in_ns ip tuntap add dev "$LAB_TAP" mode tap
+  in_ns ip link set "$LAB_TAP" master "$LAB_BR"
+  in_ns ip link set "$LAB_TAP" up
+  in_ns ip link set "$LAB_BR" up
+  # Safety: nothing in the namespace leads outside it.
+  if in_ns ip route show default | grep -q .; then
+    echo "lab: a default route in $LAB_NS" >&2
+    return 1
+  fi
+}
+
+# lab_down — the VM, kilnd, the namespace (with its bridge and tap) and the lab dir.
+lab_down() {
+  set +e
+  [[ -n $LAB_VM_PID ]] && kill "$LAB_VM_PID" 2>/dev/null && wait "$LAB_VM_PID" 2>/dev/null
+  [[ -n $LAB_KILND_PID ]] && kill "$LAB_KILND_PID" 2>/dev/null && wait "$LAB_KILND_PID" 2>/dev/null
+  if ip netns list | grep -qw "$LAB_NS"; then
+    # Only our own processes can be in this private namespace.
+    for p in $(ip netns pids "$LAB_NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    ip netns del "$LAB_NS"
+  fi
+  [[ ${LAB_KEEP:-0} == 1 ]] || rm -rf "$LAB_DIR"
+  LAB_VM_PID= LAB_KILND_PID=
+}
+
+# lab_build — the agent's kernel + initramfs (with the lab's trusted key) and the signing key.
+lab_build() {
+  mkdir -p "$LAB_DIR/build"
+  [[ -s $LAB_DIR/site.pem ]] || "$KILN_BUILD/kiln" key generate --out "$LAB_DIR/site" >/dev/null
+  "$LAB_ROOT/deploy/build-initramfs.sh" --out "$LAB_DIR/build" --trust-key "$LAB_DIR/site.pub.pem" >&2
+}
+
+# lab_image VERSION — builds, signs and pushes demo:VERSION.
+lab_image() {
+  "$LAB_ROOT/deploy/lab/build-test-image.sh" --version "$1" --sign "$LAB_DIR/site.pem" \
+    --out "$LAB_DIR/build/demo-$1.kiln" >&2
+  kiln_cli image push "$LAB_DIR/build/demo-$1.kiln" >/dev/null
+}
+
+# lab_kilnd [extra config json merged at the top level] — kilnd in the namespace: DHCP
+# (authoritative, on the lab bridge only), TFTP, HTTP, the agent kernel and initramfs.
+lab_kilnd() {
+  local data=$LAB_DIR/kilnd
+  mkdir -p "$data/files/kiln"
+  cp "$LAB_DIR/build/vmlinuz" "$LAB_DIR/build/initrd.img" "$data/files/kiln/"
+  cat >"$LAB_DIR/kilnd.json" <<JSON
+{
+  "data_dir": "$data",
+  "http": { "listen": "$LAB_SERVER:8080" },
+  "tftp": { "listen": "$LAB_SERVER:69" },
+  "images": { "trusted_keys": ["$LAB_DIR/site.pub.pem"] },
+  "store": { "synchronous": "normal" },
+  "dhcp": { "mode": "authoritative", "interfaces": ["$LAB_BR"],
+            "subnets": [ { "subnet": "10.99.0.0/24", "pool": "10.99.0.100-10.99.0.199",
+                           "lease_time_s": 600 } ] },
+  "boot": { "server_url": "$LAB_URL", "poll_s": 2, "retry_s": 3, "retries": ${LAB_RETRIES:-2},
+            "after": "$LAB_AFTER",
+            "cmdline": "console=tty0 console=ttyS0,115200 panic=10 kiln.retries=2 kiln.backoff_ms=100 kiln.fail_pause=2",
+            "localboot_efi": "${LAB_LOCALBOOT_EFI:-exit}" }
+}
+JSON
+  LAB_TOKEN=$("$KILN_BUILD/kilnd" --data-dir "$data" token create --name lab --scope admin 2>/dev/null)
+  ip netns exec "$LAB_NS" "$KILN_BUILD/kilnd" --config "$LAB_DIR/kilnd.json" \
+    --ready-file "$LAB_DIR/kilnd.ready" >"$LAB_DIR/kilnd.log" 2>&1 &
+  LAB_KILND_PID=$!
+  local i
+  for i in $(seq 100); do
+    [[ -s $LAB_DIR/kilnd.ready ]] && return 0
+    kill -0 "$LAB_KILND_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$LAB_DIR/kilnd.log" >&2
+  echo "lab: kilnd did not start" >&2
+  return 1
+}
+
+# lab_vm_start SERIAL_LOG — powers the machine on (its disk persists across power cycles).
+# Every serial line is written with the seconds since power-on.
+lab_vm_start() {
+  local log=$1 accel cpu romfile netidx=1 diskidx=2
+  accel=$(lab_accel)
+  [[ -e $LAB_DIR/disk.raw ]] || truncate -s "${LAB_DISK_MB}M" "$LAB_DIR/disk.raw"
+  if [[ $accel == kvm ]]; then cpu=host; else cpu=max; accel=tcg,thread=single; fi
+  local args=(-name kiln-lab-vm -machine q35 -accel "$accel" -cpu "$cpu" -m "$LAB_MEM_MB" -smp 1
+    -nographic -no-user-config -nodefaults -serial stdio
+    -netdev "tap,id=n0,ifname=$LAB_TAP,script=no,downscript=no"
+    -drive "file=$LAB_DIR/disk.raw,if=none,id=d0,format=raw,cache=writeback,discard=unmap")
+  if [[ $LAB_FIRMWARE == uefi ]]; then
+    romfile=/usr/lib/ipxe/qemu/efi-virtio.rom
+    # UEFI walks every network boot option before the disk once iPXE exits (~290 s), so the
+    # disk goes first: a blank or invalidated disk fails at once and the network follows.
+    netidx=2 diskidx=1
+    [[ -e $LAB_DIR/ovmf-vars.fd ]] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$LAB_DIR/ovmf-vars.fd"
+    args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+      -drive "if=pflash,format=raw,unit=1,file=$LAB_DIR/ovmf-vars.fd")
+  else
+    romfile=/usr/lib/ipxe/qemu/pxe-virtio.rom
+  fi
+  args+=(-device "virtio-net-pci,disable-legacy=on,netdev=n0,mac=$LAB_MAC,bootindex=$netidx,romfile=$romfile"
+    -device "virtio-blk-pci,drive=d0,bootindex=$diskidx")
+  : >"$log"
+  local t0=${EPOCHREALTIME/./}
+  ip netns exec "$LAB_NS" timeout "${LAB_VM_TIMEOUT:-600}" qemu-system-x86_64 "${args[@]}" \
+    </dev/null 2>&1 | lab_stamp "$t0" >>"$log" &
+  LAB_VM_PID=$!
+}
+
+# Prefixes each line with [seconds since $1]; drops CRs and ANSI escapes.
+lab_stamp() {
+  local t0=$1 line now d
+  shopt -s extglob
+  while IFS= read -r line || [[ -n $line ]]; do
+    now=${EPOCHREALTIME/./}
+    d=$((now - t0))
+    line=${line//$'\r'/}
+    line=${line//$'\e'\[*([0-9;?])[a-zA-Z]/}
+    line=${line//$'\e'c/}
+    printf '[%4d.%03d] %s\n' $((d / 1000000)) $((d / 1000 % 1000)) "$line"
+  done
+}
+
+# lab_vm_wait — waits (bounded by LAB_VM_TIMEOUT) until the machine powers off.
+lab_vm_wait() {
+  [[ -n $LAB_VM_PID ]] || return 0
+  wait "$LAB_VM_PID"
+  local rc=$?
+  LAB_VM_PID=
+  return $rc
+}
+
+# lab_wait_log LOG REGEX TIMEOUT_S — waits for a serial line; prints its seconds since power-on.
+# Fails at the timeout, or as soon as the machine is off without having printed it.
+lab_wait_log() {
+  local log=$1 re=$2 deadline=$((SECONDS + $3)) line off=0
+  while ((SECONDS < deadline)); do
+    line=$(grep -E -m1 "$re" "$log" 2>/dev/null || true)
+    if [[ -n $line ]]; then
+      sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p' <<<"$line"
+      return 0
+    fi
+    ((off)) && return 1
+    [[ -n $LAB_VM_PID ]] && ! kill -0 "$LAB_VM_PID" 2>/dev/null && off=1  # one last look
+    sleep 0.2
+  done
+  return 1
+}
+
+# lab_wait_state ID STATE TIMEOUT_S — waits until machine ID is in STATE.
+lab_wait_state() {
+  local deadline=$((SECONDS + $3)) st
+  while ((SECONDS < deadline)); do
+    st=$(kiln_cli --json machine show "$1" 2>/dev/null | jq -r .state)
+    [[ $st == "$2" ]] && return 0
+    sleep 0.5
+  done
+  return 1
+}
