@@ -12,7 +12,7 @@ pkgs=(
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
   curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd xz-utils xxd
-  tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base
+  tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6
   # boot files served by default (boot.roots: /usr/lib/ipxe)
   ipxe
   # the QEMU lab (demo, tests/e2e): firmware + iPXE ROMs, the agent initramfs and the test image

@@ -108,6 +108,7 @@ lab_kilnd() {
   "dhcp": { "mode": "authoritative", "interfaces": ["$LAB_BR"],
             "subnets": [ { "subnet": "10.99.0.0/24", "pool": "10.99.0.100-10.99.0.199",
                            "lease_time_s": 600 } ] },
+  "ra": { "interfaces": ${LAB_RA_IFACES:-[\"$LAB_BR\"]}, "prefixes": ["fd99:0:0:99::/64"] },
   "boot": { "server_url": "$LAB_URL", "poll_s": 2, "retry_s": 3, "retries": ${LAB_RETRIES:-2},
             "after": "$LAB_AFTER",
             "cmdline": "console=tty0 console=ttyS0,115200 panic=10 kiln.retries=2 kiln.backoff_ms=100 kiln.fail_pause=2",

@@ -31,7 +31,8 @@ struct BootOptions {
   std::string server_url;
   std::string kernel = "kiln/vmlinuz";     // agent kernel, a boot artifact name (/files/...)
   std::string initrd = "kiln/initrd.img";  // agent initramfs, a boot artifact name
-  std::string cmdline = "console=ttyS0,115200 console=tty0";  // extra kernel arguments
+  std::string cmdline =
+      "console=tty0 console=ttyS0,115200";  // extra kernel args; the last console= is /dev/console
   std::string disk = "largest";  // default target disk hint; a machine's kiln.disk label wins
   std::string after = "reboot";  // what the agent does after a deployment: reboot | kexec
   std::string after_discover = "reboot";  // ... after discovery: reboot | poweroff

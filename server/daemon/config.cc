@@ -1,5 +1,7 @@
 #include "daemon/config.h"
 
+#include <arpa/inet.h>
+
 #include <charconv>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -75,7 +77,7 @@ Result<Config> load_config_file(const std::string& path, Config c) {
   try {
     check_keys(j, "",
                {"data_dir", "db_path", "files_dir", "threads", "log_level", "shutdown_grace_ms",
-                "ready_file", "store", "http", "api", "images", "boot", "tftp", "dhcp"});
+                "ready_file", "store", "http", "api", "images", "boot", "tftp", "dhcp", "ra"});
     get(j, "data_dir", c.data_dir);
     get(j, "db_path", c.db_path);
     get(j, "files_dir", c.files_dir);
@@ -150,6 +152,17 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       get(*b, "scripts_dir", c.boot.scripts_dir);
       if (auto t = b->find("token_ttl_s"); t != b->end()) {
         c.boot.token_ttl = std::chrono::seconds(t->get<int>());
+      }
+    }
+    if (auto r = j.find("ra"); r != j.end()) {
+      check_keys(*r, "ra.", {"interfaces", "router_lifetime_s", "prefixes", "max_per_second"});
+      get(*r, "interfaces", c.ra.interfaces);
+      get(*r, "router_lifetime_s", c.ra.router_lifetime_s);
+      get(*r, "max_per_second", c.ra.max_per_second);
+      for (const auto& p : r->value("prefixes", std::vector<std::string>{})) {
+        auto parsed = dhcp::parse_ra_prefix(p);
+        if (!parsed) return parsed.error();
+        c.ra.prefixes.push_back(*parsed);
       }
     }
     if (auto t = j.find("tftp"); t != j.end()) {
@@ -339,6 +352,20 @@ std::string dump_config(const Config& c) {
           {"efi_arm64_file", c.dhcp.boot.efi_arm64_file},
           {"boot_unknown", c.dhcp.boot.boot_unknown},
           {"http_base", c.dhcp.boot.http_base}}}}},
+      {"ra",
+       {{"interfaces", c.ra.interfaces},
+        {"router_lifetime_s", c.ra.router_lifetime_s},
+        {"max_per_second", c.ra.max_per_second},
+        {"prefixes",
+         [&] {
+           json a = json::array();
+           for (const auto& p : c.ra.prefixes) {
+             char buf[INET6_ADDRSTRLEN];
+             ::inet_ntop(AF_INET6, p.prefix.data(), buf, sizeof buf);
+             a.push_back(std::string(buf) + "/" + std::to_string(p.length));
+           }
+           return a;
+         }()}}},
       {"tftp",
        {{"listen", c.tftp_enabled
                        ? (c.tftp.address.find(':') != std::string::npos ? "[" + c.tftp.address + "]"

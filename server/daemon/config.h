@@ -8,8 +8,9 @@
 #include "api/api.h"
 #include "core/result.h"
 #include "daemon/boot_service.h"
-#include "http/server.h"
+#include "dhcp/ra.h"
 #include "dhcp/server.h"
+#include "http/server.h"
 #include "tftp/server.h"
 
 namespace kiln::daemon {
@@ -33,6 +34,7 @@ struct Config {
   tftp::ServerOptions tftp;
   std::string dhcp_mode = "off";  // off | authoritative | proxy
   dhcp::ServerOptions dhcp;
+  dhcp::RaOptions ra;  // IPv6 router advertisements (lifetime 0) on the provisioning network
   api::ApiOptions api;
 
   std::string effective_db_path() const;

@@ -17,6 +17,7 @@
 #include "boot/artifacts.h"
 #include "core/time.h"
 #include "daemon/boot_service.h"
+#include "dhcp/ra.h"
 #include "dhcp/server.h"
 #include "images/chunk_store.h"
 #include "store/store.h"
@@ -257,6 +258,14 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
       return 2;
     }
   }
+  std::unique_ptr<dhcp::RaResponder> ra;
+  if (!cfg.ra.interfaces.empty()) {
+    ra = std::make_unique<dhcp::RaResponder>(cfg.ra, metrics, log);
+    if (auto st = ra->start(); !st) {
+      log->critical("event=daemon.ra_failed err=\"{}\"", st.error().message);
+      return 2;
+    }
+  }
   if (!cfg.ready_file.empty()) write_ready_file(cfg.ready_file, url, ready_extra);
 
   net::signal_set signals(ioc, SIGINT, SIGTERM);
@@ -265,6 +274,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
     if (dhcp_server) dhcp_server->stop();  // pending lease writes are committed first
+    if (ra) ra->stop();
     // Stop once both the HTTP server and TFTP have drained (or their grace ran out).
     // The io_context must not run out of work (and return) while TFTP still drains on its own
     // threads: hold it until both are done.

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# IPv6 router advertisements (ra.*): kilnd answers router solicitations from a real client
+# (rdisc6, ndisc6 package) on the configured interface only, with router lifetime 0, no M/O
+# flags and the configured prefix; one unsolicited RA at start; nothing on other interfaces.
+# Topology: netns $SRV (kra-s1, kra-s2) <-veth-> netns $CLI (kra-c1, kra-c2); created and
+# deleted here.
+source "$(dirname "$0")/lib.sh"
+if [[ $(id -u) -ne 0 ]]; then
+  log "skipped: needs root for network namespaces"
+  finish
+  exit 0
+fi
+command -v rdisc6 >/dev/null || { fail "missing rdisc6 (deploy/install-deps.sh: ndisc6)"; finish; }
+
+SRV=kra-srv-$$ CLI=kra-cli-$$
+CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI")
+for ns in $SRV $CLI; do
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+done
+ip link add kra-s1 netns "$SRV" type veth peer name kra-c1 netns "$CLI"
+ip link add kra-s2 netns "$SRV" type veth peer name kra-c2 netns "$CLI"
+for l in kra-s1 kra-s2; do ip -n "$SRV" link set "$l" up; done
+for l in kra-c1 kra-c2; do ip -n "$CLI" link set "$l" up; done
+ip -n "$SRV" addr add 10.66.0.1/24 dev kra-s1
+cat >"$WORK/kilnd-ns" <<EOF2
+#!/bin/sh
+exec ip netns exec $SRV "$KILN_BUILD/kilnd" "\$@"
+EOF2
+chmod +x "$WORK/kilnd-ns"
+KILND=$WORK/kilnd-ns
+cat >"$WORK/ra.json" <<'JSON'
+{ "ra": { "interfaces": ["kra-s1"], "prefixes": ["fd66:0:0:1::/64"] } }
+JSON
+# Link-local addresses need a moment (DAD) before anything can be sent from them.
+for _ in $(seq 50); do
+  ip -n "$SRV" -6 addr show dev kra-s1 | grep -q 'fe80.*scope link' &&
+    ip -n "$CLI" -6 addr show dev kra-c1 | grep -q 'fe80.*scope link' &&
+    ! ip -n "$SRV" -6 addr | grep -q tentative && ! ip -n "$CLI" -6 addr | grep -q tentative && break
+  sleep 0.1
+done
+KILND_LISTEN=10.66.0.1:0 start_kilnd --config "$WORK/ra.json"
+metric() { ip netns exec "$SRV" curl -s "$URL/metrics" | awk -v m="$1" '$1 ~ m {s += $2} END {print s + 0}'; }
+
+log "a router solicitation on the configured interface gets a lifetime-0 RA with the prefix"
+out=$(ip netns exec "$CLI" timeout 10 rdisc6 -1 -w 1000 -r 3 kra-c1 2>&1 || true)
+grep -q 'Router lifetime *: *0 ' <<<"$out" && ok || fail "router lifetime 0: $out"
+grep -q 'Stateful address conf\. *: *No' <<<"$out" && grep -q 'Stateful other conf\. *: *No' <<<"$out" &&
+  ok || fail "no M/O flags: $out"
+grep -q 'Prefix *: *fd66:0:0:1::/64' <<<"$out" && ok || fail "prefix: $out"
+mac=$(ip -n "$SRV" link show kra-s1 | awk '/link\/ether/ {print $2}')
+grep -qi "Source link-layer address: *$mac" <<<"$out" && ok || fail "source link-layer address $mac: $out"
+grep -q 'from fe80::' <<<"$out" && ok || fail "RA not from a link-local address: $out"
+
+log "nothing answers on an interface that is not configured"
+if ip netns exec "$CLI" timeout 10 rdisc6 -1 -w 500 -r 2 kra-c2 >"$WORK/none" 2>&1; then
+  fail "an RA on kra-c2: $(cat "$WORK/none")"
+else
+  ok
+fi
+solicited=$(metric 'kiln_ra_sent_total.*solicited')
+[[ $solicited -ge 1 ]] && ok || fail "kiln_ra_sent_total{why=solicited} = $solicited"
+stop_kilnd
+
+log "a bad prefix is refused at start"
+echo '{ "ra": { "interfaces": ["kra-s1"], "prefixes": ["fd66::"] } }' >"$WORK/bad.json"
+if "$KILN_BUILD/kilnd" --config "$WORK/bad.json" --data-dir "$WORK/bad" --print-config >"$WORK/bad.out" 2>&1; then
+  fail "bad prefix accepted: $(cat "$WORK/bad.out")"
+else
+  grep -q 'needs a /length' "$WORK/bad.out" && ok || fail "bad prefix error: $(cat "$WORK/bad.out")"
+fi
+finish
