@@ -1,98 +1,93 @@
 #!/usr/bin/env bash
-# The README's first command: installs what is missing, builds, starts kilnd with its embedded
-# defaults (state in ./var/demo) and walks through the control plane with the kiln CLI:
-# register machines, register image versions, assign (one machine and a whole rack), watch an
-# agent report, roll back with one call, read the history; then build, sign and push a real
-# image and let kiln-agent write it to a loop device (as root). kilnd is stopped at the end.
+# The README's first command: installs what is missing, builds, and provisions a QEMU machine
+# over PXE from kilnd, end to end, in a private network namespace (deploy/lab/lab.sh):
 #
-# Until the boot path lands (issue: iPXE + QEMU), the first part's "agents" are curl calls that
-# report progress and success as kiln-agent does; the last part runs the real agent.
+#   power on -> iPXE -> kilnd's DHCP + /boot/<mac>.ipxe -> discovery agent -> `ready`
+#   `kiln machine assign <mac> demo 1` -> the agent streams, verifies and writes demo:1
+#   -> reboot -> kilnd answers "boot from disk" -> demo:1 boots (its marker on the serial log)
+#   `kiln machine assign <mac> demo 2` -> power on -> delta redeploy -> demo:2 boots
+#   `kiln machine rollback <mac>` -> power on -> demo:1 boots again
+#
+# and prints each stage with its time since power-on. Everything (namespace, kilnd, QEMU,
+# files) is removed at the end, also on failure or Ctrl-C. Needs root (netns, tap).
+#   deploy/demo.sh [--firmware bios|uefi] [--after reboot|kexec] [--keep]
+# --keep leaves the lab directory (serial logs, kilnd log and database) for inspection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+while (($#)); do
+  case $1 in
+    --firmware) export LAB_FIRMWARE=$2; shift 2 ;;
+    --after) export LAB_AFTER=$2; shift 2 ;;
+    --keep) export LAB_KEEP=1; shift ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "demo: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [[ $(id -u) -ne 0 ]]; then
+  echo "demo: needs root (network namespace, tap device for the VM); deploy/tour.sh runs without" >&2
+  exit 1
+fi
 deploy/install-deps.sh
 deploy/build.sh
+source deploy/lab/lab.sh
+trap lab_down EXIT
+trap 'exit 130' INT TERM
+b() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+step() { printf '\033[1m$ kiln %s\033[0m\n' "$*"; kiln_cli "$@"; }
+ROWS=()
+row() { ROWS+=("$(printf '%-34s %9s %9s   %s' "$@")"); }
+die() { echo "demo: $*" >&2; [[ -n ${SERIAL:-} ]] && tail -n 25 "$SERIAL" >&2; exit 1; }
+stage_t() { sed -n "s/^\[ *\([0-9.]*\)\] .*$1.*/\1/p" "$SERIAL" | head -n1; }
+MAC=$LAB_MAC
 
-DATA=var/demo
-rm -rf "$DATA"
-mkdir -p "$DATA"
-export KILN_TOKEN
-KILN_TOKEN=$(build/kilnd --data-dir "$DATA" token create --name demo --scope admin 2>/dev/null)
-build/kilnd --data-dir "$DATA" --listen 127.0.0.1:0 --ready-file "$DATA/url" 2>"$DATA/kilnd.log" &
-KILND_PID=$!
-trap 'kill $KILND_PID 2>/dev/null || true; wait $KILND_PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [[ -s "$DATA/url" ]] && break; sleep 0.05; done
-export KILN_URL
-KILN_URL=$(head -n1 "$DATA/url")
-kiln() { build/kiln "$@"; }
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
-sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+b "== building the agent initramfs and the demo image (Debian packages only)"
+lab_up
+lab_build
+lab_kilnd
+for v in 1 2; do lab_image "$v"; done
+echo "kilnd runs in netns $LAB_NS at $LAB_URL (DHCP/TFTP/HTTP on $LAB_BR); accel: $(lab_accel), firmware: $LAB_FIRMWARE"
+step image list
 
-echo "kilnd is listening on $KILN_URL (state: $DATA/kiln.db, log: $DATA/kilnd.log)"
-step kiln machine create --mac 52:54:00:12:00:01 --name r12-node1 --label rack=r12 --label role=web
-step kiln machine create --mac 52:54:00:12:00:02 --name r12-node2 --label rack=r12 --label role=web
-step kiln machine create --mac 52:54:00:13:00:01 --name r13-node1 --label rack=r13 --label role=db
-step kiln image register web 2026.11.1 --url http://images.example/web-2026.11.1.raw.zst \
-  --sha256 "$(sha v1)" --size 4294967296 --format raw.zst
-step kiln image register web 2026.11.2 --url http://images.example/web-2026.11.2.raw.zst \
-  --sha256 "$(sha v2)" --size 4294967296 --format raw.zst
-step kiln assign --selector rack=r12 web 2026.11.1
-step kiln machine list
+b "== power on: the machine is unknown, PXE-boots and is discovered"
+SERIAL=$LAB_DIR/serial-1.log
+lab_vm_start "$SERIAL"
+T=$(lab_wait_log "$SERIAL" 'kiln-agent: DISCOVERED' 240) || die "the machine was not discovered"
+echo "discovered ${T}s after power-on (serial log: $SERIAL)"
+lab_wait_state "$MAC" ready 10 || die "not ready"
+step machine list
+DISC=$T
 
-# play_agent MACHINE — what kiln-agent does on the machine: report progress, then success.
-play_agent() {
-  local dep tok
-  dep=$(kiln --json machine show "$1" | jq -er .assignment.deployment_id)
-  tok=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-token" | jq -r .token)
-  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
-    --data '{"stage":"writing","bytes_done":2147483648,"bytes_total":4294967296,"detail":{"rate_bps":1.9e9}}' \
-    "$KILN_URL/api/v1/agent/progress"
-  curl -sf -o /dev/null -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
-    --data '{"status":"succeeded","stage":"done","bytes_done":4294967296}' "$KILN_URL/api/v1/agent/result"
-  echo "(agent on machine $1: deployment $dep written and verified)"
-}
-printf '\n# the agents of rack r12 image their disks and report\n'
-play_agent 1
-play_agent 2
-step kiln machine assign 1 web 2026.11.2
-play_agent 1
-step kiln machine show 1
-printf '\n# 2026.11.2 misbehaves in production: roll back with one call\n'
-step kiln machine rollback 1
-play_agent 1
-step kiln machine history 1
-step kiln events --since 0
+b "== assign demo:1: the waiting machine picks it up, is imaged, reboots and boots it"
+step machine assign "$MAC" demo 1
+T=$(lab_wait_log "$SERIAL" 'KILN-TEST-OS: BOOTED image=demo:1' 240) || die "demo:1 did not boot"
+lab_vm_wait || true
+echo "$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)"
+echo "$(grep -m1 'KILN-TEST-OS' "$SERIAL" | cut -c12-)"
+row "first deploy (discover + demo:1)" "$(stage_t 'kiln-agent: done:')" "$T" "discovered at ${DISC}s"
 
-printf '\n# images: build a signed, chunked image of a small ext4 disk and verify it\n'
-mkdir -p "$DATA/tree/etc"
-cp -r /usr/share/common-licenses "$DATA/tree/"
-echo "kiln demo" >"$DATA/tree/etc/motd"
-truncate -s 64M "$DATA/disk.raw"
-mkfs.ext4 -q -F -d "$DATA/tree" "$DATA/disk.raw"
-step kiln key generate --out "$DATA/site"
-step kiln image build "$DATA/disk.raw" -o "$DATA/web-3.kiln" --name web --version 2026.11.3 \
-  --sign "$DATA/site.pem" --free-holes
-step kiln image inspect "$DATA/web-3.kiln" --key "$DATA/site.pub.pem"
+b "== assign demo:2 and power on: a delta redeploy"
+step machine assign "$MAC" demo 2
+SERIAL=$LAB_DIR/serial-2.log
+lab_vm_start "$SERIAL"
+T=$(lab_wait_log "$SERIAL" 'KILN-TEST-OS: BOOTED image=demo:2' 180) || die "demo:2 did not boot"
+lab_vm_wait || true
+D=$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)
+echo "$D"
+row "delta redeploy (demo:2)" "$(stage_t 'kiln-agent: done:')" "$T" "$(sed -n 's/.*\(fetched [0-9.]* MiB, skipped [0-9.]* MiB\).*/\1/p' <<<"$D")"
 
-printf '\n# push it to kilnd (verified there before it is visible) and let the real agent write it\n'
-step kiln image push "$DATA/web-3.kiln"
-step kiln machine assign 3 web 2026.11.3
-if [[ $(id -u) -eq 0 ]] && command -v losetup >/dev/null; then
-  truncate -s 80M "$DATA/machine3-disk.img"
-  LOOP=$(losetup -f --show "$DATA/machine3-disk.img")
-  trap 'losetup -d $LOOP 2>/dev/null || true; kill $KILND_PID 2>/dev/null || true; wait $KILND_PID 2>/dev/null || true' EXIT
-  dep=$(kiln --json machine show 3 | jq -er .assignment.deployment_id)
-  tok=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-token" | jq -r .token)
-  step build/kiln-agent --server "$KILN_URL" --token "$tok" --disk "$LOOP" \
-    --trust-key "$DATA/site.pub.pem" --after none
-  if cmp -s <(head -c 64M "$LOOP") "$DATA/disk.raw"; then
-    echo "(the loop device $LOOP now holds web:2026.11.3 byte for byte)"
-  else
-    echo "demo: the device does not hold the image" >&2
-    exit 1
-  fi
-  step kiln machine show 3
-else
-  echo "(skipped: writing to a loop device needs root)"
-fi
+b "== demo:2 misbehaves: roll back with one call and power on"
+step machine rollback "$MAC"
+SERIAL=$LAB_DIR/serial-3.log
+lab_vm_start "$SERIAL"
+T=$(lab_wait_log "$SERIAL" 'KILN-TEST-OS: BOOTED image=demo:1' 180) || die "the rollback did not boot demo:1"
+lab_vm_wait || true
+D=$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)
+echo "$D"
+row "rollback (demo:1)" "$(stage_t 'kiln-agent: done:')" "$T" "$(sed -n 's/.*\(fetched [0-9.]* MiB, skipped [0-9.]* MiB\).*/\1/p' <<<"$D")"
+step machine history "$MAC"
+
+b "== seconds from power-on ($(lab_accel), $LAB_FIRMWARE, one vCPU)"
+printf '%-34s %9s %9s   %s\n' "" "written" "booted" ""
+printf '%s\n' "${ROWS[@]}"
 echo
-echo "Done. State is in $DATA/; the demo's admin token was $KILN_TOKEN."
+echo "Done in $(lab_elapsed) s; the lab is being removed${LAB_KEEP:+ (kept: $LAB_DIR)}."
