@@ -73,6 +73,7 @@ T=$(lab_wait_log "$SERIAL" 'KILN-TEST-OS: BOOTED image=demo:2' 180) || die "demo
 lab_vm_wait || true
 D=$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)
 echo "$D"
+echo "$(grep -m1 'KILN-TEST-OS' "$SERIAL" | cut -c12-)"
 row "delta redeploy (demo:2)" "$(stage_t 'kiln-agent: done:')" "$T" "$(sed -n 's/.*\(fetched [0-9.]* MiB, skipped [0-9.]* MiB\).*/\1/p' <<<"$D")"
 
 b "== demo:2 misbehaves: roll back with one call and power on"
@@ -83,6 +84,7 @@ T=$(lab_wait_log "$SERIAL" 'KILN-TEST-OS: BOOTED image=demo:1' 180) || die "the 
 lab_vm_wait || true
 D=$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)
 echo "$D"
+echo "$(grep -m1 'KILN-TEST-OS' "$SERIAL" | cut -c12-)"
 row "rollback (demo:1)" "$(stage_t 'kiln-agent: done:')" "$T" "$(sed -n 's/.*\(fetched [0-9.]* MiB, skipped [0-9.]* MiB\).*/\1/p' <<<"$D")"
 step machine history "$MAC"
 
