@@ -1,16 +1,24 @@
-// libFuzzer target: arbitrary bytes as a DHCPv4 message, and the PXE boot decision for it.
+// libFuzzer target: arbitrary bytes as a DHCPv4 message, and the PXE boot decision for it;
+// the same bytes as an ICMPv6 router solicitation (dhcp/ra.h), which must never read past them.
 //
 // Invariants: parsing never crashes or reads out of bounds; a message that parses re-encodes
 // (options joined, split again past 255 bytes) to bytes that parse to the same header fields
 // and options; the option accessors and the boot policy accept whatever the parser accepted.
 #include <cstdlib>
 #include <span>
+#include <vector>
 
 #include "boot/pxe.h"
 #include "dhcp/packet.h"
+#include "dhcp/ra.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace kiln::dhcp;
+  // An exact-size heap copy, so ASan sees any read past the message.
+  {
+    std::vector<std::uint8_t> rs(data, data + size);
+    (void)is_router_solicitation(rs.data(), rs.size());
+  }
   auto p = parse(std::span<const std::uint8_t>(data, size));
   if (!p) return 0;
   (void)p->message_type();
