@@ -70,7 +70,8 @@ P=$LAB_DIR/peer
 mkdir -p "$P/www/cgi-bin" "$P/root"/{bin,dev,proc,sys,tmp,etc,lib/modules} "$P/state"
 source "$ROOT/deploy/lab/kernel.sh"
 kernel_unpack
-mapfile -t MODS < <(kernel_modules virtio_pci virtio_net virtio_blk)
+mods=$(kernel_modules virtio_pci virtio_net virtio_blk)
+mapfile -t MODS <<<"$mods"
 R=$P/root
 cp /bin/busybox "$R/bin/"
 for a in $(busybox --list); do [[ -e $R/bin/$a ]] || ln -s busybox "$R/bin/$a"; done

@@ -37,7 +37,8 @@ kernel_unpack
 # and the filesystems kexec reads the next kernel from.
 MODULES=(virtio_pci virtio_net virtio_blk virtio_scsi e1000 e1000e igb ixgbe tg3 bnx2
          r8169 ahci nvme sd_mod vfat nls_cp437 nls_ascii ext4 "${EXTRA[@]}")
-mapfile -t ORDER < <(kernel_modules "${MODULES[@]}")
+mods=$(kernel_modules "${MODULES[@]}")  # (a failure here stops the script; under mapfile < <() it would not)
+mapfile -t ORDER <<<"$mods"
 
 mkdir -p "$OUT"
 STAGE=$(mktemp -d "$OUT/.stage.XXXXXX")

@@ -15,7 +15,10 @@
 : "${LAB_NS:=kiln-lab-$$}"
 : "${LAB_BR:=klbr$$}"
 : "${LAB_TAP:=kltap$$}"
-: "${LAB_DIR:=$(mktemp -d /tmp/kiln-lab.XXXXXX)}"
+if [[ -z ${LAB_DIR:-} ]]; then
+  LAB_DIR=$(mktemp -d /tmp/kiln-lab.XXXXXX)
+  LAB_OWN_DIR=1  # made here: lab_down removes it (unless LAB_KEEP=1)
+fi
 : "${LAB_MAC:=52:54:00:99:00:01}"
 : "${LAB_DISK_MB:=256}"
 : "${LAB_MEM_MB:=512}"
@@ -26,6 +29,7 @@ LAB_URL=http://$LAB_SERVER:8080
 LAB_KILND_PID=
 LAB_VM_PID=
 LAB_T0=
+LAB_OWN_NS=
 
 lab_log() { printf '[lab %6.1fs] %s\n' "$(lab_elapsed)" "$*" >&2; }
 lab_elapsed() {
@@ -48,7 +52,8 @@ lab_accel() {
 lab_up() {
   LAB_T0=${EPOCHREALTIME/./}
   mkdir -p "$LAB_DIR"
-  ip netns add "$LAB_NS"
+  ip netns add "$LAB_NS" || return 1
+  LAB_OWN_NS=1  # only a namespace created here is emptied and deleted by lab_down
   in_ns ip link set lo up
   in_ns ip link add "$LAB_BR" type bridge
   in_ns ip addr add "$LAB_SERVER/24" dev "$LAB_BR"
@@ -64,18 +69,19 @@ lab_up() {
   fi
 }
 
-# lab_down — the VM, kilnd, the namespace (with its bridge and tap) and the lab dir.
+# lab_down — the VM, kilnd, the namespace (with its bridge and tap) and the lab dir: only
+# what this shell created.
 lab_down() {
   set +e
-  [[ -n $LAB_VM_PID ]] && kill "$LAB_VM_PID" 2>/dev/null && wait "$LAB_VM_PID" 2>/dev/null
+  lab_vm_stop
   [[ -n $LAB_KILND_PID ]] && kill "$LAB_KILND_PID" 2>/dev/null && wait "$LAB_KILND_PID" 2>/dev/null
-  if ip netns list | grep -qw "$LAB_NS"; then
-    # Only our own processes can be in this private namespace.
+  if [[ -n $LAB_OWN_NS ]]; then
+    # Whatever is still inside was started by us: nothing else can enter a namespace we made.
     for p in $(ip netns pids "$LAB_NS" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     ip netns del "$LAB_NS"
   fi
-  [[ ${LAB_KEEP:-0} == 1 ]] || rm -rf "$LAB_DIR"
-  LAB_VM_PID= LAB_KILND_PID=
+  [[ -n ${LAB_OWN_DIR:-} && ${LAB_KEEP:-0} != 1 ]] && rm -rf "$LAB_DIR"
+  LAB_VM_PID= LAB_KILND_PID= LAB_OWN_NS=
 }
 
 # lab_build — the agent's kernel + initramfs (with the lab's trusted key) and the signing key.
@@ -156,9 +162,20 @@ lab_vm_start() {
     -device "virtio-blk-pci,drive=d0,bootindex=$diskidx")
   : >"$log"
   local t0=${EPOCHREALTIME/./}
+  # $! must be QEMU's side (ip netns exec execs timeout, which runs QEMU and passes signals
+  # on), not the time-stamping reader: hence the process substitution, not a pipe.
   ip netns exec "$LAB_NS" timeout "${LAB_VM_TIMEOUT:-600}" qemu-system-x86_64 "${args[@]}" \
-    </dev/null 2>&1 | lab_stamp "$t0" >>"$log" &
+    </dev/null > >(lab_stamp "$t0" >>"$log") 2>&1 &
   LAB_VM_PID=$!
+}
+
+# lab_vm_stop — powers the machine off now (if it is on).
+lab_vm_stop() {
+  [[ -n ${LAB_VM_PID:-} ]] || return 0
+  kill "$LAB_VM_PID" 2>/dev/null || true
+  wait "$LAB_VM_PID" 2>/dev/null || true
+  LAB_VM_PID=
+  return 0
 }
 
 # Prefixes each line with [seconds since $1]; drops CRs and ANSI escapes.
@@ -175,12 +192,14 @@ lab_stamp() {
   done
 }
 
-# lab_vm_wait — waits (bounded by LAB_VM_TIMEOUT) until the machine powers off.
+# lab_vm_wait — waits (bounded by LAB_VM_TIMEOUT) until the machine powers off; QEMU's exit
+# status (124: the timeout stopped it).
 lab_vm_wait() {
   [[ -n $LAB_VM_PID ]] || return 0
-  wait "$LAB_VM_PID"
-  local rc=$?
+  local rc=0
+  wait "$LAB_VM_PID" || rc=$?
   LAB_VM_PID=
+  sleep 0.2  # let the time-stamping reader write the last lines
   return $rc
 }
 

@@ -898,9 +898,8 @@ struct Api::Impl {
     });
 
     // discovery: the agent booted on an unknown machine reports what it found. Not
-    // authenticated (the machine has no deployment yet): the store takes it only for a
-    // machine that PXE-booted as unknown (`discovered`) or is `ready`, never one that holds or
-    // is getting an image.
+    // authenticated (the machine has no deployment yet): the store takes it once, only while
+    // the machine is `discovered` (registered by its first PXE boot).
     r.add(V::post, "/api/v1/agent/inventory", Access::kPublic, [this](Ctx& c) {
       auto b = c.body({"mac", "inventory"});
       const auto mac = normalize_mac_or_fail(required<std::string>(b, "mac"));

@@ -1,5 +1,6 @@
 #include "boot/script.h"
 
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -16,8 +17,23 @@ constexpr std::pair<Script, std::string_view> kNames[] = {{Script::kDiscover, "d
                                                           {Script::kLocalBoot, "localboot"},
                                                           {Script::kFailed, "failed"}};
 
+// Characters iPXE interprets on a command line: settings expansion ($), quoting and escapes,
+// command separators and conditionals (; & |), comments (#). Control characters end a line.
 bool unsafe_value_char(unsigned char c) {
-  return c < 0x20 || c == 0x7f || c == '$' || c == '"' || c == '\'' || c == '\\';
+  return c < 0x20 || c == 0x7f || c == '$' || c == '"' || c == '\'' || c == '\\' || c == ';' ||
+         c == '&' || c == '|' || c == '#';
+}
+
+// Only these values are made of several words: the configured kernel command line and the
+// display text of a failure reason. Every other value is one word.
+bool may_hold_spaces(std::string_view name) { return name == "cmdline" || name == "reason"; }
+
+// Whole iPXE commands kilnd itself chose from a fixed set (local_boot_command): not checked.
+bool is_command(std::string_view name) { return name == "bios_command" || name == "efi_command"; }
+
+bool display_char(unsigned char c) {
+  return std::isalnum(c) ||
+         std::string_view(" .,:/_+()=@-").find(static_cast<char>(c)) != std::string_view::npos;
 }
 
 }  // namespace
@@ -58,9 +74,8 @@ std::string local_boot_command(LocalBoot lb) {
 
 std::string script_text(std::string_view s) {
   std::string out;
-  for (unsigned char c : s.substr(0, 200)) {
-    out.push_back(unsafe_value_char(c) || c == '#' ? '_' : static_cast<char>(c));
-  }
+  for (unsigned char c : s.substr(0, 200))
+    out.push_back(display_char(c) ? static_cast<char>(c) : '_');
   return out;
 }
 
@@ -120,8 +135,8 @@ Result<std::string> Templates::render(Script s, const Vars& vars) const {
       return make_error(Errc::kInvalid, std::string(to_string(s)) + ".ipxe: no value for {{" +
                                             std::string(name) + "}}");
     }
-    for (unsigned char c : it->second) {
-      if (unsafe_value_char(c)) {
+    for (unsigned char c : is_command(name) ? std::string_view() : std::string_view(it->second)) {
+      if (unsafe_value_char(c) || (c == ' ' && !may_hold_spaces(name))) {
         return make_error(Errc::kInvalid, std::string(to_string(s)) + ".ipxe: the value of {{" +
                                               std::string(name) +
                                               "}} holds a character iPXE would interpret");

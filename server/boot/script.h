@@ -38,8 +38,8 @@ enum class LocalBoot { kSanboot, kExit };
 std::optional<LocalBoot> parse_local_boot(std::string_view s);  // "sanboot" | "exit"
 std::string local_boot_command(LocalBoot lb);
 
-// Makes display text (a failure reason, an image name) safe to echo in a script: control
-// characters, quotes, '$', '\\' and '#' become '_'; at most 200 bytes.
+// Makes display text (a failure reason, an image name) safe to echo in a script: anything but
+// letters, digits, spaces and . , : / _ + ( ) = @ - becomes '_'; at most 200 bytes.
 std::string script_text(std::string_view s);
 
 class Templates {
@@ -52,8 +52,10 @@ class Templates {
   // `dir` taking their place. kInvalid: a file there is not an iPXE script.
   static Result<Templates> with_overrides(const std::filesystem::path& dir);
 
-  // kInvalid: a placeholder without a value, or a value with a control character, a quote,
-  // a backslash or '$'. Values may hold spaces (the kernel command line).
+  // kInvalid: a placeholder without a value, or a value holding a character iPXE would
+  // interpret: a control character, a quote, a backslash, '$', ';', '&', '|' or '#'; or a
+  // space, except in `cmdline` and `reason` (every other value must stay one word).
+  // `bios_command` and `efi_command` are whole commands from local_boot_command(): as given.
   Result<std::string> render(Script s, const Vars& vars) const;
   const std::string& source(Script s) const;
 

@@ -29,6 +29,8 @@ BootService::BootService(BootOptions options, store::Store& store, Metrics& metr
       log_(std::move(log)) {
   metrics_.describe("kiln_boot_scripts_total", Metrics::Type::kCounter,
                     "iPXE scripts served by script (discover, wait, deploy, localboot, failed)");
+  metrics_.describe("kiln_boot_scripts_refused_total", Metrics::Type::kCounter,
+                    "iPXE script requests refused (asked from another address than the lease)");
 }
 
 Status BootService::init() {
@@ -66,7 +68,14 @@ Result<std::string> BootService::generate(std::string_view rel, const boot::Requ
   }
   auto mac = normalize_mac(rel.substr(0, rel.size() - kSuffix.size()));
   if (!mac) return make_error(Errc::kNotFound, "not a MAC address");
-  auto out = render_for(*mac, who);
+  Result<std::string> out = make_error(Errc::kInternal, "not rendered");
+  try {
+    out = render_for(*mac, who);
+  } catch (const std::exception& e) {
+    // A database error (busy, disk full, no descriptors) must not reach the HTTP or TFTP
+    // thread: the machine's script retries, the cause is logged.
+    out = make_error(Errc::kInternal, std::string("store: ") + e.what());
+  }
   if (!out && out.error().code != Errc::kNotFound) {
     log_->error("event=boot.script_failed mac={} peer={} err=\"{}\"", *mac, who.address,
                 log_escape(out.error().message, 300));
@@ -95,6 +104,18 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
       {"retry_s", std::to_string(options_.retry_s)},
       {"poll_s", std::to_string(options_.poll_s)},
   };
+
+  if (options_.bind_to_lease) {
+    auto leased = store_.bound_lease_addresses(mac);
+    if (!leased.empty() && std::find(leased.begin(), leased.end(), who.address) == leased.end()) {
+      log_->warn(
+          "event=boot.script_refused mac={} peer={} proto={} leased={} "
+          "msg=\"not the address leased to this MAC\"",
+          mac, who.address, who.protocol, leased.front());
+      metrics_.add("kiln_boot_scripts_refused_total", {{"reason", "not-lease-address"}});
+      return make_error(Errc::kNotFound, "not the address leased to this MAC");
+    }
+  }
 
   // Who is it?
   std::optional<store::Machine> machine;
@@ -131,6 +152,11 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
       st.retry_available = true;
       machine->active_deployment_id = r->deployment.id;
       retry_note = " retry_deployment=" + std::to_string(r->deployment.id);
+    } else if (auto again = store_.get_machine(machine->id); again && again->active_deployment_id) {
+      // Another request (a second NIC, a retried fetch) started the retry first: join it.
+      machine = std::move(*again);
+      st.state = machine->state;
+      st.deployment_active = true;
     } else {
       retry_note = " no_retry=\"" + log_escape(r.error().message, 200) + "\"";
       vars["reason"] = boot::script_text(machine->state_reason + " (" + r.error().message + ")");

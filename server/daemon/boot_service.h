@@ -44,6 +44,11 @@ struct BootOptions {
   bool discover_unknown = true;  // register unknown MACs as discovered and boot discovery
   int max_discovered = 10'000;   // stop registering unknown MACs past this many discovered
   std::string scripts_dir;       // optional overrides of ipxe-scripts/*.ipxe
+  // A MAC holding a bound lease from kilnd's DHCP gets its script only at (one of) its leased
+  // addresses: nobody else on the network can fetch its agent token or act in its name. A MAC
+  // without a lease (proxy mode, another DHCP server, a relay kilnd does not lease for) is
+  // served to any address.
+  bool bind_to_lease = true;
   std::chrono::milliseconds token_ttl{6 * 3600 * 1000};
 };
 

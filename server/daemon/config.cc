@@ -118,10 +118,11 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       get(*h, "tls_key", c.http.tls_key_file);
     }
     if (auto b = j.find("boot"); b != j.end()) {
-      check_keys(*b, "boot.",
-                 {"roots", "server_url", "kernel", "initrd", "cmdline", "disk", "after",
-                  "after_discover", "localboot_bios", "localboot_efi", "poll_s", "retry_s",
-                  "retries", "discover_unknown", "max_discovered", "scripts_dir", "token_ttl_s"});
+      check_keys(
+          *b, "boot.",
+          {"roots", "server_url", "kernel", "initrd", "cmdline", "disk", "after", "after_discover",
+           "localboot_bios", "localboot_efi", "poll_s", "retry_s", "retries", "discover_unknown",
+           "max_discovered", "scripts_dir", "token_ttl_s", "bind_to_lease"});
       get(*b, "roots", c.boot_roots);
       get(*b, "server_url", c.boot.server_url);
       while (!c.boot.server_url.empty() && c.boot.server_url.back() == '/') {
@@ -150,6 +151,7 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       get(*b, "discover_unknown", c.boot.discover_unknown);
       get(*b, "max_discovered", c.boot.max_discovered);
       get(*b, "scripts_dir", c.boot.scripts_dir);
+      get(*b, "bind_to_lease", c.boot.bind_to_lease);
       if (auto t = b->find("token_ttl_s"); t != b->end()) {
         c.boot.token_ttl = std::chrono::seconds(t->get<int>());
       }
@@ -320,6 +322,7 @@ std::string dump_config(const Config& c) {
         {"discover_unknown", c.boot.discover_unknown},
         {"max_discovered", c.boot.max_discovered},
         {"scripts_dir", c.boot.scripts_dir},
+        {"bind_to_lease", c.boot.bind_to_lease},
         {"token_ttl_s",
          std::chrono::duration_cast<std::chrono::seconds>(c.boot.token_ttl).count()}}},
       {"dhcp",

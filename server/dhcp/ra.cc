@@ -67,10 +67,10 @@ std::vector<std::uint8_t> encode_router_advertisement(const RaOptions& o,
   std::vector<std::uint8_t> b;
   b.reserve(16 + 8 + 32 * o.prefixes.size());
   b.push_back(kRa);
-  b.push_back(0);   // code
-  put16(b, 0);      // checksum: the kernel computes it for raw ICMPv6 sockets
-  b.push_back(64);  // current hop limit advertised to hosts
-  b.push_back(0);   // flags: no managed (M) or other (O) configuration: no DHCPv6 to wait for
+  b.push_back(0);  // code
+  put16(b, 0);     // checksum: the kernel computes it for raw ICMPv6 sockets
+  b.push_back(0);  // current hop limit: unspecified (leave the hosts' own setting alone)
+  b.push_back(0);  // flags: no managed (M) or other (O) configuration: no DHCPv6 to wait for
   put16(b, o.router_lifetime_s);
   put32(b, 0);  // reachable time: unspecified
   put32(b, 0);  // retrans timer: unspecified
@@ -220,8 +220,10 @@ struct RaResponder::Impl {
         metrics.add("kiln_ra_ignored_total", {{"interface", i.name}});
         continue;
       }
+      // Unicast only to a link-local source (the reply then leaves from our link-local
+      // address, as hosts require of an RA); anything else, :: included, gets all-nodes.
       in6_addr to = from.sin6_addr;
-      if (IN6_IS_ADDR_UNSPECIFIED(&to)) ::inet_pton(AF_INET6, "ff02::1", &to);
+      if (!IN6_IS_ADDR_LINKLOCAL(&to)) ::inet_pton(AF_INET6, "ff02::1", &to);
       send(i, to, "solicited");
     }
   }
@@ -233,7 +235,13 @@ struct RaResponder::Impl {
       const int n = ::poll(fds.data(), fds.size(), 250);
       if (n <= 0) continue;
       for (std::size_t k = 0; k < fds.size(); ++k) {
-        if (fds[k].revents & POLLIN) receive(ifaces[k]);
+        if (fds[k].revents & POLLIN) {
+          receive(ifaces[k]);
+        } else if (fds[k].revents & (POLLERR | POLLNVAL)) {
+          // E.g. the interface went away: stop polling it rather than spin.
+          log->error("event=ra.socket_error interface={}", ifaces[k].name);
+          fds[k].fd = -1;
+        }
       }
     }
   }

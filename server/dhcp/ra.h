@@ -9,7 +9,7 @@
 //
 // Only RS messages that arrive with hop limit 255 (from the link itself, RFC 4861 6.1.1)
 // are answered, at most `max_per_second` per interface; a solicitation from a link-local
-// address is answered by unicast, one from :: to all-nodes (ff02::1).
+// address is answered by unicast, any other (:: included) to all-nodes (ff02::1).
 #pragma once
 
 #include <array>

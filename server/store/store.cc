@@ -742,9 +742,9 @@ Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::
   if (!s.step()) return make_error(Errc::kNotFound, "no machine with MAC " + mac);
   const std::int64_t id = s.int64(0);
   const std::string state = s.text(1);
-  if (state != "discovered" && state != "ready") {
+  if (state != "discovered") {
     return make_error(Errc::kConflict, "machine " + std::to_string(id) + " is " + state +
-                                           "; inventory is taken only while discovered or ready");
+                                           "; inventory is taken only while it is discovered");
   }
   db.prepare(
         "UPDATE machines SET inventory = ?, state = 'ready', state_reason = '', updated_at = ? "
@@ -772,9 +772,11 @@ Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attem
     return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) + " is " +
                                            proto::to_string(m->state) + ", not failed");
   }
+  // The streak: the latest failed deployments of one version, back to (and including) the
+  // last one someone asked for; a new assignment, even of the same version, starts afresh.
   auto s = db.prepare(
-      "SELECT status, to_version_id FROM deployments WHERE machine_id = ? ORDER BY id DESC "
-      "LIMIT ?");
+      "SELECT status, to_version_id, requested_by FROM deployments WHERE machine_id = ? "
+      "ORDER BY id DESC LIMIT ?");
   s.bind(1, machine_id).bind(2, static_cast<std::int64_t>(max_attempts) + 1);
   int failed_in_a_row = 0;
   std::optional<std::int64_t> version_id;
@@ -783,6 +785,7 @@ Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attem
     if (version_id && *version_id != s.int64(1)) break;
     version_id = s.int64(1);
     ++failed_in_a_row;
+    if (s.text(2) != who) break;
   }
   if (!version_id) {
     return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
@@ -1005,6 +1008,16 @@ std::vector<DhcpLease> Store::load_dhcp_leases() {
   while (s.step()) {
     out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.int64(5), s.int64(6)});
   }
+  return out;
+}
+
+std::vector<std::string> Store::bound_lease_addresses(const std::string& mac) {
+  auto db = reader();
+  auto s = db->prepare(
+      "SELECT ip FROM dhcp_leases WHERE mac = ? AND state = 'bound' AND expires_at > ?");
+  s.bind(1, mac).bind(2, clock_.now_ms());
+  std::vector<std::string> out;
+  while (s.step()) out.push_back(s.text(0));
   return out;
 }
 

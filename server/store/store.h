@@ -228,13 +228,13 @@ class Store {
   // labels) by `who`. Returns the machine and whether it was created now.
   Result<std::pair<Machine, bool>> discover_machine(const std::string& mac, const std::string& who);
   // Stores what the discovery agent found (a JSON object) and moves a `discovered` machine to
-  // `ready`. A `ready` machine's inventory is replaced; in any other state the machine belongs
-  // to a deployment and the report is refused (conflict).
+  // `ready`. In any other state the report is refused (conflict): it is not authenticated.
   Result<Machine> record_inventory(const std::string& mac, const nlohmann::json& inventory);
   // Retries a failed machine: when its latest deployment failed and fewer than
-  // `max_attempts` deployments of that version failed in a row, creates a new deployment of
-  // the same version (requested by `who`). Conflict when there is nothing to retry or the
-  // attempts are used up (the reason says which).
+  // `max_attempts` deployments of that version failed in a row (counting back to the last one
+  // not requested by `who`), creates a new deployment of the same version, requested by
+  // `who`. Conflict when there is nothing to retry or the attempts are used up (the reason
+  // says which).
   Result<AssignOutcome> retry_failed(std::int64_t machine_id, int max_attempts,
                                      const std::string& who);
 
@@ -255,6 +255,8 @@ class Store {
   // Upserts every lease in one transaction: one commit (and, with synchronous=FULL, one fsync)
   // for a whole batch. Throws on a database error.
   void save_dhcp_leases(const std::vector<DhcpLease>& leases);
+  // The addresses `mac` holds a bound, unexpired lease on (committed before its ACK was sent).
+  std::vector<std::string> bound_lease_addresses(const std::string& mac);
   // Every live machine's MACs with its reserved address, if any (for the DHCP server's
   // "known machine" check and reservations).
   std::vector<std::pair<std::string, std::optional<std::string>>> list_machine_macs();

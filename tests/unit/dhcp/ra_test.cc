@@ -12,14 +12,14 @@ TEST(RouterAdvertisement, GoldenBytes) {
   o.prefixes.push_back(*p);
   const auto ra = encode_router_advertisement(o, {0x02, 0x11, 0x22, 0x33, 0x44, 0x55});
   const std::vector<std::uint8_t> want = {
-      134,  0,    0,    0,                             // type RA, code, checksum (kernel)
-      64,   0x00, 0,    0,                             // hop limit, no M/O, router lifetime 0
-      0,    0,    0,    0,    0,    0,    0,    0,     // reachable, retrans
-      1,    1,    0x02, 0x11, 0x22, 0x33, 0x44, 0x55,  // source link-layer address
-      3,    4,    64,   0x80,                          // prefix info: /64, on-link, not autonomous
-      0,    0,    0x0e, 0x10, 0,    0,    0x07, 0x08, 0, 0, 0, 0,  // valid 3600, preferred 1800,
-                                                                   // reserved
-      0xfd, 0x99, 0,    0,    0,    0,    0,    0x99, 0, 0, 0, 0, 0, 0, 0, 0};
+      134, 0, 0, 0,                              // type RA, code, checksum (kernel)
+      0, 0x00, 0, 0,                             // hop limit unspecified, no M/O, router lifetime 0
+      0, 0, 0, 0, 0, 0, 0, 0,                    // reachable, retrans
+      1, 1, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55,  // source link-layer address
+      3, 4, 64, 0x80,                            // prefix info: /64, on-link, not autonomous
+      0, 0, 0x0e, 0x10, 0, 0, 0x07, 0x08, 0, 0, 0, 0,  // valid 3600, preferred 1800,
+                                                       // reserved
+      0xfd, 0x99, 0, 0, 0, 0, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0};
   EXPECT_EQ(ra, want);
 
   o.prefixes.clear();

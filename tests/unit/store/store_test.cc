@@ -588,6 +588,9 @@ TEST_F(BootPathTest, DiscoveryRegistersOnceThenInventoryMakesReady) {
   ASSERT_TRUE(m) << m.error().message;
   EXPECT_EQ(m->state, proto::MachineState::kReady);
   EXPECT_EQ(nlohmann::json::parse(m->inventory_json)["cpus"], 2);
+  // Once ready, nobody unauthenticated rewrites it.
+  EXPECT_EQ(store_->record_inventory("52:54:00:00:00:01", {{"cpus", 8}}).error().code,
+            Errc::kConflict);
 
   // Once it is deploying, an unauthenticated inventory report cannot touch it.
   ASSERT_TRUE(store_->assign(m->id, {"web", "1", "op", false}));
@@ -618,10 +621,13 @@ TEST_F(BootPathTest, RetryFailedIsBounded) {
   ASSERT_FALSE(done);
   EXPECT_NE(done.error().message.find("3 deployments"), std::string::npos);
   EXPECT_EQ(store_->list_deployments(id)->size(), 3u);
-  // An operator's new assignment starts a fresh count.
-  auto again = store_->assign(id, {"web", "1", "op", false});
+  // An operator's new assignment starts a fresh count, even of the same version.
+  auto again = store_->assign(id, {"web", "2", "op", false});
   ASSERT_TRUE(again);
   fail_deployment(again->deployment.id);
+  auto fresh = store_->retry_failed(id, 3, "kilnd:retry");
+  ASSERT_TRUE(fresh) << fresh.error().message;
+  fail_deployment(fresh->deployment.id);
   EXPECT_TRUE(store_->retry_failed(id, 3, "kilnd:retry"));
 }
 
