@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The README's second command: installs what is missing, builds, runs every test with ctest
 # (unit tests and integration tests against a real kilnd), then runs the libFuzzer targets for
-# a bounded time (KILN_FUZZ_SECONDS per target, default 60; 0 skips). Exits non-zero on any
+# a bounded time (KILN_FUZZ_SECONDS per target, default 30; 0 skips). Exits non-zero on any
 # failure. Extra arguments go to ctest (e.g. -R api).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh
 (cd build && ctest --output-on-failure --timeout 600 "$@")
-if [[ "${KILN_FUZZ_SECONDS:-60}" -gt 0 ]]; then
-  deploy/fuzz.sh "${KILN_FUZZ_SECONDS:-60}"
+if [[ "${KILN_FUZZ_SECONDS:-30}" -gt 0 ]]; then
+  deploy/fuzz.sh "${KILN_FUZZ_SECONDS:-30}"
 fi

@@ -85,6 +85,12 @@ Result<std::string> BootService::generate(std::string_view rel, const boot::Requ
   return out;
 }
 
+int BootService::agent_boots(std::int64_t deployment_id) {
+  std::lock_guard lock(boots_mu_);
+  if (boots_.size() > 100'000) boots_.clear();  // a bound; losing counts only delays a cap
+  return ++boots_[deployment_id];
+}
+
 Result<std::string> BootService::render_for(const std::string& mac, const boot::Requester& who) {
   const std::string server = server_url();
   if (server.empty()) {
@@ -139,6 +145,24 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
     if (!d) return d.error();
     machine = std::move(d->first);
     created = d->second;
+  }
+
+  // An agent that never finishes (it crashes, the kernel panics, its reports cannot reach us)
+  // would otherwise resume the same deployment on every boot, forever: past max_agent_boots
+  // the deployment is failed here, and the bounded retries below take over.
+  if (machine->active_deployment_id &&
+      agent_boots(*machine->active_deployment_id) > options_.max_agent_boots) {
+    store::AgentReport r;
+    r.result = proto::DeploymentStatus::kFailed;
+    r.reason = "the agent booted " + std::to_string(options_.max_agent_boots) +
+               " times without finishing this deployment";
+    if (auto failed = store_.report_progress(*machine->active_deployment_id, r); failed) {
+      log_->warn("event=boot.deployment_abandoned mac={} machine={} deployment={} boots={}", mac,
+                 machine->id, failed->id, options_.max_agent_boots);
+    }
+    auto again = store_.get_machine(machine->id);
+    if (!again) return again.error();
+    machine = std::move(*again);
   }
 
   boot::MachineBootState st;

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "boot/artifacts.h"
 #include "boot/script.h"
@@ -49,6 +50,9 @@ struct BootOptions {
   // without a lease (proxy mode, another DHCP server, a relay kilnd does not lease for) is
   // served to any address.
   bool bind_to_lease = true;
+  // A deployment whose agent has booted this many times without a result is failed (then
+  // retried, bounded by `retries`): a crashing agent does not loop forever.
+  int max_agent_boots = 5;
   std::chrono::milliseconds token_ttl{6 * 3600 * 1000};
 };
 
@@ -68,6 +72,8 @@ class BootService {
   Result<std::string> render_for(const std::string& mac, const boot::Requester& who);
 
   std::string server_url() const;
+  // Counts a deploy script rendered for `deployment_id` (an agent boot); returns the count.
+  int agent_boots(std::int64_t deployment_id);
 
   BootOptions options_;
   mutable std::mutex url_mu_;  // options_.server_url may be set after serving started
@@ -76,6 +82,8 @@ class BootService {
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
   boot::Templates templates_ = boot::Templates::embedded();
+  std::mutex boots_mu_;
+  std::unordered_map<std::int64_t, int> boots_;  // deployment id -> deploy scripts rendered
 };
 
 }  // namespace kiln::daemon

@@ -122,7 +122,7 @@ Result<Config> load_config_file(const std::string& path, Config c) {
           *b, "boot.",
           {"roots", "server_url", "kernel", "initrd", "cmdline", "disk", "after", "after_discover",
            "localboot_bios", "localboot_efi", "poll_s", "retry_s", "retries", "discover_unknown",
-           "max_discovered", "scripts_dir", "token_ttl_s", "bind_to_lease"});
+           "max_discovered", "scripts_dir", "token_ttl_s", "bind_to_lease", "max_agent_boots"});
       get(*b, "roots", c.boot_roots);
       get(*b, "server_url", c.boot.server_url);
       while (!c.boot.server_url.empty() && c.boot.server_url.back() == '/') {
@@ -152,6 +152,7 @@ Result<Config> load_config_file(const std::string& path, Config c) {
       get(*b, "max_discovered", c.boot.max_discovered);
       get(*b, "scripts_dir", c.boot.scripts_dir);
       get(*b, "bind_to_lease", c.boot.bind_to_lease);
+      get(*b, "max_agent_boots", c.boot.max_agent_boots);
       if (auto t = b->find("token_ttl_s"); t != b->end()) {
         c.boot.token_ttl = std::chrono::seconds(t->get<int>());
       }
@@ -323,6 +324,7 @@ std::string dump_config(const Config& c) {
         {"max_discovered", c.boot.max_discovered},
         {"scripts_dir", c.boot.scripts_dir},
         {"bind_to_lease", c.boot.bind_to_lease},
+        {"max_agent_boots", c.boot.max_agent_boots},
         {"token_ttl_s",
          std::chrono::duration_cast<std::chrono::seconds>(c.boot.token_ttl).count()}}},
       {"dhcp",

@@ -10,7 +10,7 @@ for c in curl jq tftp sqlite3; do
 done
 
 cat >"$WORK/kilnd.json" <<JSON
-{ "boot": { "server_url": "http://10.99.0.1:8080", "retries": 1, "poll_s": 3,
+{ "boot": { "server_url": "http://10.99.0.1:8080", "retries": 1, "poll_s": 3, "max_agent_boots": 3,
             "cmdline": "console=ttyS0,115200 quiet", "localboot_efi": "exit" } }
 JSON
 start_kilnd --config "$WORK/kilnd.json" --tftp-listen 127.0.0.1:0
@@ -101,6 +101,22 @@ grep '^echo' "$WORK/script" | grep -q '[;$|&#]' && fail "iPXE syntax reached an 
 grep -q 'kiln.token' "$WORK/script" && fail "failed script holds a token" || ok
 api GET "/api/v1/machines/$ID/deployments"
 expect_eq "$(jqb '(.items // .) | length')" 2 "no third attempt"
+
+log "an agent that boots again and again without a result: the deployment is failed, then retried"
+api PUT "/api/v1/machines/$ID/assignment" '{"image":"demo","version":"1"}'
+expect_status 201 "reassign"
+LOOP_DEP=$(jqb .id)
+for _ in 1 2 3; do script "$HMAC" >/dev/null; done  # boot.max_agent_boots = 3 in this test
+grep -q "deployment $LOOP_DEP:" "$WORK/script" && ok || fail "boot 3 should still deploy $LOOP_DEP"
+script "$HMAC" >/dev/null                           # the 4th boot: failed, and retried
+api GET "/api/v1/deployments/$LOOP_DEP"
+expect_eq "$(jqb .status):$(jqb .status_reason)" \
+  "failed:the agent booted 3 times without finishing this deployment" "abandoned deployment"
+grep -q 'kiln.mode=deploy' "$WORK/script" && ! grep -q "deployment $LOOP_DEP:" "$WORK/script" && ok ||
+  fail "the 4th boot should start the retry deployment: $(cat "$WORK/script")"
+RETRY_TOKEN=$(sget kiln.token)
+TOKEN=$RETRY_TOKEN api POST /api/v1/agent/result '{"status":"failed","reason":"disk gone"}'
+expect_status 200 "the retry fails too"
 
 log "an operator reassigns; success makes the next boot local"
 api PUT "/api/v1/machines/$ID/assignment" '{"image":"demo","version":"1"}'
