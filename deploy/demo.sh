@@ -65,27 +65,26 @@ echo "$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)"
 echo "$(grep -m1 'KILN-TEST-OS' "$SERIAL" | cut -c12-)"
 row "first deploy (discover + demo:1)" "$(stage_t 'kiln-agent: done:')" "$T" "discovered at ${DISC}s"
 
+# redeploy TITLE VERSION_BOOTED N KILN-ARGS... — the CLI call, a power-on, the boot of the
+# expected version; one row of the table.
+redeploy() {
+  local title=$1 version=$2 n=$3 done_line
+  shift 3
+  step "$@"
+  SERIAL=$LAB_DIR/serial-$n.log
+  lab_vm_start "$SERIAL"
+  T=$(lab_wait_log "$SERIAL" "KILN-TEST-OS: BOOTED image=demo:$version" 180) || die "$title: demo:$version did not boot"
+  lab_vm_wait || true
+  done_line=$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)
+  echo "$done_line"
+  grep -m1 'KILN-TEST-OS' "$SERIAL" | cut -c12-
+  row "$title (demo:$version)" "$(stage_t 'kiln-agent: done:')" "$T" \
+    "$(sed -n 's/.*\(fetched [0-9.]* MiB, skipped [0-9.]* MiB\).*/\1/p' <<<"$done_line")"
+}
 b "== assign demo:2 and power on: a delta redeploy"
-step machine assign "$MAC" demo 2
-SERIAL=$LAB_DIR/serial-2.log
-lab_vm_start "$SERIAL"
-T=$(lab_wait_log "$SERIAL" 'KILN-TEST-OS: BOOTED image=demo:2' 180) || die "demo:2 did not boot"
-lab_vm_wait || true
-D=$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)
-echo "$D"
-echo "$(grep -m1 'KILN-TEST-OS' "$SERIAL" | cut -c12-)"
-row "delta redeploy (demo:2)" "$(stage_t 'kiln-agent: done:')" "$T" "$(sed -n 's/.*\(fetched [0-9.]* MiB, skipped [0-9.]* MiB\).*/\1/p' <<<"$D")"
-
+redeploy "delta redeploy" 2 2 machine assign "$MAC" demo 2
 b "== demo:2 misbehaves: roll back with one call and power on"
-step machine rollback "$MAC"
-SERIAL=$LAB_DIR/serial-3.log
-lab_vm_start "$SERIAL"
-T=$(lab_wait_log "$SERIAL" 'KILN-TEST-OS: BOOTED image=demo:1' 180) || die "the rollback did not boot demo:1"
-lab_vm_wait || true
-D=$(grep -m1 'kiln-agent: done:' "$SERIAL" | cut -c12-)
-echo "$D"
-echo "$(grep -m1 'KILN-TEST-OS' "$SERIAL" | cut -c12-)"
-row "rollback (demo:1)" "$(stage_t 'kiln-agent: done:')" "$T" "$(sed -n 's/.*\(fetched [0-9.]* MiB, skipped [0-9.]* MiB\).*/\1/p' <<<"$D")"
+redeploy "rollback" 1 3 machine rollback "$MAC"
 step machine history "$MAC"
 
 b "== seconds from power-on ($(lab_accel), $LAB_FIRMWARE, one vCPU)"
