@@ -167,6 +167,12 @@ void Engine::add_boot(Packet& p, const Packet& req, const RequestContext& ctx) c
   p.set(opt::kBootfile, d.file);
   if (d.kind == boot::BootDecision::Kind::kTftp) p.set(opt::kTftpServer, to_string(cfg_.server_id));
   if (d.http_client) p.set(opt::kVendorClass, std::string_view("HTTPClient"));
+  // Everything iPXE needs is in this offer: tell it not to wait 2 s for ProxyDHCP offers
+  // (DHCP_DISC_PROXY_TIMEOUT_SEC) on every start. Not in proxy mode, where the address comes
+  // from another server and ours is the ProxyDHCP offer.
+  if (!cfg_.proxy && boot::is_ipxe(req.user_class())) {
+    p.set(opt::kIpxeEncap, std::vector<std::uint8_t>{opt::kIpxeNoPxeDhcp, 1, 1});
+  }
 }
 
 Reply Engine::addressed(Reply r, const Packet& req) const {

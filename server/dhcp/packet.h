@@ -47,8 +47,10 @@ inline constexpr std::uint8_t kPad = 0, kSubnetMask = 1, kRouter = 3, kDns = 6, 
                               kMaxMessageSize = 57, kRenewalTime = 58, kRebindingTime = 59,
                               kVendorClass = 60, kClientId = 61, kTftpServer = 66, kBootfile = 67,
                               kUserClass = 77, kRelayAgent = 82, kClientArch = 93, kClientNdi = 94,
-                              kClientUuid = 97, kEnd = 255;
-}
+                              kClientUuid = 97, kIpxeEncap = 175, kEnd = 255;
+// iPXE's encapsulated option 175, sub-option 176 ("no-pxedhcp"): do not wait for ProxyDHCP.
+inline constexpr std::uint8_t kIpxeNoPxeDhcp = 176;
+}  // namespace opt
 
 struct Option {
   std::uint8_t code = 0;

@@ -247,6 +247,10 @@ TEST(DhcpEngine, PxeClientsGetBootFiles) {
   ipxe.set(opt::kUserClass, std::string_view("iPXE"));
   auto i = e.handle(ipxe, at(1));
   EXPECT_EQ(i.packet.file, "http://10.0.0.1:8080/boot/52-54-00-00-00-01.ipxe");
+  // iPXE is told not to wait for ProxyDHCP offers (175.176 = 1); a PXE ROM is not.
+  ASSERT_NE(i.packet.find(opt::kIpxeEncap), nullptr);
+  EXPECT_EQ(i.packet.find(opt::kIpxeEncap)->data, (std::vector<std::uint8_t>{176, 1, 1}));
+  EXPECT_EQ(o.packet.find(opt::kIpxeEncap), nullptr);
   Packet http = client(2, MessageType::kDiscover);
   http.set(opt::kVendorClass, std::string_view("HTTPClient:Arch:00016:UNDI:003001"));
   http.set(opt::kClientArch, std::vector<std::uint8_t>{0, 16});
@@ -269,6 +273,10 @@ TEST(DhcpEngine, ProxyModeAnswersOnlyPxeClientsWithoutAnAddress) {
   EXPECT_EQ(o.packet.file, "ipxe.efi");
   EXPECT_EQ(o.packet.vendor_class(), "PXEClient");
   EXPECT_FALSE(o.packet.lease_time());
+  Packet ipxe = pxe;
+  ipxe.set(opt::kUserClass, std::string_view("iPXE"));
+  EXPECT_EQ(e.handle(ipxe, at(0)).packet.find(opt::kIpxeEncap), nullptr)
+      << "in proxy mode iPXE must still look for our ProxyDHCP offer";
   EXPECT_EQ(e.leases().size(), 0u);
   // Its REQUEST to port 67 is the address server's business; the one to 4011 is ours.
   Packet req = pxe;
