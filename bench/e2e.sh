@@ -5,7 +5,7 @@
 #   kiln: kilnd (DHCP, RA, HTTP, /boot/<mac>.ipxe) + kiln-agent: signed manifest, chunks
 #         fetched by hash, verified before they are written, zero chunks as BLKZEROOUT, chunks
 #         already on the disk skipped (delta); then reboot, kilnd says "boot from disk".
-#   peer: dnsmasq (DHCP + RA) + busybox httpd (a CGI script: agent or sanboot) + a busybox
+#   peer: dnsmasq (DHCP + RA + iPXE's no-ProxyDHCP-wait option, as kilnd sends) + busybox httpd (a CGI script: agent or sanboot) + a busybox
 #         initramfs running `wget -O- URL | zstd -dc | dd of=/dev/vda bs=1M conv=fsync`,
 #         dropping the page cache and reading the image back to check its sha256 (the only
 #         check that stack can make, after the fact); then reboot, the CGI says sanboot.
@@ -145,6 +145,7 @@ PEER_PID+=($!)
 in_ns dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --interface="$LAB_BR" \
   --bind-interfaces --dhcp-range=10.99.0.100,10.99.0.199,1h --dhcp-userclass=set:ipxe,iPXE \
   --dhcp-boot=tag:ipxe,http://$LAB_SERVER:8081/cgi-bin/boot.ipxe --enable-ra \
+  --dhcp-option=tag:ipxe,encap:175,176,1 \
   --dhcp-range=fd99:0:0:99::,ra-only,64,1h --ra-param="$LAB_BR,60,0" --user=root \
   --dhcp-leasefile="$P/leases" --pid-file="$P/dnsmasq.pid" --log-facility="$P/dnsmasq.log" &
 PEER_PID+=($!)

@@ -252,6 +252,8 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   if (cfg.dhcp_mode != "off") {
     dhcp::ServerOptions dopts = cfg.dhcp;
     dopts.http_port = server.port();
+    // One answer to "where is kilnd's HTTP": the boot scripts' base URL, when configured.
+    if (dopts.boot.http_base.empty()) dopts.boot.http_base = cfg.boot.server_url;
     dhcp_server = std::make_unique<dhcp::Server>(dopts, store, metrics, log);
     if (auto st = dhcp_server->start(); !st) {
       log->critical("event=daemon.dhcp_failed err=\"{}\"", st.error().message);
