@@ -25,6 +25,7 @@
 #include "agent/disk.h"
 #include "agent/http.h"
 #include "agent/inventory.h"
+#include "agent/modules.h"
 #include "agent/raw_stream.h"
 
 using namespace kiln;
@@ -61,6 +62,7 @@ void usage() {
       "                  [--after none|reboot|kexec] [--workers N] [--memory MiB]\n"
       "                  [--retries N] [--timeout-ms N] [--no-delta] [--cmdline [FILE]]\n"
       "       kiln-agent --discover --server URL --mac MAC [--after none|reboot|poweroff]\n"
+      "       kiln-agent --load-modules DIR   (the initramfs's coldplug)\n"
       "With --cmdline the kernel command line supplies kiln.mode=deploy|discover,\n"
       "kiln.server=, kiln.token=, kiln.disk=, kiln.after=, kiln.mac=, kiln.mirror=\n"
       "(comma-separated), kiln.retries= and kiln.backoff_ms=. --discover posts this\n"
@@ -239,6 +241,12 @@ Status kexec_into(const img::Manifest& m, const std::string& disk) {
   const std::string dir = "/run/kiln-newroot";
   ::mkdir("/run", 0755);
   ::mkdir(dir.c_str(), 0755);
+  // The initramfs loads filesystem drivers only now (agent/modules.h), where they are needed.
+  if (auto index = read_module_index("/etc/kiln")) {
+    for (const auto& f : load_named(*index, index->kexec, "/lib/modules").failed) {
+      log("module failed: " + f);
+    }
+  }
   bool mounted = false;
   for (const char* fs : {"ext4", "xfs", "btrfs", "vfat"}) {
     if (::mount(part.c_str(), dir.c_str(), fs, MS_RDONLY, nullptr) == 0) {
@@ -409,9 +417,30 @@ int discover(const Options& o, const BaseUrl& base) {
   return kExitFailed;
 }
 
+// `kiln-agent --load-modules DIR`: coldplug from the initramfs's module index (agent/modules.h).
+int load_modules(const std::string& dir) {
+  const auto started = Clock::now();
+  auto index = read_module_index(dir);
+  if (!index) {
+    log(index.error().message);
+    return kExitFailed;
+  }
+  const auto r = coldplug(*index, "/lib/modules");
+  std::string names;
+  for (const auto& n : r.loaded) names += (names.empty() ? "" : " ") + n;
+  char took[32];
+  std::snprintf(took, sizeof took, "%.2f",
+                std::chrono::duration<double>(Clock::now() - started).count());
+  log("modules: loaded " + std::to_string(r.loaded.size()) + " of " +
+      std::to_string(index->order.size()) + " in " + took + " s (" + names + ")");
+  for (const auto& f : r.failed) log("module failed: " + f);
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--load-modules") return load_modules(argv[2]);
   Options o;
   try {
     parse_args(argc, argv, o);

@@ -59,7 +59,23 @@ for p in "${ORDER[@]}"; do
   mkdir -p "$R/lib/modules/$(dirname "$p")"
   cp "$KROOT/lib/modules/$KVER/$p" "$R/lib/modules/$p"
 done
-printf '%s\n' "${ORDER[@]}" >"$R/etc/modules.list"
+# The module index kiln-agent --load-modules reads (agent/modules.h): load order, each module's
+# modalias patterns and dependencies, and the filesystems loaded just before a kexec.
+printf '%s\n' "${ORDER[@]}" >"$R/etc/kiln/modules.list"
+: >"$R/etc/kiln/modules.alias"
+: >"$R/etc/kiln/modules.deps"
+for p in "${ORDER[@]}"; do
+  name=${p##*/}
+  name=${name%.ko}
+  name=${name//-/_}
+  info=$(tr '\0' '\n' <"$KROOT/lib/modules/$KVER/$p")
+  sed -n "s/^alias=\(.*\)/\1 $name/p" <<<"$info" >>"$R/etc/kiln/modules.alias"
+  for d in $(sed -n 's/^depends=//p' <<<"$info" | tr ',' ' '); do
+    echo "$name ${d//-/_}" >>"$R/etc/kiln/modules.deps"
+  done
+done
+: >"$R/etc/kiln/modules.always"
+printf '%s\n' vfat nls_cp437 nls_ascii ext4 >"$R/etc/kiln/modules.kexec"
 if [[ $(id -u) -eq 0 ]]; then
   mknod -m 600 "$R/dev/console" c 5 1
   mknod -m 666 "$R/dev/null" c 1 3
@@ -67,5 +83,5 @@ fi
 (cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 >"$OUT/initrd.img.tmp"
 mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
 cp "$KROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
-echo "build-initramfs: kernel $KVER ($KPKG), ${#ORDER[@]} modules, agent $(du -h "$AGENT" | cut -f1)," \
+echo "build-initramfs: kernel $KVER ($KPKG), ${#ORDER[@]} modules ($(wc -l <"$R/etc/kiln/modules.alias") aliases), agent $(du -h "$AGENT" | cut -f1)," \
   "trusted key: ${KEY:-none} -> $OUT/vmlinuz ($(du -h "$OUT/vmlinuz" | cut -f1)), $OUT/initrd.img ($(du -h "$OUT/initrd.img" | cut -f1))"
