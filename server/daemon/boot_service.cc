@@ -113,7 +113,10 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
 
   if (options_.bind_to_lease) {
     auto leased = store_.bound_lease_addresses(mac);
-    if (!leased.empty() && std::find(leased.begin(), leased.end(), who.address) == leased.end()) {
+    // A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.
+    std::string_view peer = who.address;
+    if (peer.rfind("::ffff:", 0) == 0) peer.remove_prefix(7);
+    if (!leased.empty() && std::find(leased.begin(), leased.end(), peer) == leased.end()) {
       log_->warn(
           "event=boot.script_refused mac={} peer={} proto={} leased={} "
           "msg=\"not the address leased to this MAC\"",

@@ -153,6 +153,17 @@ api GET /api/v1/machines
 expect_eq "$(jqb '.items | length')" 1 "bad requests registered nothing"
 stop_kilnd
 
+log "a dual-stack listener sees the leased IPv4 client as ::ffff:127.0.0.1: still its address"
+sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '127.0.0.1', expires_at = $exp WHERE mac = '$MAC'"
+KILND_LISTEN='[::]:0' start_kilnd --config "$WORK/kilnd.json"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${URL##*:}/boot/$HMAC.ipxe")
+expect_eq "$code" 200 "script over a dual-stack listener from the leased address"
+sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '10.99.0.150' WHERE mac = '$MAC'"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${URL##*:}/boot/$HMAC.ipxe")
+expect_eq "$code" 404 "script over a dual-stack listener from another address"
+stop_kilnd
+sqlite3 "$DB" "UPDATE dhcp_leases SET expires_at = 1 WHERE mac = '$MAC'"
+
 log "discovery off: an unknown MAC gets nothing and is not registered"
 cat >"$WORK/off.json" <<JSON
 { "boot": { "server_url": "http://10.99.0.1:8080", "discover_unknown": false } }
