@@ -906,7 +906,19 @@ struct Api::Impl {
       const json& inv = b.value("inventory", json(nullptr));
       if (!inv.is_object()) fail(Errc::kBadRequest, "field 'inventory' must be an object");
       if (inv.dump().size() > 64 * 1024) fail(Errc::kInvalid, "inventory larger than 64 KiB");
-      auto m = take(store.record_inventory(mac, inv));
+      // The machine's other NICs identify it too, whichever it boots from next time.
+      std::vector<std::string> others;
+      if (auto nics = inv.find("nics"); nics != inv.end() && nics->is_array()) {
+        for (const auto& nic : *nics) {
+          if (!nic.is_object() || !nic.contains("mac") || !nic["mac"].is_string()) continue;
+          auto n = normalize_mac(nic["mac"].get<std::string>());
+          if (n && *n != mac && *n != "00:00:00:00:00:00" &&
+              std::find(others.begin(), others.end(), *n) == others.end() && others.size() < 32) {
+            others.push_back(*n);
+          }
+        }
+      }
+      auto m = take(store.record_inventory(mac, inv, others));
       log->info("event=machine.inventory machine={} mac={} state={}", m.id, mac,
                 proto::to_string(m.state));
       return machine_response(bhttp::status::ok, m);

@@ -729,7 +729,8 @@ Result<std::pair<Machine, bool>> Store::discover_machine(const std::string& mac,
   return created.error();
 }
 
-Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::json& inventory) {
+Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::json& inventory,
+                                        const std::vector<std::string>& other_macs) {
   if (!inventory.is_object()) return make_error(Errc::kInvalid, "inventory must be an object");
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
@@ -753,8 +754,26 @@ Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::
       .bind(2, now)
       .bind(3, id)
       .run();
-  append_event(db, now, "machine.inventory", id, std::nullopt,
-               {{"mac", mac}, {"from_state", state}});
+  std::vector<std::string> added, skipped;
+  for (const auto& other : other_macs) {
+    auto owner = db.prepare("SELECT machine_id FROM machine_macs WHERE mac = ?");
+    owner.bind(1, other);
+    if (owner.step()) {
+      if (owner.int64(0) != id) skipped.push_back(other);
+      continue;
+    }
+    db.prepare(
+          "INSERT INTO machine_macs (mac, machine_id, position) VALUES (?, ?, "
+          "(SELECT COALESCE(MAX(position), -1) + 1 FROM machine_macs WHERE machine_id = ?))")
+        .bind(1, other)
+        .bind(2, id)
+        .bind(3, id)
+        .run();
+    added.push_back(other);
+  }
+  append_event(
+      db, now, "machine.inventory", id, std::nullopt,
+      {{"mac", mac}, {"from_state", state}, {"macs_added", added}, {"macs_skipped", skipped}});
   auto m = load_machine(db, id);
   tx.commit();
   return std::move(*m);

@@ -229,7 +229,10 @@ class Store {
   Result<std::pair<Machine, bool>> discover_machine(const std::string& mac, const std::string& who);
   // Stores what the discovery agent found (a JSON object) and moves a `discovered` machine to
   // `ready`. In any other state the report is refused (conflict): it is not authenticated.
-  Result<Machine> record_inventory(const std::string& mac, const nlohmann::json& inventory);
+  // `other_macs` (the machine's other NICs, canonical) are added to the machine, so it is
+  // recognized whichever NIC it boots from next; one already registered elsewhere is skipped.
+  Result<Machine> record_inventory(const std::string& mac, const nlohmann::json& inventory,
+                                   const std::vector<std::string>& other_macs = {});
   // Retries a failed machine: when its latest deployment failed and fewer than
   // `max_attempts` deployments of that version failed in a row (counting back to the last one
   // not requested by `who`), creates a new deployment of the same version, requested by

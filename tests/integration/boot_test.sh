@@ -43,9 +43,10 @@ log "TFTP serves the same script through the shared resolver"
 cmp -s "$WORK/tftp.ipxe" "$WORK/script" && ok || fail "TFTP script differs: $(cat "$WORK/tftp.ipxe")"
 
 log "the inventory makes it ready; a ready machine waits (polls)"
-TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52-54-00-aa-00-01","inventory":{"cpu":{"threads":2},"disks":[{"name":"vda"}]}}'
+TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52-54-00-aa-00-01","inventory":{"cpu":{"threads":2},"disks":[{"name":"vda"}],"nics":[{"mac":"52:54:00:aa:00:01"},{"mac":"52:54:00:AA:01:01"},{"mac":"junk"}]}}'
 expect_status 200 "inventory from the discovery agent (no token)"
 expect_eq "$(jqb .state):$(jqb .inventory.cpu.threads)" "ready:2" "machine after inventory"
+expect_eq "$(jqb '.macs | join(",")')" "52:54:00:aa:00:01,52:54:00:aa:01:01" "its second NIC joins it"
 TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52:54:00:aa:00:99","inventory":{}}'
 expect_status 404 "inventory for a MAC that never booted"
 TOKEN='' api POST /api/v1/agent/inventory '{"mac":"nonsense","inventory":{}}'

@@ -589,6 +589,7 @@ TEST_F(BootPathTest, DiscoveryRegistersOnceThenInventoryMakesReady) {
   EXPECT_EQ(m->state, proto::MachineState::kReady);
   EXPECT_EQ(nlohmann::json::parse(m->inventory_json)["cpus"], 2);
   // Once ready, nobody unauthenticated rewrites it.
+  EXPECT_EQ(m->macs, (std::vector<std::string>{"52:54:00:00:00:01"}));
   EXPECT_EQ(store_->record_inventory("52:54:00:00:00:01", {{"cpus", 8}}).error().code,
             Errc::kConflict);
 
@@ -598,6 +599,23 @@ TEST_F(BootPathTest, DiscoveryRegistersOnceThenInventoryMakesReady) {
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, Errc::kConflict);
   EXPECT_EQ(nlohmann::json::parse(store_->get_machine(m->id)->inventory_json)["cpus"], 2);
+}
+
+TEST_F(BootPathTest, InventoryAddsTheOtherNics) {
+  ASSERT_TRUE(store_->discover_machine("52:54:00:00:00:10", "kilnd:pxe"));
+  auto other = store_->discover_machine("52:54:00:00:00:20", "kilnd:pxe");  // another machine
+  ASSERT_TRUE(other);
+  auto m = store_->record_inventory("52:54:00:00:00:10", {{"nics", 2}},
+                                    {"52:54:00:00:00:11", "52:54:00:00:00:20"});
+  ASSERT_TRUE(m) << m.error().message;
+  // Its second NIC is now its own; the one another machine holds stays with that machine.
+  EXPECT_EQ(m->macs, (std::vector<std::string>{"52:54:00:00:00:10", "52:54:00:00:00:11"}));
+  EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:11")->id, m->id);
+  EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:20")->id, other->first.id);
+  auto ev = store_->events_since(0, 100, m->id);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back().type, "machine.inventory");
+  EXPECT_EQ(ev.back().data["macs_skipped"], nlohmann::json::array({"52:54:00:00:00:20"}));
 }
 
 TEST_F(BootPathTest, RetryFailedIsBounded) {
