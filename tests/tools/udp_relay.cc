@@ -3,7 +3,7 @@
 // without sch_netem).
 //
 //   udp_relay --upstream PORT [--listen PORT] [--port-file FILE] [--delay-ms MS]
-//             [--loss P] [--duplicate P] [--seed N] [--lifetime-s S]
+//             [--loss P] [--duplicate P] [--down-only] [--seed N] [--lifetime-s S]
 //
 // Listens on 127.0.0.1:PORT (0: ephemeral, written to --port-file). Each client address gets
 // its own upstream socket; the first datagram goes to 127.0.0.1:UPSTREAM, later ones to
@@ -11,8 +11,10 @@
 // Replies reach the client from the relay's listening port, which clients accept as the
 // server's TID. Every datagram, either way, is delayed by --delay-ms (so the round trip gains
 // twice that), dropped with probability --loss and sent twice with probability --duplicate
-// (seeded: runs are reproducible). Prints "forwarded=N dropped=N duplicated=N" at exit.
-// Bounded: exits after --lifetime-s seconds (default 600) or on SIGTERM/SIGINT.
+// (seeded: runs are reproducible); with --down-only, only server-to-client datagrams are
+// dropped or duplicated (the client's requests and ACKs always arrive). Prints "forwarded=N
+// dropped=N duplicated=N" at exit. Bounded: exits after --lifetime-s seconds (default 600) or on
+// SIGTERM/SIGINT.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -59,6 +61,7 @@ std::string key(const sockaddr_in& a) {
 int main(int argc, char** argv) {
   int listen_port = 0, upstream = 0, delay_ms = 0, lifetime_s = 600;
   double loss = 0, duplicate = 0;
+  bool down_only = false;
   unsigned seed = 1;
   std::string port_file;
   for (int i = 1; i < argc; ++i) {
@@ -82,6 +85,8 @@ int main(int argc, char** argv) {
       loss = std::stod(next());
     else if (a == "--duplicate")
       duplicate = std::stod(next());
+    else if (a == "--down-only")
+      down_only = true;
     else if (a == "--seed")
       seed = static_cast<unsigned>(std::stoul(next()));
     else if (a == "--lifetime-s")
@@ -131,11 +136,12 @@ int main(int argc, char** argv) {
   std::vector<char> buf(70000);
 
   auto schedule = [&](int fd, const sockaddr_in& to, const char* p, std::size_t n, Session* srv) {
-    if (uni(rng) < loss) {
+    const bool impaired = !(down_only && srv != nullptr);  // srv set: client to server
+    if (impaired && uni(rng) < loss) {
       ++dropped;
       return;
     }
-    const int copies = uni(rng) < duplicate ? 2 : 1;
+    const int copies = impaired && uni(rng) < duplicate ? 2 : 1;
     if (copies == 2) ++duplicated;
     for (int c = 0; c < copies; ++c) {
       queue.emplace(Clock::now() + std::chrono::milliseconds(delay_ms),
