@@ -22,8 +22,9 @@ for c in qemu-system-x86_64 dnsmasq busybox zstd jq; do
   command -v "$c" >/dev/null || { echo "bench/e2e: missing $c (deploy/install-deps.sh --bench)" >&2; exit 1; }
 done
 source "$ROOT/deploy/lab/lab.sh"
-PEER_PID=() 
+PEER_PID=()
 cleanup() {
+  set +e  # a killed server's non-zero wait status must not end the cleanup half-way
   for p in "${PEER_PID[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   lab_down
 }
