@@ -1,6 +1,6 @@
 #include "boot/pxe.h"
 
-#include <algorithm>
+#include "core/mac.h"
 
 namespace kiln::boot {
 
@@ -28,9 +28,9 @@ BootDecision decide(const BootClient& c, const BootPolicy& p) {
     }
     std::string path = p.script_path;
     // Hyphens, as iPXE's ${net0/mac:hexhyp}: a colon in a URL path is best avoided.
-    std::string mac = c.mac;
-    std::replace(mac.begin(), mac.end(), ':', '-');
-    if (auto at = path.find("{mac}"); at != std::string::npos) path.replace(at, 5, mac);
+    if (auto at = path.find("{mac}"); at != std::string::npos) {
+      path.replace(at, 5, mac_hyphenated(c.mac));
+    }
     d.kind = BootDecision::Kind::kHttp;
     d.file = p.http_base + path;
     d.reason = "ipxe-script";

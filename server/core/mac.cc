@@ -1,5 +1,6 @@
 #include "core/mac.h"
 
+#include <algorithm>
 #include <cctype>
 
 namespace kiln {
@@ -26,6 +27,12 @@ std::optional<std::string> normalize_mac(std::string_view s) {
     if (i) out.push_back(':');
     out.append(hex, static_cast<std::size_t>(i) * 2, 2);
   }
+  return out;
+}
+
+std::string mac_hyphenated(std::string_view canonical) {
+  std::string out(canonical);
+  std::replace(out.begin(), out.end(), ':', '-');
   return out;
 }
 

@@ -97,12 +97,10 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
     return make_error(Errc::kInvalid,
                       "boot.server_url is not set and http.listen is a wildcard address");
   }
-  std::string mac_hyphens = mac;
-  std::replace(mac_hyphens.begin(), mac_hyphens.end(), ':', '-');
   boot::Templates::Vars vars{
       {"mac", mac},
       {"server", server},
-      {"script_url", server + "/boot/" + mac_hyphens + ".ipxe"},
+      {"script_url", server + "/boot/" + mac_hyphenated(mac) + ".ipxe"},
       {"kernel_url", server + "/files/" + options_.kernel},
       {"initrd_url", server + "/files/" + options_.initrd},
       {"initrd_name", base_name(options_.initrd)},

@@ -17,6 +17,7 @@ TEST(Mac, NormalizesAcceptedForms) {
   EXPECT_EQ(normalize_mac("52:54:00:AB:cd:0F"), "52:54:00:ab:cd:0f");
   EXPECT_EQ(normalize_mac("52-54-00-ab-cd-0f"), "52:54:00:ab:cd:0f");
   EXPECT_EQ(normalize_mac("525400abcd0f"), "52:54:00:ab:cd:0f");
+  EXPECT_EQ(mac_hyphenated("52:54:00:ab:cd:0f"), "52-54-00-ab-cd-0f");
 }
 
 TEST(Mac, RejectsMalformed) {
