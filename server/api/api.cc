@@ -16,6 +16,7 @@
 #include "images/chunk_store.h"
 #include "proto/api_types.h"
 #include "proto/image_file.h"
+#include "proto/resources.h"
 #include "store/sqlite.h"
 
 namespace kiln::api {
@@ -29,138 +30,6 @@ namespace {
 // --- rendering -------------------------------------------------------------------------------
 
 json ts(std::int64_t ms) { return format_rfc3339_ms(ms); }
-json ts(const std::optional<std::int64_t>& ms) {
-  return ms ? json(format_rfc3339_ms(*ms)) : json(nullptr);
-}
-json ref(const std::optional<store::VersionRef>& v) {
-  if (!v) return nullptr;
-  return {{"image", v->name}, {"version", v->version}};
-}
-
-void append_ref(std::string& out, const std::optional<store::VersionRef>& v) {
-  if (!v) {
-    out += "null";
-    return;
-  }
-  out += "{\"image\":";
-  json_append_string(out, v->name);
-  out += ",\"version\":";
-  json_append_string(out, v->version);
-  out += "}";
-}
-
-// Machines are rendered straight to text (lists hold thousands of them); keys in the same
-// sorted order nlohmann::json uses elsewhere.
-void append_machine(std::string& out, const store::Machine& m) {
-  out += "{\"assignment\":";
-  if (m.active_deployment_id) {
-    out += "{\"deployment_id\":";
-    json_append_int(out, *m.active_deployment_id);
-    out += ",\"image\":";
-    json_append_string(out, m.assigned_version ? m.assigned_version->name : "");
-    out += ",\"version\":";
-    json_append_string(out, m.assigned_version ? m.assigned_version->version : "");
-    out += "}";
-  } else {
-    out += "null";
-  }
-  out += ",\"created_at\":";
-  json_append_string(out, format_rfc3339_ms(m.created_at));
-  out += ",\"current_version\":";
-  append_ref(out, m.current_version);
-  out += ",\"id\":";
-  json_append_int(out, m.id);
-  out += ",\"inventory\":";
-  out += m.inventory_json.empty() ? "{}" : m.inventory_json;
-  out += ",\"ipv4\":";
-  if (m.ipv4) {
-    json_append_string(out, *m.ipv4);
-  } else {
-    out += "null";
-  }
-  out += ",\"labels\":{";
-  bool first = true;
-  for (const auto& [k, v] : m.labels) {
-    if (!first) out.push_back(',');
-    first = false;
-    json_append_string(out, k);
-    out.push_back(':');
-    json_append_string(out, v);
-  }
-  out += "},\"macs\":[";
-  first = true;
-  for (const auto& mac : m.macs) {
-    if (!first) out.push_back(',');
-    first = false;
-    json_append_string(out, mac);
-  }
-  out += "],\"name\":";
-  json_append_string(out, m.name);
-  out += ",\"state\":";
-  json_append_string(out, proto::to_string(m.state));
-  out += ",\"state_reason\":";
-  json_append_string(out, m.state_reason);
-  out += ",\"updated_at\":";
-  json_append_string(out, format_rfc3339_ms(m.updated_at));
-  out += ",\"uuid\":";
-  if (m.uuid) {
-    json_append_string(out, *m.uuid);
-  } else {
-    out += "null";
-  }
-  out += "}";
-}
-
-json to_json(const store::Deployment& d) {
-  json duration = nullptr;
-  if (d.finished_at) duration = *d.finished_at - d.created_at;
-  return {{"id", d.id},
-          {"machine_id", d.machine_id},
-          {"kind", d.kind},
-          {"from", ref(d.from_version)},
-          {"to", ref(d.to_version)},
-          {"requested_by", d.requested_by},
-          {"created_at", ts(d.created_at)},
-          {"status", proto::to_string(d.status)},
-          {"status_reason", d.status_reason},
-          {"stage", d.stage},
-          {"bytes_done", d.bytes_done},
-          {"bytes_total", d.bytes_total},
-          {"started_at", ts(d.started_at)},
-          {"finished_at", ts(d.finished_at)},
-          {"duration_ms", duration}};
-}
-
-json to_json(const store::ImageVersion& v) {
-  return {{"name", v.name},
-          {"version", v.version},
-          {"size_bytes", v.size_bytes},
-          {"sha256", v.sha256},
-          {"format", v.format},
-          {"source_url", v.source_url ? json(*v.source_url) : json(nullptr)},
-          {"description", v.description},
-          {"labels", v.labels},
-          {"created_by", v.created_by},
-          {"created_at", ts(v.created_at)}};
-}
-
-json to_json(const store::Token& t) {
-  return {{"id", t.id},
-          {"name", t.name},
-          {"scope", proto::to_string(t.scope)},
-          {"created_at", ts(t.created_at)},
-          {"revoked_at", ts(t.revoked_at)}};
-}
-
-json to_json(const store::Event& e) {
-  return {{"id", e.id},
-          {"time", ts(e.created_at)},
-          {"type", e.type},
-          {"machine_id", e.machine_id ? json(*e.machine_id) : json(nullptr)},
-          {"deployment_id", e.deployment_id ? json(*e.deployment_id) : json(nullptr)},
-          {"data", e.data}};
-}
-
 bhttp::status status_for(Errc e) {
   switch (e) {
     case Errc::kBadRequest:
@@ -207,7 +76,7 @@ Response raw_json_response(bhttp::status st, std::string body) {
 
 Response machine_response(bhttp::status st, const store::Machine& m) {
   std::string body;
-  append_machine(body, m);
+  proto::append_json(body, m);
   return raw_json_response(st, std::move(body));
 }
 
@@ -634,7 +503,7 @@ struct Api::Impl {
       body.reserve(page.items.size() * 400 + 64);
       for (std::size_t i = 0; i < page.items.size(); ++i) {
         if (i) body.push_back(',');
-        append_machine(body, page.items[i]);
+        proto::append_json(body, page.items[i]);
       }
       body += "],\"next_after\":";
       if (page.next_after) {

@@ -51,4 +51,103 @@ std::optional<std::map<std::string, std::string>> parse_query(std::string_view q
   return out;
 }
 
+namespace {
+
+// A decimal port, 0-65535, digits only.
+std::optional<std::uint16_t> parse_port(std::string_view p) {
+  if (p.empty() || p.size() > 5) return std::nullopt;
+  unsigned n = 0;
+  for (char c : p) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (n > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(n);
+}
+
+}  // namespace
+
+Result<HostPort> parse_host_port(std::string_view text, bool allow_empty_host) {
+  const auto bad = [&](const std::string& why) {
+    return make_error(Errc::kInvalid, "'" + std::string(text) + "' is not host:port (" + why + ")");
+  };
+  HostPort out;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return bad("unclosed '['");
+    out.host = std::string(text.substr(1, close - 1));
+    auto after = text.substr(close + 1);
+    if (after.empty() || after.front() != ':') return bad("no port");
+    port = after.substr(1);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad("no port");
+    out.host = std::string(text.substr(0, colon));
+    port = text.substr(colon + 1);
+  }
+  if (out.host.empty() && !allow_empty_host) return bad("no host");
+  auto p = parse_port(port);
+  if (!p) return bad("port must be 0-65535");
+  out.port = *p;
+  return out;
+}
+
+std::string HttpUrl::host_header() const {
+  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  if (port != (tls ? 443 : 80)) h += ":" + std::to_string(port);
+  return h;
+}
+
+Result<HttpUrl> parse_http_url(std::string_view url) {
+  const auto bad = [&](const std::string& why) {
+    return make_error(Errc::kInvalid, "URL '" + std::string(url) + "' " + why);
+  };
+  HttpUrl out;
+  std::string_view rest;
+  if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else if (url.rfind("https://", 0) == 0) {
+    out.tls = true;
+    rest = url.substr(8);
+  } else {
+    return bad("must start with http:// or https://");
+  }
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    return bad("must not have a query or fragment");
+  }
+  const auto slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
+  if (authority.find('@') != std::string_view::npos) return bad("must not contain user info");
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return bad("has an unclosed '['");
+    out.host = std::string(authority.substr(1, close - 1));
+    auto after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return bad("is malformed");
+      port = after.substr(1);
+    }
+  } else {
+    const auto colon = authority.find(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+  }
+  if (out.host.empty()) return bad("has no host");
+  if (port.empty()) {
+    out.port = out.tls ? 443 : 80;
+  } else {
+    auto p = parse_port(port);
+    if (!p || *p == 0) return bad("has a bad port '" + std::string(port) + "'");
+    out.port = *p;
+  }
+  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
+  out.path = std::string(path);
+  out.url = std::string(url);
+  while (!out.url.empty() && out.url.back() == '/') out.url.pop_back();
+  return out;
+}
+
 }  // namespace kiln

@@ -22,34 +22,21 @@
 #include "core/clock.h"
 #include "core/result.h"
 #include "proto/api_types.h"
+#include "proto/resources.h"
 #include "store/migrations.h"
 
 namespace kiln::store {
 
 class Db;
 
-struct VersionRef {
-  std::int64_t id = 0;
-  std::string name;
-  std::string version;
-};
-
-struct Machine {
-  std::int64_t id = 0;
-  std::string name;
-  std::vector<std::string> macs;  // canonical lower-case, first one is the primary
-  std::optional<std::string> uuid;
-  std::optional<std::string> ipv4;  // reserved address (dotted quad), for DHCP
-  proto::MachineState state = proto::MachineState::kDiscovered;
-  std::string state_reason;
-  std::map<std::string, std::string> labels;
-  std::string inventory_json = "{}";          // a JSON object, as stored (validated on write)
-  std::optional<VersionRef> current_version;  // what its disk holds (last succeeded deploy)
-  std::optional<std::int64_t> active_deployment_id;
-  std::optional<VersionRef> assigned_version;  // target of the active deployment
-  std::int64_t created_at = 0;
-  std::int64_t updated_at = 0;
-};
+// The API resources are proto's value types (proto/resources.h); the store persists them.
+using proto::AgentReport;
+using proto::Deployment;
+using proto::Event;
+using proto::ImageVersion;
+using proto::Machine;
+using proto::Token;
+using proto::VersionRef;
 
 // A DHCP lease row (dhcp/engine.h has the live table; this is its persisted form).
 struct DhcpLease {
@@ -86,37 +73,6 @@ struct MachinePage {
 // A label patch: a value sets the label, nullopt removes it.
 using LabelPatch = std::map<std::string, std::optional<std::string>>;
 
-struct ImageVersion {
-  std::int64_t id = 0;
-  std::string name;
-  std::string version;
-  std::int64_t size_bytes = 0;
-  std::string sha256;
-  std::string format = "kiln";
-  std::optional<std::string> source_url;
-  std::string description;
-  nlohmann::json labels = nlohmann::json::object();
-  std::string created_by;
-  std::int64_t created_at = 0;
-};
-
-struct Deployment {
-  std::int64_t id = 0;
-  std::int64_t machine_id = 0;
-  std::optional<VersionRef> from_version;
-  VersionRef to_version;
-  std::string kind;  // "assign" | "rollback"
-  std::string requested_by;
-  std::int64_t created_at = 0;
-  proto::DeploymentStatus status = proto::DeploymentStatus::kPending;
-  std::string status_reason;
-  std::string stage;
-  std::int64_t bytes_done = 0;
-  std::int64_t bytes_total = 0;
-  std::optional<std::int64_t> started_at;
-  std::optional<std::int64_t> finished_at;
-};
-
 struct AssignRequest {
   std::string image;
   std::string version;
@@ -132,35 +88,6 @@ struct AssignOutcome {
 
 struct BulkOutcome {
   std::vector<std::pair<std::int64_t, AssignOutcome>> results;  // machine id -> outcome
-};
-
-// What an agent reports while it works and when it is done.
-// Fields left unset keep their previous values.
-struct AgentReport {
-  std::optional<std::string> stage;
-  std::optional<std::int64_t> bytes_done;
-  std::optional<std::int64_t> bytes_total;
-  // Set on the final report: succeeded or failed (with reason).
-  std::optional<proto::DeploymentStatus> result;
-  std::string reason;
-  nlohmann::json detail = nlohmann::json::object();  // rate, eta, stage timings, ...
-};
-
-struct Token {
-  std::int64_t id = 0;
-  std::string name;
-  proto::Scope scope = proto::Scope::kRead;
-  std::int64_t created_at = 0;
-  std::optional<std::int64_t> revoked_at;
-};
-
-struct Event {
-  std::int64_t id = 0;
-  std::int64_t created_at = 0;
-  std::string type;
-  std::optional<std::int64_t> machine_id;
-  std::optional<std::int64_t> deployment_id;
-  nlohmann::json data = nlohmann::json::object();
 };
 
 struct StoreOptions {

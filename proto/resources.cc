@@ -1,0 +1,388 @@
+#include "proto/resources.h"
+
+#include "core/json_writer.h"
+#include "core/time.h"
+
+namespace kiln::proto {
+
+using json = nlohmann::json;
+
+namespace {
+
+json ts(std::int64_t ms) { return format_rfc3339_ms(ms); }
+json ts(const std::optional<std::int64_t>& ms) { return ms ? ts(*ms) : json(nullptr); }
+json ref(const std::optional<VersionRef>& v) { return v ? to_json(*v) : json(nullptr); }
+template <typename T>
+json opt(const std::optional<T>& v) {
+  return v ? json(*v) : json(nullptr);
+}
+
+// --- decoding: one exception type, caught once per decode ---------------------------------
+
+struct DecodeError {
+  std::string message;
+};
+
+[[noreturn]] void bad(const char* key, const char* want) {
+  throw DecodeError{std::string("property '") + key + "' must be " + want};
+}
+
+const json* find(const json& j, const char* key, bool required) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (required) throw DecodeError{std::string("property '") + key + "' is required"};
+    return nullptr;
+  }
+  return &*it;
+}
+
+std::optional<std::string> opt_string(const json& j, const char* key, bool required = false) {
+  const json* v = find(j, key, required);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) bad(key, "a string");
+  return v->get<std::string>();
+}
+std::string string(const json& j, const char* key) { return *opt_string(j, key, true); }
+std::string string_or_empty(const json& j, const char* key) {
+  return opt_string(j, key).value_or("");
+}
+
+std::optional<std::int64_t> opt_int(const json& j, const char* key, bool required = false) {
+  const json* v = find(j, key, required);
+  if (!v) return std::nullopt;
+  if (!v->is_number_integer()) bad(key, "an integer");
+  return v->get<std::int64_t>();
+}
+std::int64_t integer(const json& j, const char* key) { return *opt_int(j, key, true); }
+
+std::optional<std::int64_t> opt_time(const json& j, const char* key, bool required = false) {
+  auto s = opt_string(j, key, required);
+  if (!s) return std::nullopt;
+  auto ms = parse_rfc3339_ms(*s);
+  if (!ms) bad(key, "an RFC 3339 UTC time");
+  return ms;
+}
+std::int64_t time(const json& j, const char* key) { return *opt_time(j, key, true); }
+
+const json& object(const json& j, const char* key, bool required = false) {
+  static const json kEmpty = json::object();
+  const json* v = find(j, key, required);
+  if (!v) return kEmpty;
+  if (!v->is_object()) bad(key, "an object");
+  return *v;
+}
+
+std::map<std::string, std::string> string_map(const json& j, const char* key) {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : object(j, key).items()) {
+    if (!v.is_string()) bad(key, "an object of strings");
+    out[k] = v.get<std::string>();
+  }
+  return out;
+}
+
+std::optional<VersionRef> opt_ref(const json& j, const char* key, bool required = false) {
+  const json* v = find(j, key, required);
+  if (!v) return std::nullopt;
+  if (!v->is_object()) bad(key, "an object {image, version}");
+  VersionRef r;
+  r.name = string(*v, "image");
+  r.version = string(*v, "version");
+  return r;
+}
+
+template <typename E>
+E enum_value(const json& j, const char* key, std::optional<E> (*parse)(std::string_view),
+             const char* want) {
+  auto e = parse(string(j, key));
+  if (!e) bad(key, want);
+  return *e;
+}
+
+template <typename T, typename F>
+Result<T> decode(const json& j, const char* what, F&& f) {
+  if (!j.is_object())
+    return make_error(Errc::kBadRequest, std::string(what) + " must be an object");
+  try {
+    return f();
+  } catch (const DecodeError& e) {
+    return make_error(Errc::kBadRequest, std::string(what) + ": " + e.message);
+  }
+}
+
+}  // namespace
+
+// --- encoders ------------------------------------------------------------------------------
+
+json to_json(const VersionRef& v) { return {{"image", v.name}, {"version", v.version}}; }
+
+json to_json(const Machine& m) {
+  std::string text;
+  append_json(text, m);
+  return json::parse(text);
+}
+
+namespace {
+void append_ref(std::string& out, const std::optional<VersionRef>& v) {
+  if (!v) {
+    out += "null";
+    return;
+  }
+  out += "{\"image\":";
+  json_append_string(out, v->name);
+  out += ",\"version\":";
+  json_append_string(out, v->version);
+  out += "}";
+}
+void append_opt_string(std::string& out, const std::optional<std::string>& s) {
+  if (s) {
+    json_append_string(out, *s);
+  } else {
+    out += "null";
+  }
+}
+}  // namespace
+
+void append_json(std::string& out, const Machine& m) {
+  // Keys in the sorted order nlohmann::json uses for the other resources.
+  out += "{\"assignment\":";
+  if (m.active_deployment_id) {
+    out += "{\"deployment_id\":";
+    json_append_int(out, *m.active_deployment_id);
+    out += ",\"image\":";
+    json_append_string(out, m.assigned_version ? m.assigned_version->name : "");
+    out += ",\"version\":";
+    json_append_string(out, m.assigned_version ? m.assigned_version->version : "");
+    out += "}";
+  } else {
+    out += "null";
+  }
+  out += ",\"created_at\":";
+  json_append_string(out, format_rfc3339_ms(m.created_at));
+  out += ",\"current_version\":";
+  append_ref(out, m.current_version);
+  out += ",\"id\":";
+  json_append_int(out, m.id);
+  out += ",\"inventory\":";
+  out += m.inventory_json.empty() ? "{}" : m.inventory_json;
+  out += ",\"ipv4\":";
+  append_opt_string(out, m.ipv4);
+  out += ",\"labels\":{";
+  bool first = true;
+  for (const auto& [k, v] : m.labels) {
+    if (!first) out.push_back(',');
+    first = false;
+    json_append_string(out, k);
+    out.push_back(':');
+    json_append_string(out, v);
+  }
+  out += "},\"macs\":[";
+  first = true;
+  for (const auto& mac : m.macs) {
+    if (!first) out.push_back(',');
+    first = false;
+    json_append_string(out, mac);
+  }
+  out += "],\"name\":";
+  json_append_string(out, m.name);
+  out += ",\"state\":";
+  json_append_string(out, to_string(m.state));
+  out += ",\"state_reason\":";
+  json_append_string(out, m.state_reason);
+  out += ",\"updated_at\":";
+  json_append_string(out, format_rfc3339_ms(m.updated_at));
+  out += ",\"uuid\":";
+  append_opt_string(out, m.uuid);
+  out += "}";
+}
+
+json to_json(const Deployment& d) {
+  json duration = nullptr;
+  if (d.finished_at) duration = *d.finished_at - d.created_at;
+  return {{"id", d.id},
+          {"machine_id", d.machine_id},
+          {"kind", d.kind},
+          {"from", ref(d.from_version)},
+          {"to", to_json(d.to_version)},
+          {"requested_by", d.requested_by},
+          {"created_at", ts(d.created_at)},
+          {"status", to_string(d.status)},
+          {"status_reason", d.status_reason},
+          {"stage", d.stage},
+          {"bytes_done", d.bytes_done},
+          {"bytes_total", d.bytes_total},
+          {"started_at", ts(d.started_at)},
+          {"finished_at", ts(d.finished_at)},
+          {"duration_ms", duration}};
+}
+
+json to_json(const ImageVersion& v) {
+  return {{"name", v.name},
+          {"version", v.version},
+          {"size_bytes", v.size_bytes},
+          {"sha256", v.sha256},
+          {"format", v.format},
+          {"source_url", opt(v.source_url)},
+          {"description", v.description},
+          {"labels", v.labels},
+          {"created_by", v.created_by},
+          {"created_at", ts(v.created_at)}};
+}
+
+json to_json(const Token& t) {
+  return {{"id", t.id},
+          {"name", t.name},
+          {"scope", to_string(t.scope)},
+          {"created_at", ts(t.created_at)},
+          {"revoked_at", ts(t.revoked_at)}};
+}
+
+json to_json(const Event& e) {
+  return {{"id", e.id},
+          {"time", ts(e.created_at)},
+          {"type", e.type},
+          {"machine_id", opt(e.machine_id)},
+          {"deployment_id", opt(e.deployment_id)},
+          {"data", e.data}};
+}
+
+json to_json(const AgentReport& r) {
+  json j = json::object();
+  if (r.stage) j["stage"] = *r.stage;
+  if (r.bytes_done) j["bytes_done"] = *r.bytes_done;
+  if (r.bytes_total) j["bytes_total"] = *r.bytes_total;
+  if (!r.detail.empty()) j["detail"] = r.detail;
+  if (r.result) {
+    j["status"] = to_string(*r.result);
+    if (!r.reason.empty()) j["reason"] = r.reason;
+  }
+  return j;
+}
+
+// --- decoders ------------------------------------------------------------------------------
+
+Result<VersionRef> version_ref_from_json(const json& j) {
+  return decode<VersionRef>(j, "version reference", [&] {
+    VersionRef r;
+    r.name = string(j, "image");
+    r.version = string(j, "version");
+    return r;
+  });
+}
+
+Result<Machine> machine_from_json(const json& j) {
+  return decode<Machine>(j, "machine", [&] {
+    Machine m;
+    m.id = integer(j, "id");
+    m.name = string_or_empty(j, "name");
+    if (const json* macs = find(j, "macs", true); macs) {
+      if (!macs->is_array()) bad("macs", "an array of strings");
+      for (const auto& mac : *macs) {
+        if (!mac.is_string()) bad("macs", "an array of strings");
+        m.macs.push_back(mac.get<std::string>());
+      }
+    }
+    m.uuid = opt_string(j, "uuid");
+    m.ipv4 = opt_string(j, "ipv4");
+    m.state = enum_value<MachineState>(j, "state", parse_machine_state, "a machine state");
+    m.state_reason = string_or_empty(j, "state_reason");
+    m.labels = string_map(j, "labels");
+    m.inventory_json = object(j, "inventory").dump();
+    m.current_version = opt_ref(j, "current_version");
+    if (const json* a = find(j, "assignment", false); a) {
+      if (!a->is_object()) bad("assignment", "an object");
+      m.active_deployment_id = integer(*a, "deployment_id");
+      m.assigned_version = VersionRef{0, string(*a, "image"), string(*a, "version")};
+    }
+    m.created_at = time(j, "created_at");
+    m.updated_at = time(j, "updated_at");
+    return m;
+  });
+}
+
+Result<Deployment> deployment_from_json(const json& j) {
+  return decode<Deployment>(j, "deployment", [&] {
+    Deployment d;
+    d.id = integer(j, "id");
+    d.machine_id = integer(j, "machine_id");
+    d.kind = string(j, "kind");
+    d.from_version = opt_ref(j, "from");
+    d.to_version = *opt_ref(j, "to", true);
+    d.requested_by = string_or_empty(j, "requested_by");
+    d.created_at = time(j, "created_at");
+    d.status =
+        enum_value<DeploymentStatus>(j, "status", parse_deployment_status, "a deployment status");
+    d.status_reason = string_or_empty(j, "status_reason");
+    d.stage = string_or_empty(j, "stage");
+    d.bytes_done = opt_int(j, "bytes_done").value_or(0);
+    d.bytes_total = opt_int(j, "bytes_total").value_or(0);
+    d.started_at = opt_time(j, "started_at");
+    d.finished_at = opt_time(j, "finished_at");
+    return d;
+  });
+}
+
+Result<ImageVersion> image_version_from_json(const json& j) {
+  return decode<ImageVersion>(j, "image version", [&] {
+    ImageVersion v;
+    v.name = string(j, "name");
+    v.version = string(j, "version");
+    v.size_bytes = integer(j, "size_bytes");
+    v.sha256 = string(j, "sha256");
+    v.format = string(j, "format");
+    v.source_url = opt_string(j, "source_url");
+    v.description = string_or_empty(j, "description");
+    v.labels = json(string_map(j, "labels"));
+    v.created_by = string_or_empty(j, "created_by");
+    v.created_at = time(j, "created_at");
+    return v;
+  });
+}
+
+Result<Token> token_from_json(const json& j) {
+  return decode<Token>(j, "token", [&] {
+    Token t;
+    t.id = integer(j, "id");
+    t.name = string(j, "name");
+    t.scope = enum_value<Scope>(j, "scope", parse_scope, "'read' or 'admin'");
+    t.created_at = time(j, "created_at");
+    t.revoked_at = opt_time(j, "revoked_at");
+    return t;
+  });
+}
+
+Result<Event> event_from_json(const json& j) {
+  return decode<Event>(j, "event", [&] {
+    Event e;
+    e.id = integer(j, "id");
+    e.created_at = time(j, "time");
+    e.type = string(j, "type");
+    e.machine_id = opt_int(j, "machine_id");
+    e.deployment_id = opt_int(j, "deployment_id");
+    e.data = object(j, "data");
+    return e;
+  });
+}
+
+Result<AgentReport> agent_report_from_json(const json& j) {
+  return decode<AgentReport>(j, "agent report", [&] {
+    AgentReport r;
+    r.stage = opt_string(j, "stage");
+    if (r.stage && r.stage->size() > 64) bad("stage", "at most 64 characters");
+    r.bytes_done = opt_int(j, "bytes_done");
+    r.bytes_total = opt_int(j, "bytes_total");
+    if (r.bytes_done.value_or(0) < 0 || r.bytes_total.value_or(0) < 0 ||
+        (r.bytes_done && r.bytes_total && *r.bytes_total > 0 && *r.bytes_done > *r.bytes_total)) {
+      bad("bytes_done", "between 0 and bytes_total");
+    }
+    r.detail = object(j, "detail");
+    if (auto st = opt_string(j, "status")) {
+      r.result = parse_deployment_status(*st);
+      if (!r.result) bad("status", "a deployment status");
+    }
+    r.reason = string_or_empty(j, "reason");
+    return r;
+  });
+}
+
+}  // namespace kiln::proto
