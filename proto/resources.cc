@@ -20,17 +20,25 @@ json opt(const std::optional<T>& v) {
 // --- decoding: one exception type, caught once per decode ---------------------------------
 
 struct DecodeError {
+  Errc code;
   std::string message;
 };
 
+// A property of the wrong type (400).
 [[noreturn]] void bad(const char* key, const char* want) {
-  throw DecodeError{std::string("property '") + key + "' must be " + want};
+  throw DecodeError{Errc::kBadRequest, std::string("property '") + key + "' must be " + want};
+}
+// A property of the right type with a value out of range (422).
+[[noreturn]] void invalid(const char* key, const char* want) {
+  throw DecodeError{Errc::kInvalid, std::string("property '") + key + "' must be " + want};
 }
 
 const json* find(const json& j, const char* key, bool required) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
-    if (required) throw DecodeError{std::string("property '") + key + "' is required"};
+    if (required) {
+      throw DecodeError{Errc::kBadRequest, std::string("property '") + key + "' is required"};
+    }
     return nullptr;
   }
   return &*it;
@@ -106,7 +114,7 @@ Result<T> decode(const json& j, const char* what, F&& f) {
   try {
     return f();
   } catch (const DecodeError& e) {
-    return make_error(Errc::kBadRequest, std::string(what) + ": " + e.message);
+    return make_error(e.code, std::string(what) + ": " + e.message);
   }
 }
 
@@ -368,17 +376,17 @@ Result<AgentReport> agent_report_from_json(const json& j) {
   return decode<AgentReport>(j, "agent report", [&] {
     AgentReport r;
     r.stage = opt_string(j, "stage");
-    if (r.stage && r.stage->size() > 64) bad("stage", "at most 64 characters");
+    if (r.stage && r.stage->size() > 64) invalid("stage", "at most 64 characters");
     r.bytes_done = opt_int(j, "bytes_done");
     r.bytes_total = opt_int(j, "bytes_total");
     if (r.bytes_done.value_or(0) < 0 || r.bytes_total.value_or(0) < 0 ||
         (r.bytes_done && r.bytes_total && *r.bytes_total > 0 && *r.bytes_done > *r.bytes_total)) {
-      bad("bytes_done", "between 0 and bytes_total");
+      invalid("bytes_done", "between 0 and bytes_total");
     }
     r.detail = object(j, "detail");
     if (auto st = opt_string(j, "status")) {
       r.result = parse_deployment_status(*st);
-      if (!r.result) bad("status", "a deployment status");
+      if (!r.result) invalid("status", "a deployment status");
     }
     r.reason = string_or_empty(j, "reason");
     return r;

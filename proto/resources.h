@@ -103,8 +103,8 @@ struct Event {
 // --- JSON codecs (the wire shapes of proto/openapi.yaml) ------------------------------------
 // Encoders produce exactly the schema's properties (nlohmann's sorted key order). Decoders
 // accept what the encoders produce, ignore unknown properties (a newer server may add some),
-// and fail with kBadRequest naming the first property of the wrong type; a missing required
-// property is an error too. Times travel as RFC 3339 UTC with milliseconds.
+// and fail naming the first bad property: kBadRequest for a wrong type or a missing required
+// property, kInvalid for a value out of range. Times travel as RFC 3339 UTC with milliseconds.
 
 nlohmann::json to_json(const VersionRef& v);  // {"image","version"}
 nlohmann::json to_json(const Machine& m);

@@ -20,8 +20,8 @@ using Response = boost::beast::http::response<boost::beast::http::string_body>;
 // Completes a request. Call exactly once, from any thread.
 using Respond = std::function<void(Response&&)>;
 
-// Who may call a route.
-enum class Access { kPublic, kRead, kAdmin, kAgent };
+// Who may call a route. kMetrics: public when ApiOptions::metrics_public, else kRead.
+enum class Access { kPublic, kRead, kAdmin, kAgent, kMetrics };
 
 struct RouteInfo {
   boost::beast::http::verb method;

@@ -20,6 +20,7 @@
 #include "dhcp/ra.h"
 #include "dhcp/server.h"
 #include "images/chunk_store.h"
+#include "images/image_service.h"
 #include "store/store.h"
 #include "tftp/server.h"
 
@@ -129,7 +130,9 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   if (trusted.empty()) {
     log->warn("event=daemon.unsigned_images_accepted msg=\"no images.trusted_keys configured\"");
   }
-  api.attach_images(**chunks, std::move(trusted));
+  // Declared after the Api: its executor's last callbacks answer through the Api.
+  images::ImageService image_service(**chunks, std::move(trusted), log);
+  api.attach_images(image_service);
 
   // Boot artifacts: one resolver for HTTP /files/ and TFTP, so a name is the same bytes on both.
   std::error_code ec;
@@ -368,31 +371,8 @@ int db_check(const Config& config) {
 }
 
 int print_routes() {
-  // Routes are static: build the API over a scratch database to list them.
-  SystemClock clock;
-  store::StoreOptions so;
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("kilnd-routes-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  struct Cleanup {
-    std::filesystem::path dir;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup{dir};
-  so.path = (dir / "routes.db").string();
-  so.synchronous_full = false;
-  auto store = store::Store::open(so, clock);
-  if (!store) {
-    std::cerr << "kilnd: " << store.error().message << "\n";
-    return 2;
-  }
-  net::io_context ioc;
-  Metrics metrics;
-  auto log = spdlog::default_logger();
-  api::Api api(**store, metrics, clock, ioc, {}, log);
-  for (const auto& r : api.routes()) {
+  // The route table is static: no database, no server.
+  for (const auto& r : api::Api::routes()) {
     std::cout << boost::beast::http::to_string(r.method) << " " << r.pattern << "\n";
   }
   return 0;

@@ -103,20 +103,21 @@ TEST(Resources, AgentReportRoundTripsAndChecksRanges) {
   struct Case {
     const char* body;
     const char* names;  // the property the error must name
+    Errc code;          // wrong type: 400; out of range: 422
   } bad[] = {
-      {R"({"stage": 5})", "stage"},
-      {R"({"stage": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"})",
-       "stage"},
-      {R"({"bytes_done": -1})", "bytes_done"},
-      {R"({"bytes_done": 5, "bytes_total": 4})", "bytes_done"},
-      {R"({"bytes_done": 1.5})", "bytes_done"},
-      {R"({"detail": []})", "detail"},
-      {R"({"status": "exploded"})", "status"},
+      {R"({"stage": 5})", "stage", Errc::kBadRequest},
+      {R"({"stage": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"})", "stage",
+       Errc::kInvalid},
+      {R"({"bytes_done": -1})", "bytes_done", Errc::kInvalid},
+      {R"({"bytes_done": 5, "bytes_total": 4})", "bytes_done", Errc::kInvalid},
+      {R"({"bytes_done": 1.5})", "bytes_done", Errc::kBadRequest},
+      {R"({"detail": []})", "detail", Errc::kBadRequest},
+      {R"({"status": "exploded"})", "status", Errc::kInvalid},
   };
   for (const auto& c : bad) {
     auto r2 = agent_report_from_json(json::parse(c.body));
     ASSERT_FALSE(r2) << c.body;
-    EXPECT_EQ(r2.error().code, Errc::kBadRequest);
+    EXPECT_EQ(r2.error().code, c.code) << c.body;
     EXPECT_NE(r2.error().message.find(c.names), std::string::npos) << r2.error().message;
   }
 }

@@ -1,0 +1,171 @@
+// api/context.h — what every route handler shares: the request context (path parameters,
+// query, caller, body parsing with an allow-list of fields), the services handlers call, the
+// error vocabulary and the JSON responses.
+//
+// Handlers report an expected failure by throwing `ApiError` (through `fail`, `take`, `check`);
+// the one catch per request in Api::handle turns it into `{"error":{"code","message"}}`.
+// Nothing else is thrown on purpose. Thread-safety: a Ctx belongs to one request; Services is
+// shared by every request and is thread-safe (its parts are).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "api/event_hub.h"
+#include "api/router.h"
+#include "core/clock.h"
+#include "core/metrics.h"
+#include "core/result.h"
+#include "proto/resources.h"
+#include "store/store.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace kiln::images {
+class ImageService;
+}
+
+namespace kiln::api {
+
+using json = nlohmann::json;
+
+struct ApiOptions {
+  bool auth_required = true;   // false: every caller is an anonymous admin (development only)
+  bool metrics_public = true;  // /metrics without a token
+  std::chrono::milliseconds max_wait{60'000};  // longest long-poll on /api/v1/events
+  int default_page = 1000;
+  int max_page = 10'000;
+  std::chrono::milliseconds agent_token_ttl{6 * 3600 * 1000};
+  std::string version = "0.1.0";
+};
+
+// The header under which the HTTP server hands over a body it streamed to a file
+// (http::kUploadFileHeader); only the server sets it.
+inline constexpr std::string_view kUploadFileHeader = "Kiln-Upload-File";
+
+// Bodies are checked for depth (json_nesting_depth) before parsing: copying or dumping a
+// deeply nested document recurses, and a body of a million '[' must cost a 400, not the stack.
+inline constexpr int kMaxJsonDepth = 32;
+// An agent's free-form progress detail (rates, ETA, stage timings) is small; bounding it bounds
+// every event and so every page of /api/v1/events.
+inline constexpr std::size_t kMaxDetailBytes = 4096;
+
+// --- errors ----------------------------------------------------------------------------------
+
+struct ApiError {
+  Error error;
+};
+struct UnsupportedMediaType {};
+
+[[noreturn]] void fail(Errc code, std::string message);
+template <typename T>
+T take(Result<T>&& r) {
+  if (!r) throw ApiError{r.error()};
+  return std::move(r).value();
+}
+void check(const Status& s);
+
+// Query/path scalars; a malformed one is a 400 naming `what`.
+std::int64_t parse_int(std::string_view s, std::string_view what);
+bool parse_bool(std::string_view s, std::string_view what);
+
+// --- responses -------------------------------------------------------------------------------
+
+boost::beast::http::status status_for(Errc e);
+Response json_response(boost::beast::http::status st, const json& body);
+Response raw_json_response(boost::beast::http::status st, std::string body);  // body is JSON
+Response error_response(const Error& e);
+Response no_content();
+Response machine_response(boost::beast::http::status st, const proto::Machine& m);
+
+// --- the request context ---------------------------------------------------------------------
+
+struct Ctx {
+  Request req;
+  Params params;
+  std::map<std::string, std::string> query;
+  std::string who = "anonymous";
+  std::optional<proto::Deployment> agent_deployment;  // set on Access::kAgent routes
+  Respond respond;  // for handlers that answer later (return nullopt)
+
+  const std::string& param(std::string_view name) const { return params.find(name)->second; }
+  std::optional<std::string> q(const std::string& k) const;
+  // The request body as a JSON object with allowed keys only (typos are errors, not ignored).
+  // Throws UnsupportedMediaType unless Content-Type is application/json (or merge-patch+json
+  // on PATCH).
+  json body(std::initializer_list<std::string_view> allowed) const;
+};
+
+// A body field of type T: nullopt when absent or null; a 400 naming `key` for a wrong type.
+template <typename T>
+std::optional<T> field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (!it->is_number_integer()) {
+      fail(Errc::kBadRequest, std::string("field '") + key + "' must be an integer");
+    }
+  }
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) {
+      fail(Errc::kBadRequest, std::string("field '") + key + "' must be a boolean");
+    }
+  }
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail(Errc::kBadRequest, std::string("field '") + key + "' has the wrong type");
+  }
+}
+
+template <typename T>
+T required(const json& j, const char* key) {
+  auto v = field<T>(j, key);
+  if (!v) fail(Errc::kBadRequest, std::string("field '") + key + "' is required");
+  return std::move(*v);
+}
+
+std::string normalize_mac_or_fail(const std::string& s);
+// A body's "labels" object, each key and value validated.
+std::map<std::string, std::string> labels_from(const json& j);
+
+// --- services --------------------------------------------------------------------------------
+
+// What handlers call. Owned by Api; outlives every request.
+struct Services {
+  store::Store& store;
+  Metrics& metrics;
+  const Clock& clock;
+  const ApiOptions& options;
+  EventHub& hub;
+  spdlog::logger& log;
+  images::ImageService* images = nullptr;  // null: this server stores no images
+
+  // A path's machine reference: anything that reads as a MAC (including 12 bare hex digits)
+  // is a MAC; otherwise it must be a numeric id. 404 otherwise.
+  proto::Machine machine(const std::string& id_or_mac) const;
+  // Checks the caller's credentials for `access` and records who it is in `c`.
+  void authenticate(Ctx& c, Access access) const;
+};
+
+// A route: a row of the static route table. `fn` answers (or returns nullopt after arranging
+// to call c.respond later).
+using Handler = std::optional<Response> (*)(Services& s, Ctx& c);
+
+struct RouteSpec {
+  boost::beast::http::verb method;
+  std::string_view pattern;
+  Access access;
+  Handler fn;
+};
+
+}  // namespace kiln::api

@@ -1,0 +1,29 @@
+// api/routes.h — the static route table of the REST API v1: one function per resource file
+// returns its rows; `route_table` joins them into the router that Api::handle dispatches on.
+// The table needs no running server (`kilnd routes` and the spec test read it directly).
+// Adding a route: add a row (and its handler) to the resource's file, then to
+// proto/openapi.yaml; tests/integration/openapi_routes_test.sh fails until both agree.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "api/context.h"
+#include "api/router.h"
+
+namespace kiln::api {
+
+std::span<const RouteSpec> system_routes();      // system.cc: /healthz, /metrics
+std::span<const RouteSpec> machine_routes();     // machines.cc: machines, assignments
+std::span<const RouteSpec> image_routes();       // images.cc: images, versions, uploads
+std::span<const RouteSpec> deployment_routes();  // deployments.cc
+std::span<const RouteSpec> event_routes();       // events.cc: the long-polled event stream
+std::span<const RouteSpec> token_routes();       // tokens.cc: API tokens
+std::span<const RouteSpec> agent_routes();       // agent.cc: discovery and the agent protocol
+
+// Every route, built once; immutable and thread-safe afterwards.
+const Router<Handler>& route_table();
+// Every route served (method, pattern, access), in table order.
+std::vector<RouteInfo> route_infos();
+
+}  // namespace kiln::api
