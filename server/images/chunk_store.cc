@@ -160,29 +160,58 @@ Status ChunkStore::remove(const std::string& name, const std::string& version) {
   return ok_status();
 }
 
+namespace {
+
+// Every regular file under `dir`, or an error if any part of the tree cannot be listed
+// (missing, not a directory, no permission, no descriptors): callers must not mistake a
+// listing they could not make for an empty one.
+Result<std::vector<fs::path>> list_files(const fs::path& dir) {
+  const auto failed = [&](const std::error_code& ec) {
+    return make_error(Errc::kInternal, "cannot list " + dir.string() + ": " + ec.message());
+  };
+  std::error_code ec;
+  fs::recursive_directory_iterator it(dir, ec);
+  if (ec) return failed(ec);
+  std::vector<fs::path> out;
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) return failed(ec);
+    const bool regular = it->is_regular_file(ec);
+    if (ec) return failed(ec);
+    if (regular) out.push_back(it->path());
+  }
+  if (ec) return failed(ec);
+  return out;
+}
+
+}  // namespace
+
 Result<GcReport> ChunkStore::collect_garbage() {
   std::lock_guard lock(mu_);
+  // Listing first, deleting after: a collection that cannot see every manifest removes
+  // nothing (it would take every chunk for garbage).
+  auto manifests = list_files(root_ / "manifests");
+  if (!manifests) return manifests.error();
   std::set<std::string> live;
-  std::error_code ec;
-  for (const auto& e : fs::recursive_directory_iterator(root_ / "manifests", ec)) {
-    if (e.path().extension() != ".json") continue;
-    auto m = proto::image::parse_manifest(read_file(e.path()));
+  for (const auto& path : *manifests) {
+    if (path.extension() != ".json") continue;
+    auto m = proto::image::parse_manifest(read_file(path));
     if (!m) {
       // Never collect on the strength of a manifest we cannot read.
       return make_error(Errc::kInternal,
-                        "unreadable manifest " + e.path().string() + ": " + m.error().message);
+                        "unreadable manifest " + path.string() + ": " + m.error().message);
     }
     for (const auto& c : m->chunks) {
       if (proto::image::has_payload(c.kind)) live.insert(c.sha256);
     }
   }
+  auto chunks = list_files(root_ / "chunks");
+  if (!chunks) return chunks.error();
   GcReport r;
-  for (const auto& e : fs::recursive_directory_iterator(root_ / "chunks", ec)) {
-    if (!e.is_regular_file()) continue;
-    const std::string sha = e.path().stem().string();
-    if (live.count(sha)) continue;
-    const auto size = e.file_size();
-    if (fs::remove(e.path(), ec)) {
+  for (const auto& path : *chunks) {
+    if (live.count(path.stem().string())) continue;
+    std::error_code ec;
+    const auto size = fs::file_size(path, ec);
+    if (!ec && fs::remove(path, ec)) {
       ++r.removed_chunks;
       r.removed_bytes += size;
     }

@@ -1,6 +1,7 @@
 #include "images/chunk_store.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -148,6 +149,51 @@ TEST_F(ChunkStoreTest, GarbageCollectionKeepsWhatIsReferenced) {
   ASSERT_TRUE(all);
   EXPECT_EQ(store_->chunk_bytes(), 0u);
   EXPECT_FALSE(store_->chunk_file("not-a-hash"));
+}
+
+// A collection that cannot list every manifest must not run: with manifests/ unlistable it
+// would see no live chunk and delete them all.
+TEST_F(ChunkStoreTest, GarbageCollectionRefusesWhenManifestsCannotBeListed) {
+  ASSERT_TRUE(import(build("1")));
+  const auto before = store_->chunk_bytes();
+  ASSERT_GT(before, 0u);
+  namespace fs = std::filesystem;
+  const auto manifests = dir_ / "store" / "manifests";
+
+  // manifests/ is not a directory (ENOTDIR on open); root ignores permission bits, so a
+  // file stands in for EACCES.
+  fs::rename(manifests, dir_ / "manifests.away");
+  std::ofstream(manifests) << "not a directory";
+  auto gc = store_->collect_garbage();
+  EXPECT_FALSE(gc) << "removed " << (gc ? gc->removed_chunks : 0) << " chunks";
+  EXPECT_EQ(store_->chunk_bytes(), before);
+  fs::remove(manifests);
+
+  // manifests/ missing altogether.
+  gc = store_->collect_garbage();
+  EXPECT_FALSE(gc);
+  EXPECT_EQ(store_->chunk_bytes(), before);
+
+  // No descriptors left (EMFILE) while listing: the directory cannot be opened.
+  fs::rename(dir_ / "manifests.away", manifests);
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  int lowest_free = ::dup(0);
+  ASSERT_GE(lowest_free, 0);
+  ::close(lowest_free);
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free);  // every descriptor is taken
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &tight), 0);
+  gc = store_->collect_garbage();
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_FALSE(gc);
+  EXPECT_EQ(store_->chunk_bytes(), before);
+
+  // And with everything back in place, nothing referenced goes.
+  gc = store_->collect_garbage();
+  ASSERT_TRUE(gc) << gc.error().message;
+  EXPECT_EQ(gc->removed_chunks, 0u);
+  EXPECT_EQ(store_->chunk_bytes(), before);
 }
 
 }  // namespace
