@@ -8,6 +8,8 @@
 #include <fstream>
 #include <set>
 
+#include "core/hex.h"
+
 namespace kiln::images {
 
 namespace fs = std::filesystem;
@@ -75,8 +77,7 @@ Status ChunkStore::write_atomically(const fs::path& dest, std::string_view bytes
 }
 
 std::optional<ChunkFile> ChunkStore::chunk_file(const std::string& sha) const {
-  if (sha.size() != 64 || sha.find_first_not_of("0123456789abcdef") != std::string::npos)
-    return std::nullopt;
+  if (!is_sha256_hex(sha)) return std::nullopt;
   for (ChunkKind k : {ChunkKind::kData, ChunkKind::kRaw}) {
     auto p = chunk_path(sha, k);
     std::error_code ec;
