@@ -1,0 +1,261 @@
+// Store: deployments (assign, bulk, rollback, retry), agent tokens and reports.
+#include "store/internal.h"
+
+namespace kiln::store {
+
+using namespace internal;  // NOLINT: the shared implementation helpers
+
+// --- deployments -----------------------------------------------------------------------------
+
+Result<AssignOutcome> Store::assign(std::int64_t machine_id, const AssignRequest& req) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto target = load_image_version(db, req.image, req.version);
+  if (!target) return image_not_found(req.image, req.version);
+  auto out = assign_in_tx(db, now, machine_id, *target, req, "assign");
+  if (out) tx.commit();
+  return out;
+}
+
+Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const AssignRequest& req) {
+  if (selector.empty()) return make_error(Errc::kInvalid, "a bulk assignment needs a selector");
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto target = load_image_version(db, req.image, req.version);
+  if (!target) return image_not_found(req.image, req.version);
+  std::string sql = "SELECT m.id FROM machines m WHERE m.deleted_at IS NULL";
+  std::vector<Bind> binds;
+  append_machine_filter(selector, std::nullopt, sql, binds);
+  sql += " ORDER BY m.id";
+  auto s = db.prepare(sql);
+  bind_all(s, binds);
+  std::vector<std::int64_t> ids;
+  while (s.step()) ids.push_back(s.int64(0));
+  if (ids.empty()) {
+    return make_error(Errc::kNotFound,
+                      "selector '" + proto::format_selector(selector) + "' matched no machines");
+  }
+  BulkOutcome out;
+  for (auto id : ids) {
+    auto r = assign_in_tx(db, now, id, *target, req, "assign");
+    if (!r) {
+      return make_error(r.error().code, r.error().message + "; nothing was assigned");
+    }
+    out.results.emplace_back(id, std::move(*r));
+  }
+  tx.commit();
+  return out;
+}
+
+Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const std::string& who) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  if (!load_machine(db, machine_id)) return machine_not_found(machine_id);
+  auto latest = db.prepare(
+      "SELECT to_version_id FROM deployments WHERE machine_id = ? ORDER BY id DESC LIMIT 1");
+  latest.bind(1, machine_id);
+  if (!latest.step()) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
+                                           " has no deployment history to roll back");
+  }
+  auto prev = db.prepare(
+      "SELECT v.name, v.version, v.deleted_at FROM deployments d "
+      "JOIN image_versions v ON v.id = d.to_version_id "
+      "WHERE d.machine_id = ? AND d.status = 'succeeded' AND d.to_version_id != ? "
+      "ORDER BY d.id DESC LIMIT 1");
+  prev.bind(1, machine_id).bind(2, latest.int64(0));
+  if (!prev.step()) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
+                                           " has no previous successfully deployed version "
+                                           "to roll back to");
+  }
+  const std::string name = prev.text(0), version = prev.text(1);
+  if (!prev.is_null(2)) {
+    return make_error(Errc::kConflict, "the previous version " + name + ":" + version +
+                                           " has been deleted; assign a version explicitly");
+  }
+  auto target = load_image_version(db, name, version);
+  AssignRequest req{name, version, who, /*force=*/true};
+  auto out = assign_in_tx(db, now, machine_id, *target, req, "rollback");
+  if (out) tx.commit();
+  return out;
+}
+
+Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attempts,
+                                          const std::string& who) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto m = load_machine(db, machine_id);
+  if (!m) return machine_not_found(machine_id);
+  if (m->state != MachineState::kFailed) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) + " is " +
+                                           proto::to_string(m->state) + ", not failed");
+  }
+  // The streak: the latest failed deployments of one version, back to (and including) the
+  // last one someone asked for; a new assignment, even of the same version, starts afresh.
+  auto s = db.prepare(
+      "SELECT status, to_version_id, requested_by FROM deployments WHERE machine_id = ? "
+      "ORDER BY id DESC LIMIT ?");
+  s.bind(1, machine_id).bind(2, static_cast<std::int64_t>(max_attempts) + 1);
+  int failed_in_a_row = 0;
+  std::optional<std::int64_t> version_id;
+  while (s.step()) {
+    if (s.text(0) != "failed") break;
+    if (version_id && *version_id != s.int64(1)) break;
+    version_id = s.int64(1);
+    ++failed_in_a_row;
+    if (s.text(2) != who) break;
+  }
+  if (!version_id) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
+                                           "'s latest deployment did not fail; nothing to retry");
+  }
+  if (failed_in_a_row >= max_attempts) {
+    return make_error(Errc::kConflict, std::to_string(failed_in_a_row) +
+                                           " deployments of this version failed in a row; "
+                                           "reassign or roll back to go on");
+  }
+  auto v = db.prepare(std::string(kImageSelect) + "AND id = ?");
+  v.bind(1, *version_id);
+  if (!v.step()) {
+    return make_error(Errc::kConflict, "the failed deployment's image version has been deleted");
+  }
+  const ImageVersion target = image_from_row(v);
+  AssignRequest req{target.name, target.version, who, /*force=*/false};
+  auto out = assign_in_tx(db, now, machine_id, target, req, "assign");
+  if (out) tx.commit();
+  return out;
+}
+
+Result<std::vector<Deployment>> Store::list_deployments(std::int64_t machine_id) {
+  auto db = reader();
+  Transaction tx(*db, /*immediate=*/false);
+  auto exists = db->prepare("SELECT 1 FROM machines WHERE id = ?");
+  exists.bind(1, machine_id);
+  if (!exists.step()) return machine_not_found(machine_id);
+  auto s =
+      db->prepare(std::string(kDeploymentSelect) + "WHERE d.machine_id = ? ORDER BY d.id DESC");
+  s.bind(1, machine_id);
+  std::vector<Deployment> out;
+  while (s.step()) out.push_back(deployment_from_row(s));
+  tx.commit();
+  return out;
+}
+
+Result<Deployment> Store::get_deployment(std::int64_t id) {
+  auto db = reader();
+  auto d = load_deployment(*db, id);
+  if (!d) return make_error(Errc::kNotFound, "deployment " + std::to_string(id) + " not found");
+  return std::move(*d);
+}
+
+Result<std::string> Store::mint_agent_token(std::int64_t deployment_id,
+                                            std::int64_t expires_at_ms) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  Transaction tx(db);
+  auto d = load_deployment(db, deployment_id);
+  if (!d) {
+    return make_error(Errc::kNotFound,
+                      "deployment " + std::to_string(deployment_id) + " not found");
+  }
+  if (!proto::is_active(d->status)) {
+    return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) + " is " +
+                                           proto::to_string(d->status) + "; no agent token");
+  }
+  std::string token = "kilnagent_" + random_hex(20);
+  db.prepare("UPDATE deployments SET agent_token_hash = ?, agent_token_expires_at = ? WHERE id = ?")
+      .bind(1, sha256_hex(token))
+      .bind(2, expires_at_ms)
+      .bind(3, deployment_id)
+      .run();
+  tx.commit();
+  return token;
+}
+
+Result<Deployment> Store::authenticate_agent(const std::string& token) {
+  auto db = reader();
+  auto s = db->prepare(std::string("SELECT id, agent_token_expires_at FROM deployments WHERE "
+                                   "agent_token_hash = ? AND status IN ") +
+                       kActive);
+  s.bind(1, sha256_hex(token));
+  if (!s.step() || s.int64(1) <= clock_.now_ms()) {
+    return make_error(Errc::kUnauthorized, "unknown, expired or finished deployment token");
+  }
+  return std::move(*load_deployment(*db, s.int64(0)));
+}
+
+Result<Deployment> Store::report_progress(std::int64_t deployment_id, const AgentReport& r) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto d = load_deployment(db, deployment_id);
+  if (!d) {
+    return make_error(Errc::kNotFound,
+                      "deployment " + std::to_string(deployment_id) + " not found");
+  }
+  if (!proto::is_active(d->status)) {
+    return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) +
+                                           " already ended: " + proto::to_string(d->status));
+  }
+  if (r.result) {
+    const bool ok = *r.result == DeploymentStatus::kSucceeded;
+    db.prepare(
+          "UPDATE deployments SET status = ?, status_reason = ?, stage = COALESCE(?, stage), "
+          "bytes_done = COALESCE(?, bytes_done), bytes_total = COALESCE(?, bytes_total), "
+          "started_at = COALESCE(started_at, ?), finished_at = ? WHERE id = ?")
+        .bind(1, proto::to_string(*r.result))
+        .bind(2, r.reason)
+        .bind(3, r.stage)
+        .bind(4, r.bytes_done)
+        .bind(5, r.bytes_total)
+        .bind(6, now)
+        .bind(7, now)
+        .bind(8, deployment_id)
+        .run();
+    // A failed deploy has invalidated the disk's boot metadata: its content is unknown.
+    db.prepare(
+          "UPDATE machines SET state = ?, state_reason = ?, current_version_id = ?, "
+          "updated_at = ? WHERE id = ?")
+        .bind(1, ok ? "deployed" : "failed")
+        .bind(2, ok ? std::string()
+                    : "deployment " + std::to_string(deployment_id) + " failed: " + r.reason)
+        .bind(3, ok ? std::optional<std::int64_t>(d->to_version.id) : std::nullopt)
+        .bind(4, now)
+        .bind(5, d->machine_id)
+        .run();
+    append_event(db, now, ok ? "deployment.succeeded" : "deployment.failed", d->machine_id,
+                 deployment_id,
+                 {{"to", ref_json(d->to_version)}, {"reason", r.reason}, {"detail", r.detail}});
+  } else {
+    db.prepare(
+          "UPDATE deployments SET status = 'running', stage = COALESCE(?, stage), "
+          "bytes_done = COALESCE(?, bytes_done), bytes_total = COALESCE(?, bytes_total), "
+          "started_at = COALESCE(started_at, ?) WHERE id = ?")
+        .bind(1, r.stage)
+        .bind(2, r.bytes_done)
+        .bind(3, r.bytes_total)
+        .bind(4, now)
+        .bind(5, deployment_id)
+        .run();
+    append_event(db, now, "deployment.progress", d->machine_id, deployment_id,
+                 {{"stage", r.stage.value_or(d->stage)},
+                  {"bytes_done", r.bytes_done.value_or(d->bytes_done)},
+                  {"bytes_total", r.bytes_total.value_or(d->bytes_total)},
+                  {"detail", r.detail}});
+  }
+  auto out = load_deployment(db, deployment_id);
+  tx.commit();
+  return std::move(*out);
+}
+
+}  // namespace kiln::store

@@ -1,0 +1,332 @@
+// store/internal.h — what the store's implementation files share (not part of the store's
+// interface): row mapping, the SELECT lists, event recording, the assignment transaction, the
+// reader-connection lease. Included only by server/store/*.cc.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+#include <variant>
+
+#include "core/crypto.h"
+#include "store/sqlite.h"
+#include "store/store.h"
+
+namespace kiln::store::internal {
+
+using proto::DeploymentStatus;
+using proto::MachineState;
+using Bind = std::variant<std::int64_t, std::string>;
+
+inline constexpr char kActive[] = "('pending', 'running')";
+
+inline void bind_all(Stmt& s, const std::vector<Bind>& binds, int first = 1) {
+  int i = first;
+  for (const auto& b : binds) {
+    std::visit([&](const auto& v) { s.bind(i, v); }, b);
+    ++i;
+  }
+}
+
+inline nlohmann::json parse_json_object(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() ? j : nlohmann::json::object();
+}
+
+inline std::optional<VersionRef> version_ref(const Stmt& s, int col) {
+  if (s.is_null(col)) return std::nullopt;
+  return VersionRef{s.int64(col), s.text(col + 1), s.text(col + 2)};
+}
+
+// Appends `selector` and `state` conditions over machines aliased `m`.
+inline void append_machine_filter(const proto::Selector& selector,
+                                  const std::optional<MachineState>& state, std::string& where,
+                                  std::vector<Bind>& binds) {
+  for (const auto& t : selector) {
+    using Op = proto::LabelTerm::Op;
+    const bool with_value = t.op == Op::kEquals || t.op == Op::kNotEquals;
+    const bool negate = t.op == Op::kNotEquals || t.op == Op::kNotExists;
+    where += negate ? " AND NOT EXISTS" : " AND EXISTS";
+    where += " (SELECT 1 FROM machine_labels l WHERE l.machine_id = m.id AND l.key = ?";
+    binds.emplace_back(t.key);
+    if (with_value) {
+      where += " AND l.value = ?";
+      binds.emplace_back(t.value);
+    }
+    where += ")";
+  }
+  if (state) {
+    where += " AND m.state = ?";
+    binds.emplace_back(std::string(proto::to_string(*state)));
+  }
+}
+
+inline constexpr char kMachineSelect[] =
+    "SELECT m.id, m.name, m.uuid, m.state, m.state_reason, m.inventory, m.created_at, "
+    "m.updated_at, cv.id, cv.name, cv.version, d.id, av.id, av.name, av.version, m.ipv4 "
+    "FROM machines m "
+    "LEFT JOIN image_versions cv ON cv.id = m.current_version_id "
+    "LEFT JOIN deployments d ON d.machine_id = m.id AND d.status IN ('pending', 'running') "
+    "LEFT JOIN image_versions av ON av.id = d.to_version_id "
+    "WHERE m.deleted_at IS NULL";
+
+inline Machine machine_from_row(const Stmt& s) {
+  Machine m;
+  m.id = s.int64(0);
+  m.name = s.text(1);
+  m.uuid = s.opt_text(2);
+  m.ipv4 = s.opt_text(15);
+  m.state = proto::parse_machine_state(s.text(3)).value_or(MachineState::kFailed);
+  m.state_reason = s.text(4);
+  m.inventory_json = s.text(5);
+  m.created_at = s.int64(6);
+  m.updated_at = s.int64(7);
+  m.current_version = version_ref(s, 8);
+  m.active_deployment_id = s.opt_int64(11);
+  m.assigned_version = version_ref(s, 12);
+  return m;
+}
+
+// Fills macs and labels of `machines` (sorted by id) with two range queries.
+inline void load_machine_details(Db& db, std::vector<Machine>& machines) {
+  if (machines.empty()) return;
+  std::unordered_map<std::int64_t, Machine*> by_id;
+  for (auto& m : machines) by_id[m.id] = &m;
+  const std::int64_t lo = machines.front().id;
+  const std::int64_t hi = machines.back().id;
+  auto macs = db.prepare(
+      "SELECT machine_id, mac FROM machine_macs WHERE machine_id BETWEEN ? AND ? "
+      "ORDER BY machine_id, position");
+  macs.bind(1, lo).bind(2, hi);
+  while (macs.step()) {
+    if (auto it = by_id.find(macs.int64(0)); it != by_id.end()) {
+      it->second->macs.push_back(macs.text(1));
+    }
+  }
+  auto labels = db.prepare(
+      "SELECT machine_id, key, value FROM machine_labels WHERE machine_id BETWEEN ? AND ?");
+  labels.bind(1, lo).bind(2, hi);
+  while (labels.step()) {
+    if (auto it = by_id.find(labels.int64(0)); it != by_id.end()) {
+      it->second->labels[labels.text(1)] = labels.text(2);
+    }
+  }
+}
+
+inline std::optional<Machine> load_machine(Db& db, std::int64_t id) {
+  auto s = db.prepare(std::string(kMachineSelect) + " AND m.id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  std::vector<Machine> one{machine_from_row(s)};
+  load_machine_details(db, one);
+  return std::move(one.front());
+}
+
+inline Error machine_not_found(std::int64_t id) {
+  return make_error(Errc::kNotFound, "machine " + std::to_string(id) + " not found");
+}
+
+inline constexpr char kDeploymentSelect[] =
+    "SELECT d.id, d.machine_id, fv.id, fv.name, fv.version, tv.id, tv.name, tv.version, d.kind, "
+    "d.requested_by, d.created_at, d.status, d.status_reason, d.stage, d.bytes_done, "
+    "d.bytes_total, d.started_at, d.finished_at "
+    "FROM deployments d "
+    "LEFT JOIN image_versions fv ON fv.id = d.from_version_id "
+    "JOIN image_versions tv ON tv.id = d.to_version_id ";
+
+inline Deployment deployment_from_row(const Stmt& s) {
+  Deployment d;
+  d.id = s.int64(0);
+  d.machine_id = s.int64(1);
+  d.from_version = version_ref(s, 2);
+  d.to_version = *version_ref(s, 5);
+  d.kind = s.text(8);
+  d.requested_by = s.text(9);
+  d.created_at = s.int64(10);
+  d.status = proto::parse_deployment_status(s.text(11)).value_or(DeploymentStatus::kFailed);
+  d.status_reason = s.text(12);
+  d.stage = s.text(13);
+  d.bytes_done = s.int64(14);
+  d.bytes_total = s.int64(15);
+  d.started_at = s.opt_int64(16);
+  d.finished_at = s.opt_int64(17);
+  return d;
+}
+
+inline std::optional<Deployment> load_deployment(Db& db, std::int64_t id) {
+  auto s = db.prepare(std::string(kDeploymentSelect) + "WHERE d.id = ?");
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return deployment_from_row(s);
+}
+
+inline void append_event(Db& db, std::int64_t now, std::string_view type,
+                         std::optional<std::int64_t> machine_id,
+                         std::optional<std::int64_t> deployment_id, const nlohmann::json& data) {
+  db.prepare(
+        "INSERT INTO events (created_at, type, machine_id, deployment_id, data) "
+        "VALUES (?, ?, ?, ?, ?)")
+      .bind(1, now)
+      .bind(2, type)
+      .bind(3, machine_id)
+      .bind(4, deployment_id)
+      .bind(5, data.dump())
+      .run();
+}
+
+inline nlohmann::json ref_json(const std::optional<VersionRef>& v) {
+  if (!v) return nullptr;
+  return {{"image", v->name}, {"version", v->version}};
+}
+
+inline ImageVersion image_from_row(const Stmt& s) {
+  ImageVersion v;
+  v.id = s.int64(0);
+  v.name = s.text(1);
+  v.version = s.text(2);
+  v.size_bytes = s.int64(3);
+  v.sha256 = s.text(4);
+  v.format = s.text(5);
+  v.source_url = s.opt_text(6);
+  v.description = s.text(7);
+  v.labels = parse_json_object(s.text(8));
+  v.created_by = s.text(9);
+  v.created_at = s.int64(10);
+  return v;
+}
+
+inline constexpr char kImageSelect[] =
+    "SELECT id, name, version, size_bytes, sha256, format, source_url, description, labels, "
+    "created_by, created_at FROM image_versions WHERE deleted_at IS NULL ";
+
+inline std::optional<ImageVersion> load_image_version(Db& db, const std::string& name,
+                                                      const std::string& version) {
+  auto s = db.prepare(std::string(kImageSelect) + "AND name = ? AND version = ?");
+  s.bind(1, name).bind(2, version);
+  if (!s.step()) return std::nullopt;
+  return image_from_row(s);
+}
+
+inline Error image_not_found(const std::string& name, const std::string& version) {
+  return make_error(Errc::kNotFound, "image version " + name + ":" + version + " not found");
+}
+
+// Marks the active deployment `id` superseded, recording why.
+inline void supersede(Db& db, std::int64_t now, std::int64_t machine_id, std::int64_t id,
+                      const std::string& why) {
+  db.prepare(
+        "UPDATE deployments SET status = 'superseded', status_reason = ?, finished_at = ? "
+        "WHERE id = ?")
+      .bind(1, why)
+      .bind(2, now)
+      .bind(3, id)
+      .run();
+  append_event(db, now, "deployment.superseded", machine_id, id, {{"reason", why}});
+}
+
+struct ActiveDeployment {
+  std::int64_t id;
+  std::int64_t to_version_id;
+};
+
+inline std::optional<ActiveDeployment> active_deployment(Db& db, std::int64_t machine_id) {
+  auto s = db.prepare(std::string("SELECT id, to_version_id FROM deployments WHERE machine_id = ? "
+                                  "AND status IN ") +
+                      kActive);
+  s.bind(1, machine_id);
+  if (!s.step()) return std::nullopt;
+  return ActiveDeployment{s.int64(0), s.int64(1)};
+}
+
+// The core of assign/bulk/rollback; runs inside the caller's write transaction.
+inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
+                                          const ImageVersion& target, const AssignRequest& req,
+                                          std::string_view kind) {
+  auto m =
+      db.prepare("SELECT current_version_id FROM machines WHERE id = ? AND deleted_at IS NULL");
+  m.bind(1, machine_id);
+  if (!m.step()) return machine_not_found(machine_id);
+  const std::optional<std::int64_t> from = m.opt_int64(0);
+
+  AssignOutcome out;
+  if (auto active = active_deployment(db, machine_id)) {
+    if (active->to_version_id == target.id) {
+      out.deployment = *load_deployment(db, active->id);
+      out.created = false;
+      return out;
+    }
+    if (!req.force) {
+      auto d = load_deployment(db, active->id);
+      return make_error(Errc::kConflict,
+                        "machine " + std::to_string(machine_id) + " is already deploying " +
+                            d->to_version.name + ":" + d->to_version.version + " (deployment " +
+                            std::to_string(active->id) + "); use force to supersede it");
+    }
+    supersede(db, now, machine_id, active->id,
+              "superseded by " + std::string(kind) + " to " + target.name + ":" + target.version +
+                  " requested by " + req.requested_by);
+    out.superseded_id = active->id;
+  }
+  db.prepare(
+        "INSERT INTO deployments (machine_id, from_version_id, to_version_id, kind, "
+        "requested_by, created_at, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')")
+      .bind(1, machine_id)
+      .bind(2, from)
+      .bind(3, target.id)
+      .bind(4, kind)
+      .bind(5, req.requested_by)
+      .bind(6, now)
+      .run();
+  const std::int64_t id = db.last_insert_rowid();
+  db.prepare(
+        "UPDATE machines SET state = 'deploying', state_reason = '', updated_at = ? "
+        "WHERE id = ?")
+      .bind(1, now)
+      .bind(2, machine_id)
+      .run();
+  out.deployment = *load_deployment(db, id);
+  append_event(db, now, "deployment.created", machine_id, id,
+               {{"kind", kind},
+                {"to", ref_json(out.deployment.to_version)},
+                {"from", ref_json(out.deployment.from_version)},
+                {"requested_by", req.requested_by}});
+  return out;
+}
+
+// Connection settings that do not write to the database file.
+inline void configure_connection(Db& db, const StoreOptions& o, bool writer) {
+  db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout_ms));
+  db.exec("PRAGMA foreign_keys = ON");
+  if (writer) {
+    db.exec(o.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+  } else {
+    db.exec("PRAGMA query_only = ON");
+  }
+}
+
+}  // namespace kiln::store::internal
+
+namespace kiln::store {
+
+// A reader connection borrowed from the pool; returned on destruction.
+class Store::ReaderLease {
+ public:
+  ReaderLease(Store& store, std::unique_ptr<Db> db) : store_(store), db_(std::move(db)) {}
+  ReaderLease(ReaderLease&& o) noexcept : store_(o.store_), db_(std::move(o.db_)) {}
+  ~ReaderLease() {
+    if (!db_) return;
+    std::lock_guard lock(store_.readers_mu_);
+    if (static_cast<int>(store_.idle_readers_.size()) < store_.options_.readers) {
+      store_.idle_readers_.push_back(std::move(db_));
+    }
+  }
+  Db& operator*() { return *db_; }
+  Db* operator->() { return db_.get(); }
+
+ private:
+  Store& store_;
+  std::unique_ptr<Db> db_;
+};
+
+}  // namespace kiln::store
