@@ -67,30 +67,47 @@ std::optional<std::uint16_t> parse_port(std::string_view p) {
 
 }  // namespace
 
+namespace {
+
+// "host", "host:port", "[v6]" or "[v6]:port" split into the host (brackets removed) and the
+// port text, if any. With `last_colon`, an unbracketed host may itself hold colons (a bare
+// IPv6 address before its port); otherwise the first colon splits.
+struct Authority {
+  std::string host;
+  std::optional<std::string_view> port;
+};
+Result<Authority> split_authority(std::string_view text, bool last_colon) {
+  Authority out;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) return make_error(Errc::kInvalid, "unclosed '['");
+    out.host = std::string(text.substr(1, close - 1));
+    auto after = text.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return make_error(Errc::kInvalid, "text after ']'");
+      out.port = after.substr(1);
+    }
+    return out;
+  }
+  const auto colon = last_colon ? text.rfind(':') : text.find(':');
+  out.host = std::string(text.substr(0, colon));
+  if (colon != std::string_view::npos) out.port = text.substr(colon + 1);
+  return out;
+}
+
+}  // namespace
+
 Result<HostPort> parse_host_port(std::string_view text, bool allow_empty_host) {
   const auto bad = [&](const std::string& why) {
     return make_error(Errc::kInvalid, "'" + std::string(text) + "' is not host:port (" + why + ")");
   };
-  HostPort out;
-  std::string_view port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos) return bad("unclosed '['");
-    out.host = std::string(text.substr(1, close - 1));
-    auto after = text.substr(close + 1);
-    if (after.empty() || after.front() != ':') return bad("no port");
-    port = after.substr(1);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) return bad("no port");
-    out.host = std::string(text.substr(0, colon));
-    port = text.substr(colon + 1);
-  }
-  if (out.host.empty() && !allow_empty_host) return bad("no host");
-  auto p = parse_port(port);
+  auto a = split_authority(text, /*last_colon=*/true);
+  if (!a) return bad(a.error().message);
+  if (!a->port) return bad("no port");
+  if (a->host.empty() && !allow_empty_host) return bad("no host");
+  auto p = parse_port(*a->port);
   if (!p) return bad("port must be 0-65535");
-  out.port = *p;
-  return out;
+  return HostPort{a->host, *p};
 }
 
 std::string HttpUrl::host_header() const {
@@ -120,27 +137,15 @@ Result<HttpUrl> parse_http_url(std::string_view url) {
   std::string_view authority = rest.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
   if (authority.find('@') != std::string_view::npos) return bad("must not contain user info");
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) return bad("has an unclosed '['");
-    out.host = std::string(authority.substr(1, close - 1));
-    auto after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return bad("is malformed");
-      port = after.substr(1);
-    }
-  } else {
-    const auto colon = authority.find(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-  }
+  auto a = split_authority(authority, /*last_colon=*/false);
+  if (!a) return bad("is malformed (" + a.error().message + ")");
+  out.host = std::move(a->host);
   if (out.host.empty()) return bad("has no host");
-  if (port.empty()) {
+  if (!a->port || a->port->empty()) {
     out.port = out.tls ? 443 : 80;
   } else {
-    auto p = parse_port(port);
-    if (!p || *p == 0) return bad("has a bad port '" + std::string(port) + "'");
+    auto p = parse_port(*a->port);
+    if (!p || *p == 0) return bad("has a bad port '" + std::string(*a->port) + "'");
     out.port = *p;
   }
   while (!path.empty() && path.back() == '/') path.remove_suffix(1);

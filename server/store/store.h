@@ -7,6 +7,10 @@
 // a write is in progress. All methods are thread-safe. Expected failures (unknown machine,
 // MAC already registered, deployment in progress, ...) are returned as `Result`s; database
 // failures (disk full, I/O error, corruption) throw `SqliteError`.
+//
+// Implementation: one file per resource (machines.cc, images.cc, deployments.cc, tokens.cc,
+// leases.cc, events.cc) over the shared helpers of store/internal.h; store.cc opens the
+// database and pools readers.
 #pragma once
 
 #include <cstdint>
