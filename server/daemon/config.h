@@ -7,10 +7,10 @@
 
 #include "api/api.h"
 #include "core/result.h"
-#include "daemon/boot_service.h"
 #include "dhcp/ra.h"
 #include "dhcp/server.h"
 #include "http/server.h"
+#include "provision/boot_service.h"
 #include "tftp/server.h"
 
 namespace kiln::daemon {
@@ -28,7 +28,7 @@ struct Config {
   std::string images_dir;                 // the chunk store; default: <data_dir>/images
   std::vector<std::string> trusted_keys;  // Ed25519 public keys (PEM); set: uploads must be signed
   std::vector<std::string> boot_roots;    // boot artifacts searched after files_dir, in order
-  BootOptions boot;                       // the iPXE scripts: /boot/<mac>.ipxe
+  provision::BootOptions boot;            // the iPXE scripts: /boot/<mac>.ipxe
   http::ServerOptions http;
   bool tftp_enabled = false;  // tftp.listen set
   tftp::ServerOptions tftp;

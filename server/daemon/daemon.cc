@@ -16,11 +16,12 @@
 
 #include "boot/artifacts.h"
 #include "core/time.h"
-#include "daemon/boot_service.h"
+#include "daemon/store_adapters.h"
 #include "dhcp/ra.h"
 #include "dhcp/server.h"
 #include "images/chunk_store.h"
 #include "images/image_service.h"
+#include "provision/boot_service.h"
 #include "store/store.h"
 #include "tftp/server.h"
 
@@ -152,7 +153,13 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   }
 
   // iPXE scripts per machine: HTTP /boot/<mac>.ipxe and TFTP boot/<mac>.ipxe, one generator.
-  BootService boot_service(cfg.boot, store, metrics, clock, log);
+  // The boot service and the DHCP server see the store through the interfaces they declare.
+  StoreMachineDirectory machine_directory(store);
+  StoreDeploymentLedger deployment_ledger(store);
+  StoreLeaseBook lease_book(store);
+  StoreDhcpBackend dhcp_backend(store);
+  provision::BootService boot_service(cfg.boot, machine_directory, deployment_ledger, lease_book,
+                                      metrics, clock, log);
   if (auto st = boot_service.init(); !st) {
     log->critical("event=daemon.boot_config_failed err=\"{}\"", st.error().message);
     return 2;
@@ -257,7 +264,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     dopts.http_port = server.port();
     // One answer to "where is kilnd's HTTP": the boot scripts' base URL, when configured.
     if (dopts.boot.http_base.empty()) dopts.boot.http_base = cfg.boot.server_url;
-    dhcp_server = std::make_unique<dhcp::Server>(dopts, store, metrics, log);
+    dhcp_server = std::make_unique<dhcp::Server>(dopts, dhcp_backend, metrics, log);
     if (auto st = dhcp_server->start(); !st) {
       log->critical("event=daemon.dhcp_failed err=\"{}\"", st.error().message);
       return 2;

@@ -23,7 +23,6 @@
 
 #include "core/log_util.h"
 #include "core/unique_fd.h"
-#include "store/store.h"
 
 namespace kiln::dhcp {
 
@@ -94,11 +93,11 @@ struct Server::Impl {
     std::string type;
   };
 
-  Impl(ServerOptions o, store::Store& s, Metrics& m, std::shared_ptr<spdlog::logger> l)
-      : opts(std::move(o)), store(s), metrics(m), log(std::move(l)) {}
+  Impl(ServerOptions o, Backend& b, Metrics& m, std::shared_ptr<spdlog::logger> l)
+      : opts(std::move(o)), backend(b), metrics(m), log(std::move(l)) {}
 
   ServerOptions opts;
-  store::Store& store;
+  Backend& backend;
   Metrics& metrics;
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<Engine> engine;
@@ -109,7 +108,7 @@ struct Server::Impl {
 
   std::mutex mu;  // the writer's queue
   std::condition_variable cv;
-  std::vector<store::DhcpLease> q_leases;
+  std::vector<proto::DhcpLease> q_leases;
   std::vector<Outgoing> q_replies;
   bool writer_stop = false;
 
@@ -127,7 +126,7 @@ struct Server::Impl {
     try {
       std::unordered_map<std::string, std::optional<Ipv4>> k;
       std::unordered_set<std::uint32_t> r;
-      for (const auto& [mac, ip] : store.list_machine_macs()) {
+      for (const auto& [mac, ip] : backend.machine_macs()) {
         std::optional<Ipv4> a = ip ? parse_ipv4(*ip) : std::nullopt;
         if (a) r.insert(to_u32(*a));
         k.emplace(mac, a);
@@ -208,7 +207,7 @@ struct Server::Impl {
     return o;
   }
 
-  static store::DhcpLease row(const Lease& l) {
+  static proto::DhcpLease row(const Lease& l) {
     return {to_string(l.ip),    l.client,     l.mac,       l.hostname,
             to_string(l.state), l.expires_ms, l.updated_ms};
   }
@@ -292,7 +291,7 @@ struct Server::Impl {
 
   void writer_loop() {
     for (;;) {
-      std::vector<store::DhcpLease> leases;
+      std::vector<proto::DhcpLease> leases;
       std::vector<Outgoing> replies;
       {
         std::unique_lock lock(mu);
@@ -302,7 +301,7 @@ struct Server::Impl {
         replies.swap(q_replies);
       }
       try {
-        store.save_dhcp_leases(leases);
+        backend.save_leases(leases);
         metrics.add("kiln_dhcp_lease_commits_total", {});
         metrics.add("kiln_dhcp_lease_writes_total", {}, static_cast<double>(leases.size()));
       } catch (const std::exception& e) {
@@ -358,9 +357,9 @@ struct Server::Impl {
   }
 };
 
-Server::Server(ServerOptions options, store::Store& store, Metrics& metrics,
+Server::Server(ServerOptions options, Backend& backend, Metrics& metrics,
                std::shared_ptr<spdlog::logger> log)
-    : impl_(std::make_unique<Impl>(std::move(options), store, metrics, std::move(log))) {
+    : impl_(std::make_unique<Impl>(std::move(options), backend, metrics, std::move(log))) {
   metrics.describe("kiln_dhcp_received_total", Metrics::Type::kCounter,
                    "DHCP messages received, by type.");
   metrics.describe("kiln_dhcp_sent_total", Metrics::Type::kCounter, "DHCP replies sent, by type.");
@@ -403,7 +402,7 @@ Status Server::start() {
   d.engine = std::make_unique<Engine>(ec);
   std::size_t loaded = 0;
   if (!ec.proxy) {
-    for (const auto& l : d.store.load_dhcp_leases()) {
+    for (const auto& l : d.backend.load_leases()) {
       auto ip = parse_ipv4(l.ip);
       if (!ip) continue;
       d.engine->leases().put(

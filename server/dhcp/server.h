@@ -1,5 +1,6 @@
 // dhcp/server.h — kilnd's DHCPv4 server: sockets on the configured interfaces only, the lease
-// engine (dhcp/engine.h) on one thread of its own, and leases persisted with group commit.
+// engine (dhcp/engine.h) on one thread of its own, and leases persisted with group commit
+// through its backend (dhcp/backend.h).
 //
 // Durability: an ACK (and the lease change behind a DECLINE or RELEASE) is sent only after the
 // transaction holding its lease has committed. Lease changes queue up while a commit runs and
@@ -16,13 +17,11 @@
 #include "boot/pxe.h"
 #include "core/metrics.h"
 #include "core/result.h"
+#include "dhcp/backend.h"
 #include "dhcp/engine.h"
 
 namespace spdlog {
 class logger;
-}
-namespace kiln::store {
-class Store;
 }
 
 namespace kiln::dhcp {
@@ -43,7 +42,8 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(ServerOptions options, store::Store& store, Metrics& metrics,
+  // `backend` and `metrics` must outlive the server.
+  Server(ServerOptions options, Backend& backend, Metrics& metrics,
          std::shared_ptr<spdlog::logger> log);
   ~Server();
   Server(const Server&) = delete;

@@ -26,6 +26,7 @@
 #include "core/clock.h"
 #include "core/result.h"
 #include "proto/api_types.h"
+#include "proto/dhcp_lease.h"
 #include "proto/resources.h"
 #include "store/migrations.h"
 
@@ -36,22 +37,12 @@ class Db;
 // The API resources are proto's value types (proto/resources.h); the store persists them.
 using proto::AgentReport;
 using proto::Deployment;
+using proto::DhcpLease;  // a DHCP lease row (proto/dhcp_lease.h)
 using proto::Event;
 using proto::ImageVersion;
 using proto::Machine;
 using proto::Token;
 using proto::VersionRef;
-
-// A DHCP lease row (dhcp/engine.h has the live table; this is its persisted form).
-struct DhcpLease {
-  std::string ip;
-  std::string client;
-  std::string mac;
-  std::string hostname;
-  std::string state;  // offered | bound | released | declined
-  std::int64_t expires_at = 0;
-  std::int64_t updated_at = 0;
-};
 
 struct NewMachine {
   std::vector<std::string> macs;  // at least one; normalized by the caller

@@ -1,4 +1,4 @@
-#include "daemon/boot_service.h"
+#include "provision/boot_service.h"
 
 #include <spdlog/spdlog.h>
 
@@ -7,7 +7,7 @@
 #include "core/log_util.h"
 #include "core/mac.h"
 
-namespace kiln::daemon {
+namespace kiln::provision {
 
 namespace {
 
@@ -20,10 +20,13 @@ std::string base_name(const std::string& name) {
 
 }  // namespace
 
-BootService::BootService(BootOptions options, store::Store& store, Metrics& metrics,
+BootService::BootService(BootOptions options, MachineDirectory& machines,
+                         DeploymentLedger& deployments, LeaseBook& leases, Metrics& metrics,
                          const Clock& clock, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)),
-      store_(store),
+      machines_(machines),
+      deployments_(deployments),
+      leases_(leases),
       metrics_(metrics),
       clock_(clock),
       log_(std::move(log)) {
@@ -72,7 +75,7 @@ Result<std::string> BootService::generate(std::string_view rel, const boot::Requ
   try {
     out = render_for(*mac, who);
   } catch (const std::exception& e) {
-    // A database error (busy, disk full, no descriptors) must not reach the HTTP or TFTP
+    // A storage error (busy, disk full, no descriptors) must not reach the HTTP or TFTP
     // thread: the machine's script retries, the cause is logged.
     out = make_error(Errc::kInternal, std::string("store: ") + e.what());
   }
@@ -110,7 +113,7 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
   };
 
   if (options_.bind_to_lease) {
-    auto leased = store_.bound_lease_addresses(mac);
+    auto leased = leases_.bound_addresses(mac);
     // A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.
     std::string_view peer = who.address;
     if (peer.rfind("::ffff:", 0) == 0) peer.remove_prefix(7);
@@ -125,9 +128,9 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
   }
 
   // Who is it?
-  std::optional<store::Machine> machine;
+  std::optional<proto::Machine> machine;
   bool created = false;
-  if (auto m = store_.find_machine_by_mac(mac)) {
+  if (auto m = machines_.find_by_mac(mac)) {
     machine = std::move(*m);
   } else if (m.error().code != Errc::kNotFound) {
     return m.error();
@@ -136,13 +139,13 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
                who.protocol);
     return make_error(Errc::kNotFound, "unknown machine and discovery is off");
   } else {
-    auto counts = store_.count_machines_by_state();
-    if (counts["discovered"] >= options_.max_discovered) {
-      log_->warn("event=boot.discovery_full mac={} discovered={} max={}", mac, counts["discovered"],
+    const std::int64_t discovered = machines_.count_discovered();
+    if (discovered >= options_.max_discovered) {
+      log_->warn("event=boot.discovery_full mac={} discovered={} max={}", mac, discovered,
                  options_.max_discovered);
       return make_error(Errc::kNotFound, "too many discovered machines");
     }
-    auto d = store_.discover_machine(mac, "kilnd:pxe");
+    auto d = machines_.discover(mac, "kilnd:pxe");
     if (!d) return d.error();
     machine = std::move(d->first);
     created = d->second;
@@ -153,15 +156,15 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
   // the deployment is failed here, and the bounded retries below take over.
   if (machine->active_deployment_id &&
       agent_boots(*machine->active_deployment_id) > options_.max_agent_boots) {
-    store::AgentReport r;
+    proto::AgentReport r;
     r.result = proto::DeploymentStatus::kFailed;
     r.reason = "the agent booted " + std::to_string(options_.max_agent_boots) +
                " times without finishing this deployment";
-    if (auto failed = store_.report_progress(*machine->active_deployment_id, r); failed) {
+    if (auto failed = deployments_.report(*machine->active_deployment_id, r); failed) {
       log_->warn("event=boot.deployment_abandoned mac={} machine={} deployment={} boots={}", mac,
                  machine->id, failed->id, options_.max_agent_boots);
     }
-    auto again = store_.get_machine(machine->id);
+    auto again = machines_.get(machine->id);
     if (!again) return again.error();
     machine = std::move(*again);
   }
@@ -172,12 +175,12 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
   st.deployment_active = machine->active_deployment_id.has_value();
   std::string retry_note;
   if (st.state == proto::MachineState::kFailed && !st.deployment_active) {
-    auto r = store_.retry_failed(machine->id, options_.retries + 1, "kilnd:retry");
+    auto r = deployments_.retry_failed(machine->id, options_.retries + 1, "kilnd:retry");
     if (r) {
       st.retry_available = true;
-      machine->active_deployment_id = r->deployment.id;
-      retry_note = " retry_deployment=" + std::to_string(r->deployment.id);
-    } else if (auto again = store_.get_machine(machine->id); again && again->active_deployment_id) {
+      machine->active_deployment_id = r->id;
+      retry_note = " retry_deployment=" + std::to_string(r->id);
+    } else if (auto again = machines_.get(machine->id); again && again->active_deployment_id) {
       // Another request (a second NIC, a retried fetch) started the retry first: join it.
       machine = std::move(*again);
       st.state = machine->state;
@@ -195,9 +198,10 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
       vars["after"] = options_.after_discover;
       break;
     case boot::Script::kDeploy: {
-      auto d = store_.get_deployment(*machine->active_deployment_id);
+      auto d = deployments_.get(*machine->active_deployment_id);
       if (!d) return d.error();
-      auto token = store_.mint_agent_token(d->id, clock_.now_ms() + options_.token_ttl.count());
+      auto token =
+          deployments_.mint_agent_token(d->id, clock_.now_ms() + options_.token_ttl.count());
       if (!token) return token.error();
       vars["token"] = *token;
       vars["deployment"] = std::to_string(d->id);
@@ -228,4 +232,4 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
   return text;
 }
 
-}  // namespace kiln::daemon
+}  // namespace kiln::provision

@@ -1,11 +1,15 @@
-// daemon/boot_service.h — renders `/boot/<mac>.ipxe` (HTTP) and `boot/<mac>.ipxe` (TFTP): the
-// one place where the boot policy (boot/script.h) meets the store. Registered as a generator
+// provision/boot_service.h — renders `/boot/<mac>.ipxe` (HTTP) and `boot/<mac>.ipxe` (TFTP): the
+// one place where the boot policy (boot/script.h) meets kiln's state. Registered as a generator
 // on the shared boot::Artifacts resolver, so both protocols serve the same script.
 //
-// Per request: the MAC's machine is looked up (an unknown MAC is registered as `discovered`
-// when discovery is on); a failed machine may get an automatic retry deployment; a deploying
+// Per request: a MAC holding a bound lease is served only at its leased address; the MAC's
+// machine is looked up (an unknown MAC is registered as `discovered` when discovery is on, up
+// to max_discovered); a deployment whose agent booted max_agent_boots times without a result
+// is failed; a failed machine may get a bounded automatic retry deployment; a deploying
 // machine gets a fresh per-deployment agent token minted into its script. Each rendered
 // script is logged with the machine, its state and the script chosen.
+//
+// It reaches machines, deployments and leases only through the interfaces of provision/ports.h.
 #pragma once
 
 #include <chrono>
@@ -18,13 +22,13 @@
 #include "boot/script.h"
 #include "core/clock.h"
 #include "core/metrics.h"
-#include "store/store.h"
+#include "provision/ports.h"
 
 namespace spdlog {
 class logger;
 }
 
-namespace kiln::daemon {
+namespace kiln::provision {
 
 struct BootOptions {
   // Base URL the machines reach kilnd's HTTP at (scripts, kernel, API), e.g.
@@ -58,7 +62,10 @@ struct BootOptions {
 
 class BootService {
  public:
-  BootService(BootOptions options, store::Store& store, Metrics& metrics, const Clock& clock,
+  // `machines`, `deployments`, `leases`, `metrics` and `clock` must outlive the service.
+  // Thread-safe: generate() may be called from any number of threads at once.
+  BootService(BootOptions options, MachineDirectory& machines, DeploymentLedger& deployments,
+              LeaseBook& leases, Metrics& metrics, const Clock& clock,
               std::shared_ptr<spdlog::logger> log);
   // Loads template overrides; checks the options. Call once before serving.
   Status init();
@@ -77,7 +84,9 @@ class BootService {
 
   BootOptions options_;
   mutable std::mutex url_mu_;  // options_.server_url may be set after serving started
-  store::Store& store_;
+  MachineDirectory& machines_;
+  DeploymentLedger& deployments_;
+  LeaseBook& leases_;
   Metrics& metrics_;
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
@@ -86,4 +95,4 @@ class BootService {
   std::unordered_map<std::int64_t, int> boots_;  // deployment id -> deploy scripts rendered
 };
 
-}  // namespace kiln::daemon
+}  // namespace kiln::provision

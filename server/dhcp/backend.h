@@ -1,0 +1,31 @@
+// dhcp/backend.h — what the DHCP server needs of kiln's state, declared by the DHCP server
+// (the consumer owns the interface): its leases, persisted, and the registered machines' MACs
+// with their reserved addresses. daemon/ adapts the store to it; tests use an in-memory fake.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "proto/dhcp_lease.h"
+
+namespace kiln::dhcp {
+
+// Called from the DHCP server's threads (start(), the packet thread and the lease writer)
+// concurrently: implementations are thread-safe. A storage failure throws; the server logs it
+// (and, for save_leases, sends none of the batch's replies).
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Every persisted lease, whatever its state (authoritative mode loads them at start).
+  virtual std::vector<proto::DhcpLease> load_leases() = 0;
+  // Upserts every lease (keyed by address) durably, in one transaction: when it returns, the
+  // whole batch is committed and its ACKs may be sent. An empty batch is a no-op.
+  virtual void save_leases(const std::vector<proto::DhcpLease>& leases) = 0;
+  // Every live machine's MACs (canonical, lower-case), each with the machine's reserved IPv4
+  // address (dotted quad) if it has one: the "known machine" check and reservations.
+  virtual std::vector<std::pair<std::string, std::optional<std::string>>> machine_macs() = 0;
+};
+
+}  // namespace kiln::dhcp

@@ -1,0 +1,72 @@
+// provision/ports.h — what the boot service needs of the rest of kilnd, declared by the boot
+// service itself (the consumer owns the interface): machines, their deployments and the DHCP
+// leases they hold. daemon/ adapts the store to them; tests use in-memory fakes.
+//
+// Every method is called concurrently from the HTTP and TFTP threads: implementations are
+// thread-safe. Expected outcomes (unknown machine, nothing to retry, ...) are `Result`s; a
+// storage failure (disk full, I/O error) may throw, and the boot service turns it into an
+// "unavailable" answer (the machine's script asks again) and a log line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/result.h"
+#include "proto/resources.h"
+
+namespace kiln::provision {
+
+// The registry of machines, as the boot path sees it.
+class MachineDirectory {
+ public:
+  virtual ~MachineDirectory() = default;
+  // The live machine that owns `mac` (canonical, lower-case). kNotFound when none does.
+  virtual Result<proto::Machine> find_by_mac(const std::string& mac) = 0;
+  // The machine that owns `mac`; an unknown MAC is registered now as `discovered` (no name,
+  // no labels), recorded as done by `who`. Returns the machine and whether it was created now
+  // (false: another request registered it first).
+  virtual Result<std::pair<proto::Machine, bool>> discover(const std::string& mac,
+                                                           const std::string& who) = 0;
+  // The live machine `id`. kNotFound when it does not exist (or was deleted).
+  virtual Result<proto::Machine> get(std::int64_t id) = 0;
+  // How many live machines are in state `discovered` now.
+  virtual std::int64_t count_discovered() = 0;
+};
+
+// Deployments: read them, credential their agents, end or restart them.
+class DeploymentLedger {
+ public:
+  virtual ~DeploymentLedger() = default;
+  // Deployment `id`. kNotFound when it does not exist.
+  virtual Result<proto::Deployment> get(std::int64_t id) = 0;
+  // A fresh bearer token for the agent of the active deployment `deployment_id`, valid until
+  // `expires_at_ms` (ms since the epoch) or until the deployment ends, whichever is first; it
+  // replaces any older one. kNotFound: no such deployment; conflict: it is not active.
+  virtual Result<std::string> mint_agent_token(std::int64_t deployment_id,
+                                               std::int64_t expires_at_ms) = 0;
+  // Records a progress report, or the deployment's end when `report.result` is set (a failed
+  // result with `report.reason` fails the deployment and its machine). Returns the deployment
+  // as it now is. kNotFound: no such deployment; conflict: it has already ended.
+  virtual Result<proto::Deployment> report(std::int64_t deployment_id,
+                                           const proto::AgentReport& report) = 0;
+  // Retries a failed machine: when its latest deployment failed and fewer than
+  // `max_attempts` deployments of that version failed in a row (counting back to the last one
+  // not requested by `who`), starts a new deployment of the same version requested by `who`
+  // and returns it. Conflict when there is nothing to retry or the attempts are used up (the
+  // message says which).
+  virtual Result<proto::Deployment> retry_failed(std::int64_t machine_id, int max_attempts,
+                                                 const std::string& who) = 0;
+};
+
+// The DHCP leases kilnd has granted (committed before their ACK was sent).
+class LeaseBook {
+ public:
+  virtual ~LeaseBook() = default;
+  // The IPv4 addresses (dotted quads) `mac` holds a bound, unexpired lease on; empty when it
+  // holds none.
+  virtual std::vector<std::string> bound_addresses(const std::string& mac) = 0;
+};
+
+}  // namespace kiln::provision
