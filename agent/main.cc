@@ -180,7 +180,7 @@ std::string unhex(const std::string& h) {
 // The agent's calls to kilnd (plan, manifest, progress, result), retried across short outages.
 class Server {
  public:
-  Server(BaseUrl base, std::string token)
+  Server(HttpUrl base, std::string token)
       : conn_(std::move(base), std::chrono::seconds(30)), token_(std::move(token)) {}
 
   Result<Reply> call(const std::string& method, const std::string& target,
@@ -278,7 +278,7 @@ Status kexec_into(const img::Manifest& m, const std::string& disk) {
 
 // Progress reporting around a deploy function, and the result. Shared by both paths.
 template <typename Fn>
-int run_deploy(const Options& o, Server& server, const BaseUrl& base, std::uint64_t total,
+int run_deploy(const Options& o, Server& server, const HttpUrl& base, std::uint64_t total,
                Clock::time_point started, DeployCounters& counters, Fn&& fn) {
   std::mutex mu;
   std::condition_variable cv;
@@ -355,7 +355,7 @@ int run_deploy(const Options& o, Server& server, const BaseUrl& base, std::uint6
 }
 
 // The compatibility path: an external raw image streamed from its URL.
-int deploy_external(Options& o, Server& server, const json& image, const BaseUrl& base) {
+int deploy_external(Options& o, Server& server, const json& image, const HttpUrl& base) {
   const auto started = Clock::now();
   RawSource src;
   src.format = image.value("format", "");
@@ -392,7 +392,7 @@ int deploy_external(Options& o, Server& server, const json& image, const BaseUrl
 
 // Discovery: post this machine's inventory, then reboot (its next PXE boot waits for an
 // assignment) or power off.
-int discover(const Options& o, const BaseUrl& base) {
+int discover(const Options& o, const HttpUrl& base) {
   json inv = collect_inventory();
   log("discovery: " + std::to_string(inv["cpu"].value("threads", 0)) + " CPU threads, " +
       std::to_string(inv.value("memory_bytes", std::uint64_t{0}) >> 20) + " MiB, " +
@@ -449,7 +449,7 @@ int main(int argc, char** argv) {
     usage();
     return kExitUsage;
   }
-  auto base = parse_base_url(o.server);
+  auto base = parse_agent_url(o.server);
   if (!base) {
     log(base.error().message);
     return kExitUsage;
