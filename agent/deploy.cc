@@ -118,9 +118,9 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
                             DeployCounters& counters) {
   if (auto st = preflight(m, disk); !st) return st.error();
   if (o.chunk_bases.empty()) return make_error(Errc::kInvalid, "no chunk source URL");
-  std::vector<BaseUrl> bases;
+  std::vector<HttpUrl> bases;
   for (const auto& b : o.chunk_bases) {
-    auto u = parse_base_url(b);
+    auto u = parse_agent_url(b);
     if (!u) return u.error();
     bases.push_back(*u);
   }
@@ -177,7 +177,7 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
   };
 
   auto t1 = Clock::now();
-  auto work = [&] {
+  auto work_loop = [&] {
     std::vector<std::unique_ptr<HttpConnection>> conns;
     for (const auto& b : bases) conns.push_back(std::make_unique<HttpConnection>(b, o.timeout));
     img::ChunkDecoder decoder;
@@ -287,6 +287,17 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
       }
       counters.written += len;
       counters.done += len;
+    }
+  };
+  // A worker's exception (an allocation that fails, a library that throws) fails the
+  // deployment like any other error instead of terminating the agent.
+  auto work = [&] {
+    try {
+      work_loop();
+    } catch (const std::exception& e) {
+      fail(std::string("a write worker failed: ") + e.what());
+    } catch (...) {
+      fail("a write worker failed: unknown exception");
     }
   };
   std::vector<std::thread> pool;

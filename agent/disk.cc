@@ -8,10 +8,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+
+#include "core/io.h"
 
 namespace kiln::agent {
 
@@ -73,12 +76,12 @@ Status Disk::write(std::uint64_t offset, const char* data, std::size_t n) const 
     const bool use_direct = direct_fd_.get() >= 0 && aligned_buf && (offset + done) % align == 0 &&
                             left >= align && done % 4096 == 0;
     const std::size_t want = use_direct ? left - left % align : left;
-    ssize_t w = ::pwrite(use_direct ? direct_fd_.get() : fd_.get(), data + done, want,
-                         static_cast<off_t>(offset + done));
-    if (w < 0 && errno == EINTR) continue;
+    const auto at = static_cast<off_t>(offset + done);
+    ssize_t w = retry_eintr(
+        [&] { return ::pwrite(use_direct ? direct_fd_.get() : fd_.get(), data + done, want, at); });
     if (w < 0 && use_direct && errno == EINVAL) {
       // O_DIRECT refused for this request after all: buffered from here on.
-      w = ::pwrite(fd_.get(), data + done, want, static_cast<off_t>(offset + done));
+      w = retry_eintr([&] { return ::pwrite(fd_.get(), data + done, want, at); });
     }
     if (w <= 0) return os_error("write " + path_ + " at offset " + std::to_string(offset + done));
     done += static_cast<std::size_t>(w);
@@ -91,16 +94,13 @@ Status Disk::read(std::uint64_t offset, char* data, std::size_t n) const {
   const bool use_direct = direct_fd_.get() >= 0 &&
                           reinterpret_cast<std::uintptr_t>(data) % 4096 == 0 &&
                           offset % align == 0 && n % align == 0;
-  std::size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(use_direct ? direct_fd_.get() : fd_.get(), data + done, n - done,
-                        static_cast<off_t>(offset + done));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return os_error("read " + path_ + " at offset " + std::to_string(offset + done));
-    if (r == 0)
-      return make_error(Errc::kInvalid, "short read at offset " + std::to_string(offset + done));
-    done += static_cast<std::size_t>(r);
+  auto got = pread_full(use_direct ? direct_fd_.get() : fd_.get(), data, n, offset);
+  if (!got) {
+    return make_error(Errc::kInternal, "read " + path_ + " at offset " + std::to_string(offset) +
+                                           ": " + got.error().message);
   }
+  if (*got < n)
+    return make_error(Errc::kInvalid, "short read at offset " + std::to_string(offset + *got));
   return ok_status();
 }
 
@@ -158,7 +158,9 @@ Result<std::string> resolve_disk(const std::string& hint) {
     if (read_small(e.path() / "removable") == "1") continue;
     {
       const std::string sectors = read_small(e.path() / "size");
-      const std::uint64_t bytes = sectors.empty() ? 0 : std::stoull(sectors) * 512;
+      std::uint64_t count = 0;  // unreadable or garbled: not a candidate
+      std::from_chars(sectors.data(), sectors.data() + sectors.size(), count);
+      const std::uint64_t bytes = count * 512;
       if (bytes == 0) continue;
       std::string serial = read_small(e.path() / "device" / "serial");
       if (serial.empty()) serial = read_small(e.path() / "serial");

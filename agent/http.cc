@@ -15,38 +15,14 @@ namespace http = boost::beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-Result<BaseUrl> parse_base_url(std::string_view url) {
-  BaseUrl b;
-  constexpr std::string_view kScheme = "http://";
-  if (url.substr(0, kScheme.size()) != kScheme) {
+Result<HttpUrl> parse_agent_url(std::string_view url) {
+  auto u = parse_http_url(url);
+  if (!u) return u.error();
+  if (u->tls) {
     return make_error(Errc::kInvalid,
-                      "server URL '" + std::string(url) + "' must start with http://");
+                      "URL '" + u->url + "' is https; the agent speaks plain http:// only");
   }
-  while (!url.empty() && url.back() == '/') url.remove_suffix(1);
-  b.url = std::string(url);
-  auto rest = url.substr(kScheme.size());
-  const auto slash = rest.find('/');
-  auto authority = rest.substr(0, slash);
-  if (slash != std::string_view::npos) b.path = std::string(rest.substr(slash));
-  if (authority.empty())
-    return make_error(Errc::kInvalid, "server URL '" + b.url + "' has no host");
-  if (authority.front() == '[') {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos)
-      return make_error(Errc::kInvalid, "bad IPv6 host in " + b.url);
-    b.host = std::string(authority.substr(1, close - 1));
-    authority.remove_prefix(close + 1);
-    b.port = authority.empty() ? "80" : std::string(authority.substr(1));
-  } else {
-    const auto colon = authority.rfind(':');
-    b.host = std::string(authority.substr(0, colon));
-    b.port = colon == std::string_view::npos ? "80" : std::string(authority.substr(colon + 1));
-  }
-  if (b.host.empty() || b.port.empty() ||
-      b.port.find_first_not_of("0123456789") != std::string::npos) {
-    return make_error(Errc::kInvalid, "bad host or port in server URL '" + b.url + "'");
-  }
-  return b;
+  return u;
 }
 
 std::string Reply::header(std::string_view name) const {
@@ -72,7 +48,7 @@ namespace {
 // operation to completion (so every step is bounded by the stream's timeout), and connect
 // (resolving once).
 struct Conn {
-  BaseUrl base;
+  HttpUrl base;
   std::chrono::milliseconds timeout;
   net::io_context ioc;
   std::optional<beast::tcp_stream> stream;
@@ -94,7 +70,7 @@ struct Conn {
     beast::error_code ec;
     if (!endpoints) {
       tcp::resolver resolver(ioc);
-      auto r = resolver.resolve(base.host, base.port, ec);
+      auto r = resolver.resolve(base.host, std::to_string(base.port), ec);
       if (ec) {
         return make_error(Errc::kUnavailable,
                           "cannot resolve " + base.host + " (" + base.url + "): " + ec.message());
@@ -147,14 +123,14 @@ struct HttpConnection::Impl : Conn {
   }
 };
 
-HttpConnection::HttpConnection(BaseUrl base, std::chrono::milliseconds timeout)
+HttpConnection::HttpConnection(HttpUrl base, std::chrono::milliseconds timeout)
     : impl_(std::make_unique<Impl>()) {
   impl_->base = std::move(base);
   impl_->timeout = timeout;
 }
 HttpConnection::~HttpConnection() = default;
 
-const BaseUrl& HttpConnection::base() const { return impl_->base; }
+const HttpUrl& HttpConnection::base() const { return impl_->base; }
 
 Result<Reply> HttpConnection::request(std::string_view method, std::string_view target,
                                       std::string_view token, std::string_view body,
@@ -162,7 +138,7 @@ Result<Reply> HttpConnection::request(std::string_view method, std::string_view 
   auto& d = *impl_;
   http::request<http::string_body> req{http::string_to_verb(method),
                                        d.base.path + std::string(target), 11};
-  req.set(http::field::host, d.base.host + ":" + d.base.port);
+  req.set(http::field::host, d.base.host_header());
   req.set(http::field::user_agent, "kiln-agent");
   if (!token.empty()) req.set(http::field::authorization, "Bearer " + std::string(token));
   if (!body.empty()) {
@@ -184,7 +160,7 @@ struct HttpStream::Impl : Conn {
   std::optional<http::response_parser<http::buffer_body>> parser;
 };
 
-HttpStream::HttpStream(BaseUrl url, std::chrono::milliseconds timeout)
+HttpStream::HttpStream(HttpUrl url, std::chrono::milliseconds timeout)
     : impl_(std::make_unique<Impl>()) {
   impl_->base = std::move(url);
   impl_->timeout = timeout;
@@ -196,7 +172,7 @@ Status HttpStream::open() {
   if (auto st = d.connect(); !st) return st;
   beast::error_code ec;
   http::request<http::empty_body> req{http::verb::get, d.base.path.empty() ? "/" : d.base.path, 11};
-  req.set(http::field::host, d.base.host + ":" + d.base.port);
+  req.set(http::field::host, d.base.host_header());
   req.set(http::field::user_agent, "kiln-agent");
   d.stream->expires_after(d.timeout);
   ec = d.run([&](auto h) { http::async_write(*d.stream, req, h); });

@@ -12,17 +12,13 @@
 #include <string_view>
 
 #include "core/result.h"
+#include "core/url.h"
 
 namespace kiln::agent {
 
-struct BaseUrl {
-  std::string host;
-  std::string port;
-  std::string path;  // "" or "/prefix", no trailing slash
-  std::string url;   // as given, without a trailing slash
-};
-// Parses "http://host[:port][/prefix]".
-Result<BaseUrl> parse_base_url(std::string_view url);
+// A server, mirror or image URL the agent can speak to: "http://host[:port][/prefix]" as
+// core's parse_http_url reads it (port 1-65535), https refused (the agent has no TLS).
+Result<HttpUrl> parse_agent_url(std::string_view url);
 
 struct Reply {
   unsigned status = 0;
@@ -34,7 +30,7 @@ struct Reply {
 
 class HttpConnection {
  public:
-  HttpConnection(BaseUrl base, std::chrono::milliseconds timeout);
+  HttpConnection(HttpUrl base, std::chrono::milliseconds timeout);
   ~HttpConnection();
   HttpConnection(const HttpConnection&) = delete;
   HttpConnection& operator=(const HttpConnection&) = delete;
@@ -46,7 +42,7 @@ class HttpConnection {
   Result<Reply> request(std::string_view method, std::string_view target,
                         std::string_view token = {}, std::string_view body = {},
                         std::size_t body_limit = 64 << 20);
-  const BaseUrl& base() const;
+  const HttpUrl& base() const;
 
  private:
   struct Impl;
@@ -57,7 +53,7 @@ class HttpConnection {
 // memory. Each read is bounded by the timeout (a stall, not the whole transfer).
 class HttpStream {
  public:
-  HttpStream(BaseUrl url, std::chrono::milliseconds timeout);
+  HttpStream(HttpUrl url, std::chrono::milliseconds timeout);
   ~HttpStream();
   HttpStream(const HttpStream&) = delete;
   HttpStream& operator=(const HttpStream&) = delete;

@@ -1,7 +1,6 @@
 #include "agent/raw_stream.h"
 
 #include <archive.h>
-#include <openssl/evp.h>
 
 #include <chrono>
 #include <cstring>
@@ -9,6 +8,7 @@
 #include <thread>
 
 #include "agent/http.h"
+#include "core/crypto.h"
 
 namespace kiln::agent {
 
@@ -44,9 +44,6 @@ la_ssize_t read_cb(struct archive*, void* p, const void** out) {
 struct ArchiveFree {
   void operator()(struct archive* a) const { archive_read_free(a); }
 };
-struct MdFree {
-  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-};
 
 bool all_zero(const char* p, std::size_t n) {
   return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
@@ -55,7 +52,7 @@ bool all_zero(const char* p, std::size_t n) {
 // One pass over the stream. Returns the whole-image hash, or an error.
 Result<std::string> stream_once(const RawSource& src, const Disk& disk, const DeployOptions& o,
                                 DeployCounters& counters, std::string& head, std::string& tail) {
-  auto url = parse_base_url(src.url);
+  auto url = parse_agent_url(src.url);
   if (!url) return url.error();
   HttpStream http(*url, o.timeout);
   if (auto st = http.open(); !st) return st.error();
@@ -77,14 +74,13 @@ Result<std::string> stream_once(const RawSource& src, const Disk& disk, const De
                       src.url + ": not a raw image: " +
                           (ctx.error.empty() ? archive_error_string(a.get()) : ctx.error));
   }
-  std::unique_ptr<EVP_MD_CTX, MdFree> md(EVP_MD_CTX_new());
-  EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr);
+  Sha256 hash;
   AlignedBuffer block(kBlock);
   std::uint64_t off = 0;  // image offset of block[0]
   std::size_t fill = 0;
   auto flush_block = [&]() -> Status {
     if (fill == 0) return ok_status();
-    EVP_DigestUpdate(md.get(), block.data(), fill);
+    hash.update(block.data(), fill);
     // Held-back ranges are kept and written as zeroes for now.
     auto hold_back = [&](std::string& keep, std::uint64_t keep_at) {
       const std::uint64_t lo = std::max(off, keep_at);
@@ -135,16 +131,7 @@ Result<std::string> stream_once(const RawSource& src, const Disk& disk, const De
                                           " bytes, the registered size is " +
                                           std::to_string(src.size));
   }
-  unsigned char digest[32];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(md.get(), digest, &len);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned i = 0; i < len; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 15]);
-  }
-  return hex;
+  return hash.hex_digest();
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 # kiln-agent against a running kilnd, writing to a real block device (a loop device): full
 # deploy, delta redeploy and rollback, faults on the wire (bit flips, 500s, truncated bodies,
 # wrong Content-Length, stalls; via tests/tools/chaos_proxy), a corrupt chunk in the server's
-# store, kilnd killed and restarted mid-deploy, the agent killed and restarted mid-deploy.
+# store, kilnd killed and restarted mid-deploy, the agent killed and restarted mid-deploy, and
+# refusals (an untrusted or malformed signature, a disk too small, a bad token) reported to kilnd.
 source "$(dirname "$0")/lib.sh"
 AGENT=$KILN_BUILD/kiln-agent
 PROXY=$KILN_BUILD/chaos_proxy
@@ -249,6 +250,18 @@ expect_eq "$rc" 1 "untrusted signature refused"
 grep -q "signature" agent.log && ok || fail "signature failure explained: $(cat agent.log)"
 deployment_status
 expect_eq "$STATUS_NOW" failed "signature failure reported"
+# A Kiln-Signature header that is not hex (rewritten on the wire): a failed deployment whose
+# reason names the header, never a crash that leaves kilnd waiting.
+assign 1
+start_proxy --bad-signature 1
+rc=0; "$AGENT" --server "$PURL" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none >agent.log 2>&1 || rc=$?
+stop_proxy
+expect_eq "$(grep -c '^chaos_proxy: non-hex Kiln-Signature' proxy.log)" 1 "the proxy rewrote the signature header"
+expect_eq "$rc" 1 "a non-hex Kiln-Signature fails the deployment: $(tail -2 agent.log)"
+deployment_status
+expect_eq "$STATUS_NOW" failed "the bad signature header is reported to kilnd"
+[[ "$(jqb .status_reason)" == *"Kiln-Signature header is not hex"* ]] && ok \
+  || fail "the reason names the header: $(jqb .status_reason)"
 truncate -s 32M small.img
 SMALL=$(losetup -f --show small.img)
 CLEANUP_CMDS+=("losetup -d $SMALL")

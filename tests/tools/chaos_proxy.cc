@@ -13,6 +13,9 @@
 //   --bad-length N  announce 100 bytes more than the body has, send the body, then close
 //   --stall-ms MS   with --stall N: send the header, then nothing for MS, then close
 //   --delay-ms MS   delay every chunk response by MS (to make a deploy slow enough to interrupt)
+// One mode damages the manifest instead (GET /api/v1/agent/manifest):
+//   --bad-signature N  replace the Kiln-Signature header's value of the first N manifest
+//                      responses with 128 characters that are not hex (the right length)
 // Prints one line per damaged response to stderr. Bounded: it exits after --lifetime-s seconds
 // (default 600) if the test has not stopped it (by PID) before.
 #include <arpa/inet.h>
@@ -33,7 +36,7 @@
 namespace {
 
 int upstream_port = 0;
-std::atomic<int> flip{0}, status500{0}, truncate_n{0}, bad_length{0}, stall{0};
+std::atomic<int> flip{0}, status500{0}, truncate_n{0}, bad_length{0}, stall{0}, bad_signature{0};
 int stall_ms = 5000, delay_ms = 0;
 
 bool send_all(int fd, const char* p, std::size_t n) {
@@ -75,6 +78,19 @@ bool read_message(int fd, std::string& buf, std::string& head, std::string& body
   return true;
 }
 
+// Replaces the value of header `name` (lower case, without the colon) in `head`; false if the
+// header is absent.
+bool rewrite_header(std::string& head, const std::string& name, const std::string& value) {
+  std::string lower = head;
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const auto p = lower.find("\r\n" + name + ":");
+  if (p == std::string::npos) return false;
+  const auto from = p + 2 + name.size() + 1;
+  const auto e = head.find("\r\n", from);
+  head = head.substr(0, from) + " " + value + head.substr(e);
+  return true;
+}
+
 bool take(std::atomic<int>& n) {
   int v = n.load();
   while (v > 0) {
@@ -97,6 +113,7 @@ void serve(int client) {
   std::string cbuf, ubuf, head, body, rhead, rbody;
   while (read_message(client, cbuf, head, body)) {
     const bool chunk = head.rfind("GET /v1/chunks/", 0) == 0;
+    const bool manifest = head.rfind("GET /api/v1/agent/manifest ", 0) == 0;
     if (chunk && take(status500)) {
       std::fprintf(stderr, "chaos_proxy: 500 for %s\n", head.substr(0, head.find('\r')).c_str());
       static const char k500[] =
@@ -108,6 +125,12 @@ void serve(int client) {
     if (!send_all(up, head.data(), head.size()) || !send_all(up, body.data(), body.size())) break;
     if (!read_message(up, ubuf, rhead, rbody)) break;
     if (chunk && delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    if (manifest && take(bad_signature)) {
+      if (rewrite_header(rhead, "kiln-signature", std::string(128, 'z'))) {
+        std::fprintf(stderr, "chaos_proxy: non-hex Kiln-Signature for %s\n",
+                     head.substr(0, head.find('\r')).c_str());
+      }
+    }
     if (chunk && !rbody.empty() && take(flip)) {
       rbody[rbody.size() / 2] ^= 0x10;
       std::fprintf(stderr, "chaos_proxy: flipped a bit in %s\n",
@@ -169,6 +192,8 @@ int main(int argc, char** argv) {
       stall = v;
     else if (k == "--stall-ms")
       stall_ms = v;
+    else if (k == "--bad-signature")
+      bad_signature = v;
     else if (k == "--delay-ms")
       delay_ms = v;
     else if (k == "--lifetime-s")

@@ -1,0 +1,144 @@
+#include "agent/api_client.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "core/hex.h"
+#include "proto/image_format.h"
+
+namespace kiln::agent {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Never throws: bytes that are not UTF-8 (a reason quoting a server's answer) are replaced.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::optional<std::string> string_field(const json& j, const char* key) {
+  const auto it = j.find(key);
+  if (it == j.end() || !it->is_string()) return std::nullopt;
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+Result<std::string> decode_signature_header(std::string_view value) {
+  if (value.empty()) return std::string();
+  constexpr std::size_t kHexSize = 2 * proto::image::kSignatureSize;
+  if (value.size() != kHexSize) {
+    return make_error(Errc::kInvalid, "the manifest's Kiln-Signature header has " +
+                                          std::to_string(value.size()) + " characters, not the " +
+                                          std::to_string(kHexSize) +
+                                          " hex digits of an Ed25519 signature");
+  }
+  auto bytes = hex_decode(value);
+  if (!bytes) {
+    return make_error(Errc::kInvalid, "the manifest's Kiln-Signature header is not hex");
+  }
+  return std::move(*bytes);
+}
+
+json report_body(const proto::AgentReport& r) {
+  json j = json::object();
+  if (r.stage) j["stage"] = *r.stage;
+  if (r.bytes_done) j["bytes_done"] = *r.bytes_done;
+  if (r.bytes_total) j["bytes_total"] = *r.bytes_total;
+  if (!r.detail.empty()) j["detail"] = r.detail;
+  if (r.result) {
+    j["status"] = proto::to_string(*r.result);
+    if (!r.reason.empty()) j["reason"] = r.reason;
+  }
+  return j;
+}
+
+ApiClient::ApiClient(HttpUrl base, std::string token)
+    : conn_(std::move(base), std::chrono::seconds(30)), token_(std::move(token)) {}
+
+Result<Reply> ApiClient::call(const std::string& method, const std::string& target,
+                              const std::string& body, int attempts) {
+  std::string last;
+  for (int a = 0; a < attempts; ++a) {
+    if (a) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(200 << a, 5000)));
+    auto r = conn_.request(method, target, token_, body);
+    if (!r) {
+      last = r.error().message;
+      continue;
+    }
+    if (r->status >= 500) {
+      last = target + ": HTTP " + std::to_string(r->status);
+      continue;
+    }
+    return r;
+  }
+  return make_error(Errc::kUnavailable, last);
+}
+
+Result<Plan> ApiClient::plan() {
+  auto r = call("GET", "/api/v1/agent/deployment");
+  if (!r) {
+    return make_error(Errc::kUnavailable, "cannot fetch the deployment plan: " + r.error().message);
+  }
+  if (r->status != 200) {
+    return make_error(Errc::kForbidden,
+                      "deployment plan refused: HTTP " + std::to_string(r->status) + " " + r->body);
+  }
+  const json j = json::parse(r->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("image") || !j["image"].is_object()) {
+    return make_error(Errc::kInvalid, "the deployment plan has no image");
+  }
+  Plan p;
+  if (const auto it = j.find("id"); it != j.end() && it->is_number_integer()) {
+    p.id = it->get<std::int64_t>();
+  }
+  p.image = j["image"];
+  p.manifest_url = string_field(j, "manifest_url");
+  p.chunks_url = string_field(j, "chunks_url");
+  p.previous_manifest_url = string_field(j, "previous_manifest_url");
+  return p;
+}
+
+Result<SignedManifest> ApiClient::manifest(const std::string& url) {
+  auto r = call("GET", url);
+  if (!r || r->status != 200) {
+    return make_error(Errc::kUnavailable,
+                      "cannot fetch the manifest: " +
+                          (r ? "HTTP " + std::to_string(r->status) : r.error().message));
+  }
+  auto signature = decode_signature_header(r->header("Kiln-Signature"));
+  if (!signature) return signature.error();
+  return SignedManifest{std::move(r->body), std::move(*signature)};
+}
+
+Result<std::string> ApiClient::previous_manifest(const std::string& url) {
+  auto r = call("GET", url, {}, 2);
+  if (!r) return r.error();
+  if (r->status != 200) {
+    return make_error(Errc::kNotFound, "previous manifest: HTTP " + std::to_string(r->status));
+  }
+  return std::move(r->body);
+}
+
+Status ApiClient::report(const proto::AgentReport& report) {
+  const bool final = report.result.has_value();
+  auto r = call("POST", final ? "/api/v1/agent/result" : "/api/v1/agent/progress",
+                dump(report_body(report)), final ? 10 : 1);
+  if (!r) return r.error();
+  if (r->status != 200)
+    return make_error(Errc::kInvalid, "HTTP " + std::to_string(r->status) + ": " + r->body);
+  return ok_status();
+}
+
+Status ApiClient::post_inventory(const std::string& mac, const json& inventory) {
+  auto r =
+      call("POST", "/api/v1/agent/inventory", dump(json{{"mac", mac}, {"inventory", inventory}}));
+  if (!r) return make_error(r.error().code, "cannot post the inventory: " + r.error().message);
+  if (r->status != 200) {
+    return make_error(Errc::kInvalid,
+                      "inventory refused: HTTP " + std::to_string(r->status) + " " + r->body);
+  }
+  return ok_status();
+}
+
+}  // namespace kiln::agent

@@ -1,0 +1,80 @@
+// agent/api_client.h — the agent's side of the agent protocol (proto/openapi.yaml, the
+// /api/v1/agent/... routes): the plan, the manifest and its signature, progress and the
+// result, the discovery inventory. Calls are retried across short outages of kilnd (transport
+// errors and 5xx, with backoff); any other HTTP status is the caller's to judge. The bodies the
+// agent sends are built in this file's .cc and nowhere else. Not thread-safe: one ApiClient per
+// thread (the progress reporter has its own).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "agent/http.h"
+#include "core/result.h"
+#include "core/url.h"
+#include "proto/resources.h"
+
+namespace kiln::agent {
+
+// GET /api/v1/agent/deployment: what to write. `image` is the image version resource
+// (format, name, version, sha256, and source_url/size_bytes for external images).
+struct Plan {
+  std::int64_t id = 0;
+  nlohmann::json image = nlohmann::json::object();
+  std::optional<std::string> manifest_url;           // .kiln images
+  std::optional<std::string> chunks_url;             // .kiln images
+  std::optional<std::string> previous_manifest_url;  // a hint for local copies, may be absent
+};
+
+// A manifest as served, with the signature from its Kiln-Signature header (raw bytes; empty
+// when the header is absent, i.e. the manifest is unsigned).
+struct SignedManifest {
+  std::string body;
+  std::string signature;
+};
+
+// The bytes a Kiln-Signature header value spells: "" for an absent/empty header (unsigned), or
+// exactly proto::image::kSignatureSize bytes written as hex (either case). Anything else (not
+// hex, odd or wrong length) is an error naming the header; it never throws.
+Result<std::string> decode_signature_header(std::string_view value);
+
+// The JSON body of a progress report (no result) or a final result (result set). This is the
+// one place a report's shape is written: a codec in proto/ replaces it in one edit.
+nlohmann::json report_body(const proto::AgentReport& report);
+
+class ApiClient {
+ public:
+  // `token` is the deployment's agent token ("" for discovery, which needs none).
+  ApiClient(HttpUrl base, std::string token);
+
+  const HttpUrl& base() const { return conn_.base(); }
+
+  // One call, up to `attempts` tries while kilnd is unreachable or answers 5xx (backoff from
+  // 200 ms doubling, capped at 5 s). A transport failure after the last try is kUnavailable.
+  Result<Reply> call(const std::string& method, const std::string& target,
+                     const std::string& body = {}, int attempts = 10);
+
+  // The plan. Errors: unreachable (kUnavailable), refused (kUnauthorized: any non-200, with
+  // kilnd's answer), unparsable or without an image (kInvalid: worth reporting as failed).
+  Result<Plan> plan();
+  // The manifest at `url` (a plan's manifest_url) and its signature header, decoded.
+  // Errors: kUnavailable (cannot fetch), kInvalid (a bad Kiln-Signature header).
+  Result<SignedManifest> manifest(const std::string& url);
+  // Another manifest's body (the previous version's: a hint, so only 2 tries).
+  Result<std::string> previous_manifest(const std::string& url);
+
+  // POSTs a progress report (1 try: the next one follows within a second) or, when
+  // `report.result` is set, the deployment's result (10 tries). Non-200 is an error.
+  Status report(const proto::AgentReport& report);
+  // POST /api/v1/agent/inventory (discovery). Non-200 is an error with kilnd's answer.
+  Status post_inventory(const std::string& mac, const nlohmann::json& inventory);
+
+ private:
+  HttpConnection conn_;
+  std::string token_;
+};
+
+}  // namespace kiln::agent
