@@ -213,5 +213,38 @@ TEST_F(BuilderTest, CompressedInputsAreDecoded) {
   EXPECT_FALSE(t) << "truncated gzip accepted";
 }
 
+TEST_F(BuilderTest, SameBytesWhateverTheThreadCount) {
+  auto one = options((dir_ / "one.kiln").string());
+  one.threads = 1;
+  auto three = options((dir_ / "three.kiln").string());
+  three.threads = 3;
+  ASSERT_TRUE(build_image(one));
+  ASSERT_TRUE(build_image(three));
+  EXPECT_EQ(read_all(one.output), read_all(three.output));
+}
+
+TEST_F(BuilderTest, RefusesSizesTheFormatDoesNotAllow) {
+  struct Case {
+    std::uint32_t chunk_size;
+    std::uint32_t sector_size;
+  };
+  for (const auto& c : std::vector<Case>{{kChunk / 2, 0},
+                                         {kChunk + 1, 0},
+                                         {3 * kChunk, 0},
+                                         {128u << 20, 0},
+                                         {kChunk, 1024},
+                                         {kChunk, 511}}) {
+    auto o = options((dir_ / "bad.kiln").string());
+    o.chunk_size = c.chunk_size;
+    o.sector_size = c.sector_size;
+    auto r = build_image(o);
+    EXPECT_FALSE(r) << c.chunk_size << "/" << c.sector_size;
+    if (!r) {
+      EXPECT_EQ(r.error().code, Errc::kInvalid);
+    }
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "bad.kiln"));
+}
+
 }  // namespace
 }  // namespace kiln::images
