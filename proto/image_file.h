@@ -1,20 +1,13 @@
-// proto/image_file.h — building, opening and verifying packed `.kiln` images
-// (proto/image-format.md).
-//
-// build_image() reads a raw disk image, a block device, or a compressed raw image (gz, xz,
-// zstd, bz2 via libarchive's raw format and filters), cuts it into chunks, compresses them on
-// a pool of threads and writes the packed file in one pass. Memory stays bounded by a window
-// of 4 x threads chunks whatever the image size. The output appears atomically (written to
-// "<out>.partial", then renamed) so an interrupted build leaves nothing behind.
+// proto/image_file.h — opening and verifying packed `.kiln` images (proto/image-format.md).
 //
 // PackedImage reads the layout back; verify_image() checks every chunk (and the signature
-// when trusted keys are given) and names the first bad chunk.
+// when trusted keys are given) and names the first bad chunk. The builder that writes these
+// files is images/builder.h; both take the layout from proto/image_format.h (header, payloads
+// in chunk order from kHeaderSize, manifest, signature, trailer), so they cannot drift.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <map>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,37 +16,6 @@
 #include "proto/image_format.h"
 
 namespace kiln::proto::image {
-
-struct BuildOptions {
-  std::string input;
-  std::string output;
-  std::string name;
-  std::string version;
-  std::uint32_t chunk_size = kDefaultChunkSize;
-  int level = 3;                  // zstd level
-  int threads = 0;                // 0: one per core
-  bool free_holes = false;        // holes of a sparse input are free space: UNMAPPED, not ZERO
-  std::uint32_t sector_size = 0;  // 0: detect from the partition table (default 512)
-  std::string sign_key;           // PEM Ed25519 private key; empty: unsigned
-  std::map<std::string, std::string> labels;
-  std::optional<BootHints> boot;
-  std::string created_at;  // empty: now (set it for reproducible builds)
-};
-
-struct Progress {
-  std::uint64_t bytes_in = 0;
-  std::optional<std::uint64_t> total;  // unknown for compressed inputs
-  std::uint64_t bytes_out = 0;
-};
-using ProgressFn = std::function<void(const Progress&)>;
-
-struct BuildReport {
-  Manifest manifest;
-  std::uint64_t output_bytes = 0;
-  bool signed_ = false;
-};
-
-Result<BuildReport> build_image(const BuildOptions& options, const ProgressFn& progress = {});
 
 class PackedImage {
  public:

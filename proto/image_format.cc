@@ -123,13 +123,13 @@ Result<Manifest> parse_manifest(std::string_view bytes) {
     m.created_at = j.at("created_at").get<std::string>();
     m.size = uint_field("size");
     const auto cs = uint_field("chunk_size");
-    if (cs < kMinChunkSize || cs > kMaxChunkSize || (cs & (cs - 1)) != 0) {
+    if (!is_valid_chunk_size(cs)) {
       return bad("chunk_size " + std::to_string(cs) +
                  " is not a power of two from 256 KiB to 64 MiB");
     }
     m.chunk_size = static_cast<std::uint32_t>(cs);
     const auto ss = uint_field("sector_size");
-    if (ss != 512 && ss != 4096) return bad("sector_size must be 512 or 4096");
+    if (!is_valid_sector_size(ss)) return bad("sector_size must be 512 or 4096");
     m.sector_size = static_cast<std::uint32_t>(ss);
     m.sha256 = j.at("sha256").get<std::string>();
     if (!is_hex64(m.sha256)) return bad("sha256 is not 64 lower-case hex digits");

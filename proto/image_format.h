@@ -29,6 +29,12 @@ inline constexpr std::size_t kSignatureSize = 64;  // Ed25519
 // A manifest is held in memory (and in the agent's RAM) whole: 64 MiB holds ~600,000 chunks,
 // a 2.4 TiB image at 4 MiB chunks. Larger images use larger chunks.
 inline constexpr std::uint64_t kMaxManifestSize = 64ull << 20;
+// The chunk sizes the format allows: a power of two from kMinChunkSize to kMaxChunkSize.
+constexpr bool is_valid_chunk_size(std::uint64_t n) {
+  return n >= kMinChunkSize && n <= kMaxChunkSize && (n & (n - 1)) == 0;
+}
+// The sector sizes the format allows (a manifest's sector_size).
+constexpr bool is_valid_sector_size(std::uint64_t n) { return n == 512 || n == 4096; }
 
 enum class ChunkKind : char { kData = 'D', kRaw = 'R', kZero = 'Z', kUnmapped = 'U' };
 inline bool has_payload(ChunkKind k) { return k == ChunkKind::kData || k == ChunkKind::kRaw; }

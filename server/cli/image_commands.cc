@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "images/builder.h"
 #include "proto/api_types.h"
 #include "proto/image_file.h"
 
@@ -49,7 +50,7 @@ bool parse_size(const std::string& s, std::uint32_t& out) {
 class ProgressPrinter {
  public:
   explicit ProgressPrinter(std::ostream& err) : err_(err), tty_(::isatty(STDERR_FILENO) == 1) {}
-  void operator()(const img::Progress& p) {
+  void operator()(const images::Progress& p) {
     const auto now = Clock::now();
     if (now - last_ < (tty_ ? std::chrono::milliseconds(200) : std::chrono::seconds(5))) return;
     last_ = now;
@@ -113,7 +114,7 @@ std::array<std::size_t, 4> count_kinds(const img::Manifest& m) {
 }  // namespace
 
 int image_build(const ImageBuildArgs& a, bool json, std::ostream& out, std::ostream& err) {
-  img::BuildOptions o;
+  images::BuildOptions o;
   o.input = a.input;
   o.output = a.output;
   o.name = a.name;
@@ -149,7 +150,7 @@ int image_build(const ImageBuildArgs& a, bool json, std::ostream& out, std::ostr
   }
   ProgressPrinter printer(err);
   const auto start = Clock::now();
-  auto r = img::build_image(o, [&](const img::Progress& p) { printer(p); });
+  auto r = images::build_image(o, [&](const images::Progress& p) { printer(p); });
   printer.done();
   if (!r) {
     err << "kiln: " << r.error().message << "\n";

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <random>
 
+#include "images/builder.h"
 #include "tests/unit/test_dir.h"
 
 namespace kiln::images {
@@ -41,7 +42,7 @@ class ChunkStoreTest : public ::testing::Test {
     }
     const auto in = (dir_ / ("in-" + version + ".raw")).string();
     std::ofstream(in, std::ios::binary) << raw;
-    img::BuildOptions o;
+    BuildOptions o;
     o.input = in;
     o.output = (dir_ / ("v" + version + ".kiln")).string();
     o.name = "web";
@@ -50,7 +51,7 @@ class ChunkStoreTest : public ::testing::Test {
     o.threads = 2;
     o.sign_key = sign_key;
     o.created_at = "2026-11-22T00:00:00.000Z";
-    auto r = img::build_image(o);
+    auto r = build_image(o);
     EXPECT_TRUE(r) << r.error().message;
     return o.output;
   }
