@@ -1,16 +1,8 @@
 #include "core/url.h"
 
+#include "core/hex.h"
+
 namespace kiln {
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-}  // namespace
 
 std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
@@ -19,7 +11,7 @@ std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space
     char c = s[i];
     if (c == '%') {
       if (i + 2 >= s.size()) return std::nullopt;
-      int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+      int hi = hex_digit_value(s[i + 1]), lo = hex_digit_value(s[i + 2]);
       if (hi < 0 || lo < 0) return std::nullopt;
       c = static_cast<char>(hi * 16 + lo);
       i += 2;
@@ -65,27 +57,46 @@ std::optional<std::uint16_t> parse_port(std::string_view p) {
   return static_cast<std::uint16_t>(n);
 }
 
+// "host", "host:port", "[v6]" or "[v6]:port" split at the port's colon. An unbracketed host
+// ends at the last colon when `last_colon` (so "v6addr:port" works), else at the first.
+struct SplitHost {
+  std::string host;                      // without brackets
+  std::optional<std::string_view> port;  // the text after the colon; nullopt without one
+  bool unclosed = false;                 // '[' without ']'
+  bool malformed = false;                // something other than ":port" after ']'
+};
+SplitHost split_host(std::string_view text, bool last_colon) {
+  SplitHost out;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos) {
+      out.unclosed = true;
+      return out;
+    }
+    out.host = std::string(text.substr(1, close - 1));
+    const auto after = text.substr(close + 1);
+    if (!after.empty() && after.front() != ':') out.malformed = true;
+    if (!after.empty()) out.port = after.substr(1);
+    return out;
+  }
+  const auto colon = last_colon ? text.rfind(':') : text.find(':');
+  out.host = std::string(text.substr(0, colon));
+  if (colon != std::string_view::npos) out.port = text.substr(colon + 1);
+  return out;
+}
+
 }  // namespace
 
 Result<HostPort> parse_host_port(std::string_view text, bool allow_empty_host) {
   const auto bad = [&](const std::string& why) {
     return make_error(Errc::kInvalid, "'" + std::string(text) + "' is not host:port (" + why + ")");
   };
+  auto split = split_host(text, /*last_colon=*/true);
+  if (split.unclosed) return bad("unclosed '['");
+  if (split.malformed || !split.port) return bad("no port");
   HostPort out;
-  std::string_view port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos) return bad("unclosed '['");
-    out.host = std::string(text.substr(1, close - 1));
-    auto after = text.substr(close + 1);
-    if (after.empty() || after.front() != ':') return bad("no port");
-    port = after.substr(1);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos) return bad("no port");
-    out.host = std::string(text.substr(0, colon));
-    port = text.substr(colon + 1);
-  }
+  out.host = std::move(split.host);
+  const std::string_view port = *split.port;
   if (out.host.empty() && !allow_empty_host) return bad("no host");
   auto p = parse_port(port);
   if (!p) return bad("port must be 0-65535");
@@ -120,21 +131,11 @@ Result<HttpUrl> parse_http_url(std::string_view url) {
   std::string_view authority = rest.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
   if (authority.find('@') != std::string_view::npos) return bad("must not contain user info");
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    const auto close = authority.find(']');
-    if (close == std::string_view::npos) return bad("has an unclosed '['");
-    out.host = std::string(authority.substr(1, close - 1));
-    auto after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return bad("is malformed");
-      port = after.substr(1);
-    }
-  } else {
-    const auto colon = authority.find(':');
-    out.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
-  }
+  auto split = split_host(authority, /*last_colon=*/false);
+  if (split.unclosed) return bad("has an unclosed '['");
+  if (split.malformed) return bad("is malformed");
+  out.host = std::move(split.host);
+  const std::string_view port = split.port.value_or("");
   if (out.host.empty()) return bad("has no host");
   if (port.empty()) {
     out.port = out.tls ? 443 : 80;
