@@ -7,9 +7,11 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "core/crypto.h"
+#include "core/hex.h"
 #include "core/json_writer.h"
 #include "proto/api_types.h"
 
@@ -30,10 +32,6 @@ std::uint64_t get_u64(std::string_view s, std::size_t at) {
   for (int i = 0; i < 8; ++i)
     v |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[at + i])) << (8 * i);
   return v;
-}
-
-bool is_hex64(const std::string& s) {
-  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
 }
 
 Error bad(std::string msg) { return make_error(Errc::kInvalid, "manifest: " + std::move(msg)); }
@@ -132,7 +130,7 @@ Result<Manifest> parse_manifest(std::string_view bytes) {
     if (!is_valid_sector_size(ss)) return bad("sector_size must be 512 or 4096");
     m.sector_size = static_cast<std::uint32_t>(ss);
     m.sha256 = j.at("sha256").get<std::string>();
-    if (!is_hex64(m.sha256)) return bad("sha256 is not 64 lower-case hex digits");
+    if (!is_sha256_hex(m.sha256)) return bad("sha256 is not 64 lower-case hex digits");
     const auto& chunks = j.at("chunks");
     if (!chunks.is_array()) return bad("chunks must be an array");
     const auto want = chunk_count(m.size, m.chunk_size);
@@ -156,7 +154,7 @@ Result<Manifest> parse_manifest(std::string_view bytes) {
           return bad(where + "must be [kind, sha256, payload size]");
         }
         c.sha256 = e[1].get<std::string>();
-        if (!is_hex64(c.sha256)) return bad(where + "sha256 is not 64 lower-case hex digits");
+        if (!is_sha256_hex(c.sha256)) return bad(where + "sha256 is not 64 lower-case hex digits");
         c.payload_size = e[2].get<std::uint64_t>();
         if (c.kind == ChunkKind::kRaw && c.payload_size != len) {
           return bad(where + "RAW payload size must equal the chunk length " + std::to_string(len));
@@ -406,18 +404,29 @@ Result<Trailer> decode_trailer(std::string_view b, std::uint64_t file_size) {
 Key::~Key() { EVP_PKEY_free(static_cast<EVP_PKEY*>(pkey_)); }
 
 namespace {
+// Owners of the OpenSSL and stdio handles used below.
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+struct FileClose {
+  void operator()(FILE* f) const { std::fclose(f); }
+};
+using File = std::unique_ptr<FILE, FileClose>;
+
 // Reads one PEM key with `read` (PEM_read_PrivateKey or PEM_read_PUBKEY); Ed25519 only.
+// The caller owns the returned key.
 template <typename Reader>
 EVP_PKEY* read_ed25519(const std::string& path, Reader read) {
-  FILE* f = std::fopen(path.c_str(), "r");
+  File f(std::fopen(path.c_str(), "r"));
   if (!f) return nullptr;
-  EVP_PKEY* k = read(f, nullptr, nullptr, nullptr);
-  std::fclose(f);
-  if (k && EVP_PKEY_id(k) != EVP_PKEY_ED25519) {
-    EVP_PKEY_free(k);
-    return nullptr;
-  }
-  return k;
+  Pkey k(read(f.get(), nullptr, nullptr, nullptr));
+  if (k && EVP_PKEY_id(k.get()) != EVP_PKEY_ED25519) return nullptr;
+  return k.release();
 }
 }  // namespace
 
@@ -436,32 +445,29 @@ Status Key::generate(const std::string& private_path, const std::string& public_
   if (!k) return make_error(Errc::kInternal, "Ed25519 key generation failed");
   Key key(k);
   const mode_t old = ::umask(077);
-  FILE* f = std::fopen(private_path.c_str(), "wx");
+  File f(std::fopen(private_path.c_str(), "wx"));
   ::umask(old);
   if (!f) return make_error(Errc::kConflict, "cannot create " + private_path + " (exists?)");
-  const bool ok = PEM_write_PrivateKey(f, k, nullptr, nullptr, 0, nullptr, nullptr) == 1;
-  std::fclose(f);
-  FILE* p = std::fopen(public_path.c_str(), "w");
-  if (!ok || !p) {
-    if (p) std::fclose(p);
-    return make_error(Errc::kInternal, "cannot write key files");
-  }
-  const bool ok2 = PEM_write_PUBKEY(p, k) == 1;
-  std::fclose(p);
+  const bool ok = PEM_write_PrivateKey(f.get(), k, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  f.reset();
+  File p(std::fopen(public_path.c_str(), "w"));
+  if (!ok || !p) return make_error(Errc::kInternal, "cannot write key files");
+  const bool ok2 = PEM_write_PUBKEY(p.get(), k) == 1;
+  p.reset();
   if (!ok2) return make_error(Errc::kInternal, "cannot write " + public_path);
   return ok_status();
 }
 
 Result<std::string> Key::sign(std::string_view message) const {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  const MdCtx ctx(EVP_MD_CTX_new());
   std::string sig(kSignatureSize, '\0');
   std::size_t len = sig.size();
   const bool ok =
       ctx &&
-      EVP_DigestSignInit(ctx, nullptr, nullptr, nullptr, static_cast<EVP_PKEY*>(pkey_)) == 1 &&
-      EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len,
+      EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, static_cast<EVP_PKEY*>(pkey_)) ==
+          1 &&
+      EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len,
                      reinterpret_cast<const unsigned char*>(message.data()), message.size()) == 1;
-  EVP_MD_CTX_free(ctx);
   if (!ok || len != kSignatureSize)
     return make_error(Errc::kInvalid, "signing failed (not a private key?)");
   return sig;
@@ -469,15 +475,13 @@ Result<std::string> Key::sign(std::string_view message) const {
 
 bool Key::verify(std::string_view message, std::string_view signature) const {
   if (signature.size() != kSignatureSize) return false;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  const bool ok =
-      ctx &&
-      EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, static_cast<EVP_PKEY*>(pkey_)) == 1 &&
-      EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()),
-                       signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
-                       message.size()) == 1;
-  EVP_MD_CTX_free(ctx);
-  return ok;
+  const MdCtx ctx(EVP_MD_CTX_new());
+  return ctx &&
+         EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr,
+                              static_cast<EVP_PKEY*>(pkey_)) == 1 &&
+         EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+                          signature.size(), reinterpret_cast<const unsigned char*>(message.data()),
+                          message.size()) == 1;
 }
 
 Status verify_signature(std::string_view manifest_bytes, std::string_view signature,

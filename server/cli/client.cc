@@ -18,6 +18,8 @@
 #include <cstring>
 #include <optional>
 
+#include "core/hex.h"
+#include "core/io.h"
 #include "core/unique_fd.h"
 
 namespace kiln::cli {
@@ -32,12 +34,6 @@ namespace {
 
 // Largest response body accepted (a full machine list with inventories can be tens of MiB).
 constexpr std::uint64_t kMaxResponseBytes = 256ull << 20;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 Error unavailable(std::string message) {
   return make_error(Errc::kUnavailable, std::move(message));
@@ -61,71 +57,24 @@ beast::error_code run_one(net::io_context& ioc, Start&& start) {
 }  // namespace
 
 Result<Endpoint> parse_base_url(std::string_view url) {
-  Endpoint e;
-  std::string_view rest;
-  const std::string scheme = lower(url.substr(0, url.find("://")));
-  if (url.find("://") == std::string_view::npos || (scheme != "http" && scheme != "https")) {
-    return make_error(Errc::kInvalid,
-                      "server URL '" + std::string(url) + "' must start with http:// or https://");
+  // Schemes are case-insensitive (RFC 3986 3.1); core's parser takes them in lower case.
+  const auto sep = url.find("://");
+  std::string lowered(url);
+  if (sep != std::string_view::npos) {
+    lowered.replace(0, sep, ascii_lower(url.substr(0, sep)));
   }
-  e.tls = scheme == "https";
-  rest = url.substr(scheme.size() + 3);
-  if (rest.find_first_of("?#") != std::string_view::npos) {
-    return make_error(Errc::kInvalid,
-                      "server URL '" + std::string(url) + "' must not have a query or fragment");
-  }
-  const std::size_t slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
-  if (authority.find('@') != std::string_view::npos) {
-    return make_error(Errc::kInvalid, "server URL '" + std::string(url) +
-                                          "' must not contain user info; use --token");
-  }
-  std::string_view port;
-  if (!authority.empty() && authority.front() == '[') {
-    const std::size_t close = authority.find(']');
-    if (close == std::string_view::npos) {
-      return make_error(Errc::kInvalid,
-                        "server URL '" + std::string(url) + "' has an unclosed '['");
+  auto parsed = parse_http_url(lowered);
+  if (!parsed) {
+    std::string message = "server " + parsed.error().message;
+    if (const auto at = message.find("'" + lowered + "'"); at != std::string::npos) {
+      message.replace(at + 1, lowered.size(), url);  // the URL as the user wrote it
     }
-    e.host = std::string(authority.substr(1, close - 1));
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') {
-        return make_error(Errc::kInvalid, "server URL '" + std::string(url) + "' is malformed");
-      }
-      port = after.substr(1);
-    }
-  } else {
-    const std::size_t colon = authority.find(':');
-    e.host = std::string(authority.substr(0, colon));
-    if (colon != std::string_view::npos) port = authority.substr(colon + 1);
+    if (message.ends_with("must not contain user info")) message += "; use --token";
+    return make_error(parsed.error().code, std::move(message));
   }
-  if (e.host.empty()) {
-    return make_error(Errc::kInvalid, "server URL '" + std::string(url) + "' has no host");
-  }
-  if (port.empty()) {
-    e.port = e.tls ? "443" : "80";
-  } else {
-    unsigned n = 0;
-    for (char c : port) {
-      if (!std::isdigit(static_cast<unsigned char>(c)) || n > 65535) {
-        n = 0;
-        break;
-      }
-      n = n * 10 + static_cast<unsigned>(c - '0');
-    }
-    if (n == 0 || n > 65535) {
-      return make_error(Errc::kInvalid, "server URL '" + std::string(url) + "' has a bad port '" +
-                                            std::string(port) + "'");
-    }
-    e.port = std::to_string(n);
-  }
-  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
-  e.base_path = std::string(path);
-  e.url = std::string(url);
-  while (!e.url.empty() && e.url.back() == '/') e.url.pop_back();
-  return e;
+  parsed->url = std::string(url);
+  while (!parsed->url.empty() && parsed->url.back() == '/') parsed->url.pop_back();
+  return std::move(*parsed);
 }
 
 std::string encode_component(std::string_view s) {
@@ -150,13 +99,6 @@ struct Client::Impl {
   Endpoint endpoint;
   std::optional<ssl::context> tls;  // set for https endpoints
 
-  std::string host_header() const {
-    std::string host =
-        endpoint.host.find(':') != std::string::npos ? "[" + endpoint.host + "]" : endpoint.host;
-    if (endpoint.port != (endpoint.tls ? "443" : "80")) host += ":" + endpoint.port;
-    return host;
-  }
-
   // Connects (and for https, handshakes and verifies), then runs `fn(ioc, stream)`.
   template <typename Fn>
   Result<HttpReply> connected(Fn&& fn) {
@@ -164,7 +106,7 @@ struct Client::Impl {
     net::io_context ioc;
     tcp::resolver resolver(ioc);
     beast::error_code ec;
-    auto endpoints = resolver.resolve(ep.host, ep.port, ec);
+    auto endpoints = resolver.resolve(ep.host, std::to_string(ep.port), ec);
     if (ec) {
       return unavailable("cannot connect to " + ep.url + ": cannot resolve host '" + ep.host +
                          "': " + ec.message());
@@ -302,20 +244,19 @@ struct Client::Impl {
     while (sent < total) {
       const auto want =
           static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), total - sent));
-      ssize_t n = ::pread(fd, chunk.data(), want, static_cast<off_t>(sent));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
+      const auto n = pread_full(fd, chunk.data(), want, sent);
+      if (!n || *n != want) {
         return make_error(Errc::kInvalid, "the file shrank or cannot be read during the upload");
       }
       lowest.expires_after(options.timeout);  // a stall, not the whole upload, times out
       ec = run_one(ioc, [&](auto handler) {
-        net::async_write(stream, net::buffer(chunk.data(), static_cast<std::size_t>(n)), handler);
+        net::async_write(stream, net::buffer(chunk.data(), *n), handler);
       });
       if (ec) {
         return unavailable("upload to " + endpoint.url + " failed after " + std::to_string(sent) +
                            " bytes: " + ec.message());
       }
-      sent += static_cast<std::uint64_t>(n);
+      sent += *n;
       if (progress) progress(sent, total);
     }
     http::response_parser<http::string_body> parser;
@@ -378,8 +319,8 @@ Result<HttpReply> Client::request(std::string_view method, std::string_view targ
   if (verb == http::verb::unknown) {
     throw std::invalid_argument("unknown HTTP method " + std::string(method));
   }
-  http::request<http::string_body> req{verb, ep.base_path + std::string(target), 11};
-  req.set(http::field::host, d.host_header());
+  http::request<http::string_body> req{verb, ep.path + std::string(target), 11};
+  req.set(http::field::host, d.endpoint.host_header());
   req.set(http::field::user_agent, d.options.user_agent);
   req.set(http::field::accept, "application/json");
   req.keep_alive(false);
@@ -399,9 +340,8 @@ Result<HttpReply> Client::upload(std::string_view target, const std::string& pat
                                  std::string_view content_type, const UploadProgress& progress,
                                  std::chrono::seconds extra_wait) {
   Impl& d = *impl_;
-  http::request<http::empty_body> req{http::verb::post, d.endpoint.base_path + std::string(target),
-                                      11};
-  req.set(http::field::host, d.host_header());
+  http::request<http::empty_body> req{http::verb::post, d.endpoint.path + std::string(target), 11};
+  req.set(http::field::host, d.endpoint.host_header());
   req.set(http::field::user_agent, d.options.user_agent);
   req.set(http::field::accept, "application/json");
   req.set(http::field::content_type, content_type);

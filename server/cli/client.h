@@ -16,20 +16,17 @@
 #include <string_view>
 
 #include "core/result.h"
+#include "core/url.h"
 
 namespace kiln::cli {
 
-// The parts of a base URL such as "https://kiln.example:8443/prefix".
-struct Endpoint {
-  bool tls = false;
-  std::string host;       // without brackets for an IPv6 literal
-  std::string port;       // always set: the explicit port, or 80 / 443
-  std::string base_path;  // "" or "/prefix" (no trailing slash); prepended to every target
-  std::string url;        // the URL as given, minus a trailing slash (for messages)
-};
+// The parts of a base URL such as "https://kiln.example:8443/prefix"; its `path` is prepended
+// to every request target, its `url` (as given, minus trailing slashes) names it in messages.
+using Endpoint = HttpUrl;
 
-// Accepts http:// and https:// URLs with an optional port and path prefix; refuses user
-// info, queries and fragments.
+// Accepts http:// and https:// URLs (scheme in any case) with an optional port and path
+// prefix; refuses user info, queries and fragments (core's parse_http_url; errors say
+// "server URL ...").
 Result<Endpoint> parse_base_url(std::string_view url);
 
 // Percent-encodes everything except RFC 3986 unreserved characters, so the result is safe as
@@ -66,7 +63,8 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Sends `method` (GET, POST, PUT, PATCH, DELETE) to base_path + `target` (which starts with
+  // Sends `method` (GET, POST, PUT, PATCH, DELETE) to the endpoint's path + `target` (which starts
+  // with
   // '/' and is already percent-encoded). A non-empty `json_body` is sent with `content_type`.
   // `extra_wait` extends the response timeout for long-poll requests. Errors (kUnavailable)
   // are transport failures only; any HTTP status is a successful reply.

@@ -16,6 +16,7 @@
 #include "cli/client.h"
 #include "cli/image_commands.h"
 #include "cli/table.h"
+#include "core/hex.h"
 #include "core/mac.h"
 #include "proto/api_types.h"
 #include "proto/image_file.h"
@@ -612,8 +613,7 @@ int image_register(Session& s, const Args& a) {
   if (a.url.rfind("http://", 0) != 0 && a.url.rfind("https://", 0) != 0) {
     return s.usage("--url must be an http:// or https:// URL");
   }
-  if (a.sha256.size() != 64 ||
-      a.sha256.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+  if (!is_sha256_hex(ascii_lower(a.sha256))) {
     return s.usage("--sha256 must be 64 hex digits");
   }
   if (a.size <= 0) return s.usage("--size must be a positive number of bytes");

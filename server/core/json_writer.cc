@@ -3,10 +3,11 @@
 #include <algorithm>
 #include <charconv>
 
+#include "core/hex.h"
+
 namespace kiln {
 
 void json_append_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   std::size_t run = 0;  // start of the pending run of bytes that need no escaping
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -38,8 +39,7 @@ void json_append_string(std::string& out, std::string_view s) {
         break;
       default:
         out += "\\u00";
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 0xf]);
+        out += hex_encode(s.substr(i, 1));
     }
   }
   out.append(s.data() + run, s.size() - run);

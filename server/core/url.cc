@@ -1,16 +1,8 @@
 #include "core/url.h"
 
+#include "core/hex.h"
+
 namespace kiln {
-namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-}  // namespace
 
 std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
   std::string out;
@@ -19,7 +11,7 @@ std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space
     char c = s[i];
     if (c == '%') {
       if (i + 2 >= s.size()) return std::nullopt;
-      int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+      int hi = hex_digit_value(s[i + 1]), lo = hex_digit_value(s[i + 2]);
       if (hi < 0 || lo < 0) return std::nullopt;
       c = static_cast<char>(hi * 16 + lo);
       i += 2;
@@ -65,28 +57,26 @@ std::optional<std::uint16_t> parse_port(std::string_view p) {
   return static_cast<std::uint16_t>(n);
 }
 
-}  // namespace
-
-namespace {
-
-// "host", "host:port", "[v6]" or "[v6]:port" split into the host (brackets removed) and the
-// port text, if any. With `last_colon`, an unbracketed host may itself hold colons (a bare
-// IPv6 address before its port); otherwise the first colon splits.
-struct Authority {
-  std::string host;
-  std::optional<std::string_view> port;
+// "host", "host:port", "[v6]" or "[v6]:port" split at the port's colon. An unbracketed host
+// ends at the last colon when `last_colon` (so "v6addr:port" works), else at the first.
+struct SplitHost {
+  std::string host;                      // without brackets
+  std::optional<std::string_view> port;  // the text after the colon; nullopt without one
+  bool unclosed = false;                 // '[' without ']'
+  bool malformed = false;                // something other than ":port" after ']'
 };
-Result<Authority> split_authority(std::string_view text, bool last_colon) {
-  Authority out;
+SplitHost split_host(std::string_view text, bool last_colon) {
+  SplitHost out;
   if (!text.empty() && text.front() == '[') {
     const auto close = text.find(']');
-    if (close == std::string_view::npos) return make_error(Errc::kInvalid, "unclosed '['");
-    out.host = std::string(text.substr(1, close - 1));
-    auto after = text.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') return make_error(Errc::kInvalid, "text after ']'");
-      out.port = after.substr(1);
+    if (close == std::string_view::npos) {
+      out.unclosed = true;
+      return out;
     }
+    out.host = std::string(text.substr(1, close - 1));
+    const auto after = text.substr(close + 1);
+    if (!after.empty() && after.front() != ':') out.malformed = true;
+    if (!after.empty()) out.port = after.substr(1);
     return out;
   }
   const auto colon = last_colon ? text.rfind(':') : text.find(':');
@@ -101,13 +91,17 @@ Result<HostPort> parse_host_port(std::string_view text, bool allow_empty_host) {
   const auto bad = [&](const std::string& why) {
     return make_error(Errc::kInvalid, "'" + std::string(text) + "' is not host:port (" + why + ")");
   };
-  auto a = split_authority(text, /*last_colon=*/true);
-  if (!a) return bad(a.error().message);
-  if (!a->port) return bad("no port");
-  if (a->host.empty() && !allow_empty_host) return bad("no host");
-  auto p = parse_port(*a->port);
+  auto split = split_host(text, /*last_colon=*/true);
+  if (split.unclosed) return bad("unclosed '['");
+  if (split.malformed || !split.port) return bad("no port");
+  HostPort out;
+  out.host = std::move(split.host);
+  const std::string_view port = *split.port;
+  if (out.host.empty() && !allow_empty_host) return bad("no host");
+  auto p = parse_port(port);
   if (!p) return bad("port must be 0-65535");
-  return HostPort{a->host, *p};
+  out.port = *p;
+  return out;
 }
 
 std::string HttpUrl::host_header() const {
@@ -137,15 +131,17 @@ Result<HttpUrl> parse_http_url(std::string_view url) {
   std::string_view authority = rest.substr(0, slash);
   std::string_view path = slash == std::string_view::npos ? "" : rest.substr(slash);
   if (authority.find('@') != std::string_view::npos) return bad("must not contain user info");
-  auto a = split_authority(authority, /*last_colon=*/false);
-  if (!a) return bad("is malformed (" + a.error().message + ")");
-  out.host = std::move(a->host);
+  auto split = split_host(authority, /*last_colon=*/false);
+  if (split.unclosed) return bad("has an unclosed '['");
+  if (split.malformed) return bad("is malformed");
+  out.host = std::move(split.host);
+  const std::string_view port = split.port.value_or("");
   if (out.host.empty()) return bad("has no host");
-  if (!a->port || a->port->empty()) {
+  if (port.empty()) {
     out.port = out.tls ? 443 : 80;
   } else {
-    auto p = parse_port(*a->port);
-    if (!p || *p == 0) return bad("has a bad port '" + std::string(*a->port) + "'");
+    auto p = parse_port(port);
+    if (!p || *p == 0) return bad("has a bad port '" + std::string(port) + "'");
     out.port = *p;
   }
   while (!path.empty() && path.back() == '/') path.remove_suffix(1);

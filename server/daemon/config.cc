@@ -2,11 +2,16 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <limits>
 #include <set>
 #include <sstream>
+#include <stdexcept>
+#include <type_traits>
+
+#include "core/url.h"
 
 namespace kiln::daemon {
 
@@ -23,378 +28,750 @@ std::string Config::effective_files_dir() const {
 }
 
 namespace {
-Status parse_host_port(const std::string& listen, std::string& host_out, std::uint16_t& port_out) {
-  auto colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return make_error(Errc::kInvalid, "listen must be host:port, got '" + listen + "'");
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  unsigned port = 0;
-  auto p = listen.substr(colon + 1);
-  auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), port);
-  if (ec != std::errc() || end != p.data() + p.size() || port > 65535) {
-    return make_error(Errc::kInvalid, "bad port in listen '" + listen + "'");
-  }
-  host_out = host;
-  port_out = static_cast<std::uint16_t>(port);
-  return ok_status();
-}
-}  // namespace
 
-Status parse_listen(const std::string& listen, http::ServerOptions& out) {
-  return parse_host_port(listen, out.address, out.port);
-}
-Status parse_listen(const std::string& listen, tftp::ServerOptions& out) {
-  return parse_host_port(listen, out.address, out.port);
+[[noreturn]] void refuse(std::string message) { throw std::runtime_error(std::move(message)); }
+
+[[noreturn]] void wrong_type(std::string_view key, std::string_view want, const json& got) {
+  refuse(std::string(key) + " must be " + std::string(want) + ", got " + got.dump());
 }
 
-namespace {
-
-void check_keys(const json& j, const std::string& where, std::set<std::string> allowed) {
-  for (const auto& [k, _] : j.items()) {
-    if (!allowed.count(k)) throw std::runtime_error("unknown key '" + where + k + "'");
-  }
-}
+// --- typed values ---------------------------------------------------------------------------
 
 template <typename T>
-void get(const json& j, const char* key, T& out) {
-  if (auto it = j.find(key); it != j.end()) out = it->get<T>();
+constexpr std::string_view type_name() {
+  if constexpr (std::is_same_v<T, bool>) {
+    return "a boolean";
+  } else if constexpr (std::is_integral_v<T>) {
+    return "an integer";
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return "a string";
+  } else {
+    static_assert(std::is_same_v<T, std::vector<std::string>>);
+    return "a list of strings";
+  }
+}
+
+// `v` as a T; throws naming `key` on a wrong type or (integers) a value T cannot hold.
+template <typename T>
+T as(const json& v, std::string_view key) {
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) wrong_type(key, type_name<T>(), v);
+    return v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    using Limits = std::numeric_limits<T>;
+    const std::string range =
+        "an integer within " + std::to_string(Limits::min()) + ".." + std::to_string(Limits::max());
+    if (!v.is_number_integer()) wrong_type(key, range, v);
+    if (v.is_number_unsigned()) {
+      const auto u = v.get<std::uint64_t>();
+      if (u > static_cast<std::uint64_t>(Limits::max())) wrong_type(key, range, v);
+      return static_cast<T>(u);
+    }
+    const auto i = v.get<std::int64_t>();
+    if (i < static_cast<std::int64_t>(Limits::min()) ||
+        (i > 0 && static_cast<std::uint64_t>(i) > static_cast<std::uint64_t>(Limits::max()))) {
+      wrong_type(key, range, v);
+    }
+    return static_cast<T>(i);
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) wrong_type(key, type_name<T>(), v);
+    return v.get<std::string>();
+  } else {
+    if (!v.is_array()) wrong_type(key, type_name<T>(), v);
+    T out;
+    for (const auto& e : v) {
+      if (!e.is_string()) wrong_type(key, type_name<T>(), v);
+      out.push_back(e.get<std::string>());
+    }
+    return out;
+  }
+}
+
+// A setting held as is in one member: `ref(c)` names it for Config& and const Config&.
+template <typename Ref>
+ConfigField value(std::string_view key, std::string_view doc, Ref ref, json example = nullptr,
+                  std::string_view flag = "") {
+  using T = std::remove_cvref_t<decltype(ref(std::declval<Config&>()))>;
+  return ConfigField{
+      .key = key,
+      .type = type_name<T>(),
+      .doc = doc,
+      .flag = flag,
+      .parse = [key, ref](const json& v, Config& c) { ref(c) = as<T>(v, key); },
+      .dump = [ref](const Config& c) { return json(ref(c)); },
+      .example = std::move(example),
+  };
+}
+
+// A duration member (std::chrono) written in the file as a count of `Unit`.
+template <typename Unit, typename Ref>
+ConfigField duration(std::string_view key, std::string_view doc, Ref ref) {
+  return ConfigField{
+      .key = key,
+      .type = "an integer",
+      .doc = doc,
+      .parse = [key, ref](const json& v, Config& c) { ref(c) = Unit(as<int>(v, key)); },
+      .dump =
+          [ref](const Config& c) { return json(std::chrono::duration_cast<Unit>(ref(c)).count()); },
+  };
+}
+
+// A directory or file whose empty value means a default derived from data_dir.
+template <typename Ref>
+ConfigField derived_path(std::string_view key, std::string_view doc, Ref ref,
+                         std::string (Config::*effective)() const, std::string_view flag = "") {
+  ConfigField f = value(key, doc, ref, "", flag);
+  f.derived_default = true;
+  f.dump = [effective](const Config& c) { return json((c.*effective)()); };
+  return f;
+}
+
+// One of a fixed set of words.
+ConfigField word(std::string_view key, std::string_view doc, std::string_view type,
+                 std::function<void(const std::string&, Config&)> set,
+                 std::function<std::string(const Config&)> get) {
+  return ConfigField{
+      .key = key,
+      .type = type,
+      .doc = doc,
+      .parse = [key, set](const json& v, Config& c) { set(as<std::string>(v, key), c); },
+      .dump = [get](const Config& c) { return json(get(c)); },
+  };
+}
+
+// --- values with a syntax of their own --------------------------------------------------------
+
+// "host:port" ("[v6]:port"); the host is not resolved.
+HostPort listen_address(std::string_view key, const json& v) {
+  auto hp = parse_host_port(as<std::string>(v, key));
+  if (!hp) refuse(std::string(key) + ": " + hp.error().message);
+  return *hp;
+}
+
+std::string host_port_text(const std::string& host, std::uint16_t port) {
+  const std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  return h + ":" + std::to_string(port);
+}
+
+std::string local_boot_name(boot::LocalBoot lb) {
+  return lb == boot::LocalBoot::kSanboot ? "sanboot" : "exit";
+}
+
+ConfigField local_boot(std::string_view key, std::string_view doc,
+                       boot::LocalBoot BootOptions::*m) {
+  return word(
+      key, doc, "sanboot or exit",
+      [key, m](const std::string& s, Config& c) {
+        auto lb = boot::parse_local_boot(s);
+        if (!lb) refuse(std::string(key) + " must be sanboot or exit");
+        c.boot.*m = *lb;
+      },
+      [m](const Config& c) { return local_boot_name(c.boot.*m); });
+}
+
+dhcp::Subnet parse_subnet(const json& sj) {
+  if (!sj.is_object()) wrong_type("dhcp.subnets[]", "an object", sj);
+  for (const auto& [k, _] : sj.items()) {
+    static const std::set<std::string> kKeys = {"subnet", "pool",   "router",
+                                                "dns",    "domain", "lease_time_s"};
+    if (!kKeys.count(k)) refuse("unknown key 'dhcp.subnets[]." + k + "'");
+  }
+  dhcp::Subnet sn;
+  if (!sj.contains("subnet")) refuse("dhcp.subnets[] needs a subnet");
+  if (!sj.contains("pool")) refuse("dhcp.subnets[] needs a pool");
+  const auto cidr = as<std::string>(sj["subnet"], "dhcp.subnets[].subnet");
+  if (!dhcp::parse_cidr(cidr, sn.network, sn.prefix)) {
+    refuse("dhcp: bad subnet '" + cidr + "' (want a.b.c.d/n)");
+  }
+  const auto pool = as<std::string>(sj["pool"], "dhcp.subnets[].pool");
+  const auto dash = pool.find('-');
+  auto first = dhcp::parse_ipv4(pool.substr(0, dash));
+  auto last = dash == std::string::npos ? std::nullopt : dhcp::parse_ipv4(pool.substr(dash + 1));
+  if (!first || !last || dhcp::to_u32(*last) < dhcp::to_u32(*first) || !sn.contains(*first) ||
+      !sn.contains(*last)) {
+    refuse("dhcp: pool '" + pool + "' must be first-last inside " + cidr);
+  }
+  sn.pool_first = *first;
+  sn.pool_last = *last;
+  // "" is how --print-config writes a subnet without a router.
+  if (auto r = sj.find("router"); r != sj.end() && !as<std::string>(*r, "router").empty()) {
+    auto ip = dhcp::parse_ipv4(r->get<std::string>());
+    if (!ip) refuse("dhcp: bad router in " + cidr);
+    sn.router = *ip;
+  }
+  if (auto d = sj.find("dns"); d != sj.end()) {
+    for (const auto& dn : as<std::vector<std::string>>(*d, "dhcp.subnets[].dns")) {
+      auto ip = dhcp::parse_ipv4(dn);
+      if (!ip) refuse("dhcp: bad dns server '" + dn + "'");
+      sn.dns.push_back(*ip);
+    }
+  }
+  if (auto d = sj.find("domain"); d != sj.end()) {
+    sn.domain = as<std::string>(*d, "dhcp.subnets[].domain");
+  }
+  if (auto l = sj.find("lease_time_s"); l != sj.end()) {
+    sn.lease_time_s = as<std::uint32_t>(*l, "dhcp.subnets[].lease_time_s");
+  }
+  if (sn.lease_time_s < 60) refuse("dhcp: lease_time_s must be >= 60");
+  return sn;
+}
+
+json dump_subnet(const dhcp::Subnet& sn) {
+  json dns = json::array();
+  for (const auto& d : sn.dns) dns.push_back(dhcp::to_string(d));
+  return {{"subnet", dhcp::to_string(sn.network) + "/" + std::to_string(sn.prefix)},
+          {"pool", dhcp::to_string(sn.pool_first) + "-" + dhcp::to_string(sn.pool_last)},
+          {"router", sn.router ? dhcp::to_string(*sn.router) : ""},
+          {"dns", dns},
+          {"domain", sn.domain},
+          {"lease_time_s", sn.lease_time_s}};
+}
+
+std::string ra_prefix_text(const dhcp::RaPrefix& p) {
+  char buf[INET6_ADDRSTRLEN];
+  ::inet_ntop(AF_INET6, p.prefix.data(), buf, sizeof buf);
+  return std::string(buf) + "/" + std::to_string(p.length);
+}
+
+// --- the table -------------------------------------------------------------------------------
+
+std::vector<ConfigField> make_fields() {
+  using std::chrono::milliseconds;
+  using std::chrono::seconds;
+  std::vector<ConfigField> f;
+  // Top level.
+  f.push_back(value(
+      "data_dir", "state directory; the other paths default under it",
+      [](auto& c) -> auto& { return c.data_dir; }, "/var/lib/kiln", "--data-dir"));
+  f.push_back(derived_path(
+      "db_path", "SQLite database; \"\" = <data_dir>/kiln.db",
+      [](auto& c) -> auto& { return c.db_path; }, &Config::effective_db_path, "--db"));
+  f.push_back(derived_path(
+      "files_dir", "served at /files/ (and the TFTP root); \"\" = <data_dir>/files",
+      [](auto& c) -> auto& { return c.files_dir; }, &Config::effective_files_dir, "--files-dir"));
+  f.push_back(value(
+      "threads", "io threads; 0 = number of cores", [](auto& c) -> auto& { return c.threads; },
+      nullptr, "--threads"));
+  f.push_back(value(
+      "log_level", "trace, debug, info, warn, error", [](auto& c) -> auto& { return c.log_level; },
+      nullptr, "--log-level"));
+  f.push_back(value(
+      "shutdown_grace_ms", "in-flight requests get this long at SIGTERM",
+      [](auto& c) -> auto& { return c.shutdown_grace_ms; }));
+  f.push_back(value(
+      "ready_file", "written with the base URL once listening",
+      [](auto& c) -> auto& { return c.ready_file; }, nullptr, "--ready-file"));
+  // images
+  f.push_back(derived_path(
+      "images.dir", "the content-addressed chunk store; \"\" = <data_dir>/images",
+      [](auto& c) -> auto& { return c.images_dir; }, &Config::effective_images_dir));
+  f.push_back(value(
+      "images.trusted_keys",
+      "Ed25519 public keys (PEM files); when set, unsigned uploads are refused",
+      [](auto& c) -> auto& { return c.trusted_keys; }));
+  f.push_back(value(
+      "images.max_upload_bytes", "largest .kiln upload (1 TiB)",
+      [](auto& c) -> auto& { return c.http.upload.limit; }));
+  // store
+  f.push_back(word(
+      "store.synchronous", "full: fsync each commit; normal: survive crashes only",
+      "full or normal",
+      [](const std::string& s, Config& c) {
+        if (s != "full" && s != "normal") refuse("store.synchronous must be full or normal");
+        c.db_synchronous_full = s == "full";
+      },
+      [](const Config& c) { return c.db_synchronous_full ? "full" : "normal"; }));
+  f.push_back(value(
+      "store.busy_timeout_ms", "how long a write waits for the database lock",
+      [](auto& c) -> auto& { return c.db_busy_timeout_ms; }));
+  // http
+  f.push_back(ConfigField{
+      .key = "http.listen",
+      .type = "host:port",
+      .doc = "HTTP listen address host:port (IPv6 in brackets); port 0 = ephemeral",
+      .flag = "-l,--listen",
+      .parse =
+          [](const json& v, Config& c) {
+            const auto hp = listen_address("http.listen", v);
+            c.http.address = hp.host;
+            c.http.port = hp.port;
+          },
+      .dump = [](const Config& c) { return json(host_port_text(c.http.address, c.http.port)); },
+      .example = "0.0.0.0:8080",
+  });
+  f.push_back(value(
+      "http.body_limit", "largest request body (bytes) apart from uploads",
+      [](auto& c) -> auto& { return c.http.body_limit; }));
+  f.push_back(value(
+      "http.header_limit", "largest request header (bytes)",
+      [](auto& c) -> auto& { return c.http.header_limit; }));
+  f.push_back(duration<milliseconds>(
+      "http.read_timeout_ms", "a whole request, and the keep-alive idle time",
+      [](auto& c) -> auto& { return c.http.read_timeout; }));
+  f.push_back(duration<milliseconds>(
+      "http.write_timeout_ms", "a response making no progress",
+      [](auto& c) -> auto& { return c.http.write_timeout; }));
+  f.push_back(value(
+      "http.max_connections", "concurrent connections",
+      [](auto& c) -> auto& { return c.http.max_connections; }));
+  f.push_back(value(
+      "http.tls_cert", "PEM certificate chain; with tls_key, the listener speaks HTTPS",
+      [](auto& c) -> auto& { return c.http.tls_cert_file; }, nullptr, "--tls-cert"));
+  f.push_back(value(
+      "http.tls_key", "PEM private key for tls_cert",
+      [](auto& c) -> auto& { return c.http.tls_key_file; }, nullptr, "--tls-key"));
+  // boot: the iPXE scripts served at /boot/<mac>.ipxe (and boot/<mac>.ipxe over TFTP)
+  f.push_back(value(
+      "boot.roots", "more directories of boot files, searched after files_dir",
+      [](auto& c) -> auto& { return c.boot_roots; }, json::array({"/usr/lib/ipxe"})));
+  f.push_back(ConfigField{
+      .key = "boot.server_url",
+      .type = "a string",
+      .doc = "how machines reach kilnd; \"\" = dhcp.boot.http_base, else http.listen",
+      .parse =
+          [](const json& v, Config& c) {
+            auto url = as<std::string>(v, "boot.server_url");
+            while (!url.empty() && url.back() == '/') url.pop_back();
+            c.boot.server_url = std::move(url);
+          },
+      .dump = [](const Config& c) { return json(c.boot.server_url); },
+      .example = "http://10.0.0.1:8080",
+  });
+  f.push_back(value(
+      "boot.kernel", "agent kernel, a boot artifact name (deploy/build-initramfs.sh)",
+      [](auto& c) -> auto& { return c.boot.kernel; }));
+  f.push_back(value(
+      "boot.initrd", "agent initramfs, a boot artifact name",
+      [](auto& c) -> auto& { return c.boot.initrd; }));
+  f.push_back(value(
+      "boot.cmdline", "extra agent kernel arguments (the last console= gets /init's output)",
+      [](auto& c) -> auto& { return c.boot.cmdline; }));
+  f.push_back(value(
+      "boot.disk", "target disk hint (path, smallest, largest, serial=...); label kiln.disk wins",
+      [](auto& c) -> auto& { return c.boot.disk; }));
+  f.push_back(value(
+      "boot.after", "after a deployment: reboot | kexec (the image's boot hints)",
+      [](auto& c) -> auto& { return c.boot.after; }));
+  f.push_back(value(
+      "boot.after_discover", "after discovery: reboot (then wait for an assignment) | poweroff",
+      [](auto& c) -> auto& { return c.boot.after_discover; }));
+  f.push_back(local_boot("boot.localboot_bios",
+                         "deployed BIOS machines: sanboot --drive 0x80 | exit (to the next device)",
+                         &BootOptions::local_bios));
+  f.push_back(local_boot("boot.localboot_efi", "deployed UEFI machines: sanboot | exit",
+                         &BootOptions::local_efi));
+  f.push_back(value(
+      "boot.poll_s", "a ready machine (or one waiting for an operator) asks again this often",
+      [](auto& c) -> auto& { return c.boot.poll_s; }));
+  f.push_back(value(
+      "boot.retry_s", "a script whose agent download failed asks again after this",
+      [](auto& c) -> auto& { return c.boot.retry_s; }));
+  f.push_back(value(
+      "boot.retries", "automatic retries of a failed deployment before failed.ipxe",
+      [](auto& c) -> auto& { return c.boot.retries; }));
+  f.push_back(value(
+      "boot.discover_unknown", "register unknown MACs as discovered and boot them into discovery",
+      [](auto& c) -> auto& { return c.boot.discover_unknown; }));
+  f.push_back(value(
+      "boot.max_discovered", "stop registering unknown MACs beyond this many discovered",
+      [](auto& c) -> auto& { return c.boot.max_discovered; }));
+  f.push_back(value(
+      "boot.scripts_dir", "directory of *.ipxe overriding the built-in templates",
+      [](auto& c) -> auto& { return c.boot.scripts_dir; }));
+  f.push_back(value(
+      "boot.max_agent_boots", "a deployment whose agent booted this often without a result fails",
+      [](auto& c) -> auto& { return c.boot.max_agent_boots; }));
+  f.push_back(value(
+      "boot.bind_to_lease",
+      "a MAC leased by kilnd's DHCP gets its script only at its leased address",
+      [](auto& c) -> auto& { return c.boot.bind_to_lease; }));
+  f.push_back(duration<seconds>(
+      "boot.token_ttl_s", "a deploy script's agent token expires (or ends with its deployment)",
+      [](auto& c) -> auto& { return c.boot.token_ttl; }));
+  // ra
+  f.push_back(value(
+      "ra.interfaces", "answer router solicitations on these interfaces only; [] = off",
+      [](auto& c) -> auto& { return c.ra.interfaces; }, json::array({"eth1"})));
+  f.push_back(value(
+      "ra.router_lifetime_s", "0: kilnd is not a default router",
+      [](auto& c) -> auto& { return c.ra.router_lifetime_s; }));
+  f.push_back(ConfigField{
+      .key = "ra.prefixes",
+      .type = "a list of IPv6 prefixes",
+      .doc = "on-link prefixes, not for SLAAC, e.g. [\"fd00:0:0:12::/64\"]",
+      .parse =
+          [](const json& v, Config& c) {
+            c.ra.prefixes.clear();
+            for (const auto& p : as<std::vector<std::string>>(v, "ra.prefixes")) {
+              auto parsed = dhcp::parse_ra_prefix(p);
+              if (!parsed) refuse("ra.prefixes: " + parsed.error().message);
+              c.ra.prefixes.push_back(*parsed);
+            }
+          },
+      .dump =
+          [](const Config& c) {
+            json a = json::array();
+            for (const auto& p : c.ra.prefixes) a.push_back(ra_prefix_text(p));
+            return a;
+          },
+  });
+  f.push_back(value(
+      "ra.max_per_second", "answers per interface and second",
+      [](auto& c) -> auto& { return c.ra.max_per_second; }));
+  // tftp
+  f.push_back(ConfigField{
+      .key = "tftp.listen",
+      .type = "host:port or \"\"",
+      .doc = "TFTP listen address host:port, \"\" = off; the root is files_dir, then boot.roots",
+      .flag = "--tftp-listen",
+      .parse =
+          [](const json& v, Config& c) {
+            const auto text = as<std::string>(v, "tftp.listen");
+            c.tftp_enabled = !text.empty();
+            if (!c.tftp_enabled) return;
+            const auto hp = listen_address("tftp.listen", v);
+            c.tftp.address = hp.host;
+            c.tftp.port = hp.port;
+          },
+      .dump =
+          [](const Config& c) {
+            return json(c.tftp_enabled ? host_port_text(c.tftp.address, c.tftp.port) : "");
+          },
+      .example = "0.0.0.0:69",
+  });
+  f.push_back(value(
+      "tftp.threads", "TFTP's own threads; 0 = number of cores",
+      [](auto& c) -> auto& { return c.tftp.threads; }));
+  f.push_back(value(
+      "tftp.max_transfers", "concurrent transfers",
+      [](auto& c) -> auto& { return c.tftp.max_transfers; }));
+  f.push_back(value(
+      "tftp.max_per_client", "concurrent transfers per client address",
+      [](auto& c) -> auto& { return c.tftp.max_per_client; }));
+  f.push_back(value(
+      "tftp.max_blksize", "largest RFC 2348 blksize granted (512..65464)",
+      [](auto& c) -> auto& { return c.tftp.limits.max_blksize; }));
+  f.push_back(ConfigField{
+      .key = "tftp.max_windowsize",
+      .type = "an integer",
+      .doc = "largest RFC 7440 windowsize granted (1..65535)",
+      .parse =
+          [](const json& v, Config& c) {
+            if (!v.is_number_integer() || v.get<std::int64_t>() < 1 ||
+                v.get<std::int64_t>() > 65535) {
+              refuse("tftp.max_windowsize must be within 1..65535");
+            }
+            c.tftp.limits.max_window = v.get<std::uint16_t>();
+          },
+      .dump = [](const Config& c) { return json(c.tftp.limits.max_window); },
+  });
+  f.push_back(value(
+      "tftp.initial_rto_ms", "retransmit timeout before any RTT is measured",
+      [](auto& c) -> auto& { return c.tftp.initial_rto_ms; }));
+  f.push_back(value(
+      "tftp.min_rto_ms", "adaptive timeout bounds (a client's timeout option wins)",
+      [](auto& c) -> auto& { return c.tftp.min_rto_ms; }));
+  f.push_back(value(
+      "tftp.max_rto_ms", "upper bound of the adaptive timeout",
+      [](auto& c) -> auto& { return c.tftp.max_rto_ms; }));
+  f.push_back(value(
+      "tftp.max_retries", "consecutive timeouts before a transfer fails",
+      [](auto& c) -> auto& { return c.tftp.max_retries; }));
+  f.push_back(value(
+      "tftp.netascii_max_bytes", "netascii transfers are converted in memory",
+      [](auto& c) -> auto& { return c.tftp.netascii_max_bytes; }));
+  // dhcp
+  f.push_back(ConfigField{
+      .key = "dhcp.mode",
+      .type = "off, authoritative or proxy",
+      .doc = "off | authoritative | proxy: boot information only, beside another server",
+      .parse =
+          [](const json& v, Config& c) {
+            const auto mode = as<std::string>(v, "dhcp.mode");
+            if (mode != "off" && mode != "authoritative" && mode != "proxy") {
+              refuse("dhcp.mode must be off, authoritative or proxy");
+            }
+            c.dhcp_mode = mode;
+            c.dhcp.proxy = mode == "proxy";
+          },
+      .dump = [](const Config& c) { return json(c.dhcp_mode); },
+      .example = "authoritative",
+  });
+  f.push_back(value(
+      "dhcp.interfaces", "required when on: DHCP is served on these interfaces only",
+      [](auto& c) -> auto& { return c.dhcp.interfaces; }, json::array({"eth1"})));
+  f.push_back(value(
+      "dhcp.server_address", "\"\" = the first interface's IPv4 (option 54, next server)",
+      [](auto& c) -> auto& { return c.dhcp.server_address; }));
+  f.push_back(value(
+      "dhcp.port", "the server's UDP port", [](auto& c) -> auto& { return c.dhcp.server_port; }));
+  f.push_back(value(
+      "dhcp.offer_ttl_s", "how long an unanswered offer holds its address",
+      [](auto& c) -> auto& { return c.dhcp.offer_ttl_s; }));
+  f.push_back(value(
+      "dhcp.decline_quarantine_s", "a DECLINEd address is not handed out for this long",
+      [](auto& c) -> auto& { return c.dhcp.decline_quarantine_s; }));
+  f.push_back(ConfigField{
+      .key = "dhcp.subnets",
+      .type = "a list of subnets",
+      .doc = "authoritative mode; relays (giaddr) pick theirs by address",
+      .parse =
+          [](const json& v, Config& c) {
+            if (!v.is_array()) wrong_type("dhcp.subnets", "a list of subnets", v);
+            c.dhcp.subnets.clear();
+            for (const auto& sj : v) c.dhcp.subnets.push_back(parse_subnet(sj));
+          },
+      .dump =
+          [](const Config& c) {
+            json a = json::array();
+            for (const auto& sn : c.dhcp.subnets) a.push_back(dump_subnet(sn));
+            return a;
+          },
+      .example = json::array({{{"subnet", "10.0.0.0/24"},
+                               {"pool", "10.0.0.100-10.0.0.250"},
+                               {"router", "10.0.0.1"},
+                               {"dns", {"10.0.0.1"}},
+                               {"domain", "rack12.example"},
+                               {"lease_time_s", 3600}}}),
+  });
+  f.push_back(value(
+      "dhcp.boot.bios_file", "boot file for BIOS PXE clients",
+      [](auto& c) -> auto& { return c.dhcp.boot.bios_file; }));
+  f.push_back(value(
+      "dhcp.boot.efi_x64_file", "boot file for x86-64 UEFI (or \"snponly.efi\")",
+      [](auto& c) -> auto& { return c.dhcp.boot.efi_x64_file; }));
+  f.push_back(value(
+      "dhcp.boot.efi_ia32_file", "boot file for IA32 UEFI; \"\" = not served",
+      [](auto& c) -> auto& { return c.dhcp.boot.efi_ia32_file; }));
+  f.push_back(value(
+      "dhcp.boot.efi_arm64_file", "boot file for arm64 UEFI; \"\" = not served",
+      [](auto& c) -> auto& { return c.dhcp.boot.efi_arm64_file; }));
+  f.push_back(value(
+      "dhcp.boot.boot_unknown", "machines kiln does not know boot too (into discovery)",
+      [](auto& c) -> auto& { return c.dhcp.boot.boot_unknown; }));
+  f.push_back(value(
+      "dhcp.boot.http_base", "\"\" = boot.server_url, else http://<server_address>:<http port>",
+      [](auto& c) -> auto& { return c.dhcp.boot.http_base; }));
+  // api
+  ConfigField auth = value(
+      "api.auth", "API calls need a token; false: every caller is an anonymous admin (dev only)",
+      [](auto& c) -> auto& { return c.api.auth_required; }, nullptr, "--no-auth");
+  auth.flag_clears = true;
+  f.push_back(std::move(auth));
+  f.push_back(value(
+      "api.metrics_public", "/metrics without a token",
+      [](auto& c) -> auto& { return c.api.metrics_public; }));
+  f.push_back(duration<milliseconds>(
+      "api.max_wait_ms", "longest long-poll on /api/v1/events",
+      [](auto& c) -> auto& { return c.api.max_wait; }));
+  f.push_back(duration<seconds>(
+      "api.agent_token_ttl_s", "lifetime of a deployment's agent token",
+      [](auto& c) -> auto& { return c.api.agent_token_ttl; }));
+  return f;
+}
+
+// Comment lines the example file prints at the top of a section ("" = the file itself).
+struct SectionDoc {
+  std::string_view section;
+  std::vector<std::string_view> lines;
+};
+const std::vector<SectionDoc>& section_docs() {
+  static const std::vector<SectionDoc> kDocs = {
+      {"",
+       {"kilnd configuration (kilnd --print-example-config). Every field is optional; the value",
+        "shown is its default unless a default is noted. Comments are allowed. Unknown keys are",
+        "errors. Flags (kilnd --help) override this file."}},
+      {"boot",
+       {"The iPXE scripts served at /boot/<mac>.ipxe (and boot/<mac>.ipxe over TFTP); see",
+        "ipxe-scripts/."}},
+      {"ra",
+       {"IPv6 router advertisements with router lifetime 0: iPXE waits ~13 s for one on every",
+        "start when none comes."}},
+  };
+  return kDocs;
+}
+
+// Cross-field rules, checked after every field is set.
+void check(const Config& c) {
+  const auto& t = c.tftp;
+  if (t.limits.max_blksize < 512 || t.limits.max_blksize > 65464) {
+    refuse("tftp.max_blksize must be within 512..65464");
+  }
+  if (t.min_rto_ms < 1 || t.min_rto_ms > t.max_rto_ms) {
+    refuse("tftp: need 1 <= min_rto_ms <= max_rto_ms");
+  }
+  if (t.max_transfers < 1 || t.max_per_client < 1 || t.max_retries < 0) {
+    refuse("tftp: max_transfers and max_per_client must be >= 1, max_retries >= 0");
+  }
+  if (c.dhcp_mode != "off" && c.dhcp.interfaces.empty()) {
+    refuse("dhcp.interfaces must name the interfaces to serve");
+  }
+}
+
+const ConfigField* find_field(std::string_view key) {
+  for (const auto& f : config_fields()) {
+    if (f.key == key) return &f;
+  }
+  return nullptr;
+}
+
+bool is_section(std::string_view path) {
+  for (const auto& f : config_fields()) {
+    if (f.key.size() > path.size() && f.key.starts_with(path) && f.key[path.size()] == '.') {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Every key of `j` (the object at `prefix`) is a field or a section of fields.
+void check_keys(const json& j, const std::string& prefix) {
+  for (const auto& [k, v] : j.items()) {
+    const std::string path = prefix + k;
+    if (find_field(path)) continue;
+    if (!is_section(path)) refuse("unknown key '" + path + "'");
+    if (!v.is_object()) wrong_type(path, "an object", v);
+    check_keys(v, path + ".");
+  }
+}
+
+// The value at dotted `key` in `j`, or null when absent.
+const json* lookup(const json& j, std::string_view key) {
+  const json* at = &j;
+  while (true) {
+    const auto dot = key.find('.');
+    auto it = at->find(std::string(key.substr(0, dot)));
+    if (it == at->end()) return nullptr;
+    at = &*it;
+    if (dot == std::string_view::npos) return at;
+    key.remove_prefix(dot + 1);
+  }
+}
+
+// `value` as the example file writes it after `"key": ` (multi-line for lists of objects).
+std::string example_value(const json& v, const std::string& indent) {
+  const bool objects = v.is_array() && !v.empty() && v.front().is_object();
+  if (!objects) return v.dump();
+  std::string out = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    out += "\n" + indent + "  " + v[i].dump() + (i + 1 < v.size() ? "," : "");
+  }
+  return out + "\n" + indent + "]";
+}
+
+// Appends the lines of the object at `prefix` (fields in table order) to `out`.
+void write_example(std::string& out, const std::string& prefix, const std::string& indent) {
+  for (const auto& d : section_docs()) {
+    if (prefix == (d.section.empty() ? "" : std::string(d.section) + ".")) {
+      for (auto l : d.lines) out += indent + "// " + std::string(l) + "\n";
+    }
+  }
+  // The entries of this object: fields directly in it and its sub-sections, first-seen order.
+  std::vector<std::string> names;
+  for (const auto& f : config_fields()) {
+    if (!f.key.starts_with(prefix)) continue;
+    auto rest = f.key.substr(prefix.size());
+    auto name = std::string(rest.substr(0, rest.find('.')));
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  static const Config kDefaults;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::string comma = i + 1 < names.size() ? "," : "";
+    const std::string key = prefix + names[i];
+    const ConfigField* f = find_field(key);
+    if (!f) {
+      out += indent + "\"" + names[i] + "\": {\n";
+      write_example(out, key + ".", indent + "  ");
+      out += indent + "}" + comma + "\n";
+      continue;
+    }
+    const json def = f->dump(kDefaults);
+    const json shown = f->example.is_null() ? def : f->example;
+    std::string doc(f->doc);
+    if (shown != def && !f->derived_default) doc += "; default " + def.dump();
+    std::string text = example_value(shown, indent);
+    // The comment goes on the entry's first line; a multi-line value gets its comma last.
+    const auto nl = text.find('\n');
+    std::string first = indent + "\"" + names[i] + "\": " + text.substr(0, nl);
+    if (nl == std::string::npos) first += comma;
+    constexpr std::size_t kCommentColumn = 40;
+    first.resize(std::max(first.size() + 1, kCommentColumn), ' ');
+    out += first + "// " + doc + "\n";
+    if (nl != std::string::npos) out += text.substr(nl + 1) + comma + "\n";
+  }
 }
 
 }  // namespace
 
-Result<Config> load_config_file(const std::string& path, Config c) {
-  std::ifstream in(path);
-  if (!in) return make_error(Errc::kInvalid, "cannot read config file " + path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false, /*ignore_comments=*/true);
+const std::vector<ConfigField>& config_fields() {
+  static const std::vector<ConfigField> kFields = make_fields();
+  return kFields;
+}
+
+Result<Config> parse_config(std::string_view text, Config c) {
+  const json j = json::parse(text, nullptr, false, /*ignore_comments=*/true);
   if (j.is_discarded() || !j.is_object()) {
-    return make_error(Errc::kInvalid, "config file " + path + " is not a JSON object");
+    return make_error(Errc::kBadRequest, "not a JSON object");
   }
   try {
-    check_keys(j, "",
-               {"data_dir", "db_path", "files_dir", "threads", "log_level", "shutdown_grace_ms",
-                "ready_file", "store", "http", "api", "images", "boot", "tftp", "dhcp", "ra"});
-    get(j, "data_dir", c.data_dir);
-    get(j, "db_path", c.db_path);
-    get(j, "files_dir", c.files_dir);
-    get(j, "threads", c.threads);
-    get(j, "log_level", c.log_level);
-    get(j, "shutdown_grace_ms", c.shutdown_grace_ms);
-    get(j, "ready_file", c.ready_file);
-    if (auto s = j.find("store"); s != j.end()) {
-      check_keys(*s, "store.", {"synchronous", "busy_timeout_ms"});
-      std::string sync = c.db_synchronous_full ? "full" : "normal";
-      get(*s, "synchronous", sync);
-      if (sync != "full" && sync != "normal")
-        throw std::runtime_error("store.synchronous must be full or normal");
-      c.db_synchronous_full = sync == "full";
-      get(*s, "busy_timeout_ms", c.db_busy_timeout_ms);
+    check_keys(j, "");
+    for (const auto& f : config_fields()) {
+      if (const json* v = lookup(j, f.key)) f.parse(*v, c);
     }
-    if (auto im = j.find("images"); im != j.end()) {
-      check_keys(*im, "images.", {"dir", "trusted_keys", "max_upload_bytes"});
-      get(*im, "dir", c.images_dir);
-      get(*im, "trusted_keys", c.trusted_keys);
-      get(*im, "max_upload_bytes", c.http.upload.limit);
-    }
-    if (auto h = j.find("http"); h != j.end()) {
-      check_keys(*h, "http.",
-                 {"listen", "body_limit", "header_limit", "read_timeout_ms", "write_timeout_ms",
-                  "max_connections", "tls_cert", "tls_key"});
-      if (auto l = h->find("listen"); l != h->end()) {
-        if (auto st = parse_listen(l->get<std::string>(), c.http); !st) return st.error();
-      }
-      get(*h, "body_limit", c.http.body_limit);
-      get(*h, "header_limit", c.http.header_limit);
-      if (auto t = h->find("read_timeout_ms"); t != h->end())
-        c.http.read_timeout = std::chrono::milliseconds(t->get<int>());
-      if (auto t = h->find("write_timeout_ms"); t != h->end())
-        c.http.write_timeout = std::chrono::milliseconds(t->get<int>());
-      get(*h, "max_connections", c.http.max_connections);
-      get(*h, "tls_cert", c.http.tls_cert_file);
-      get(*h, "tls_key", c.http.tls_key_file);
-    }
-    if (auto b = j.find("boot"); b != j.end()) {
-      check_keys(
-          *b, "boot.",
-          {"roots", "server_url", "kernel", "initrd", "cmdline", "disk", "after", "after_discover",
-           "localboot_bios", "localboot_efi", "poll_s", "retry_s", "retries", "discover_unknown",
-           "max_discovered", "scripts_dir", "token_ttl_s", "bind_to_lease", "max_agent_boots"});
-      get(*b, "roots", c.boot_roots);
-      get(*b, "server_url", c.boot.server_url);
-      while (!c.boot.server_url.empty() && c.boot.server_url.back() == '/') {
-        c.boot.server_url.pop_back();
-      }
-      get(*b, "kernel", c.boot.kernel);
-      get(*b, "initrd", c.boot.initrd);
-      get(*b, "cmdline", c.boot.cmdline);
-      get(*b, "disk", c.boot.disk);
-      get(*b, "after", c.boot.after);
-      get(*b, "after_discover", c.boot.after_discover);
-      for (auto [key, out] : {std::pair{"localboot_bios", &c.boot.local_bios},
-                              std::pair{"localboot_efi", &c.boot.local_efi}}) {
-        if (auto v = b->find(key); v != b->end()) {
-          auto lb = boot::parse_local_boot(v->get<std::string>());
-          if (!lb) {
-            return make_error(Errc::kInvalid,
-                              std::string("boot.") + key + " must be sanboot or exit");
-          }
-          *out = *lb;
-        }
-      }
-      get(*b, "poll_s", c.boot.poll_s);
-      get(*b, "retry_s", c.boot.retry_s);
-      get(*b, "retries", c.boot.retries);
-      get(*b, "discover_unknown", c.boot.discover_unknown);
-      get(*b, "max_discovered", c.boot.max_discovered);
-      get(*b, "scripts_dir", c.boot.scripts_dir);
-      get(*b, "bind_to_lease", c.boot.bind_to_lease);
-      get(*b, "max_agent_boots", c.boot.max_agent_boots);
-      if (auto t = b->find("token_ttl_s"); t != b->end()) {
-        c.boot.token_ttl = std::chrono::seconds(t->get<int>());
-      }
-    }
-    if (auto r = j.find("ra"); r != j.end()) {
-      check_keys(*r, "ra.", {"interfaces", "router_lifetime_s", "prefixes", "max_per_second"});
-      get(*r, "interfaces", c.ra.interfaces);
-      get(*r, "router_lifetime_s", c.ra.router_lifetime_s);
-      get(*r, "max_per_second", c.ra.max_per_second);
-      for (const auto& p : r->value("prefixes", std::vector<std::string>{})) {
-        auto parsed = dhcp::parse_ra_prefix(p);
-        if (!parsed) return parsed.error();
-        c.ra.prefixes.push_back(*parsed);
-      }
-    }
-    if (auto t = j.find("tftp"); t != j.end()) {
-      check_keys(
-          *t, "tftp.",
-          {"listen", "threads", "max_transfers", "max_per_client", "max_blksize", "max_windowsize",
-           "initial_rto_ms", "min_rto_ms", "max_rto_ms", "max_retries", "netascii_max_bytes"});
-      if (auto l = t->find("listen"); l != t->end()) {
-        const auto listen = l->get<std::string>();
-        c.tftp_enabled = !listen.empty();
-        if (c.tftp_enabled) {
-          if (auto st = parse_listen(listen, c.tftp); !st) return st.error();
-        }
-      }
-      get(*t, "threads", c.tftp.threads);
-      get(*t, "max_transfers", c.tftp.max_transfers);
-      get(*t, "max_per_client", c.tftp.max_per_client);
-      get(*t, "max_blksize", c.tftp.limits.max_blksize);
-      if (auto w = t->find("max_windowsize"); w != t->end()) {
-        const auto v = w->get<std::int64_t>();
-        if (v < 1 || v > 65535)
-          throw std::runtime_error("tftp.max_windowsize must be within 1..65535");
-        c.tftp.limits.max_window = static_cast<std::uint16_t>(v);
-      }
-      get(*t, "initial_rto_ms", c.tftp.initial_rto_ms);
-      get(*t, "min_rto_ms", c.tftp.min_rto_ms);
-      get(*t, "max_rto_ms", c.tftp.max_rto_ms);
-      get(*t, "max_retries", c.tftp.max_retries);
-      get(*t, "netascii_max_bytes", c.tftp.netascii_max_bytes);
-      if (c.tftp.limits.max_blksize < 512 || c.tftp.limits.max_blksize > 65464)
-        throw std::runtime_error("tftp.max_blksize must be within 512..65464");
-      if (c.tftp.limits.max_window < 1)
-        throw std::runtime_error("tftp.max_windowsize must be >= 1");
-      if (c.tftp.min_rto_ms < 1 || c.tftp.min_rto_ms > c.tftp.max_rto_ms)
-        throw std::runtime_error("tftp: need 1 <= min_rto_ms <= max_rto_ms");
-      if (c.tftp.max_transfers < 1 || c.tftp.max_per_client < 1 || c.tftp.max_retries < 0)
-        throw std::runtime_error(
-            "tftp: max_transfers and max_per_client must be >= 1, max_retries >= 0");
-    }
-    if (auto d = j.find("dhcp"); d != j.end()) {
-      check_keys(*d, "dhcp.",
-                 {"mode", "interfaces", "server_address", "port", "subnets", "boot", "offer_ttl_s",
-                  "decline_quarantine_s"});
-      get(*d, "mode", c.dhcp_mode);
-      if (c.dhcp_mode != "off" && c.dhcp_mode != "authoritative" && c.dhcp_mode != "proxy")
-        throw std::runtime_error("dhcp.mode must be off, authoritative or proxy");
-      c.dhcp.proxy = c.dhcp_mode == "proxy";
-      get(*d, "interfaces", c.dhcp.interfaces);
-      get(*d, "server_address", c.dhcp.server_address);
-      get(*d, "port", c.dhcp.server_port);
-      get(*d, "offer_ttl_s", c.dhcp.offer_ttl_s);
-      get(*d, "decline_quarantine_s", c.dhcp.decline_quarantine_s);
-      if (auto subs = d->find("subnets"); subs != d->end()) {
-        for (const auto& sj : *subs) {
-          check_keys(sj, "dhcp.subnets[].",
-                     {"subnet", "pool", "router", "dns", "domain", "lease_time_s"});
-          dhcp::Subnet sn;
-          const auto cidr = sj.at("subnet").get<std::string>();
-          if (!dhcp::parse_cidr(cidr, sn.network, sn.prefix))
-            throw std::runtime_error("dhcp: bad subnet '" + cidr + "' (want a.b.c.d/n)");
-          const auto pool = sj.at("pool").get<std::string>();
-          const auto dash = pool.find('-');
-          auto first = dhcp::parse_ipv4(pool.substr(0, dash));
-          auto last =
-              dash == std::string::npos ? std::nullopt : dhcp::parse_ipv4(pool.substr(dash + 1));
-          if (!first || !last || dhcp::to_u32(*last) < dhcp::to_u32(*first) ||
-              !sn.contains(*first) || !sn.contains(*last))
-            throw std::runtime_error("dhcp: pool '" + pool + "' must be first-last inside " + cidr);
-          sn.pool_first = *first;
-          sn.pool_last = *last;
-          if (auto r = sj.find("router"); r != sj.end()) {
-            auto ip = dhcp::parse_ipv4(r->get<std::string>());
-            if (!ip) throw std::runtime_error("dhcp: bad router in " + cidr);
-            sn.router = *ip;
-          }
-          for (const auto& dn : sj.value("dns", std::vector<std::string>{})) {
-            auto ip = dhcp::parse_ipv4(dn);
-            if (!ip) throw std::runtime_error("dhcp: bad dns server '" + dn + "'");
-            sn.dns.push_back(*ip);
-          }
-          sn.domain = sj.value("domain", std::string());
-          sn.lease_time_s = sj.value("lease_time_s", sn.lease_time_s);
-          if (sn.lease_time_s < 60) throw std::runtime_error("dhcp: lease_time_s must be >= 60");
-          c.dhcp.subnets.push_back(sn);
-        }
-      }
-      if (auto b = d->find("boot"); b != d->end()) {
-        check_keys(*b, "dhcp.boot.",
-                   {"bios_file", "efi_x64_file", "efi_ia32_file", "efi_arm64_file", "boot_unknown",
-                    "http_base"});
-        get(*b, "bios_file", c.dhcp.boot.bios_file);
-        get(*b, "efi_x64_file", c.dhcp.boot.efi_x64_file);
-        get(*b, "efi_ia32_file", c.dhcp.boot.efi_ia32_file);
-        get(*b, "efi_arm64_file", c.dhcp.boot.efi_arm64_file);
-        get(*b, "boot_unknown", c.dhcp.boot.boot_unknown);
-        get(*b, "http_base", c.dhcp.boot.http_base);
-      }
-      if (c.dhcp_mode != "off" && c.dhcp.interfaces.empty())
-        throw std::runtime_error("dhcp.interfaces must name the interfaces to serve");
-    }
-    if (auto a = j.find("api"); a != j.end()) {
-      check_keys(*a, "api.", {"auth", "metrics_public", "max_wait_ms", "agent_token_ttl_s"});
-      get(*a, "auth", c.api.auth_required);
-      get(*a, "metrics_public", c.api.metrics_public);
-      if (auto t = a->find("max_wait_ms"); t != a->end())
-        c.api.max_wait = std::chrono::milliseconds(t->get<int>());
-      if (auto t = a->find("agent_token_ttl_s"); t != a->end())
-        c.api.agent_token_ttl = std::chrono::seconds(t->get<int>());
-    }
+    check(c);
   } catch (const std::exception& e) {
-    return make_error(Errc::kInvalid, "config file " + path + ": " + e.what());
+    return make_error(Errc::kInvalid, e.what());
   }
   return c;
 }
 
+Result<Config> load_config_file(const std::string& path, Config base) {
+  std::ifstream in(path);
+  if (!in) return make_error(Errc::kInvalid, "cannot read config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto c = parse_config(ss.str(), std::move(base));
+  if (!c && c.error().code == Errc::kBadRequest) {
+    return make_error(Errc::kInvalid, "config file " + path + " is not a JSON object");
+  }
+  if (!c) return make_error(Errc::kInvalid, "config file " + path + ": " + c.error().message);
+  return c;
+}
+
+Status apply_flag(const ConfigField& field, const std::string& text, Config& c) {
+  json v = text;
+  if (field.flag_clears) {
+    v = false;
+  } else if (field.type == "an integer") {
+    std::int64_t n = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (ec != std::errc() || end != text.data() + text.size()) {
+      return make_error(Errc::kInvalid, "'" + text + "' is not an integer");
+    }
+    v = n;
+  }
+  try {
+    field.parse(v, c);
+  } catch (const std::exception& e) {
+    return make_error(Errc::kInvalid, e.what());
+  }
+  return ok_status();
+}
+
 std::string dump_config(const Config& c) {
-  json j = {
-      {"data_dir", c.data_dir},
-      {"db_path", c.effective_db_path()},
-      {"files_dir", c.effective_files_dir()},
-      {"threads", c.threads},
-      {"log_level", c.log_level},
-      {"shutdown_grace_ms", c.shutdown_grace_ms},
-      {"ready_file", c.ready_file},
-      {"store",
-       {{"synchronous", c.db_synchronous_full ? "full" : "normal"},
-        {"busy_timeout_ms", c.db_busy_timeout_ms}}},
-      {"images",
-       {{"dir", c.effective_images_dir()},
-        {"trusted_keys", c.trusted_keys},
-        {"max_upload_bytes", c.http.upload.limit}}},
-      {"http",
-       {{"listen", c.http.address + ":" + std::to_string(c.http.port)},
-        {"body_limit", c.http.body_limit},
-        {"header_limit", c.http.header_limit},
-        {"read_timeout_ms", c.http.read_timeout.count()},
-        {"write_timeout_ms", c.http.write_timeout.count()},
-        {"max_connections", c.http.max_connections},
-        {"tls_cert", c.http.tls_cert_file},
-        {"tls_key", c.http.tls_key_file}}},
-      {"boot",
-       {{"roots", c.boot_roots},
-        {"server_url", c.boot.server_url},
-        {"kernel", c.boot.kernel},
-        {"initrd", c.boot.initrd},
-        {"cmdline", c.boot.cmdline},
-        {"disk", c.boot.disk},
-        {"after", c.boot.after},
-        {"after_discover", c.boot.after_discover},
-        {"localboot_bios", c.boot.local_bios == boot::LocalBoot::kSanboot ? "sanboot" : "exit"},
-        {"localboot_efi", c.boot.local_efi == boot::LocalBoot::kSanboot ? "sanboot" : "exit"},
-        {"poll_s", c.boot.poll_s},
-        {"retry_s", c.boot.retry_s},
-        {"retries", c.boot.retries},
-        {"discover_unknown", c.boot.discover_unknown},
-        {"max_discovered", c.boot.max_discovered},
-        {"scripts_dir", c.boot.scripts_dir},
-        {"bind_to_lease", c.boot.bind_to_lease},
-        {"max_agent_boots", c.boot.max_agent_boots},
-        {"token_ttl_s",
-         std::chrono::duration_cast<std::chrono::seconds>(c.boot.token_ttl).count()}}},
-      {"dhcp",
-       {{"mode", c.dhcp_mode},
-        {"interfaces", c.dhcp.interfaces},
-        {"server_address", c.dhcp.server_address},
-        {"port", c.dhcp.server_port},
-        {"offer_ttl_s", c.dhcp.offer_ttl_s},
-        {"decline_quarantine_s", c.dhcp.decline_quarantine_s},
-        {"subnets",
-         [&] {
-           json a = json::array();
-           for (const auto& sn : c.dhcp.subnets) {
-             json dns = json::array();
-             for (const auto& d : sn.dns) dns.push_back(dhcp::to_string(d));
-             a.push_back(
-                 {{"subnet", dhcp::to_string(sn.network) + "/" + std::to_string(sn.prefix)},
-                  {"pool", dhcp::to_string(sn.pool_first) + "-" + dhcp::to_string(sn.pool_last)},
-                  {"router", sn.router ? dhcp::to_string(*sn.router) : ""},
-                  {"dns", dns},
-                  {"domain", sn.domain},
-                  {"lease_time_s", sn.lease_time_s}});
-           }
-           return a;
-         }()},
-        {"boot",
-         {{"bios_file", c.dhcp.boot.bios_file},
-          {"efi_x64_file", c.dhcp.boot.efi_x64_file},
-          {"efi_ia32_file", c.dhcp.boot.efi_ia32_file},
-          {"efi_arm64_file", c.dhcp.boot.efi_arm64_file},
-          {"boot_unknown", c.dhcp.boot.boot_unknown},
-          {"http_base", c.dhcp.boot.http_base}}}}},
-      {"ra",
-       {{"interfaces", c.ra.interfaces},
-        {"router_lifetime_s", c.ra.router_lifetime_s},
-        {"max_per_second", c.ra.max_per_second},
-        {"prefixes",
-         [&] {
-           json a = json::array();
-           for (const auto& p : c.ra.prefixes) {
-             char buf[INET6_ADDRSTRLEN];
-             ::inet_ntop(AF_INET6, p.prefix.data(), buf, sizeof buf);
-             a.push_back(std::string(buf) + "/" + std::to_string(p.length));
-           }
-           return a;
-         }()}}},
-      {"tftp",
-       {{"listen", c.tftp_enabled
-                       ? (c.tftp.address.find(':') != std::string::npos ? "[" + c.tftp.address + "]"
-                                                                        : c.tftp.address) +
-                             ":" + std::to_string(c.tftp.port)
-                       : ""},
-        {"threads", c.tftp.threads},
-        {"max_transfers", c.tftp.max_transfers},
-        {"max_per_client", c.tftp.max_per_client},
-        {"max_blksize", c.tftp.limits.max_blksize},
-        {"max_windowsize", c.tftp.limits.max_window},
-        {"initial_rto_ms", c.tftp.initial_rto_ms},
-        {"min_rto_ms", c.tftp.min_rto_ms},
-        {"max_rto_ms", c.tftp.max_rto_ms},
-        {"max_retries", c.tftp.max_retries},
-        {"netascii_max_bytes", c.tftp.netascii_max_bytes}}},
-      {"api",
-       {{"auth", c.api.auth_required},
-        {"metrics_public", c.api.metrics_public},
-        {"max_wait_ms", c.api.max_wait.count()},
-        {"agent_token_ttl_s",
-         std::chrono::duration_cast<std::chrono::seconds>(c.api.agent_token_ttl).count()}}},
-  };
+  json j = json::object();
+  for (const auto& f : config_fields()) {
+    std::string pointer = "/" + std::string(f.key);
+    std::replace(pointer.begin(), pointer.end(), '.', '/');
+    j[json::json_pointer(pointer)] = f.dump(c);
+  }
   return j.dump(2);
+}
+
+std::string example_config() {
+  std::string out = "{\n";
+  write_example(out, "", "  ");
+  return out + "}\n";
 }
 
 }  // namespace kiln::daemon

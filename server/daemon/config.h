@@ -1,8 +1,16 @@
 // daemon/config.h — kilnd's configuration: a JSON file with every field defaulted, then
-// command-line flags on top. `kilnd --help` and deploy/kilnd.example.json document the fields.
+// command-line flags on top.
+//
+// Every setting is one row of one table (config_fields()): its key in the file, its one-line
+// doc, its flag if it has one, and how it is parsed and printed. That table alone drives the
+// unknown-key check, parsing, `kilnd --print-config`, kilnd's flags and the example file
+// deploy/kilnd.example.json (`kilnd --print-example-config`); a setting is added in one place.
 #pragma once
 
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "api/api.h"
@@ -42,13 +50,40 @@ struct Config {
   std::string effective_images_dir() const;
 };
 
-// Reads a JSON config file over the defaults in `base`. Unknown keys are errors (a typo must
-// not silently fall back to a default).
+// One setting: a row of the config table.
+struct ConfigField {
+  std::string_view key;   // dotted path in the file: "http.listen"
+  std::string_view type;  // what the value must be, for messages and --help: "integer", ...
+  std::string_view doc;   // one line: the example file's comment and the flag's help
+  std::string_view flag;  // CLI11 names ("-l,--listen"); "" when the setting has no flag
+  // The flag takes no value and sets this boolean setting to false ("--no-auth").
+  bool flag_clears = false;
+  // The printed value is derived from other settings when unset (db_path from data_dir): the
+  // doc says how, and the example shows the unset value.
+  bool derived_default = false;
+  // Sets the field from its JSON value. Throws std::runtime_error with a message that names
+  // the key ("http.body_limit must be an integer ...") on a wrong type or a bad value.
+  std::function<void(const nlohmann::json&, Config&)> parse;
+  // The field's value as the file writes it (parse(dump(c)) leaves c unchanged).
+  std::function<nlohmann::json(const Config&)> dump;
+  // What the example file shows where that differs from the default; null: the default.
+  nlohmann::json example;
+};
+
+// The table, in the example file's order. Static; thread-safe.
+const std::vector<ConfigField>& config_fields();
+
+// Parses config text (JSON; comments allowed) over `base`. Unknown keys are errors (a typo must
+// not silently fall back to a default), as are wrong types and bad values; messages name the
+// key. Text that is not a JSON object is kBadRequest, every other error kInvalid.
+Result<Config> parse_config(std::string_view text, Config base = {});
+// Reads a config file and parses it over `base`; messages start "config file <path>".
 Result<Config> load_config_file(const std::string& path, Config base = {});
-// Parses "host:port" (IPv6 hosts in brackets) into the http or tftp options.
-Status parse_listen(const std::string& listen, http::ServerOptions& out);
-Status parse_listen(const std::string& listen, tftp::ServerOptions& out);
+// Sets `field` from its command-line flag's text (ignored for flag_clears flags).
+Status apply_flag(const ConfigField& field, const std::string& text, Config& c);
 // The effective configuration as JSON (same shape as the file).
 std::string dump_config(const Config& c);
+// The commented example file (deploy/kilnd.example.json) made from the table.
+std::string example_config();
 
 }  // namespace kiln::daemon

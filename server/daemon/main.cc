@@ -1,36 +1,51 @@
 // kilnd — the kiln provisioning daemon. See README.md and `kilnd --help`.
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <list>
 
+#include "daemon/config.h"
 #include "daemon/daemon.h"
+
+namespace {
+
+// The flag's help: the setting's doc, its default and its key in the config file.
+std::string flag_help(const kiln::daemon::ConfigField& f) {
+  static const kiln::daemon::Config kDefaults;
+  std::string help = f.flag_clears ? "turn off: " + std::string(f.doc) : std::string(f.doc);
+  if (!f.derived_default && !f.flag_clears) help += "; default " + f.dump(kDefaults).dump();
+  return help + " (config: " + std::string(f.key) + ")";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using kiln::daemon::Config;
+  using kiln::daemon::ConfigField;
   CLI::App app{"kilnd: bare-metal image provisioning daemon (DHCP/TFTP/HTTP boot, REST API)"};
   app.require_subcommand(0, 1);
   std::string config_file;
-  std::string listen, tftp_listen, db, level;
-  Config defaults;
-  Config overrides;
-  int threads = -1;
-  bool no_auth = false;
   bool print_config = false;
-  app.add_option("-c,--config", config_file, "JSON config file (every field optional)");
-  app.add_option("--data-dir", overrides.data_dir, "state directory (default ./var)");
-  app.add_option("--db", db, "SQLite database path (default <data-dir>/kiln.db)");
-  app.add_option("--files-dir", overrides.files_dir,
-                 "directory served at /files/ (default <data-dir>/files)");
-  app.add_option("-l,--listen", listen,
-                 "HTTP listen address host:port (default 127.0.0.1:8080; port 0 = ephemeral)");
-  app.add_option("--tftp-listen", tftp_listen,
-                 "TFTP listen address host:port (default off; port 0 = ephemeral)");
-  app.add_option("--threads", threads, "io threads (default: number of cores)");
-  app.add_option("--log-level", level, "trace|debug|info|warn|error (default info)");
-  app.add_option("--tls-cert", overrides.http.tls_cert_file, "PEM certificate chain: serve HTTPS");
-  app.add_option("--tls-key", overrides.http.tls_key_file, "PEM private key for --tls-cert");
-  app.add_option("--ready-file", overrides.ready_file, "write the base URL here once listening");
-  app.add_flag("--no-auth", no_auth, "disable API authentication (development only)");
+  bool print_example = false;
+  app.add_option("-c,--config", config_file,
+                 "JSON config file (every field optional; see --print-example-config)");
+  // One flag per setting that has one (the config table); applied over the file.
+  struct FlagValue {
+    const ConfigField* field;
+    CLI::Option* option;
+    std::string text;
+  };
+  std::list<FlagValue> flags;  // stable addresses: CLI11 writes into `text`
+  for (const auto& f : kiln::daemon::config_fields()) {
+    if (f.flag.empty()) continue;
+    auto& fv = flags.emplace_back(FlagValue{&f, nullptr, {}});
+    const std::string help = flag_help(f);
+    fv.option = f.flag_clears ? app.add_flag(std::string(f.flag), help)
+                              : app.add_option(std::string(f.flag), fv.text, help);
+    if (f.type == "an integer") fv.option->type_name("INT");
+  }
   app.add_flag("--print-config", print_config, "print the effective configuration and exit");
+  app.add_flag("--print-example-config", print_example,
+               "print the commented example config file (deploy/kilnd.example.json) and exit");
 
   auto* token = app.add_subcommand("token", "manage API tokens in the database (offline)");
   token->require_subcommand(1);
@@ -47,7 +62,11 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
-  Config config = defaults;
+  if (print_example) {
+    std::cout << kiln::daemon::example_config();
+    return 0;
+  }
+  Config config;
   if (!config_file.empty()) {
     auto loaded = kiln::daemon::load_config_file(config_file, config);
     if (!loaded) {
@@ -56,28 +75,13 @@ int main(int argc, char** argv) {
     }
     config = *loaded;
   }
-  if (app.count("--data-dir")) config.data_dir = overrides.data_dir;
-  if (!db.empty()) config.db_path = db;
-  if (app.count("--files-dir")) config.files_dir = overrides.files_dir;
-  if (!listen.empty()) {
-    if (auto st = kiln::daemon::parse_listen(listen, config.http); !st) {
-      std::cerr << "kilnd: " << st.error().message << "\n";
+  for (const auto& fv : flags) {
+    if (!fv.option->count()) continue;
+    if (auto st = kiln::daemon::apply_flag(*fv.field, fv.text, config); !st) {
+      std::cerr << "kilnd: " << fv.option->get_name() << ": " << st.error().message << "\n";
       return 2;
     }
   }
-  if (!tftp_listen.empty()) {
-    if (auto st = kiln::daemon::parse_listen(tftp_listen, config.tftp); !st) {
-      std::cerr << "kilnd: --tftp-listen: " << st.error().message << "\n";
-      return 2;
-    }
-    config.tftp_enabled = true;
-  }
-  if (threads >= 0) config.threads = threads;
-  if (!level.empty()) config.log_level = level;
-  if (app.count("--tls-cert")) config.http.tls_cert_file = overrides.http.tls_cert_file;
-  if (app.count("--tls-key")) config.http.tls_key_file = overrides.http.tls_key_file;
-  if (app.count("--ready-file")) config.ready_file = overrides.ready_file;
-  if (no_auth) config.api.auth_required = false;
   if (config.http.tls_cert_file.empty() != config.http.tls_key_file.empty()) {
     std::cerr << "kilnd: --tls-cert and --tls-key go together\n";
     return 2;

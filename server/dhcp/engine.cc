@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "core/hex.h"
+
 namespace kiln::dhcp {
 
 bool parse_cidr(std::string_view s, Ipv4& network, int& prefix) {
@@ -34,13 +36,8 @@ const char* to_string(Lease::State s) {
 
 std::string client_key(const Packet& p) {
   if (const Option* id = p.find(opt::kClientId); id && !id->data.empty()) {
-    static const char* hex = "0123456789abcdef";
-    std::string s = "id:";
-    for (const auto b : id->data) {
-      s.push_back(hex[b >> 4]);
-      s.push_back(hex[b & 15]);
-    }
-    return s;
+    return "id:" + hex_encode(std::string_view(reinterpret_cast<const char*>(id->data.data()),
+                                               id->data.size()));
   }
   return p.mac();
 }

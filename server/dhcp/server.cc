@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "core/io.h"
 #include "core/log_util.h"
 #include "core/unique_fd.h"
 
@@ -267,7 +268,7 @@ struct Server::Impl {
     fds.push_back({wake.get(), POLLIN, 0});
     std::vector<std::uint8_t> buf(4096);
     while (!stopping) {
-      if (::poll(fds.data(), fds.size(), 1000) < 0 && errno != EINTR) break;
+      if (retry_eintr([&] { return ::poll(fds.data(), fds.size(), 1000); }) < 0) break;
       for (std::size_t k = 0; k + 1 < fds.size(); ++k) {
         if (!(fds[k].revents & POLLIN)) continue;
         for (int n = 0; n < 64; ++n) {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "core/io.h"
 #include "core/log_util.h"
 #include "core/url.h"
 #include "http/file_server.h"
@@ -252,8 +253,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     const std::size_t got = upload_buf_.size() - upload_parser_->get().body().size;
     std::size_t done = 0;
     while (done < got) {
-      ssize_t w = ::write(upload_fd_.get(), upload_buf_.data() + done, got - done);
-      if (w < 0 && errno == EINTR) continue;
+      const ssize_t w = retry_eintr(
+          [&] { return ::write(upload_fd_.get(), upload_buf_.data() + done, got - done); });
       if (w < 0) {
         const int err = errno;
         state_->log->error("event=http.upload_write_failed path=\"{}\" err=\"{}\"", upload_path_,
@@ -538,18 +539,13 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     Response res{h.result(), h.version()};
     for (const auto& f : h) res.set(f.name_string(), f.value());
     res.body().resize(static_cast<std::size_t>(remaining_));
-    std::size_t got = 0;
-    while (got < res.body().size()) {
-      ssize_t n = ::pread(file_->fd.get(), res.body().data() + got, res.body().size() - got,
-                          static_cast<off_t>(offset_ + got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {  // shrank or failed under us: the promised length cannot be sent
-        state_->log->warn("event=http.file_truncated path=\"{}\"", file_->path.string());
-        header_.reset();
-        file_.reset();
-        return close_socket();
-      }
-      got += static_cast<std::size_t>(n);
+    const auto got = pread_full(file_->fd.get(), res.body().data(), res.body().size(), offset_);
+    if (!got || *got != res.body().size()) {
+      // Shrank or failed under us: the promised length cannot be sent.
+      state_->log->warn("event=http.file_truncated path=\"{}\"", file_->path.string());
+      header_.reset();
+      file_.reset();
+      return close_socket();
     }
     header_.reset();
     file_.reset();
@@ -583,7 +579,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
       off_t off = static_cast<off_t>(offset_);
       const std::size_t want =
           static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, 1u << 30));
-      ssize_t n = ::sendfile(sock.native_handle(), file_->fd.get(), &off, want);
+      const ssize_t n = retry_eintr(
+          [&] { return ::sendfile(sock.native_handle(), file_->fd.get(), &off, want); });
       if (n > 0) {
         offset_ += static_cast<std::uint64_t>(n);
         remaining_ -= static_cast<std::uint64_t>(n);
@@ -593,7 +590,6 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
         state_->log->warn("event=http.file_truncated path=\"{}\"", file_->path.string());
         return file_done(net::error::eof);
       }
-      if (errno == EINTR) continue;
       if (errno == EAGAIN) {
         // Socket buffer full: wait for room, but not forever.
         timer_.expires_after(opts().write_timeout);

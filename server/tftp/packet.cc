@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <charconv>
 
+#include "core/hex.h"
+
 namespace kiln::tftp {
 namespace {
 
@@ -18,14 +20,6 @@ void put16(std::vector<std::uint8_t>& out, std::uint16_t v) {
 void put_str(std::vector<std::uint8_t>& out, std::string_view s) {
   out.insert(out.end(), s.begin(), s.end());
   out.push_back(0);
-}
-
-std::string lower(std::string_view s) {
-  std::string r(s);
-  std::transform(r.begin(), r.end(), r.begin(), [](unsigned char c) {
-    return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-  });
-  return r;
 }
 
 // Reads NUL-terminated strings from `b` starting at `pos`.
@@ -64,7 +58,7 @@ Result<Options> parse_options(Strings& s) {
     if (name->empty()) return bad("empty option name");
     auto value = s.next();
     if (!value) return bad("option '" + std::string(*name) + "' has no value");
-    std::string key = lower(*name);
+    std::string key = ascii_lower(*name);
     const bool dup =
         std::any_of(opts.begin(), opts.end(), [&](const auto& kv) { return kv.first == key; });
     if (!dup) opts.emplace_back(std::move(key), std::string(*value));
@@ -97,7 +91,7 @@ Result<Packet> parse(std::span<const std::uint8_t> b) {
       if (file->empty()) return bad("empty file name");
       auto mode = s.next();
       if (!mode) return bad("unterminated transfer mode");
-      const std::string m = lower(*mode);
+      const std::string m = ascii_lower(*mode);
       if (m == "octet") {
         p.request.mode = Mode::kOctet;
       } else if (m == "netascii") {

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <thread>
 
+#include "core/io.h"
 #include "core/log_util.h"
 #include "tftp/transfer.h"
 
@@ -163,12 +164,11 @@ class Session : public std::enable_shared_from_this<Session> {
     for (int i = 0; i < kDrainBatch && !transfer_.finished(); ++i) {
       sockaddr_storage from{};
       socklen_t len = sizeof from;
-      const ssize_t n = ::recvfrom(fd, rbuf_, sizeof rbuf_, MSG_DONTWAIT | MSG_TRUNC,
-                                   reinterpret_cast<sockaddr*>(&from), &len);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        break;  // EAGAIN: drained; ECONNREFUSED (ICMP) and the like: the timer decides
-      }
+      const ssize_t n = retry_eintr([&] {
+        return ::recvfrom(fd, rbuf_, sizeof rbuf_, MSG_DONTWAIT | MSG_TRUNC,
+                          reinterpret_cast<sockaddr*>(&from), &len);
+      });
+      if (n < 0) break;  // EAGAIN: drained; ECONNREFUSED (ICMP) and the like: the timer decides
       const udp::endpoint src = to_endpoint(from, len);
       if (src != peer_) {
         // RFC 1350: a packet from another TID gets an ERROR and does not disturb the transfer.
@@ -275,14 +275,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (off < cache_off_ || off + len > cache_off_ + cache_len_) {
       const std::size_t want =
           static_cast<std::size_t>(std::min<std::uint64_t>(cache_size_, artifact_.size - off));
-      std::size_t done = 0;
-      while (done < want) {
-        const ssize_t r = ::pread(artifact_.file.fd.get(), cache_.get() + done, want - done,
-                                  static_cast<off_t>(off + done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        done += static_cast<std::size_t>(r);
-      }
+      const auto got = pread_full(artifact_.file.fd.get(), cache_.get(), want, off);
+      const std::size_t done = got ? *got : 0;
       cache_off_ = off;
       cache_len_ = done;
       if (done < len) return false;
@@ -319,12 +313,11 @@ class Session : public std::enable_shared_from_this<Session> {
       m.msg_namelen = static_cast<socklen_t>(peer_.size());
       m.msg_iov = iov;
       m.msg_iovlen = static_cast<std::size_t>(iovcnt);
-      const ssize_t r = ::sendmsg(fd, &m, MSG_DONTWAIT);
+      const ssize_t r = retry_eintr([&] { return ::sendmsg(fd, &m, MSG_DONTWAIT); });
       if (r < 0) {
         // A full socket buffer is a lost packet: the timer retransmits it. Anything else
         // (no route, interface gone) is logged once and left to the timer as well.
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && errno != EINTR &&
-            !send_error_logged_) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && !send_error_logged_) {
           send_error_logged_ = true;
           st_->log->warn("event=tftp.send_failed client={} file=\"{}\" err=\"{}\"", text(peer_),
                          log_escape(name_), std::strerror(errno));
@@ -482,11 +475,8 @@ void Server::State::drain_listener() {
     m.msg_iovlen = 1;
     m.msg_control = control;
     m.msg_controllen = sizeof control;
-    const ssize_t n = ::recvmsg(fd, &m, MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
+    const ssize_t n = retry_eintr([&] { return ::recvmsg(fd, &m, MSG_DONTWAIT); });
+    if (n < 0) return;
     const udp::endpoint peer = to_endpoint(from, m.msg_namelen);
     if ((m.msg_flags & MSG_TRUNC) || static_cast<std::size_t>(n) > kMaxPacket) {
       drop("oversized", peer, "");
@@ -603,15 +593,8 @@ void Server::State::handle_request(std::span<const std::uint8_t> bytes, const ud
       raw = *artifact->content;
     } else {
       raw.resize(artifact->size);
-      std::size_t done = 0;
-      while (done < raw.size()) {
-        const ssize_t r = ::pread(artifact->file.fd.get(), raw.data() + done, raw.size() - done,
-                                  static_cast<off_t>(done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        done += static_cast<std::size_t>(r);
-      }
-      if (done != raw.size()) {
+      const auto got = pread_full(artifact->file.fd.get(), raw.data(), raw.size(), 0);
+      if (!got || *got != raw.size()) {
         return refuse(local, peer, ErrorCode::kUndefined, "read error", "read_error", req.filename);
       }
     }

@@ -33,6 +33,10 @@
 #include <string>
 #include <thread>
 
+#include "core/hex.h"
+#include "core/io.h"
+#include "core/unique_fd.h"
+
 namespace {
 
 int upstream_port = 0;
@@ -41,8 +45,7 @@ int stall_ms = 5000, delay_ms = 0;
 
 bool send_all(int fd, const char* p, std::size_t n) {
   while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
+    const ssize_t w = kiln::retry_eintr([&] { return ::send(fd, p, n, MSG_NOSIGNAL); });
     if (w <= 0) return false;
     p += w;
     n -= static_cast<std::size_t>(w);
@@ -62,8 +65,7 @@ bool read_message(int fd, std::string& buf, std::string& head, std::string& body
   head = buf.substr(0, end + 4);
   buf.erase(0, end + 4);
   std::size_t len = 0;
-  std::string lower = head;
-  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string lower = kiln::ascii_lower(head);
   if (auto p = lower.find("\r\ncontent-length:"); p != std::string::npos) {
     len = std::strtoull(lower.c_str() + p + 17, nullptr, 10);
   }
@@ -99,17 +101,15 @@ bool take(std::atomic<int>& n) {
   return false;
 }
 
-void serve(int client) {
-  int up = ::socket(AF_INET, SOCK_STREAM, 0);
+void serve(kiln::UniqueFd client_fd) {
+  const int client = client_fd.get();
+  const kiln::UniqueFd up_fd(::socket(AF_INET, SOCK_STREAM, 0));
+  const int up = up_fd.get();
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<std::uint16_t>(upstream_port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(up);
-    ::close(client);
-    return;
-  }
+  if (::connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return;
   std::string cbuf, ubuf, head, body, rhead, rbody;
   while (read_message(client, cbuf, head, body)) {
     const bool chunk = head.rfind("GET /v1/chunks/", 0) == 0;
@@ -143,8 +143,7 @@ void serve(int client) {
     } else if (chunk && take(bad_length)) {
       std::fprintf(stderr, "chaos_proxy: wrong Content-Length for %s\n",
                    head.substr(0, head.find('\r')).c_str());
-      std::string lower = rhead;
-      for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string lower = kiln::ascii_lower(rhead);
       auto p = lower.find("\r\ncontent-length:");
       auto e = rhead.find("\r\n", p + 2);
       rhead = rhead.substr(0, p) + "\r\nContent-Length: " + std::to_string(rbody.size() + 100) +
@@ -162,8 +161,6 @@ void serve(int client) {
         !send_all(client, rbody.data(), rbody.size()))
       break;
   }
-  ::close(up);
-  ::close(client);
 }
 
 }  // namespace
@@ -232,6 +229,6 @@ int main(int argc, char** argv) {
     int c = ::accept(s, nullptr, nullptr);
     if (c < 0) continue;
     ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    std::thread(serve, c).detach();
+    std::thread(serve, kiln::UniqueFd(c)).detach();
   }
 }

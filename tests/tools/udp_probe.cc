@@ -20,32 +20,32 @@
 #include <string>
 #include <vector>
 
+#include "core/hex.h"
+#include "core/unique_fd.h"
+
 namespace {
 
-std::vector<unsigned char> from_hex(const std::string& h) {
-  std::vector<unsigned char> out;
-  for (std::size_t i = 0; i + 1 < h.size(); i += 2) {
-    out.push_back(static_cast<unsigned char>(std::stoi(h.substr(i, 2), nullptr, 16)));
+// The bytes that the hex argument `h` spells; exits 2 if it is not hex.
+std::string from_hex(const std::string& h) {
+  auto bytes = kiln::hex_decode(h);
+  if (!bytes) {
+    std::fprintf(stderr, "udp_probe: '%s' is not an even number of hex digits\n", h.c_str());
+    std::exit(2);
   }
-  return out;
+  return *bytes;
 }
 
-std::string to_hex(const unsigned char* p, std::size_t n) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (std::size_t i = 0; i < n; ++i) {
-    s.push_back(d[p[i] >> 4]);
-    s.push_back(d[p[i] & 15]);
-  }
-  return s;
+std::string to_hex(const unsigned char* p, ssize_t n) {
+  return kiln::hex_encode(
+      std::string_view(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n)));
 }
 
-int open_socket() {
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+kiln::UniqueFd open_socket() {
+  kiln::UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
   return fd;
 }
 
@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
                  "usage: udp_probe [--wait-ms MS] [--replies N] [--stray HEX] [--ack] PORT HEX\n");
     return 2;
   }
-  const int fd = open_socket();
+  const kiln::UniqueFd sock = open_socket();
+  const int fd = sock.get();
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -97,14 +98,13 @@ int main(int argc, char** argv) {
     if (n < 0) break;
     if (!ack) std::printf("%u %s\n", ntohs(from.sin_port), to_hex(buf.data(), n).c_str());
     if (r == 0 && !stray.empty()) {
-      const int fd2 = open_socket();
+      const kiln::UniqueFd fd2 = open_socket();
       const auto s = from_hex(stray);
-      ::sendto(fd2, s.data(), s.size(), 0, reinterpret_cast<sockaddr*>(&from), sizeof from);
+      ::sendto(fd2.get(), s.data(), s.size(), 0, reinterpret_cast<sockaddr*>(&from), sizeof from);
       sockaddr_in f2{};
       std::vector<unsigned char> b2(70000);
-      const ssize_t m = receive(fd2, wait_ms, b2, f2);
+      const ssize_t m = receive(fd2.get(), wait_ms, b2, f2);
       if (m >= 0) std::printf("stray %u %s\n", ntohs(f2.sin_port), to_hex(b2.data(), m).c_str());
-      ::close(fd2);
     }
     if (ack && n >= 4 && buf[1] == 3) {
       received += static_cast<unsigned long>(n - 4);
@@ -115,6 +115,5 @@ int main(int argc, char** argv) {
   }
   if (ack) std::printf("received %lu\n", received);
   std::fflush(stdout);
-  ::close(fd);
   return 0;
 }

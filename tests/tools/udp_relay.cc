@@ -32,6 +32,8 @@
 #include <string>
 #include <vector>
 
+#include "core/unique_fd.h"
+
 namespace {
 
 volatile std::sig_atomic_t stop = 0;
@@ -40,7 +42,7 @@ void on_signal(int) { stop = 1; }
 using Clock = std::chrono::steady_clock;
 
 struct Session {
-  int fd = -1;           // upstream socket for this client
+  kiln::UniqueFd fd;     // upstream socket for this client
   sockaddr_in client{};  // where replies go
   sockaddr_in server{};  // where the client's datagrams go (updated by replies)
 };
@@ -104,21 +106,22 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, on_signal);
 
   auto make_socket = [](int port) {
-    int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    kiln::UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     const int buf = 8 << 20;
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     a.sin_port = htons(static_cast<std::uint16_t>(port));
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
       std::perror("udp_relay: bind");
       std::exit(1);
     }
     return fd;
   };
-  const int lfd = make_socket(listen_port);
+  const kiln::UniqueFd listener = make_socket(listen_port);
+  const int lfd = listener.get();
   sockaddr_in bound{};
   socklen_t blen = sizeof bound;
   ::getsockname(lfd, reinterpret_cast<sockaddr*>(&bound), &blen);
@@ -162,7 +165,7 @@ int main(int argc, char** argv) {
     std::vector<pollfd> fds{{lfd, POLLIN, 0}};
     std::vector<Session*> owners{nullptr};
     for (auto& [_, s] : sessions) {
-      fds.push_back({s.fd, POLLIN, 0});
+      fds.push_back({s.fd.get(), POLLIN, 0});
       owners.push_back(&s);
     }
     int timeout = 100;
@@ -191,7 +194,7 @@ int main(int argc, char** argv) {
             s.server.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
             s.server.sin_port = htons(static_cast<std::uint16_t>(upstream));
           }
-          schedule(s.fd, s.server, buf.data(), static_cast<std::size_t>(n), &s);
+          schedule(s.fd.get(), s.server, buf.data(), static_cast<std::size_t>(n), &s);
         } else {
           Session& s = *owners[i];
           s.server = from;
@@ -202,6 +205,5 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr, "udp_relay: forwarded=%lu dropped=%lu duplicated=%lu sessions=%zu\n",
                forwarded, dropped, duplicated, sessions.size());
-  for (auto& [_, s] : sessions) ::close(s.fd);
   return 0;
 }
