@@ -158,7 +158,7 @@ std::string local_boot_name(boot::LocalBoot lb) {
 }
 
 ConfigField local_boot(std::string_view key, std::string_view doc,
-                       boot::LocalBoot BootOptions::*m) {
+                       boot::LocalBoot provision::BootOptions::*m) {
   return word(
       key, doc, "sanboot or exit",
       [key, m](const std::string& s, Config& c) {
@@ -357,9 +357,9 @@ std::vector<ConfigField> make_fields() {
       [](auto& c) -> auto& { return c.boot.after_discover; }));
   f.push_back(local_boot("boot.localboot_bios",
                          "deployed BIOS machines: sanboot --drive 0x80 | exit (to the next device)",
-                         &BootOptions::local_bios));
+                         &provision::BootOptions::local_bios));
   f.push_back(local_boot("boot.localboot_efi", "deployed UEFI machines: sanboot | exit",
-                         &BootOptions::local_efi));
+                         &provision::BootOptions::local_efi));
   f.push_back(value(
       "boot.poll_s", "a ready machine (or one waiting for an operator) asks again this often",
       [](auto& c) -> auto& { return c.boot.poll_s; }));
