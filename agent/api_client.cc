@@ -40,18 +40,7 @@ Result<std::string> decode_signature_header(std::string_view value) {
   return std::move(*bytes);
 }
 
-json report_body(const proto::AgentReport& r) {
-  json j = json::object();
-  if (r.stage) j["stage"] = *r.stage;
-  if (r.bytes_done) j["bytes_done"] = *r.bytes_done;
-  if (r.bytes_total) j["bytes_total"] = *r.bytes_total;
-  if (!r.detail.empty()) j["detail"] = r.detail;
-  if (r.result) {
-    j["status"] = proto::to_string(*r.result);
-    if (!r.reason.empty()) j["reason"] = r.reason;
-  }
-  return j;
-}
+json report_body(const proto::AgentReport& r) { return proto::to_json(r); }
 
 ApiClient::ApiClient(HttpUrl base, std::string token)
     : conn_(std::move(base), std::chrono::seconds(30)), token_(std::move(token)) {}
@@ -89,10 +78,13 @@ Result<Plan> ApiClient::plan() {
     return make_error(Errc::kInvalid, "the deployment plan has no image");
   }
   Plan p;
-  if (const auto it = j.find("id"); it != j.end() && it->is_number_integer()) {
-    p.id = it->get<std::int64_t>();
-  }
-  p.image = j["image"];
+  auto deployment = proto::deployment_from_json(j);
+  if (!deployment)
+    return make_error(Errc::kInvalid, "the deployment plan: " + deployment.error().message);
+  p.deployment = std::move(*deployment);
+  auto image = proto::image_version_from_json(j["image"]);
+  if (!image) return make_error(Errc::kInvalid, "the deployment plan: " + image.error().message);
+  p.image = std::move(*image);
   p.manifest_url = string_field(j, "manifest_url");
   p.chunks_url = string_field(j, "chunks_url");
   p.previous_manifest_url = string_field(j, "previous_manifest_url");

@@ -19,11 +19,12 @@
 
 namespace kiln::agent {
 
-// GET /api/v1/agent/deployment: what to write. `image` is the image version resource
-// (format, name, version, sha256, and source_url/size_bytes for external images).
+// GET /api/v1/agent/deployment: what to write, decoded with proto's codecs: the deployment
+// and the image version it writes (format, name, version, sha256, and source_url/size_bytes
+// for external images).
 struct Plan {
-  std::int64_t id = 0;
-  nlohmann::json image = nlohmann::json::object();
+  proto::Deployment deployment;
+  proto::ImageVersion image;
   std::optional<std::string> manifest_url;           // .kiln images
   std::optional<std::string> chunks_url;             // .kiln images
   std::optional<std::string> previous_manifest_url;  // a hint for local copies, may be absent
@@ -41,8 +42,8 @@ struct SignedManifest {
 // hex, odd or wrong length) is an error naming the header; it never throws.
 Result<std::string> decode_signature_header(std::string_view value);
 
-// The JSON body of a progress report (no result) or a final result (result set). This is the
-// one place a report's shape is written: a codec in proto/ replaces it in one edit.
+// The JSON body of a progress report (no result) or a final result (result set): proto's
+// AgentReport codec, the shape kilnd decodes with the same code.
 nlohmann::json report_body(const proto::AgentReport& report);
 
 class ApiClient {

@@ -183,15 +183,13 @@ DeployOptions deploy_options(const Options& o) {
 }
 
 // The compatibility path: an external raw image streamed from its URL.
-int deploy_external(const Options& o, ApiClient& api, const json& image, std::string& stage,
-                    Clock::time_point started) {
+int deploy_external(const Options& o, ApiClient& api, const proto::ImageVersion& image,
+                    std::string& stage, Clock::time_point started) {
   RawSource src;
-  src.format = image.value("format", "");
-  src.url = image.contains("source_url") && image["source_url"].is_string()
-                ? image["source_url"].get<std::string>()
-                : "";
-  src.sha256 = image.value("sha256", "");
-  src.size = image.value("size_bytes", std::uint64_t{0});
+  src.format = image.format;
+  src.url = image.source_url.value_or("");
+  src.sha256 = image.sha256;
+  src.size = static_cast<std::uint64_t>(std::max<std::int64_t>(image.size_bytes, 0));
   if (src.url.rfind("http://", 0) != 0) {
     return fail_deployment(api, stage,
                            "external image URL '" + src.url +
@@ -224,7 +222,7 @@ int deploy_external(const Options& o, ApiClient& api, const json& image, std::st
 int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
                 const std::vector<img::Key>& trusted, std::string& stage,
                 Clock::time_point started) {
-  const json& image = plan.image;
+  const proto::ImageVersion& image = plan.image;
   if (!plan.manifest_url) {
     return fail_deployment(api, stage, "the deployment plan has no manifest_url");
   }
@@ -238,8 +236,7 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   auto manifest = img::parse_manifest(signed_manifest->body);
   if (!manifest) return fail_deployment(api, stage, manifest.error().message);
   const auto& m = *manifest;
-  if (m.name != image.value("name", "") || m.version != image.value("version", "") ||
-      m.sha256 != image.value("sha256", "")) {
+  if (m.name != image.name || m.version != image.version || m.sha256 != image.sha256) {
     return fail_deployment(api, stage, "the manifest is not the deployment's image version");
   }
 
@@ -295,10 +292,10 @@ int deploy_flow(const Options& o, ApiClient& api, const std::vector<img::Key>& t
     }
     return fail_deployment(api, stage, plan.error().message);
   }
-  const json& image = plan->image;
-  log_line("deployment " + std::to_string(plan->id) + ": " + image.value("name", "") + ":" +
-           image.value("version", "") + " onto " + o.disk);
-  if (image.value("format", "") != "kiln") return deploy_external(o, api, image, stage, started);
+  const proto::ImageVersion& image = plan->image;
+  log_line("deployment " + std::to_string(plan->deployment.id) + ": " + image.name + ":" +
+           image.version + " onto " + o.disk);
+  if (image.format != "kiln") return deploy_external(o, api, image, stage, started);
   return deploy_kiln(o, api, *plan, trusted, stage, started);
 }
 
