@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "agent/http.h"
+#include "core/bytes.h"
 #include "core/crypto.h"
 
 namespace kiln::agent {
@@ -93,10 +94,6 @@ std::optional<RelocatedGpt> relocate_gpt(std::string& primary, std::uint32_t ss,
     put_le(primary.data() + 446 + 12, std::min<std::uint64_t>(disk_sectors - 1, 0xffffffffu), 4);
   }
   return r;
-}
-
-bool all_zero(const char* p, std::size_t n) {
-  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
 }
 
 }  // namespace
@@ -215,7 +212,7 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
       if (o.delta && cuts.empty()) {
         // An all-zero region cannot hold a DATA/RAW chunk (the builder makes those ZERO), so a
         // wiped or new disk costs a read and a compare, not a hash.
-        if (disk.read(off, buf.data(), len) && !all_zero(buf.data(), len)) {
+        if (disk.read(off, buf.data(), len) && !is_all_zero(std::string_view(buf.data(), len))) {
           counters.hashed += len;
           if (sha256_hex(std::string_view(buf.data(), len)) == c.sha256) {
             counters.skipped += len;
@@ -233,7 +230,8 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
         for (auto it = lo; it != hi && !ok && tries < 2; ++it) {
           if (it->second == off || it->second + len > disk.size()) continue;
           ++tries;
-          if (disk.read(it->second, buf.data(), len) && !all_zero(buf.data(), len)) {
+          if (disk.read(it->second, buf.data(), len) &&
+              !is_all_zero(std::string_view(buf.data(), len))) {
             counters.hashed += len;
             ok = sha256_hex(std::string_view(buf.data(), len)) == c.sha256;
           }

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "agent/http.h"
+#include "core/bytes.h"
 #include "core/crypto.h"
 
 namespace kiln::agent {
@@ -44,10 +45,6 @@ la_ssize_t read_cb(struct archive*, void* p, const void** out) {
 struct ArchiveFree {
   void operator()(struct archive* a) const { archive_read_free(a); }
 };
-
-bool all_zero(const char* p, std::size_t n) {
-  return n == 0 || (p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0);
-}
 
 // One pass over the stream. Returns the whole-image hash, or an error.
 Result<std::string> stream_once(const RawSource& src, const Disk& disk, const DeployOptions& o,
@@ -95,7 +92,7 @@ Result<std::string> stream_once(const RawSource& src, const Disk& disk, const De
       const std::uint64_t hi = std::min<std::uint64_t>(off + fill, keep_at + head.size());
       if (lo < hi) std::memset(block.data() + (lo - off), 0, hi - lo);
     }
-    const bool zero = all_zero(block.data(), fill);
+    const bool zero = is_all_zero(std::string_view(block.data(), fill));
     Status st = zero ? disk.zero(off, fill) : disk.write(off, block.data(), fill);
     if (!st) return st;
     if (zero) {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "core/bytes.h"
 #include "core/crypto.h"
 #include "core/hex.h"
 #include "core/json_writer.h"
@@ -229,21 +230,9 @@ ChunkEncoder::ChunkEncoder(int level) : ctx_(std::make_unique<Ctx>()), level_(le
 }
 ChunkEncoder::~ChunkEncoder() = default;
 
-namespace {
-bool all_zero(std::string_view d) {
-  // Compare word-wise; memcmp against the first bytes of itself is a classic trick.
-  if (d.empty()) return true;
-  std::size_t i = 0;
-  for (; i < d.size() && i < 16; ++i) {
-    if (d[i] != 0) return false;
-  }
-  return i == d.size() || std::memcmp(d.data(), d.data() + 16, d.size() - 16) == 0;
-}
-}  // namespace
-
 EncodedChunk ChunkEncoder::encode(std::string_view data) {
   EncodedChunk out;
-  if (all_zero(data)) {
+  if (is_all_zero(data)) {
     out.chunk.kind = ChunkKind::kZero;
     return out;
   }

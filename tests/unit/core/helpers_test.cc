@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "core/bytes.h"
 #include "core/crypto.h"
 #include "core/hex.h"
 #include "core/io.h"
@@ -42,6 +43,18 @@ TEST(Hex, Sha256ShapeIsExactlySixtyFourLowerHexDigits) {
 TEST(Hex, AsciiLowerLeavesHighBytesAlone) {
   EXPECT_EQ(ascii_lower("Application/JSON"), "application/json");
   EXPECT_EQ(ascii_lower("\xc3\x89T\xff"), "\xc3\x89t\xff");
+}
+
+TEST(Bytes, AllZero) {
+  EXPECT_TRUE(is_all_zero(""));
+  EXPECT_TRUE(is_all_zero(std::string(1, '\0')));
+  EXPECT_TRUE(is_all_zero(std::string(4 << 20, '\0')));
+  for (std::size_t at :
+       {std::size_t{0}, std::size_t{1}, std::size_t{15}, std::size_t{16}, std::size_t{4095}}) {
+    std::string d(4096, '\0');
+    d[at] = '\x80';
+    EXPECT_FALSE(is_all_zero(d)) << at;
+  }
 }
 
 TEST(Sha256, StreamingEqualsOneShotAndRestarts) {
