@@ -117,23 +117,20 @@ std::array<std::size_t, 4> count_kinds(const img::Manifest& m) {
 
 }  // namespace
 
-int image_build(const ImageBuildArgs& a, bool json, std::ostream& out, std::ostream& err) {
+namespace {
+
+// The builder's options from the command line (errors: the message to print, exit 2).
+Result<images::BuildOptions> build_options(const ImageBuildArgs& a) {
   images::BuildOptions o;
   o.input = a.input;
   o.output = a.output;
   o.name = a.name;
   o.version = a.version;
-  if (auto s = proto::validate_image_name(a.name); !s) {
-    err << "kiln: " << s.error().message << "\n";
-    return 2;
-  }
-  if (auto s = proto::validate_image_version(a.version); !s) {
-    err << "kiln: " << s.error().message << "\n";
-    return 2;
-  }
+  if (auto s = proto::validate_image_name(a.name); !s) return s.error();
+  if (auto s = proto::validate_image_version(a.version); !s) return s.error();
   if (!parse_size(a.chunk_size, o.chunk_size)) {
-    err << "kiln: bad --chunk-size '" << a.chunk_size << "' (bytes, or with K/M)\n";
-    return 2;
+    return make_error(Errc::kInvalid,
+                      "bad --chunk-size '" + a.chunk_size + "' (bytes, or with K/M)");
   }
   o.level = a.level;
   o.threads = a.threads;
@@ -144,41 +141,87 @@ int image_build(const ImageBuildArgs& a, bool json, std::ostream& out, std::ostr
     const auto eq = l.find('=');
     if (eq == std::string::npos || !proto::validate_label_key(l.substr(0, eq)) ||
         !proto::validate_label_value(l.substr(eq + 1))) {
-      err << "kiln: bad --label '" << l << "' (key=value)\n";
-      return 2;
+      return make_error(Errc::kInvalid, "bad --label '" + l + "' (key=value)");
     }
     o.labels[l.substr(0, eq)] = l.substr(eq + 1);
   }
   if (!a.boot_kernel.empty()) {
     o.boot = img::BootHints{a.boot_partition, a.boot_kernel, a.boot_initrd, a.boot_cmdline};
   }
+  return o;
+}
+
+// "built <file>: <name>:<version>, <size> in <stored> (<ratio>), <chunks>, <time>, <rate>".
+void print_build_summary(std::ostream& out, const std::string& output, const images::BuildReport& r,
+                         double secs) {
+  const auto& m = r.manifest;
+  const auto kinds = count_kinds(m);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "built %s: %s:%s, %s in %s (%.1f%%), %zu chunks (%zu data, %zu raw, %zu zero, %zu "
+                "unmapped), %.1fs, %s/s%s\n",
+                output.c_str(), m.name.c_str(), m.version.c_str(),
+                human_bytes(static_cast<double>(m.size)).c_str(),
+                human_bytes(static_cast<double>(r.output_bytes)).c_str(),
+                100.0 * static_cast<double>(r.output_bytes) / static_cast<double>(m.size),
+                m.chunks.size(), kinds[0], kinds[1], kinds[2], kinds[3], secs,
+                human_bytes(static_cast<double>(m.size) / std::max(secs, 1e-9)).c_str(),
+                r.signed_ ? ", signed" : ", unsigned");
+  out << line << "sha256 " << m.sha256 << "\n";
+}
+
+// The manifest summary of `image inspect` (`keys_given`: trusted keys were passed with --key).
+void print_image_summary(std::ostream& out, const img::PackedImage& image, bool keys_given) {
+  const auto& m = image.manifest();
+  const auto kinds = count_kinds(m);
+  out << "Image:       " << m.name << ":" << m.version << "\n"
+      << "Created:     " << m.created_at << "\n"
+      << "Size:        " << m.size << " bytes (" << human_bytes(static_cast<double>(m.size))
+      << ")\n"
+      << "Stored:      " << image.file_size() << " bytes ("
+      << human_bytes(static_cast<double>(image.file_size())) << ")\n"
+      << "Chunks:      " << m.chunks.size() << " x " << human_bytes(m.chunk_size) << ": "
+      << kinds[0] << " data, " << kinds[1] << " raw, " << kinds[2] << " zero, " << kinds[3]
+      << " unmapped\n"
+      << "Sector size: " << m.sector_size << "\n"
+      << "SHA-256:     " << m.sha256 << "\n"
+      << "Signed:      "
+      << (image.signature().empty() ? "no"
+          : !keys_given             ? "signature present, not verified (no --key)"
+                                    : "yes (Ed25519, trusted key)")
+      << "\n";
+  for (const auto& r : m.partition_tables) {
+    out << "Partition table region: " << r.offset << "+" << r.length << "\n";
+  }
+  if (m.boot) {
+    out << "Boot:        partition " << m.boot->partition << ", kernel " << m.boot->kernel
+        << ", initrd " << m.boot->initrd << ", cmdline \"" << m.boot->cmdline << "\"\n";
+  }
+  for (const auto& [k, v] : m.labels) out << "Label:       " << k << "=" << v << "\n";
+}
+
+}  // namespace
+
+int image_build(const ImageBuildArgs& a, bool json, std::ostream& out, std::ostream& err) {
+  auto o = build_options(a);
+  if (!o) {
+    err << "kiln: " << o.error().message << "\n";
+    return 2;
+  }
   ProgressPrinter printer(err);
   const auto start = Clock::now();
-  auto r = images::build_image(o, [&](const images::Progress& p) { printer(p); });
+  auto r = images::build_image(*o, [&](const images::Progress& p) { printer(p); });
   printer.done();
   if (!r) {
     err << "kiln: " << r.error().message << "\n";
     return 2;
   }
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
-  const auto& m = r->manifest;
   if (json) {
-    out << img::to_canonical_json(m) << "\n";
+    out << img::to_canonical_json(r->manifest) << "\n";
     return 0;
   }
-  const auto kinds = count_kinds(m);
-  char line[256];
-  std::snprintf(line, sizeof line,
-                "built %s: %s:%s, %s in %s (%.1f%%), %zu chunks (%zu data, %zu raw, %zu zero, %zu "
-                "unmapped), %.1fs, %s/s%s\n",
-                a.output.c_str(), m.name.c_str(), m.version.c_str(),
-                human_bytes(static_cast<double>(m.size)).c_str(),
-                human_bytes(static_cast<double>(r->output_bytes)).c_str(),
-                100.0 * static_cast<double>(r->output_bytes) / static_cast<double>(m.size),
-                m.chunks.size(), kinds[0], kinds[1], kinds[2], kinds[3], secs,
-                human_bytes(static_cast<double>(m.size) / std::max(secs, 1e-9)).c_str(),
-                r->signed_ ? ", signed" : ", unsigned");
-  out << line << "sha256 " << m.sha256 << "\n";
+  print_build_summary(out, a.output, *r, secs);
   return 0;
 }
 
@@ -198,35 +241,10 @@ int image_inspect(const std::string& path, const std::vector<std::string>& trust
     err << "kiln: " << image.error().message << "\n";
     return 1;
   }
-  const auto& m = image->manifest();
   if (json) {
     out << image->manifest_bytes() << "\n";
   } else if (!quiet) {
-    const auto kinds = count_kinds(m);
-    out << "Image:       " << m.name << ":" << m.version << "\n"
-        << "Created:     " << m.created_at << "\n"
-        << "Size:        " << m.size << " bytes (" << human_bytes(static_cast<double>(m.size))
-        << ")\n"
-        << "Stored:      " << image->file_size() << " bytes ("
-        << human_bytes(static_cast<double>(image->file_size())) << ")\n"
-        << "Chunks:      " << m.chunks.size() << " x " << human_bytes(m.chunk_size) << ": "
-        << kinds[0] << " data, " << kinds[1] << " raw, " << kinds[2] << " zero, " << kinds[3]
-        << " unmapped\n"
-        << "Sector size: " << m.sector_size << "\n"
-        << "SHA-256:     " << m.sha256 << "\n"
-        << "Signed:      "
-        << (image->signature().empty() ? "no"
-            : keys.empty()             ? "signature present, not verified (no --key)"
-                                       : "yes (Ed25519, trusted key)")
-        << "\n";
-    for (const auto& r : m.partition_tables) {
-      out << "Partition table region: " << r.offset << "+" << r.length << "\n";
-    }
-    if (m.boot) {
-      out << "Boot:        partition " << m.boot->partition << ", kernel " << m.boot->kernel
-          << ", initrd " << m.boot->initrd << ", cmdline \"" << m.boot->cmdline << "\"\n";
-    }
-    for (const auto& [k, v] : m.labels) out << "Label:       " << k << "=" << v << "\n";
+    print_image_summary(out, *image, !keys.empty());
   }
   auto v = img::verify_image(*image, keys);
   if (!v) {
