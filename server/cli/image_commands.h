@@ -1,5 +1,7 @@
 // cli/image_commands.h — the offline image commands of `kiln`: build, inspect and verify packed
 // `.kiln` images and generate signing keys. They work on local files only (no server).
+// image_commands.cc also defines the image commands that call kilnd (list, show, register,
+// push, delete), declared with the other API commands in api_commands.h.
 #pragma once
 
 #include <cstdint>
