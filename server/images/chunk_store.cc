@@ -9,6 +9,8 @@
 #include <set>
 
 #include "core/hex.h"
+#include "core/io.h"
+#include "core/unique_fd.h"
 
 namespace kiln::images {
 
@@ -49,24 +51,17 @@ Status ChunkStore::write_atomically(const fs::path& dest, std::string_view bytes
   static std::atomic<std::uint64_t> counter{0};
   const fs::path tmp =
       root_ / "tmp" / (std::to_string(::getpid()) + "." + std::to_string(counter++));
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0)
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!fd) {
     return make_error(Errc::kInternal,
                       "cannot create " + tmp.string() + ": " + std::strerror(errno));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return make_error(Errc::kInternal, "write " + tmp.string() + ": " + err);
-    }
-    done += static_cast<std::size_t>(w);
   }
-  const bool synced = ::fsync(fd) == 0;
-  ::close(fd);
+  if (auto st = write_full(fd.get(), bytes); !st) {
+    ::unlink(tmp.c_str());
+    return make_error(Errc::kInternal, tmp.string() + ": " + st.error().message);
+  }
+  const bool synced = ::fsync(fd.get()) == 0;
+  fd.reset();
   std::error_code ec;
   fs::create_directories(dest.parent_path(), ec);
   if (!synced || ::rename(tmp.c_str(), dest.c_str()) != 0) {
