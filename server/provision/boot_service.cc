@@ -100,7 +100,37 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
     return make_error(Errc::kInvalid,
                       "boot.server_url is not set and http.listen is a wildcard address");
   }
-  boot::Templates::Vars vars{
+  if (auto st = check_lease(mac, who); !st) return st.error();
+  auto identified = identify(mac, who);
+  if (!identified) return identified.error();
+  auto& [found, created] = *identified;
+  auto machine = enforce_agent_boot_limit(mac, std::move(found));
+  if (!machine) return machine.error();
+
+  boot::Templates::Vars vars = base_vars(mac, server);
+  boot::MachineBootState st;
+  st.known = true;
+  st.state = machine->state;
+  st.deployment_active = machine->active_deployment_id.has_value();
+  std::string retry_note;
+  if (st.state == proto::MachineState::kFailed && !st.deployment_active) {
+    retry_note = retry(*machine, st, vars);
+  }
+  const boot::Script script = boot::choose_script(st);
+  vars["state"] = std::string(proto::to_string(machine->state));
+  if (auto filled = fill_script_vars(script, *machine, vars); !filled) return filled.error();
+  auto text = templates_.render(script, vars);
+  if (!text) return text.error();
+  metrics_.add("kiln_boot_scripts_total", {{"script", std::string(boot::to_string(script))}});
+  log_->info("event=boot.script mac={} machine={} state={} script={} proto={} peer={}{}{}", mac,
+             machine->id, proto::to_string(machine->state), boot::to_string(script), who.protocol,
+             who.address, created ? " discovered=new" : "", retry_note);
+  return text;
+}
+
+boot::Templates::Vars BootService::base_vars(const std::string& mac,
+                                             const std::string& server) const {
+  return {
       {"mac", mac},
       {"server", server},
       {"script_url", server + "/boot/" + mac_hyphenated(mac) + ".ipxe"},
@@ -111,94 +141,91 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
       {"retry_s", std::to_string(options_.retry_s)},
       {"poll_s", std::to_string(options_.poll_s)},
   };
+}
 
-  if (options_.bind_to_lease) {
-    auto leased = leases_.bound_addresses(mac);
-    // A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.
-    std::string_view peer = who.address;
-    if (peer.rfind("::ffff:", 0) == 0) peer.remove_prefix(7);
-    if (!leased.empty() && std::find(leased.begin(), leased.end(), peer) == leased.end()) {
-      log_->warn(
-          "event=boot.script_refused mac={} peer={} proto={} leased={} "
-          "msg=\"not the address leased to this MAC\"",
-          mac, who.address, who.protocol, leased.front());
-      metrics_.add("kiln_boot_scripts_refused_total", {{"reason", "not-lease-address"}});
-      return make_error(Errc::kNotFound, "not the address leased to this MAC");
-    }
+Status BootService::check_lease(const std::string& mac, const boot::Requester& who) {
+  if (!options_.bind_to_lease) return ok_status();
+  auto leased = leases_.bound_addresses(mac);
+  // A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.
+  std::string_view peer = who.address;
+  if (peer.rfind("::ffff:", 0) == 0) peer.remove_prefix(7);
+  if (leased.empty() || std::find(leased.begin(), leased.end(), peer) != leased.end()) {
+    return ok_status();
   }
+  log_->warn(
+      "event=boot.script_refused mac={} peer={} proto={} leased={} "
+      "msg=\"not the address leased to this MAC\"",
+      mac, who.address, who.protocol, leased.front());
+  metrics_.add("kiln_boot_scripts_refused_total", {{"reason", "not-lease-address"}});
+  return make_error(Errc::kNotFound, "not the address leased to this MAC");
+}
 
-  // Who is it?
-  std::optional<proto::Machine> machine;
-  bool created = false;
-  if (auto m = machines_.find_by_mac(mac)) {
-    machine = std::move(*m);
-  } else if (m.error().code != Errc::kNotFound) {
-    return m.error();
-  } else if (!options_.discover_unknown) {
+Result<std::pair<proto::Machine, bool>> BootService::identify(const std::string& mac,
+                                                              const boot::Requester& who) {
+  auto m = machines_.find_by_mac(mac);
+  if (m) return std::pair{std::move(*m), false};
+  if (m.error().code != Errc::kNotFound) return m.error();
+  if (!options_.discover_unknown) {
     log_->info("event=boot.unknown_ignored mac={} peer={} proto={}", mac, who.address,
                who.protocol);
     return make_error(Errc::kNotFound, "unknown machine and discovery is off");
-  } else {
-    const std::int64_t discovered = machines_.count_discovered();
-    if (discovered >= options_.max_discovered) {
-      log_->warn("event=boot.discovery_full mac={} discovered={} max={}", mac, discovered,
-                 options_.max_discovered);
-      return make_error(Errc::kNotFound, "too many discovered machines");
-    }
-    auto d = machines_.discover(mac, "kilnd:pxe");
-    if (!d) return d.error();
-    machine = std::move(d->first);
-    created = d->second;
   }
+  const std::int64_t discovered = machines_.count_discovered();
+  if (discovered >= options_.max_discovered) {
+    log_->warn("event=boot.discovery_full mac={} discovered={} max={}", mac, discovered,
+               options_.max_discovered);
+    return make_error(Errc::kNotFound, "too many discovered machines");
+  }
+  return machines_.discover(mac, "kilnd:pxe");
+}
 
-  // An agent that never finishes (it crashes, the kernel panics, its reports cannot reach us)
-  // would otherwise resume the same deployment on every boot, forever: past max_agent_boots
-  // the deployment is failed here, and the bounded retries below take over.
-  if (machine->active_deployment_id &&
-      agent_boots(*machine->active_deployment_id) > options_.max_agent_boots) {
-    proto::AgentReport r;
-    r.result = proto::DeploymentStatus::kFailed;
-    r.reason = "the agent booted " + std::to_string(options_.max_agent_boots) +
-               " times without finishing this deployment";
-    if (auto failed = deployments_.report(*machine->active_deployment_id, r); failed) {
-      log_->warn("event=boot.deployment_abandoned mac={} machine={} deployment={} boots={}", mac,
-                 machine->id, failed->id, options_.max_agent_boots);
-    }
-    auto again = machines_.get(machine->id);
-    if (!again) return again.error();
+// An agent that never finishes (it crashes, the kernel panics, its reports cannot reach us)
+// would otherwise resume the same deployment on every boot, forever: past max_agent_boots the
+// deployment is failed here, and the bounded retries take over.
+Result<proto::Machine> BootService::enforce_agent_boot_limit(const std::string& mac,
+                                                             proto::Machine machine) {
+  if (!machine.active_deployment_id ||
+      agent_boots(*machine.active_deployment_id) <= options_.max_agent_boots) {
+    return machine;
+  }
+  proto::AgentReport r;
+  r.result = proto::DeploymentStatus::kFailed;
+  r.reason = "the agent booted " + std::to_string(options_.max_agent_boots) +
+             " times without finishing this deployment";
+  if (auto failed = deployments_.report(*machine.active_deployment_id, r); failed) {
+    log_->warn("event=boot.deployment_abandoned mac={} machine={} deployment={} boots={}", mac,
+               machine.id, failed->id, options_.max_agent_boots);
+  }
+  return machines_.get(machine.id);
+}
+
+std::string BootService::retry(proto::Machine& machine, boot::MachineBootState& st,
+                               boot::Templates::Vars& vars) {
+  auto r = deployments_.retry_failed(machine.id, options_.retries + 1, "kilnd:retry");
+  if (r) {
+    st.retry_available = true;
+    machine.active_deployment_id = r->id;
+    return " retry_deployment=" + std::to_string(r->id);
+  }
+  if (auto again = machines_.get(machine.id); again && again->active_deployment_id) {
+    // Another request (a second NIC, a retried fetch) started the retry first: join it.
     machine = std::move(*again);
+    st.state = machine.state;
+    st.deployment_active = true;
+    return "";
   }
+  vars["reason"] = boot::script_text(machine.state_reason + " (" + r.error().message + ")");
+  return " no_retry=\"" + log_escape(r.error().message, 200) + "\"";
+}
 
-  boot::MachineBootState st;
-  st.known = true;
-  st.state = machine->state;
-  st.deployment_active = machine->active_deployment_id.has_value();
-  std::string retry_note;
-  if (st.state == proto::MachineState::kFailed && !st.deployment_active) {
-    auto r = deployments_.retry_failed(machine->id, options_.retries + 1, "kilnd:retry");
-    if (r) {
-      st.retry_available = true;
-      machine->active_deployment_id = r->id;
-      retry_note = " retry_deployment=" + std::to_string(r->id);
-    } else if (auto again = machines_.get(machine->id); again && again->active_deployment_id) {
-      // Another request (a second NIC, a retried fetch) started the retry first: join it.
-      machine = std::move(*again);
-      st.state = machine->state;
-      st.deployment_active = true;
-    } else {
-      retry_note = " no_retry=\"" + log_escape(r.error().message, 200) + "\"";
-      vars["reason"] = boot::script_text(machine->state_reason + " (" + r.error().message + ")");
-    }
-  }
-  const boot::Script script = boot::choose_script(st);
-  vars["state"] = std::string(proto::to_string(machine->state));
-
+Status BootService::fill_script_vars(boot::Script script, const proto::Machine& machine,
+                                     boot::Templates::Vars& vars) {
   switch (script) {
     case boot::Script::kDiscover:
       vars["after"] = options_.after_discover;
       break;
     case boot::Script::kDeploy: {
-      auto d = deployments_.get(*machine->active_deployment_id);
+      auto d = deployments_.get(*machine.active_deployment_id);
       if (!d) return d.error();
       auto token =
           deployments_.mint_agent_token(d->id, clock_.now_ms() + options_.token_ttl.count());
@@ -206,15 +233,15 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
       vars["token"] = *token;
       vars["deployment"] = std::to_string(d->id);
       vars["image"] = boot::script_text(d->to_version.name + ":" + d->to_version.version);
-      auto disk = machine->labels.find("kiln.disk");
-      vars["disk"] = disk != machine->labels.end() ? disk->second : options_.disk;
+      auto disk = machine.labels.find("kiln.disk");
+      vars["disk"] = disk != machine.labels.end() ? disk->second : options_.disk;
       vars["after"] = options_.after;
       break;
     }
     case boot::Script::kLocalBoot:
-      vars["image"] = machine->current_version
-                          ? boot::script_text(machine->current_version->name + ":" +
-                                              machine->current_version->version)
+      vars["image"] = machine.current_version
+                          ? boot::script_text(machine.current_version->name + ":" +
+                                              machine.current_version->version)
                           : std::string("its image");
       vars["bios_command"] = boot::local_boot_command(options_.local_bios);
       vars["efi_command"] = boot::local_boot_command(options_.local_efi);
@@ -223,13 +250,7 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
     case boot::Script::kFailed:
       break;
   }
-  auto text = templates_.render(script, vars);
-  if (!text) return text.error();
-  metrics_.add("kiln_boot_scripts_total", {{"script", std::string(boot::to_string(script))}});
-  log_->info("event=boot.script mac={} machine={} state={} script={} proto={} peer={}{}{}", mac,
-             machine->id, proto::to_string(machine->state), boot::to_string(script), who.protocol,
-             who.address, created ? " discovered=new" : "", retry_note);
-  return text;
+  return ok_status();
 }
 
 }  // namespace kiln::provision

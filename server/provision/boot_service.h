@@ -76,7 +76,24 @@ class BootService {
   Result<std::string> generate(std::string_view rel, const boot::Requester& who);
 
  private:
+  // The steps of one request, in order.
   Result<std::string> render_for(const std::string& mac, const boot::Requester& who);
+  boot::Templates::Vars base_vars(const std::string& mac, const std::string& server) const;
+  // kNotFound when `mac` holds a bound lease at another address than the requester's.
+  Status check_lease(const std::string& mac, const boot::Requester& who);
+  // The machine owning `mac`, registered now (second: true) when unknown and discovery allows.
+  Result<std::pair<proto::Machine, bool>> identify(const std::string& mac,
+                                                   const boot::Requester& who);
+  // Counts an agent boot of the machine's active deployment; past the limit fails it and
+  // returns the machine as it is then.
+  Result<proto::Machine> enforce_agent_boot_limit(const std::string& mac, proto::Machine machine);
+  // A failed machine without an active deployment: starts (or joins) a bounded retry and
+  // updates `machine` and `st`, or sets the script's reason. Returns a note for the log line.
+  std::string retry(proto::Machine& machine, boot::MachineBootState& st,
+                    boot::Templates::Vars& vars);
+  // The script's own variables (token, image, disk, local boot commands, ...).
+  Status fill_script_vars(boot::Script script, const proto::Machine& machine,
+                          boot::Templates::Vars& vars);
 
   std::string server_url() const;
   // Counts a deploy script rendered for `deployment_id` (an agent boot); returns the count.
