@@ -40,8 +40,6 @@ Result<std::string> decode_signature_header(std::string_view value) {
   return std::move(*bytes);
 }
 
-json report_body(const proto::AgentReport& r) { return proto::to_json(r); }
-
 ApiClient::ApiClient(HttpUrl base, std::string token)
     : conn_(std::move(base), std::chrono::seconds(30)), token_(std::move(token)) {}
 
@@ -115,7 +113,7 @@ Result<std::string> ApiClient::previous_manifest(const std::string& url) {
 Status ApiClient::report(const proto::AgentReport& report) {
   const bool final = report.result.has_value();
   auto r = call("POST", final ? "/api/v1/agent/result" : "/api/v1/agent/progress",
-                dump(report_body(report)), final ? 10 : 1);
+                dump(proto::to_json(report)), final ? 10 : 1);
   if (!r) return r.error();
   if (r->status != 200)
     return make_error(Errc::kInvalid, "HTTP " + std::to_string(r->status) + ": " + r->body);

@@ -42,10 +42,6 @@ struct SignedManifest {
 // hex, odd or wrong length) is an error naming the header; it never throws.
 Result<std::string> decode_signature_header(std::string_view value);
 
-// The JSON body of a progress report (no result) or a final result (result set): proto's
-// AgentReport codec, the shape kilnd decodes with the same code.
-nlohmann::json report_body(const proto::AgentReport& report);
-
 class ApiClient {
  public:
   // `token` is the deployment's agent token ("" for discovery, which needs none).

@@ -67,8 +67,7 @@ std::optional<std::string> uuid_from(const json& b) {
   bool shape = lower.size() == 36;
   for (std::size_t i = 0; shape && i < lower.size(); ++i) {
     const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-    const char ch = lower[i];
-    shape = dash ? ch == '-' : ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'));
+    shape = dash ? lower[i] == '-' : hex_digit_value(lower[i]) >= 0;
   }
   if (!shape) fail(Errc::kInvalid, "uuid must be 8-4-4-4-12 hex digits");
   return lower;

@@ -49,6 +49,7 @@ TEST(AgentSignatureHeader, BadValuesAreErrorsNamingTheHeader) {
   }
 }
 
+// The agent's report bodies are proto's AgentReport codec; these pin the bytes on the wire.
 TEST(AgentReportBody, ProgressHasNoStatus) {
   proto::AgentReport r;
   r.stage = "writing";
@@ -56,7 +57,7 @@ TEST(AgentReportBody, ProgressHasNoStatus) {
   r.bytes_total = 100;
   r.detail = {{"fetched_bytes", 7}};
   EXPECT_EQ(
-      report_body(r).dump(),
+      proto::to_json(r).dump(),
       R"({"bytes_done":10,"bytes_total":100,"detail":{"fetched_bytes":7},"stage":"writing"})");
 }
 
@@ -65,7 +66,7 @@ TEST(AgentReportBody, FailureNamesStageAndReason) {
   r.stage = "manifest";
   r.result = proto::DeploymentStatus::kFailed;
   r.reason = "the manifest's Kiln-Signature header is not hex";
-  EXPECT_EQ(report_body(r).dump(),
+  EXPECT_EQ(proto::to_json(r).dump(),
             R"({"reason":"the manifest's Kiln-Signature header is not hex","stage":"manifest",)"
             R"("status":"failed"})");
 }
@@ -76,7 +77,7 @@ TEST(AgentReportBody, Success) {
   r.bytes_done = 5;
   r.bytes_total = 5;
   r.result = proto::DeploymentStatus::kSucceeded;
-  EXPECT_EQ(report_body(r).dump(),
+  EXPECT_EQ(proto::to_json(r).dump(),
             R"({"bytes_done":5,"bytes_total":5,"stage":"done","status":"succeeded"})");
 }
 
