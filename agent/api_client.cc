@@ -62,6 +62,25 @@ Result<Reply> ApiClient::call(const std::string& method, const std::string& targ
   return make_error(Errc::kUnavailable, last);
 }
 
+Status ApiClient::open_session(const std::string& ticket) {
+  token_ = ticket;  // the session call authenticates with the ticket
+  auto r = call("POST", "/api/v1/agent/session");
+  token_.clear();
+  if (!r) {
+    return make_error(Errc::kUnavailable, "cannot open the agent session: " + r.error().message);
+  }
+  if (r->status != 201) {
+    return make_error(Errc::kForbidden,
+                      "agent session refused: HTTP " + std::to_string(r->status) + " " + r->body);
+  }
+  const json j = json::parse(r->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("token") || !j["token"].is_string()) {
+    return make_error(Errc::kInvalid, "the agent session answer has no token");
+  }
+  token_ = j["token"].get<std::string>();
+  return ok_status();
+}
+
 Result<Plan> ApiClient::plan() {
   auto r = call("GET", "/api/v1/agent/deployment");
   if (!r) {

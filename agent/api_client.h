@@ -44,10 +44,18 @@ Result<std::string> decode_signature_header(std::string_view value);
 
 class ApiClient {
  public:
-  // `token` is the deployment's agent token ("" for discovery, which needs none).
+  // `token` is the agent session's token ("" for discovery and before open_session()).
   ApiClient(HttpUrl base, std::string token);
 
   const HttpUrl& base() const { return conn_.base(); }
+  const std::string& token() const { return token_; }
+
+  // POST /api/v1/agent/session with the deployment's boot ticket: opens this agent's session
+  // (bound by kilnd to our address) and uses its token from now on. Errors: kUnavailable
+  // (unreachable), kForbidden (refused: the deployment is bound to another agent, the ticket
+  // is unknown or expired, or the deployment failed for too many agent boots; kilnd's answer
+  // in the message).
+  Status open_session(const std::string& ticket);
 
   // One call, up to `attempts` tries while kilnd is unreachable or answers 5xx (backoff from
   // 200 ms doubling, capped at 5 s). A transport failure after the last try is kUnavailable.

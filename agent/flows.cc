@@ -23,6 +23,7 @@
 #include "agent/log.h"
 #include "agent/modules.h"
 #include "agent/raw_stream.h"
+#include "core/crypto.h"
 
 namespace kiln::agent {
 
@@ -62,8 +63,8 @@ int reboot_now(int how) {
 class ProgressReporter {
  public:
   using Snapshot = std::function<proto::AgentReport()>;
-  ProgressReporter(const Options& o, Snapshot snapshot, std::function<std::string()> log_text)
-      : api_(o.server, o.token),
+  ProgressReporter(const ApiClient& main, Snapshot snapshot, std::function<std::string()> log_text)
+      : api_(main.base(), main.token()),
         snapshot_(std::move(snapshot)),
         log_text_(std::move(log_text)),
         thread_([this] { loop(); }) {}
@@ -106,10 +107,11 @@ class ProgressReporter {
   std::thread thread_;  // last: starts once everything above is in place
 };
 
-// Progress reporting around a write function, and the result. Shared by both image paths.
+// Progress reporting around a write function, and the result with its proof (`proof` names
+// what was verified; the byte counts are filled in here). Shared by both image paths.
 template <typename Fn>
-int write_and_report(const Options& o, ApiClient& api, std::uint64_t total,
-                     Clock::time_point started, DeployCounters& counters, Fn&& fn) {
+int write_and_report(ApiClient& api, std::uint64_t total, Clock::time_point started,
+                     DeployCounters& counters, proto::SuccessProof proof, Fn&& fn) {
   const auto write_start = Clock::now();
   auto progress = [&](const std::string& stage) {
     const double secs = std::chrono::duration<double>(Clock::now() - write_start).count();
@@ -137,7 +139,7 @@ int write_and_report(const Options& o, ApiClient& api, std::uint64_t total,
   Result<DeployResult> res = make_error(Errc::kInternal, "not run");
   {
     ProgressReporter reporter(
-        o, [&] { return progress("writing"); },
+        api, [&] { return progress("writing"); },
         [&] {
           return "writing: " + std::to_string(counters.done >> 20) + " of " +
                  std::to_string(total >> 20) + " MiB, fetched " +
@@ -169,6 +171,13 @@ int write_and_report(const Options& o, ApiClient& api, std::uint64_t total,
                 res->direct ? ", O_DIRECT" : "");
   log_line(line);
   final.result = proto::DeploymentStatus::kSucceeded;
+  auto as_int = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
+  proof.image_bytes = as_int(total);
+  proof.written_bytes = as_int(counters.written);
+  proof.skipped_bytes = as_int(counters.skipped);
+  proof.zeroed_bytes = as_int(counters.zeroed);
+  proof.unmapped_bytes = as_int(counters.unmapped);
+  final.proof = std::move(proof);
   if (auto st = api.report(final); !st) {
     log_line("could not report the result: " + st.error().message);
     return kExitFailed;
@@ -210,7 +219,9 @@ int deploy_external(const Options& o, ApiClient& api, const proto::ImageVersion&
            " bytes)");
   const DeployOptions d = deploy_options(o);
   DeployCounters counters;
-  const int rc = write_and_report(o, api, src.size, started, counters,
+  proto::SuccessProof proof;
+  proof.image_sha256 = src.sha256;  // deploy_raw fails unless the stream hashes to it
+  const int rc = write_and_report(api, src.size, started, counters, std::move(proof),
                                   [&] { return deploy_raw(src, *disk, d, counters); });
   if (rc != kExitOk || o.after == After::kNone) return rc;
   if (o.after == After::kKexec)
@@ -265,7 +276,9 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   d.chunk_bases.push_back(api.base().url);
   if (plan.chunks_url) d.chunks_path = *plan.chunks_url;
   DeployCounters counters;
-  const int rc = write_and_report(o, api, m.size, started, counters,
+  proto::SuccessProof proof;
+  proof.manifest_sha256 = sha256_hex(signed_manifest->body);
+  const int rc = write_and_report(api, m.size, started, counters, std::move(proof),
                                   [&] { return deploy(m, *disk, d, counters); });
   if (rc != kExitOk) return rc;
   stage = "done";
@@ -321,7 +334,12 @@ int run_deploy(const Options& o) {
         "images (--allow-unsigned to accept them)");
     return kExitUsage;
   }
-  ApiClient api(o.server, o.token);
+  ApiClient api(o.server, "");
+  if (auto st = api.open_session(o.ticket); !st) {
+    // Nothing to report against without a session: kilnd recorded the refusal itself.
+    log_line(st.error().message);
+    return kExitFailed;
+  }
   std::string stage = "plan";
   // The one catch of a deployment: whatever was thrown becomes its failed result.
   try {

@@ -75,9 +75,9 @@ const Setter kValueFlags[] = {
        o.server.url = v;
        return ok_status();
      }},
-    {"--token",
+    {"--ticket",
      [](Options& o, const std::string& v) -> Status {
-       o.token = v;
+       o.ticket = v;
        return ok_status();
      }},
     {"--disk",
@@ -139,7 +139,7 @@ Status apply_cmdline(std::string_view text, Options& o, Pending& p) {
     if (eq == std::string::npos) continue;
     const auto k = word.substr(0, eq), v = word.substr(eq + 1);
     if (k == "kiln.server" && o.server.url.empty()) o.server.url = v;
-    if (k == "kiln.token" && o.token.empty()) o.token = v;
+    if (k == "kiln.ticket" && o.ticket.empty()) o.ticket = v;
     if (k == "kiln.disk" && o.disk.empty()) o.disk = v;
     if (k == "kiln.after" && p.after.empty()) p.after = v;
     if (k == "kiln.mirror" && o.mirrors.empty()) o.mirrors = split(v, ',');
@@ -178,8 +178,8 @@ Status finish(Options& o, const Pending& p) {
                          after + "'");
     }
   } else {
-    if (o.server.url.empty() || o.token.empty() || o.disk.empty())
-      return usage_error("--server, --token and --disk are required");
+    if (o.server.url.empty() || o.ticket.empty() || o.disk.empty())
+      return usage_error("--server, --ticket and --disk are required");
     if (after == "none") {
       o.after = After::kNone;
     } else if (after == "reboot") {
@@ -250,7 +250,7 @@ Result<std::string> read_cmdline_file(const std::string& path) {
 }
 
 const char* usage_text() {
-  return "usage: kiln-agent --server URL --token TOKEN --disk PATH|smallest|largest|serial=S\n"
+  return "usage: kiln-agent --server URL --ticket TICKET --disk PATH|smallest|largest|serial=S\n"
          "                  [--trust-key PEM]... [--allow-unsigned] [--mirror URL]...\n"
          "                  [--after none|reboot|kexec] [--workers N] [--memory MiB]\n"
          "                  [--retries N] [--timeout-ms N] [--backoff-ms N] [--no-delta]\n"
@@ -258,7 +258,7 @@ const char* usage_text() {
          "       kiln-agent --discover --server URL --mac MAC [--after none|reboot|poweroff]\n"
          "       kiln-agent --load-modules DIR   (the initramfs's coldplug)\n"
          "With --cmdline the kernel command line supplies kiln.mode=deploy|discover,\n"
-         "kiln.server=, kiln.token=, kiln.disk=, kiln.after=, kiln.mac=, kiln.mirror=\n"
+         "kiln.server=, kiln.ticket=, kiln.disk=, kiln.after=, kiln.mac=, kiln.mirror=\n"
          "(comma-separated), kiln.retries= and kiln.backoff_ms=. --discover posts this\n"
          "machine's inventory (CPU, memory, disks, NICs, DMI): a discovered machine becomes "
          "ready.\n";

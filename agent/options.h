@@ -5,7 +5,7 @@
 // with the usage and exits 2).
 //
 // Precedence (unchanged from the agent before options had a file of their own):
-//   - kiln.server, kiln.token, kiln.disk, kiln.after and kiln.mac fill only what the flags left
+//   - kiln.server, kiln.ticket, kiln.disk, kiln.after and kiln.mac fill only what the flags left
 //     empty; kiln.mirror only when no --mirror was given (the first occurrence of a key wins);
 //   - kiln.retries and kiln.backoff_ms override --retries and --backoff-ms (the last one wins);
 //   - kiln.mode=discover switches to discovery; kiln.mode=deploy changes nothing;
@@ -35,7 +35,7 @@ struct Options {
   bool help = false;  // -h/--help: print the usage, nothing else is parsed
   Mode mode = Mode::kDeploy;
   HttpUrl server;                       // --server / kiln.server, http:// only
-  std::string token;                    // --token / kiln.token (deploy)
+  std::string ticket;                   // --ticket / kiln.ticket (deploy): opens the session
   std::string disk;                     // --disk / kiln.disk: a path, smallest, largest, serial=S
   std::string mac;                      // --mac / kiln.mac (discovery)
   After after = After::kNone;           // --after / kiln.after

@@ -39,16 +39,23 @@ step kiln image register web 2026.11.2 --url http://images.example/web-2026.11.2
 step kiln assign --selector rack=r12 web 2026.11.1
 step kiln machine list
 
-# play_agent MACHINE — what kiln-agent does on the machine: report progress, then success.
+# play_agent MACHINE — what kiln-agent does on the machine: open its session with the boot
+# ticket (here reissued by the operator; on a real machine it comes in the iPXE script), report
+# progress, then success with its proof (the image's SHA-256 and size, which kilnd checks).
 play_agent() {
-  local dep tok
+  local dep ticket tok image_url
   dep=$(kiln --json machine show "$1" | jq -er .assignment.deployment_id)
-  tok=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-token" | jq -r .token)
+  ticket=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-ticket" | jq -r .ticket)
+  tok=$(curl -sf -X POST -H "Authorization: Bearer $ticket" "$KILN_URL/api/v1/agent/session" | jq -r .token)
+  image_url=$(curl -sf -H "Authorization: Bearer $tok" "$KILN_URL/api/v1/agent/deployment" |
+    jq -r '.image | "\(.sha256) \(.size_bytes)"')
   curl -sf -o /dev/null -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
     --data '{"stage":"writing","bytes_done":2147483648,"bytes_total":4294967296,"detail":{"rate_bps":1.9e9}}' \
     "$KILN_URL/api/v1/agent/progress"
+  read -r sha size <<<"$image_url"
   curl -sf -o /dev/null -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
-    --data '{"status":"succeeded","stage":"done","bytes_done":4294967296}' "$KILN_URL/api/v1/agent/result"
+    --data "{\"status\":\"succeeded\",\"stage\":\"done\",\"bytes_done\":$size,\"proof\":{\"image_sha256\":\"$sha\",\"image_bytes\":$size,\"written_bytes\":$size,\"skipped_bytes\":0,\"zeroed_bytes\":0,\"unmapped_bytes\":0}}" \
+    "$KILN_URL/api/v1/agent/result"
   echo "(agent on machine $1: deployment $dep written and verified)"
 }
 printf '\n# the agents of rack r12 image their disks and report\n'
@@ -82,8 +89,8 @@ if [[ $(id -u) -eq 0 ]] && command -v losetup >/dev/null; then
   LOOP=$(losetup -f --show "$DATA/machine3-disk.img")
   trap 'losetup -d $LOOP 2>/dev/null || true; kill $KILND_PID 2>/dev/null || true; wait $KILND_PID 2>/dev/null || true' EXIT
   dep=$(kiln --json machine show 3 | jq -er .assignment.deployment_id)
-  tok=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-token" | jq -r .token)
-  step build/kiln-agent --server "$KILN_URL" --token "$tok" --disk "$LOOP" \
+  ticket=$(curl -sf -X POST -H "Authorization: Bearer $KILN_TOKEN" "$KILN_URL/api/v1/deployments/$dep/agent-ticket" | jq -r .ticket)
+  step build/kiln-agent --server "$KILN_URL" --ticket "$ticket" --disk "$LOOP" \
     --trust-key "$DATA/site.pub.pem" --after none
   if cmp -s <(head -c 64M "$LOOP") "$DATA/disk.raw"; then
     echo "(the loop device $LOOP now holds web:2026.11.3 byte for byte)"

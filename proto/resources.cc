@@ -1,5 +1,6 @@
 #include "proto/resources.h"
 
+#include "core/hex.h"
 #include "core/json_writer.h"
 #include "core/time.h"
 
@@ -62,6 +63,13 @@ std::optional<std::int64_t> opt_int(const json& j, const char* key, bool require
   return v->get<std::int64_t>();
 }
 std::int64_t integer(const json& j, const char* key) { return *opt_int(j, key, true); }
+
+bool boolean_or(const json& j, const char* key, bool fallback) {
+  const json* v = find(j, key, false);
+  if (!v) return fallback;
+  if (!v->is_boolean()) bad(key, "a boolean");
+  return v->get<bool>();
+}
 
 std::optional<std::int64_t> opt_time(const json& j, const char* key, bool required = false) {
   auto s = opt_string(j, key, required);
@@ -153,7 +161,9 @@ void append_opt_string(std::string& out, const std::optional<std::string>& s) {
 
 void append_json(std::string& out, const Machine& m) {
   // Keys in the sorted order nlohmann::json uses for the other resources.
-  out += "{\"assignment\":";
+  out += "{\"approved\":";
+  out += m.approved ? "true" : "false";
+  out += ",\"assignment\":";
   if (m.active_deployment_id) {
     out += "{\"deployment_id\":";
     json_append_int(out, *m.active_deployment_id);
@@ -264,6 +274,17 @@ json to_json(const AgentReport& r) {
     j["status"] = to_string(*r.result);
     if (!r.reason.empty()) j["reason"] = r.reason;
   }
+  if (r.proof) {
+    const SuccessProof& p = *r.proof;
+    json pj = {{"image_bytes", p.image_bytes},
+               {"written_bytes", p.written_bytes},
+               {"skipped_bytes", p.skipped_bytes},
+               {"zeroed_bytes", p.zeroed_bytes},
+               {"unmapped_bytes", p.unmapped_bytes}};
+    if (!p.manifest_sha256.empty()) pj["manifest_sha256"] = p.manifest_sha256;
+    if (!p.image_sha256.empty()) pj["image_sha256"] = p.image_sha256;
+    j["proof"] = std::move(pj);
+  }
   return j;
 }
 
@@ -294,6 +315,7 @@ Result<Machine> machine_from_json(const json& j) {
     m.ipv4 = opt_string(j, "ipv4");
     m.state = enum_value<MachineState>(j, "state", parse_machine_state, "a machine state");
     m.state_reason = string_or_empty(j, "state_reason");
+    m.approved = boolean_or(j, "approved", true);
     m.labels = string_map(j, "labels");
     m.inventory_json = object(j, "inventory").dump();
     m.current_version = opt_ref(j, "current_version");
@@ -389,6 +411,25 @@ Result<AgentReport> agent_report_from_json(const json& j) {
       if (!r.result) invalid("status", "a deployment status");
     }
     r.reason = string_or_empty(j, "reason");
+    if (const json* p = find(j, "proof", false); p) {
+      if (!p->is_object()) bad("proof", "an object");
+      SuccessProof proof;
+      proof.manifest_sha256 = string_or_empty(*p, "manifest_sha256");
+      proof.image_sha256 = string_or_empty(*p, "image_sha256");
+      for (const auto& h : {proof.manifest_sha256, proof.image_sha256}) {
+        if (!h.empty() && !is_sha256_hex(h)) invalid("proof", "SHA-256 values in lower-case hex");
+      }
+      proof.image_bytes = integer(*p, "image_bytes");
+      proof.written_bytes = integer(*p, "written_bytes");
+      proof.skipped_bytes = integer(*p, "skipped_bytes");
+      proof.zeroed_bytes = integer(*p, "zeroed_bytes");
+      proof.unmapped_bytes = integer(*p, "unmapped_bytes");
+      for (auto v : {proof.image_bytes, proof.written_bytes, proof.skipped_bytes,
+                     proof.zeroed_bytes, proof.unmapped_bytes}) {
+        if (v < 0) invalid("proof", "byte counts >= 0");
+      }
+      r.proof = std::move(proof);
+    }
     return r;
   });
 }

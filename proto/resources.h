@@ -31,6 +31,9 @@ struct Machine {
   std::optional<std::string> ipv4;  // reserved address (dotted quad), for DHCP
   proto::MachineState state = proto::MachineState::kDiscovered;
   std::string state_reason;
+  // false: registered by its first PXE boot under boot.discovery = approve, waiting for an
+  // operator (it boots nothing until approved).
+  bool approved = true;
   std::map<std::string, std::string> labels;
   std::string inventory_json = "{}";          // a JSON object, as stored (validated on write)
   std::optional<VersionRef> current_version;  // what its disk holds (last succeeded deploy)
@@ -73,6 +76,18 @@ struct Deployment {
 
 // What an agent reports while it works and when it is done.
 // Fields left unset keep their previous values.
+// What a success report proves (docs/security.md): figures kilnd checks against what it
+// served. A .kiln image: the SHA-256 of the manifest the agent verified, and the image bytes it
+// settled by kind (written from fetched or local chunks, skipped because the disk held them,
+// zeroed, unmapped): kilnd recomputes the image size and the zero/unmapped bytes from the same
+// manifest. An external image: the SHA-256 and size of the stream the agent verified.
+struct SuccessProof {
+  std::string manifest_sha256;  // .kiln images
+  std::string image_sha256;     // external images
+  std::int64_t image_bytes = 0;
+  std::int64_t written_bytes = 0, skipped_bytes = 0, zeroed_bytes = 0, unmapped_bytes = 0;
+};
+
 struct AgentReport {
   std::optional<std::string> stage;
   std::optional<std::int64_t> bytes_done;
@@ -81,6 +96,7 @@ struct AgentReport {
   std::optional<proto::DeploymentStatus> result;
   std::string reason;
   nlohmann::json detail = nlohmann::json::object();  // rate, eta, stage timings, ...
+  std::optional<SuccessProof> proof;                 // required on a succeeded result
 };
 
 struct Token {

@@ -1,13 +1,19 @@
-// The agent protocol (proto/agent-protocol.md): discovery inventory (public, accepted once),
-// and, with a deployment's agent token, the plan, its manifests, progress and the result.
+// The agent protocol (proto/openapi.yaml): discovery inventory (public, accepted once); the
+// agent session, opened with the deployment's boot ticket and bound at first use to the
+// agent's address; and, with the session token, the plan, its manifests, progress and the
+// result, whose success must carry proof (docs/security.md).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 
 #include "api/image_responses.h"
 #include "api/routes.h"
+#include "core/crypto.h"
+#include "core/log_util.h"
 #include "core/mac.h"
+#include "core/time.h"
 #include "images/image_service.h"
+#include "proto/image_format.h"
 
 namespace kiln::api {
 namespace {
@@ -45,6 +51,28 @@ std::optional<Response> inventory(Services& s, Ctx& c) {
   return machine_response(bhttp::status::ok, m);
 }
 
+// POST /api/v1/agent/session with "Authorization: Bearer <boot ticket>": the agent's session.
+// The first binds the deployment to the caller's address; a later one (the machine booted
+// again) must come from there, replaces the session token and counts as an agent boot.
+std::optional<Response> session(Services& s, Ctx& c) {
+  const std::string ticket = bearer_token(c.req);
+  if (ticket.empty()) fail(Errc::kUnauthorized, "missing boot ticket (Authorization: Bearer ...)");
+  if (c.peer.empty()) fail(Errc::kInternal, "the client's address is unknown");
+  const auto expires = s.clock.now_ms() + s.options.agent_token_ttl.count();
+  auto opened = s.store.open_agent_session(ticket, c.peer, s.options.max_agent_boots, expires);
+  if (!opened) {
+    s.log.warn("event=agent.session_refused peer={} err=\"{}\"", c.peer, opened.error().message);
+    fail(opened.error().code, opened.error().message);
+  }
+  const auto& d = opened->deployment;
+  s.log.info("event=agent.session deployment={} machine={} peer={} boot={}", d.id, d.machine_id,
+             c.peer, opened->boot);
+  return json_response(bhttp::status::created, {{"deployment_id", d.id},
+                                                {"token", opened->token},
+                                                {"boot", opened->boot},
+                                                {"expires_at", format_rfc3339_ms(expires)}});
+}
+
 std::optional<Response> deployment(Services& s, Ctx& c) {
   const auto& d = *c.agent_deployment;
   auto image = s.store.get_image_version(d.to_version.name, d.to_version.version);
@@ -71,13 +99,25 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
 
 std::optional<Response> manifest(Services& s, Ctx& c) {
   const auto& d = *c.agent_deployment;
-  return manifest_response(s, d.to_version.name, d.to_version.version);
+  auto res = manifest_response(s, d.to_version.name, d.to_version.version);
+  take(s.store.mark_manifest_served(d.id));
+  return res;
 }
 
 std::optional<Response> previous_manifest(Services& s, Ctx& c) {
   const auto& d = *c.agent_deployment;
   if (!d.from_version) fail(Errc::kNotFound, "the machine held no known version before");
   return manifest_response(s, d.from_version->name, d.from_version->version);
+}
+
+// `reason` cut to kMaxReasonBytes at a UTF-8 boundary: it is copied into the machine, the
+// deployment and an event.
+std::string capped_reason(std::string reason) {
+  if (reason.size() <= kMaxReasonBytes) return reason;
+  std::size_t n = kMaxReasonBytes - 3;
+  while (n > 0 && (static_cast<unsigned char>(reason[n]) & 0xC0) == 0x80) --n;
+  reason.resize(n);
+  return reason + "...";
 }
 
 // The report in a progress or result body; `detail` bounded (it lands in every event).
@@ -88,6 +128,7 @@ proto::AgentReport report_from(const json& b) {
   if (r.detail.dump().size() > kMaxDetailBytes) {
     fail(Errc::kTooLarge, "detail larger than " + std::to_string(kMaxDetailBytes) + " bytes");
   }
+  r.reason = capped_reason(std::move(r.reason));
   return r;
 }
 
@@ -98,8 +139,43 @@ std::optional<Response> progress(Services& s, Ctx& c) {
                        to_json(take(s.store.report_progress(c.agent_deployment->id, rep))));
 }
 
+// Why a success report's proof does not match what kilnd served, or "" when it does.
+std::string proof_mismatch(Services& s, const proto::Deployment& d,
+                           const std::optional<proto::SuccessProof>& proof) {
+  if (!proof) return "a succeeded result needs a proof";
+  const auto& p = *proof;
+  auto image = take(s.store.get_image_version(d.to_version.name, d.to_version.version));
+  if (image.format != "kiln") {
+    if (p.image_sha256 != image.sha256) return "image_sha256 is not the image's SHA-256";
+    if (image.size_bytes > 0 && p.image_bytes != image.size_bytes) {
+      return "image_bytes is not the image's size";
+    }
+    return "";
+  }
+  if (!s.images) return "this server stores no manifests";
+  if (!s.store.manifest_served(d.id)) return "the manifest was never served to this session";
+  auto bytes = take(s.images->manifest(d.to_version.name, d.to_version.version));
+  if (p.manifest_sha256 != sha256_hex(bytes)) return "manifest_sha256 is not the served manifest's";
+  auto m = take(proto::image::parse_manifest(bytes));
+  std::int64_t zero = 0, unmapped = 0;
+  for (std::size_t i = 0; i < m.chunks.size(); ++i) {
+    const auto len = static_cast<std::int64_t>(m.chunk_length(i));
+    if (m.chunks[i].kind == proto::image::ChunkKind::kZero) zero += len;
+    if (m.chunks[i].kind == proto::image::ChunkKind::kUnmapped) unmapped += len;
+  }
+  if (p.image_bytes != static_cast<std::int64_t>(m.size))
+    return "image_bytes is not the image's size";
+  if (p.written_bytes + p.skipped_bytes + p.zeroed_bytes + p.unmapped_bytes != p.image_bytes) {
+    return "written, skipped, zeroed and unmapped bytes do not add up to image_bytes";
+  }
+  if (p.zeroed_bytes != zero || p.unmapped_bytes != unmapped) {
+    return "zeroed/unmapped bytes differ from the manifest's zero/unmapped chunks";
+  }
+  return "";
+}
+
 std::optional<Response> result(Services& s, Ctx& c) {
-  auto b = c.body({"status", "reason", "stage", "bytes_done", "bytes_total", "detail"});
+  auto b = c.body({"status", "reason", "stage", "bytes_done", "bytes_total", "detail", "proof"});
   auto rep = report_from(b);
   auto st = proto::parse_deployment_status(required<std::string>(b, "status"));
   if (st != proto::DeploymentStatus::kSucceeded && st != proto::DeploymentStatus::kFailed) {
@@ -109,15 +185,25 @@ std::optional<Response> result(Services& s, Ctx& c) {
   if (st == proto::DeploymentStatus::kFailed && rep.reason.empty()) {
     fail(Errc::kInvalid, "a failed result needs a reason");
   }
-  auto d = take(s.store.report_progress(c.agent_deployment->id, rep));
+  const auto& dep = *c.agent_deployment;
+  if (st == proto::DeploymentStatus::kSucceeded) {
+    if (auto why = proof_mismatch(s, dep, rep.proof); !why.empty()) {
+      take(s.store.record_refused_result(dep.id, c.peer, why));
+      s.log.warn("event=deployment.result_refused deployment={} machine={} peer={} reason=\"{}\"",
+                 dep.id, dep.machine_id, c.peer, why);
+      fail(Errc::kInvalid, "success report refused: " + why);
+    }
+  }
+  auto d = take(s.store.report_progress(dep.id, rep));
   s.log.info("event=deployment.{} deployment={} machine={} reason=\"{}\"",
-             proto::to_string(d.status), d.id, d.machine_id, d.status_reason);
+             proto::to_string(d.status), d.id, d.machine_id, log_escape(d.status_reason, 300));
   return json_response(bhttp::status::ok, to_json(d));
 }
 
 using V = bhttp::verb;
 constexpr RouteSpec kRoutes[] = {
     {V::post, "/api/v1/agent/inventory", Access::kPublic, inventory},
+    {V::post, "/api/v1/agent/session", Access::kPublic, session},
     {V::get, "/api/v1/agent/deployment", Access::kAgent, deployment},
     {V::get, "/api/v1/agent/manifest", Access::kAgent, manifest},
     {V::get, "/api/v1/agent/previous-manifest", Access::kAgent, previous_manifest},

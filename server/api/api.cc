@@ -152,6 +152,7 @@ struct Api::Impl {
       if (!q) fail(Errc::kBadRequest, "malformed query string");
       ctx.query = std::move(*q);
       ctx.req = std::move(req);
+      ctx.peer = peer_of(ctx.req);
       services.authenticate(ctx, route.info.access);
       if (auto res = route.fn(services, ctx)) finish(std::move(*res));
     } catch (const ApiError& e) {

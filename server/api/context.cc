@@ -100,6 +100,22 @@ std::optional<std::string> Ctx::q(const std::string& k) const {
   return it == query.end() ? std::nullopt : std::optional(it->second);
 }
 
+std::string peer_of(const Request& req) {
+  std::string peer(req[kPeerHeader]);
+  if (peer.rfind("::ffff:", 0) == 0 && peer.find('.') != std::string::npos) peer.erase(0, 7);
+  return peer;
+}
+
+std::string bearer_token(const Request& req) {
+  auto auth = req[bhttp::field::authorization];
+  std::string token;
+  if (auth.size() > 7 && boost::beast::iequals(auth.substr(0, 7), "Bearer ")) {
+    token = std::string(auth.substr(7));
+    while (!token.empty() && token.front() == ' ') token.erase(0, 1);
+  }
+  return token;
+}
+
 json Ctx::body(std::initializer_list<std::string_view> allowed) const {
   const auto type = req[bhttp::field::content_type];
   std::string mime = ascii_lower(type.substr(0, type.find(';')));
@@ -154,15 +170,10 @@ proto::Machine Services::machine(const std::string& id_or_mac) const {
 void Services::authenticate(Ctx& c, Access access) const {
   if (access == Access::kMetrics) access = options.metrics_public ? Access::kPublic : Access::kRead;
   if (access == Access::kPublic) return;
-  auto auth = c.req[bhttp::field::authorization];
-  std::string token;
-  if (auth.size() > 7 && boost::beast::iequals(auth.substr(0, 7), "Bearer ")) {
-    token = std::string(auth.substr(7));
-    while (!token.empty() && token.front() == ' ') token.erase(0, 1);
-  }
+  const std::string token = bearer_token(c.req);
   if (access == Access::kAgent) {
-    if (token.empty()) fail(Errc::kUnauthorized, "missing deployment token");
-    c.agent_deployment = take(store.authenticate_agent(token));
+    if (token.empty()) fail(Errc::kUnauthorized, "missing agent session token");
+    c.agent_deployment = take(store.authenticate_agent(token, c.peer));
     c.who = "agent:deployment/" + std::to_string(c.agent_deployment->id);
     return;
   }

@@ -44,13 +44,23 @@ struct ApiOptions {
   std::chrono::milliseconds max_wait{60'000};  // longest long-poll on /api/v1/events
   int default_page = 1000;
   int max_page = 10'000;
-  std::chrono::milliseconds agent_token_ttl{6 * 3600 * 1000};
+  std::chrono::milliseconds agent_token_ttl{6 * 3600 * 1000};  // tickets and agent sessions
+  // A deployment whose agent opened this many sessions (booted this often) without a result
+  // fails at the next one (then the boot service's bounded retries take over).
+  int max_agent_boots = 5;
   std::string version = "0.1.0";
 };
 
 // The header under which the HTTP server hands over a body it streamed to a file
 // (http::kUploadFileHeader); only the server sets it.
 inline constexpr std::string_view kUploadFileHeader = "Kiln-Upload-File";
+// The header under which the HTTP server hands over the client's IP address
+// (http::kPeerHeader); the server overwrites any a client sent.
+inline constexpr std::string_view kPeerHeader = "Kiln-Peer";
+
+// An agent's failure reason is stored in the machine, the deployment and an event: longer ones
+// are cut to this many bytes (at a UTF-8 boundary, marked with "...").
+inline constexpr std::size_t kMaxReasonBytes = 1024;
 
 // Bodies are checked for depth (json_nesting_depth) before parsing: copying or dumping a
 // deeply nested document recurses, and a body of a million '[' must cost a 400, not the stack.
@@ -89,13 +99,20 @@ Response machine_response(boost::beast::http::status st, const proto::Machine& m
 
 // --- the request context ---------------------------------------------------------------------
 
+// The client's IP address the HTTP server stamped under kPeerHeader; an IPv4-mapped IPv6
+// address ("::ffff:10.0.0.5") as plain IPv4. "" when absent (tests calling the API directly).
+std::string peer_of(const Request& req);
+// The token of an "Authorization: Bearer ..." header; "" when there is none.
+std::string bearer_token(const Request& req);
+
 struct Ctx {
   Request req;
   Params params;
   std::map<std::string, std::string> query;
   std::string who = "anonymous";
   std::optional<proto::Deployment> agent_deployment;  // set on Access::kAgent routes
-  Respond respond;  // for handlers that answer later (return nullopt)
+  std::string peer;  // the client's IP address (IPv4-mapped IPv6 shown as IPv4); "" if unknown
+  Respond respond;   // for handlers that answer later (return nullopt)
 
   const std::string& param(std::string_view name) const { return params.find(name)->second; }
   std::optional<std::string> q(const std::string& k) const;

@@ -1,4 +1,5 @@
-// Deployments: get one; mint an agent token for one (manual or lab use).
+// Deployments: get one; reissue the boot ticket of one (manual or lab use: an agent run by
+// hand, or a deployment whose agent must move to another address).
 #include <spdlog/spdlog.h>
 
 #include "api/routes.h"
@@ -15,20 +16,20 @@ std::optional<Response> get(Services& s, Ctx& c) {
       to_json(take(s.store.get_deployment(parse_int(c.param("id"), "deployment id")))));
 }
 
-std::optional<Response> agent_token(Services& s, Ctx& c) {
+std::optional<Response> agent_ticket(Services& s, Ctx& c) {
   auto id = parse_int(c.param("id"), "deployment id");
   const auto expires = s.clock.now_ms() + s.options.agent_token_ttl.count();
-  auto token = take(s.store.mint_agent_token(id, expires));
-  s.log.info("event=api.agent_token_minted deployment={} by={}", id, c.who);
+  auto ticket = take(s.store.reissue_agent_ticket(id, expires, c.who));
+  s.log.info("event=api.agent_ticket_reissued deployment={} by={}", id, c.who);
   return json_response(
       bhttp::status::created,
-      {{"deployment_id", id}, {"token", token}, {"expires_at", format_rfc3339_ms(expires)}});
+      {{"deployment_id", id}, {"ticket", ticket}, {"expires_at", format_rfc3339_ms(expires)}});
 }
 
 using V = bhttp::verb;
 constexpr RouteSpec kRoutes[] = {
     {V::get, "/api/v1/deployments/{id}", Access::kRead, get},
-    {V::post, "/api/v1/deployments/{id}/agent-token", Access::kAdmin, agent_token},
+    {V::post, "/api/v1/deployments/{id}/agent-ticket", Access::kAdmin, agent_ticket},
 };
 
 }  // namespace

@@ -155,6 +155,15 @@ std::optional<Response> rollback(Services& s, Ctx& c) {
   return assigned(take(s.store.rollback(id, c.who)));
 }
 
+// boot.discovery = approve: a machine registered by its first PXE boot boots nothing until an
+// operator approves it (idempotent).
+std::optional<Response> approve(Services& s, Ctx& c) {
+  auto id = s.machine(c.param("id")).id;
+  auto m = take(s.store.approve_machine(id, c.who));
+  s.log.info("event=machine.approved machine={} by={}", id, c.who);
+  return machine_response(bhttp::status::ok, m);
+}
+
 std::optional<Response> history(Services& s, Ctx& c) {
   auto id = s.machine(c.param("id")).id;
   json items = json::array();
@@ -191,6 +200,7 @@ constexpr RouteSpec kRoutes[] = {
     {V::delete_, "/api/v1/machines/{id}", Access::kAdmin, remove},
     {V::put, "/api/v1/machines/{id}/assignment", Access::kAdmin, assign},
     {V::post, "/api/v1/machines/{id}/rollback", Access::kAdmin, rollback},
+    {V::post, "/api/v1/machines/{id}/approve", Access::kAdmin, approve},
     {V::get, "/api/v1/machines/{id}/deployments", Access::kRead, history},
     {V::post, "/api/v1/assignments", Access::kAdmin, assign_bulk},
 };

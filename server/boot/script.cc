@@ -47,6 +47,7 @@ std::string_view to_string(Script s) {
 
 Script choose_script(const MachineBootState& m) {
   using proto::MachineState;
+  if (m.known && m.awaiting_approval) return Script::kWait;
   if (!m.known || m.state == MachineState::kDiscovered) return Script::kDiscover;
   if (m.deployment_active) return Script::kDeploy;
   switch (m.state) {

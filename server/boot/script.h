@@ -26,11 +26,12 @@ struct MachineBootState {
   proto::MachineState state = proto::MachineState::kDiscovered;
   bool deployment_active = false;  // a pending or running deployment exists
   bool retry_available = false;    // failed, and an automatic retry may start (see daemon)
+  bool awaiting_approval = false;  // registered, waiting for an operator (discovery approve)
 };
 
-// unknown or discovered -> discover; an active deployment -> deploy (whatever the state says:
-// a machine that boots again mid-deployment resumes it); deployed -> localboot; failed ->
-// deploy when a retry is available, else failed; ready -> wait.
+// awaiting approval -> wait; unknown or discovered -> discover; an active deployment -> deploy
+// (whatever the state says: a machine that boots again mid-deployment resumes it); deployed ->
+// localboot; failed -> deploy when a retry is available, else failed; ready -> wait.
 Script choose_script(const MachineBootState& m);
 
 // What `localboot.ipxe` runs per firmware type.

@@ -376,17 +376,25 @@ std::vector<ConfigField> make_fields() {
       "boot.max_discovered", "stop registering unknown MACs beyond this many discovered",
       [](auto& c) -> auto& { return c.boot.max_discovered; }));
   f.push_back(value(
+      "boot.discovery",
+      "open: new machines boot into discovery at once | approve: they wait for an operator",
+      [](auto& c) -> auto& { return c.boot.discovery; }));
+  f.push_back(value(
+      "boot.discovery_per_minute", "new machines registered per minute at most (0: no limit)",
+      [](auto& c) -> auto& { return c.boot.discovery_per_minute; }));
+  f.push_back(value(
       "boot.scripts_dir", "directory of *.ipxe overriding the built-in templates",
       [](auto& c) -> auto& { return c.boot.scripts_dir; }));
   f.push_back(value(
-      "boot.max_agent_boots", "a deployment whose agent booted this often without a result fails",
-      [](auto& c) -> auto& { return c.boot.max_agent_boots; }));
+      "boot.max_agent_boots",
+      "a deployment whose agent opened this many sessions without a result fails at the next",
+      [](auto& c) -> auto& { return c.api.max_agent_boots; }));
   f.push_back(value(
       "boot.bind_to_lease",
       "a MAC leased by kilnd's DHCP gets its script only at its leased address",
       [](auto& c) -> auto& { return c.boot.bind_to_lease; }));
   f.push_back(duration<seconds>(
-      "boot.token_ttl_s", "a deploy script's agent token expires (or ends with its deployment)",
+      "boot.token_ttl_s", "a deploy script's boot ticket expires (or ends with its deployment)",
       [](auto& c) -> auto& { return c.boot.token_ttl; }));
   // ra
   f.push_back(value(
@@ -565,7 +573,7 @@ std::vector<ConfigField> make_fields() {
       "api.max_wait_ms", "longest long-poll on /api/v1/events",
       [](auto& c) -> auto& { return c.api.max_wait; }));
   f.push_back(duration<seconds>(
-      "api.agent_token_ttl_s", "lifetime of a deployment's agent token",
+      "api.agent_token_ttl_s", "lifetime of an agent session (and of an operator's boot ticket)",
       [](auto& c) -> auto& { return c.api.agent_token_ttl; }));
   return f;
 }

@@ -9,8 +9,9 @@ Result<proto::Machine> StoreMachineDirectory::find_by_mac(const std::string& mac
 }
 
 Result<std::pair<proto::Machine, bool>> StoreMachineDirectory::discover(const std::string& mac,
-                                                                        const std::string& who) {
-  return store_.discover_machine(mac, who);
+                                                                        const std::string& who,
+                                                                        bool approved) {
+  return store_.discover_machine(mac, who, approved);
 }
 
 Result<proto::Machine> StoreMachineDirectory::get(std::int64_t id) {
@@ -27,14 +28,9 @@ Result<proto::Deployment> StoreDeploymentLedger::get(std::int64_t id) {
   return store_.get_deployment(id);
 }
 
-Result<std::string> StoreDeploymentLedger::mint_agent_token(std::int64_t deployment_id,
-                                                            std::int64_t expires_at_ms) {
-  return store_.mint_agent_token(deployment_id, expires_at_ms);
-}
-
-Result<proto::Deployment> StoreDeploymentLedger::report(std::int64_t deployment_id,
-                                                        const proto::AgentReport& report) {
-  return store_.report_progress(deployment_id, report);
+Result<std::string> StoreDeploymentLedger::agent_ticket(std::int64_t deployment_id,
+                                                        std::int64_t expires_at_ms) {
+  return store_.agent_ticket(deployment_id, expires_at_ms);
 }
 
 Result<proto::Deployment> StoreDeploymentLedger::retry_failed(std::int64_t machine_id,

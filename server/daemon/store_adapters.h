@@ -14,8 +14,8 @@ class StoreMachineDirectory final : public provision::MachineDirectory {
  public:
   explicit StoreMachineDirectory(store::Store& store) : store_(store) {}
   Result<proto::Machine> find_by_mac(const std::string& mac) override;
-  Result<std::pair<proto::Machine, bool>> discover(const std::string& mac,
-                                                   const std::string& who) override;
+  Result<std::pair<proto::Machine, bool>> discover(const std::string& mac, const std::string& who,
+                                                   bool approved) override;
   Result<proto::Machine> get(std::int64_t id) override;
   std::int64_t count_discovered() override;
 
@@ -27,10 +27,7 @@ class StoreDeploymentLedger final : public provision::DeploymentLedger {
  public:
   explicit StoreDeploymentLedger(store::Store& store) : store_(store) {}
   Result<proto::Deployment> get(std::int64_t id) override;
-  Result<std::string> mint_agent_token(std::int64_t deployment_id,
-                                       std::int64_t expires_at_ms) override;
-  Result<proto::Deployment> report(std::int64_t deployment_id,
-                                   const proto::AgentReport& report) override;
+  Result<std::string> agent_ticket(std::int64_t deployment_id, std::int64_t expires_at_ms) override;
   Result<proto::Deployment> retry_failed(std::int64_t machine_id, int max_attempts,
                                          const std::string& who) override;
 

@@ -353,6 +353,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   }
 
   void dispatch(Request&& req) {
+    req.set(kPeerHeader, peer_address());  // replaces any copy the client sent
     const std::string_view path = std::string_view(target_).substr(0, target_.find('?'));
     for (std::size_t i = 0; i < opts().mounts.size(); ++i) {
       const auto& m = opts().mounts[i];

@@ -58,6 +58,9 @@ struct FileMount {
 // file's path. The file exists until the response has been written. A copy of this header
 // sent by a client is removed before any handler sees the request.
 inline constexpr std::string_view kUploadFileHeader = "Kiln-Upload-File";
+// Set on every request handed to the handler: the client's IP address. A copy sent by a client
+// is replaced.
+inline constexpr std::string_view kPeerHeader = "Kiln-Peer";
 
 struct UploadVerdict {
   enum Kind { kNotUpload, kAccept, kRefuse } kind = kNotUpload;

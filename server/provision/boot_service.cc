@@ -48,6 +48,12 @@ Status BootService::init() {
   if (options_.after_discover != "reboot" && options_.after_discover != "poweroff") {
     return make_error(Errc::kInvalid, "boot.after_discover must be reboot or poweroff");
   }
+  if (options_.discovery != "open" && options_.discovery != "approve") {
+    return make_error(Errc::kInvalid, "boot.discovery must be open or approve");
+  }
+  if (options_.discovery_per_minute < 0) {
+    return make_error(Errc::kInvalid, "boot.discovery_per_minute must be >= 0");
+  }
   if (options_.poll_s < 1 || options_.retry_s < 1 || options_.retries < 0) {
     return make_error(Errc::kInvalid, "boot.poll_s and boot.retry_s must be >= 1, retries >= 0");
   }
@@ -88,10 +94,20 @@ Result<std::string> BootService::generate(std::string_view rel, const boot::Requ
   return out;
 }
 
-int BootService::agent_boots(std::int64_t deployment_id) {
-  std::lock_guard lock(boots_mu_);
-  if (boots_.size() > 100'000) boots_.clear();  // a bound; losing counts only delays a cap
-  return ++boots_[deployment_id];
+bool BootService::take_discovery_token() {
+  if (options_.discovery_per_minute == 0) return true;
+  const double cap = options_.discovery_per_minute;
+  std::lock_guard lock(bucket_mu_);
+  const std::int64_t now = clock_.now_ms();
+  if (bucket_ < 0) {
+    bucket_ = cap;
+  } else {
+    bucket_ = std::min(cap, bucket_ + static_cast<double>(now - bucket_at_ms_) * cap / 60'000.0);
+  }
+  bucket_at_ms_ = now;
+  if (bucket_ < 1) return false;
+  bucket_ -= 1;
+  return true;
 }
 
 Result<std::string> BootService::render_for(const std::string& mac, const boot::Requester& who) {
@@ -104,20 +120,21 @@ Result<std::string> BootService::render_for(const std::string& mac, const boot::
   auto identified = identify(mac, who);
   if (!identified) return identified.error();
   auto& [found, created] = *identified;
-  auto machine = enforce_agent_boot_limit(mac, std::move(found));
-  if (!machine) return machine.error();
+  auto machine = &found;
 
   boot::Templates::Vars vars = base_vars(mac, server);
   boot::MachineBootState st;
   st.known = true;
   st.state = machine->state;
+  st.awaiting_approval = !machine->approved;
   st.deployment_active = machine->active_deployment_id.has_value();
   std::string retry_note;
   if (st.state == proto::MachineState::kFailed && !st.deployment_active) {
     retry_note = retry(*machine, st, vars);
   }
   const boot::Script script = boot::choose_script(st);
-  vars["state"] = std::string(proto::to_string(machine->state));
+  vars["state"] = st.awaiting_approval ? std::string("awaiting-approval")
+                                       : std::string(proto::to_string(machine->state));
   if (auto filled = fill_script_vars(script, *machine, vars); !filled) return filled.error();
   auto text = templates_.render(script, vars);
   if (!text) return text.error();
@@ -176,27 +193,13 @@ Result<std::pair<proto::Machine, bool>> BootService::identify(const std::string&
                options_.max_discovered);
     return make_error(Errc::kNotFound, "too many discovered machines");
   }
-  return machines_.discover(mac, "kilnd:pxe");
-}
-
-// An agent that never finishes (it crashes, the kernel panics, its reports cannot reach us)
-// would otherwise resume the same deployment on every boot, forever: past max_agent_boots the
-// deployment is failed here, and the bounded retries take over.
-Result<proto::Machine> BootService::enforce_agent_boot_limit(const std::string& mac,
-                                                             proto::Machine machine) {
-  if (!machine.active_deployment_id ||
-      agent_boots(*machine.active_deployment_id) <= options_.max_agent_boots) {
-    return machine;
+  if (!take_discovery_token()) {
+    log_->warn("event=boot.discovery_rate_limited mac={} peer={} per_minute={}", mac, who.address,
+               options_.discovery_per_minute);
+    metrics_.add("kiln_boot_scripts_refused_total", {{"reason", "discovery-rate"}});
+    return make_error(Errc::kNotFound, "discovery rate limit reached");
   }
-  proto::AgentReport r;
-  r.result = proto::DeploymentStatus::kFailed;
-  r.reason = "the agent booted " + std::to_string(options_.max_agent_boots) +
-             " times without finishing this deployment";
-  if (auto failed = deployments_.report(*machine.active_deployment_id, r); failed) {
-    log_->warn("event=boot.deployment_abandoned mac={} machine={} deployment={} boots={}", mac,
-               machine.id, failed->id, options_.max_agent_boots);
-  }
-  return machines_.get(machine.id);
+  return machines_.discover(mac, "kilnd:pxe", options_.discovery != "approve");
 }
 
 std::string BootService::retry(proto::Machine& machine, boot::MachineBootState& st,
@@ -227,10 +230,9 @@ Status BootService::fill_script_vars(boot::Script script, const proto::Machine& 
     case boot::Script::kDeploy: {
       auto d = deployments_.get(*machine.active_deployment_id);
       if (!d) return d.error();
-      auto token =
-          deployments_.mint_agent_token(d->id, clock_.now_ms() + options_.token_ttl.count());
-      if (!token) return token.error();
-      vars["token"] = *token;
+      auto ticket = deployments_.agent_ticket(d->id, clock_.now_ms() + options_.token_ttl.count());
+      if (!ticket) return ticket.error();
+      vars["ticket"] = *ticket;
       vars["deployment"] = std::to_string(d->id);
       vars["image"] = boot::script_text(d->to_version.name + ":" + d->to_version.version);
       auto disk = machine.labels.find("kiln.disk");

@@ -4,10 +4,12 @@
 //
 // Per request: a MAC holding a bound lease is served only at its leased address; the MAC's
 // machine is looked up (an unknown MAC is registered as `discovered` when discovery is on, up
-// to max_discovered); a deployment whose agent booted max_agent_boots times without a result
-// is failed; a failed machine may get a bounded automatic retry deployment; a deploying
-// machine gets a fresh per-deployment agent token minted into its script. Each rendered
-// script is logged with the machine, its state and the script chosen.
+// to max_discovered and at most discovery_per_minute new ones a minute; under discovery
+// "approve" it then waits for an operator); a failed machine may get a bounded automatic retry
+// deployment; a deploying machine gets its deployment's boot ticket in its script (the same
+// on every fetch: it opens one agent session, bound at first use, see api/agent.cc). A script
+// fetch is not an agent boot: boots are counted when an agent opens its session. Each
+// rendered script is logged with the machine, its state and the script chosen.
 //
 // It reaches machines, deployments and leases only through the interfaces of provision/ports.h.
 #pragma once
@@ -16,7 +18,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "boot/artifacts.h"
 #include "boot/script.h"
@@ -48,16 +49,19 @@ struct BootOptions {
   int retries = 2;               // automatic retries of a failed deployment (0: none)
   bool discover_unknown = true;  // register unknown MACs as discovered and boot discovery
   int max_discovered = 10'000;   // stop registering unknown MACs past this many discovered
-  std::string scripts_dir;       // optional overrides of ipxe-scripts/*.ipxe
+  // "open": a registered machine boots into discovery at once; "approve": it waits (the wait
+  // script) until an operator approves it (POST /api/v1/machines/{id}/approve).
+  std::string discovery = "open";
+  // New machines registered per minute at most (a token bucket of this size, refilled
+  // continuously); past it unknown MACs get no script until the bucket refills. 0: no limit.
+  int discovery_per_minute = 60;
+  std::string scripts_dir;  // optional overrides of ipxe-scripts/*.ipxe
   // A MAC holding a bound lease from kilnd's DHCP gets its script only at (one of) its leased
   // addresses: nobody else on the network can fetch its agent token or act in its name. A MAC
   // without a lease (proxy mode, another DHCP server, a relay kilnd does not lease for) is
   // served to any address.
   bool bind_to_lease = true;
-  // A deployment whose agent has booted this many times without a result is failed (then
-  // retried, bounded by `retries`): a crashing agent does not loop forever.
-  int max_agent_boots = 5;
-  std::chrono::milliseconds token_ttl{6 * 3600 * 1000};
+  std::chrono::milliseconds token_ttl{6 * 3600 * 1000};  // a boot ticket's lifetime
 };
 
 class BootService {
@@ -84,9 +88,8 @@ class BootService {
   // The machine owning `mac`, registered now (second: true) when unknown and discovery allows.
   Result<std::pair<proto::Machine, bool>> identify(const std::string& mac,
                                                    const boot::Requester& who);
-  // Counts an agent boot of the machine's active deployment; past the limit fails it and
-  // returns the machine as it is then.
-  Result<proto::Machine> enforce_agent_boot_limit(const std::string& mac, proto::Machine machine);
+  // One token from the discovery bucket; false when it is empty.
+  bool take_discovery_token();
   // A failed machine without an active deployment: starts (or joins) a bounded retry and
   // updates `machine` and `st`, or sets the script's reason. Returns a note for the log line.
   std::string retry(proto::Machine& machine, boot::MachineBootState& st,
@@ -96,8 +99,6 @@ class BootService {
                           boot::Templates::Vars& vars);
 
   std::string server_url() const;
-  // Counts a deploy script rendered for `deployment_id` (an agent boot); returns the count.
-  int agent_boots(std::int64_t deployment_id);
 
   BootOptions options_;
   mutable std::mutex url_mu_;  // options_.server_url may be set after serving started
@@ -108,8 +109,9 @@ class BootService {
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
   boot::Templates templates_ = boot::Templates::embedded();
-  std::mutex boots_mu_;
-  std::unordered_map<std::int64_t, int> boots_;  // deployment id -> deploy scripts rendered
+  std::mutex bucket_mu_;
+  double bucket_ = -1;  // discovery tokens left (-1: full, not yet used)
+  std::int64_t bucket_at_ms_ = 0;
 };
 
 }  // namespace kiln::provision

@@ -25,10 +25,12 @@ class MachineDirectory {
   // The live machine that owns `mac` (canonical, lower-case). kNotFound when none does.
   virtual Result<proto::Machine> find_by_mac(const std::string& mac) = 0;
   // The machine that owns `mac`; an unknown MAC is registered now as `discovered` (no name,
-  // no labels), recorded as done by `who`. Returns the machine and whether it was created now
-  // (false: another request registered it first).
+  // no labels), recorded as done by `who`, waiting for an operator's approval unless
+  // `approved`. Returns the machine and whether it was created now (false: another request
+  // registered it first).
   virtual Result<std::pair<proto::Machine, bool>> discover(const std::string& mac,
-                                                           const std::string& who) = 0;
+                                                           const std::string& who,
+                                                           bool approved) = 0;
   // The live machine `id`. kNotFound when it does not exist (or was deleted).
   virtual Result<proto::Machine> get(std::int64_t id) = 0;
   // How many live machines are in state `discovered` now.
@@ -41,16 +43,12 @@ class DeploymentLedger {
   virtual ~DeploymentLedger() = default;
   // Deployment `id`. kNotFound when it does not exist.
   virtual Result<proto::Deployment> get(std::int64_t id) = 0;
-  // A fresh bearer token for the agent of the active deployment `deployment_id`, valid until
-  // `expires_at_ms` (ms since the epoch) or until the deployment ends, whichever is first; it
-  // replaces any older one. kNotFound: no such deployment; conflict: it is not active.
-  virtual Result<std::string> mint_agent_token(std::int64_t deployment_id,
-                                               std::int64_t expires_at_ms) = 0;
-  // Records a progress report, or the deployment's end when `report.result` is set (a failed
-  // result with `report.reason` fails the deployment and its machine). Returns the deployment
-  // as it now is. kNotFound: no such deployment; conflict: it has already ended.
-  virtual Result<proto::Deployment> report(std::int64_t deployment_id,
-                                           const proto::AgentReport& report) = 0;
+  // The boot ticket of the active deployment `deployment_id`: the same one on every call while
+  // it is valid (a new one, valid until `expires_at_ms`, when there is none). It only opens an
+  // agent session, bound at first use to the agent's address. kNotFound: no such deployment;
+  // conflict: it is not active.
+  virtual Result<std::string> agent_ticket(std::int64_t deployment_id,
+                                           std::int64_t expires_at_ms) = 0;
   // Retries a failed machine: when its latest deployment failed and fewer than
   // `max_attempts` deployments of that version failed in a row (counting back to the last one
   // not requested by `who`), starts a new deployment of the same version requested by `who`

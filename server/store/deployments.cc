@@ -27,7 +27,9 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
   Transaction tx(db);
   auto target = load_image_version(db, req.image, req.version);
   if (!target) return image_not_found(req.image, req.version);
-  std::string sql = "SELECT m.id FROM machines m WHERE m.deleted_at IS NULL";
+  // Machines awaiting approval are not part of any selection: a stray MAC on the network must
+  // not block (or join) a fleet-wide assignment.
+  std::string sql = "SELECT m.id FROM machines m WHERE m.deleted_at IS NULL AND m.approved = 1";
   std::vector<Bind> binds;
   append_machine_filter(selector, std::nullopt, sql, binds);
   sql += " ORDER BY m.id";
@@ -155,42 +157,6 @@ Result<Deployment> Store::get_deployment(std::int64_t id) {
   auto d = load_deployment(*db, id);
   if (!d) return make_error(Errc::kNotFound, "deployment " + std::to_string(id) + " not found");
   return std::move(*d);
-}
-
-Result<std::string> Store::mint_agent_token(std::int64_t deployment_id,
-                                            std::int64_t expires_at_ms) {
-  std::lock_guard lock(write_mu_);
-  Db& db = *writer_;
-  Transaction tx(db);
-  auto d = load_deployment(db, deployment_id);
-  if (!d) {
-    return make_error(Errc::kNotFound,
-                      "deployment " + std::to_string(deployment_id) + " not found");
-  }
-  if (!proto::is_active(d->status)) {
-    return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) + " is " +
-                                           proto::to_string(d->status) + "; no agent token");
-  }
-  std::string token = "kilnagent_" + random_hex(20);
-  db.prepare("UPDATE deployments SET agent_token_hash = ?, agent_token_expires_at = ? WHERE id = ?")
-      .bind(1, sha256_hex(token))
-      .bind(2, expires_at_ms)
-      .bind(3, deployment_id)
-      .run();
-  tx.commit();
-  return token;
-}
-
-Result<Deployment> Store::authenticate_agent(const std::string& token) {
-  auto db = reader();
-  auto s = db->prepare(std::string("SELECT id, agent_token_expires_at FROM deployments WHERE "
-                                   "agent_token_hash = ? AND status IN ") +
-                       kActive);
-  s.bind(1, sha256_hex(token));
-  if (!s.step() || s.int64(1) <= clock_.now_ms()) {
-    return make_error(Errc::kUnauthorized, "unknown, expired or finished deployment token");
-  }
-  return std::move(*load_deployment(*db, s.int64(0)));
 }
 
 Result<Deployment> Store::report_progress(std::int64_t deployment_id, const AgentReport& r) {

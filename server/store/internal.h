@@ -64,7 +64,8 @@ inline void append_machine_filter(const proto::Selector& selector,
 
 inline constexpr char kMachineSelect[] =
     "SELECT m.id, m.name, m.uuid, m.state, m.state_reason, m.inventory, m.created_at, "
-    "m.updated_at, cv.id, cv.name, cv.version, d.id, av.id, av.name, av.version, m.ipv4 "
+    "m.updated_at, cv.id, cv.name, cv.version, d.id, av.id, av.name, av.version, m.ipv4, "
+    "m.approved "
     "FROM machines m "
     "LEFT JOIN image_versions cv ON cv.id = m.current_version_id "
     "LEFT JOIN deployments d ON d.machine_id = m.id AND d.status IN ('pending', 'running') "
@@ -85,6 +86,7 @@ inline Machine machine_from_row(const Stmt& s) {
   m.current_version = version_ref(s, 8);
   m.active_deployment_id = s.opt_int64(11);
   m.assigned_version = version_ref(s, 12);
+  m.approved = s.int64(16) != 0;
   return m;
 }
 
@@ -243,11 +245,17 @@ inline std::optional<ActiveDeployment> active_deployment(Db& db, std::int64_t ma
 inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
                                           const ImageVersion& target, const AssignRequest& req,
                                           std::string_view kind) {
-  auto m =
-      db.prepare("SELECT current_version_id FROM machines WHERE id = ? AND deleted_at IS NULL");
+  auto m = db.prepare(
+      "SELECT current_version_id, approved FROM machines WHERE id = ? AND deleted_at IS NULL");
   m.bind(1, machine_id);
   if (!m.step()) return machine_not_found(machine_id);
   const std::optional<std::int64_t> from = m.opt_int64(0);
+  if (m.int64(1) == 0) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
+                                           " awaits an operator's approval (POST "
+                                           "/api/v1/machines/" +
+                                           std::to_string(machine_id) + "/approve)");
+  }
 
   AssignOutcome out;
   if (auto active = active_deployment(db, machine_id)) {

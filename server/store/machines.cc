@@ -39,14 +39,15 @@ Result<Machine> Store::create_machine(const NewMachine& nm, const std::string& w
     }
   }
   db.prepare(
-        "INSERT INTO machines (name, uuid, ipv4, state, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)")
+        "INSERT INTO machines (name, uuid, ipv4, state, created_at, updated_at, approved) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)")
       .bind(1, nm.name)
       .bind(2, nm.uuid)
       .bind(3, nm.ipv4)
       .bind(4, proto::to_string(nm.state))
       .bind(5, now)
       .bind(6, now)
+      .bind(7, std::int64_t{nm.approved ? 1 : 0})
       .run();
   const std::int64_t id = db.last_insert_rowid();
   int pos = 0;
@@ -179,11 +180,12 @@ Status Store::delete_machine(std::int64_t id, bool force, const std::string& who
 // --- the boot path ----------------------------------------------------------------------------
 
 Result<std::pair<Machine, bool>> Store::discover_machine(const std::string& mac,
-                                                         const std::string& who) {
+                                                         const std::string& who, bool approved) {
   if (auto m = find_machine_by_mac(mac)) return std::pair{std::move(*m), false};
   NewMachine nm;
   nm.macs = {mac};
   nm.state = MachineState::kDiscovered;
+  nm.approved = approved;
   auto created = create_machine(nm, who);
   if (created) return std::pair{std::move(*created), true};
   // Lost a race with another request for the same MAC: that one registered it.
@@ -191,6 +193,25 @@ Result<std::pair<Machine, bool>> Store::discover_machine(const std::string& mac,
     if (auto m = find_machine_by_mac(mac)) return std::pair{std::move(*m), false};
   }
   return created.error();
+}
+
+Result<Machine> Store::approve_machine(std::int64_t id, const std::string& who) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto m = load_machine(db, id);
+  if (!m) return machine_not_found(id);
+  if (!m->approved) {
+    db.prepare("UPDATE machines SET approved = 1, updated_at = ? WHERE id = ?")
+        .bind(1, now)
+        .bind(2, id)
+        .run();
+    append_event(db, now, "machine.approved", id, std::nullopt, {{"by", who}});
+    m = load_machine(db, id);
+  }
+  tx.commit();
+  return std::move(*m);
 }
 
 Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::json& inventory,
@@ -201,15 +222,36 @@ Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::
   const auto now = clock_.now_ms();
   Transaction tx(db);
   auto s = db.prepare(
-      "SELECT m.id, m.state FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id "
-      "WHERE mm.mac = ? AND m.deleted_at IS NULL");
+      "SELECT m.id, m.state, m.approved FROM machine_macs mm "
+      "JOIN machines m ON m.id = mm.machine_id WHERE mm.mac = ? AND m.deleted_at IS NULL");
   s.bind(1, mac);
   if (!s.step()) return make_error(Errc::kNotFound, "no machine with MAC " + mac);
   const std::int64_t id = s.int64(0);
   const std::string state = s.text(1);
+  if (s.int64(2) == 0) {
+    return make_error(Errc::kConflict, "machine " + std::to_string(id) +
+                                           " awaits an operator's approval; no inventory yet");
+  }
   if (state != "discovered") {
     return make_error(Errc::kConflict, "machine " + std::to_string(id) + " is " + state +
                                            "; inventory is taken only while it is discovered");
+  }
+  // The report is not authenticated: a MAC another machine owns is never moved or shared, and
+  // a report that claims one is refused whole (and recorded), not quietly trimmed.
+  for (const auto& other : other_macs) {
+    auto owner = db.prepare(
+        "SELECT mm.machine_id FROM machine_macs mm JOIN machines m ON m.id = mm.machine_id "
+        "WHERE mm.mac = ?");
+    owner.bind(1, other);
+    if (owner.step() && owner.int64(0) != id) {
+      const std::int64_t owner_id = owner.int64(0);
+      // The refusal outlives the refused report: an event an operator can alert on.
+      append_event(db, now, "machine.inventory_refused", id, std::nullopt,
+                   {{"mac", mac}, {"claimed_mac", other}, {"owner", owner_id}});
+      tx.commit();
+      return make_error(Errc::kConflict, "MAC " + other + " belongs to machine " +
+                                             std::to_string(owner_id) + "; inventory refused");
+    }
   }
   db.prepare(
         "UPDATE machines SET inventory = ?, state = 'ready', state_reason = '', updated_at = ? "
@@ -218,14 +260,11 @@ Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::
       .bind(2, now)
       .bind(3, id)
       .run();
-  std::vector<std::string> added, skipped;
+  std::vector<std::string> added;
   for (const auto& other : other_macs) {
     auto owner = db.prepare("SELECT machine_id FROM machine_macs WHERE mac = ?");
     owner.bind(1, other);
-    if (owner.step()) {
-      if (owner.int64(0) != id) skipped.push_back(other);
-      continue;
-    }
+    if (owner.step()) continue;  // already this machine's
     db.prepare(
           "INSERT INTO machine_macs (mac, machine_id, position) VALUES (?, ?, "
           "(SELECT COALESCE(MAX(position), -1) + 1 FROM machine_macs WHERE machine_id = ?))")
@@ -235,9 +274,8 @@ Result<Machine> Store::record_inventory(const std::string& mac, const nlohmann::
         .run();
     added.push_back(other);
   }
-  append_event(
-      db, now, "machine.inventory", id, std::nullopt,
-      {{"mac", mac}, {"from_state", state}, {"macs_added", added}, {"macs_skipped", skipped}});
+  append_event(db, now, "machine.inventory", id, std::nullopt,
+               {{"mac", mac}, {"from_state", state}, {"macs_added", added}});
   auto m = load_machine(db, id);
   tx.commit();
   return std::move(*m);

@@ -51,6 +51,13 @@ struct NewMachine {
   std::string name;
   std::map<std::string, std::string> labels;
   proto::MachineState state = proto::MachineState::kReady;
+  bool approved = true;
+};
+
+struct AgentSession {
+  Deployment deployment;
+  std::string token;  // the session's bearer token, shown once
+  int boot = 0;       // which agent boot of the deployment this is (1 = first)
 };
 
 struct MachineFilter {
@@ -138,21 +145,47 @@ class Store {
   Result<AssignOutcome> rollback(std::int64_t machine_id, const std::string& who);
   Result<std::vector<Deployment>> list_deployments(std::int64_t machine_id);
   Result<Deployment> get_deployment(std::int64_t id);
-  // Mints a fresh bearer token for the agent of an active deployment, valid until
-  // `expires_at_ms` or until the deployment ends, whichever is first. Replaces any older one.
-  Result<std::string> mint_agent_token(std::int64_t deployment_id, std::int64_t expires_at_ms);
-  // The active deployment an agent token belongs to (unauthorized if unknown/expired/ended).
-  Result<Deployment> authenticate_agent(const std::string& token);
+  // --- agent sessions (agent_sessions.cc) ---
+  // The boot ticket of an active deployment, printed into its iPXE script: the same ticket for
+  // every fetch while it is valid (minted now, valid until `expires_at_ms`, when there is none).
+  Result<std::string> agent_ticket(std::int64_t deployment_id, std::int64_t expires_at_ms);
+  // An operator's fresh ticket: replaces the old one, ends the running agent session and
+  // unbinds the deployment from its address (recorded as agent.ticket_reissued).
+  Result<std::string> reissue_agent_ticket(std::int64_t deployment_id, std::int64_t expires_at_ms,
+                                           const std::string& who);
+  // Opens an agent session with a boot ticket from `address`: the first one binds the
+  // deployment to that address; later ones must come from it (forbidden otherwise, recorded as
+  // agent.session_refused) and replace the session token. Each counts as an agent boot; past
+  // `max_boots` the deployment is failed instead (conflict). Unauthorized: an unknown,
+  // expired or finished ticket.
+  Result<AgentSession> open_agent_session(const std::string& ticket, const std::string& address,
+                                          int max_boots, std::int64_t expires_at_ms);
+  // The active deployment an agent session token belongs to: unauthorized if unknown, expired
+  // or ended; forbidden from another address than the session's.
+  Result<Deployment> authenticate_agent(const std::string& token, const std::string& address);
+  // Notes that the deployment's manifest was served to its current session; manifest_served()
+  // says whether it was (a success report without it is no proof).
+  Status mark_manifest_served(std::int64_t deployment_id);
+  bool manifest_served(std::int64_t deployment_id);
+  // Records a success report refused for want of proof (deployment.result_refused).
+  Status record_refused_result(std::int64_t deployment_id, const std::string& address,
+                               const std::string& why);
   Result<Deployment> report_progress(std::int64_t deployment_id, const AgentReport& report);
 
   // --- the boot path ---
   // The machine that owns `mac`; an unknown MAC is registered as `discovered` (no name, no
-  // labels) by `who`. Returns the machine and whether it was created now.
-  Result<std::pair<Machine, bool>> discover_machine(const std::string& mac, const std::string& who);
+  // labels) by `who`, waiting for approval unless `approved`. Returns the machine and whether
+  // it was created now.
+  Result<std::pair<Machine, bool>> discover_machine(const std::string& mac, const std::string& who,
+                                                    bool approved = true);
+  // Approves a machine registered under boot.discovery = approve (idempotent).
+  Result<Machine> approve_machine(std::int64_t id, const std::string& who);
   // Stores what the discovery agent found (a JSON object) and moves a `discovered` machine to
   // `ready`. In any other state the report is refused (conflict): it is not authenticated.
   // `other_macs` (the machine's other NICs, canonical) are added to the machine, so it is
-  // recognized whichever NIC it boots from next; one already registered elsewhere is skipped.
+  // recognized whichever NIC it boots from next; a report claiming a MAC another machine owns
+  // is refused whole (conflict) and recorded as a machine.inventory_refused event. A machine
+  // awaiting approval takes no inventory (conflict).
   Result<Machine> record_inventory(const std::string& mac, const nlohmann::json& inventory,
                                    const std::vector<std::string>& other_macs = {});
   // Retries a failed machine: when its latest deployment failed and fewer than

@@ -3,7 +3,7 @@
 # deploy, delta redeploy and rollback, faults on the wire (bit flips, 500s, truncated bodies,
 # wrong Content-Length, stalls; via tests/tools/chaos_proxy), a corrupt chunk in the server's
 # store, kilnd killed and restarted mid-deploy, the agent killed and restarted mid-deploy, and
-# refusals (an untrusted or malformed signature, a disk too small, a bad token) reported to kilnd.
+# refusals (an untrusted or malformed signature, a disk too small, a bad ticket) reported to kilnd.
 source "$(dirname "$0")/lib.sh"
 AGENT=$KILN_BUILD/kiln-agent
 PROXY=$KILN_BUILD/chaos_proxy
@@ -39,18 +39,18 @@ truncate -s 64M disk.img   # the image's size: the device must equal the image b
 LOOP=$(losetup -f --show disk.img)
 CLEANUP_CMDS+=("losetup -d $LOOP")
 
-# assign VERSION — (re)assigns the machine and mints the agent token: sets DEP and AT.
+# assign VERSION — (re)assigns the machine and reissues the boot ticket: sets DEP and AT.
 assign() {
   api PUT /api/v1/machines/1/assignment "{\"image\":\"os\",\"version\":\"$1\",\"force\":true}"
   DEP=$(jqb .id)
-  api POST "/api/v1/deployments/$DEP/agent-token"
-  AT=$(jqb .token)
+  api POST "/api/v1/deployments/$DEP/agent-ticket"
+  AT=$(jqb .ticket)
 }
 # agent SERVER_URL [args] — runs the agent against the loop device; sets RC; log in agent.log.
 agent() {
   local server=$1; shift
   RC=0
-  "$AGENT" --server "$server" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
+  "$AGENT" --server "$server" --ticket "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
     --timeout-ms 1500 --backoff-ms 50 "$@" >agent.log 2>&1 || RC=$?
 }
 fetched_mib() { grep -o 'fetched [0-9.]* MiB' agent.log | tail -1 | awk '{print $2}'; }
@@ -78,7 +78,7 @@ BIG=$(losetup -f --show big.img)
 CLEANUP_CMDS+=("losetup -d $BIG")
 assign 1
 RC=0
-"$AGENT" --server "$URL" --token "$AT" --disk "$BIG" --trust-key signer.pub.pem --after none >agent.log 2>&1 || RC=$?
+"$AGENT" --server "$URL" --ticket "$AT" --disk "$BIG" --trust-key signer.pub.pem --after none >agent.log 2>&1 || RC=$?
 expect_eq "$RC" 0 "deploy onto a larger disk"
 sfdisk -V "$BIG" >verify.out 2>&1 && ok || fail "sfdisk verifies the relocated GPT: $(cat verify.out)"
 sfdisk -l "$BIG" 2>&1 | grep -q "not on the end" && fail "backup GPT not at the disk's end" || ok
@@ -103,7 +103,7 @@ log "upgrade fetched $up MiB of $full"
 [[ $(echo "$up < $full * 0.15" | bc) == 1 ]] && ok || fail "upgrade fetched $up MiB, full is $full"
 api POST /api/v1/machines/1/rollback
 expect_status 201 "rollback"
-DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
 agent "$URL"
 expect_eq "$RC" 0 "rollback deploy"
 disk_is v1.raw && ok || fail "rolled back to version 1"
@@ -166,7 +166,7 @@ cp chunk.orig "$file"
 wipe
 assign 1
 start_proxy --delay-ms 80
-"$AGENT" --server "$PURL" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
+"$AGENT" --server "$PURL" --ticket "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
   --timeout-ms 1500 --backoff-ms 100 >agent.log 2>&1 &
 APID=$!
 KILND_PIDS+=("$APID")
@@ -186,7 +186,7 @@ expect_eq "$STATUS_NOW" succeeded "result recorded by the restarted kilnd"
 wipe
 assign 2
 start_proxy --delay-ms 80
-"$AGENT" --server "$PURL" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
+"$AGENT" --server "$PURL" --ticket "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none \
   --workers 2 >agent.log 2>&1 &
 APID=$!
 KILND_PIDS+=("$APID")
@@ -214,7 +214,7 @@ for f in v1.raw.zst v2.raw.gz v1.raw.xz v2.raw; do
     --size $((64 << 20)) --format "$fmt" >/dev/null
   wipe
   api PUT /api/v1/machines/1/assignment "{\"image\":\"ext\",\"version\":\"$n\",\"force\":true}"
-  DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+  DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
   agent "$URL"
   expect_eq "$RC" 0 "external $fmt image deployed: $(tail -2 agent.log)"
   disk_is "$src" && ok || fail "the device holds $src after streaming $f"
@@ -226,7 +226,7 @@ done
   --size $((64 << 20)) --format raw.zst >/dev/null
 wipe
 api PUT /api/v1/machines/1/assignment '{"image":"ext","version":"bad","force":true}'
-DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
 agent "$URL"
 expect_eq "$RC" 1 "a hash mismatch fails the external deployment"
 deployment_status
@@ -237,7 +237,7 @@ cmp -s <(head -c 1M "$LOOP") <(head -c 1M /dev/zero) && ok || fail "no partition
 "$KILN" image register ext short --url "$URL/files/v2.raw" --sha256 "$(sha256sum <v2.raw | cut -d' ' -f1)" \
   --size $((32 << 20)) >/dev/null
 api PUT /api/v1/machines/1/assignment '{"image":"ext","version":"short","force":true}'
-DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-token"; AT=$(jqb .token)
+DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
 agent "$URL"
 expect_eq "$RC" 1 "a stream longer than registered fails"
 grep -q "more than the registered" agent.log && ok || fail "size mismatch explained: $(tail -2 agent.log)"
@@ -245,7 +245,7 @@ grep -q "more than the registered" agent.log && ok || fail "size mismatch explai
 # --- refusals before the disk is touched ---------------------------------------------------
 assign 1
 "$KILN" key generate --out stranger >/dev/null
-rc=0; "$AGENT" --server "$URL" --token "$AT" --disk "$LOOP" --trust-key stranger.pub.pem --after none >agent.log 2>&1 || rc=$?
+rc=0; "$AGENT" --server "$URL" --ticket "$AT" --disk "$LOOP" --trust-key stranger.pub.pem --after none >agent.log 2>&1 || rc=$?
 expect_eq "$rc" 1 "untrusted signature refused"
 grep -q "signature" agent.log && ok || fail "signature failure explained: $(cat agent.log)"
 deployment_status
@@ -254,7 +254,7 @@ expect_eq "$STATUS_NOW" failed "signature failure reported"
 # reason names the header, never a crash that leaves kilnd waiting.
 assign 1
 start_proxy --bad-signature 1
-rc=0; "$AGENT" --server "$PURL" --token "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none >agent.log 2>&1 || rc=$?
+rc=0; "$AGENT" --server "$PURL" --ticket "$AT" --disk "$LOOP" --trust-key signer.pub.pem --after none >agent.log 2>&1 || rc=$?
 stop_proxy
 expect_eq "$(grep -c '^chaos_proxy: non-hex Kiln-Signature' proxy.log)" 1 "the proxy rewrote the signature header"
 expect_eq "$rc" 1 "a non-hex Kiln-Signature fails the deployment: $(tail -2 agent.log)"
@@ -266,10 +266,10 @@ truncate -s 32M small.img
 SMALL=$(losetup -f --show small.img)
 CLEANUP_CMDS+=("losetup -d $SMALL")
 assign 1
-rc=0; "$AGENT" --server "$URL" --token "$AT" --disk "$SMALL" --trust-key signer.pub.pem --after none >agent.log 2>&1 || rc=$?
+rc=0; "$AGENT" --server "$URL" --ticket "$AT" --disk "$SMALL" --trust-key signer.pub.pem --after none >agent.log 2>&1 || rc=$?
 expect_eq "$rc" 1 "a disk too small is refused"
 grep -q "the image needs" agent.log && ok || fail "preflight explained: $(cat agent.log)"
 cmp -s "$SMALL" small.img && ok || fail "the small disk was not touched"
-rc=0; "$AGENT" --server "$URL" --token nope --disk "$LOOP" --trust-key signer.pub.pem >agent.log 2>&1 || rc=$?
-expect_eq "$rc" 1 "a bad token is refused"
+rc=0; "$AGENT" --server "$URL" --ticket nope --disk "$LOOP" --trust-key signer.pub.pem >agent.log 2>&1 || rc=$?
+expect_eq "$rc" 1 "a bad ticket is refused"
 finish

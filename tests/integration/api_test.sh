@@ -154,14 +154,20 @@ finish_deployment() {
   api GET /api/v1/machines/$1
   local dep
   dep=$(jqb .assignment.deployment_id)
-  api POST /api/v1/deployments/$dep/agent-token
-  expect_status 201 "mint agent token"
-  local agent
-  agent=$(jqb .token)
+  agent_session "$dep"
+  expect_status 201 "agent session"
+  local agent=$SESSION
   TOKEN=$agent api POST /api/v1/agent/progress '{"stage":"writing","bytes_done":512,"bytes_total":1024,"detail":{"rate_bps":1000}}'
   expect_status 200 "agent progress"
   expect_eq "$(jqb .status)" running "running after first report"
-  local body='{"status":"succeeded","bytes_done":1024,"bytes_total":1024}'
+  # A success without proof, or with a proof that does not match the image, is refused.
+  if [[ $2 == succeeded ]]; then
+    TOKEN=$agent api POST /api/v1/agent/result '{"status":"succeeded"}'
+    expect_status 422 "a success without proof"
+    TOKEN=$agent api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"proof\":$(external_proof "$(printf 'b%.0s' $(seq 64))" 1048576)}"
+    expect_status 422 "a success proving another image"
+  fi
+  local body="{\"status\":\"succeeded\",\"bytes_done\":1024,\"bytes_total\":1024,\"proof\":$(external_proof "$SHA" 1048576)}"
   [[ $2 == failed ]] && body='{"status":"failed","reason":"no disk found"}'
   TOKEN=$agent api POST /api/v1/agent/result "$body"
   expect_status 200 "agent result"

