@@ -68,11 +68,11 @@ check() { # check SHA LABEL — the device holds the image
   got=$(head -c "$bytes" "$DEV" | sha256sum | cut -d' ' -f1)
   [[ "$got" == "$1" ]] || die "$2 left the wrong bytes on the device"
 }
-token_for() { # token_for VERSION — assigns and mints an agent token
+token_for() { # token_for VERSION — assigns and reissues the boot ticket
   local dep
   dep=$(curl -sf -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     -d "{\"image\":\"bench\",\"version\":\"$1\",\"force\":true}" "$KILND_URL/api/v1/machines/1/assignment" | jq -r .id)
-  curl -sf -X POST -H "Authorization: Bearer $TOKEN" "$KILND_URL/api/v1/deployments/$dep/agent-token" | jq -r .token
+  curl -sf -X POST -H "Authorization: Bearer $TOKEN" "$KILND_URL/api/v1/deployments/$dep/agent-ticket" | jq -r .ticket
 }
 secs() { # secs CMD... — wall seconds of a shell command line
   local t0 t1
@@ -81,7 +81,7 @@ secs() { # secs CMD... — wall seconds of a shell command line
   t1=$(date +%s%N)
   echo "scale=3; ($t1 - $t0) / 1000000000" | bc
 }
-agent_cmd() { echo "$AGENT --server $KILND_URL --token $1 --disk $DEV --trust-key $WORK/signer.pub.pem --after none ${2:-}"; }
+agent_cmd() { echo "$AGENT --server $KILND_URL --ticket $1 --disk $DEV --trust-key $WORK/signer.pub.pem --after none ${2:-}"; }
 
 cat "$WORK/disk.raw" "$WORK/var/files/disk.raw.zst" >/dev/null
 declare -A T

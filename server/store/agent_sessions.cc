@@ -64,7 +64,8 @@ Result<std::string> Store::reissue_agent_ticket(std::int64_t deployment_id,
   // session may come from any address.
   db.prepare(
         "UPDATE deployments SET agent_ticket = ?, agent_ticket_expires_at = ?, "
-        "agent_token_hash = NULL, agent_token_expires_at = NULL, agent_address = NULL "
+        "agent_token_hash = NULL, agent_token_expires_at = NULL, agent_address = NULL, "
+        "agent_boots = 0 "
         "WHERE id = ?")
       .bind(1, ticket)
       .bind(2, expires_at_ms)

@@ -149,8 +149,9 @@ class Store {
   // The boot ticket of an active deployment, printed into its iPXE script: the same ticket for
   // every fetch while it is valid (minted now, valid until `expires_at_ms`, when there is none).
   Result<std::string> agent_ticket(std::int64_t deployment_id, std::int64_t expires_at_ms);
-  // An operator's fresh ticket: replaces the old one, ends the running agent session and
-  // unbinds the deployment from its address (recorded as agent.ticket_reissued).
+  // An operator's fresh ticket: replaces the old one, ends the running agent session,
+  // unbinds the deployment from its address and restarts its count of agent boots (recorded
+  // as agent.ticket_reissued).
   Result<std::string> reissue_agent_ticket(std::int64_t deployment_id, std::int64_t expires_at_ms,
                                            const std::string& who);
   // Opens an agent session with a boot ticket from `address`: the first one binds the

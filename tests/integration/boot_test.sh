@@ -115,6 +115,9 @@ expect_status 403 "the (public) ticket from another address"
 [[ -z $SESSION ]] && ok || fail "a session token was handed to another address"
 as 127.0.0.2 "$S1" GET /api/v1/agent/deployment
 expect_status 403 "the session token from another address"
+STATUS=$(curl -s -o /dev/null -w '%{http_code}' --interface 127.0.0.2 -H "Kiln-Peer: 127.0.0.1" \
+  -H "Authorization: Bearer $S1" "$URL/api/v1/agent/deployment")
+expect_eq "$STATUS" 403 "a client-sent Kiln-Peer header is not believed"
 TOKEN=$S1 api POST /api/v1/agent/progress '{"stage":"writing","bytes_done":1024,"bytes_total":4096}'
 expect_status 200 "the running agent is untouched"
 expect_eq "$(events_of agent.session_refused | jq -r '.[0].data.address')" 127.0.0.2 \
