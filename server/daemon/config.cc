@@ -633,6 +633,9 @@ void check(const Config& c) {
   if (c.dhcp_mode != "off" && c.dhcp.interfaces.empty()) {
     refuse("dhcp.interfaces must name the interfaces to serve");
   }
+  if (c.dhcp.new_lease_rate != 0 && c.dhcp.new_lease_burst < 1) {
+    refuse("dhcp.new_lease_burst must be >= 1 (or dhcp.new_lease_rate 0: unlimited)");
+  }
 }
 
 const ConfigField* find_field(std::string_view key) {
