@@ -77,6 +77,8 @@ echo "== $CLIENTS simulated clients (perfdhcp -R), $STEP_S s per rate step, over
 cat >"$WORK/kilnd.json" <<JSON
 { "log_level": "warn",
   "dhcp": { "mode": "authoritative", "interfaces": ["kbd-s"],
+    // perfdhcp plays a relay (giaddr 10.77.0.2); the new-lease rate limits would cap the sweep.
+    "relays": ["10.77.0.2"], "new_lease_rate": 0, "new_lease_rate_per_mac": 0,
     "subnets": [ { "subnet": "10.77.0.0/16", "pool": "$POOL_FIRST-$POOL_LAST",
                    "router": "10.77.0.1", "lease_time_s": 3600 } ] } }
 JSON

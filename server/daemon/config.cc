@@ -520,6 +520,33 @@ std::vector<ConfigField> make_fields() {
       "dhcp.decline_quarantine_s", "a DECLINEd address is not handed out for this long",
       [](auto& c) -> auto& { return c.dhcp.decline_quarantine_s; }));
   f.push_back(ConfigField{
+      .key = "dhcp.relays",
+      .type = "a list of IPv4 addresses",
+      .doc = "relayed requests (giaddr) are served only from these source addresses",
+      .parse =
+          [](const json& v, Config& c) {
+            auto relays = as<std::vector<std::string>>(v, "dhcp.relays");
+            for (const auto& r : relays) {
+              if (!dhcp::parse_ipv4(r)) refuse("dhcp.relays: bad IPv4 address '" + r + "'");
+            }
+            c.dhcp.relays = std::move(relays);
+          },
+      .dump = [](const Config& c) { return json(c.dhcp.relays); },
+      .example = json::array({"10.0.1.1"}),
+  });
+  f.push_back(value(
+      "dhcp.known_only", "only machines kiln knows (by MAC) get leases",
+      [](auto& c) -> auto& { return c.dhcp.known_only; }));
+  f.push_back(value(
+      "dhcp.new_lease_rate", "new leases a minute, all clients together; 0 = unlimited",
+      [](auto& c) -> auto& { return c.dhcp.new_lease_rate; }));
+  f.push_back(value(
+      "dhcp.new_lease_burst", "new leases at once before dhcp.new_lease_rate applies",
+      [](auto& c) -> auto& { return c.dhcp.new_lease_burst; }));
+  f.push_back(value(
+      "dhcp.new_lease_rate_per_mac", "new leases a minute per MAC (also its burst); 0 = unlimited",
+      [](auto& c) -> auto& { return c.dhcp.new_lease_rate_per_mac; }));
+  f.push_back(ConfigField{
       .key = "dhcp.subnets",
       .type = "a list of subnets",
       .doc = "authoritative mode; relays (giaddr) pick theirs by address",
@@ -613,6 +640,9 @@ void check(const Config& c) {
   }
   if (c.dhcp_mode != "off" && c.dhcp.interfaces.empty()) {
     refuse("dhcp.interfaces must name the interfaces to serve");
+  }
+  if (c.dhcp.new_lease_rate != 0 && c.dhcp.new_lease_burst < 1) {
+    refuse("dhcp.new_lease_burst must be >= 1 (or dhcp.new_lease_rate 0: unlimited)");
   }
 }
 

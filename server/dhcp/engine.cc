@@ -1,5 +1,6 @@
 #include "dhcp/engine.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/hex.h"
@@ -85,7 +86,67 @@ std::vector<Lease> LeaseTable::all() const {
   return out;
 }
 
+// --- TokenBucket --------------------------------------------------------------------------
+
+void TokenBucket::refill(std::int64_t now) {
+  if (now > last_ms_) {
+    tokens_ = std::min<double>(
+        burst_, tokens_ + static_cast<double>(now - last_ms_) * per_minute_ / 60'000.0);
+  }
+  last_ms_ = now;
+}
+
+bool TokenBucket::has(std::int64_t now) {
+  if (unlimited()) return true;
+  refill(now);
+  return tokens_ >= 1.0;
+}
+
+void TokenBucket::take(std::int64_t now) {
+  if (unlimited()) return;
+  refill(now);
+  tokens_ = std::max(0.0, tokens_ - 1.0);
+}
+
+bool TokenBucket::full(std::int64_t now) {
+  refill(now);
+  return unlimited() || tokens_ >= burst_;
+}
+
 // --- Engine -------------------------------------------------------------------------------
+
+bool Engine::from_relay(const RequestContext& ctx) const {
+  return std::find(cfg_.relays.begin(), cfg_.relays.end(), ctx.source) != cfg_.relays.end();
+}
+
+std::string Engine::admit_new_lease(const Packet& req, const std::string& client, const Ipv4& ip,
+                                    std::int64_t now) {
+  if (const Lease* l = leases_.by_client(client); l && l->ip == ip) return "";  // not new
+  const std::string mac = req.mac();
+  auto it = per_mac_.find(mac);
+  if (cfg_.new_lease_rate_per_mac != 0 && it != per_mac_.end() && !it->second.has(now)) {
+    return "rate_limited_mac";
+  }
+  if (!global_.has(now)) return "rate_limited_global";
+  global_.take(now);
+  if (cfg_.new_lease_rate_per_mac == 0) return "";
+  if (it == per_mac_.end()) {
+    // Entries are made only for granted leases (so at most at the global rate) and dropped
+    // once full again: the map stays small whatever a flood of MACs does.
+    if (per_mac_.size() >= 256 && now - pruned_ms_ >= 10'000) {
+      pruned_ms_ = now;
+      for (auto m = per_mac_.begin(); m != per_mac_.end();) {
+        m = m->second.full(now) ? per_mac_.erase(m) : std::next(m);
+      }
+    }
+    it =
+        per_mac_.emplace(mac, TokenBucket(cfg_.new_lease_rate_per_mac, cfg_.new_lease_rate_per_mac))
+            .first;
+    it->second.full(now);  // starts full at `now`
+  }
+  it->second.take(now);
+  return "";
+}
 
 const Subnet* Engine::select_subnet(const Packet& req, const RequestContext& ctx) const {
   const Ipv4 zero{};
@@ -207,7 +268,25 @@ Reply Engine::handle(const Packet& req, const RequestContext& ctx) {
     none.log = "ignored: no DHCP message type (BOOTP is not served)";
     return none;
   }
+  const Ipv4 zero{};
+  auto refuse = [&](std::string reason, std::string why) {
+    Reply r;
+    r.refused = std::move(reason);
+    r.log = "refused: " + why;
+    return r;
+  };
+  const bool relayed = req.giaddr != zero;
+  if (relayed && !from_relay(ctx)) {
+    // A directly attached client setting giaddr would reach another subnet's pool.
+    return refuse("relay_not_allowed", "giaddr " + to_string(req.giaddr) + " from " +
+                                           to_string(ctx.source) + ", which is not in dhcp.relays");
+  }
   if (cfg_.proxy) return handle_proxy(req, ctx);
+  if (cfg_.known_only && !ctx.known &&
+      (type == MessageType::kDiscover || type == MessageType::kRequest ||
+       type == MessageType::kInform)) {
+    return refuse("unknown_client", "MAC " + req.mac() + " is no machine kiln knows (known_only)");
+  }
 
   const Subnet* s = select_subnet(req, ctx);
   if (!s) {
@@ -230,6 +309,12 @@ Reply Engine::handle(const Packet& req, const RequestContext& ctx) {
     leases_.put(l);
     return l;
   };
+  auto limited = [&](const Ipv4& ip) -> std::optional<Reply> {
+    std::string why = admit_new_lease(req, client, ip, now);
+    if (why.empty()) return std::nullopt;
+    return refuse(why, "new lease for " + req.mac() + " over the " +
+                           (why == "rate_limited_mac" ? "per-MAC" : "global") + " rate limit");
+  };
 
   switch (*type) {
     case MessageType::kDiscover: {
@@ -237,6 +322,9 @@ Reply Engine::handle(const Packet& req, const RequestContext& ctx) {
       if (!ip) {
         none.log = "no free address in the pool";
         return none;
+      }
+      if (!(ctx.reserved && *ctx.reserved == *ip)) {
+        if (auto r = limited(*ip)) return *r;
       }
       const Lease* cur = leases_.by_ip(*ip);
       // A bound lease stays bound (and persisted) while the client re-discovers.
@@ -253,9 +341,9 @@ Reply Engine::handle(const Packet& req, const RequestContext& ctx) {
       return addressed(std::move(r), req);
     }
     case MessageType::kRequest: {
-      const Ipv4 zero{};
       const auto sid = req.server_id();
       Ipv4 ip{};
+      bool init_reboot = false;
       if (sid) {
         // SELECTING: the client chose a server.
         if (*sid != cfg_.server_id) {
@@ -274,10 +362,21 @@ Reply Engine::handle(const Packet& req, const RequestContext& ctx) {
         ip = req.ciaddr;  // RENEWING / REBINDING
       } else if (auto want = req.requested_ip()) {
         ip = *want;  // INIT-REBOOT
+        init_reboot = true;
       } else {
         return nak(req, "no requested address");
       }
       if (!s->contains(ip)) return nak(req, "address " + to_string(ip) + " is not on this network");
+      if (init_reboot && !ctx.reserved) {
+        // RFC 2131 4.3.2: without a record of the client the server MUST remain silent (else
+        // a stream of spoofed INIT-REBOOTs binds the whole pool). A reservation is a record.
+        const Lease* rec = leases_.by_client(client);
+        if (!rec) {
+          return refuse("init_reboot_unknown", "INIT-REBOOT for " + to_string(ip) + " from " +
+                                                   req.mac() + ", a client without a lease record");
+        }
+        if (rec->ip != ip) return nak(req, "this client's address is " + to_string(rec->ip));
+      }
       const bool reserved_here = ctx.reserved && *ctx.reserved == ip;
       if (ctx.reserved && !reserved_here) {
         return nak(req, "this machine's address is " + to_string(*ctx.reserved));
@@ -290,8 +389,17 @@ Reply Engine::handle(const Packet& req, const RequestContext& ctx) {
           return nak(req, "address " + to_string(ip) + " is reserved");
         }
       }
+      if (!reserved_here) {
+        if (auto r = limited(ip)) return *r;
+      }
       Reply r;
-      r.persist = bind(ip, Lease::State::kBound, lease_end);
+      Lease bound = bind(ip, Lease::State::kBound, lease_end);
+      if (req.ciaddr == zero) {
+        // A fresh binding: the client now ARP-checks the address and may DECLINE it.
+        bound.decline_until_ms = now + std::int64_t{cfg_.decline_window_s} * 1000;
+        leases_.put(bound);
+      }
+      r.persist = bound;
       r.packet = base_reply(req, MessageType::kAck);
       r.packet.yiaddr = ip;
       r.packet.ciaddr = req.ciaddr;
@@ -308,16 +416,30 @@ Reply Engine::handle(const Packet& req, const RequestContext& ctx) {
         none.log = "decline of an address not leased to this client ignored";
         return none;
       }
+      // The client declines from 0.0.0.0 (or through its relay) right after the ACK, when its
+      // ARP check finds the address in use; anything else is someone else's DECLINE.
+      const bool fresh = now < l->decline_until_ms;
+      if (!(ctx.source == *ip || (fresh && (ctx.source == zero || relayed)))) {
+        return refuse("decline_not_from_client", "DECLINE of " + to_string(*ip) + " for " +
+                                                     req.mac() + " from " + to_string(ctx.source) +
+                                                     (fresh ? "" : " after the ARP-check window"));
+      }
       Lease d = *l;
       d.state = Lease::State::kDeclined;
       d.expires_ms = now + std::int64_t{cfg_.decline_quarantine_s} * 1000;
       d.updated_ms = now;
+      d.decline_until_ms = 0;
       leases_.put(d);
       none.persist = d;
       none.log = "decline ip=" + to_string(*ip) + " (quarantined: another host uses it)";
       return none;
     }
     case MessageType::kRelease: {
+      // A client releases from its own address (a relay forwards it from a configured one).
+      if (!relayed && ctx.source != req.ciaddr) {
+        return refuse("release_not_from_client", "RELEASE of " + to_string(req.ciaddr) + " for " +
+                                                     req.mac() + " from " + to_string(ctx.source));
+      }
       const Lease* l = leases_.by_ip(req.ciaddr);
       if (!l || l->client != client || l->state != Lease::State::kBound) {
         none.log = "release of an address not leased to this client ignored";

@@ -10,6 +10,14 @@
 // then the pool. Relayed requests (giaddr) are served from the subnet containing giaddr and
 // answered through the relay with option 82 echoed.
 //
+// Hostile clients (issue 14): relayed requests count only from the configured relays' source
+// addresses; an INIT-REBOOT REQUEST from a client without a lease record gets no answer (RFC
+// 2131 4.3.2); RELEASE is honoured only from the client's own address and DECLINE only from it
+// or, as RFC 2131 4.4.1 sends it, from 0.0.0.0 right after the ACK it declines; new leases (a
+// client without a record at the address) cost a token of a global and of a per-MAC bucket,
+// renewals never do; `known_only` serves only the MACs of machines kiln knows. A refused
+// request is silent: Reply::refused names why (a metric label) and Reply::log says it in full.
+//
 // Proxy mode (PXE spec 2.1 proxyDHCP): only PXE/HTTP boot clients get an answer, with boot
 // information and no address; another server hands out addresses.
 #pragma once
@@ -56,6 +64,9 @@ struct Lease {
   State state = State::kOffered;
   std::int64_t expires_ms = 0;  // kOffered/kBound: end of the lease; kDeclined: of quarantine
   std::int64_t updated_ms = 0;
+  // Not persisted: until then a DECLINE from 0.0.0.0 is believed (the client's ARP check after
+  // a fresh ACK); renewals and leases loaded at start have none.
+  std::int64_t decline_until_ms = 0;
 };
 const char* to_string(Lease::State s);
 
@@ -76,6 +87,24 @@ class LeaseTable {
   std::map<std::string, std::uint32_t> by_client_;
 };
 
+// A token bucket: holds up to `burst` tokens, refilled at `per_minute` a minute. per_minute 0
+// means unlimited. Times are the engine's milliseconds; a clock going back refills nothing.
+class TokenBucket {
+ public:
+  TokenBucket(std::uint32_t per_minute, std::uint32_t burst)
+      : per_minute_(per_minute), burst_(burst), tokens_(burst) {}
+  bool unlimited() const { return per_minute_ == 0; }
+  bool has(std::int64_t now);
+  void take(std::int64_t now);
+  bool full(std::int64_t now);
+
+ private:
+  void refill(std::int64_t now);
+  std::uint32_t per_minute_, burst_;
+  double tokens_;
+  std::int64_t last_ms_ = 0;
+};
+
 struct EngineConfig {
   Ipv4 server_id{};  // this server's address on the network (option 54, siaddr, TFTP server)
   std::vector<Subnet> subnets;
@@ -83,12 +112,21 @@ struct EngineConfig {
   boot::BootPolicy boot;
   std::uint32_t offer_ttl_s = 60;
   std::uint32_t decline_quarantine_s = 600;
+  // A DECLINE from 0.0.0.0 is believed this long after the ACK of a new binding.
+  std::uint32_t decline_window_s = 60;
+  std::vector<Ipv4> relays;  // relayed (giaddr) requests are served only from these sources
+  bool known_only = false;   // only machines kiln knows get leases (and INFORM answers)
+  // New leases: globally and per MAC (chaddr), each a token bucket; 0 = unlimited.
+  std::uint32_t new_lease_rate = 1200;  // a minute, all clients
+  std::uint32_t new_lease_burst = 100;
+  std::uint32_t new_lease_rate_per_mac = 6;  // a minute per MAC (also its burst)
 };
 
 // Per-request facts the server looks up before calling the engine.
 struct RequestContext {
   std::int64_t now_ms = 0;
   Ipv4 interface_address{};      // the address of the interface the request came in on
+  Ipv4 source{};                 // the packet's IP source address
   bool via_4011 = false;         // proxyDHCP port
   bool known = false;            // kiln has a machine with this MAC
   std::optional<Ipv4> reserved;  // that machine's reserved address
@@ -108,11 +146,16 @@ struct Reply {
   Packet packet;
   std::optional<Lease> persist;  // write this lease durably before sending an ACK
   std::string log;               // one line: what happened and why
+  // Not served because of a policy against hostile clients: the reason, a metric label
+  // (relay_not_allowed, init_reboot_unknown, release_not_from_client, decline_not_from_client,
+  // rate_limited_mac, rate_limited_global, unknown_client). Empty otherwise.
+  std::string refused;
 };
 
 class Engine {
  public:
-  explicit Engine(EngineConfig cfg) : cfg_(std::move(cfg)) {}
+  explicit Engine(EngineConfig cfg)
+      : cfg_(std::move(cfg)), global_(cfg_.new_lease_rate, cfg_.new_lease_burst) {}
   const EngineConfig& config() const { return cfg_; }
   LeaseTable& leases() { return leases_; }
 
@@ -128,8 +171,16 @@ class Engine {
   Reply addressed(Reply r, const Packet& req) const;
   Reply nak(const Packet& req, std::string why) const;
   Reply handle_proxy(const Packet& req, const RequestContext& ctx);
+  // A lease `client` holds no record for at `ip` takes a token of both buckets: "" if granted,
+  // else the refusal reason.
+  std::string admit_new_lease(const Packet& req, const std::string& client, const Ipv4& ip,
+                              std::int64_t now);
+  bool from_relay(const RequestContext& ctx) const;
 
   EngineConfig cfg_;
+  TokenBucket global_;
+  std::map<std::string, TokenBucket> per_mac_;  // only MACs that got a new lease; full ones pruned
+  std::int64_t pruned_ms_ = 0;
   LeaseTable leases_;
   std::map<const Subnet*, std::uint32_t> cursor_;
 };

@@ -119,6 +119,7 @@ struct Server::Impl {
 
   LogBudget log_budget;  // malformed packets and send errors: at most 20 lines a second
   bool may_log() { return log_budget.allow(); }
+  LogBudget refused_budget{10};  // requests refused by policy: at most 10 lines a second
 
   void refresh_known() {
     const std::int64_t now = now_ms();
@@ -229,6 +230,7 @@ struct Server::Impl {
     RequestContext ctx;
     ctx.now_ms = now_ms();
     ctx.interface_address = iface.address;
+    ctx.source = ip_of(from.sin_addr);
     ctx.via_4011 = via_4011;
     if (auto it = known.find(p->mac()); it != known.end()) {
       ctx.known = true;
@@ -240,6 +242,15 @@ struct Server::Impl {
       };
     }
     Reply r = engine->handle(*p, ctx);
+    if (!r.refused.empty()) {
+      metrics.add("kiln_dhcp_dropped_total", {{"reason", r.refused}});
+      if (refused_budget.allow()) {
+        log->warn("event=dhcp.refused reason={} type={} iface={} from={} mac={} xid={:08x} {}",
+                  r.refused, type_name(*p), iface.name, to_string(ctx.source), p->mac(), p->xid,
+                  r.log);
+      }
+      return;
+    }
     if (log->should_log(spdlog::level::debug)) {
       log->debug("event=dhcp.{} iface={} mac={} xid={:08x} giaddr={} {}", type_name(*p), iface.name,
                  p->mac(), p->xid, to_string(p->giaddr), r.log);
@@ -365,7 +376,10 @@ Server::Server(ServerOptions options, Backend& backend, Metrics& metrics,
                    "DHCP messages received, by type.");
   metrics.describe("kiln_dhcp_sent_total", Metrics::Type::kCounter, "DHCP replies sent, by type.");
   metrics.describe("kiln_dhcp_dropped_total", Metrics::Type::kCounter,
-                   "DHCP messages dropped or replies not sent, by reason.");
+                   "DHCP messages dropped or replies not sent, by reason (malformed, send_failed, "
+                   "commit_failed, or a refusal: relay_not_allowed, init_reboot_unknown, "
+                   "release_not_from_client, decline_not_from_client, rate_limited_mac, "
+                   "rate_limited_global, unknown_client).");
   metrics.describe("kiln_dhcp_lease_commits_total", Metrics::Type::kCounter,
                    "Lease transactions committed (each holds a batch of lease changes).");
   metrics.describe("kiln_dhcp_lease_writes_total", Metrics::Type::kCounter,
@@ -397,6 +411,15 @@ Status Server::start() {
   }
   ec.offer_ttl_s = d.opts.offer_ttl_s;
   ec.decline_quarantine_s = d.opts.decline_quarantine_s;
+  for (const auto& r : d.opts.relays) {
+    auto a = parse_ipv4(r);
+    if (!a) return make_error(Errc::kInvalid, "dhcp: bad relay address '" + r + "'");
+    ec.relays.push_back(*a);
+  }
+  ec.known_only = d.opts.known_only;
+  ec.new_lease_rate = d.opts.new_lease_rate;
+  ec.new_lease_burst = d.opts.new_lease_burst;
+  ec.new_lease_rate_per_mac = d.opts.new_lease_rate_per_mac;
   if (!ec.proxy && ec.subnets.empty()) {
     return make_error(Errc::kInvalid, "dhcp: authoritative mode needs at least one subnet");
   }
@@ -419,9 +442,10 @@ Status Server::start() {
     names += (names.empty() ? "" : ",") + f.name + "=" + to_string(f.address);
   d.log->info(
       "event=dhcp.listening mode={} interfaces={} server_id={} subnets={} leases_loaded={} "
-      "boot_http_base={}",
+      "boot_http_base={} relays={} known_only={} new_lease_rate={}/min burst={} per_mac={}/min",
       ec.proxy ? "proxy" : "authoritative", names, to_string(ec.server_id), ec.subnets.size(),
-      loaded, ec.boot.http_base);
+      loaded, ec.boot.http_base, ec.relays.size(), ec.known_only, ec.new_lease_rate,
+      ec.new_lease_burst, ec.new_lease_rate_per_mac);
   return ok_status();
 }
 

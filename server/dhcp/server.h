@@ -38,6 +38,13 @@ struct ServerOptions {
   boot::BootPolicy boot;           // http_base defaults from server_address and http_port
   std::uint32_t offer_ttl_s = 60;
   std::uint32_t decline_quarantine_s = 600;
+  // Against hostile clients (see dhcp/engine.h): relays' source addresses (dotted quads,
+  // checked by the config), known-machines-only, and the new-lease rate limits (0 = none).
+  std::vector<std::string> relays;
+  bool known_only = false;
+  std::uint32_t new_lease_rate = 1200;  // a minute, globally
+  std::uint32_t new_lease_burst = 100;
+  std::uint32_t new_lease_rate_per_mac = 6;  // a minute per MAC
 };
 
 class Server {

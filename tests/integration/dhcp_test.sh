@@ -37,7 +37,8 @@ ip -n "$CLI" link set kdt-vc up
 ip -n "$CLI" link set kdt-cx up
 ip -n "$SITE" addr add 10.77.0.3/24 dev kdt-site
 ip -n "$SITE" link set kdt-site up
-# perfdhcp plays a relay for 10.79.0.0/24: the server reaches it through the client namespace.
+# perfdhcp always plays a relay (giaddr = its address; both are in dhcp.relays), for
+# 10.79.0.0/24 too: the server reaches it through the client namespace.
 ip -n "$SRV" route add 10.79.0.0/24 via 10.77.0.2
 
 # kilnd runs inside $SRV (a wrapper, so lib.sh's start/stop by PID work unchanged).
@@ -53,6 +54,7 @@ metric() { in_srv curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 cat >"$WORK/auth.json" <<'JSON'
 { "dhcp": { "mode": "authoritative", "interfaces": ["kdt-br"],
+    "relays": ["10.77.0.2", "10.79.0.1"],
     "subnets": [
       { "subnet": "10.77.0.0/24", "pool": "10.77.0.100-10.77.0.199", "router": "10.77.0.1",
         "dns": ["10.77.0.1", "10.77.0.2"], "domain": "lab.test", "lease_time_s": 600 },

@@ -98,6 +98,9 @@ TEST(ConfigTest, BadFilesAreRefusedNamingTheKey) {
       {R"({"dhcp": {"subnets": [{"subnet": "10.0.0.0/24", "pool": "10.0.0.1-10.0.0.2",
            "lease_time_s": 10}]}})",
        "dhcp: lease_time_s must be >= 60"},
+      {R"({"dhcp": {"relays": ["10.0.0.300"]}})", "dhcp.relays: bad IPv4 address '10.0.0.300'"},
+      {R"({"dhcp": {"relays": "10.0.0.1"}})", "dhcp.relays must be a list of strings"},
+      {R"({"dhcp": {"new_lease_burst": 0}})", "dhcp.new_lease_burst must be >= 1"},
   };
   for (const auto& tc : cases) {
     auto c = parse_config(tc.text);

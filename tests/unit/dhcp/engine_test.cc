@@ -116,14 +116,40 @@ TEST(DhcpEngine, NakForAddressesInUseElsewhereOrOffNetwork) {
   Engine e(config());
   e.handle(client(1, MessageType::kDiscover), at(0));
   e.handle(request_for(1, {10, 0, 0, 100}), at(1));
-  auto stolen = e.handle(request_for(2, {10, 0, 0, 100}, false), at(2));  // INIT-REBOOT
+  auto stolen = e.handle(request_for(2, {10, 0, 0, 100}), at(2));
   EXPECT_EQ(stolen.packet.message_type(), MessageType::kNak);
   EXPECT_EQ(stolen.to, Reply::To::kBroadcast);
-  auto moved = e.handle(request_for(3, {192, 168, 1, 5}, false), at(3));
+  auto moved = e.handle(request_for(3, {192, 168, 1, 5}, false), at(3));  // INIT-REBOOT
   EXPECT_EQ(moved.packet.message_type(), MessageType::kNak);
   EXPECT_NE(moved.log.find("not on this network"), std::string::npos);
-  auto outside = e.handle(request_for(3, {10, 0, 0, 7}, false), at(3));
+  auto outside = e.handle(request_for(3, {10, 0, 0, 7}), at(3));
   EXPECT_EQ(outside.packet.message_type(), MessageType::kNak);
+  // A client with a record asking for another address in INIT-REBOOT: NAK (then it discovers).
+  auto wrong = e.handle(request_for(1, {10, 0, 0, 101}, false), at(4));
+  EXPECT_EQ(wrong.packet.message_type(), MessageType::kNak);
+}
+
+TEST(DhcpEngine, InitRebootWithoutARecordIsSilentAndPersistsNothing) {
+  Engine e(config());
+  // RFC 2131 4.3.2: a spoofed INIT-REBOOT per MAC would otherwise bind the whole pool.
+  for (std::uint8_t n = 1; n <= 5; ++n) {
+    auto r = e.handle(request_for(n, {10, 0, 0, 100}, false), at(n));
+    EXPECT_EQ(r.to, Reply::To::kNone) << r.log;
+    EXPECT_FALSE(r.persist);
+    EXPECT_EQ(r.refused, "init_reboot_unknown");
+  }
+  EXPECT_EQ(e.leases().size(), 0u);
+  // With a record (a DORA earlier), the same request is ACKed: a reboot keeps its address.
+  e.handle(client(1, MessageType::kDiscover), at(10));
+  e.handle(request_for(1, {10, 0, 0, 100}), at(11));
+  auto again = e.handle(request_for(1, {10, 0, 0, 100}, false), at(5000));
+  EXPECT_EQ(again.packet.message_type(), MessageType::kAck) << again.log;
+  // A machine with a reservation has a record even without a lease.
+  RequestContext reserved = at(6000);
+  reserved.known = true;
+  reserved.reserved = Ipv4{10, 0, 0, 50};
+  EXPECT_EQ(e.handle(request_for(9, {10, 0, 0, 50}, false), reserved).packet.message_type(),
+            MessageType::kAck);
 }
 
 TEST(DhcpEngine, SelectingAnotherServerReleasesOurOffer) {
@@ -177,14 +203,150 @@ TEST(DhcpEngine, DeclineQuarantinesAndReleaseFrees) {
   e.handle(request_for(2, o2.packet.yiaddr), at(40));
   Packet release = client(2, MessageType::kRelease);
   release.ciaddr = o2.packet.yiaddr;
-  auto r = e.handle(release, at(50));
+  RequestContext from_client = at(50);
+  from_client.source = o2.packet.yiaddr;
+  auto r = e.handle(release, from_client);
   ASSERT_TRUE(r.persist);
   EXPECT_EQ(r.persist->state, Lease::State::kReleased);
   EXPECT_FALSE(e.leases().taken(o2.packet.yiaddr, "x", 60));
   // A release for someone else's lease changes nothing.
   Packet forged = client(3, MessageType::kRelease);
   forged.ciaddr = o.packet.yiaddr;
-  EXPECT_FALSE(e.handle(forged, at(70)).persist);
+  RequestContext forged_from = at(70);
+  forged_from.source = o.packet.yiaddr;
+  EXPECT_FALSE(e.handle(forged, forged_from).persist);
+}
+
+TEST(DhcpEngine, ReleaseAndDeclineOnlyFromTheClientsOwnAddress) {
+  EngineConfig c = config();
+  c.relays = {Ipv4{10, 9, 1, 1}};
+  Engine e(c);
+  e.handle(client(1, MessageType::kDiscover), at(0));
+  ASSERT_EQ(e.handle(request_for(1, {10, 0, 0, 100}), at(0)).packet.message_type(),
+            MessageType::kAck);
+  // Someone else's address (or 0.0.0.0) sending the client's RELEASE: ignored, counted.
+  Packet release = client(1, MessageType::kRelease);
+  release.ciaddr = {10, 0, 0, 100};
+  for (const Ipv4 src : {Ipv4{10, 0, 0, 66}, Ipv4{}}) {
+    RequestContext ctx = at(100);
+    ctx.source = src;
+    auto r = e.handle(release, ctx);
+    EXPECT_FALSE(r.persist);
+    EXPECT_EQ(r.refused, "release_not_from_client") << r.log;
+    EXPECT_EQ(e.leases().by_ip({10, 0, 0, 100})->state, Lease::State::kBound);
+  }
+  // A DECLINE from another address, or from 0.0.0.0 once the ARP-check window (60 s) is over.
+  Packet decline = client(1, MessageType::kDecline);
+  decline.set_ip(opt::kRequestedIp, {10, 0, 0, 100});
+  decline.set_ip(opt::kServerId, kServer);
+  RequestContext other = at(200);
+  other.source = {10, 0, 0, 66};
+  EXPECT_EQ(e.handle(decline, other).refused, "decline_not_from_client");
+  EXPECT_EQ(e.handle(decline, at(60'001)).refused, "decline_not_from_client");
+  // A renewal (the client uses the address) opens no window.
+  Packet renew = client(1, MessageType::kRequest);
+  renew.ciaddr = {10, 0, 0, 100};
+  ASSERT_EQ(e.handle(renew, at(70'000)).packet.message_type(), MessageType::kAck);
+  EXPECT_EQ(e.handle(decline, at(70'001)).refused, "decline_not_from_client");
+  EXPECT_EQ(e.leases().by_ip({10, 0, 0, 100})->state, Lease::State::kBound);
+  // The client's own RELEASE is honoured; so is a relayed one from a configured relay.
+  RequestContext own = at(80'000);
+  own.source = {10, 0, 0, 100};
+  auto ok = e.handle(release, own);
+  ASSERT_TRUE(ok.persist) << ok.log;
+  EXPECT_EQ(ok.persist->state, Lease::State::kReleased);
+  Packet d = client(2, MessageType::kDiscover);
+  d.giaddr = {10, 9, 1, 1};
+  RequestContext relay = at(90'000);
+  relay.source = {10, 9, 1, 1};
+  auto o = e.handle(d, relay);
+  Packet req = request_for(2, o.packet.yiaddr);
+  req.giaddr = d.giaddr;
+  ASSERT_EQ(e.handle(req, relay).packet.message_type(), MessageType::kAck);
+  Packet rel2 = client(2, MessageType::kRelease);
+  rel2.giaddr = d.giaddr;
+  rel2.ciaddr = o.packet.yiaddr;
+  EXPECT_TRUE(e.handle(rel2, relay).persist);
+}
+
+TEST(DhcpEngine, RelayedRequestsOnlyFromConfiguredRelays) {
+  EngineConfig c = config();
+  c.relays = {Ipv4{10, 0, 0, 254}};
+  Engine e(c);
+  Packet d = client(1, MessageType::kDiscover);
+  d.giaddr = {10, 9, 1, 1};
+  RequestContext direct = at(0);
+  direct.source = {10, 0, 0, 77};  // a directly attached client setting giaddr
+  auto r = e.handle(d, direct);
+  EXPECT_EQ(r.to, Reply::To::kNone);
+  EXPECT_EQ(r.refused, "relay_not_allowed");
+  Packet req = request_for(1, {10, 9, 1, 12});
+  req.giaddr = d.giaddr;
+  EXPECT_EQ(e.handle(req, direct).refused, "relay_not_allowed");
+  EXPECT_EQ(e.leases().size(), 0u);
+  RequestContext relay = at(0);
+  relay.source = {10, 0, 0, 254};
+  EXPECT_EQ(e.handle(d, relay).packet.message_type(), MessageType::kOffer);
+  // With no relays configured, no relayed request is served.
+  Engine none(config());
+  EXPECT_EQ(none.handle(d, relay).refused, "relay_not_allowed");
+}
+
+TEST(DhcpEngine, NewLeasesAreRateLimitedRenewalsNever) {
+  EngineConfig c = config();
+  c.subnets[0].pool_last = {10, 0, 0, 200};
+  c.new_lease_rate = 60;  // one a second
+  c.new_lease_burst = 3;
+  c.new_lease_rate_per_mac = 2;
+  Engine e(c);
+  // Global: three at once, then one a second.
+  for (std::uint8_t n = 1; n <= 3; ++n) {
+    auto o = e.handle(client(n, MessageType::kDiscover), at(1000));
+    ASSERT_EQ(o.packet.message_type(), MessageType::kOffer) << o.log;
+    ASSERT_EQ(e.handle(request_for(n, o.packet.yiaddr), at(1000)).packet.message_type(),
+              MessageType::kAck);  // the REQUEST for an offer is no new lease
+  }
+  auto over = e.handle(client(4, MessageType::kDiscover), at(1000));
+  EXPECT_EQ(over.to, Reply::To::kNone);
+  EXPECT_EQ(over.refused, "rate_limited_global");
+  // Renewals and re-discovery of leases the clients hold are never limited.
+  for (std::uint8_t n = 1; n <= 3; ++n) {
+    EXPECT_EQ(e.handle(client(n, MessageType::kDiscover), at(1001)).packet.message_type(),
+              MessageType::kOffer);
+    Packet renew = client(n, MessageType::kRequest);
+    renew.ciaddr = e.leases().by_client(client_key(renew))->ip;
+    EXPECT_EQ(e.handle(renew, at(1002)).packet.message_type(), MessageType::kAck);
+  }
+  // A spoofed SELECTING REQUEST without an offer is a new lease too.
+  EXPECT_EQ(e.handle(request_for(5, {10, 0, 0, 150}), at(1003)).refused, "rate_limited_global");
+  EXPECT_EQ(e.handle(client(4, MessageType::kDiscover), at(2000)).packet.message_type(),
+            MessageType::kOffer);
+  // Per MAC: one MAC cycling client identifiers gets two new leases a minute.
+  int granted = 0;
+  for (int i = 0; i < 5; ++i) {
+    Packet p = client(7, MessageType::kDiscover);
+    p.set(opt::kClientId, "id-" + std::to_string(i));
+    auto r = e.handle(p, at(100'000 + i));
+    if (r.packet.message_type() == MessageType::kOffer)
+      ++granted;
+    else
+      EXPECT_EQ(r.refused, "rate_limited_mac");
+  }
+  EXPECT_EQ(granted, 2);
+}
+
+TEST(DhcpEngine, KnownOnlyServesOnlyKnownMachines) {
+  EngineConfig c = config();
+  c.known_only = true;
+  Engine e(c);
+  auto r = e.handle(client(1, MessageType::kDiscover), at(0));
+  EXPECT_EQ(r.to, Reply::To::kNone);
+  EXPECT_EQ(r.refused, "unknown_client");
+  EXPECT_EQ(e.handle(request_for(1, {10, 0, 0, 100}), at(0)).refused, "unknown_client");
+  RequestContext known = at(0);
+  known.known = true;
+  EXPECT_EQ(e.handle(client(1, MessageType::kDiscover), known).packet.message_type(),
+            MessageType::kOffer);
 }
 
 TEST(DhcpEngine, InformGetsConfigurationWithoutALease) {
@@ -218,12 +380,16 @@ TEST(DhcpEngine, ReservationsWin) {
 }
 
 TEST(DhcpEngine, RelayedRequestsUseTheRelaySubnetAndEchoOption82) {
-  Engine e(config());
+  EngineConfig c = config();
+  c.relays = {Ipv4{10, 9, 1, 1}, Ipv4{172, 16, 0, 1}};
+  Engine e(c);
   Packet d = client(1, MessageType::kDiscover);
   d.giaddr = {10, 9, 1, 1};
   d.hops = 1;
   d.set(opt::kRelayAgent, std::vector<std::uint8_t>{1, 4, 'p', 'o', '1', '7'});
-  auto o = e.handle(d, at(0));
+  RequestContext relay = at(0);
+  relay.source = {10, 9, 1, 1};
+  auto o = e.handle(d, relay);
   ASSERT_EQ(o.packet.message_type(), MessageType::kOffer);
   EXPECT_EQ(o.to, Reply::To::kRelay);
   EXPECT_EQ(o.packet.giaddr, (Ipv4{10, 9, 1, 1}));
@@ -232,7 +398,8 @@ TEST(DhcpEngine, RelayedRequestsUseTheRelaySubnetAndEchoOption82) {
   EXPECT_EQ(o.packet.find(opt::kRelayAgent)->data.size(), 6u);
   Packet lost = client(2, MessageType::kDiscover);
   lost.giaddr = {172, 16, 0, 1};  // no subnet for this relay
-  EXPECT_EQ(e.handle(lost, at(0)).to, Reply::To::kNone);
+  relay.source = lost.giaddr;
+  EXPECT_EQ(e.handle(lost, relay).to, Reply::To::kNone);
 }
 
 TEST(DhcpEngine, PxeClientsGetBootFiles) {
