@@ -256,11 +256,11 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->info("event=daemon.listening_tls url={} cert=\"{}\"", tls_url, hopts.tls_cert_file);
     ready_extra.push_back("https=" + tls_url);
   }
+  // Where machines reach us. With a TLS listener the boot path (script, kernel, initrd, the
+  // agent's kiln.server and so its API calls) goes over it; chunks stay on plain HTTP
+  // (content-addressed and verified by hash: any HTTP cache may serve them).
+  const BootUrls urls = boot_urls(cfg, server.port(), server.tls_port(), server.tls());
   {
-    // Where machines reach us. With a TLS listener the boot path (script, kernel, initrd, the
-    // agent's kiln.server and so its API calls) goes over it; chunks stay on plain HTTP
-    // (content-addressed and verified by hash: any HTTP cache may serve them).
-    const BootUrls urls = boot_urls(cfg, server.port(), server.tls_port(), server.tls());
     std::string boot_url = urls.plain;
     if (hopts.tls_listen) {
       if (urls.https.empty()) {
