@@ -49,6 +49,10 @@ struct ApiOptions {
   // fails at the next one (then the boot service's bounded retries take over).
   int max_agent_boots = 5;
   std::string version = "0.1.0";
+  // Where agents fetch chunks: an absolute "http://host:port/v1/chunks/" when the boot path
+  // goes over a TLS listener but chunks stay on plain HTTP (cacheable); "" = "/v1/chunks/",
+  // relative to the server the agent talks to.
+  std::string chunks_url;
 };
 
 // The header under which the HTTP server hands over a body it streamed to a file
