@@ -24,6 +24,7 @@
 #include "agent/modules.h"
 #include "agent/raw_stream.h"
 #include "core/crypto.h"
+#include "core/hex.h"
 
 namespace kiln::agent {
 
@@ -193,7 +194,25 @@ DeployOptions deploy_options(const Options& o) {
 
 // The compatibility path: an external raw image streamed from its URL.
 int deploy_external(const Options& o, ApiClient& api, const proto::ImageVersion& image,
-                    std::string& stage, Clock::time_point started) {
+                    const std::vector<img::Key>& trusted, std::string& stage,
+                    Clock::time_point started) {
+  // Signed-only: with a trusted key, the plan's URL, hash, size and format must carry a
+  // signature by it (the plan itself comes from a server we may not trust that far).
+  if (!trusted.empty()) {
+    const auto sig = hex_decode(image.signature.value_or(""));
+    const std::string message =
+        img::external_signing_message(image.name, image.version, image.source_url.value_or(""),
+                                      image.sha256, image.size_bytes, image.format);
+    bool ok = false;
+    for (const auto& k : trusted) ok = ok || (sig && !sig->empty() && k.verify(message, *sig));
+    if (!ok) {
+      return fail_deployment(api, stage,
+                             image.signature ? "the external image's signature does not verify "
+                                               "against any trusted key"
+                                             : "the external image is unsigned and a trusted key "
+                                               "is configured (kiln image register --sign)");
+    }
+  }
   RawSource src;
   src.format = image.format;
   src.url = image.source_url.value_or("");
@@ -309,7 +328,7 @@ int deploy_flow(const Options& o, ApiClient& api, const std::vector<img::Key>& t
   const proto::ImageVersion& image = plan->image;
   log_line("deployment " + std::to_string(plan->deployment.id) + ": " + image.name + ":" +
            image.version + " onto " + o.disk);
-  if (image.format != "kiln") return deploy_external(o, api, image, stage, started);
+  if (image.format != "kiln") return deploy_external(o, api, image, trusted, stage, started);
   return deploy_kiln(o, api, *plan, trusted, stage, started);
 }
 

@@ -17,3 +17,8 @@ CREATE UNIQUE INDEX deployments_agent_ticket ON deployments (agent_ticket)
 -- boot.discovery = approve: a machine registered by its first PXE boot waits (approved = 0)
 -- until an operator approves it. Machines registered any other way are approved.
 ALTER TABLE machines ADD COLUMN approved INTEGER NOT NULL DEFAULT 1 CHECK (approved IN (0, 1));
+
+-- An external (raw URL) image's Ed25519 signature (hex) over external_signing_message(): with
+-- images.trusted_keys set, kilnd registers only signed ones, and an agent with a baked-in key
+-- writes only signed ones.
+ALTER TABLE image_versions ADD COLUMN signature TEXT;

@@ -473,6 +473,21 @@ bool Key::verify(std::string_view message, std::string_view signature) const {
                           message.size()) == 1;
 }
 
+std::string external_signing_message(std::string_view name, std::string_view version,
+                                     std::string_view url, std::string_view sha256,
+                                     std::int64_t size, std::string_view format) {
+  std::string m = "kiln external image v1\n";
+  for (std::string_view part : {name, version, url, sha256}) {
+    m.append(part);
+    m.push_back('\n');
+  }
+  m += std::to_string(size);
+  m.push_back('\n');
+  m.append(format);
+  m.push_back('\n');
+  return m;
+}
+
 Status verify_signature(std::string_view manifest_bytes, std::string_view signature,
                         const std::vector<Key>& trusted) {
   if (trusted.empty()) return ok_status();

@@ -180,6 +180,13 @@ class Key {
   void* pkey_;  // EVP_PKEY*
 };
 
+// What an external (raw URL) image's signature covers: its name, version, URL, SHA-256, size
+// and format, one per line after a fixed header, so none can be changed or moved to another
+// version without the signing key.
+std::string external_signing_message(std::string_view name, std::string_view version,
+                                     std::string_view url, std::string_view sha256,
+                                     std::int64_t size, std::string_view format);
+
 // Verifies `signature` over `manifest_bytes` against any of `trusted`. With no trusted keys,
 // everything passes (verification not configured); with some, an unsigned manifest fails.
 Status verify_signature(std::string_view manifest_bytes, std::string_view signature,

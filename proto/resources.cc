@@ -241,6 +241,7 @@ json to_json(const ImageVersion& v) {
           {"sha256", v.sha256},
           {"format", v.format},
           {"source_url", opt(v.source_url)},
+          {"signature", opt(v.signature)},
           {"description", v.description},
           {"labels", v.labels},
           {"created_by", v.created_by},
@@ -361,6 +362,7 @@ Result<ImageVersion> image_version_from_json(const json& j) {
     v.sha256 = string(j, "sha256");
     v.format = string(j, "format");
     v.source_url = opt_string(j, "source_url");
+    v.signature = opt_string(j, "signature");
     v.description = string_or_empty(j, "description");
     v.labels = json(string_map(j, "labels"));
     v.created_by = string_or_empty(j, "created_by");

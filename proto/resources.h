@@ -51,6 +51,9 @@ struct ImageVersion {
   std::string sha256;
   std::string format = "kiln";
   std::optional<std::string> source_url;
+  // External images: the Ed25519 signature (hex) over proto::image::external_signing_message
+  // by a trusted key; none when registered unsigned.
+  std::optional<std::string> signature;
   std::string description;
   nlohmann::json labels = nlohmann::json::object();
   std::string created_by;

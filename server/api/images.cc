@@ -9,6 +9,7 @@
 #include "core/crypto.h"
 #include "core/hex.h"
 #include "images/image_service.h"
+#include "proto/image_format.h"
 #include "store/sqlite.h"
 
 namespace kiln::api {
@@ -123,6 +124,40 @@ void start_import(Services& s, Ctx& c, std::string path) {
       });
 }
 
+// Signed-only mode: with trusted keys configured, an external image is registered only with a
+// signature by one of them over its name, version, URL, SHA-256, size and format (kiln image
+// register --sign). Without trusted keys a given signature is stored unchecked (the agents
+// check it against theirs).
+void check_external_signature(Services& s, proto::ImageVersion& v, const json& b) {
+  namespace img = proto::image;
+  auto hex = field<std::string>(b, "signature");
+  std::string raw;
+  if (hex) {
+    auto bytes = hex_decode(*hex);
+    if (!bytes || bytes->size() != img::kSignatureSize) {
+      fail(Errc::kInvalid, "signature must be " + std::to_string(img::kSignatureSize * 2) +
+                               " hex digits (an Ed25519 signature)");
+    }
+    raw = std::move(*bytes);
+    v.signature = ascii_lower(*hex);
+  }
+  const auto* trusted = s.images ? &s.images->trusted() : nullptr;
+  if (!trusted || trusted->empty()) return;
+  if (raw.empty()) {
+    fail(Errc::kInvalid,
+         "images.trusted_keys is set: an external image needs a signature by a trusted key "
+         "(kiln image register --sign KEY)");
+  }
+  const std::string message = img::external_signing_message(v.name, v.version, *v.source_url,
+                                                            v.sha256, v.size_bytes, v.format);
+  for (const auto& k : *trusted) {
+    if (k.verify(message, raw)) return;
+  }
+  fail(Errc::kInvalid,
+       "the signature does not verify against any trusted key for this name, version, URL, "
+       "sha256, size and format");
+}
+
 proto::ImageVersion external_version(const json& b, Ctx& c) {
   proto::ImageVersion v;
   v.name = c.param("name");
@@ -145,6 +180,10 @@ proto::ImageVersion external_version(const json& b, Ctx& c) {
       (v.source_url->rfind("http://", 0) != 0 && v.source_url->rfind("https://", 0) != 0)) {
     fail(Errc::kInvalid, "source_url (http:// or https://) is required for an external image");
   }
+  if (std::any_of(v.source_url->begin(), v.source_url->end(),
+                  [](unsigned char ch) { return ch <= 0x20 || ch == 0x7f; })) {
+    fail(Errc::kInvalid, "source_url must not contain spaces or control characters");
+  }
   v.description = field<std::string>(b, "description").value_or("");
   v.labels = labels_from(b.value("labels", json(nullptr)));
   v.created_by = c.who;
@@ -157,8 +196,11 @@ std::optional<Response> create(Services& s, Ctx& c) {
     start_import(s, c, std::string(file));
     return std::nullopt;
   }
-  auto b = c.body({"size_bytes", "sha256", "format", "source_url", "description", "labels"});
-  auto [out, created] = take(s.store.register_image_version(external_version(b, c)));
+  auto b = c.body(
+      {"size_bytes", "sha256", "format", "source_url", "description", "labels", "signature"});
+  auto v = external_version(b, c);
+  check_external_signature(s, v, b);
+  auto [out, created] = take(s.store.register_image_version(v));
   auto res = json_response(created ? bhttp::status::created : bhttp::status::ok, to_json(out));
   res.set(bhttp::field::location, "/api/v1/images/" + out.name + "/versions/" + out.version);
   return res;

@@ -35,6 +35,7 @@ struct Args {
   std::string sha256;
   std::int64_t size = 0;
   std::string format;
+  std::string sign_key;  // image register --sign: the private key (PEM) to sign with
   std::string description;
   std::string scope = "read";
   std::int64_t since = 0;

@@ -148,6 +148,8 @@ void add_image_commands(CLI::App* image, Bindings& b, const GlobalOptions& g, st
       ->check(CLI::IsMember({"raw", "raw.gz", "raw.xz", "raw.zst"}));
   c->add_option("--description", a.description, "free text");
   c->add_option("--label", a.labels, "label key=value (repeatable)")->allow_extra_args(false);
+  c->add_option("--sign", a.sign_key,
+                "sign with this private key (PEM), as signed-only sites and agents require");
   b.bind(c, image_register);
 
   ImageBuildArgs& build = b.build;

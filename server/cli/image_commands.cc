@@ -296,6 +296,17 @@ Result<json> register_body(const Args& a) {
   if (a.size <= 0) return make_error(Errc::kInvalid, "--size must be a positive number of bytes");
   json body = {{"source_url", a.url}, {"sha256", a.sha256}, {"size_bytes", a.size}};
   if (!a.format.empty()) body["format"] = a.format;
+  if (!a.sign_key.empty()) {
+    // Signed-only sites (images.trusted_keys) register, and agents with a baked-in key write,
+    // only external images signed over exactly these fields.
+    auto key = img::Key::load_private(a.sign_key);
+    if (!key) return key.error();
+    auto sig = key->sign(
+        img::external_signing_message(a.image, a.version, a.url, ascii_lower(a.sha256), a.size,
+                                      a.format.empty() ? std::string("raw") : a.format));
+    if (!sig) return sig.error();
+    body["signature"] = hex_encode(*sig);
+  }
   if (!a.description.empty()) body["description"] = a.description;
   auto labels = parse_labels(a.labels);
   if (!labels) return labels.error();

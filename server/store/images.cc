@@ -23,7 +23,8 @@ Result<std::pair<ImageVersion, bool>> Store::register_image_version(const ImageV
   }
   db.prepare(
         "INSERT INTO image_versions (name, version, size_bytes, sha256, format, source_url, "
-        "description, labels, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        "description, labels, created_by, created_at, signature) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
       .bind(1, v.name)
       .bind(2, v.version)
       .bind(3, v.size_bytes)
@@ -34,6 +35,7 @@ Result<std::pair<ImageVersion, bool>> Store::register_image_version(const ImageV
       .bind(8, v.labels.dump())
       .bind(9, v.created_by)
       .bind(10, now)
+      .bind(11, v.signature)
       .run();
   append_event(db, now, "image.registered", std::nullopt, std::nullopt,
                {{"image", v.name}, {"version", v.version}, {"by", v.created_by}});

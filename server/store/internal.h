@@ -195,12 +195,13 @@ inline ImageVersion image_from_row(const Stmt& s) {
   v.labels = parse_json_object(s.text(8));
   v.created_by = s.text(9);
   v.created_at = s.int64(10);
+  v.signature = s.opt_text(11);
   return v;
 }
 
 inline constexpr char kImageSelect[] =
     "SELECT id, name, version, size_bytes, sha256, format, source_url, description, labels, "
-    "created_by, created_at FROM image_versions WHERE deleted_at IS NULL ";
+    "created_by, created_at, signature FROM image_versions WHERE deleted_at IS NULL ";
 
 inline std::optional<ImageVersion> load_image_version(Db& db, const std::string& name,
                                                       const std::string& version) {

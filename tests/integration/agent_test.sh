@@ -211,7 +211,7 @@ for f in v1.raw.zst v2.raw.gz v1.raw.xz v2.raw; do
   src=${f%%.raw*}.raw
   fmt=raw${f#*.raw}
   "$KILN" image register ext $n --url "$URL/files/$f" --sha256 "$(sha256sum <"$src" | cut -d' ' -f1)" \
-    --size $((64 << 20)) --format "$fmt" >/dev/null
+    --size $((64 << 20)) --format "$fmt" --sign signer.pem >/dev/null
   wipe
   api PUT /api/v1/machines/1/assignment "{\"image\":\"ext\",\"version\":\"$n\",\"force\":true}"
   DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
@@ -223,7 +223,7 @@ for f in v1.raw.zst v2.raw.gz v1.raw.xz v2.raw; do
 done
 # Registered with the wrong SHA-256: the stream is written, but the disk must not boot it.
 "$KILN" image register ext bad --url "$URL/files/v1.raw.zst" --sha256 "$(printf '0%.0s' {1..64})" \
-  --size $((64 << 20)) --format raw.zst >/dev/null
+  --size $((64 << 20)) --format raw.zst --sign signer.pem >/dev/null
 wipe
 api PUT /api/v1/machines/1/assignment '{"image":"ext","version":"bad","force":true}'
 DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
@@ -235,12 +235,37 @@ expect_eq "$STATUS_NOW" failed "reported failed"
 cmp -s <(head -c 1M "$LOOP") <(head -c 1M /dev/zero) && ok || fail "no partition table written after a mismatch"
 # Registered with the wrong size: refused as soon as the stream runs past it.
 "$KILN" image register ext short --url "$URL/files/v2.raw" --sha256 "$(sha256sum <v2.raw | cut -d' ' -f1)" \
-  --size $((32 << 20)) >/dev/null
+  --size $((32 << 20)) --sign signer.pem >/dev/null
 api PUT /api/v1/machines/1/assignment '{"image":"ext","version":"short","force":true}'
 DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
 agent "$URL"
 expect_eq "$RC" 1 "a stream longer than registered fails"
 grep -q "more than the registered" agent.log && ok || fail "size mismatch explained: $(tail -2 agent.log)"
+# Signed-only at the agent: this kilnd has no trusted keys and registers anything, but an agent
+# with a baked-in key writes an external image only with a signature by it over exactly its
+# name, version, URL, hash, size and format.
+V1SHA=$(sha256sum <v1.raw | cut -d' ' -f1)
+"$KILN" image register ext unsigned --url "$URL/files/v1.raw.zst" --sha256 "$V1SHA" \
+  --size $((64 << 20)) --format raw.zst >/dev/null
+"$KILN" key generate --out outsider >/dev/null
+"$KILN" image register ext stranger --url "$URL/files/v1.raw.zst" --sha256 "$V1SHA" \
+  --size $((64 << 20)) --format raw.zst --sign outsider.pem >/dev/null
+# A signature made for another URL, carried over to this registration.
+sig=$("$KILN" --json image register ext moved --url "$URL/files/elsewhere.raw.zst" --sha256 "$V1SHA" \
+  --size $((64 << 20)) --format raw.zst --sign signer.pem | jq -r .signature)
+api POST /api/v1/images/ext/versions/moved2 "{\"source_url\":\"$URL/files/v1.raw.zst\",\"sha256\":\"$V1SHA\",\"size_bytes\":$((64 << 20)),\"format\":\"raw.zst\",\"signature\":\"$sig\"}"
+expect_status 201 "kilnd without trusted keys stores a signature unchecked"
+for v in unsigned stranger moved2; do
+  wipe
+  api PUT /api/v1/machines/1/assignment "{\"image\":\"ext\",\"version\":\"$v\",\"force\":true}"
+  DEP=$(jqb .id); api POST "/api/v1/deployments/$DEP/agent-ticket"; AT=$(jqb .ticket)
+  agent "$URL"
+  expect_eq "$RC" 1 "the agent refuses the $v external image"
+  deployment_status
+  [[ "$STATUS_NOW:$(jqb .status_reason)" == failed:*"trusted key"* ]] && ok ||
+    fail "$v: refusal reported: $STATUS_NOW $(jqb .status_reason)"
+  cmp -s <(head -c 1M "$LOOP") <(head -c 1M /dev/zero) && ok || fail "$v: the disk was not touched"
+done
 
 # --- refusals before the disk is touched ---------------------------------------------------
 assign 1

@@ -55,6 +55,7 @@ int main() {
   v.sha256 = std::string(64, 'a');
   v.format = "raw.zst";
   v.source_url = "http://images/web.raw.zst";
+  v.signature = std::string(128, 'c');
   v.labels = {{"os", "debian"}};
   v.created_by = "ci";
   v.created_at = t;
