@@ -39,8 +39,8 @@ export KILN_URL=$URL KILN_TOKEN=$TOKEN
 # upload FILE NAME VERSION [TOKEN] — POSTs a file with curl; sets STATUS and BODY.
 upload() {
   STATUS=$(curl -s --max-time 120 -o "$WORK/body" -w '%{http_code}' -X POST -H "Authorization: Bearer ${4:-$TOKEN}" \
-    -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$URL/api/v1/images/$2/versions/$3")
-  BODY=$(cat "$WORK/body")
+    -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$URL/api/v1/images/$2/versions/$3") || true
+  BODY=$(cat "$WORK/body" 2>/dev/null || true)
 }
 chunk_files() { find "$STORE/chunks" -type f | wc -l; }
 tmp_empty() { [[ -z "$(ls -A "$STORE/tmp")" ]]; }
