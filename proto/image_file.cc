@@ -85,7 +85,7 @@ Result<std::string> PackedImage::read_payload(std::size_t i) const {
 }
 
 Result<VerifyReport> verify_image(const PackedImage& img, const std::vector<Key>& trusted,
-                                  int threads) {
+                                  int threads, const std::atomic<bool>* stop) {
   const auto& m = img.manifest();
   VerifyReport r;
   if (auto s = verify_signature(img.manifest_bytes(), img.signature(), trusted); !s)
@@ -102,6 +102,7 @@ Result<VerifyReport> verify_image(const PackedImage& img, const std::vector<Key>
                                           std::to_string(m.chunk_offset(i)) + "): " + what);
   };
   auto consume = [&]() -> Status {
+    if (stop && stop->load()) return make_error(Errc::kUnavailable, "verification cancelled");
     const std::size_t i = next_out++;
     auto data = window.front().get();
     window.pop_front();

@@ -6,6 +6,7 @@
 // in chunk order from kHeaderSize, manifest, signature, trailer), so they cannot drift.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -48,7 +49,9 @@ struct VerifyReport {
 
 // Verifies the signature (against `trusted`, when not empty), every chunk and the whole-image
 // SHA-256. The error names the first bad chunk: "chunk 17 (offset 71303168): SHA-256 mismatch".
+// `stop`, when given, is polled once per chunk: once set, verification ends with kUnavailable
+// (an import being cancelled; a declared size of terabytes of zeroes is otherwise hours).
 Result<VerifyReport> verify_image(const PackedImage& image, const std::vector<Key>& trusted,
-                                  int threads = 0);
+                                  int threads = 0, const std::atomic<bool>* stop = nullptr);
 
 }  // namespace kiln::proto::image

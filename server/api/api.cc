@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+
+#include "api/image_responses.h"
 #include "api/routes.h"
 #include "core/hex.h"
 #include "core/url.h"
@@ -77,6 +80,18 @@ struct Api::Impl {
       services.authenticate(ctx, Access::kAdmin);
       check(proto::validate_image_name(match.params["name"]));
       check(proto::validate_image_version(match.params["version"]));
+      std::optional<std::uint64_t> length;
+      if (auto cl = h[bhttp::field::content_length]; !cl.empty()) {
+        std::uint64_t n = 0;
+        if (std::from_chars(cl.data(), cl.data() + cl.size(), n).ec == std::errc()) length = n;
+      }
+      out.refusal = reserve_upload(services, length, out.hold);
+      if (out.refusal) {
+        metrics.add("kiln_http_requests_total",
+                    {{"route", match.route->info.pattern},
+                     {"method", "POST"},
+                     {"code", std::to_string(out.refusal->result_int())}});
+      }
     } catch (const ApiError& e) {
       metrics.add("kiln_http_requests_total",
                   {{"route", match.route->info.pattern},

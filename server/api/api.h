@@ -29,6 +29,7 @@ using RequestHeader = boost::beast::http::request_header<>;
 struct UploadAdmission {
   bool is_upload = false;
   std::optional<Response> refusal;
+  std::shared_ptr<void> hold;  // admitted: keep until the upload is answered (upload limits)
 };
 
 class Api {

@@ -35,6 +35,27 @@ Response manifest_response(Services& s, const std::string& name, const std::stri
   return res;
 }
 
+std::optional<Response> reserve_upload(Services& s, std::optional<std::uint64_t> length,
+                                       std::shared_ptr<void>& hold) {
+  if (!s.images) return std::nullopt;
+  auto slot = s.images->reserve_upload(length);
+  switch (slot.refused) {
+    case images::UploadSlot::kNone:
+      hold = std::move(slot.hold);
+      return std::nullopt;
+    case images::UploadSlot::kBusy: {
+      auto res = error_response({Errc::kUnavailable, slot.message});
+      res.set(bhttp::field::retry_after, "10");
+      return res;
+    }
+    case images::UploadSlot::kNoSpace:
+      return json_response(
+          bhttp::status::insufficient_storage,
+          {{"error", {{"code", "insufficient_storage"}, {"message", slot.message}}}});
+  }
+  return std::nullopt;
+}
+
 namespace {
 
 std::optional<Response> list(Services& s, Ctx&) {
@@ -222,8 +243,15 @@ std::optional<Response> manifest(Services& s, Ctx& c) {
 std::optional<Response> remove(Services& s, Ctx& c) {
   const auto& name = c.param("name");
   const auto& version = c.param("version");
-  auto v = take(s.store.get_image_version(name, version));
+  auto found = s.store.get_image_version(name, version);
+  // Not in the catalogue yet: its upload may still be importing. It stops now.
+  if (!found && found.error().code == Errc::kNotFound && s.images &&
+      s.images->cancel(name, version)) {
+    return no_content();
+  }
+  auto v = take(std::move(found));
   check(s.store.delete_image_version(name, version, c.who));
+  if (s.images) s.images->cancel(name, version);  // a re-upload of it, importing
   if (v.format != "kiln" || !s.images) return no_content();
   s.images->remove(name, version, [respond = c.respond](Status) { respond(no_content()); });
   return std::nullopt;

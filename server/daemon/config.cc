@@ -272,6 +272,21 @@ std::vector<ConfigField> make_fields() {
   f.push_back(value(
       "images.max_upload_bytes", "largest .kiln upload (1 TiB)",
       [](auto& c) -> auto& { return c.http.upload.limit; }));
+  f.push_back(value(
+      "images.max_image_bytes",
+      "largest declared (uncompressed) image size accepted (1 TiB); 0 = no limit",
+      [](auto& c) -> auto& { return c.image_limits.max_image_bytes; }));
+  f.push_back(value(
+      "images.max_chunks", "most chunks in an image's manifest; 0 = no limit",
+      [](auto& c) -> auto& { return c.image_limits.max_chunks; }));
+  f.push_back(value(
+      "images.max_concurrent_uploads",
+      "uploads received or importing at once; past it: 503 + Retry-After; 0 = no limit",
+      [](auto& c) -> auto& { return c.image_limits.max_concurrent_uploads; }));
+  f.push_back(value(
+      "images.min_free_bytes",
+      "free bytes the images filesystem keeps after an upload (2 x its length); else 507",
+      [](auto& c) -> auto& { return c.image_limits.min_free_bytes; }));
   // store
   f.push_back(word(
       "store.synchronous", "full: fsync each commit; normal: survive crashes only",
@@ -314,6 +329,10 @@ std::vector<ConfigField> make_fields() {
   f.push_back(value(
       "http.max_connections", "concurrent connections",
       [](auto& c) -> auto& { return c.http.max_connections; }));
+  f.push_back(value(
+      "http.max_connections_per_address",
+      "concurrent connections from one client address (past it: 503); 0 = no limit",
+      [](auto& c) -> auto& { return c.http.max_connections_per_address; }));
   f.push_back(value(
       "http.tls_cert", "PEM certificate chain; with tls_key, the listener speaks HTTPS",
       [](auto& c) -> auto& { return c.http.tls_cert_file; }, nullptr, "--tls-cert"));
@@ -495,6 +514,10 @@ std::vector<ConfigField> make_fields() {
       "tftp.max_per_client", "concurrent transfers per client address",
       [](auto& c) -> auto& { return c.tftp.max_per_client; }));
   f.push_back(value(
+      "tftp.max_request_bytes",
+      "larger read/write requests get ERROR 4 unparsed (RFC 2347: 512; 512..65468)",
+      [](auto& c) -> auto& { return c.tftp.limits.max_request_bytes; }));
+  f.push_back(value(
       "tftp.max_blksize", "largest RFC 2348 blksize granted (512..65464)",
       [](auto& c) -> auto& { return c.tftp.limits.max_blksize; }));
   f.push_back(ConfigField{
@@ -669,6 +692,9 @@ void check(const Config& c) {
   const auto& t = c.tftp;
   if (t.limits.max_blksize < 512 || t.limits.max_blksize > 65464) {
     refuse("tftp.max_blksize must be within 512..65464");
+  }
+  if (t.limits.max_request_bytes < 512 || t.limits.max_request_bytes > 65468) {
+    refuse("tftp.max_request_bytes must be within 512..65468");
   }
   if (t.min_rto_ms < 1 || t.min_rto_ms > t.max_rto_ms) {
     refuse("tftp: need 1 <= min_rto_ms <= max_rto_ms");

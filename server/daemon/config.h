@@ -18,6 +18,7 @@
 #include "dhcp/ra.h"
 #include "dhcp/server.h"
 #include "http/server.h"
+#include "images/image_service.h"
 #include "provision/boot_service.h"
 #include "tftp/server.h"
 
@@ -35,6 +36,7 @@ struct Config {
   int db_busy_timeout_ms = 5'000;
   std::string images_dir;                 // the chunk store; default: <data_dir>/images
   std::vector<std::string> trusted_keys;  // Ed25519 public keys (PEM); set: uploads must be signed
+  images::ImportLimits image_limits;      // declared size, chunks, concurrent uploads, free space
   std::vector<std::string> boot_roots;    // boot artifacts searched after files_dir, in order
   provision::BootOptions boot;            // the iPXE scripts: /boot/<mac>.ipxe
   std::string boot_https_url;             // how machines reach http.tls_listen ("": derived)

@@ -159,7 +159,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->warn("event=daemon.unsigned_images_accepted msg=\"no images.trusted_keys configured\"");
   }
   // Declared after the Api: its executor's last callbacks answer through the Api.
-  images::ImageService image_service(**chunks, std::move(trusted), log);
+  images::ImageService image_service(**chunks, std::move(trusted), log, cfg.image_limits);
   api.attach_images(image_service);
 
   // Boot artifacts: one resolver for HTTP /files/ and TFTP, so a name is the same bytes on both.
@@ -229,6 +229,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     if (!a.is_upload) return v;
     v.kind = a.refusal ? http::UploadVerdict::kRefuse : http::UploadVerdict::kAccept;
     if (a.refusal) v.refusal = std::move(*a.refusal);
+    v.hold = std::move(a.hold);
     return v;
   };
   static_assert(http::kUploadFileHeader == api::kUploadFileHeader);
@@ -326,6 +327,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     if (sec) return;
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
+    image_service.shutdown();  // an upload waiting for its import would hold the drain
     if (dhcp_server) dhcp_server->stop();  // pending lease writes are committed first
     if (ra) ra->stop();
     // Stop once both the HTTP server and TFTP have drained (or their grace ran out).

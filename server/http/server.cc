@@ -11,6 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -58,8 +59,10 @@ struct Server::State {
   tcp::acceptor tls_acceptor;  // open only with options.tls_listen
   std::atomic<int> active{0};  // connections of both listeners
   std::atomic<bool> stopping{false};
-  std::mutex mu;  // guards connections
+  std::mutex mu;  // guards connections and per_address
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
+  std::map<net::ip::address, int> per_address;  // open connections by source address
+  LogBudget reject_log;                         // per-address refusals can come in floods
 
   State(net::io_context& io, ServerOptions o, Handler h, Metrics& m,
         std::shared_ptr<spdlog::logger> l)
@@ -116,6 +119,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     state_->metrics.set("kiln_http_connections", {}, state_->active.load());
     if (!upload_path_.empty()) ::unlink(upload_path_.c_str());
   }
+
+  // Keeps `slot` (see count_address) for the connection's lifetime.
+  void hold_address_slot(std::shared_ptr<void> slot) { address_slot_ = std::move(slot); }
 
   void run() {
     {
@@ -191,7 +197,10 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
         state_->count_request("upload", method_, verdict.refusal.result_int());
         return write(std::move(verdict.refusal));
       }
-      if (verdict.kind == UploadVerdict::kAccept) return start_upload();
+      if (verdict.kind == UploadVerdict::kAccept) {
+        upload_hold_ = std::move(verdict.hold);
+        return start_upload();
+      }
       // Not an upload: the ordinary limit, for a Content-Length now and chunked bodies later.
       if (auto len = parser_->content_length(); len && *len > opts().body_limit) {
         return on_read(bhttp::error::body_limit, 0);
@@ -300,6 +309,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   }
 
   void discard_upload() {
+    upload_hold_.reset();
     upload_parser_.reset();
     upload_fd_.reset();
     if (!upload_path_.empty()) ::unlink(upload_path_.c_str());
@@ -657,6 +667,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   }
 
   std::shared_ptr<Server::State> state_;
+  std::shared_ptr<void> address_slot_;  // this connection's place in State::per_address
   Stream stream_;
   net::steady_timer timer_;
   beast::flat_buffer buffer_;
@@ -665,6 +676,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   std::optional<bhttp::request_parser<bhttp::buffer_body>> upload_parser_;
   UniqueFd upload_fd_;
   std::string upload_path_;
+  std::shared_ptr<void> upload_hold_;  // UploadVerdict::hold of the upload in progress
   std::vector<char> upload_buf_;
   std::unique_ptr<Response> res_;
   bool busy_ = false;
@@ -688,6 +700,37 @@ struct Listener {
   tcp::acceptor* acceptor;
   bool tls;
 };
+
+// Counts a connection from `addr` against max_connections_per_address: false when the address
+// already holds that many. Otherwise `slot` releases the count when the last copy goes.
+bool count_address(const std::shared_ptr<Server::State>& st, const net::ip::address& addr,
+                   std::shared_ptr<void>& slot) {
+  const int cap = st->options.max_connections_per_address;
+  if (cap <= 0) return true;
+  {
+    std::lock_guard lock(st->mu);
+    int& n = st->per_address[addr];
+    if (n >= cap) return false;
+    ++n;
+  }
+  slot = std::shared_ptr<void>(st.get(), [st, addr](void*) {
+    std::lock_guard lock(st->mu);
+    if (auto it = st->per_address.find(addr); it != st->per_address.end() && --it->second <= 0) {
+      st->per_address.erase(it);
+    }
+  });
+  return true;
+}
+
+// Answers a refused connection with `response` and closes it.
+void send_and_close(tcp::socket&& socket, std::shared_ptr<const std::string> response) {
+  auto sock = std::make_shared<tcp::socket>(std::move(socket));
+  net::async_write(*sock, net::buffer(*response), [sock, response](beast::error_code, std::size_t) {
+    beast::error_code ignored;
+    sock->shutdown(tcp::socket::shutdown_both, ignored);
+    sock->close(ignored);
+  });
+}
 
 void do_accept(std::shared_ptr<Server::State> st, Listener l) {
   l.acceptor->async_accept(
@@ -716,12 +759,37 @@ void do_accept(std::shared_ptr<Server::State> st, Listener l) {
             sock->shutdown(tcp::socket::shutdown_both, ignored);
             sock->close(ignored);
           });
+          return do_accept(st, l);
+        }
+        std::shared_ptr<void> slot;
+        const auto remote = socket.remote_endpoint(ec);
+        if (!ec && !count_address(st, remote.address(), slot)) {
+          st->metrics.add("kiln_http_connections_per_address_rejected_total", {});
+          if (st->reject_log.allow()) {
+            st->log->warn(
+                "event=http.conn_rejected reason=max_connections_per_address peer={} "
+                "limit={}",
+                remote.address().to_string(), st->options.max_connections_per_address);
+          }
+          static const auto kTooMany = [] {
+            const std::string body =
+                "{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections "
+                "from this address, retry later\"}}";
+            return std::make_shared<const std::string>(
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                "Connection: close\r\nRetry-After: 1\r\nContent-Length: " +
+                std::to_string(body.size()) + "\r\n\r\n" + body);
+          }();
+          send_and_close(std::move(socket), kTooMany);
         } else if (l.tls) {
-          std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(st, std::move(socket),
-                                                                          *st->tls)
-              ->run();
+          auto session = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(
+              st, std::move(socket), *st->tls);
+          session->hold_address_slot(std::move(slot));
+          session->run();
         } else {
-          std::make_shared<Session<beast::tcp_stream>>(st, std::move(socket))->run();
+          auto session = std::make_shared<Session<beast::tcp_stream>>(st, std::move(socket));
+          session->hold_address_slot(std::move(slot));
+          session->run();
         }
         do_accept(st, l);
       });
@@ -740,8 +808,12 @@ Server::Server(net::io_context& ioc, ServerOptions options, Handler handler, Met
                    "Connections refused with 503 because max_connections was reached.");
   metrics.describe("kiln_http_tls_handshake_failures_total", Metrics::Type::kCounter,
                    "TLS handshakes that failed (an untrusted certificate, not TLS, a timeout).");
+  metrics.describe("kiln_http_connections_per_address_rejected_total", Metrics::Type::kCounter,
+                   "Connections refused with 503 because their source address held "
+                   "max_connections_per_address.");
   metrics.set("kiln_http_connections", {}, 0);
   metrics.add("kiln_http_connections_rejected_total", {}, 0);
+  metrics.add("kiln_http_connections_per_address_rejected_total", {}, 0);
 }
 
 Server::~Server() {

@@ -5,8 +5,9 @@
 // `Handler` (request in, response out, possibly asynchronously), which never sees a socket.
 // Every connection runs on its own strand; every read is bounded by size (header and body
 // limits) and time (read timeout, which is also the keep-alive idle timeout); every file
-// transfer by a stall timeout. Past `max_connections` new connections get a 503 and are
-// closed. Thread-safety: start() and shutdown() from one thread; the rest is internal.
+// transfer by a stall timeout. Past `max_connections` (or `max_connections_per_address` from
+// one source address) new connections get a 503 and are closed. Thread-safety: start() and
+// shutdown() from one thread; the rest is internal.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -66,6 +67,9 @@ inline constexpr std::string_view kPeerHeader = "Kiln-Peer";
 struct UploadVerdict {
   enum Kind { kNotUpload, kAccept, kRefuse } kind = kNotUpload;
   Response refusal;  // sent (and the connection closed) for kRefuse, before any body byte is read
+  // kAccept: held by the connection until the upload's response is written or the upload is
+  // abandoned (e.g. a slot of a concurrent-upload limit).
+  std::shared_ptr<void> hold;
 };
 
 // Large request bodies (image uploads) go to a file in `dir`, never whole into memory.
@@ -86,6 +90,9 @@ struct ServerOptions {
   std::chrono::milliseconds write_timeout{
       60'000};  // a response or file transfer making no progress
   int max_connections = 1024;
+  // Concurrent connections from one source address; past it new ones get a 503 and are
+  // closed, so one host cannot hold every slot. 0: no per-address limit.
+  int max_connections_per_address = 64;
   std::string tls_cert_file;  // PEM; TLS is on when both files are set
   std::string tls_key_file;
   // A second listener, speaking TLS with tls_cert_file/tls_key_file, beside the plain one at

@@ -1,6 +1,7 @@
 #include "images/chunk_store.h"
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -82,10 +83,13 @@ std::optional<ChunkFile> ChunkStore::chunk_file(const std::string& sha) const {
 }
 
 Result<ImportReport> ChunkStore::import(const proto::image::PackedImage& image,
-                                        const std::vector<proto::image::Key>& trusted,
-                                        int threads) {
+                                        const std::vector<proto::image::Key>& trusted, int threads,
+                                        const std::atomic<bool>* stop) {
+  const auto stopped = [stop] { return stop && stop->load(); };
+  const auto cancelled = [] { return make_error(Errc::kUnavailable, "import cancelled"); };
   // Everything is verified before the first byte is stored.
-  auto verified = proto::image::verify_image(image, trusted, threads);
+  auto verified = proto::image::verify_image(image, trusted, threads, stop);
+  if (stopped()) return cancelled();
   if (!verified) return verified.error();
   const auto& m = image.manifest();
   std::lock_guard lock(mu_);
@@ -103,6 +107,7 @@ Result<ImportReport> ChunkStore::import(const proto::image::PackedImage& image,
   for (std::size_t i = 0; i < m.chunks.size(); ++i) {
     const auto& c = m.chunks[i];
     if (!proto::image::has_payload(c.kind)) continue;
+    if (stopped()) return cancelled();
     ++r.chunks;
     if (!seen.insert(c.sha256).second || chunk_file(c.sha256)) continue;
     auto payload = image.read_payload(i);
@@ -213,6 +218,15 @@ Result<GcReport> ChunkStore::collect_garbage() {
     }
   }
   return r;
+}
+
+Result<std::uint64_t> ChunkStore::available_bytes() const {
+  struct statvfs st {};
+  if (::statvfs(root_.c_str(), &st) != 0) {
+    return make_error(Errc::kInternal,
+                      "cannot statvfs " + root_.string() + ": " + std::strerror(errno));
+  }
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
 }
 
 std::uint64_t ChunkStore::chunk_bytes() const {

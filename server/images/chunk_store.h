@@ -13,6 +13,7 @@
 // internal mutex, so a collection never removes a chunk an import is about to reference.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -51,8 +52,11 @@ class ChunkStore {
   // Verifies `image` (signature against `trusted` when given, every chunk, the whole-image
   // hash) before anything is stored, then stores its missing chunks and its manifest. A
   // different manifest under an existing name/version is a conflict (versions are immutable).
+  // `stop`, when given, is polled between chunks (verifying and storing): once set, the
+  // import ends with kUnavailable; chunks already stored are garbage until collected.
   Result<ImportReport> import(const proto::image::PackedImage& image,
-                              const std::vector<proto::image::Key>& trusted, int threads = 0);
+                              const std::vector<proto::image::Key>& trusted, int threads = 0,
+                              const std::atomic<bool>* stop = nullptr);
   std::optional<ChunkFile> chunk_file(const std::string& sha256) const;
   Result<std::string> manifest(const std::string& name, const std::string& version) const;
   // The manifest's signature; empty if the version was stored unsigned.
@@ -63,6 +67,8 @@ class ChunkStore {
   Result<GcReport> collect_garbage();
   // Bytes held by chunk files.
   std::uint64_t chunk_bytes() const;
+  // Bytes an unprivileged writer may still use on the store's filesystem (statvfs f_bavail).
+  Result<std::uint64_t> available_bytes() const;
 
  private:
   explicit ChunkStore(std::filesystem::path root) : root_(std::move(root)) {}

@@ -36,6 +36,7 @@ class Strings {
     return s;
   }
   bool at_end() const { return pos_ >= b_.size(); }
+  bool at_nul() const { return pos_ < b_.size() && b_[pos_] == 0; }
   // True when everything left is NUL padding.
   bool only_padding() const {
     return std::all_of(b_.begin() + static_cast<std::ptrdiff_t>(pos_), b_.end(),
@@ -51,14 +52,20 @@ Error bad(std::string msg) { return make_error(Errc::kBadRequest, std::move(msg)
 
 Result<Options> parse_options(Strings& s) {
   Options opts;
+  std::size_t count = 0;
   while (!s.at_end()) {
-    if (s.only_padding()) break;
+    // Only an empty name starts with NUL: scan for padding then, not before every option.
+    if (s.at_nul() && s.only_padding()) break;
     auto name = s.next();
     if (!name) return bad("unterminated option name");
     if (name->empty()) return bad("empty option name");
     auto value = s.next();
     if (!value) return bad("option '" + std::string(*name) + "' has no value");
+    if (++count > kMaxOptions) {
+      return make_error(Errc::kTooLarge, "more than " + std::to_string(kMaxOptions) + " options");
+    }
     std::string key = ascii_lower(*name);
+    // At most kMaxOptions entries to compare: constant per option.
     const bool dup =
         std::any_of(opts.begin(), opts.end(), [&](const auto& kv) { return kv.first == key; });
     if (!dup) opts.emplace_back(std::move(key), std::string(*value));

@@ -41,13 +41,19 @@ inline constexpr std::size_t kMinBlksize = 8;
 inline constexpr std::size_t kMaxBlksize = 65464;
 // The largest datagram a well-behaved peer sends: a DATA packet of the largest block size.
 inline constexpr std::size_t kMaxPacket = kMaxBlksize + 4;
+// RFC 2347: a request with its options "must not exceed 512 octets". The server's default
+// bound for RRQ/WRQ (Limits::max_request_bytes); PXE ROMs and iPXE send well under 100.
+inline constexpr std::size_t kMaxRequestSize = 512;
+// Options (duplicates included) accepted in one RRQ, WRQ or OACK. The server knows four;
+// the bound keeps parsing linear in the packet and the duplicate check constant per option.
+inline constexpr std::size_t kMaxOptions = 32;
 
 enum class Mode { kOctet, kNetascii };
 
 using Options = std::vector<std::pair<std::string, std::string>>;
 
 // RRQ or WRQ. Option names are lower-cased; values are as sent; the first occurrence of a
-// name wins (later duplicates are dropped).
+// name wins (later duplicates are dropped). At most kMaxOptions options, duplicates counted.
 struct Request {
   Opcode op = Opcode::kRrq;
   std::string filename;
@@ -68,7 +74,8 @@ struct Packet {
 // Parses any TFTP packet. kBadRequest with a reason for everything malformed: too short,
 // unknown opcode, missing NUL terminators, an unknown transfer mode ("mail" included), an
 // empty file name, an option without a value, bytes after the last option (trailing NUL
-// padding, which some PXE ROMs send, is tolerated).
+// padding, which some PXE ROMs send, is tolerated). kTooLarge for more than kMaxOptions
+// options (parsing stops at the first one too many): the server answers it with ERROR 8.
 Result<Packet> parse(std::span<const std::uint8_t> bytes);
 
 // Encoders append to `out` (which is cleared first) and return its size.
@@ -81,6 +88,7 @@ std::size_t encode_request(std::vector<std::uint8_t>& out, const Request& r);
 
 // What the server is willing to do.
 struct Limits {
+  std::size_t max_request_bytes = kMaxRequestSize;  // larger RRQ/WRQ: ERROR 4, not parsed
   std::size_t max_blksize = kMaxBlksize;
   std::uint16_t max_window = 64;
   std::uint32_t default_timeout_ms = 1000;

@@ -518,7 +518,18 @@ void Server::State::drain_listener() {
 void Server::State::handle_request(std::span<const std::uint8_t> bytes, const udp::endpoint& peer,
                                    const net::ip::address& local) {
   if (peer.port() == 0) return drop("source_port_zero", peer, "");
+  const bool is_request = bytes.size() >= 2 && bytes[0] == 0 && (bytes[1] == 1 || bytes[1] == 2);
+  if (is_request && bytes.size() > opts.limits.max_request_bytes) {
+    // Not parsed at all: its cost stays one comparison whatever it holds.
+    return refuse(local, peer, ErrorCode::kIllegalOperation,
+                  "request larger than " + std::to_string(opts.limits.max_request_bytes) + " bytes",
+                  "request_too_large", "");
+  }
   auto pkt = parse(bytes);
+  if (!pkt && is_request && pkt.error().code == Errc::kTooLarge) {
+    return refuse(local, peer, ErrorCode::kOptionRefused, pkt.error().message, "too_many_options",
+                  "");
+  }
   if (!pkt) return drop("malformed", peer, pkt.error().message);
   if (pkt->op == Opcode::kWrq) {
     return refuse(local, peer, ErrorCode::kAccessViolation, "write requests are not accepted",

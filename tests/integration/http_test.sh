@@ -121,6 +121,45 @@ curl -s "$URL/metrics" | grep -q '^kiln_http_connections_rejected_total [1-9]' &
 kill -0 "$KILND_PID" && ok || fail "kilnd survived all of the above"
 stop_kilnd
 
+# --- per-address connection cap -----------------------------------------------------------------
+# One host holding connections cannot take every slot: past max_connections_per_address (3) its
+# new connections get a 503 and are closed, while another address (127.0.0.2, loopback too) is
+# still served. Connections are accepted in arrival order, so the held three come first.
+cat >"$WORK/peraddr.json" <<JSON
+{"http": {"max_connections": 50, "max_connections_per_address": 3, "read_timeout_ms": 20000}}
+JSON
+start_kilnd --config "$WORK/peraddr.json"
+HOSTPORT=${URL#http://}
+fds=()
+for i in 1 2 3; do
+  exec {fd}<>"/dev/tcp/${HOSTPORT%:*}/${HOSTPORT##*:}"
+  fds+=("$fd")
+done
+code=$(curl -s -D "$WORK/pa.h" -o "$WORK/pa.body" -w '%{http_code}' "$URL/healthz")
+expect_eq "$code" 503 "4th connection from 127.0.0.1"
+expect_eq "$(jq -r .error.message "$WORK/pa.body")" \
+  "too many connections from this address, retry later" "per-address 503 body"
+grep -qi '^retry-after: 1' "$WORK/pa.h" && ok || fail "per-address 503 has Retry-After"
+code=$(curl -s --interface 127.0.0.2 -o /dev/null -w '%{http_code}' "$URL/healthz")
+expect_eq "$code" 200 "another address is still served"
+curl -s --interface 127.0.0.2 "$URL/metrics" |
+  grep -q '^kiln_http_connections_per_address_rejected_total [1-9]' && ok ||
+  fail "per-address rejections counted"
+grep -q 'event=http.conn_rejected reason=max_connections_per_address peer=127.0.0.1 limit=3' \
+  "$WORK/kilnd.$((${#KILND_PIDS[@]} - 1)).log" && ok || fail "per-address rejection logged"
+# Closing one held connection frees its slot (kilnd notices the close asynchronously: bounded wait).
+fd=${fds[0]}
+exec {fd}>&-
+code=000
+for _ in $(seq 50); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")
+  [[ "$code" == 200 ]] && break
+  sleep 0.1
+done
+expect_eq "$code" 200 "a freed slot serves 127.0.0.1 again"
+for fd in "${fds[@]:1}"; do exec {fd}>&-; done
+stop_kilnd
+
 # --- TLS ----------------------------------------------------------------------------------------
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
   -subj "/CN=kilnd.test" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>/dev/null

@@ -38,9 +38,9 @@ export KILN_URL=$URL KILN_TOKEN=$TOKEN
 
 # upload FILE NAME VERSION [TOKEN] — POSTs a file with curl; sets STATUS and BODY.
 upload() {
-  STATUS=$(curl -s -o "$WORK/body" -w '%{http_code}' -X POST -H "Authorization: Bearer ${4:-$TOKEN}" \
-    -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$URL/api/v1/images/$2/versions/$3")
-  BODY=$(cat "$WORK/body")
+  STATUS=$(curl -s --max-time 120 -o "$WORK/body" -w '%{http_code}' -X POST -H "Authorization: Bearer ${4:-$TOKEN}" \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$1" "$URL/api/v1/images/$2/versions/$3") || true
+  BODY=$(cat "$WORK/body" 2>/dev/null || true)
 }
 chunk_files() { find "$STORE/chunks" -type f | wc -l; }
 tmp_empty() { [[ -z "$(ls -A "$STORE/tmp")" ]]; }
@@ -257,4 +257,150 @@ urls=()
 for s in $(jq -r '.chunks[][1]' large.json); do urls+=("$URL/v1/chunks/$s"); done
 expect_eq "$(curl -s "${urls[@]}" | zstd -dc | sha256sum | cut -d' ' -f1)" \
   "$(sha256sum <large.raw | cut -d' ' -f1)" "version 2's chunks, served in order, are the image"
+
+# --- import limits: declared size, chunk count, concurrent uploads, free space, cancel --------
+# An import costs what the image *declares*: a few hundred KB of manifest can declare terabytes
+# of zero chunks. zero_kiln NAME VERSION SIZE CHUNK OUT writes a well-formed unsigned .kiln of
+# ZERO chunks only (no payloads). Its whole-image SHA-256 is right for small images; for huge
+# ones it is a placeholder (computing it would cost what the server is spared), so such an
+# import, if it ran to the end, would fail with a mismatch, not succeed.
+stop_kilnd TERM
+unset DATA_DIR
+zero_kiln() {
+  python3 - "$@" <<'PY'
+import hashlib, json, struct, sys
+name, version, size, chunk, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+n = (size + chunk - 1) // chunk
+if size <= 64 << 20:
+    sha = hashlib.sha256(bytes(size)).hexdigest()
+else:
+    sha = "ab" * 32
+m = {"chunk_size": chunk, "chunks": [["Z"]] * n, "created_at": "2026-01-01T00:00:00.000Z",
+     "format": 1, "labels": {}, "name": name, "partition_tables": [], "sector_size": 512,
+     "sha256": sha, "size": size, "version": version}
+manifest = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+header = b"KILNIMG\0" + struct.pack("<HH", 1, 0) + bytes(52)
+d8 = lambda b: hashlib.sha256(b).digest()[:8]
+t = b"KILNEND\0" + struct.pack("<QQQQ", 64, len(manifest), 64 + len(manifest), 0)
+t += d8(header + manifest) + bytes(8)
+t += d8(t)
+open(out, "wb").write(header + manifest + t)
+PY
+}
+zero_kiln os 1 $((2 << 20)) $((256 << 10)) small-zero.kiln          # 2 MiB, 8 chunks: accepted
+zero_kiln os 2 $((2 << 40)) $((64 << 20)) huge.kiln                 # 2 TiB, 32,768 chunks
+zero_kiln os 3 $((25 << 20)) $((256 << 10)) many.kiln               # 25 MiB, 100 chunks
+zero_kiln os 4 $((4 << 40)) $((64 << 20)) stall.kiln                # 4 TiB: hours to hash
+zero_kiln os 5 $((4 << 40)) $((64 << 20)) stall5.kiln
+log "huge.kiln is $(stat -c %s huge.kiln) bytes declaring 2 TiB; stall.kiln $(stat -c %s stall.kiln) bytes declaring 4 TiB"
+
+# Default max_image_bytes (1 TiB); max_chunks 64.
+DATA_DIR=$WORK/limits
+cat >limits.json <<JSON
+{ "images": { "max_chunks": 64 } }
+JSON
+start_kilnd --config limits.json
+LOGF=$WORK/kilnd.$((${#KILND_PIDS[@]} - 1)).log
+TOKEN=$(make_token ops admin)
+STORE=$DATA_DIR/images
+upload huge.kiln os 2
+expect_status 413 "a small upload declaring 2 TiB is refused"
+expect_eq "$(jqb .error.message)" "the image declares $((2 << 40)) bytes; this server accepts images of at most $((1 << 40)) bytes (images.max_image_bytes)" \
+  "the declared-size refusal names the limit"
+upload many.kiln os 3
+expect_status 413 "an image of 100 chunks is refused past images.max_chunks 64"
+expect_eq "$(jqb .error.message)" "the image has 100 chunks; this server accepts at most 64 (images.max_chunks); build it with a larger --chunk-size" \
+  "the chunk-count refusal names the limit"
+grep -q 'event=images.import_started' "$LOGF" && fail "a refused image was verified" || ok
+upload small-zero.kiln os 1
+expect_status 201 "an image within the limits is accepted"
+api GET /api/v1/images/os/versions/2
+expect_status 404 "the huge version was not registered"
+expect_eq "$(ls "$STORE/manifests/os")" "1.json" "only the accepted version's manifest is stored"
+tmp_empty && ok || fail "refused uploads left files in the store's tmp/"
+stop_kilnd TERM
+
+# max_concurrent_uploads 1, no size limit: a 4 TiB import holds the one slot until it is
+# cancelled by deleting its version.
+DATA_DIR=$WORK/limits2
+cat >limits2.json <<JSON
+{ "shutdown_grace_ms": 500, "images": { "max_image_bytes": 0, "max_chunks": 0, "max_concurrent_uploads": 1 } }
+JSON
+start_kilnd --config limits2.json
+LOGF=$WORK/kilnd.$((${#KILND_PIDS[@]} - 1)).log
+TOKEN=$(make_token ops admin)
+STORE=$DATA_DIR/images
+# bg_upload FILE VERSION TAG — uploads in the background; TAG.code appears when curl returned.
+bg_upload() {
+  ( curl -s --max-time 120 -o "$3.body" -w '%{http_code}' -X POST \
+      -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/octet-stream' \
+      --data-binary @"$1" "$URL/api/v1/images/os/versions/$2" >"$3.code.tmp" || true
+    mv "$3.code.tmp" "$3.code" ) &
+}
+# wait_for PATTERN FILE — bounded wait for a log line (or a file to appear).
+wait_log() { for _ in $(seq 300); do grep -q "$1" "$LOGF" && return 0; sleep 0.05; done; return 1; }
+wait_file() { for _ in $(seq 600); do [[ -e $1 ]] && return 0; sleep 0.05; done; return 1; }
+bg_upload stall.kiln 4 stall
+wait_log 'event=images.import_started image=os:4' && ok || fail "the 4 TiB import did not start"
+upload small-zero.kiln os 1
+expect_status 503 "a second upload while one is importing (max_concurrent_uploads 1)"
+expect_eq "$(jqb .error.message)" "the limit of 1 concurrent uploads (images.max_concurrent_uploads) is reached; retry later" \
+  "the concurrent-upload refusal explains itself"
+curl -s -D busy.h -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" \
+  -H 'Content-Type: application/octet-stream' --data-binary @small-zero.kiln "$URL/api/v1/images/os/versions/1"
+grep -qi '^retry-after: ' busy.h && ok || fail "503 for a full upload slot has Retry-After"
+[[ -e stall.code ]] && fail "the 4 TiB import ended by itself ($(cat stall.code))" || ok
+api DELETE /api/v1/images/os/versions/4
+expect_status 204 "deleting a version whose import is running"
+wait_file stall.code
+expect_eq "$(cat stall.code 2>/dev/null)" 409 "the running import was cancelled"
+expect_eq "$(jq -r .error.message stall.body 2>/dev/null)" "the import of os:4 was cancelled: the version was deleted" \
+  "the cancelled upload says why"
+grep -q 'event=images.import_cancelled image=os:4 reason=deleted' "$LOGF" && ok || fail "cancel logged"
+api GET /api/v1/images/os/versions/4
+expect_status 404 "the cancelled version does not exist"
+[[ ! -e $STORE/manifests/os/4.json ]] && ok || fail "the cancelled version's manifest was stored"
+# Its slot is free once its answer is written.
+for _ in $(seq 50); do upload small-zero.kiln os 1; [[ $STATUS == 201 ]] && break; sleep 0.1; done
+expect_status 201 "an upload after the cancelled one takes the free slot"
+
+# Shutdown does not wait for a running import: it is cancelled.
+bg_upload stall5.kiln 5 stall5
+wait_log 'event=images.import_started image=os:5' && ok || fail "the second 4 TiB import did not start"
+kill -TERM "$KILND_PID"
+exited=no
+for _ in $(seq 600); do kill -0 "$KILND_PID" 2>/dev/null || { exited=yes; break; }; sleep 0.05; done
+expect_eq "$exited" yes "kilnd exits at SIGTERM while a 4 TiB import runs"
+if [[ $exited == yes ]]; then
+  rc=0; wait "$KILND_PID" || rc=$?
+  expect_eq "$rc" 0 "kilnd's exit status"
+else
+  kill -KILL "$KILND_PID"; wait "$KILND_PID" || true
+fi
+grep -q 'event=images.import_stopped image=os:5' "$LOGF" && ok || fail "the stopped import is logged"
+wait_file stall5.code
+expect_eq "$(cat stall5.code 2>/dev/null)" 503 "the upload whose import was stopped by shutdown"
+expect_eq "$(jq -r .error.message stall5.body 2>/dev/null)" \
+  "the import of os:5 was cancelled: the server is shutting down" "and it says why"
+
+# A free-space reserve larger than the filesystem: 507 before the body is read, nothing written.
+DATA_DIR=$WORK/limits3
+cat >limits3.json <<JSON
+{ "images": { "min_free_bytes": $((1 << 62)) } }
+JSON
+start_kilnd --config limits3.json
+LOGF=$WORK/kilnd.$((${#KILND_PIDS[@]} - 1)).log
+TOKEN=$(make_token ops admin)
+STORE=$DATA_DIR/images
+upload small-zero.kiln os 1
+expect_status 507 "an upload that would eat into images.min_free_bytes"
+[[ "$(jqb .error.message)" == "not enough free space for this upload: "*"images.min_free_bytes keeps $((1 << 62)) free for the database" ]] \
+  && ok || fail "the 507 explains itself: $BODY"
+expect_eq "$(jqb .error.code)" insufficient_storage "507 error code"
+grep -q 'event=images.upload_refused reason=min_free_bytes' "$LOGF" && ok || fail "507 logged"
+tmp_empty && ok || fail "a 507 upload left a file in tmp/"
+expect_eq "$(find "$STORE/chunks" "$STORE/manifests" -type f | wc -l)" 0 "nothing stored"
+api GET /api/v1/images/os/versions/1
+expect_status 404 "no version registered"
+stop_kilnd TERM
 finish

@@ -122,7 +122,7 @@ grep -q 'event=tftp.request_refused reason=path_refused' "$WORK/kilnd.0.log" && 
   fail "no log line for the refused path"
 
 log "malformed packets are dropped, counted, and harm nothing"
-for hex in 00 0001 00016100 000161006d61696c00 0009000000 0001$(printf 'a%.0s' $(seq 600))00 \
+for hex in 00 0001 00016100 000161006d61696c00 0009000000 0001$(printf 'a%.0s' $(seq 300))00 \
   000161006f6374657400626c6b73697a6500; do
   out=$("$PROBE" --wait-ms 200 "$TFTP_PORT" "$hex")
   [[ -z "$out" ]] && ok || fail "malformed packet $hex got a reply: $out"
@@ -131,6 +131,41 @@ timeout 30 curl -sS -o "$WORK/out.curl" "tftp://127.0.0.1:$TFTP_PORT/odd.bin"
 check odd.bin "$WORK/out.curl" "fetch after malformed packets"
 dropped=$(curl -s "$URL/metrics" | awk '/^kiln_tftp_packets_dropped_total\{reason="malformed"\}/ {print $2}')
 [[ "${dropped:-0}" -ge 6 ]] && ok || fail "malformed packets not counted ($dropped)"
+
+log "hostile requests: too many options or too many bytes get an ERROR; transfers go on"
+# request NAME OPTION-NAME-PREFIX COUNT [SAME]: an RRQ for NAME with COUNT options, as hex.
+# With SAME the options all have one name (the quadratic de-duplication case of issue 14).
+request() {
+  { printf '\0\001%s\0octet\0' "$1"
+    for ((i = 0; i < $3; i++)); do
+      if [[ -n "${4:-}" ]]; then printf '%s\0%d\0' "$2" 512; else printf '%s%d\0%d\0' "$2" "$i" 1; fi
+    done; } | xxd -p | tr -d '\n'
+}
+# 32 options (the cap), all unknown: no OACK, the transfer starts with DATA 1.
+hex=$(request one.bin o 32)
+expect_eq "$(( ${#hex} / 2 <= 512 ))" "1" "32-option request fits in 512 bytes"
+expect_eq "$("$PROBE" --wait-ms 1000 --ack "$TFTP_PORT" "$hex")" "received 512" \
+  "32 options: one.bin served in full"
+hex=$(request one.bin o 33)
+expect_eq "$(error_of "$hex")" "00050008" "33 options: ERROR 8"
+hex=$(request one.bin blksize 40 same)
+expect_eq "$(( ${#hex} / 2 <= 512 ))" "1" "40 blksize options fit in 512 bytes"
+expect_eq "$(error_of "$hex")" "00050008" "40 duplicate blksize options: ERROR 8"
+# ~24 KB, 2,000 options: refused by size before it is parsed (RFC 2347's 512 octets).
+hex=$(request one.bin blksize 2000 same)
+expect_eq "$(error_of "$hex")" "00050004" "24 KB request: ERROR 4"
+expect_eq "$(error_of "$(request one.bin o 200)")" "00050004" "1.4 KB request of 200 options: ERROR 4"
+grep -q 'event=tftp.request_refused reason=too_many_options' "$WORK/kilnd.0.log" && ok ||
+  fail "no log line for too many options"
+grep -q 'event=tftp.request_refused reason=request_too_large' "$WORK/kilnd.0.log" && ok ||
+  fail "no log line for an oversize request"
+metrics=$(curl -s "$URL/metrics")
+n=$(awk '/^kiln_tftp_requests_refused_total\{reason="too_many_options"\}/ {print $2}' <<<"$metrics")
+expect_eq "${n:-0}" "2" "too_many_options counted"
+n=$(awk '/^kiln_tftp_requests_refused_total\{reason="request_too_large"\}/ {print $2}' <<<"$metrics")
+expect_eq "${n:-0}" "2" "request_too_large counted"
+timeout 30 curl -sS --tftp-blksize 1468 -o "$WORK/out.curl" "tftp://127.0.0.1:$TFTP_PORT/odd.bin"
+check odd.bin "$WORK/out.curl" "fetch with options after hostile requests"
 
 log "a stranger writing to a transfer's port gets ERROR 5; the transfer is not disturbed"
 out=$("$PROBE" --wait-ms 1000 --replies 1 --stray 00040001 "$TFTP_PORT" "$(rrq multi.bin)")

@@ -1,6 +1,7 @@
 #include "images/chunk_store.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <random>
 
 #include "images/builder.h"
+#include "images/image_service.h"
 #include "tests/unit/test_dir.h"
 
 namespace kiln::images {
@@ -87,6 +89,49 @@ TEST_F(ChunkStoreTest, VersionsSharingChunksAreStoredOnce) {
   EXPECT_TRUE(again->already_present);
   EXPECT_EQ(again->new_chunks, 0u);
   EXPECT_TRUE(store_->manifest("web", "2"));
+}
+
+TEST_F(ChunkStoreTest, AStoppedImportStoresNoManifest) {
+  auto image = img::PackedImage::open(build("1"));
+  ASSERT_TRUE(image);
+  std::atomic<bool> stop{true};
+  auto r = store_->import(*image, {}, 2, &stop);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kUnavailable);
+  EXPECT_FALSE(store_->manifest("web", "1"));
+  stop = false;
+  EXPECT_TRUE(store_->import(*image, {}, 2, &stop));
+  EXPECT_TRUE(store_->manifest("web", "1"));
+}
+
+TEST_F(ChunkStoreTest, ReportsTheFilesystemsAvailableBytes) {
+  auto free = store_->available_bytes();
+  ASSERT_TRUE(free) << free.error().message;
+  EXPECT_GT(*free, 0u);
+}
+
+TEST_F(ChunkStoreTest, UploadSlotsAreCountedAndTheReserveIsChecked) {
+  auto log = std::make_shared<spdlog::logger>("test");  // no sinks: quiet
+  ImportLimits limits;
+  limits.max_concurrent_uploads = 1;
+  limits.min_free_bytes = 0;
+  {
+    ImageService svc(*store_, {}, log, limits);
+    auto first = svc.reserve_upload(1000);
+    ASSERT_EQ(first.refused, UploadSlot::kNone);
+    EXPECT_EQ(svc.reserve_upload(1000).refused, UploadSlot::kBusy);
+    first.hold.reset();
+    EXPECT_EQ(svc.reserve_upload(1000).refused, UploadSlot::kNone);
+  }
+  limits.min_free_bytes = std::uint64_t{1} << 62;  // more than any test filesystem has
+  ImageService svc(*store_, {}, log, limits);
+  auto refused = svc.reserve_upload(1000);
+  EXPECT_EQ(refused.refused, UploadSlot::kNoSpace);
+  EXPECT_FALSE(refused.hold);
+  // A length so large that twice it overflows is refused, not wrapped around.
+  limits.min_free_bytes = 1;
+  ImageService svc2(*store_, {}, log, limits);
+  EXPECT_EQ(svc2.reserve_upload(~std::uint64_t{0} / 2 + 1).refused, UploadSlot::kNoSpace);
 }
 
 TEST_F(ChunkStoreTest, VersionsAreImmutable) {

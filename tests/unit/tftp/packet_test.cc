@@ -48,6 +48,39 @@ TEST(TftpPacket, OptionNamesAndModeAreCaseInsensitiveAndFirstDuplicateWins) {
   EXPECT_EQ(p->request.options[0].second, "1024");
 }
 
+// An RRQ for "f" with `n` options, all named `same` if given, else o0, o1, ...
+std::vector<std::uint8_t> request_with_options(int n, std::string same = "") {
+  std::string s(
+      "\x00\x01"
+      "f\0octet\0"s);
+  for (int i = 0; i < n; ++i) {
+    s += same.empty() ? "o" + std::to_string(i) : same;
+    s += '\0';
+    s += "512";
+    s += '\0';
+  }
+  return bytes(s);
+}
+
+TEST(TftpPacket, AcceptsUpToKMaxOptionsDuplicatesCounted) {
+  auto p = parse(request_with_options(static_cast<int>(kMaxOptions)));
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(p->request.options.size(), kMaxOptions);
+  auto dup = parse(request_with_options(static_cast<int>(kMaxOptions), "blksize"));
+  ASSERT_TRUE(dup) << dup.error().message;
+  EXPECT_EQ(dup->request.options.size(), 1u);
+}
+
+TEST(TftpPacket, RefusesMoreThanKMaxOptionsAsTooLarge) {
+  for (const auto& raw : {request_with_options(static_cast<int>(kMaxOptions) + 1),
+                          request_with_options(10'800, "blksize"), request_with_options(10'800)}) {
+    auto p = parse(raw);
+    ASSERT_FALSE(p);
+    EXPECT_EQ(p.error().code, Errc::kTooLarge);
+    EXPECT_EQ(p.error().message, "more than 32 options");
+  }
+}
+
 TEST(TftpPacket, ToleratesTrailingNulPaddingFromPxeRoms) {
   const auto raw = bytes(
       "\x00\x01"
