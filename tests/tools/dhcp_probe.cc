@@ -5,6 +5,9 @@
 // Written independently of kiln's codec, so it checks kilnd rather than agreeing with it.
 // Run it inside the test's network namespace (it binds 0.0.0.0:68 on --iface).
 //   dhcp_probe --iface IF [--vendor-class S] [--arch N] [--wait-ms MS] [--mac aa:bb:..]
+//              [--user-class S] [--opt175 HEX]
+// --user-class sends option 77 (iPXE sends "iPXE"); --opt175 sends option 175 with these bytes
+// (iPXE's encapsulated feature list, e.g. 140101 = HTTPS version 1).
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -21,6 +24,7 @@
 
 int main(int argc, char** argv) {
   std::string iface, vc = "PXEClient:Arch:00000:UNDI:002001", mac_s = "52:54:00:aa:bb:01";
+  std::string user_class, opt175_hex;
   int arch = 0, wait_ms = 2000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
@@ -34,6 +38,14 @@ int main(int argc, char** argv) {
       wait_ms = std::atoi(v.c_str());
     else if (a == "--mac")
       mac_s = v;
+    else if (a == "--user-class")
+      user_class = v;
+    else if (a == "--opt175")
+      opt175_hex = v;
+  }
+  std::vector<unsigned char> opt175;
+  for (std::size_t i = 0; i + 1 < opt175_hex.size(); i += 2) {
+    opt175.push_back(static_cast<unsigned char>(std::stoul(opt175_hex.substr(i, 2), nullptr, 16)));
   }
   if (iface.empty()) {
     std::fprintf(stderr,
@@ -77,6 +89,9 @@ int main(int argc, char** argv) {
   std::vector<unsigned char> uuid(17, 0x11);
   uuid[0] = 0;
   opt(97, uuid);
+  if (!user_class.empty())
+    opt(77, std::vector<unsigned char>(user_class.begin(), user_class.end()));
+  if (!opt175.empty()) opt(175, opt175);
   opt(55, {1, 3, 43, 60, 66, 67});
   p.push_back(255);
   p.resize(std::max<std::size_t>(p.size(), 300), 0);
