@@ -15,7 +15,8 @@
 # bookworm main is added next to /etc/apt/sources.list.d/debian.sources when missing, and
 # `apt-get update` runs only when apt does not know the source package yet). --source DIR uses
 # an already unpacked iPXE source tree instead (a directory with src/Makefile), e.g. one copied
-# from another machine; nothing else is ever fetched. The build tree stays in the cache dir
+# from another machine; nothing else is ever fetched. Without --source, a tree already in the
+# cache (from either) is reused, with its objects. The build tree stays in the cache dir
 # (default /var/cache/kiln/ipxe, or $KILN_IPXE_CACHE): a rebuild with another CA recompiles the
 # two certificate objects and relinks. Build dependencies are Debian packages (see
 # deploy/install-deps.sh).
@@ -75,7 +76,9 @@ if [[ -n $src_override ]]; then
     cp -a "$src_override/." "$tree/"
     echo "$stamp" >"$tree/.kiln-source"
   fi
-elif [[ ! -f $tree/.kiln-source || $(cat "$tree/.kiln-source") != apt:* ]]; then
+elif [[ -f $tree/.kiln-source ]]; then
+  log "reusing the iPXE source in $tree ($(cat "$tree/.kiln-source"))"
+else
   sources_file=/etc/apt/sources.list.d/kiln-deb-src.sources
   if ! grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     log "adding $sources_file (deb-src for bookworm main)"
