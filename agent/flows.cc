@@ -261,9 +261,10 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   stage = "writing";
   DeployOptions d = deploy_options(o);
   d.previous = previous ? &*previous : nullptr;
-  d.chunk_bases = o.mirrors;
-  d.chunk_bases.push_back(api.base().url);
-  if (plan.chunks_url) d.chunks_path = *plan.chunks_url;
+  auto sources = chunk_sources(o.mirrors, api.base(), plan.chunks_url);
+  if (!sources) return fail_deployment(api, stage, sources.error().message);
+  d.chunk_bases = std::move(sources->bases);
+  d.chunks_path = std::move(sources->path);
   DeployCounters counters;
   const int rc = write_and_report(o, api, m.size, started, counters,
                                   [&] { return deploy(m, *disk, d, counters); });

@@ -1,10 +1,17 @@
 #include "agent/http.h"
 
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <filesystem>
 #include <limits>
 #include <optional>
 
@@ -13,16 +20,67 @@ namespace kiln::agent {
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
 namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
 using tcp = net::ip::tcp;
 
-Result<HttpUrl> parse_agent_url(std::string_view url) {
-  auto u = parse_http_url(url);
-  if (!u) return u.error();
-  if (u->tls) {
-    return make_error(Errc::kInvalid,
-                      "URL '" + u->url + "' is https; the agent speaks plain http:// only");
+Result<HttpUrl> parse_agent_url(std::string_view url) { return parse_http_url(url); }
+
+namespace {
+
+// The pinned CA (see pin_ca_file): written once by main before any thread, then only read.
+struct PinnedCa {
+  std::string path;
+  std::unique_ptr<ssl::context> context;  // null: nothing pinned, https is refused
+};
+
+PinnedCa& pinned() {
+  static PinnedCa p;
+  return p;
+}
+
+}  // namespace
+
+Status pin_ca_file(const std::string& pem_path) {
+  std::error_code fec;
+  if (!std::filesystem::is_regular_file(pem_path, fec)) {
+    return make_error(Errc::kNotFound, "CA file " + pem_path + " does not exist");
   }
-  return u;
+  auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+  if (SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION) != 1) {
+    return make_error(Errc::kInternal, "cannot require TLS 1.2");
+  }
+  boost::system::error_code ec;
+  // Only this file: the system's store (set_default_verify_paths) is never loaded.
+  ctx->load_verify_file(pem_path, ec);
+  if (ec) {
+    return make_error(
+        Errc::kInvalid,
+        "CA file " + pem_path + " holds no PEM certificate that can be loaded: " + ec.message());
+  }
+  // A pinned certificate is an anchor even when it is not self-signed (an intermediate).
+  X509_STORE_set_flags(SSL_CTX_get_cert_store(ctx->native_handle()), X509_V_FLAG_PARTIAL_CHAIN);
+  ctx->set_verify_mode(ssl::verify_peer);
+  pinned() = PinnedCa{pem_path, std::move(ctx)};
+  return ok_status();
+}
+
+const std::string& pinned_ca_file() { return pinned().path; }
+
+Result<ChunkSources> chunk_sources(const std::vector<std::string>& mirrors, const HttpUrl& server,
+                                   const std::optional<std::string>& chunks_url) {
+  ChunkSources out;
+  out.bases = mirrors;
+  if (chunks_url &&
+      (chunks_url->rfind("http://", 0) == 0 || chunks_url->rfind("https://", 0) == 0)) {
+    auto u = parse_agent_url(*chunks_url);
+    if (!u) return make_error(Errc::kInvalid, "the plan's chunks_url: " + u.error().message);
+    out.path = u->path + "/";
+    out.bases.push_back(u->url.substr(0, u->url.size() - u->path.size()));
+  } else if (chunks_url) {
+    out.path = *chunks_url;
+  }
+  out.bases.push_back(server.url);
+  return out;
 }
 
 std::string Reply::header(std::string_view name) const {
@@ -44,14 +102,16 @@ std::string Reply::header(std::string_view name) const {
 
 namespace {
 
-// One connection's state and the two things both clients do with it: run one asynchronous
-// operation to completion (so every step is bounded by the stream's timeout), and connect
-// (resolving once).
+// One connection's state and the things both clients do with it: run one asynchronous
+// operation to completion (so every step is bounded by the stream's timeout), on whichever
+// stream the URL needs (plain or TLS), and connect (resolving once; verifying the server's
+// certificate for https).
 struct Conn {
   HttpUrl base;
   std::chrono::milliseconds timeout;
   net::io_context ioc;
-  std::optional<beast::tcp_stream> stream;
+  std::optional<beast::tcp_stream> plain;                   // http://
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;  // https://
   beast::flat_buffer buffer;
   std::optional<tcp::resolver::results_type> endpoints;
 
@@ -64,9 +124,67 @@ struct Conn {
     return result;
   }
 
+  bool connected() const { return plain || tls; }
+  void close() {
+    tls.reset();
+    plain.reset();
+  }
+  // Arms the timeout for the next step.
+  void arm() { (tls ? beast::get_lowest_layer(*tls) : *plain).expires_after(timeout); }
+  // Runs op(stream, handler) on the connection's stream.
+  template <typename Op>
+  beast::error_code io(Op&& op) {
+    arm();
+    return run([&](auto h) {
+      if (tls) {
+        op(*tls, std::move(h));
+      } else {
+        op(*plain, std::move(h));
+      }
+    });
+  }
+
+  // The TLS handshake on the connected `plain` stream, which becomes `tls`.
+  Status handshake() {
+    const PinnedCa& ca = pinned();
+    tls.emplace(std::move(*plain), *ca.context);
+    plain.reset();
+    SSL* ssl = tls->native_handle();
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    boost::system::error_code not_ip;
+    net::ip::make_address(base.host, not_ip);
+    const bool ok = !not_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, base.host.c_str()) == 1
+                            : X509_VERIFY_PARAM_set1_host(param, base.host.c_str(), 0) == 1 &&
+                                  SSL_set_tlsext_host_name(ssl, base.host.c_str()) == 1;
+    if (!ok) {
+      close();
+      return make_error(Errc::kInvalid, "cannot check a certificate for host '" + base.host + "'");
+    }
+    arm();
+    auto ec = run([&](auto h) { tls->async_handshake(ssl::stream_base::client, h); });
+    if (ec) {
+      std::string why = ec.message();
+      if (const long v = SSL_get_verify_result(ssl); v != X509_V_OK) {
+        why = std::string("the server's certificate is not trusted: ") +
+              X509_verify_cert_error_string(v);
+      }
+      close();
+      return make_error(Errc::kUnavailable, "TLS with " + base.url + " refused: " + why +
+                                                " (pinned CA " + ca.path + ", expected host " +
+                                                base.host + ")");
+    }
+    return ok_status();
+  }
+
   Status connect() {
-    stream.reset();
+    close();
     buffer.clear();
+    if (base.tls && !pinned().context) {
+      return make_error(Errc::kInvalid,
+                        base.url + " is https but no CA is pinned (--ca FILE, or " +
+                            "/etc/kiln/ca.pem in the initramfs): refusing an unverified server");
+    }
     beast::error_code ec;
     if (!endpoints) {
       tcp::resolver resolver(ioc);
@@ -77,14 +195,15 @@ struct Conn {
       }
       endpoints = r;
     }
-    stream.emplace(ioc);
-    stream->expires_after(timeout);
-    ec = run([&](auto h) { stream->async_connect(*endpoints, h); });
+    plain.emplace(ioc);
+    plain->expires_after(timeout);
+    ec = run([&](auto h) { plain->async_connect(*endpoints, h); });
     if (ec) {
-      stream.reset();
+      plain.reset();
       return make_error(Errc::kUnavailable, "cannot connect to " + base.url + ": " + ec.message());
     }
-    stream->socket().set_option(tcp::no_delay(true), ec);
+    plain->socket().set_option(tcp::no_delay(true), ec);
+    if (base.tls) return handshake();
     return ok_status();
   }
 };
@@ -94,17 +213,15 @@ struct Conn {
 struct HttpConnection::Impl : Conn {
   // One request/response on the current connection.
   Result<Reply> once(http::request<http::string_body>& req, std::size_t body_limit) {
-    stream->expires_after(timeout);
-    auto ec = run([&](auto h) { http::async_write(*stream, req, h); });
+    auto ec = io([&](auto& s, auto h) { http::async_write(s, req, h); });
     if (ec) return make_error(Errc::kUnavailable, "sending to " + base.url + ": " + ec.message());
     http::response_parser<http::string_body> parser;
     parser.body_limit(body_limit);
-    stream->expires_after(timeout);
-    ec = run([&](auto h) { http::async_read_header(*stream, buffer, parser, h); });
+    ec = io([&](auto& s, auto h) { http::async_read_header(s, buffer, parser, h); });
     if (!ec && !parser.is_done()) {
       if (auto len = parser.content_length()) parser.get().body().reserve(*len);
-      stream->expires_after(timeout);  // a stall, not the whole body, times out
-      ec = run([&](auto h) { http::async_read(*stream, buffer, parser, h); });
+      // io() re-arms the timeout: a stall, not the whole body, times out.
+      ec = io([&](auto& s, auto h) { http::async_read(s, buffer, parser, h); });
     }
     if (ec) {
       return make_error(Errc::kUnavailable, "response from " + base.url +
@@ -118,7 +235,7 @@ struct HttpConnection::Impl : Conn {
       r.headers += std::string(f.name_string()) + ": " + std::string(f.value()) + "\n";
     }
     r.body = std::move(res.body());
-    if (!res.keep_alive()) stream.reset();
+    if (!res.keep_alive()) close();
     return r;
   }
 };
@@ -148,11 +265,11 @@ Result<Reply> HttpConnection::request(std::string_view method, std::string_view 
   req.keep_alive(true);
   req.prepare_payload();
   // No silent second attempt here: a failure is reported, and callers retry (counted).
-  if (!d.stream) {
+  if (!d.connected()) {
     if (auto st = d.connect(); !st) return st.error();
   }
   auto r = d.once(req, body_limit);
-  if (!r) d.stream.reset();
+  if (!r) d.close();
   return r;
 }
 
@@ -174,13 +291,11 @@ Status HttpStream::open() {
   http::request<http::empty_body> req{http::verb::get, d.base.path.empty() ? "/" : d.base.path, 11};
   req.set(http::field::host, d.base.host_header());
   req.set(http::field::user_agent, "kiln-agent");
-  d.stream->expires_after(d.timeout);
-  ec = d.run([&](auto h) { http::async_write(*d.stream, req, h); });
+  ec = d.io([&](auto& s, auto h) { http::async_write(s, req, h); });
   if (ec) return make_error(Errc::kUnavailable, "sending to " + d.base.url + ": " + ec.message());
   d.parser.emplace();
   d.parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-  d.stream->expires_after(d.timeout);
-  ec = d.run([&](auto h) { http::async_read_header(*d.stream, d.buffer, *d.parser, h); });
+  ec = d.io([&](auto& s, auto h) { http::async_read_header(s, d.buffer, *d.parser, h); });
   if (ec)
     return make_error(Errc::kUnavailable, "response from " + d.base.url + ": " + ec.message());
   const unsigned status = d.parser->get().result_int();
@@ -196,8 +311,7 @@ Result<std::size_t> HttpStream::read(char* buf, std::size_t cap) {
   auto& body = d.parser->get().body();
   body.data = buf;
   body.size = cap;
-  d.stream->expires_after(d.timeout);
-  auto ec = d.run([&](auto h) { http::async_read_some(*d.stream, d.buffer, *d.parser, h); });
+  auto ec = d.io([&](auto& s, auto h) { http::async_read_some(s, d.buffer, *d.parser, h); });
   if (ec == http::error::need_buffer) ec = {};
   const std::size_t got = cap - body.size;
   if (ec) return make_error(Errc::kUnavailable, "reading " + d.base.url + ": " + ec.message());

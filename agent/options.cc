@@ -90,6 +90,12 @@ const Setter kValueFlags[] = {
        o.mac = v;
        return ok_status();
      }},
+    {"--ca",
+     [](Options& o, const std::string& v) -> Status {
+       if (v.empty()) return usage_error("--ca needs a file");
+       o.ca_file = v;
+       return ok_status();
+     }},
     {"--trust-key",
      [](Options& o, const std::string& v) -> Status {
        o.trust_keys.push_back(v);
@@ -252,16 +258,20 @@ Result<std::string> read_cmdline_file(const std::string& path) {
 const char* usage_text() {
   return "usage: kiln-agent --server URL --token TOKEN --disk PATH|smallest|largest|serial=S\n"
          "                  [--trust-key PEM]... [--allow-unsigned] [--mirror URL]...\n"
-         "                  [--after none|reboot|kexec] [--workers N] [--memory MiB]\n"
-         "                  [--retries N] [--timeout-ms N] [--backoff-ms N] [--no-delta]\n"
+         "                  [--ca PEM] [--after none|reboot|kexec] [--workers N]\n"
+         "                  [--memory MiB]"
+         " [--retries N] [--timeout-ms N] [--backoff-ms N] [--no-delta]\n"
          "                  [--cmdline [FILE]]\n"
-         "       kiln-agent --discover --server URL --mac MAC [--after none|reboot|poweroff]\n"
+         "       kiln-agent --discover --server URL --mac MAC [--ca PEM]\n"
+         "                  [--after none|reboot|poweroff]\n"
          "       kiln-agent --load-modules DIR   (the initramfs's coldplug)\n"
          "With --cmdline the kernel command line supplies kiln.mode=deploy|discover,\n"
          "kiln.server=, kiln.token=, kiln.disk=, kiln.after=, kiln.mac=, kiln.mirror=\n"
          "(comma-separated), kiln.retries= and kiln.backoff_ms=. --discover posts this\n"
          "machine's inventory (CPU, memory, disks, NICs, DMI): a discovered machine becomes "
-         "ready.\n";
+         "ready.\n"
+         "An https:// server's certificate must chain to the CA in --ca (default\n"
+         "/etc/kiln/ca.pem, when present) and name the URL's host or IP address.\n";
 }
 
 }  // namespace kiln::agent

@@ -10,7 +10,8 @@
 //   - kiln.retries and kiln.backoff_ms override --retries and --backoff-ms (the last one wins);
 //   - kiln.mode=discover switches to discovery; kiln.mode=deploy changes nothing;
 //   - other kiln.* keys (kiln.fail_pause, kiln.debug, read by the initramfs's /init) and every
-//     other word are ignored;
+//     other word are ignored; there is deliberately no kiln.ca: the command line travels
+//     unauthenticated, the CA comes only from --ca or the initramfs (kDefaultCaFile);
 //   - --after defaults to reboot with --cmdline, to none without.
 // Numeric ranges: --workers 0-1024 (0: from the cores and the memory budget), --memory 1-1048576
 // MiB, --retries and kiln.retries 0-1000, --timeout-ms 1-3600000, --backoff-ms and
@@ -28,13 +29,19 @@
 namespace kiln::agent {
 
 enum class Mode { kDeploy, kDiscover };
+
+// The CA pinned for https:// when --ca is not given and this file exists (baked into the
+// initramfs by deploy/build-initramfs.sh --ca).
+inline constexpr const char* kDefaultCaFile = "/etc/kiln/ca.pem";
 // What the agent does once its work is done.
 enum class After { kNone, kReboot, kKexec, kPoweroff };
 
 struct Options {
   bool help = false;  // -h/--help: print the usage, nothing else is parsed
   Mode mode = Mode::kDeploy;
-  HttpUrl server;                       // --server / kiln.server, http:// only
+  HttpUrl server;                       // --server / kiln.server, http:// or https://
+  std::string ca_file;                  // --ca: the CA https:// servers must chain to ("": the
+                                        // default file, when it exists)
   std::string token;                    // --token / kiln.token (deploy)
   std::string disk;                     // --disk / kiln.disk: a path, smallest, largest, serial=S
   std::string mac;                      // --mac / kiln.mac (discovery)

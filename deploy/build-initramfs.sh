@@ -4,25 +4,34 @@
 # static kiln-agent, the kernel modules the agent needs (virtio, common NICs and storage,
 # FAT/ext4 for kexec) and deploy/initramfs/init.
 #
-#   deploy/build-initramfs.sh [--out DIR] [--trust-key PUB.pem] [--module NAME]...
+#   deploy/build-initramfs.sh [--out DIR] [--trust-key PUB.pem] [--ca CA.pem] [--module NAME]...
 #
 # Writes DIR/vmlinuz and DIR/initrd.img (default var/lab/build). Copy them to kilnd's files
 # dir as kiln/vmlinuz and kiln/initrd.img (boot.kernel, boot.initrd). With --trust-key the
 # public key is packed as /etc/kiln/trusted.pem: the agent then verifies manifests with it.
+# With --ca the site CA (PEM certificates) is packed as /etc/kiln/ca.pem: the agent then
+# speaks https:// to a kiln.server whose certificate chains to it, and to no other.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/var/lab/build
 KEY=
+CA=
 EXTRA=()
 while (($#)); do
   case $1 in
     --out) OUT=$2; shift 2 ;;
     --trust-key) KEY=$2; shift 2 ;;
+    --ca) CA=$2; shift 2 ;;
     --module) EXTRA+=("$2"); shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "build-initramfs: unknown option $1" >&2; exit 2 ;;
   esac
 done
+if [[ -n $CA ]]; then
+  # A CA the agent cannot load would only fail at boot, on the machine: check it here.
+  openssl x509 -in "$CA" -noout 2>/dev/null ||
+    { echo "build-initramfs: --ca $CA is not a PEM certificate" >&2; exit 2; }
+fi
 AGENT=${KILN_BUILD:-$ROOT/build}/kiln-agent
 [[ -x $AGENT ]] || { echo "build-initramfs: $AGENT missing (deploy/build.sh)" >&2; exit 1; }
 # ldd fails on a static binary: that is what the initramfs (no libraries) needs.
@@ -55,6 +64,7 @@ strip -o "$R/bin/kiln-agent" "$AGENT"  # RelWithDebInfo carries ~30 MB of debug 
 install -m 755 "$ROOT/deploy/initramfs/init" "$R/init"
 install -m 755 "$ROOT/deploy/initramfs/udhcpc.script" "$R/etc/udhcpc.script"
 [[ -n $KEY ]] && install -m 644 "$KEY" "$R/etc/kiln/trusted.pem"
+[[ -n $CA ]] && install -m 644 "$CA" "$R/etc/kiln/ca.pem"
 for p in "${ORDER[@]}"; do
   mkdir -p "$R/lib/modules/$(dirname "$p")"
   cp "$KROOT/lib/modules/$KVER/$p" "$R/lib/modules/$p"
@@ -84,4 +94,4 @@ fi
 mv "$OUT/initrd.img.tmp" "$OUT/initrd.img"
 cp "$KROOT/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 echo "build-initramfs: kernel $KVER ($KPKG), ${#ORDER[@]} modules ($(wc -l <"$R/etc/kiln/modules.alias") aliases), agent $(du -h "$AGENT" | cut -f1)," \
-  "trusted key: ${KEY:-none} -> $OUT/vmlinuz ($(du -h "$OUT/vmlinuz" | cut -f1)), $OUT/initrd.img ($(du -h "$OUT/initrd.img" | cut -f1))"
+  "trusted key: ${KEY:-none}, CA: ${CA:-none} -> $OUT/vmlinuz ($(du -h "$OUT/vmlinuz" | cut -f1)), $OUT/initrd.img ($(du -h "$OUT/initrd.img" | cut -f1))"

@@ -10,6 +10,11 @@
 # The machine: q35, 512 MiB, Debian's iPXE ROM on a modern-only virtio NIC (the ROM matches
 # only 1af4:1041), a blank virtio disk; BIOS (SeaBIOS) or UEFI (OVMF). Reboots are warm (the
 # machine resets inside one QEMU process); poweroff ends QEMU.
+#
+# TLS: lab_build makes a site CA and a server certificate for $LAB_SERVER (lab_ca) and bakes the
+# CA into the agent's initramfs (/etc/kiln/ca.pem). With LAB_HTTPS=1, lab_kilnd adds a TLS
+# listener ($LAB_HTTPS_URL) and the boot path (script, kernel, initrd, agent API) goes over it;
+# chunks stay on $LAB_URL. The CA is also what an HTTPS-capable iPXE build embeds.
 : "${LAB_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 : "${KILN_BUILD:=$LAB_ROOT/build}"
 : "${LAB_NS:=kiln-lab-$$}"
@@ -26,6 +31,8 @@ fi
 : "${LAB_AFTER:=reboot}"    # what the agent does after writing: reboot | kexec
 LAB_SERVER=10.99.0.1
 LAB_URL=http://$LAB_SERVER:8080
+LAB_HTTPS_URL=https://$LAB_SERVER:8443
+: "${LAB_HTTPS:=0}"           # 1: kilnd boots machines over its TLS listener
 LAB_KILND_PID=
 LAB_VM_PID=
 LAB_T0=
@@ -84,11 +91,33 @@ lab_down() {
   LAB_VM_PID= LAB_KILND_PID= LAB_OWN_NS=
 }
 
-# lab_build — the agent's kernel + initramfs (with the lab's trusted key) and the signing key.
+# lab_ca — the lab's site CA ($LAB_DIR/ca.pem, its key ca.key) and kilnd's server certificate
+# (tls.pem, tls.key) signed by it, naming $LAB_SERVER (IP SAN) and kiln.lab (DNS SAN). EC P-256,
+# made with the openssl CLI; kept when they exist.
+lab_ca() {
+  local d=$LAB_DIR
+  [[ -s $d/tls.pem && -s $d/ca.pem ]] && return 0
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=kiln lab CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+    2>/dev/null || return 1
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=$LAB_SERVER" -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null || return 1
+  printf 'subjectAltName=IP:%s,DNS:kiln.lab\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' \
+    "$LAB_SERVER" >"$d/tls.ext"
+  openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 30 -extfile "$d/tls.ext" -out "$d/tls.pem" 2>/dev/null || return 1
+  rm -f "$d/tls.csr" "$d/tls.ext"
+}
+
+# lab_build — the agent's kernel + initramfs (with the lab's trusted key and site CA) and the
+# signing key.
 lab_build() {
   mkdir -p "$LAB_DIR/build"
   [[ -s $LAB_DIR/site.pem ]] || "$KILN_BUILD/kiln" key generate --out "$LAB_DIR/site" >/dev/null
-  "$LAB_ROOT/deploy/build-initramfs.sh" --out "$LAB_DIR/build" --trust-key "$LAB_DIR/site.pub.pem" >&2
+  lab_ca || { echo "lab: cannot make the lab CA" >&2; return 1; }
+  "$LAB_ROOT/deploy/build-initramfs.sh" --out "$LAB_DIR/build" --trust-key "$LAB_DIR/site.pub.pem" \
+    --ca "$LAB_DIR/ca.pem" >&2
 }
 
 # lab_image VERSION — builds, signs and pushes demo:VERSION.
@@ -104,10 +133,15 @@ lab_kilnd() {
   local data=$LAB_DIR/kilnd
   mkdir -p "$data/files/kiln"
   cp "$LAB_DIR/build/vmlinuz" "$LAB_DIR/build/initrd.img" "$data/files/kiln/"
+  local tls=
+  if [[ $LAB_HTTPS == 1 ]]; then
+    lab_ca || return 1
+    tls=", \"tls_listen\": \"$LAB_SERVER:8443\", \"tls_cert\": \"$LAB_DIR/tls.pem\", \"tls_key\": \"$LAB_DIR/tls.key\""
+  fi
   cat >"$LAB_DIR/kilnd.json" <<JSON
 {
   "data_dir": "$data",
-  "http": { "listen": "$LAB_SERVER:8080" },
+  "http": { "listen": "$LAB_SERVER:8080"$tls },
   "tftp": { "listen": "$LAB_SERVER:69" },
   "images": { "trusted_keys": ["$LAB_DIR/site.pub.pem"] },
   "store": { "synchronous": "normal" },
@@ -115,7 +149,7 @@ lab_kilnd() {
             "subnets": [ { "subnet": "10.99.0.0/24", "pool": "10.99.0.100-10.99.0.199",
                            "lease_time_s": 600 } ] },
   "ra": { "interfaces": ${LAB_RA_IFACES:-[\"$LAB_BR\"]}, "prefixes": ["fd99:0:0:99::/64"] },
-  "boot": { "server_url": "$LAB_URL", "poll_s": 2, "retry_s": 3, "retries": ${LAB_RETRIES:-2},
+  "boot": { "server_url": "$LAB_URL", "https_url": "$([[ $LAB_HTTPS == 1 ]] && echo "$LAB_HTTPS_URL")", "poll_s": 2, "retry_s": 3, "retries": ${LAB_RETRIES:-2},
             "after": "$LAB_AFTER",
             "cmdline": "console=tty0 console=ttyS0,115200 panic=10 kiln.retries=2 kiln.backoff_ms=100 kiln.fail_pause=2",
             "localboot_efi": "${LAB_LOCALBOOT_EFI:-exit}" }

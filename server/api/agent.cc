@@ -52,7 +52,7 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
   j["image"] = image ? to_json(*image) : json(nullptr);
   if (image && image->format == "kiln") {
     j["manifest_url"] = "/api/v1/agent/manifest";
-    j["chunks_url"] = "/v1/chunks/";
+    j["chunks_url"] = s.options.chunks_url.empty() ? "/v1/chunks/" : s.options.chunks_url;
     // What the disk held before, as a hint for local copies (the agent verifies them).
     j["previous_manifest_url"] = nullptr;
     if (d.from_version && s.images) {

@@ -181,6 +181,8 @@ Api::~Api() = default;
 
 void Api::attach_images(images::ImageService& images) { impl_->services.images = &images; }
 
+void Api::set_chunks_url(std::string url) { impl_->options.chunks_url = std::move(url); }
+
 UploadAdmission Api::admit_upload(const RequestHeader& header) {
   return impl_->admit_upload(header);
 }

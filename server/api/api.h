@@ -41,6 +41,8 @@ class Api {
   // Enables .kiln uploads, manifests and image deletion through `images`, which must outlive
   // the Api. Call before serving.
   void attach_images(images::ImageService& images);
+  // Sets ApiOptions::chunks_url (known once the listeners are bound). Call before serving.
+  void set_chunks_url(std::string url);
   UploadAdmission admit_upload(const RequestHeader& header);
   // Every route served, for the spec conformance test and `kilnd routes` (no server needed).
   static std::vector<RouteInfo> routes();

@@ -46,6 +46,10 @@ struct ApiOptions {
   int max_page = 10'000;
   std::chrono::milliseconds agent_token_ttl{6 * 3600 * 1000};
   std::string version = "0.1.0";
+  // Where agents fetch chunks: an absolute "http://host:port/v1/chunks/" when the boot path
+  // goes over a TLS listener but chunks stay on plain HTTP (cacheable); "" = "/v1/chunks/",
+  // relative to the server the agent talks to.
+  std::string chunks_url;
 };
 
 // The header under which the HTTP server hands over a body it streamed to a file

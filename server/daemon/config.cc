@@ -320,6 +320,28 @@ std::vector<ConfigField> make_fields() {
   f.push_back(value(
       "http.tls_key", "PEM private key for tls_cert",
       [](auto& c) -> auto& { return c.http.tls_key_file; }, nullptr, "--tls-key"));
+  f.push_back(ConfigField{
+      .key = "http.tls_listen",
+      .type = "host:port or \"\"",
+      .doc = "HTTPS listener host:port beside the plain one (tls_cert/tls_key): scripts, kernel, "
+             "initrd, agent API; chunks stay plain; \"\" = none (e.g. 0.0.0.0:8443)",
+      .flag = "--tls-listen",
+      .parse =
+          [](const json& v, Config& c) {
+            if (as<std::string>(v, "http.tls_listen").empty()) {
+              c.http.tls_listen.reset();
+              return;
+            }
+            const auto hp = listen_address("http.tls_listen", v);
+            c.http.tls_listen = http::ServerOptions::Listen{hp.host, hp.port};
+          },
+      .dump =
+          [](const Config& c) {
+            return json(c.http.tls_listen
+                            ? host_port_text(c.http.tls_listen->address, c.http.tls_listen->port)
+                            : "");
+          },
+  });
   // boot: the iPXE scripts served at /boot/<mac>.ipxe (and boot/<mac>.ipxe over TFTP)
   f.push_back(value(
       "boot.roots", "more directories of boot files, searched after files_dir",
@@ -336,6 +358,22 @@ std::vector<ConfigField> make_fields() {
           },
       .dump = [](const Config& c) { return json(c.boot.server_url); },
       .example = "http://10.0.0.1:8080",
+  });
+  f.push_back(ConfigField{
+      .key = "boot.https_url",
+      .type = "a string",
+      .doc = "how machines reach http.tls_listen; \"\" = https://<boot.server_url's "
+             "host>:<tls_listen port>, else tls_listen",
+      .parse =
+          [](const json& v, Config& c) {
+            auto url = as<std::string>(v, "boot.https_url");
+            while (!url.empty() && url.back() == '/') url.pop_back();
+            if (!url.empty() && url.rfind("https://", 0) != 0) {
+              refuse("boot.https_url must start with https://, got '" + url + "'");
+            }
+            c.boot_https_url = std::move(url);
+          },
+      .dump = [](const Config& c) { return json(c.boot_https_url); },
   });
   f.push_back(value(
       "boot.kernel", "agent kernel, a boot artifact name (deploy/build-initramfs.sh)",

@@ -37,6 +37,7 @@ struct Config {
   std::vector<std::string> trusted_keys;  // Ed25519 public keys (PEM); set: uploads must be signed
   std::vector<std::string> boot_roots;    // boot artifacts searched after files_dir, in order
   provision::BootOptions boot;            // the iPXE scripts: /boot/<mac>.ipxe
+  std::string boot_https_url;             // how machines reach http.tls_listen ("": derived)
   http::ServerOptions http;
   bool tftp_enabled = false;  // tftp.listen set
   tftp::ServerOptions tftp;

@@ -16,6 +16,7 @@
 
 #include "boot/artifacts.h"
 #include "core/time.h"
+#include "core/url.h"
 #include "daemon/store_adapters.h"
 #include "dhcp/ra.h"
 #include "dhcp/server.h"
@@ -87,7 +88,33 @@ void write_ready_file(const std::string& path, const std::string& url,
   std::filesystem::rename(tmp, path);
 }
 
+// "http[s]://host:port" for a listen address, or "" for a wildcard one.
+std::string listener_url(const std::string& address, std::uint16_t port, bool tls) {
+  if (address.empty() || address == "0.0.0.0" || address == "::") return {};
+  return std::string(tls ? "https://" : "http://") +
+         (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" +
+         std::to_string(port);
+}
+
 }  // namespace
+
+BootUrls boot_urls(const Config& c, std::uint16_t port, std::uint16_t tls_port, bool listener_tls) {
+  BootUrls u;
+  u.plain = c.boot.server_url;
+  if (u.plain.empty()) u.plain = c.dhcp.boot.http_base;
+  if (u.plain.empty()) u.plain = listener_url(c.http.address, port, listener_tls);
+  if (!c.http.tls_listen) return u;
+  u.https = c.boot_https_url;
+  if (u.https.empty() && !u.plain.empty()) {
+    if (auto p = parse_http_url(u.plain)) {
+      const std::string host =
+          p->host.find(':') != std::string::npos ? "[" + p->host + "]" : p->host;
+      u.https = "https://" + host + ":" + std::to_string(tls_port) + p->path;
+    }
+  }
+  if (u.https.empty()) u.https = listener_url(c.http.tls_listen->address, tls_port, true);
+  return u;
+}
 
 int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   // A peer that closes mid-transfer must cost an EPIPE on that connection, not the process:
@@ -215,20 +242,35 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->critical("event=daemon.listen_failed err=\"{}\"", st.error().message);
     return 2;
   }
-  const std::string url =
-      std::string(server.tls() ? "https://" : "http://") +
-      (hopts.address.find(':') != std::string::npos ? "[" + hopts.address + "]" : hopts.address) +
-      ":" + std::to_string(server.port());
+  const auto bracketed = [](const std::string& a) {
+    return a.find(':') != std::string::npos ? "[" + a + "]" : a;
+  };
+  const std::string url = std::string(server.tls() ? "https://" : "http://") +
+                          bracketed(hopts.address) + ":" + std::to_string(server.port());
   log->info("event=daemon.listening url={} threads={} tls={} auth={}", url, threads, server.tls(),
             cfg.api.auth_required);
+  std::vector<std::string> ready_extra;
+  if (hopts.tls_listen) {
+    const std::string tls_url =
+        "https://" + bracketed(hopts.tls_listen->address) + ":" + std::to_string(server.tls_port());
+    log->info("event=daemon.listening_tls url={} cert=\"{}\"", tls_url, hopts.tls_cert_file);
+    ready_extra.push_back("https=" + tls_url);
+  }
   {
-    // Where machines reach us: configured, else DHCP's boot base, else the listen address
-    // when it is a specific one (a wildcard cannot be put in a machine's script).
-    std::string boot_url = cfg.boot.server_url;
-    if (boot_url.empty()) boot_url = cfg.dhcp.boot.http_base;
-    if (boot_url.empty() && hopts.address != "0.0.0.0" && hopts.address != "::" &&
-        !hopts.address.empty()) {
-      boot_url = url;
+    // Where machines reach us. With a TLS listener the boot path (script, kernel, initrd, the
+    // agent's kiln.server and so its API calls) goes over it; chunks stay on plain HTTP
+    // (content-addressed and verified by hash: any HTTP cache may serve them).
+    const BootUrls urls = boot_urls(cfg, server.port(), server.tls_port(), server.tls());
+    std::string boot_url = urls.plain;
+    if (hopts.tls_listen) {
+      if (urls.https.empty()) {
+        log->warn(
+            "event=daemon.boot_https_url_unset msg=\"set boot.https_url: machines are booted "
+            "over plain http\"");
+      } else {
+        boot_url = urls.https;
+        if (urls.plain.rfind("http://", 0) == 0) api.set_chunks_url(urls.plain + "/v1/chunks/");
+      }
     }
     boot_service.set_server_url(boot_url);
     if (boot_url.empty()) {
@@ -236,15 +278,14 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
           "event=daemon.boot_url_unset msg=\"set boot.server_url: /boot/ scripts cannot "
           "be rendered\"");
     } else {
-      log->info("event=daemon.boot url={} kernel={} initrd={}", boot_url, cfg.boot.kernel,
-                cfg.boot.initrd);
+      log->info("event=daemon.boot url={} chunks={} kernel={} initrd={}", boot_url,
+                urls.plain.empty() ? boot_url : urls.plain, cfg.boot.kernel, cfg.boot.initrd);
     }
   }
   if (!cfg.api.auth_required) {
     log->warn("event=daemon.auth_disabled msg=\"every caller is an anonymous admin\"");
   }
   std::unique_ptr<tftp::Server> tftp_server;
-  std::vector<std::string> ready_extra;
   if (cfg.tftp_enabled) {
     tftp_server = std::make_unique<tftp::Server>(cfg.tftp, artifacts, metrics, log);
     if (auto st = tftp_server->start(); !st) {

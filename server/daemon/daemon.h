@@ -3,6 +3,7 @@
 // administrative commands that work on the database directly (token bootstrap, db check).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -15,6 +16,19 @@ class logger;
 namespace kiln::daemon {
 
 std::shared_ptr<spdlog::logger> make_logger(const std::string& level);
+
+// Where machines reach kilnd, from the configuration and the bound listeners' ports (`port`:
+// http.listen's, `tls_port`: http.tls_listen's, 0 when there is none; `listener_tls`: the one
+// listener speaks TLS). A wildcard listen address cannot be put in a machine's script, so it
+// derives nothing.
+struct BootUrls {
+  // boot.server_url, else dhcp.boot.http_base, else http.listen's address.
+  std::string plain;
+  // With a TLS listener: boot.https_url, else https://<plain's host>:<tls_port>, else
+  // tls_listen's address; "" without a TLS listener (or when nothing can be derived).
+  std::string https;
+};
+BootUrls boot_urls(const Config& c, std::uint16_t port, std::uint16_t tls_port, bool listener_tls);
 
 // Serves until SIGTERM/SIGINT. Returns the process exit code.
 int serve(const Config& config, std::shared_ptr<spdlog::logger> log);

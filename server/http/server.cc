@@ -55,7 +55,8 @@ struct Server::State {
   std::optional<ssl::context> tls;
   std::vector<FileRoot> roots;  // one per options.mounts entry, opened by start()
   tcp::acceptor acceptor;
-  std::atomic<int> active{0};
+  tcp::acceptor tls_acceptor;  // open only with options.tls_listen
+  std::atomic<int> active{0};  // connections of both listeners
   std::atomic<bool> stopping{false};
   std::mutex mu;  // guards connections
   std::unordered_map<Connection*, std::weak_ptr<Connection>> connections;
@@ -67,7 +68,8 @@ struct Server::State {
         handler(std::move(h)),
         metrics(m),
         log(std::move(l)),
-        acceptor(net::make_strand(io)) {}
+        acceptor(net::make_strand(io)),
+        tls_acceptor(net::make_strand(io)) {}
 
   void count_request(std::string_view route, std::string_view method, unsigned status) {
     metrics.add("kiln_http_requests_total", {{"route", std::string(route)},
@@ -148,7 +150,11 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
       stream_.async_handshake(
           ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
             if (ec) {
-              self->state_->log->debug("event=http.tls_handshake_failed err=\"{}\"", ec.message());
+              // A client that does not trust our certificate (or is not speaking TLS) ends
+              // here: counted, and logged where an operator looking for it will see it.
+              self->state_->metrics.add("kiln_http_tls_handshake_failures_total", {});
+              self->state_->log->info("event=http.tls_handshake_failed peer={} err=\"{}\"",
+                                      self->peer(), ec.message());
               return self->close_socket();
             }
             self->do_read();
@@ -405,8 +411,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   void after_response(beast::error_code ec, unsigned status, std::size_t bytes, bool close) {
     const auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
     state_->log->debug(
-        "event=http.request peer={} method={} target=\"{}\" status={} bytes={} ms={:.2f}", peer(),
-        method_, target_, status, bytes, ms);
+        "event=http.request peer={} tls={} method={} target=\"{}\" status={} bytes={} ms={:.2f}",
+        peer(), !kPlain, method_, target_, status, bytes, ms);
     busy_ = false;
     res_.reset();
     file_.reset();
@@ -676,15 +682,21 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   std::vector<char> copy_buf_;
 };
 
-void do_accept(std::shared_ptr<Server::State> st) {
-  st->acceptor.async_accept(
-      net::make_strand(st->ioc), [st](beast::error_code ec, tcp::socket socket) {
+// One accepting socket: the plain listener's, or the TLS one's (its connections speak TLS).
+struct Listener {
+  tcp::acceptor* acceptor;
+  bool tls;
+};
+
+void do_accept(std::shared_ptr<Server::State> st, Listener l) {
+  l.acceptor->async_accept(
+      net::make_strand(st->ioc), [st, l](beast::error_code ec, tcp::socket socket) {
         if (ec) {
           if (ec == net::error::operation_aborted || st->stopping) return;
           st->log->warn("event=http.accept_failed err=\"{}\"", ec.message());
           // Out of descriptors and similar: back off briefly instead of spinning.
           auto t = std::make_shared<net::steady_timer>(st->ioc, std::chrono::milliseconds(50));
-          t->async_wait([st, t](beast::error_code) { do_accept(st); });
+          t->async_wait([st, t, l](beast::error_code) { do_accept(st, l); });
           return;
         }
         socket.set_option(tcp::no_delay(true), ec);
@@ -703,14 +715,14 @@ void do_accept(std::shared_ptr<Server::State> st) {
             sock->shutdown(tcp::socket::shutdown_both, ignored);
             sock->close(ignored);
           });
-        } else if (st->tls) {
+        } else if (l.tls) {
           std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(st, std::move(socket),
                                                                           *st->tls)
               ->run();
         } else {
           std::make_shared<Session<beast::tcp_stream>>(st, std::move(socket))->run();
         }
-        do_accept(st);
+        do_accept(st, l);
       });
 }
 
@@ -725,6 +737,8 @@ Server::Server(net::io_context& ioc, ServerOptions options, Handler handler, Met
   metrics.describe("kiln_http_connections", Metrics::Type::kGauge, "Open HTTP connections.");
   metrics.describe("kiln_http_connections_rejected_total", Metrics::Type::kCounter,
                    "Connections refused with 503 because max_connections was reached.");
+  metrics.describe("kiln_http_tls_handshake_failures_total", Metrics::Type::kCounter,
+                   "TLS handshakes that failed (an untrusted certificate, not TLS, a timeout).");
   metrics.set("kiln_http_connections", {}, 0);
   metrics.add("kiln_http_connections_rejected_total", {}, 0);
 }
@@ -732,6 +746,7 @@ Server::Server(net::io_context& ioc, ServerOptions options, Handler handler, Met
 Server::~Server() {
   beast::error_code ec;
   state_->acceptor.close(ec);
+  state_->tls_acceptor.close(ec);
 }
 
 // Note the expected literal length of the 503 body above: keep Content-Length in sync.
@@ -740,8 +755,33 @@ static_assert(sizeof("{\"error\":{\"code\":\"unavailable\",\"message\":\"too man
                   1 ==
               78);
 
+namespace {
+
+// Opens, binds and listens on address:port.
+Status listen_on(tcp::acceptor& acceptor, const std::string& address, std::uint16_t port) {
+  beast::error_code ec;
+  auto addr = net::ip::make_address(address, ec);
+  if (ec) return make_error(Errc::kInvalid, "bad listen address '" + address + "'");
+  tcp::endpoint ep{addr, port};
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return make_error(Errc::kUnavailable, "cannot listen on " + address + ":" +
+                                              std::to_string(port) + ": " + ec.message());
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 Status Server::start() {
   auto& st = *state_;
+  if (st.options.tls_listen &&
+      (st.options.tls_cert_file.empty() || st.options.tls_key_file.empty())) {
+    return make_error(Errc::kInvalid, "a TLS listener needs both a certificate and a key file");
+  }
   if (!st.options.tls_cert_file.empty() || !st.options.tls_key_file.empty()) {
     try {
       st.tls.emplace(ssl::context::tls_server);
@@ -760,20 +800,20 @@ Status Server::start() {
     if (!root) return root.error();
     st.roots.push_back(std::move(*root));
   }
-  beast::error_code ec;
-  auto addr = net::ip::make_address(st.options.address, ec);
-  if (ec) return make_error(Errc::kInvalid, "bad listen address '" + st.options.address + "'");
-  tcp::endpoint ep{addr, st.options.port};
-  st.acceptor.open(ep.protocol(), ec);
-  if (!ec) st.acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) st.acceptor.bind(ep, ec);
-  if (!ec) st.acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return make_error(Errc::kUnavailable, "cannot listen on " + st.options.address + ":" +
-                                              std::to_string(st.options.port) + ": " +
-                                              ec.message());
+  if (auto s = listen_on(st.acceptor, st.options.address, st.options.port); !s) return s;
+  if (st.options.tls_listen) {
+    if (auto s =
+            listen_on(st.tls_acceptor, st.options.tls_listen->address, st.options.tls_listen->port);
+        !s) {
+      beast::error_code ec;
+      st.acceptor.close(ec);
+      return s;
+    }
+    do_accept(state_, {&st.tls_acceptor, true});
+    do_accept(state_, {&st.acceptor, false});
+  } else {
+    do_accept(state_, {&st.acceptor, st.tls.has_value()});
   }
-  do_accept(state_);
   return ok_status();
 }
 
@@ -782,7 +822,13 @@ std::uint16_t Server::port() const {
   return state_->acceptor.local_endpoint(ec).port();
 }
 
-bool Server::tls() const { return state_->tls.has_value(); }
+bool Server::tls() const { return state_->tls.has_value() && !state_->options.tls_listen; }
+
+std::uint16_t Server::tls_port() const {
+  if (!state_->options.tls_listen) return 0;
+  beast::error_code ec;
+  return state_->tls_acceptor.local_endpoint(ec).port();
+}
 
 std::size_t Server::active_connections() const {
   return static_cast<std::size_t>(state_->active.load());
@@ -794,6 +840,10 @@ void Server::shutdown(std::chrono::milliseconds grace, std::function<void()> don
   net::post(st->acceptor.get_executor(), [st] {
     beast::error_code ec;
     st->acceptor.close(ec);
+  });
+  net::post(st->tls_acceptor.get_executor(), [st] {
+    beast::error_code ec;
+    st->tls_acceptor.close(ec);
   });
   std::vector<std::shared_ptr<Connection>> live;
   {

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,14 @@ struct ServerOptions {
   int max_connections = 1024;
   std::string tls_cert_file;  // PEM; TLS is on when both files are set
   std::string tls_key_file;
+  // A second listener, speaking TLS with tls_cert_file/tls_key_file, beside the plain one at
+  // address:port: the same handler, mounts, uploads, limits, and one connection budget
+  // (max_connections counts both). Unset: when TLS is configured, the one listener speaks it.
+  struct Listen {
+    std::string address;
+    std::uint16_t port = 0;  // 0: an ephemeral port (see Server::tls_port())
+  };
+  std::optional<Listen> tls_listen;
   std::vector<FileMount> mounts;
   UploadOptions upload;
 };
@@ -100,11 +109,15 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds and starts accepting. Fails if the address cannot be bound or TLS files are bad.
+  // Binds and starts accepting. Fails if an address cannot be bound, TLS files are bad, or
+  // tls_listen is set without both TLS files.
   Status start();
   // The bound port (after start()).
   std::uint16_t port() const;
+  // Whether the listener at port() speaks TLS (TLS files set, no tls_listen).
   bool tls() const;
+  // The separate TLS listener's bound port (after start()); 0 when there is none.
+  std::uint16_t tls_port() const;
   // Stops accepting; idle keep-alive connections are closed, requests in flight finish. After
   // `grace`, what is left is closed. `done` runs (on the io_context) when no connection is left.
   void shutdown(std::chrono::milliseconds grace, std::function<void()> done);

@@ -46,7 +46,7 @@ ok() { CHECKS=$((CHECKS + 1)); }
 
 # start_kilnd [extra kilnd args...] — starts kilnd on an ephemeral loopback port with its state
 # in $WORK/var (or --data-dir given), waits until it listens. Sets KILND_PID and URL (and
-# TFTP_PORT when started with --tftp-listen).
+# TFTP_PORT when started with --tftp-listen, HTTPS_URL with --tls-listen).
 start_kilnd() {
   local n=${#KILND_PIDS[@]}
   local ready=$WORK/ready.$n
@@ -68,6 +68,7 @@ start_kilnd() {
   URL=$(head -n1 "$ready")
   # Other listeners follow as name=host:port lines (kilnd --tftp-listen).
   TFTP_PORT=$(sed -n 's/^tftp=.*://p' "$ready")
+  HTTPS_URL=$(sed -n 's/^https=//p' "$ready")  # kilnd --tls-listen
 }
 
 # stop_kilnd [signal] — stops the last started kilnd and waits for it; returns its exit code.

@@ -201,7 +201,8 @@ TEST(AgentOptions, BadInputsAreErrorsNeverExceptions) {
       {"--server http://h:99999 --token t --disk d", "", "bad port '99999'"},
       {"--server http://h:0 --token t --disk d", "", "bad port '0'"},
       {"--server h:80 --token t --disk d", "", "must start with http://"},
-      {"--server https://h --token t --disk d", "", "plain http:// only"},
+      {d + "--ca", "", "--ca needs a value"},
+      {"--server ftp://h --token t --disk d --ca ca.pem", "", "must start with http://"},
       {"--server http:// --token t --disk d", "", "has no host"},
       {"--cmdline", "kiln.server=http://h kiln.token=t kiln.disk=d kiln.retries=two",
        "kiln.retries needs a whole number, got 'two'"},
@@ -222,6 +223,43 @@ TEST(AgentOptions, BadInputsAreErrorsNeverExceptions) {
     ASSERT_FALSE(o);
     EXPECT_NE(o.error().message.find(c.message), std::string::npos) << o.error().message;
   }
+}
+
+// https:// is a server the agent speaks to (its certificate checked against the pinned CA when
+// the connection opens); the CA comes from --ca only, never from the unauthenticated kernel
+// command line.
+TEST(AgentOptions, HttpsServerAndPinnedCa) {
+  auto o = parse("--server https://10.0.0.1:8443/ --token t --disk d --ca /etc/site/ca.pem");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_TRUE(o->server.tls);
+  EXPECT_EQ(o->server.host, "10.0.0.1");
+  EXPECT_EQ(o->server.port, 8443);
+  EXPECT_EQ(o->server.url, "https://10.0.0.1:8443");
+  EXPECT_EQ(o->ca_file, "/etc/site/ca.pem");
+
+  o = parse("--server https://kiln.example --token t --disk d");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->server.port, 443);
+  EXPECT_EQ(o->ca_file, "") << "no --ca: main pins kDefaultCaFile when it exists";
+
+  o = parse("--cmdline --ca /etc/kiln/site.pem",
+            "kiln.mode=deploy kiln.server=https://[fd00::1]:8443 kiln.token=t kiln.disk=largest "
+            "kiln.ca=/tmp/attacker.pem");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_TRUE(o->server.tls);
+  EXPECT_EQ(o->server.host, "fd00::1");
+  EXPECT_EQ(o->ca_file, "/etc/kiln/site.pem") << "kiln.ca= on the command line is ignored";
+
+  o = parse("--cmdline", "kiln.server=https://10.0.0.1:8443 kiln.token=t kiln.disk=d kiln.ca=x");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->ca_file, "");
+
+  o = parse("--discover --server https://10.0.0.1:8443 --mac 52:54:00:00:00:01 --ca c.pem");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->mode, Mode::kDiscover);
+  EXPECT_TRUE(o->server.tls);
+  EXPECT_EQ(o->ca_file, "c.pem");
+  EXPECT_STREQ(kDefaultCaFile, "/etc/kiln/ca.pem");
 }
 
 TEST(AgentOptions, UnreadableCmdlineIsAnError) {
