@@ -18,6 +18,9 @@ pkgs=(
   # the QEMU lab (demo, tests/e2e): firmware + iPXE ROMs, the agent initramfs and the test image
   qemu-system-x86 ipxe-qemu ovmf kexec-tools cpio dosfstools mtools
   syslinux syslinux-common dpkg-dev
+  # iPXE with HTTPS from Debian's ipxe source package (deploy/build-ipxe.sh): apt-get source
+  # needs dpkg-dev (above); the build needs build-essential, liblzma-dev (above) and these
+  binutils xxd
   # static libraries kiln-agent links (libarchive raw+filters, OpenSSL, zstd)
   liblzma-dev libbz2-dev zlib1g-dev
   # the libFuzzer targets (deploy/fuzz.sh)

@@ -12,9 +12,11 @@
 # machine resets inside one QEMU process); poweroff ends QEMU.
 #
 # TLS: lab_build makes a site CA and a server certificate for $LAB_SERVER (lab_ca) and bakes the
-# CA into the agent's initramfs (/etc/kiln/ca.pem). With LAB_HTTPS=1, lab_kilnd adds a TLS
-# listener ($LAB_HTTPS_URL) and the boot path (script, kernel, initrd, agent API) goes over it;
-# chunks stay on $LAB_URL. The CA is also what an HTTPS-capable iPXE build embeds.
+# CA into the agent's initramfs (/etc/kiln/ca.pem). With LAB_HTTPS=1, lab_build also builds iPXE
+# with HTTPS and that CA (deploy/build-ipxe.sh; the source from KILN_IPXE_SOURCE, the cache or
+# apt), and lab_kilnd adds a TLS listener ($LAB_HTTPS_URL): the stock ROM chainloads that iPXE
+# over TFTP and the boot path (script, kernel, initrd, agent API) goes over TLS; chunks stay on
+# $LAB_URL. Without an iPXE source lab_build says so and sets LAB_HTTPS=0.
 : "${LAB_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 : "${KILN_BUILD:=$LAB_ROOT/build}"
 : "${LAB_NS:=kiln-lab-$$}"
@@ -92,16 +94,18 @@ lab_down() {
 }
 
 # lab_ca — the lab's site CA ($LAB_DIR/ca.pem, its key ca.key) and kilnd's server certificate
-# (tls.pem, tls.key) signed by it, naming $LAB_SERVER (IP SAN) and kiln.lab (DNS SAN). EC P-256,
-# made with the openssl CLI; kept when they exist.
+# (tls.pem, tls.key) signed by it, naming $LAB_SERVER (IP SAN) and kiln.lab (DNS SAN). RSA 2048:
+# the iPXE that fetches the boot path over HTTPS (Debian 12's 2019 source, deploy/build-ipxe.sh)
+# verifies RSA signatures only and speaks only RSA key exchange (TLS_RSA_WITH_AES_*_CBC_*), so
+# neither the CA nor the server key may be EC. Made with the openssl CLI; kept when they exist.
 lab_ca() {
   local d=$LAB_DIR
   [[ -s $d/tls.pem && -s $d/ca.pem ]] && return 0
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 \
     -subj "/CN=kiln lab CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
     -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
     2>/dev/null || return 1
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  openssl req -new -newkey rsa:2048 -nodes \
     -subj "/CN=$LAB_SERVER" -keyout "$d/tls.key" -out "$d/tls.csr" 2>/dev/null || return 1
   printf 'subjectAltName=IP:%s,DNS:kiln.lab\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' \
     "$LAB_SERVER" >"$d/tls.ext"
@@ -117,7 +121,20 @@ lab_build() {
   [[ -s $LAB_DIR/site.pem ]] || "$KILN_BUILD/kiln" key generate --out "$LAB_DIR/site" >/dev/null
   lab_ca || { echo "lab: cannot make the lab CA" >&2; return 1; }
   "$LAB_ROOT/deploy/build-initramfs.sh" --out "$LAB_DIR/build" --trust-key "$LAB_DIR/site.pub.pem" \
-    --ca "$LAB_DIR/ca.pem" >&2
+    --ca "$LAB_DIR/ca.pem" >&2 || return 1
+  if [[ $LAB_HTTPS == 1 ]]; then
+    # iPXE with HTTPS and the lab CA as its only trust root; the stock ROM chainloads it. Exit 3:
+    # no iPXE source here (the mirror did not serve it, none cached, no KILN_IPXE_SOURCE).
+    local rc=0
+    "$LAB_ROOT/deploy/build-ipxe.sh" --ca "$LAB_DIR/ca.pem" --out "$LAB_DIR/build" \
+      ${KILN_IPXE_SOURCE:+--source "$KILN_IPXE_SOURCE"} >&2 || rc=$?
+    if ((rc == 3)); then
+      echo "lab: no iPXE source: NOT booting over HTTPS (LAB_HTTPS=0)" >&2
+      LAB_HTTPS=0
+    elif ((rc != 0)); then
+      return 1
+    fi
+  fi
 }
 
 # lab_image VERSION — builds, signs and pushes demo:VERSION.
@@ -133,21 +150,26 @@ lab_kilnd() {
   local data=$LAB_DIR/kilnd
   mkdir -p "$data/files/kiln"
   cp "$LAB_DIR/build/vmlinuz" "$LAB_DIR/build/initrd.img" "$data/files/kiln/"
-  local tls=
+  local tls= https_boot=
   if [[ $LAB_HTTPS == 1 ]]; then
     lab_ca || return 1
     tls=", \"tls_listen\": \"$LAB_SERVER:8443\", \"tls_cert\": \"$LAB_DIR/tls.pem\", \"tls_key\": \"$LAB_DIR/tls.key\""
+    # The stock ROM gets the HTTPS iPXE over TFTP, which gets the https script (dhcp.boot).
+    cp "$LAB_DIR/build/ipxe-https.kpxe" "$LAB_DIR/build/ipxe-https.efi" "$data/files/kiln/" || return 1
+    https_boot=", \"https_base\": \"$LAB_HTTPS_URL\", \"https_required\": true"
   fi
   cat >"$LAB_DIR/kilnd.json" <<JSON
 {
   "data_dir": "$data",
+  "log_level": "${LAB_LOG_LEVEL:-info}",
   "http": { "listen": "$LAB_SERVER:8080"$tls },
   "tftp": { "listen": "$LAB_SERVER:69" },
   "images": { "trusted_keys": ["$LAB_DIR/site.pub.pem"] },
   "store": { "synchronous": "normal" },
   "dhcp": { "mode": "authoritative", "interfaces": ["$LAB_BR"],
             "subnets": [ { "subnet": "10.99.0.0/24", "pool": "10.99.0.100-10.99.0.199",
-                           "lease_time_s": 600 } ] },
+                           "lease_time_s": 600 } ],
+            "boot": { "bios_file": "undionly.kpxe"$https_boot } },
   "ra": { "interfaces": ${LAB_RA_IFACES:-[\"$LAB_BR\"]}, "prefixes": ["fd99:0:0:99::/64"] },
   "boot": { "server_url": "$LAB_URL", "https_url": "$([[ $LAB_HTTPS == 1 ]] && echo "$LAB_HTTPS_URL")", "poll_s": 2, "retry_s": 3, "retries": ${LAB_RETRIES:-2},
             "after": "$LAB_AFTER",

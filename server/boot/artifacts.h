@@ -19,7 +19,7 @@ namespace kiln::boot {
 
 // Who asks, as far as the resolver needs to know (generators may use it).
 struct Requester {
-  std::string protocol;  // "tftp" | "http"
+  std::string protocol;  // "tftp" | "http" | "https" (for logs)
   std::string address;   // the client's IP address, as text
 };
 

@@ -12,6 +12,13 @@
 //                                          chainloaded from the ROM asks again, and this
 //                                          answer breaks the loop
 //   anything else                       -> no boot information (an ordinary DHCP client)
+//
+// HTTPS boot (`https_base` set; deploy/build-ipxe.sh builds iPXE with HTTPS and the site CA):
+//   iPXE announcing HTTPS (175 feature 0x14) -> the https URL of the script
+//   iPXE without HTTPS (Debian's ROMs)       -> the HTTPS build over TFTP (BIOS or x86-64 UEFI)
+//   a PXE ROM that is not iPXE               -> the HTTPS build over TFTP directly
+// An iPXE without HTTPS for which there is no HTTPS build (another architecture) gets the plain
+// http script, or nothing when `https_required` is set.
 // Unknown machines boot too (into discovery) unless `boot_unknown` is off.
 #pragma once
 
@@ -28,6 +35,7 @@ struct BootClient {
   std::string vendor_class;           // option 60
   std::string user_class;             // option 77
   bool known = false;                 // kiln has this machine (by MAC)
+  bool ipxe_https = false;            // iPXE announced HTTPS (option 175, feature 0x14)
 };
 
 struct BootPolicy {
@@ -39,6 +47,11 @@ struct BootPolicy {
   std::string http_base;  // "http://10.0.0.1:8080": where /files/ and the scripts are served
   std::string script_path = "/boot/{mac}.ipxe";  // {mac} is replaced with the client's MAC
   bool boot_unknown = true;
+  // HTTPS boot: "https://10.0.0.1:8443" (where the TLS listener serves the scripts); "" = off.
+  std::string https_base;
+  std::string https_bios_file = "kiln/ipxe-https.kpxe";  // iPXE with HTTPS, BIOS ("" = none)
+  std::string https_efi_file = "kiln/ipxe-https.efi";    // iPXE with HTTPS, x86-64 UEFI
+  bool https_required = false;  // with https_base: never hand out a plain http script URL
 };
 
 struct BootDecision {

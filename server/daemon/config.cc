@@ -648,6 +648,21 @@ std::vector<ConfigField> make_fields() {
   f.push_back(value(
       "dhcp.boot.http_base", "\"\" = boot.server_url, else http://<server_address>:<http port>",
       [](auto& c) -> auto& { return c.dhcp.boot.http_base; }));
+  f.push_back(value(
+      "dhcp.boot.https_base",
+      "HTTPS boot: https://<address>:<tls port>; iPXE with HTTPS gets its script here, "
+      "iPXE without it the HTTPS build (deploy/build-ipxe.sh) over TFTP; \"\" = off",
+      [](auto& c) -> auto& { return c.dhcp.boot.https_base; }));
+  f.push_back(value(
+      "dhcp.boot.https_bios_file", "TFTP file of iPXE with HTTPS for BIOS; \"\" = none",
+      [](auto& c) -> auto& { return c.dhcp.boot.https_bios_file; }));
+  f.push_back(value(
+      "dhcp.boot.https_efi_file", "TFTP file of iPXE with HTTPS for x86-64 UEFI; \"\" = none",
+      [](auto& c) -> auto& { return c.dhcp.boot.https_efi_file; }));
+  f.push_back(value(
+      "dhcp.boot.https_required",
+      "with https_base: an iPXE that cannot get HTTPS gets no boot file (no http script)",
+      [](auto& c) -> auto& { return c.dhcp.boot.https_required; }));
   // api
   ConfigField auth = value(
       "api.auth", "API calls need a token; false: every caller is an anonymous admin (dev only)",
@@ -707,6 +722,13 @@ void check(const Config& c) {
   }
   if (c.dhcp.new_lease_rate != 0 && c.dhcp.new_lease_burst < 1) {
     refuse("dhcp.new_lease_burst must be >= 1 (or dhcp.new_lease_rate 0: unlimited)");
+  }
+  const auto& b = c.dhcp.boot;
+  if (!b.https_base.empty() && !b.https_base.starts_with("https://")) {
+    refuse("dhcp.boot.https_base must be an https:// URL (or \"\" for no HTTPS boot)");
+  }
+  if (b.https_required && b.https_base.empty()) {
+    refuse("dhcp.boot.https_required needs dhcp.boot.https_base");
   }
 }
 

@@ -217,7 +217,8 @@ void Engine::add_config(Packet& p, const Subnet& s, bool with_lease) const {
 }
 
 void Engine::add_boot(Packet& p, const Packet& req, const RequestContext& ctx) const {
-  boot::BootClient c{req.mac(), req.client_arch(), req.vendor_class(), req.user_class(), ctx.known};
+  boot::BootClient c{req.mac(),        req.client_arch(), req.vendor_class(),
+                     req.user_class(), ctx.known,         req.ipxe_feature(opt::kIpxeFeatureHttps)};
   const auto d = boot::decide(c, cfg_.boot);
   if (d.kind == boot::BootDecision::Kind::kNone) return;
   p.siaddr = cfg_.server_id;

@@ -180,6 +180,26 @@ std::string Packet::user_class() const {
   return std::string(d.begin(), d.end());
 }
 
+bool Packet::ipxe_feature(std::uint8_t feature) const {
+  const Option* o = find(opt::kIpxeEncap);
+  if (!o) return false;
+  const auto& d = o->data;
+  std::size_t i = 0;
+  while (i < d.size()) {
+    const std::uint8_t tag = d[i];
+    if (tag == opt::kPad) {
+      ++i;
+      continue;
+    }
+    if (tag == opt::kEnd || i + 1 >= d.size()) return false;
+    const std::size_t len = d[i + 1];
+    if (i + 2 + len > d.size()) return false;  // runs past the option: malformed from here on
+    if (tag == feature) return len >= 1 && d[i + 2] != 0;
+    i += 2 + len;
+  }
+  return false;
+}
+
 std::optional<std::uint16_t> Packet::client_arch() const {
   const Option* o = find(opt::kClientArch);
   if (!o || o->data.size() < 2 || o->data.size() % 2 != 0) return std::nullopt;

@@ -50,6 +50,9 @@ inline constexpr std::uint8_t kPad = 0, kSubnetMask = 1, kRouter = 3, kDns = 6, 
                               kClientUuid = 97, kIpxeEncap = 175, kEnd = 255;
 // iPXE's encapsulated option 175, sub-option 176 ("no-pxedhcp"): do not wait for ProxyDHCP.
 inline constexpr std::uint8_t kIpxeNoPxeDhcp = 176;
+// iPXE announces each feature it was built with as a sub-option of 175 (tag = feature code,
+// one byte = its version; include/ipxe/features.h DHCP_EB_FEATURE_*). 0x14: HTTPS.
+inline constexpr std::uint8_t kIpxeFeatureHttps = 0x14;
 }  // namespace opt
 
 struct Option {
@@ -95,6 +98,9 @@ struct Packet {
   std::string vendor_class() const;  // 60, e.g. "PXEClient:Arch:00000:UNDI:002001"
   std::string user_class() const;    // 77 as text ("iPXE"), RFC 3004 framing removed
   std::optional<std::uint16_t> client_arch() const;  // 93: the first architecture listed
+  // 175: iPXE announces `feature` (a sub-option with a nonzero version byte). The sub-options
+  // are read up to END or the first one running past the option; none after it count.
+  bool ipxe_feature(std::uint8_t feature) const;
   // 97: the 16-byte UUID. Accepted as 17 bytes with a leading type 0 (RFC 4578), or 16 bytes
   // without it (some ROMs); anything else is treated as absent.
   std::optional<std::array<std::uint8_t, 16>> client_uuid() const;

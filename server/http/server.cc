@@ -455,7 +455,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     if (!rel) return fail(bhttp::status::bad_request, "bad_request", "malformed path");
     Result<OpenFile> opened = make_error(Errc::kNotFound, "no such file");
     if (mount.artifacts) {
-      auto a = mount.artifacts->resolve(mount.artifact_prefix + *rel, {"http", peer_address()});
+      auto a = mount.artifacts->resolve(mount.artifact_prefix + *rel,
+                                        {kPlain ? "http" : "https", peer_address()});
       if (a && a->generated()) return serve_generated(req, mount, *a);
       if (a) {
         opened = std::move(a->file);

@@ -7,7 +7,9 @@
 #         demo:1 again; demo:3 with a corrupt chunk on the server -> the deployment fails, the
 #         disk is left unbootable, the next boot retries (kilnd:retry) and, with the chunk
 #         repaired, demo:3 boots.
-#   UEFI (OVMF + iPXE EFI ROM, disk first): discovered -> demo:1 -> kexec into it.
+#   UEFI (OVMF + iPXE EFI ROM, disk first), over HTTPS: the ROM chainloads iPXE with HTTPS
+#         (deploy/build-ipxe.sh, the lab CA) over TFTP; script, kernel, initrd and the agent's
+#         API over kilnd's TLS listener: discovered -> demo:1 -> kexec into it.
 # Each disk is compared byte for byte with the raw image it should hold.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -138,11 +140,23 @@ fi
 kiln_cli events --machine "$MAC" >"$LAB_DIR/events.txt" 2>&1 || true
 lab_down
 
-# --- UEFI: OVMF + iPXE EFI ROM, disk first; kexec into the image ---------------------------------
+# --- UEFI over HTTPS: OVMF + Debian's iPXE EFI ROM -> (TFTP) iPXE with HTTPS and the lab CA ->
+# https script, kernel and initrd -> the agent's API over kilnd's TLS listener; disk first; kexec
+# into the image. KILN_E2E_HTTPS=0 runs it over plain HTTP; without an iPXE source here
+# (deploy/build-ipxe.sh exit 3) it runs over HTTP and says so, and KILN_E2E_HTTPS=require fails.
 if [[ ${KILN_E2E_UEFI:-1} == 1 ]]; then
   LAB_FIRMWARE=uefi LAB_AFTER=kexec LAB_DIR=$(mktemp -d /tmp/kiln-lab.XXXXXX)
   LAB_NS=kiln-lab-uefi-$$ LAB_MAC=52:54:00:99:00:02 MAC=52:54:00:99:00:02
+  LAB_HTTPS=1 LAB_LOG_LEVEL=debug  # debug: kilnd logs each request with tls=true|false
+  [[ ${KILN_E2E_HTTPS:-1} == 0 ]] && LAB_HTTPS=0
   lab_up && lab_build && lab_kilnd && image 1 || fail "UEFI lab"
+  if [[ $LAB_HTTPS != 1 && ${KILN_E2E_HTTPS:-1} != 0 ]]; then
+    if [[ ${KILN_E2E_HTTPS:-1} == require ]]; then
+      fail "UEFI: HTTPS boot required but iPXE with HTTPS could not be built"
+    else
+      log "WARNING: the boot path over HTTPS is NOT tested: no iPXE source (deploy/build-ipxe.sh)"
+    fi
+  fi
   if boot_until 1 'kiln-agent: DISCOVERED' 240; then
     log "UEFI: discovered at ${T}s"
     lab_wait_state "$MAC" ready 10 && ok || fail "UEFI machine not ready"
@@ -156,6 +170,28 @@ if [[ ${KILN_E2E_UEFI:-1} == 1 ]]; then
     fi
     lab_vm_wait
     disk_holds 1
+    if [[ $LAB_HTTPS == 1 ]]; then
+      # What went over which listener, from kilnd's log: the stock ROM got the HTTPS iPXE over
+      # TFTP; the script (twice: discovery, deployment), kernel, initrd and the agent's API
+      # calls came over TLS; no script, kernel or initrd over plain HTTP.
+      KLOG=$LAB_DIR/kilnd.log
+      grep -q 'event=tftp.transfer_done .*file="kiln/ipxe-https.efi"' "$KLOG" && ok ||
+        fail "UEFI: the stock ROM did not fetch kiln/ipxe-https.efi over TFTP"
+      n=$(grep -c 'event=boot.script mac=52:54:00:99:00:02 .* proto=https ' "$KLOG")
+      ((n >= 2)) && ok || fail "UEFI: $n script(s) served over TLS, expected the discovery and deploy boots"
+      for f in vmlinuz initrd.img; do
+        grep -Eq "event=http.request peer=[^ ]+ tls=true method=GET target=\"/files/kiln/$f\" status=200" "$KLOG" &&
+          ok || fail "UEFI: kiln/$f was not fetched over TLS"
+      done
+      grep -Eq 'event=http.request peer=[^ ]+ tls=true method=[A-Z]+ target="/api/v1/agent/[a-z-]+[^"]*" status=2' "$KLOG" &&
+        ok || fail "UEFI: no agent API call over TLS"
+      if grep -Eq 'tls=false method=GET target="/(boot/|files/kiln/(vmlinuz|initrd))' "$KLOG" ||
+        grep -q 'event=boot.script mac=52:54:00:99:00:02 .* proto=http ' "$KLOG"; then
+        fail "UEFI: part of the boot path went over plain HTTP"
+      else
+        ok
+      fi
+    fi
   fi
 fi
 

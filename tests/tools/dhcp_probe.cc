@@ -13,6 +13,8 @@
 //   --dest A (default 255.255.255.255)
 //   --count N: N messages, the MAC's last byte (or, with --client-id, the client id's suffix),
 //     the requested address's last byte and the xid counting up; replies to any are printed.
+//   --user-class S: option 77 (iPXE sends "iPXE"); --opt175 HEX: option 175 with these bytes
+//     (iPXE's encapsulated feature list, e.g. 140101 = HTTPS version 1).
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -33,6 +35,7 @@ int main(int argc, char** argv) {
   std::string type_s = "discover", ciaddr_s, giaddr_s, requested_s, server_id_s, client_id,
               bind_s = "0.0.0.0", dest_s = "255.255.255.255";
   int arch = 0, wait_ms = 2000, port = 68, count = 1;
+  std::string user_class, opt175_hex;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
     if (a == "--iface")
@@ -65,6 +68,10 @@ int main(int argc, char** argv) {
       port = std::atoi(v.c_str());
     else if (a == "--count")
       count = std::atoi(v.c_str());
+    else if (a == "--user-class")
+      user_class = v;
+    else if (a == "--opt175")
+      opt175_hex = v;
     else {
       std::fprintf(stderr, "dhcp_probe: unknown option %s\n", a.c_str());
       return 2;
@@ -88,6 +95,10 @@ int main(int argc, char** argv) {
       !addr(giaddr_s, giaddr) || !addr(requested_s, requested) || !addr(server_id_s, server_id)) {
     std::fprintf(stderr, "dhcp_probe: bad --type, --count (1..250) or address\n");
     return 2;
+  }
+  std::vector<unsigned char> opt175;
+  for (std::size_t i = 0; i + 1 < opt175_hex.size(); i += 2) {
+    opt175.push_back(static_cast<unsigned char>(std::stoul(opt175_hex.substr(i, 2), nullptr, 16)));
   }
   if (iface.empty()) {
     std::fprintf(stderr,
@@ -147,6 +158,9 @@ int main(int argc, char** argv) {
     std::vector<unsigned char> uuid(17, 0x11);
     uuid[0] = 0;
     opt(97, uuid);
+    if (!user_class.empty())
+      opt(77, std::vector<unsigned char>(user_class.begin(), user_class.end()));
+    if (!opt175.empty()) opt(175, opt175);
     opt(55, {1, 3, 43, 60, 66, 67});
     p.push_back(255);
     p.resize(std::max<std::size_t>(p.size(), 300), 0);

@@ -97,5 +97,83 @@ TEST(PxePolicy, SnponlyAndNoHttpBase) {
   EXPECT_EQ(d.reason, "no-http-base");
 }
 
+BootPolicy https_policy() {
+  BootPolicy p = policy();
+  p.https_base = "https://10.0.0.1:8443";
+  return p;
+}
+
+TEST(PxePolicy, HttpsBootChainloadsTheHttpsBuildThenHandsOutTheHttpsScript) {
+  const char* pxe = "PXEClient:Arch:00000:UNDI:002001";
+  const char* pxe_efi = "PXEClient:Arch:00007:UNDI:003016";
+  struct HttpsRow {
+    const char* name;
+    std::optional<std::uint16_t> arch;
+    const char* vendor_class;
+    const char* user_class;
+    bool ipxe_https;
+    Kind kind;
+    const char* file;
+    const char* reason;
+  };
+  const HttpsRow rows[] = {
+      {"stock ipxe rom (bios)", arch::kBios, pxe, "iPXE", false, Kind::kTftp,
+       "kiln/ipxe-https.kpxe", "ipxe-chainload-https"},
+      {"stock ipxe rom (efi 7)", arch::kEfiBc, pxe_efi, "iPXE", false, Kind::kTftp,
+       "kiln/ipxe-https.efi", "ipxe-chainload-https"},
+      {"stock ipxe rom (efi 9)", arch::kEfiX64, pxe_efi, "iPXE", false, Kind::kTftp,
+       "kiln/ipxe-https.efi", "ipxe-chainload-https"},
+      {"ipxe without option 93", std::nullopt, "", "iPXE", false, Kind::kTftp,
+       "kiln/ipxe-https.kpxe", "ipxe-chainload-https"},
+      {"https ipxe (bios)", arch::kBios, pxe, "iPXE", true, Kind::kHttp,
+       "https://10.0.0.1:8443/boot/52-54-00-12-34-56.ipxe", "ipxe-https-script"},
+      {"https ipxe (efi)", arch::kEfiX64, pxe_efi, "iPXE", true, Kind::kHttp,
+       "https://10.0.0.1:8443/boot/52-54-00-12-34-56.ipxe", "ipxe-https-script"},
+      {"ipxe arm64 without https: no build, plain script", arch::kEfiArm64, pxe_efi, "iPXE", false,
+       Kind::kHttp, "http://10.0.0.1:8080/boot/52-54-00-12-34-56.ipxe", "ipxe-script"},
+      {"pxe rom (bios) gets the https build directly", arch::kBios, pxe, "", false, Kind::kTftp,
+       "kiln/ipxe-https.kpxe", "pxe-https-build"},
+      {"pxe rom (efi) gets the https build directly", arch::kEfiBc, pxe_efi, "", false, Kind::kTftp,
+       "kiln/ipxe-https.efi", "pxe-https-build"},
+      {"pxe rom arm64: the configured file", arch::kEfiArm64, pxe_efi, "", false, Kind::kTftp,
+       "ipxe-arm64.efi", "uefi-arm64-pxe"},
+      {"ordinary client", std::nullopt, "", "", false, Kind::kNone, "", "not-a-boot-client"},
+  };
+  for (const auto& r : rows) {
+    BootClient c{"52:54:00:12:34:56", r.arch, r.vendor_class, r.user_class, true, r.ipxe_https};
+    auto d = decide(c, https_policy());
+    EXPECT_EQ(d.kind, r.kind) << r.name;
+    EXPECT_EQ(d.file, r.file) << r.name;
+    EXPECT_EQ(d.reason, r.reason) << r.name;
+  }
+}
+
+TEST(PxePolicy, HttpsRequiredNeverHandsOutAPlainScript) {
+  BootPolicy p = https_policy();
+  p.https_required = true;
+  BootClient arm{"52:54:00:00:00:01", arch::kEfiArm64, "PXEClient", "iPXE", true, false};
+  auto d = decide(arm, p);
+  EXPECT_EQ(d.kind, Kind::kNone);
+  EXPECT_EQ(d.reason, "ipxe-without-https");
+  // A site without the BIOS build: BIOS iPXE without HTTPS gets nothing rather than http.
+  p.https_bios_file.clear();
+  BootClient bios{"52:54:00:00:00:02", arch::kBios, "PXEClient", "iPXE", true, false};
+  EXPECT_EQ(decide(bios, p).kind, Kind::kNone);
+  bios.ipxe_https = true;
+  EXPECT_EQ(decide(bios, p).file, "https://10.0.0.1:8443/boot/52-54-00-00-00-02.ipxe");
+  // Not required: the same client falls back to the plain script.
+  p.https_required = false;
+  bios.ipxe_https = false;
+  EXPECT_EQ(decide(bios, p).file, "http://10.0.0.1:8080/boot/52-54-00-00-00-02.ipxe");
+}
+
+TEST(PxePolicy, WithoutHttpsBaseAnHttpsCapableIpxeGetsThePlainScript) {
+  // HTTPS boot off (the default): the feature flag changes nothing.
+  BootClient c{"52:54:00:00:00:01", arch::kBios, "PXEClient", "iPXE", true, true};
+  auto d = decide(c, policy());
+  EXPECT_EQ(d.file, "http://10.0.0.1:8080/boot/52-54-00-00-00-01.ipxe");
+  EXPECT_EQ(d.reason, "ipxe-script");
+}
+
 }  // namespace
 }  // namespace kiln::boot

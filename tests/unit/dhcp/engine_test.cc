@@ -426,6 +426,28 @@ TEST(DhcpEngine, PxeClientsGetBootFiles) {
   EXPECT_EQ(h.packet.vendor_class(), "HTTPClient");
 }
 
+TEST(DhcpEngine, HttpsBootFollowsTheIpxeHttpsFeature) {
+  EngineConfig cfg = config();
+  cfg.boot.https_base = "https://10.0.0.1:8443";
+  Engine e(cfg);
+  Packet stock = client(3, MessageType::kDiscover);
+  stock.set(opt::kVendorClass, std::string_view("PXEClient:Arch:00000:UNDI:002001"));
+  stock.set(opt::kClientArch, std::vector<std::uint8_t>{0, 0});
+  stock.set(opt::kUserClass, std::string_view("iPXE"));
+  // A feature list without HTTPS (HTTP 0x13, TFTP 0x15, version 0xeb).
+  stock.set(opt::kIpxeEncap, std::vector<std::uint8_t>{0x13, 1, 1, 0x15, 1, 1, 0xeb, 3, 1, 0, 0});
+  auto s = e.handle(stock, at(0));
+  EXPECT_EQ(s.packet.file, "kiln/ipxe-https.kpxe");
+  EXPECT_EQ(s.packet.siaddr, kServer);
+  ASSERT_NE(s.packet.find(opt::kTftpServer), nullptr);
+  Packet https = stock;
+  https.set(opt::kIpxeEncap,
+            std::vector<std::uint8_t>{0x13, 1, 1, 0x14, 1, 1, 0x15, 1, 1, 0xeb, 3, 1, 0, 0});
+  auto h = e.handle(https, at(1));
+  EXPECT_EQ(h.packet.file, "https://10.0.0.1:8443/boot/52-54-00-00-00-03.ipxe");
+  EXPECT_EQ(h.packet.find(opt::kTftpServer), nullptr);
+}
+
 TEST(DhcpEngine, ProxyModeAnswersOnlyPxeClientsWithoutAnAddress) {
   EngineConfig c = config();
   c.proxy = true;

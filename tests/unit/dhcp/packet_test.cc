@@ -76,6 +76,64 @@ TEST(DhcpPacket, UserClassWithRfc3004Framing) {
   EXPECT_EQ(p->user_class(), "iPXE");
 }
 
+// Option 175 as iPXE sends it: the version sub-option 0xeb, then one sub-option per feature it
+// was built with (tag = feature, one version byte). Real tables: kHttps175 from the
+// undionly.kpxe deploy/build-ipxe.sh builds (HTTPS 0x14 among them), kStock175 from Debian 12's
+// /usr/lib/ipxe/qemu/efi-virtio.rom (the ROM the lab's QEMU boots first: no HTTPS).
+const std::vector<std::uint8_t> kHttps175 = {
+    0xeb, 0x03, 0x01, 0x00, 0x00, 0x17, 0x01, 0x01, 0x22, 0x01, 0x01, 0x13, 0x01, 0x01,
+    0x14, 0x01, 0x01, 0x11, 0x01, 0x01, 0x27, 0x01, 0x01, 0x19, 0x01, 0x01, 0x10, 0x01,
+    0x02, 0x21, 0x01, 0x01, 0x15, 0x01, 0x01, 0x18, 0x01, 0x01, 0x12, 0x01, 0x01};
+const std::vector<std::uint8_t> kStock175 = {
+    0xeb, 0x03, 0x01, 0x00, 0x00, 0x17, 0x01, 0x01, 0x24, 0x01, 0x01, 0x13, 0x01, 0x01, 0x11,
+    0x01, 0x01, 0x27, 0x01, 0x01, 0x29, 0x01, 0x01, 0x15, 0x01, 0x01, 0x12, 0x01, 0x01};
+
+TEST(DhcpPacket, IpxeFeaturesFromOption175) {
+  std::vector<std::uint8_t> o = {53, 1, 1, 77, 4, 'i', 'P', 'X', 'E', 175};
+  const std::vector<std::uint8_t>& with_https = kHttps175;
+  o.push_back(static_cast<std::uint8_t>(with_https.size()));
+  o.insert(o.end(), with_https.begin(), with_https.end());
+  o.push_back(255);
+  auto p = parse(request(o));
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_TRUE(p->ipxe_feature(opt::kIpxeFeatureHttps));
+  EXPECT_TRUE(p->ipxe_feature(0x13));   // HTTP
+  EXPECT_TRUE(p->ipxe_feature(0x11));   // iSCSI
+  EXPECT_FALSE(p->ipxe_feature(0x24));  // EFI format: not in a BIOS build
+
+  std::vector<std::uint8_t> q = {53, 1, 1, 77, 4, 'i', 'P', 'X', 'E', 175};
+  const std::vector<std::uint8_t>& stock = kStock175;
+  q.push_back(static_cast<std::uint8_t>(stock.size()));
+  q.insert(q.end(), stock.begin(), stock.end());
+  q.push_back(255);
+  auto r = parse(request(q));
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->ipxe_feature(opt::kIpxeFeatureHttps)) << "Debian's ROM has no HTTPS";
+  EXPECT_TRUE(r->ipxe_feature(0x13));
+  EXPECT_TRUE(r->ipxe_feature(0x24));
+}
+
+TEST(DhcpPacket, IpxeFeaturesToleratePadAndStopAtMalformedSubOptions) {
+  auto feature = [](std::vector<std::uint8_t> sub) {
+    std::vector<std::uint8_t> o = {53, 1, 1, 175, static_cast<std::uint8_t>(sub.size())};
+    o.insert(o.end(), sub.begin(), sub.end());
+    o.push_back(255);
+    auto p = parse(request(o));
+    EXPECT_TRUE(p);
+    return p && p->ipxe_feature(opt::kIpxeFeatureHttps);
+  };
+  EXPECT_TRUE(feature({0, 0, 0x14, 1, 1}));              // pad before it
+  EXPECT_FALSE(feature({0x14, 1, 0}));                   // version 0: not announced
+  EXPECT_FALSE(feature({0x14, 0}));                      // no version byte
+  EXPECT_FALSE(feature({0x13, 1, 1, 255, 0x14, 1, 1}));  // after END
+  EXPECT_FALSE(feature({0x13, 9, 1, 0x14, 1, 1}));       // 0x13 runs past: nothing after counts
+  EXPECT_FALSE(feature({0x13}));                         // a tag without a length
+  EXPECT_FALSE(feature({}));                             // empty
+  auto none = parse(request({53, 1, 1, 255}));
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->ipxe_feature(opt::kIpxeFeatureHttps));
+}
+
 TEST(DhcpPacket, RelayAgentInformationSubOptions) {
   auto p =
       parse(request({53, 1, 3, 82, 12, 1, 4, 'p', 'o', '1', '7', 2, 4, 's', 'w', '0', '2', 255}));
