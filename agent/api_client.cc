@@ -105,6 +105,9 @@ Result<Plan> ApiClient::plan() {
   p.manifest_url = string_field(j, "manifest_url");
   p.chunks_url = string_field(j, "chunks_url");
   p.previous_manifest_url = string_field(j, "previous_manifest_url");
+  if (auto it = j.find("chunks_require_token"); it != j.end() && it->is_boolean()) {
+    p.chunks_require_token = it->get<bool>();
+  }
   return p;
 }
 

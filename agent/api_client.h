@@ -28,6 +28,7 @@ struct Plan {
   std::optional<std::string> manifest_url;           // .kiln images
   std::optional<std::string> chunks_url;             // .kiln images
   std::optional<std::string> previous_manifest_url;  // a hint for local copies, may be absent
+  bool chunks_require_token = false;                 // send the session token with chunk reads
 };
 
 // A manifest as served, with the signature from its Kiln-Signature header (raw bytes; empty

@@ -248,8 +248,8 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
           std::this_thread::sleep_for(wait);
         }
         auto& conn = *conns[static_cast<std::size_t>(attempt) % conns.size()];
-        auto reply =
-            conn.request("GET", o.chunks_path + c.sha256, {}, {}, len + len / 64 + (64 << 10));
+        auto reply = conn.request("GET", o.chunks_path + c.sha256, o.chunk_token, {},
+                                  len + len / 64 + (64 << 10));
         if (!reply) {
           last_error = reply.error().message;
           continue;

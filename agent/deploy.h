@@ -32,7 +32,8 @@ namespace kiln::agent {
 struct DeployOptions {
   std::vector<std::string> chunk_bases;  // base URLs tried in order for each chunk
   std::string chunks_path = "/v1/chunks/";
-  int workers = 0;  // 0: from cores and the memory budget
+  std::string chunk_token;  // sent as a bearer token with chunk requests (private chunk stores)
+  int workers = 0;          // 0: from cores and the memory budget
   std::uint64_t memory_budget = 256ull << 20;
   int retries = 8;  // attempts per chunk after the first
   std::chrono::milliseconds timeout{30'000};

@@ -295,6 +295,12 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   if (!sources) return fail_deployment(api, stage, sources.error().message);
   d.chunk_bases = std::move(sources->bases);
   d.chunks_path = std::move(sources->path);
+  if (plan.chunks_require_token) {
+    // Private chunks: the session token goes to kilnd only, never to a mirror.
+    if (!o.mirrors.empty()) log_line("private chunks: mirrors are not used");
+    d.chunk_bases = {api.base().url};
+    d.chunk_token = api.token();
+  }
   DeployCounters counters;
   proto::SuccessProof proof;
   proof.manifest_sha256 = sha256_hex(signed_manifest->body);

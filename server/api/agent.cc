@@ -81,6 +81,7 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
   if (image && image->format == "kiln") {
     j["manifest_url"] = "/api/v1/agent/manifest";
     j["chunks_url"] = s.options.chunks_url.empty() ? "/v1/chunks/" : s.options.chunks_url;
+    j["chunks_require_token"] = s.options.chunks_require_token;
     // What the disk held before, as a hint for local copies (the agent verifies them).
     j["previous_manifest_url"] = nullptr;
     if (d.from_version && s.images) {

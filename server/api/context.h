@@ -48,6 +48,8 @@ struct ApiOptions {
   // A deployment whose agent opened this many sessions (booted this often) without a result
   // fails at the next one (then the boot service's bounded retries take over).
   int max_agent_boots = 5;
+  // Chunks (/v1/chunks/) only for agent sessions: the plan tells the agent to send its token.
+  bool chunks_require_token = false;
   std::string version = "0.1.0";
   // Where agents fetch chunks: an absolute "http://host:port/v1/chunks/" when the boot path
   // goes over a TLS listener but chunks stay on plain HTTP (cacheable); "" = "/v1/chunks/",

@@ -443,6 +443,10 @@ std::vector<ConfigField> make_fields() {
       "boot.scripts_dir", "directory of *.ipxe overriding the built-in templates",
       [](auto& c) -> auto& { return c.boot.scripts_dir; }));
   f.push_back(value(
+      "images.chunks_require_token",
+      "serve /v1/chunks/ to agent sessions only (private, not cacheable; images hold no secrets)",
+      [](auto& c) -> auto& { return c.api.chunks_require_token; }));
+  f.push_back(value(
       "boot.max_agent_boots",
       "a deployment whose agent opened this many sessions without a result fails at the next",
       [](auto& c) -> auto& { return c.api.max_agent_boots; }));

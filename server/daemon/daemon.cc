@@ -220,6 +220,15 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     const std::string dir = std::string(rel.substr(0, 2)) + "/";
     return {dir + std::string(rel) + ".zst", dir + std::string(rel) + ".raw"};
   };
+  if (cfg.api.chunks_require_token) {
+    // Private chunks: only an agent session (from its own address) may read them, and they
+    // are served over the listener the agent talks to, never advertised on plain HTTP.
+    chunk_mount.authorize = [&store](const std::string& token, const std::string& peer) {
+      std::string p = peer;
+      if (p.rfind("::ffff:", 0) == 0 && p.find('.') != std::string::npos) p.erase(0, 7);
+      return !token.empty() && store.authenticate_agent(token, p).ok();
+    };
+  }
   hopts.mounts.push_back(std::move(chunk_mount));
   // Image uploads stream to disk beside the chunks they become (same filesystem).
   hopts.upload.dir = std::filesystem::path(cfg.effective_images_dir()) / "tmp";
@@ -270,7 +279,9 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
             "over plain http\"");
       } else {
         boot_url = urls.https;
-        if (urls.plain.rfind("http://", 0) == 0) api.set_chunks_url(urls.plain + "/v1/chunks/");
+        if (urls.plain.rfind("http://", 0) == 0 && !cfg.api.chunks_require_token) {
+          api.set_chunks_url(urls.plain + "/v1/chunks/");
+        }
       }
     }
     boot_service.set_server_url(boot_url);
@@ -327,7 +338,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     if (sec) return;
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
-    image_service.shutdown();  // an upload waiting for its import would hold the drain
+    image_service.shutdown();              // an upload waiting for its import would hold the drain
     if (dhcp_server) dhcp_server->stop();  // pending lease writes are committed first
     if (ra) ra->stop();
     // Stop once both the HTTP server and TFTP have drained (or their grace ran out).

@@ -86,6 +86,7 @@ namespace {
 constexpr std::size_t kTlsChunk = 256 * 1024;
 constexpr std::uint64_t kSmallFile = 64 * 1024;
 constexpr std::string_view kImmutable = "public, max-age=31536000, immutable";
+constexpr std::string_view kImmutablePrivate = "private, max-age=31536000, immutable";
 
 std::string http_date(std::int64_t epoch_s) {
   std::time_t t = static_cast<std::time_t>(epoch_s);
@@ -453,6 +454,18 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     };
     auto rel = percent_decode(rel_encoded);
     if (!rel) return fail(bhttp::status::bad_request, "bad_request", "malformed path");
+    if (mount.authorize) {
+      std::string token;
+      if (auto auth = req[bhttp::field::authorization];
+          auth.size() > 7 && beast::iequals(auth.substr(0, 7), "Bearer ")) {
+        token = std::string(auth.substr(7));
+      }
+      if (!mount.authorize(token, peer_address())) {
+        return fail(bhttp::status::unauthorized, "unauthorized",
+                    "this server serves chunks to agent sessions only");
+      }
+    }
+    const std::string_view cache_control = mount.authorize ? kImmutablePrivate : kImmutable;
     Result<OpenFile> opened = make_error(Errc::kNotFound, "no such file");
     if (mount.artifacts) {
       auto a = mount.artifacts->resolve(mount.artifact_prefix + *rel,
@@ -493,7 +506,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     if (auto inm = req[bhttp::field::if_none_match]; !inm.empty() && (inm == etag || inm == "*")) {
       Response res{bhttp::status::not_modified, version_};
       res.set(bhttp::field::etag, etag);
-      if (mount.immutable) res.set(bhttp::field::cache_control, kImmutable);
+      if (mount.immutable) res.set(bhttp::field::cache_control, cache_control);
       state_->count_request(mount.prefix, method_, 304);
       file_.reset();
       return write(std::move(res));
@@ -505,7 +518,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     h.set(bhttp::field::accept_ranges, "bytes");
     h.set(bhttp::field::etag, etag);
     h.set(bhttp::field::last_modified, http_date(file_->mtime_s));
-    if (mount.immutable) h.set(bhttp::field::cache_control, kImmutable);
+    if (mount.immutable) h.set(bhttp::field::cache_control, cache_control);
     offset_ = 0;
     remaining_ = size;
     if (auto range = req[bhttp::field::range]; !range.empty()) {

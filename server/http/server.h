@@ -52,8 +52,12 @@ struct FileMount {
   // "/boot/x.ipxe" -> "boot/x.ipxe").
   std::string artifact_prefix;
   // Content never changes under its name (content-addressed): the ETag is the name itself and
-  // responses carry "Cache-Control: public, max-age=31536000, immutable".
+  // responses carry "Cache-Control: public, max-age=31536000, immutable" ("private" with
+  // `authorize`).
   bool immutable = false;
+  // Optional: given the request's bearer token ("" when none) and the client's address, whether
+  // it may read this mount; false answers 401.
+  std::function<bool(const std::string& token, const std::string& peer)> authorize;
 };
 
 // Set on a request whose body was streamed to a file instead of memory; the value is the
