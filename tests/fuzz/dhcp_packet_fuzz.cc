@@ -1,5 +1,6 @@
 // libFuzzer target: arbitrary bytes as a DHCPv4 message, and the PXE boot decision for it;
-// the same bytes as an ICMPv6 router solicitation (dhcp/ra.h), which must never read past them.
+// its iPXE feature list (option 175); the same bytes as an ICMPv6 router solicitation (dhcp/ra.h),
+// which must never read past them.
 //
 // Invariants: parsing never crashes or reads out of bounds; a message that parses re-encodes
 // (options joined, split again past 255 bytes) to bytes that parse to the same header fields
@@ -29,8 +30,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)p->relay_info();
   (void)p->hostname();
   kiln::boot::BootClient c{p->mac(), p->client_arch(), p->vendor_class(), p->user_class(), true};
+  // iPXE's encapsulated feature list (option 175), e.g. HTTPS (0x14): never reads past it.
+  for (int f = 0; f < 256; ++f) (void)p->ipxe_feature(static_cast<std::uint8_t>(f));
+  c.ipxe_https = p->ipxe_feature(0x14);
   kiln::boot::BootPolicy policy;
   policy.http_base = "http://10.0.0.1:8080";
+  (void)kiln::boot::decide(c, policy);
+  policy.https_base = "https://10.0.0.1:8443";  // the HTTPS boot policy too
   (void)kiln::boot::decide(c, policy);
 
   // Re-encoding keeps everything when there is room (no truncation at 64 KiB).
