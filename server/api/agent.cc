@@ -45,10 +45,33 @@ std::optional<Response> inventory(Services& s, Ctx& c) {
   const json& inv = b.value("inventory", json(nullptr));
   if (!inv.is_object()) fail(Errc::kBadRequest, "field 'inventory' must be an object");
   if (inv.dump().size() > 64 * 1024) fail(Errc::kInvalid, "inventory larger than 64 KiB");
-  auto m = take(s.store.record_inventory(mac, inv, other_macs(inv, mac)));
+  auto others = s.options.attach_reported_macs ? other_macs(inv, mac) : std::vector<std::string>{};
+  auto m = take(s.store.record_inventory(mac, inv, others));
   s.log.info("event=machine.inventory machine={} mac={} state={}", m.id, mac,
              proto::to_string(m.state));
   return machine_response(bhttp::status::ok, m);
+}
+
+// With lease binding, a session comes from an address kilnd's DHCP bound to one of the
+// machine's MACs (when it holds any; with require_lease, it must hold one): someone else on the
+// segment who read the public ticket cannot open the session first from their own address.
+void check_session_lease(Services& s, const std::string& ticket, const std::string& peer) {
+  if (!s.options.bind_to_lease && !s.options.require_lease) return;
+  auto d = s.store.deployment_by_ticket(ticket);
+  if (!d) return;  // open_agent_session answers for an unknown ticket
+  auto m = take(s.store.get_machine(d->machine_id));
+  std::vector<std::string> leased;
+  for (const auto& mac : m.macs) {
+    for (auto& ip : s.store.bound_lease_addresses(mac)) leased.push_back(std::move(ip));
+  }
+  if (leased.empty() && !s.options.require_lease) return;
+  if (std::find(leased.begin(), leased.end(), peer) != leased.end()) return;
+  const std::string why = leased.empty()
+                              ? "the machine holds no lease from kilnd (boot.require_lease)"
+                              : "not an address kilnd leased to this machine";
+  take(s.store.record_refused_session(d->id, peer, why));
+  s.log.warn("event=agent.session_refused deployment={} peer={} reason=\"{}\"", d->id, peer, why);
+  fail(Errc::kForbidden, why);
 }
 
 // POST /api/v1/agent/session with "Authorization: Bearer <boot ticket>": the agent's session.
@@ -58,6 +81,7 @@ std::optional<Response> session(Services& s, Ctx& c) {
   const std::string ticket = bearer_token(c.req);
   if (ticket.empty()) fail(Errc::kUnauthorized, "missing boot ticket (Authorization: Bearer ...)");
   if (c.peer.empty()) fail(Errc::kInternal, "the client's address is unknown");
+  check_session_lease(s, ticket, c.peer);
   const auto expires = s.clock.now_ms() + s.options.agent_token_ttl.count();
   auto opened = s.store.open_agent_session(ticket, c.peer, s.options.max_agent_boots, expires);
   if (!opened) {
@@ -166,6 +190,10 @@ std::string proof_mismatch(Services& s, const proto::Deployment& d,
   }
   if (p.image_bytes != static_cast<std::int64_t>(m.size))
     return "image_bytes is not the image's size";
+  // Each count is >= 0 (the decoder checks); bounded by image_bytes, their sum cannot overflow.
+  for (auto v : {p.written_bytes, p.skipped_bytes, p.zeroed_bytes, p.unmapped_bytes}) {
+    if (v > p.image_bytes) return "a byte count exceeds image_bytes";
+  }
   if (p.written_bytes + p.skipped_bytes + p.zeroed_bytes + p.unmapped_bytes != p.image_bytes) {
     return "written, skipped, zeroed and unmapped bytes do not add up to image_bytes";
   }

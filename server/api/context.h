@@ -50,6 +50,15 @@ struct ApiOptions {
   int max_agent_boots = 5;
   // Chunks (/v1/chunks/) only for agent sessions: the plan tells the agent to send its token.
   bool chunks_require_token = false;
+  // boot.bind_to_lease: an agent session is opened only from an address kilnd's DHCP leased
+  // (bound) to one of the machine's MACs, when it holds any; boot.require_lease: also refused
+  // when it holds none (authoritative DHCP only: proxy mode grants no leases).
+  bool bind_to_lease = true;
+  bool require_lease = false;
+  // The discovery inventory's other NICs join the machine (boot.discovery open). Under
+  // approve they are only recorded in the inventory: an unauthenticated report must not attach
+  // a MAC an operator did not see (the attacker's own NIC, to act as that machine later).
+  bool attach_reported_macs = true;
   std::string version = "0.1.0";
   // Where agents fetch chunks: an absolute "http://host:port/v1/chunks/" when the boot path
   // goes over a TLS listener but chunks stay on plain HTTP (cacheable); "" = "/v1/chunks/",

@@ -451,6 +451,11 @@ std::vector<ConfigField> make_fields() {
       "a deployment whose agent opened this many sessions without a result fails at the next",
       [](auto& c) -> auto& { return c.api.max_agent_boots; }));
   f.push_back(value(
+      "boot.require_lease",
+      "fail closed: a MAC without a bound lease from kilnd's DHCP gets no script, its agent no "
+      "session (authoritative DHCP only)",
+      [](auto& c) -> auto& { return c.boot.require_lease; }));
+  f.push_back(value(
       "boot.bind_to_lease",
       "a MAC leased by kilnd's DHCP gets its script only at its leased address",
       [](auto& c) -> auto& { return c.boot.bind_to_lease; }));

@@ -136,7 +136,11 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
       cfg.threads > 0 ? cfg.threads : std::max(1u, std::thread::hardware_concurrency());
   net::io_context ioc(threads);
   Metrics metrics;
-  api::Api api(store, metrics, clock, ioc, cfg.api, log);
+  api::ApiOptions api_options = cfg.api;  // the session route applies the boot's lease rules
+  api_options.bind_to_lease = cfg.boot.bind_to_lease;
+  api_options.require_lease = cfg.boot.require_lease;
+  api_options.attach_reported_macs = cfg.boot.discovery != "approve";
+  api::Api api(store, metrics, clock, ioc, api_options, log);
 
   auto chunks = images::ChunkStore::open(cfg.effective_images_dir());
   if (!chunks) {

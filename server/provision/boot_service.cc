@@ -161,8 +161,14 @@ boot::Templates::Vars BootService::base_vars(const std::string& mac,
 }
 
 Status BootService::check_lease(const std::string& mac, const boot::Requester& who) {
-  if (!options_.bind_to_lease) return ok_status();
+  if (!options_.bind_to_lease && !options_.require_lease) return ok_status();
   auto leased = leases_.bound_addresses(mac);
+  if (leased.empty() && options_.require_lease) {
+    log_->warn("event=boot.script_refused mac={} peer={} proto={} msg=\"no lease from kilnd\"", mac,
+               who.address, who.protocol);
+    metrics_.add("kiln_boot_scripts_refused_total", {{"reason", "no-lease"}});
+    return make_error(Errc::kNotFound, "no lease from kilnd (boot.require_lease)");
+  }
   // A dual-stack listener sees an IPv4 client as ::ffff:a.b.c.d.
   std::string_view peer = who.address;
   if (peer.rfind("::ffff:", 0) == 0) peer.remove_prefix(7);

@@ -61,6 +61,9 @@ struct BootOptions {
   // without a lease (proxy mode, another DHCP server, a relay kilnd does not lease for) is
   // served to any address.
   bool bind_to_lease = true;
+  // Fail closed: a MAC without a bound lease from kilnd gets no script at all (and its agent no
+  // session). For authoritative DHCP only; proxy mode grants no leases.
+  bool require_lease = false;
   std::chrono::milliseconds token_ttl{6 * 3600 * 1000};  // a boot ticket's lifetime
 };
 

@@ -27,8 +27,7 @@ Result<std::string> Store::agent_ticket(std::int64_t deployment_id, std::int64_t
   Transaction tx(db);
   auto d = load_deployment(db, deployment_id);
   if (!d) {
-    return make_error(Errc::kNotFound,
-                      "deployment " + std::to_string(deployment_id) + " not found");
+    return deployment_not_found(deployment_id);
   }
   if (!proto::is_active(d->status)) return not_active(deployment_id, *d, "boot ticket");
   auto s = db.prepare(
@@ -55,8 +54,7 @@ Result<std::string> Store::reissue_agent_ticket(std::int64_t deployment_id,
   Transaction tx(db);
   auto d = load_deployment(db, deployment_id);
   if (!d) {
-    return make_error(Errc::kNotFound,
-                      "deployment " + std::to_string(deployment_id) + " not found");
+    return deployment_not_found(deployment_id);
   }
   if (!proto::is_active(d->status)) return not_active(deployment_id, *d, "agent ticket");
   std::string ticket = "kilnticket_" + random_hex(20);
@@ -163,10 +161,32 @@ Status Store::record_refused_result(std::int64_t deployment_id, const std::strin
   Transaction tx(db);
   auto d = load_deployment(db, deployment_id);
   if (!d) {
-    return make_error(Errc::kNotFound,
-                      "deployment " + std::to_string(deployment_id) + " not found");
+    return deployment_not_found(deployment_id);
   }
   append_event(db, clock_.now_ms(), "deployment.result_refused", d->machine_id, deployment_id,
+               {{"address", address}, {"reason", why}});
+  tx.commit();
+  return ok_status();
+}
+
+std::optional<Deployment> Store::deployment_by_ticket(const std::string& ticket) {
+  auto db = reader();
+  auto s = db->prepare(std::string("SELECT id, agent_ticket_expires_at FROM deployments WHERE "
+                                   "agent_ticket = ? AND status IN ") +
+                       kActive);
+  s.bind(1, ticket);
+  if (!s.step() || s.int64(1) <= clock_.now_ms()) return std::nullopt;
+  return load_deployment(*db, s.int64(0));
+}
+
+Status Store::record_refused_session(std::int64_t deployment_id, const std::string& address,
+                                     const std::string& why) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  Transaction tx(db);
+  auto d = load_deployment(db, deployment_id);
+  if (!d) return deployment_not_found(deployment_id);
+  append_event(db, clock_.now_ms(), "agent.session_refused", d->machine_id, deployment_id,
                {{"address", address}, {"reason", why}});
   tx.commit();
   return ok_status();

@@ -155,7 +155,7 @@ Result<std::vector<Deployment>> Store::list_deployments(std::int64_t machine_id)
 Result<Deployment> Store::get_deployment(std::int64_t id) {
   auto db = reader();
   auto d = load_deployment(*db, id);
-  if (!d) return make_error(Errc::kNotFound, "deployment " + std::to_string(id) + " not found");
+  if (!d) return deployment_not_found(id);
   return std::move(*d);
 }
 
@@ -166,8 +166,7 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
   Transaction tx(db);
   auto d = load_deployment(db, deployment_id);
   if (!d) {
-    return make_error(Errc::kNotFound,
-                      "deployment " + std::to_string(deployment_id) + " not found");
+    return deployment_not_found(deployment_id);
   }
   if (!proto::is_active(d->status)) {
     return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) +

@@ -129,6 +129,10 @@ inline Error machine_not_found(std::int64_t id) {
   return make_error(Errc::kNotFound, "machine " + std::to_string(id) + " not found");
 }
 
+inline Error deployment_not_found(std::int64_t id) {
+  return make_error(Errc::kNotFound, "deployment " + std::to_string(id) + " not found");
+}
+
 inline constexpr char kDeploymentSelect[] =
     "SELECT d.id, d.machine_id, fv.id, fv.name, fv.version, tv.id, tv.name, tv.version, d.kind, "
     "d.requested_by, d.created_at, d.status, d.status_reason, d.stage, d.bytes_done, "

@@ -168,6 +168,11 @@ class Store {
   // says whether it was (a success report without it is no proof).
   Status mark_manifest_served(std::int64_t deployment_id);
   bool manifest_served(std::int64_t deployment_id);
+  // The active deployment whose unexpired boot ticket this is (nullopt when none).
+  std::optional<Deployment> deployment_by_ticket(const std::string& ticket);
+  // Records an agent session refused before it reached open_agent_session (a lease check).
+  Status record_refused_session(std::int64_t deployment_id, const std::string& address,
+                                const std::string& why);
   // Records a success report refused for want of proof (deployment.result_refused).
   Status record_refused_result(std::int64_t deployment_id, const std::string& address,
                                const std::string& why);

@@ -72,6 +72,39 @@ sfdisk -d "$LOOP" 2>/dev/null | grep -q "label: gpt" && ok || fail "the partitio
 full=$(fetched_mib)
 log "full deploy fetched $full MiB"
 
+# --- a success report must prove what kilnd served (.kiln images) --------------------------
+api PUT /api/v1/machines/1/assignment '{"image":"os","version":"2","force":true}'
+DEP=$(jqb .id)
+agent_session "$DEP"
+S=$SESSION
+# proof MANIFEST_SHA IMAGE WRITTEN SKIPPED ZEROED UNMAPPED
+proof() { printf '{"status":"succeeded","proof":{"manifest_sha256":"%s","image_bytes":%s,"written_bytes":%s,"skipped_bytes":%s,"zeroed_bytes":%s,"unmapped_bytes":%s}}' "$@"; }
+curl -s -H "Authorization: Bearer $TOKEN" "$URL/api/v1/images/os/versions/2/manifest" >v2.manifest
+MSHA=$(sha256sum <v2.manifest | cut -d' ' -f1)
+# 1 MiB chunks, 64 of them (none short): ZERO and UNMAPPED bytes as the manifest has them.
+ZB=$(( $(jq '[.chunks[] | select(.[0] == "Z")] | length' v2.manifest) << 20 ))
+UB=$(( $(jq '[.chunks[] | select(.[0] == "U")] | length' v2.manifest) << 20 ))
+REST=$(((64 << 20) - ZB - UB))
+TOKEN=$S api POST /api/v1/agent/result "$(proof "$MSHA" $((64 << 20)) $REST 0 $ZB $UB)"
+expect_status 422 "a proof before the manifest was served to the session"
+[[ $(jqb .error.message) == *"never served"* ]] && ok || fail "explained: $BODY"
+TOKEN=$S api GET /api/v1/agent/manifest
+expect_status 200 "the session fetches the manifest"
+TOKEN=$S api POST /api/v1/agent/result "$(proof "$(printf 'f%.0s' {1..64})" $((64 << 20)) $REST 0 $ZB $UB)"
+expect_status 422 "a proof naming another manifest"
+TOKEN=$S api POST /api/v1/agent/result "$(proof "$MSHA" $((64 << 20)) $((REST - 4096)) 0 $((ZB + 4096)) $UB)"
+expect_status 422 "a proof whose zeroed bytes are not the manifest's"
+TOKEN=$S api POST /api/v1/agent/result "$(proof "$MSHA" $((32 << 20)) $REST 0 $ZB $UB)"
+expect_status 422 "a proof of another image size"
+TOKEN=$S api POST /api/v1/agent/result "$(proof "$MSHA" $((64 << 20)) 9223372036854775807 9223372036854775807 $ZB $UB)"
+expect_status 422 "overflowing byte counts"
+deployment_status
+expect_eq "$STATUS_NOW" pending "refused proofs change nothing"
+api GET "/api/v1/events?since=0&limit=1000"
+expect_eq "$(jq '[.events[] | select(.type == "deployment.result_refused")] | length' <<<"$BODY")" 5 \
+  "each refused proof is an event"
+# (The real agent's runs above and below are the accepted proofs.)
+
 # --- a larger disk: the backup GPT moves to its real end, the data is the image's --------
 truncate -s 96M big.img
 BIG=$(losetup -f --show big.img)

@@ -45,6 +45,20 @@ log "TFTP serves the same script through the shared resolver"
 (cd "$WORK" && timeout 10 tftp -m octet 127.0.0.1 "$TFTP_PORT" -c get "boot/$HMAC.ipxe" tftp.ipxe)
 cmp -s "$WORK/tftp.ipxe" "$WORK/script" && ok || fail "TFTP script differs: $(cat "$WORK/tftp.ipxe")"
 
+log "an inventory claiming another machine's MAC is refused whole (open discovery)"
+api POST /api/v1/machines '{"macs":["52:54:00:cc:00:01"],"name":"other"}'
+expect_status 201 "another machine"
+OTHER=$(jqb .id)
+TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52:54:00:aa:00:01","inventory":{"nics":[{"mac":"52:54:00:aa:01:01"},{"mac":"52:54:00:cc:00:01"}]}}'
+expect_status 409 "an inventory claiming another machine's MAC"
+api GET "/api/v1/machines/$ID"
+expect_eq "$(jqb .state):$(jqb '.macs | join(",")')" "discovered:52:54:00:aa:00:01" "the claimant got nothing"
+api GET "/api/v1/events?since=0&limit=1000"
+expect_eq "$(jq -r '[.events[] | select(.type == "machine.inventory_refused")][0].data.claimed_mac' <<<"$BODY")" \
+  52:54:00:cc:00:01 "the refusal is an event"
+api DELETE "/api/v1/machines/$OTHER"
+expect_status 204 "the other machine goes"
+
 log "the inventory makes it ready; a ready machine waits (polls)"
 TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52-54-00-aa-00-01","inventory":{"cpu":{"threads":2},"disks":[{"name":"vda"}],"nics":[{"mac":"52:54:00:aa:00:01"},{"mac":"52:54:00:AA:01:01"},{"mac":"junk"}]}}'
 expect_status 200 "inventory from the discovery agent (no token)"
@@ -214,6 +228,18 @@ grep -q 'event=boot.script_refused mac=52:54:00:aa:00:01 peer=127.0.0.1' "$WORK/
   fail "no boot.script_refused log line"
 sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '127.0.0.1' WHERE mac = '$MAC'"
 expect_eq "$(script "$HMAC")" 200 "script asked from the leased address"
+log "with a lease, the agent session too comes only from the leased address"
+api PUT "/api/v1/machines/$ID/assignment" '{"image":"demo","version":"1","force":true}'
+expect_status 201 "assign again"
+script "$HMAC" >/dev/null
+LT=$(sget kiln.ticket)
+sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '10.99.0.150' WHERE mac = '$MAC'"
+session "$LT" 127.0.0.1
+expect_status 403 "a session from an address the machine does not lease"
+[[ $(jqb .error.message) == *"not an address kilnd leased"* ]] && ok || fail "explained: $BODY"
+sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '127.0.0.1' WHERE mac = '$MAC'"
+session "$LT" 127.0.0.1
+expect_eq "$STATUS:$(jqb .boot)" "201:1" "the session from the leased address"
 sqlite3 "$DB" "UPDATE dhcp_leases SET ip = '10.99.0.150', expires_at = 1 WHERE mac = '$MAC'"
 expect_eq "$(script "$HMAC")" 200 "an expired lease binds nothing"
 
@@ -247,6 +273,17 @@ expect_eq "$(jqb '.items | length')" 1 "nothing registered"
 expect_eq "$(script "$HMAC")" 200 "a known machine still boots"
 stop_kilnd
 
+log "boot.require_lease: no lease from kilnd, no script (fail closed)"
+cat >"$WORK/require.json" <<JSON
+{ "boot": { "server_url": "http://10.99.0.1:8080", "require_lease": true } }
+JSON
+start_kilnd --config "$WORK/require.json"
+expect_eq "$(script 52-54-00-dd-00-01)" 404 "an unknown MAC without a lease"
+expect_eq "$(script "$HMAC")" 404 "a known MAC without a lease"
+cat "$WORK"/kilnd.*.log | grep -q 'event=boot.script_refused mac=52:54:00:dd:00:01 .*no lease from kilnd' && ok ||
+  fail "no log line for the lease-less refusal"
+stop_kilnd
+
 log "discovery by approval, rate limited; an inventory cannot claim another machine's NIC"
 cat >"$WORK/approve.json" <<JSON
 { "boot": { "server_url": "http://10.99.0.1:8080", "discovery": "approve", "discovery_per_minute": 3 } }
@@ -271,14 +308,12 @@ api POST "/api/v1/machines/$NEW/approve"
 expect_eq "$STATUS:$(jqb .approved)" "200:true" "approved by the operator"
 script 52-54-00-bb-00-01 >/dev/null
 grep -q 'kiln.mode=discover' "$WORK/script" && ok || fail "approved: discovery: $(cat "$WORK/script")"
+# Under approval an unauthenticated report attaches no MAC (they are only recorded).
 TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52:54:00:bb:00:01","inventory":{"nics":[{"mac":"52:54:00:bb:01:01"},{"mac":"52:54:00:aa:00:01"}]}}'
-expect_status 409 "an inventory claiming another machine's MAC"
+expect_status 200 "the approved machine's inventory"
 api GET "/api/v1/machines/$ID"
 expect_eq "$(jqb '.macs | join(",")')" "52:54:00:aa:00:01,52:54:00:aa:01:01" "the owner keeps its MACs"
 api GET "/api/v1/machines/$NEW"
-expect_eq "$(jqb .state):$(jqb '.macs | join(",")')" "discovered:52:54:00:bb:00:01" "the claimant got nothing"
-api GET "/api/v1/events?since=0&limit=1000"
-expect_eq "$(jq -r '[.events[] | select(.type == "machine.inventory_refused")][0].data.claimed_mac' <<<"$BODY")" \
-  52:54:00:aa:00:01 "the refusal is an event"
+expect_eq "$(jqb .state):$(jqb '.macs | join(",")')" "ready:52:54:00:bb:00:01" "no reported MAC attached"
 stop_kilnd
 finish
