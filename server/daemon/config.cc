@@ -440,6 +440,10 @@ std::vector<ConfigField> make_fields() {
       "boot.discovery_per_minute", "new machines registered per minute at most (0: no limit)",
       [](auto& c) -> auto& { return c.boot.discovery_per_minute; }));
   f.push_back(value(
+      "boot.discovery_per_minute_per_address",
+      "... and at most this many from one requester address (0: no limit)",
+      [](auto& c) -> auto& { return c.boot.discovery_per_minute_per_address; }));
+  f.push_back(value(
       "boot.scripts_dir", "directory of *.ipxe overriding the built-in templates",
       [](auto& c) -> auto& { return c.boot.scripts_dir; }));
   f.push_back(value(

@@ -51,8 +51,10 @@ Status BootService::init() {
   if (options_.discovery != "open" && options_.discovery != "approve") {
     return make_error(Errc::kInvalid, "boot.discovery must be open or approve");
   }
-  if (options_.discovery_per_minute < 0) {
-    return make_error(Errc::kInvalid, "boot.discovery_per_minute must be >= 0");
+  if (options_.discovery_per_minute < 0 || options_.discovery_per_minute_per_address < 0) {
+    return make_error(
+        Errc::kInvalid,
+        "boot.discovery_per_minute and discovery_per_minute_per_address must be >= 0");
   }
   if (options_.poll_s < 1 || options_.retry_s < 1 || options_.retries < 0) {
     return make_error(Errc::kInvalid, "boot.poll_s and boot.retry_s must be >= 1, retries >= 0");
@@ -94,19 +96,38 @@ Result<std::string> BootService::generate(std::string_view rel, const boot::Requ
   return out;
 }
 
-bool BootService::take_discovery_token() {
-  if (options_.discovery_per_minute == 0) return true;
-  const double cap = options_.discovery_per_minute;
-  std::lock_guard lock(bucket_mu_);
+namespace {
+
+// Refills a token bucket (capacity `cap`, refilled `cap` a minute) to `now`; true when it holds
+// a whole token.
+bool refill(double cap, std::int64_t now, double& tokens, std::int64_t& at_ms) {
+  tokens =
+      tokens < 0 ? cap : std::min(cap, tokens + static_cast<double>(now - at_ms) * cap / 60'000.0);
+  at_ms = now;
+  return tokens >= 1;
+}
+
+}  // namespace
+
+bool BootService::take_discovery_token(const std::string& address, const char*& which) {
   const std::int64_t now = clock_.now_ms();
-  if (bucket_ < 0) {
-    bucket_ = cap;
-  } else {
-    bucket_ = std::min(cap, bucket_ + static_cast<double>(now - bucket_at_ms_) * cap / 60'000.0);
+  std::lock_guard lock(bucket_mu_);
+  const int global = options_.discovery_per_minute;
+  const int per_address = options_.discovery_per_minute_per_address;
+  if (global > 0 && !refill(global, now, bucket_.tokens, bucket_.at_ms)) {
+    which = "discovery-rate";
+    return false;
   }
-  bucket_at_ms_ = now;
-  if (bucket_ < 1) return false;
-  bucket_ -= 1;
+  if (per_address > 0) {
+    if (per_address_.size() > 4096 && !per_address_.contains(address)) per_address_.clear();
+    Bucket& mine = per_address_[address];
+    if (!refill(per_address, now, mine.tokens, mine.at_ms)) {
+      which = "discovery-rate-address";
+      return false;
+    }
+    mine.tokens -= 1;
+  }
+  if (global > 0) bucket_.tokens -= 1;
   return true;
 }
 
@@ -199,10 +220,12 @@ Result<std::pair<proto::Machine, bool>> BootService::identify(const std::string&
                options_.max_discovered);
     return make_error(Errc::kNotFound, "too many discovered machines");
   }
-  if (!take_discovery_token()) {
-    log_->warn("event=boot.discovery_rate_limited mac={} peer={} per_minute={}", mac, who.address,
-               options_.discovery_per_minute);
-    metrics_.add("kiln_boot_scripts_refused_total", {{"reason", "discovery-rate"}});
+  std::string_view peer = who.address;
+  if (peer.rfind("::ffff:", 0) == 0) peer.remove_prefix(7);
+  if (const char* which = ""; !take_discovery_token(std::string(peer), which)) {
+    log_->warn("event=boot.discovery_rate_limited mac={} peer={} limit={}", mac, who.address,
+               which);
+    metrics_.add("kiln_boot_scripts_refused_total", {{"reason", which}});
     return make_error(Errc::kNotFound, "discovery rate limit reached");
   }
   return machines_.discover(mac, "kilnd:pxe", options_.discovery != "approve");

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "boot/artifacts.h"
 #include "boot/script.h"
@@ -55,6 +56,9 @@ struct BootOptions {
   // New machines registered per minute at most (a token bucket of this size, refilled
   // continuously); past it unknown MACs get no script until the bucket refills. 0: no limit.
   int discovery_per_minute = 60;
+  // ... and at most this many from one requester address, so one host cannot take the whole
+  // budget (over HTTP the address is real; over UDP/TFTP it can be forged). 0: no limit.
+  int discovery_per_minute_per_address = 10;
   std::string scripts_dir;  // optional overrides of ipxe-scripts/*.ipxe
   // A MAC holding a bound lease from kilnd's DHCP gets its script only at (one of) its leased
   // addresses: nobody else on the network can fetch its agent token or act in its name. A MAC
@@ -91,8 +95,9 @@ class BootService {
   // The machine owning `mac`, registered now (second: true) when unknown and discovery allows.
   Result<std::pair<proto::Machine, bool>> identify(const std::string& mac,
                                                    const boot::Requester& who);
-  // One token from the discovery bucket; false when it is empty.
-  bool take_discovery_token();
+  // One token from the discovery buckets (the requester address's and the global one); false
+  // when either is empty (then neither is spent). Returns which one was empty in `which`.
+  bool take_discovery_token(const std::string& address, const char*& which);
   // A failed machine without an active deployment: starts (or joins) a bounded retry and
   // updates `machine` and `st`, or sets the script's reason. Returns a note for the log line.
   std::string retry(proto::Machine& machine, boot::MachineBootState& st,
@@ -112,9 +117,13 @@ class BootService {
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
   boot::Templates templates_ = boot::Templates::embedded();
+  struct Bucket {
+    double tokens = -1;  // left (-1: full, not yet used)
+    std::int64_t at_ms = 0;
+  };
   std::mutex bucket_mu_;
-  double bucket_ = -1;  // discovery tokens left (-1: full, not yet used)
-  std::int64_t bucket_at_ms_ = 0;
+  Bucket bucket_;                                        // all requesters
+  std::unordered_map<std::string, Bucket> per_address_;  // bounded: cleared past 4096 entries
 };
 
 }  // namespace kiln::provision

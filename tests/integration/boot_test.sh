@@ -286,7 +286,8 @@ stop_kilnd
 
 log "discovery by approval, rate limited; an inventory cannot claim another machine's NIC"
 cat >"$WORK/approve.json" <<JSON
-{ "boot": { "server_url": "http://10.99.0.1:8080", "discovery": "approve", "discovery_per_minute": 3 } }
+{ "boot": { "server_url": "http://10.99.0.1:8080", "discovery": "approve", "discovery_per_minute": 3,
+            "discovery_per_minute_per_address": 2 } }
 JSON
 start_kilnd --config "$WORK/approve.json"
 expect_eq "$(script 52-54-00-bb-00-01)" 200 "a new MAC under approval"
@@ -299,11 +300,15 @@ TOKEN='' api POST /api/v1/agent/inventory '{"mac":"52:54:00:bb:00:01","inventory
 expect_status 409 "no inventory before approval"
 api PUT "/api/v1/machines/$NEW/assignment" '{"image":"demo","version":"1"}'
 expect_status 409 "no assignment before approval"
-for i in 2 3 4 5 6 7; do script "52-54-00-bb-00-0$i" >/dev/null; done
+for i in 2 3 4; do script "52-54-00-bb-00-0$i" >/dev/null; done  # from 127.0.0.1: 2 a minute
+for i in 5 6 7; do curl -s -o /dev/null --interface 127.0.0.2 "$URL/boot/52-54-00-bb-00-0$i.ipxe"; done
 api GET "/api/v1/machines?state=discovered"
-expect_eq "$(jqb '.items | length')" 3 "discovery_per_minute=3: the burst is registered, the rest refused"
-cat "$WORK"/kilnd.*.log | grep -q "event=boot.discovery_rate_limited" && ok ||
-  fail "no discovery_rate_limited log line"
+expect_eq "$(jqb '[.items[].macs[0]] | join(",")')" "52:54:00:bb:00:01,52:54:00:bb:00:02,52:54:00:bb:00:05" \
+  "two a minute from one address, three a minute in all"
+cat "$WORK"/kilnd.*.log | grep -q "event=boot.discovery_rate_limited .*limit=discovery-rate-address" && ok ||
+  fail "no per-address discovery_rate_limited log line"
+cat "$WORK"/kilnd.*.log | grep -q "event=boot.discovery_rate_limited .*limit=discovery-rate$" && ok ||
+  fail "no global discovery_rate_limited log line"
 api POST "/api/v1/machines/$NEW/approve"
 expect_eq "$STATUS:$(jqb .approved)" "200:true" "approved by the operator"
 script 52-54-00-bb-00-01 >/dev/null

@@ -354,6 +354,27 @@ TEST(BootService, DiscoveryRateLimit) {
   EXPECT_TRUE(has(rig.boot("10.99.0.150", "52-54-00-00-01-00.ipxe"), "kiln.mode=discover"));
 }
 
+TEST(BootService, DiscoveryRateLimitPerAddress) {
+  Rig rig;
+  rig.options.discovery_per_minute = 60;
+  rig.options.discovery_per_minute_per_address = 2;
+  auto boot_new = [&](const char* peer, int i) {
+    char rel[32];
+    std::snprintf(rel, sizeof rel, "52-54-00-00-02-%02x.ipxe", i);
+    return has(rig.boot(peer, rel), "kiln.mode=discover");
+  };
+  int a = 0, b = 0;
+  for (int i = 0; i < 5; ++i) a += boot_new("10.99.0.150", i) ? 1 : 0;
+  for (int i = 5; i < 10; ++i) b += boot_new("::ffff:10.99.0.151", i) ? 1 : 0;
+  // One host takes its share only; another still registers its own.
+  EXPECT_EQ(a, 2);
+  EXPECT_EQ(b, 2);
+  EXPECT_EQ(rig.machines.by_id.size(), 4u);
+  EXPECT_EQ(
+      rig.metrics.value("kiln_boot_scripts_refused_total", {{"reason", "discovery-rate-address"}}),
+      6);
+}
+
 TEST(BootService, TicketOnlyForTheDeployScriptTable) {
   struct Row {
     MachineState state;
