@@ -52,28 +52,6 @@ std::optional<Response> inventory(Services& s, Ctx& c) {
   return machine_response(bhttp::status::ok, m);
 }
 
-// With lease binding, a session comes from an address kilnd's DHCP bound to one of the
-// machine's MACs (when it holds any; with require_lease, it must hold one): someone else on the
-// segment who read the public ticket cannot open the session first from their own address.
-void check_session_lease(Services& s, const std::string& ticket, const std::string& peer) {
-  if (!s.options.bind_to_lease && !s.options.require_lease) return;
-  auto d = s.store.deployment_by_ticket(ticket);
-  if (!d) return;  // open_agent_session answers for an unknown ticket
-  auto m = take(s.store.get_machine(d->machine_id));
-  std::vector<std::string> leased;
-  for (const auto& mac : m.macs) {
-    for (auto& ip : s.store.bound_lease_addresses(mac)) leased.push_back(std::move(ip));
-  }
-  if (leased.empty() && !s.options.require_lease) return;
-  if (std::find(leased.begin(), leased.end(), peer) != leased.end()) return;
-  const std::string why = leased.empty()
-                              ? "the machine holds no lease from kilnd (boot.require_lease)"
-                              : "not an address kilnd leased to this machine";
-  take(s.store.record_refused_session(d->id, peer, why));
-  s.log.warn("event=agent.session_refused deployment={} peer={} reason=\"{}\"", d->id, peer, why);
-  fail(Errc::kForbidden, why);
-}
-
 // POST /api/v1/agent/session with "Authorization: Bearer <boot ticket>": the agent's session.
 // The first binds the deployment to the caller's address; a later one (the machine booted
 // again) must come from there, replaces the session token and counts as an agent boot.
@@ -81,9 +59,14 @@ std::optional<Response> session(Services& s, Ctx& c) {
   const std::string ticket = bearer_token(c.req);
   if (ticket.empty()) fail(Errc::kUnauthorized, "missing boot ticket (Authorization: Bearer ...)");
   if (c.peer.empty()) fail(Errc::kInternal, "the client's address is unknown");
-  check_session_lease(s, ticket, c.peer);
+  // With lease binding, someone else on the segment who read the public ticket cannot open the
+  // session first from their own address while the machine holds a lease from kilnd.
+  const auto leases = s.options.require_lease   ? store::LeaseRule::kRequired
+                      : s.options.bind_to_lease ? store::LeaseRule::kIfLeased
+                                                : store::LeaseRule::kIgnore;
   const auto expires = s.clock.now_ms() + s.options.agent_token_ttl.count();
-  auto opened = s.store.open_agent_session(ticket, c.peer, s.options.max_agent_boots, expires);
+  auto opened =
+      s.store.open_agent_session(ticket, c.peer, s.options.max_agent_boots, expires, leases);
   if (!opened) {
     s.log.warn("event=agent.session_refused peer={} err=\"{}\"", c.peer, opened.error().message);
     fail(opened.error().code, opened.error().message);

@@ -5,6 +5,8 @@
 // the first session binds the deployment to its source address; a later one (the machine
 // booted again) must come from the same address and replaces the session token, and each one
 // counts as an agent boot. The session token is shown once and stored as a hash.
+#include <algorithm>
+
 #include "core/crypto.h"
 #include "store/internal.h"
 
@@ -76,7 +78,7 @@ Result<std::string> Store::reissue_agent_ticket(std::int64_t deployment_id,
 
 Result<AgentSession> Store::open_agent_session(const std::string& ticket,
                                                const std::string& address, int max_boots,
-                                               std::int64_t expires_at_ms) {
+                                               std::int64_t expires_at_ms, LeaseRule leases) {
   std::unique_lock lock(write_mu_);
   Db& db = *writer_;
   const auto now = clock_.now_ms();
@@ -93,6 +95,25 @@ Result<AgentSession> Store::open_agent_session(const std::string& ticket,
   const auto bound = s.opt_text(2);
   const std::int64_t boots = s.int64(3) + 1;
   auto d = load_deployment(db, id);
+  if (leases != LeaseRule::kIgnore) {
+    // The addresses the machine's MACs hold bound leases on (as the boot service checks).
+    auto l = db.prepare(
+        "SELECT l.ip FROM dhcp_leases l JOIN machine_macs mm ON mm.mac = l.mac "
+        "WHERE mm.machine_id = ? AND l.state = 'bound' AND l.expires_at > ?");
+    l.bind(1, d->machine_id).bind(2, now);
+    std::vector<std::string> leased;
+    while (l.step()) leased.push_back(l.text(0));
+    const bool free_pass = leased.empty() && leases == LeaseRule::kIfLeased;
+    if (!free_pass && std::find(leased.begin(), leased.end(), address) == leased.end()) {
+      const std::string why = leased.empty()
+                                  ? "the machine holds no lease from kilnd (boot.require_lease)"
+                                  : "not an address kilnd leased to this machine";
+      append_event(db, now, "agent.session_refused", d->machine_id, id,
+                   {{"address", address}, {"reason", why}});
+      tx.commit();
+      return make_error(Errc::kForbidden, why);
+    }
+  }
   if (bound && *bound != address) {
     append_event(db, now, "agent.session_refused", d->machine_id, id,
                  {{"address", address}, {"bound_address", *bound}});
@@ -164,29 +185,6 @@ Status Store::record_refused_result(std::int64_t deployment_id, const std::strin
     return deployment_not_found(deployment_id);
   }
   append_event(db, clock_.now_ms(), "deployment.result_refused", d->machine_id, deployment_id,
-               {{"address", address}, {"reason", why}});
-  tx.commit();
-  return ok_status();
-}
-
-std::optional<Deployment> Store::deployment_by_ticket(const std::string& ticket) {
-  auto db = reader();
-  auto s = db->prepare(std::string("SELECT id, agent_ticket_expires_at FROM deployments WHERE "
-                                   "agent_ticket = ? AND status IN ") +
-                       kActive);
-  s.bind(1, ticket);
-  if (!s.step() || s.int64(1) <= clock_.now_ms()) return std::nullopt;
-  return load_deployment(*db, s.int64(0));
-}
-
-Status Store::record_refused_session(std::int64_t deployment_id, const std::string& address,
-                                     const std::string& why) {
-  std::lock_guard lock(write_mu_);
-  Db& db = *writer_;
-  Transaction tx(db);
-  auto d = load_deployment(db, deployment_id);
-  if (!d) return deployment_not_found(deployment_id);
-  append_event(db, clock_.now_ms(), "agent.session_refused", d->machine_id, deployment_id,
                {{"address", address}, {"reason", why}});
   tx.commit();
   return ok_status();

@@ -54,6 +54,9 @@ struct NewMachine {
   bool approved = true;
 };
 
+// Whether an agent session must come from an address the machine leased from kilnd's DHCP.
+enum class LeaseRule { kIgnore, kIfLeased, kRequired };
+
 struct AgentSession {
   Deployment deployment;
   std::string token;  // the session's bearer token, shown once
@@ -159,8 +162,11 @@ class Store {
   // agent.session_refused) and replace the session token. Each counts as an agent boot; past
   // `max_boots` the deployment is failed instead (conflict). Unauthorized: an unknown,
   // expired or finished ticket.
+  // `leases`: kIfLeased also refuses an address that is not one the machine holds a bound
+  // DHCP lease on, when it holds any (kRequired: also when it holds none).
   Result<AgentSession> open_agent_session(const std::string& ticket, const std::string& address,
-                                          int max_boots, std::int64_t expires_at_ms);
+                                          int max_boots, std::int64_t expires_at_ms,
+                                          LeaseRule leases = LeaseRule::kIgnore);
   // The active deployment an agent session token belongs to: unauthorized if unknown, expired
   // or ended; forbidden from another address than the session's.
   Result<Deployment> authenticate_agent(const std::string& token, const std::string& address);
@@ -168,11 +174,6 @@ class Store {
   // says whether it was (a success report without it is no proof).
   Status mark_manifest_served(std::int64_t deployment_id);
   bool manifest_served(std::int64_t deployment_id);
-  // The active deployment whose unexpired boot ticket this is (nullopt when none).
-  std::optional<Deployment> deployment_by_ticket(const std::string& ticket);
-  // Records an agent session refused before it reached open_agent_session (a lease check).
-  Status record_refused_session(std::int64_t deployment_id, const std::string& address,
-                                const std::string& why);
   // Records a success report refused for want of proof (deployment.result_refused).
   Status record_refused_result(std::int64_t deployment_id, const std::string& address,
                                const std::string& why);
