@@ -67,6 +67,8 @@ const char* to_string(DeploymentStatus s) {
       return "running";
     case DeploymentStatus::kSucceeded:
       return "succeeded";
+    case DeploymentStatus::kBooted:
+      return "booted";
     case DeploymentStatus::kFailed:
       return "failed";
     case DeploymentStatus::kSuperseded:

@@ -24,12 +24,15 @@ inline constexpr MachineState kAllMachineStates[] = {
 const char* to_string(MachineState s);
 std::optional<MachineState> parse_machine_state(std::string_view s);
 
-// A deployment is pending until its agent reports, running while it writes, and ends as
-// succeeded, failed, or superseded (a newer assignment replaced it before it finished).
-enum class DeploymentStatus { kPending, kRunning, kSucceeded, kFailed, kSuperseded };
+// A deployment is pending until its agent reports, running while it writes, succeeded once the
+// image is written and verified, and booted once the deployed OS confirmed its boot with its
+// instance credential. It ends as booted, failed (the agent failed, or a deadline passed), or
+// superseded (a newer assignment replaced it before it finished); succeeded may still become
+// booted or failed.
+enum class DeploymentStatus { kPending, kRunning, kSucceeded, kBooted, kFailed, kSuperseded };
 inline constexpr DeploymentStatus kAllDeploymentStatuses[] = {
-    DeploymentStatus::kPending, DeploymentStatus::kRunning, DeploymentStatus::kSucceeded,
-    DeploymentStatus::kFailed, DeploymentStatus::kSuperseded};
+    DeploymentStatus::kPending,  DeploymentStatus::kRunning, DeploymentStatus::kSucceeded,
+    DeploymentStatus::kBooted,   DeploymentStatus::kFailed,  DeploymentStatus::kSuperseded};
 const char* to_string(DeploymentStatus s);
 std::optional<DeploymentStatus> parse_deployment_status(std::string_view s);
 inline bool is_active(DeploymentStatus s) {

@@ -175,6 +175,14 @@ void append_json(std::string& out, const Machine& m) {
   } else {
     out += "null";
   }
+  out += ",\"bmc\":";
+  if (m.bmc_driver) {
+    out += "{\"driver\":";
+    json_append_string(out, *m.bmc_driver);
+    out += "}";
+  } else {
+    out += "null";
+  }
   out += ",\"created_at\":";
   json_append_string(out, format_rfc3339_ms(m.created_at));
   out += ",\"current_version\":";
@@ -217,6 +225,11 @@ void append_json(std::string& out, const Machine& m) {
 json to_json(const Deployment& d) {
   json duration = nullptr;
   if (d.finished_at) duration = *d.finished_at - d.created_at;
+  // From kilnd's power-on (or, without one, the image written) to the confirmed boot.
+  json boot_ms = nullptr;
+  if (d.booted_at && (d.powered_at || d.written_at)) {
+    boot_ms = *d.booted_at - (d.powered_at ? *d.powered_at : *d.written_at);
+  }
   return {{"id", d.id},
           {"machine_id", d.machine_id},
           {"kind", d.kind},
@@ -231,7 +244,14 @@ json to_json(const Deployment& d) {
           {"bytes_total", d.bytes_total},
           {"started_at", ts(d.started_at)},
           {"finished_at", ts(d.finished_at)},
-          {"duration_ms", duration}};
+          {"duration_ms", duration},
+          {"reboot", d.reboot},
+          {"written_at", ts(d.written_at)},
+          {"powered_at", ts(d.powered_at)},
+          {"booted_at", ts(d.booted_at)},
+          {"boot_ms", boot_ms},
+          {"deadline_at", ts(d.deadline_at)},
+          {"deadline_misses", d.deadline_misses}};
 }
 
 json to_json(const ImageVersion& v) {
@@ -325,6 +345,10 @@ Result<Machine> machine_from_json(const json& j) {
       m.active_deployment_id = integer(*a, "deployment_id");
       m.assigned_version = VersionRef{0, string(*a, "image"), string(*a, "version")};
     }
+    if (const json* b = find(j, "bmc", false); b) {
+      if (!b->is_object()) bad("bmc", "an object");
+      m.bmc_driver = string(*b, "driver");
+    }
     m.created_at = time(j, "created_at");
     m.updated_at = time(j, "updated_at");
     return m;
@@ -349,6 +373,12 @@ Result<Deployment> deployment_from_json(const json& j) {
     d.bytes_total = opt_int(j, "bytes_total").value_or(0);
     d.started_at = opt_time(j, "started_at");
     d.finished_at = opt_time(j, "finished_at");
+    d.reboot = boolean_or(j, "reboot", false);
+    d.written_at = opt_time(j, "written_at");
+    d.powered_at = opt_time(j, "powered_at");
+    d.booted_at = opt_time(j, "booted_at");
+    d.deadline_at = opt_time(j, "deadline_at");
+    d.deadline_misses = static_cast<int>(opt_int(j, "deadline_misses").value_or(0));
     return d;
   });
 }

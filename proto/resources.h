@@ -39,6 +39,7 @@ struct Machine {
   std::optional<VersionRef> current_version;  // what its disk holds (last succeeded deploy)
   std::optional<std::int64_t> active_deployment_id;
   std::optional<VersionRef> assigned_version;  // target of the active deployment
+  std::optional<std::string> bmc_driver;       // "redfish" | "ipmi" when it has a BMC
   std::int64_t created_at = 0;
   std::int64_t updated_at = 0;
 };
@@ -75,6 +76,12 @@ struct Deployment {
   std::int64_t bytes_total = 0;
   std::optional<std::int64_t> started_at;
   std::optional<std::int64_t> finished_at;
+  bool reboot = false;  // kilnd power-cycles the machine through its BMC for it
+  std::optional<std::int64_t> written_at;   // the agent's verified success
+  std::optional<std::int64_t> powered_at;   // kilnd's last power-on/reset of the machine for it
+  std::optional<std::int64_t> booted_at;    // the deployed OS confirmed its boot
+  std::optional<std::int64_t> deadline_at;  // the current stage's deadline
+  int deadline_misses = 0;                  // deadlines missed so far (each power-cycles)
 };
 
 // What an agent reports while it works and when it is done.

@@ -14,6 +14,7 @@
 #include "core/time.h"
 #include "images/image_service.h"
 #include "proto/image_format.h"
+#include "provision/power_service.h"
 
 namespace kiln::api {
 namespace {
@@ -85,6 +86,11 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
   auto image = s.store.get_image_version(d.to_version.name, d.to_version.version);
   json j = to_json(d);
   j["image"] = image ? to_json(*image) : json(nullptr);
+  // The deployed OS's credential for confirming its boot (docs/power.md): fresh with every
+  // plan, so only the agent that writes the image holds a working one.
+  j["instance"] = {{"deployment_id", d.id},
+                   {"token", take(s.store.mint_instance_token(d.id))},
+                   {"url", s.options.instance_url}};
   if (image && image->format == "kiln") {
     j["manifest_url"] = "/api/v1/agent/manifest";
     j["chunks_url"] = s.options.chunks_url.empty() ? "/v1/chunks/" : s.options.chunks_url;
@@ -206,7 +212,11 @@ std::optional<Response> result(Services& s, Ctx& c) {
       fail(Errc::kInvalid, "success report refused: " + why);
     }
   }
-  auto d = take(s.store.report_progress(dep.id, rep));
+  std::optional<std::int64_t> boot_deadline;
+  if (st == proto::DeploymentStatus::kSucceeded && s.power) {
+    boot_deadline = s.power->booted_deadline(s.clock.now_ms());
+  }
+  auto d = take(s.store.report_progress(dep.id, rep, boot_deadline));
   s.log.info("event=deployment.{} deployment={} machine={} reason=\"{}\"",
              proto::to_string(d.status), d.id, d.machine_id, log_escape(d.status_reason, 300));
   return json_response(bhttp::status::ok, to_json(d));

@@ -197,6 +197,11 @@ Api::~Api() = default;
 
 void Api::attach_images(images::ImageService& images) { impl_->services.images = &images; }
 
+void Api::attach_power(provision::PowerService& power, const SecretBox& secrets) {
+  impl_->services.power = &power;
+  impl_->services.secrets = &secrets;
+}
+
 void Api::set_chunks_url(std::string url) { impl_->options.chunks_url = std::move(url); }
 
 UploadAdmission Api::admit_upload(const RequestHeader& header) {

@@ -42,6 +42,9 @@ class Api {
   // Enables .kiln uploads, manifests and image deletion through `images`, which must outlive
   // the Api. Call before serving.
   void attach_images(images::ImageService& images);
+  // Enables BMCs (credentials sealed by `secrets`), power actions and reboot-on-assign through
+  // `power`; both must outlive the Api. Call before serving.
+  void attach_power(provision::PowerService& power, const SecretBox& secrets);
   // Sets ApiOptions::chunks_url (known once the listeners are bound). Call before serving.
   void set_chunks_url(std::string url);
   UploadAdmission admit_upload(const RequestHeader& header);

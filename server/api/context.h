@@ -33,6 +33,12 @@ class logger;
 namespace kiln::images {
 class ImageService;
 }
+namespace kiln::provision {
+class PowerService;
+}
+namespace kiln {
+class SecretBox;
+}
 
 namespace kiln::api {
 
@@ -64,6 +70,9 @@ struct ApiOptions {
   // goes over a TLS listener but chunks stay on plain HTTP (cacheable); "" = "/v1/chunks/",
   // relative to the server the agent talks to.
   std::string chunks_url;
+  // The URL deployed OSes confirm their boot at (POST <url>/api/v1/instance/booted), given to
+  // the agent with each plan; "" = the agent's own server URL.
+  std::string instance_url;
 };
 
 // The header under which the HTTP server hands over a body it streamed to a file
@@ -181,6 +190,8 @@ struct Services {
   EventHub& hub;
   spdlog::logger& log;
   images::ImageService* images = nullptr;  // null: this server stores no images
+  provision::PowerService* power = nullptr;  // null: no BMC control (tests)
+  const SecretBox* secrets = nullptr;        // seals BMC credentials; null: BMCs cannot be set
 
   // A path's machine reference: anything that reads as a MAC (including 12 bare hex digits)
   // is a MAC; otherwise it must be a numeric id. 404 otherwise.

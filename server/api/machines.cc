@@ -6,24 +6,52 @@
 #include "api/routes.h"
 #include "core/hex.h"
 #include "core/json_writer.h"
+#include "provision/power_service.h"
 
 namespace kiln::api {
 namespace {
 
 namespace bhttp = boost::beast::http;
 
-store::AssignRequest assign_request(const json& b, const Ctx& c) {
+// "reboot": asked for explicitly (a machine without a BMC is then refused), or the site's
+// default power.reboot_on_assign (machines without a BMC just wait for their next PXE boot).
+void reboot_from(const json& b, const Services& s, store::AssignRequest& r) {
+  auto asked = field<bool>(b, "reboot");
+  r.reboot = asked.value_or(s.power && s.power->options().reboot_on_assign);
+  r.reboot_required = asked.value_or(false);
+  if (r.reboot_required && !s.power) fail(Errc::kUnavailable, "this server has no BMC control");
+}
+
+store::AssignRequest assign_request(const json& b, const Ctx& c, const Services& s) {
   store::AssignRequest r;
   r.image = required<std::string>(b, "image");
   r.version = required<std::string>(b, "version");
   r.force = field<bool>(b, "force").value_or(false);
   r.requested_by = c.who;
+  reboot_from(b, s, r);
   return r;
 }
 
-Response assigned(const store::AssignOutcome& o) {
+// Queues the reimage (one-time network boot + power cycle) of a deployment recorded with
+// reboot; the outcome is an event. Returns "queued", or why it could not be queued.
+std::string start_reboot(Services& s, const proto::Deployment& d, const std::string& who) {
+  if (!d.reboot || !s.power) return "";
+  auto q = s.power->reimage(d.machine_id, d.id, d.kind + " requested by " + who);
+  if (!q) {
+    s.log.warn("event=power.not_queued machine={} deployment={} err=\"{}\"", d.machine_id, d.id,
+               q.error().message);
+    return q.error().message;
+  }
+  return "queued";
+}
+
+Response assigned(Services& s, const store::AssignOutcome& o, const std::string& who,
+                  bool reboot_again) {
   json j = to_json(o.deployment);
   if (o.superseded_id) j["superseded_deployment_id"] = *o.superseded_id;
+  if (o.created || reboot_again) {
+    if (auto p = start_reboot(s, o.deployment, who); !p.empty()) j["power"] = p;
+  }
   return json_response(o.created ? bhttp::status::created : bhttp::status::ok, j);
 }
 
@@ -145,14 +173,21 @@ std::optional<Response> remove(Services& s, Ctx& c) {
 }
 
 std::optional<Response> assign(Services& s, Ctx& c) {
-  auto b = c.body({"image", "version", "force"});
+  auto b = c.body({"image", "version", "force", "reboot"});
   auto id = s.machine(c.param("id")).id;
-  return assigned(take(s.store.assign(id, assign_request(b, c))));
+  auto req = assign_request(b, c, s);
+  // Asking again with reboot (the last power-cycle failed) power-cycles again.
+  return assigned(s, take(s.store.assign(id, req)), c.who, req.reboot_required);
 }
 
+// The body is optional: {"reboot": bool}.
 std::optional<Response> rollback(Services& s, Ctx& c) {
+  json b = c.req.body().empty() ? json::object() : c.body({"reboot"});
   auto id = s.machine(c.param("id")).id;
-  return assigned(take(s.store.rollback(id, c.who)));
+  store::AssignRequest req;
+  req.requested_by = c.who;
+  reboot_from(b, s, req);
+  return assigned(s, take(s.store.rollback(id, req)), c.who, false);
 }
 
 // boot.discovery = approve: a machine registered by its first PXE boot boots nothing until an
@@ -172,15 +207,19 @@ std::optional<Response> history(Services& s, Ctx& c) {
 }
 
 std::optional<Response> assign_bulk(Services& s, Ctx& c) {
-  auto b = c.body({"selector", "image", "version", "force"});
+  auto b = c.body({"selector", "image", "version", "force", "reboot"});
   auto selector = take(proto::parse_selector(required<std::string>(b, "selector")));
-  auto out = take(s.store.assign_bulk(selector, assign_request(b, c)));
+  auto out = take(s.store.assign_bulk(selector, assign_request(b, c, s)));
   json items = json::array();
   int created = 0;
   for (const auto& [mid, o] : out.results) {
     json j = to_json(o.deployment);
     j["created"] = o.created;
     if (o.superseded_id) j["superseded_deployment_id"] = *o.superseded_id;
+    // Reimages queue behind power.max_concurrent BMC slots.
+    if (o.created) {
+      if (auto p = start_reboot(s, o.deployment, c.who); !p.empty()) j["power"] = p;
+    }
     created += o.created ? 1 : 0;
     items.push_back(std::move(j));
   }

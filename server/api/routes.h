@@ -20,6 +20,7 @@ std::span<const RouteSpec> deployment_routes();  // deployments.cc
 std::span<const RouteSpec> event_routes();       // events.cc: the long-polled event stream
 std::span<const RouteSpec> token_routes();       // tokens.cc: API tokens
 std::span<const RouteSpec> agent_routes();       // agent.cc: discovery and the agent protocol
+std::span<const RouteSpec> power_routes();       // power.cc: BMCs, power, boot confirmations
 
 // Every route, built once; immutable and thread-safe afterwards.
 const Router<Handler>& route_table();

@@ -23,6 +23,9 @@ std::string Config::effective_db_path() const {
 std::string Config::effective_images_dir() const {
   return images_dir.empty() ? data_dir + "/images" : images_dir;
 }
+std::string Config::effective_secrets_key_file() const {
+  return secrets_key_file.empty() ? data_dir + "/secrets.key" : secrets_key_file;
+}
 std::string Config::effective_files_dir() const {
   return files_dir.empty() ? data_dir + "/files" : files_dir;
 }
@@ -466,6 +469,57 @@ std::vector<ConfigField> make_fields() {
   f.push_back(duration<seconds>(
       "boot.token_ttl_s", "a deploy script's boot ticket expires (or ends with its deployment)",
       [](auto& c) -> auto& { return c.boot.token_ttl; }));
+  f.push_back(ConfigField{
+      .key = "boot.instance_url",
+      .type = "a string",
+      .doc = "where deployed OSes confirm their boot (POST .../api/v1/instance/booted); "
+             "\"\" = the agent's server URL",
+      .parse =
+          [](const json& v, Config& c) {
+            auto url = as<std::string>(v, "boot.instance_url");
+            if (!url.empty() && !url.starts_with("http://") && !url.starts_with("https://")) {
+              refuse("boot.instance_url must start with http:// or https://, got '" + url + "'");
+            }
+            while (url.ends_with("/")) url.pop_back();
+            c.api.instance_url = url;
+          },
+      .dump = [](const Config& c) { return json(c.api.instance_url); },
+  });
+  f.push_back(duration<seconds>(
+      "boot.deadlines.written_s",
+      "the image must be written within this long of kilnd's power-on (0: no deadline)",
+      [](auto& c) -> auto& { return c.power.written_deadline; }));
+  f.push_back(duration<seconds>(
+      "boot.deadlines.booted_s",
+      "the deployed OS must confirm its boot within this long of being written (0: none)",
+      [](auto& c) -> auto& { return c.power.booted_deadline; }));
+  f.push_back(value(
+      "boot.deadlines.retries",
+      "a missed deadline power-cycles the machine (BMC) this many times before it fails",
+      [](auto& c) -> auto& { return c.power.deadline_retries; }));
+  f.push_back(value(
+      "boot.auto_rollback",
+      "a deployment failed by a deadline rolls the machine back to its last booted version",
+      [](auto& c) -> auto& { return c.power.auto_rollback; }));
+  // power
+  f.push_back(value(
+      "power.max_concurrent", "BMC operations at once (the rest queue)",
+      [](auto& c) -> auto& { return c.power.max_concurrent; }));
+  f.push_back(value(
+      "power.reboot_on_assign",
+      "assignments and rollbacks reboot machines that have a BMC unless they say reboot=false",
+      [](auto& c) -> auto& { return c.power.reboot_on_assign; }));
+  f.push_back(duration<milliseconds>(
+      "power.timeout_ms", "one BMC request's timeout",
+      [](auto& c) -> auto& { return c.bmc_timeout; }));
+  f.push_back(value(
+      "power.retries", "extra attempts of a BMC request after a timeout, 5xx or stale ETag",
+      [](auto& c) -> auto& { return c.bmc_retries; }));
+  f.push_back(derived_path(
+      "secrets.key_file",
+      "AES-256 key sealing BMC credentials at rest (created 0600 at first start); default "
+      "<data_dir>/secrets.key",
+      [](auto& c) -> auto& { return c.secrets_key_file; }, &Config::effective_secrets_key_file));
   // ra
   f.push_back(value(
       "ra.interfaces", "answer router solicitations on these interfaces only; [] = off",
@@ -732,6 +786,16 @@ void check(const Config& c) {
   }
   if (c.dhcp_mode != "off" && c.dhcp.interfaces.empty()) {
     refuse("dhcp.interfaces must name the interfaces to serve");
+  }
+  if (c.power.max_concurrent < 1 || c.power.max_concurrent > 1024) {
+    refuse("power.max_concurrent must be 1-1024");
+  }
+  if (c.bmc_timeout.count() < 100 || c.bmc_retries < 0 || c.bmc_retries > 10) {
+    refuse("power.timeout_ms must be >= 100 and power.retries 0-10");
+  }
+  if (c.power.written_deadline.count() < 0 || c.power.booted_deadline.count() < 0 ||
+      c.power.deadline_retries < 0 || c.power.deadline_retries > 10) {
+    refuse("boot.deadlines: written_s and booted_s must be >= 0, retries 0-10");
   }
   if (c.dhcp.new_lease_rate != 0 && c.dhcp.new_lease_burst < 1) {
     refuse("dhcp.new_lease_burst must be >= 1 (or dhcp.new_lease_rate 0: unlimited)");

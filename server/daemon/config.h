@@ -20,6 +20,7 @@
 #include "http/server.h"
 #include "images/image_service.h"
 #include "provision/boot_service.h"
+#include "provision/power_service.h"
 #include "tftp/server.h"
 
 namespace kiln::daemon {
@@ -47,8 +48,13 @@ struct Config {
   dhcp::ServerOptions dhcp;
   dhcp::RaOptions ra;  // IPv6 router advertisements (lifetime 0) on the provisioning network
   api::ApiOptions api;
+  provision::PowerOptions power;  // BMC control, reimage-on-assign, deadlines
+  std::chrono::milliseconds bmc_timeout{10'000};  // per BMC request
+  int bmc_retries = 2;                            // extra attempts per BMC request
+  std::string secrets_key_file;  // seals BMC credentials; default: <data_dir>/secrets.key
 
   std::string effective_db_path() const;
+  std::string effective_secrets_key_file() const;
   std::string effective_files_dir() const;
   std::string effective_images_dir() const;
 };

@@ -166,6 +166,20 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   images::ImageService image_service(**chunks, std::move(trusted), log, cfg.image_limits);
   api.attach_images(image_service);
 
+  // BMCs: credentials sealed at rest under the key file; power actions, reimage-on-assign and
+  // deadlines (docs/power.md).
+  auto secrets = SecretBox::open_or_create(cfg.effective_secrets_key_file());
+  if (!secrets) {
+    log->critical("event=daemon.secrets_failed err=\"{}\"", secrets.error().message);
+    return 2;
+  }
+  StoreBmcBook bmc_book(store, *secrets, cfg.bmc_timeout, cfg.bmc_retries);
+  StorePowerLedger power_ledger(store);
+  RealDriverFactory drivers;
+  provision::PowerService power_service(cfg.power, bmc_book, drivers, power_ledger, clock, log);
+  power_service.start();
+  api.attach_power(power_service, *secrets);
+
   // Boot artifacts: one resolver for HTTP /files/ and TFTP, so a name is the same bytes on both.
   std::error_code ec;
   std::filesystem::create_directories(cfg.effective_files_dir(), ec);
@@ -343,6 +357,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
     image_service.shutdown();              // an upload waiting for its import would hold the drain
+    power_service.stop();                  // BMC operations in progress finish; queued ones drop
     if (dhcp_server) dhcp_server->stop();  // pending lease writes are committed first
     if (ra) ra->stop();
     // Stop once both the HTTP server and TFTP have drained (or their grace ran out).

@@ -60,3 +60,82 @@ std::vector<std::pair<std::string, std::optional<std::string>>> StoreDhcpBackend
 }
 
 }  // namespace kiln::daemon
+
+namespace kiln::daemon {
+
+// --- provision::BmcBook -------------------------------------------------------------------
+
+Result<provision::MachineBmc> StoreBmcBook::bmc(std::int64_t machine_id) {
+  auto r = store_.get_bmc(machine_id);
+  if (!r) return r.error();
+  auto opened = secrets_.open(r->credentials, store::bmc_credentials_aad(machine_id));
+  if (!opened) {
+    return make_error(Errc::kInternal, "machine " + std::to_string(machine_id) +
+                                           "'s BMC credentials do not open with this kilnd's "
+                                           "key (secrets.key_file changed?): set them again");
+  }
+  auto creds = nlohmann::json::parse(*opened, nullptr, /*allow_exceptions=*/false);
+  if (!creds.is_object()) return make_error(Errc::kInternal, "malformed sealed BMC credentials");
+  provision::MachineBmc out;
+  out.config.driver = r->driver;
+  out.config.address = r->address;
+  out.config.username = creds.value("username", "");
+  out.config.password = creds.value("password", "");
+  out.config.ca_file = r->ca_file;
+  out.config.insecure = r->insecure;
+  out.config.system_id = r->system_id;
+  out.config.timeout = timeout_;
+  out.config.retries = retries_;
+  std::string mode = r->boot_mode;
+  if (mode == "auto") {
+    mode = "uefi";
+    if (auto m = store_.get_machine(machine_id)) {
+      auto inv = nlohmann::json::parse(m->inventory_json, nullptr, false);
+      if (inv.is_object() && inv.value("firmware", "") == "bios") mode = "legacy";
+    }
+  }
+  out.mode = mode == "legacy" ? power::BootMode::kLegacy : power::BootMode::kUefi;
+  return out;
+}
+
+// --- provision::PowerLedger ---------------------------------------------------------------
+
+void StorePowerLedger::record(std::string_view type, std::int64_t machine_id,
+                              std::optional<std::int64_t> deployment_id,
+                              const nlohmann::json& data) {
+  store_.record_event(type, machine_id, deployment_id, data);
+}
+
+Status StorePowerLedger::mark_powered(std::int64_t deployment_id,
+                                      std::optional<std::int64_t> deadline_at) {
+  return store_.mark_powered(deployment_id, deadline_at);
+}
+
+std::vector<proto::Deployment> StorePowerLedger::overdue(std::int64_t now, int limit) {
+  return store_.overdue_deployments(now, limit);
+}
+
+Result<proto::Deployment> StorePowerLedger::miss_deadline(std::int64_t deployment_id,
+                                                          std::int64_t expected_deadline,
+                                                          std::int64_t next_deadline,
+                                                          const std::string& why) {
+  return store_.miss_deadline(deployment_id, expected_deadline, next_deadline, why);
+}
+
+Result<proto::Deployment> StorePowerLedger::fail_overdue(std::int64_t deployment_id,
+                                                         std::int64_t expected_deadline,
+                                                         const std::string& why) {
+  return store_.fail_overdue(deployment_id, expected_deadline, why);
+}
+
+Result<proto::Deployment> StorePowerLedger::rollback_to_booted(std::int64_t machine_id,
+                                                               const std::string& who) {
+  store::AssignRequest req;
+  req.requested_by = who;
+  req.reboot = true;  // recorded only when the machine has a BMC
+  auto out = store_.rollback(machine_id, req, /*booted_only=*/true);
+  if (!out) return out.error();
+  return std::move(out->deployment);
+}
+
+}  // namespace kiln::daemon

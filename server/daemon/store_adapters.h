@@ -4,6 +4,9 @@
 // as the store is.
 #pragma once
 
+#include <chrono>
+
+#include "core/secret_box.h"
 #include "dhcp/backend.h"
 #include "provision/ports.h"
 #include "store/store.h"
@@ -42,6 +45,51 @@ class StoreLeaseBook final : public provision::LeaseBook {
 
  private:
   store::Store& store_;
+};
+
+// Machines' BMCs from the store, credentials opened with `secrets`; the boot mode "auto"
+// follows the firmware the discovery inventory reported (UEFI when unknown).
+class StoreBmcBook final : public provision::BmcBook {
+ public:
+  StoreBmcBook(store::Store& store, const SecretBox& secrets, std::chrono::milliseconds timeout,
+               int retries)
+      : store_(store), secrets_(secrets), timeout_(timeout), retries_(retries) {}
+  Result<provision::MachineBmc> bmc(std::int64_t machine_id) override;
+
+ private:
+  store::Store& store_;
+  const SecretBox& secrets_;
+  std::chrono::milliseconds timeout_;
+  int retries_;
+};
+
+class StorePowerLedger final : public provision::PowerLedger {
+ public:
+  explicit StorePowerLedger(store::Store& store) : store_(store) {}
+  void record(std::string_view type, std::int64_t machine_id,
+              std::optional<std::int64_t> deployment_id, const nlohmann::json& data) override;
+  Status mark_powered(std::int64_t deployment_id, std::optional<std::int64_t> deadline_at) override;
+  std::vector<proto::Deployment> overdue(std::int64_t now, int limit) override;
+  Result<proto::Deployment> miss_deadline(std::int64_t deployment_id,
+                                          std::int64_t expected_deadline,
+                                          std::int64_t next_deadline,
+                                          const std::string& why) override;
+  Result<proto::Deployment> fail_overdue(std::int64_t deployment_id,
+                                         std::int64_t expected_deadline,
+                                         const std::string& why) override;
+  Result<proto::Deployment> rollback_to_booted(std::int64_t machine_id,
+                                               const std::string& who) override;
+
+ private:
+  store::Store& store_;
+};
+
+// power::make_driver.
+class RealDriverFactory final : public provision::DriverFactory {
+ public:
+  Result<std::unique_ptr<power::Driver>> make(const power::BmcConfig& config) override {
+    return power::make_driver(config);
+  }
 };
 
 class StoreDhcpBackend final : public dhcp::Backend {

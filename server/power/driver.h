@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
@@ -34,6 +35,8 @@ enum class PowerAction {
   kSoftOff,   // graceful shutdown (GracefulShutdown / chassis power soft)
 };
 const char* power_action_name(PowerAction a);  // "on", "off", "cycle", "soft-off"
+// The action named by power_action_name(); nullopt for anything else.
+std::optional<PowerAction> parse_power_action(std::string_view name);
 
 enum class BootMode { kUefi, kLegacy };
 
@@ -74,7 +77,13 @@ class Driver {
   virtual Result<std::vector<Step>> boot_once_network(BootMode mode) = 0;
 };
 
-// The driver for `config`: kInvalid for an unknown driver name or a malformed address.
+// Whether `config` can make a driver, without contacting the BMC (for the API's PUT .../bmc):
+// kInvalid naming the problem (unknown driver, malformed address, https with neither ca_file
+// nor insecure, timeout <= 0, retries outside 0-10, IPMI user name > 16 bytes or password
+// > 20 bytes or with a line break).
+Status check_config(const BmcConfig& config);
+
+// The driver for `config`: kInvalid as check_config() says, or a CA file that cannot be loaded.
 Result<std::unique_ptr<Driver>> make_driver(const BmcConfig& config);
 
 }  // namespace kiln::power

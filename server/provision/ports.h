@@ -13,7 +13,13 @@
 #include <utility>
 #include <vector>
 
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string_view>
+
 #include "core/result.h"
+#include "power/driver.h"
 #include "proto/resources.h"
 
 namespace kiln::provision {
@@ -65,6 +71,49 @@ class LeaseBook {
   // The IPv4 addresses (dotted quads) `mac` holds a bound, unexpired lease on; empty when it
   // holds none.
   virtual std::vector<std::string> bound_addresses(const std::string& mac) = 0;
+};
+
+// Machines' BMCs, credentials opened (power_service.h).
+struct MachineBmc {
+  power::BmcConfig config;
+  power::BootMode mode = power::BootMode::kUefi;  // the firmware's boot mode, resolved
+};
+class BmcBook {
+ public:
+  virtual ~BmcBook() = default;
+  // Machine `machine_id`'s BMC. kNotFound: none configured; kInternal: its credentials do not
+  // open (the key file changed).
+  virtual Result<MachineBmc> bmc(std::int64_t machine_id) = 0;
+};
+
+// Makes drivers (power::make_driver in kilnd; scripted fakes in tests).
+class DriverFactory {
+ public:
+  virtual ~DriverFactory() = default;
+  virtual Result<std::unique_ptr<power::Driver>> make(const power::BmcConfig& config) = 0;
+};
+
+// What the power service records and changes in deployments (store::Store's methods of the
+// same names; see store/store.h).
+class PowerLedger {
+ public:
+  virtual ~PowerLedger() = default;
+  virtual void record(std::string_view type, std::int64_t machine_id,
+                      std::optional<std::int64_t> deployment_id, const nlohmann::json& data) = 0;
+  virtual Status mark_powered(std::int64_t deployment_id,
+                              std::optional<std::int64_t> deadline_at) = 0;
+  virtual std::vector<proto::Deployment> overdue(std::int64_t now, int limit) = 0;
+  virtual Result<proto::Deployment> miss_deadline(std::int64_t deployment_id,
+                                                  std::int64_t expected_deadline,
+                                                  std::int64_t next_deadline,
+                                                  const std::string& why) = 0;
+  virtual Result<proto::Deployment> fail_overdue(std::int64_t deployment_id,
+                                                 std::int64_t expected_deadline,
+                                                 const std::string& why) = 0;
+  // Rolls machine `machine_id` back to the last version it confirmed booting, with reboot,
+  // requested by `who`. Conflict when there is none.
+  virtual Result<proto::Deployment> rollback_to_booted(std::int64_t machine_id,
+                                                       const std::string& who) = 0;
 };
 
 }  // namespace kiln::provision

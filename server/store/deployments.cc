@@ -53,7 +53,8 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
   return out;
 }
 
-Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const std::string& who) {
+Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignRequest& request,
+                                      bool booted_only) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
   const auto now = clock_.now_ms();
@@ -66,16 +67,26 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const std::string
     return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
                                            " has no deployment history to roll back");
   }
+  const std::int64_t latest_version = latest.int64(0);
+  // The last version the machine confirmed booting; a machine that never confirmed one (its
+  // images carry no confirmation hook) falls back to the last one written.
+  auto ever = db.prepare(
+      "SELECT 1 FROM deployments WHERE machine_id = ? AND status = 'booted' LIMIT 1");
+  ever.bind(1, machine_id);
+  const bool confirms = ever.step();
+  const char* status = confirms || booted_only ? "'booted'" : "'succeeded'";
   auto prev = db.prepare(
-      "SELECT v.name, v.version, v.deleted_at FROM deployments d "
-      "JOIN image_versions v ON v.id = d.to_version_id "
-      "WHERE d.machine_id = ? AND d.status = 'succeeded' AND d.to_version_id != ? "
-      "ORDER BY d.id DESC LIMIT 1");
-  prev.bind(1, machine_id).bind(2, latest.int64(0));
+      std::string("SELECT v.name, v.version, v.deleted_at FROM deployments d "
+                  "JOIN image_versions v ON v.id = d.to_version_id "
+                  "WHERE d.machine_id = ? AND d.status = ") +
+      status + " AND d.to_version_id != ? ORDER BY d.id DESC LIMIT 1");
+  prev.bind(1, machine_id).bind(2, latest_version);
   if (!prev.step()) {
-    return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
-                                           " has no previous successfully deployed version "
-                                           "to roll back to");
+    return make_error(Errc::kConflict,
+                      "machine " + std::to_string(machine_id) +
+                          (confirms || booted_only
+                               ? " has no previous version confirmed booted to roll back to"
+                               : " has no previous successfully deployed version to roll back to"));
   }
   const std::string name = prev.text(0), version = prev.text(1);
   if (!prev.is_null(2)) {
@@ -83,7 +94,10 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const std::string
                                            " has been deleted; assign a version explicitly");
   }
   auto target = load_image_version(db, name, version);
-  AssignRequest req{name, version, who, /*force=*/true};
+  AssignRequest req = request;
+  req.image = name;
+  req.version = version;
+  req.force = true;
   auto out = assign_in_tx(db, now, machine_id, *target, req, "rollback");
   if (out) tx.commit();
   return out;
@@ -159,7 +173,8 @@ Result<Deployment> Store::get_deployment(std::int64_t id) {
   return std::move(*d);
 }
 
-Result<Deployment> Store::report_progress(std::int64_t deployment_id, const AgentReport& r) {
+Result<Deployment> Store::report_progress(std::int64_t deployment_id, const AgentReport& r,
+                                         std::optional<std::int64_t> booted_deadline_at) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
   const auto now = clock_.now_ms();
@@ -177,7 +192,8 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
     db.prepare(
           "UPDATE deployments SET status = ?, status_reason = ?, stage = COALESCE(?, stage), "
           "bytes_done = COALESCE(?, bytes_done), bytes_total = COALESCE(?, bytes_total), "
-          "started_at = COALESCE(started_at, ?), finished_at = ? WHERE id = ?")
+          "started_at = COALESCE(started_at, ?), finished_at = ?, written_at = ?, "
+          "deadline_at = ? WHERE id = ?")
         .bind(1, proto::to_string(*r.result))
         .bind(2, r.reason)
         .bind(3, r.stage)
@@ -185,7 +201,9 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
         .bind(5, r.bytes_total)
         .bind(6, now)
         .bind(7, now)
-        .bind(8, deployment_id)
+        .bind(8, ok ? std::optional<std::int64_t>(now) : std::nullopt)
+        .bind(9, ok ? booted_deadline_at : std::nullopt)
+        .bind(10, deployment_id)
         .run();
     // A failed deploy has invalidated the disk's boot metadata: its content is unknown.
     db.prepare(

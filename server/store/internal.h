@@ -65,8 +65,9 @@ inline void append_machine_filter(const proto::Selector& selector,
 inline constexpr char kMachineSelect[] =
     "SELECT m.id, m.name, m.uuid, m.state, m.state_reason, m.inventory, m.created_at, "
     "m.updated_at, cv.id, cv.name, cv.version, d.id, av.id, av.name, av.version, m.ipv4, "
-    "m.approved "
+    "m.approved, b.driver "
     "FROM machines m "
+    "LEFT JOIN machine_bmcs b ON b.machine_id = m.id "
     "LEFT JOIN image_versions cv ON cv.id = m.current_version_id "
     "LEFT JOIN deployments d ON d.machine_id = m.id AND d.status IN ('pending', 'running') "
     "LEFT JOIN image_versions av ON av.id = d.to_version_id "
@@ -87,6 +88,7 @@ inline Machine machine_from_row(const Stmt& s) {
   m.active_deployment_id = s.opt_int64(11);
   m.assigned_version = version_ref(s, 12);
   m.approved = s.int64(16) != 0;
+  m.bmc_driver = s.opt_text(17);
   return m;
 }
 
@@ -136,7 +138,8 @@ inline Error deployment_not_found(std::int64_t id) {
 inline constexpr char kDeploymentSelect[] =
     "SELECT d.id, d.machine_id, fv.id, fv.name, fv.version, tv.id, tv.name, tv.version, d.kind, "
     "d.requested_by, d.created_at, d.status, d.status_reason, d.stage, d.bytes_done, "
-    "d.bytes_total, d.started_at, d.finished_at "
+    "d.bytes_total, d.started_at, d.finished_at, d.reboot, d.written_at, d.powered_at, "
+    "d.booted_at, d.deadline_at, d.deadline_misses "
     "FROM deployments d "
     "LEFT JOIN image_versions fv ON fv.id = d.from_version_id "
     "JOIN image_versions tv ON tv.id = d.to_version_id ";
@@ -157,6 +160,12 @@ inline Deployment deployment_from_row(const Stmt& s) {
   d.bytes_total = s.int64(15);
   d.started_at = s.opt_int64(16);
   d.finished_at = s.opt_int64(17);
+  d.reboot = s.int64(18) != 0;
+  d.written_at = s.opt_int64(19);
+  d.powered_at = s.opt_int64(20);
+  d.booted_at = s.opt_int64(21);
+  d.deadline_at = s.opt_int64(22);
+  d.deadline_misses = static_cast<int>(s.int64(23));
   return d;
 }
 
@@ -262,6 +271,20 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
                                            std::to_string(machine_id) + "/approve)");
   }
 
+  bool reboot = false;
+  if (req.reboot) {
+    auto b = db.prepare("SELECT 1 FROM machine_bmcs WHERE machine_id = ?");
+    b.bind(1, machine_id);
+    reboot = b.step();
+    if (!reboot && req.reboot_required) {
+      return make_error(Errc::kInvalid,
+                        "machine " + std::to_string(machine_id) +
+                            " has no BMC, so kilnd cannot reboot it: set one (PUT "
+                            "/api/v1/machines/" +
+                            std::to_string(machine_id) + "/bmc) or assign without reboot");
+    }
+  }
+
   AssignOutcome out;
   if (auto active = active_deployment(db, machine_id)) {
     if (active->to_version_id == target.id) {
@@ -281,15 +304,25 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
                   " requested by " + req.requested_by);
     out.superseded_id = active->id;
   }
+  // An earlier deployment still waiting for its boot confirmation is no longer watched: this
+  // one replaces what the machine runs.
+  db.prepare(
+        "UPDATE deployments SET deadline_at = NULL WHERE machine_id = ? AND status = 'succeeded' "
+        "AND deadline_at IS NOT NULL")
+      .bind(1, machine_id)
+      .run();
   db.prepare(
         "INSERT INTO deployments (machine_id, from_version_id, to_version_id, kind, "
-        "requested_by, created_at, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')")
+        "requested_by, created_at, status, reboot, deadline_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)")
       .bind(1, machine_id)
       .bind(2, from)
       .bind(3, target.id)
       .bind(4, kind)
       .bind(5, req.requested_by)
       .bind(6, now)
+      .bind(7, static_cast<std::int64_t>(reboot ? 1 : 0))
+      .bind(8, req.deadline_at)
       .run();
   const std::int64_t id = db.last_insert_rowid();
   db.prepare(
@@ -303,7 +336,8 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
                {{"kind", kind},
                 {"to", ref_json(out.deployment.to_version)},
                 {"from", ref_json(out.deployment.from_version)},
-                {"requested_by", req.requested_by}});
+                {"requested_by", req.requested_by},
+                {"reboot", reboot}});
   return out;
 }
 

@@ -167,6 +167,8 @@ Status Store::delete_machine(std::int64_t id, bool force, const std::string& who
   }
   db.prepare("DELETE FROM machine_macs WHERE machine_id = ?").bind(1, id).run();
   db.prepare("DELETE FROM machine_labels WHERE machine_id = ?").bind(1, id).run();
+  // Its BMC credentials go with it.
+  db.prepare("DELETE FROM machine_bmcs WHERE machine_id = ?").bind(1, id).run();
   db.prepare("UPDATE machines SET deleted_at = ?, updated_at = ? WHERE id = ?")
       .bind(1, now)
       .bind(2, now)

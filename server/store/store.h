@@ -83,6 +83,28 @@ struct AssignRequest {
   std::string version;
   std::string requested_by;
   bool force = false;  // supersede an active deployment to another version
+  // kilnd power-cycles the machine through its BMC: recorded when the machine has a BMC; a
+  // machine without one is refused when `reboot_required` (else recorded as no reboot).
+  bool reboot = false;
+  bool reboot_required = false;
+  std::optional<std::int64_t> deadline_at;  // the image must be written by then (ms)
+};
+
+// A machine's BMC. `credentials` is sealed by the caller (the store keeps only ciphertext),
+// as JSON {"username","password"} under the additional data bmc_credentials_aad(machine_id).
+inline std::string bmc_credentials_aad(std::int64_t machine_id) {
+  return "kiln-bmc:" + std::to_string(machine_id);
+}
+struct BmcRecord {
+  std::int64_t machine_id = 0;
+  std::string driver;  // "redfish" | "ipmi"
+  std::string address;
+  std::string credentials;  // sealed {"username","password"}
+  std::string ca_file;
+  bool insecure = false;
+  std::string system_id;
+  std::string boot_mode = "auto";  // auto | uefi | legacy
+  std::int64_t updated_at = 0;
 };
 
 struct AssignOutcome {
@@ -143,9 +165,18 @@ class Store {
   Result<AssignOutcome> assign(std::int64_t machine_id, const AssignRequest& req);
   // All-or-nothing: every machine matching `selector` gets the version, or none does.
   Result<BulkOutcome> assign_bulk(const proto::Selector& selector, const AssignRequest& req);
-  // Reassigns the most recent successfully deployed version that differs from the machine's
-  // latest assignment; supersedes an active deployment. Conflict when there is none.
-  Result<AssignOutcome> rollback(std::int64_t machine_id, const std::string& who);
+  // Reassigns the most recent version whose deployment on this machine was confirmed booted
+  // and that differs from the machine's latest assignment; supersedes an active deployment.
+  // A machine that never confirmed a boot (its images have no confirmation hook) falls back to
+  // the most recent written (succeeded) version, unless `booted_only`. Conflict when there is
+  // none. `req` gives who, reboot and the deadline (its image/version are ignored).
+  Result<AssignOutcome> rollback(std::int64_t machine_id, const AssignRequest& req,
+                                 bool booted_only = false);
+  Result<AssignOutcome> rollback(std::int64_t machine_id, const std::string& who) {
+    AssignRequest req;
+    req.requested_by = who;
+    return rollback(machine_id, req);
+  }
   Result<std::vector<Deployment>> list_deployments(std::int64_t machine_id);
   Result<Deployment> get_deployment(std::int64_t id);
   // --- agent sessions (agent_sessions.cc) ---
@@ -177,7 +208,38 @@ class Store {
   // Records a success report refused for want of proof (deployment.result_refused).
   Status record_refused_result(std::int64_t deployment_id, const std::string& address,
                                const std::string& why);
-  Result<Deployment> report_progress(std::int64_t deployment_id, const AgentReport& report);
+  // A success sets written_at and the boot deadline `booted_deadline_at` (none: unwatched).
+  Result<Deployment> report_progress(std::int64_t deployment_id, const AgentReport& report,
+                                     std::optional<std::int64_t> booted_deadline_at = {});
+
+  // --- BMCs and confirmed boots (power.cc) ---
+  // Sets (replaces) machine `r.machine_id`'s BMC (event machine.bmc_set, without credentials).
+  Result<BmcRecord> put_bmc(const BmcRecord& r, const std::string& who);
+  Result<BmcRecord> get_bmc(std::int64_t machine_id);  // kNotFound: none
+  Status delete_bmc(std::int64_t machine_id, const std::string& who);
+  // A fresh instance credential for the active deployment `deployment_id` (the previous one
+  // stops working): the deployed OS confirms its boot with it. Stored as a hash.
+  Result<std::string> mint_instance_token(std::int64_t deployment_id);
+  // The deployed OS's boot confirmation: the deployment holding `token` becomes booted (once;
+  // again: the same answer, no new event). Unauthorized: unknown credential; conflict: the
+  // deployment is not the machine's latest, or is not succeeded (not written yet, or failed).
+  Result<Deployment> confirm_boot(const std::string& token, const std::string& address);
+  // kilnd powered the machine on / reset it for deployment `deployment_id`: powered_at = now
+  // and, when given, a new deadline for the current stage.
+  Status mark_powered(std::int64_t deployment_id, std::optional<std::int64_t> deadline_at);
+  // Deployments whose deadline passed at `now` (pending, running, or succeeded awaiting boot).
+  std::vector<Deployment> overdue_deployments(std::int64_t now, int limit);
+  // A missed deadline that is retried: counts it, sets the next deadline (event
+  // deployment.deadline_missed with `why`). Conflict when the deployment moved on meanwhile.
+  Result<Deployment> miss_deadline(std::int64_t deployment_id, std::int64_t expected_deadline,
+                                   std::int64_t next_deadline, const std::string& why);
+  // A missed deadline past its retries: the deployment (pending, running or succeeded) fails
+  // with `why`, and so does the machine. Conflict when it moved on meanwhile.
+  Result<Deployment> fail_overdue(std::int64_t deployment_id, std::int64_t expected_deadline,
+                                  const std::string& why);
+  // Records an event (power steps, refusals) in the history.
+  void record_event(std::string_view type, std::optional<std::int64_t> machine_id,
+                    std::optional<std::int64_t> deployment_id, const nlohmann::json& data);
 
   // --- the boot path ---
   // The machine that owns `mac`; an unknown MAC is registered as `discovered` (no name, no

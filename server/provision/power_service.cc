@@ -1,0 +1,338 @@
+#include "provision/power_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/log_util.h"
+
+namespace kiln::provision {
+
+namespace {
+
+using json = nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+
+std::int64_t ms_since(SteadyClock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t0).count();
+}
+
+json step_json(const power::Step& s) {
+  return {{"name", s.name}, {"detail", s.detail}, {"took_ms", s.took.count()},
+          {"attempts", s.attempts}};
+}
+
+}  // namespace
+
+PowerService::PowerService(PowerOptions options, BmcBook& bmcs, DriverFactory& drivers,
+                           PowerLedger& ledger, const Clock& clock,
+                           std::shared_ptr<spdlog::logger> log)
+    : options_(options),
+      bmcs_(bmcs),
+      drivers_(drivers),
+      ledger_(ledger),
+      clock_(clock),
+      log_(std::move(log)) {
+  if (options_.max_concurrent < 1) options_.max_concurrent = 1;
+  slots_free_ = options_.max_concurrent;
+}
+
+PowerService::~PowerService() { stop(); }
+
+void PowerService::start() {
+  for (int i = 0; i < options_.max_concurrent; ++i) workers_.emplace_back([this] { worker(); });
+  deadlines_ = std::thread([this] { deadline_loop(); });
+}
+
+void PowerService::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    if (!queue_.empty()) {
+      log_->warn("event=power.dropped jobs={} reason=\"kilnd is stopping\"", queue_.size());
+    }
+    queue_.clear();
+  }
+  work_cv_.notify_all();
+  slot_cv_.notify_all();
+  stop_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+  if (deadlines_.joinable()) deadlines_.join();
+}
+
+bool PowerService::acquire(std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu_);
+  if (!slot_cv_.wait_for(lock, wait, [&] { return stopping_ || slots_free_ > 0; })) return false;
+  if (stopping_) return false;
+  --slots_free_;
+  ++running_;
+  return true;
+}
+
+void PowerService::release() {
+  {
+    std::lock_guard lock(mu_);
+    ++slots_free_;
+    --running_;
+  }
+  slot_cv_.notify_one();
+}
+
+int PowerService::busy() {
+  std::lock_guard lock(mu_);
+  return running_ + static_cast<int>(queue_.size());
+}
+
+bool PowerService::has_bmc(std::int64_t machine_id) { return bmcs_.bmc(machine_id).ok(); }
+
+Result<std::unique_ptr<power::Driver>> PowerService::driver_for(std::int64_t machine_id,
+                                                                power::BootMode* mode) {
+  auto bmc = bmcs_.bmc(machine_id);
+  if (!bmc) return bmc.error();
+  if (mode) *mode = bmc->mode;
+  return drivers_.make(bmc->config);
+}
+
+Result<PowerOutcome> PowerService::status(std::int64_t machine_id, const std::string& who) {
+  if (!has_bmc(machine_id)) {
+    return make_error(Errc::kNotFound,
+                      "machine " + std::to_string(machine_id) + " has no BMC configured");
+  }
+  if (!acquire(options_.slot_wait)) {
+    return make_error(Errc::kUnavailable, "every BMC slot is busy (power.max_concurrent = " +
+                                              std::to_string(options_.max_concurrent) +
+                                              "); try again");
+  }
+  struct Releaser {
+    PowerService* s;
+    ~Releaser() { s->release(); }
+  } releaser{this};
+  const auto t0 = SteadyClock::now();
+  auto drv = driver_for(machine_id, nullptr);
+  if (!drv) return drv.error();
+  auto st = (*drv)->status();
+  if (!st) {
+    ledger_.record("power.failed", machine_id, std::nullopt,
+                   {{"action", "status"}, {"error", st.error().message}, {"by", who},
+                    {"took_ms", ms_since(t0)}});
+    return st.error();
+  }
+  PowerOutcome out;
+  out.state = *st;
+  out.took = std::chrono::milliseconds(ms_since(t0));
+  return out;
+}
+
+Result<PowerOutcome> PowerService::power(std::int64_t machine_id, power::PowerAction action,
+                                         const std::string& who) {
+  if (!has_bmc(machine_id)) {
+    return make_error(Errc::kNotFound,
+                      "machine " + std::to_string(machine_id) + " has no BMC configured");
+  }
+  if (!acquire(options_.slot_wait)) {
+    return make_error(Errc::kUnavailable, "every BMC slot is busy (power.max_concurrent = " +
+                                              std::to_string(options_.max_concurrent) +
+                                              "); try again");
+  }
+  struct Releaser {
+    PowerService* s;
+    ~Releaser() { s->release(); }
+  } releaser{this};
+  const auto t0 = SteadyClock::now();
+  const char* name = power::power_action_name(action);
+  auto fail = [&](const Error& e) {
+    ledger_.record("power.failed", machine_id, std::nullopt,
+                   {{"action", name}, {"error", e.message}, {"by", who},
+                    {"took_ms", ms_since(t0)}});
+    log_->warn("event=power.failed machine={} action={} err=\"{}\"", machine_id, name,
+               log_escape(e.message, 300));
+    return e;
+  };
+  auto drv = driver_for(machine_id, nullptr);
+  if (!drv) return fail(drv.error());
+  auto steps = (*drv)->power(action);
+  if (!steps) return fail(steps.error());
+  PowerOutcome out;
+  out.steps = std::move(*steps);
+  auto st = (*drv)->status();
+  out.state = st ? *st : power::PowerState::kUnknown;
+  out.took = std::chrono::milliseconds(ms_since(t0));
+  json js = json::array();
+  for (const auto& s : out.steps) js.push_back(step_json(s));
+  ledger_.record("power.action", machine_id, std::nullopt,
+                 {{"action", name}, {"steps", js}, {"state", power::power_state_name(out.state)},
+                  {"by", who}, {"took_ms", out.took.count()}});
+  log_->info("event=power.action machine={} action={} state={} took_ms={} by={}", machine_id,
+             name, power::power_state_name(out.state), out.took.count(), who);
+  return out;
+}
+
+Status PowerService::reimage(std::int64_t machine_id, std::int64_t deployment_id,
+                             const std::string& why) {
+  if (!has_bmc(machine_id)) {
+    return make_error(Errc::kNotFound,
+                      "machine " + std::to_string(machine_id) + " has no BMC configured");
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return make_error(Errc::kUnavailable, "kilnd is stopping");
+    if (queue_.size() >= options_.max_queued) {
+      return make_error(Errc::kUnavailable, "too many BMC operations queued");
+    }
+    queue_.push_back(Job{machine_id, deployment_id, why, /*network=*/true});
+  }
+  work_cv_.notify_one();
+  return Unit{};
+}
+
+void PowerService::worker() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    if (!acquire(std::chrono::hours(24))) return;  // only when stopping
+    try {
+      run_reimage(job.machine_id, job.deployment_id, job.why, job.network);
+    } catch (const std::exception& e) {
+      log_->error("event=power.error machine={} deployment={} err=\"{}\"", job.machine_id,
+                  job.deployment_id, log_escape(e.what(), 300));
+    }
+    release();
+  }
+}
+
+void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_id,
+                               const std::string& why, bool network) {
+  const auto t0 = SteadyClock::now();
+  const char* action = network ? "reimage" : "reboot";
+  json steps = json::array();
+  auto fail = [&](const std::string& step, const Error& e) {
+    ledger_.record("power.failed", machine_id, deployment_id,
+                   {{"action", action}, {"step", step}, {"error", e.message}, {"steps", steps},
+                    {"why", why}, {"took_ms", ms_since(t0)}});
+    log_->warn("event=power.failed machine={} deployment={} action={} step={} err=\"{}\"",
+               machine_id, deployment_id, action, step, log_escape(e.message, 300));
+  };
+  auto step_done = [&](const power::Step& s) {
+    steps.push_back(step_json(s));
+    ledger_.record("power.step", machine_id, deployment_id,
+                   {{"action", action}, {"step", s.name}, {"detail", s.detail},
+                    {"took_ms", s.took.count()}, {"attempts", s.attempts}, {"ok", true}});
+  };
+  power::BootMode mode = power::BootMode::kUefi;
+  auto drv = driver_for(machine_id, &mode);
+  if (!drv) return fail("bmc", drv.error());
+  const auto s0 = SteadyClock::now();
+  auto st = (*drv)->status();
+  if (!st) return fail("status", st.error());
+  step_done(power::Step{"status", power::power_state_name(*st),
+                        std::chrono::milliseconds(ms_since(s0)), 1});
+  if (network) {
+    auto boot = (*drv)->boot_once_network(mode);
+    if (!boot) return fail("boot_once_network", boot.error());
+    for (const auto& s : *boot) step_done(s);
+  }
+  const auto act = *st == power::PowerState::kOff ? power::PowerAction::kOn
+                                                   : power::PowerAction::kCycle;
+  auto p = (*drv)->power(act);
+  if (!p) return fail(power::power_action_name(act), p.error());
+  for (const auto& s : *p) step_done(s);
+  std::optional<std::int64_t> deadline;
+  if (network && options_.written_deadline.count() > 0) {
+    deadline = clock_.now_ms() +
+               std::chrono::duration_cast<std::chrono::milliseconds>(options_.written_deadline)
+                   .count();
+  }
+  auto marked = ledger_.mark_powered(deployment_id, deadline);
+  ledger_.record("power.reimage", machine_id, deployment_id,
+                 {{"action", action}, {"boot", network ? "network" : "disk"}, {"steps", steps},
+                  {"why", why}, {"took_ms", ms_since(t0)}});
+  log_->info("event=power.{} machine={} deployment={} boot={} took_ms={}{}", action, machine_id,
+             deployment_id, network ? "network" : "disk", ms_since(t0),
+             marked ? "" : " note=\"the deployment moved on meanwhile\"");
+}
+
+std::optional<std::int64_t> PowerService::booted_deadline(std::int64_t written_ms) const {
+  if (options_.booted_deadline.count() <= 0) return std::nullopt;
+  return written_ms +
+         std::chrono::duration_cast<std::chrono::milliseconds>(options_.booted_deadline).count();
+}
+
+int PowerService::check_deadlines() {
+  auto due = ledger_.overdue(clock_.now_ms(), 200);
+  for (const auto& d : due) overdue(d);
+  return static_cast<int>(due.size());
+}
+
+void PowerService::overdue(const proto::Deployment& d) {
+  if (!d.deadline_at) return;
+  const bool written = d.status == proto::DeploymentStatus::kSucceeded;
+  const auto stage = written ? options_.booted_deadline : options_.written_deadline;
+  // A deadline set under an earlier configuration still gets a sensible next one.
+  const auto stage_ms =
+      std::max<std::int64_t>(60'000, std::chrono::duration_cast<std::chrono::milliseconds>(stage).count());
+  const std::string what =
+      written ? "the deployed OS did not confirm its boot by its deadline"
+              : "the image was not written by its deadline";
+  const bool bmc = has_bmc(d.machine_id);
+  if (bmc && d.deadline_misses < options_.deadline_retries) {
+    const std::string why = what + "; power-cycling (retry " +
+                            std::to_string(d.deadline_misses + 1) + " of " +
+                            std::to_string(options_.deadline_retries) + ")";
+    auto r = ledger_.miss_deadline(d.id, *d.deadline_at, clock_.now_ms() + stage_ms, why);
+    if (!r) return;  // it moved on meanwhile
+    log_->warn("event=deployment.deadline_missed deployment={} machine={} stage={} misses={}",
+               d.id, d.machine_id, written ? "booted" : "written", r->deadline_misses);
+    std::lock_guard lock(mu_);
+    if (stopping_ || queue_.size() >= options_.max_queued) return;  // the next deadline retries
+    queue_.push_back(Job{d.machine_id, d.id, why, /*network=*/!written});
+    work_cv_.notify_one();
+    return;
+  }
+  const std::string why =
+      what + (bmc ? " after " + std::to_string(d.deadline_misses) + " power-cycle(s)"
+                  : " (the machine has no BMC to power-cycle it)");
+  auto f = ledger_.fail_overdue(d.id, *d.deadline_at, why);
+  if (!f) return;
+  log_->warn("event=deployment.failed deployment={} machine={} reason=\"{}\"", d.id, d.machine_id,
+             why);
+  if (!options_.auto_rollback) return;
+  auto rb = ledger_.rollback_to_booted(d.machine_id, "kilnd:auto-rollback");
+  if (!rb) {
+    ledger_.record("deployment.auto_rollback_failed", d.machine_id, d.id,
+                   {{"reason", rb.error().message}});
+    log_->warn("event=deployment.auto_rollback_failed machine={} err=\"{}\"", d.machine_id,
+               log_escape(rb.error().message, 300));
+    return;
+  }
+  log_->info("event=deployment.auto_rollback machine={} deployment={} to={}:{}", d.machine_id,
+             rb->id, rb->to_version.name, rb->to_version.version);
+  if (bmc) {
+    auto q = reimage(d.machine_id, rb->id, "automatic rollback after deployment " +
+                                               std::to_string(d.id) + " failed");
+    if (!q) {
+      log_->warn("event=power.failed machine={} err=\"{}\"", d.machine_id, q.error().message);
+    }
+  }
+}
+
+void PowerService::deadline_loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (stop_cv_.wait_for(lock, options_.tick, [&] { return stopping_; })) return;
+    }
+    try {
+      check_deadlines();
+    } catch (const std::exception& e) {
+      log_->error("event=deadlines.error err=\"{}\"", log_escape(e.what(), 300));
+    }
+  }
+}
+
+}  // namespace kiln::provision

@@ -1,0 +1,142 @@
+// provision/power_service.h — acting on running machines through their BMCs: power actions
+// for the API, reimage-on-assign (one-time network boot, then a power cycle, or power on when
+// off), and the deadlines of a deployment's stages with their recovery (power-cycle and retry,
+// then fail, then, by policy, roll back to the last version that booted).
+//
+// Every BMC operation, whoever asks for it, holds one of `max_concurrent` slots, so a bulk
+// assignment to 500 machines reaches at most that many BMCs at once; the rest queue. API calls
+// wait for a slot at most `slot_wait` (then kUnavailable); reimages queue (bounded) and run on
+// the service's own worker threads. Each BMC step becomes an event with its timing and outcome
+// (never a credential: the drivers' messages carry none).
+//
+// Deadlines: the image must be written within `written_deadline` of kilnd's power-on (only a
+// machine kilnd powered has that clock), and the deployed OS must confirm its boot within
+// `booted_deadline` of the image being written. A deadline missed is retried `deadline_retries`
+// times — kilnd power-cycles the machine through its BMC (network boot once for the write
+// stage, the disk for the boot stage) — then the deployment fails; with `auto_rollback` the
+// machine is then rolled back (with reboot) to the last version it confirmed booting. A machine
+// without a BMC cannot be power-cycled: its first missed deadline fails the deployment.
+//
+// It reaches machines and deployments only through provision/ports.h. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/result.h"
+#include "power/driver.h"
+#include "provision/ports.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace kiln::provision {
+
+struct PowerOptions {
+  int max_concurrent = 16;                  // power.max_concurrent: BMC operations at once
+  std::chrono::milliseconds slot_wait{30'000};  // an API call's longest wait for a slot
+  std::size_t max_queued = 100'000;         // reimages waiting for a slot, at most
+  bool reboot_on_assign = false;            // power.reboot_on_assign: the default of "reboot"
+  std::chrono::seconds written_deadline{0};  // boot.deadlines.written_s (0: none)
+  std::chrono::seconds booted_deadline{0};   // boot.deadlines.booted_s (0: none)
+  int deadline_retries = 1;                  // boot.deadlines.retries: power-cycles, then fail
+  bool auto_rollback = false;                // boot.auto_rollback
+  std::chrono::milliseconds tick{1000};      // how often deadlines are checked
+};
+
+// What a power call did, for the API's answer.
+struct PowerOutcome {
+  power::PowerState state = power::PowerState::kUnknown;  // after the action
+  std::vector<power::Step> steps;
+  std::chrono::milliseconds took{0};
+};
+
+class PowerService {
+ public:
+  // `bmcs`, `drivers`, `ledger` and `clock` must outlive the service.
+  PowerService(PowerOptions options, BmcBook& bmcs, DriverFactory& drivers, PowerLedger& ledger,
+               const Clock& clock, std::shared_ptr<spdlog::logger> log);
+  ~PowerService();  // stop()
+  PowerService(const PowerService&) = delete;
+  PowerService& operator=(const PowerService&) = delete;
+
+  // Starts the workers and the deadline thread. Call once.
+  void start();
+  // Stops taking work, finishes the operations in progress, drops the queued ones (their
+  // deadlines recover them after a restart).
+  void stop();
+
+  const PowerOptions& options() const { return options_; }
+
+  // Whether machine `id` has a BMC configured.
+  bool has_bmc(std::int64_t machine_id);
+  // The machine's power state (kNotFound: no BMC; the driver's errors otherwise).
+  Result<PowerOutcome> status(std::int64_t machine_id, const std::string& who);
+  // Performs `action` now (waits for a slot); recorded as a power.action event.
+  Result<PowerOutcome> power(std::int64_t machine_id, power::PowerAction action,
+                             const std::string& who);
+  // Queues a reimage of machine `machine_id` for deployment `deployment_id`: one-time network
+  // boot, then a power cycle (or on, when off). kNotFound: no BMC; kUnavailable: queue full.
+  // The outcome is an event (power.reimage or power.failed).
+  Status reimage(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why);
+
+  // The boot deadline of a deployment written at `written_ms` (nullopt: none configured).
+  std::optional<std::int64_t> booted_deadline(std::int64_t written_ms) const;
+
+  // One pass over the deployments whose deadline passed (the deadline thread runs it every
+  // `tick`; tests call it directly). Returns how many it acted on.
+  int check_deadlines();
+
+  // Operations queued or running now (for tests and /metrics).
+  int busy();
+
+ private:
+  class Slot;
+  bool acquire(std::chrono::milliseconds wait);
+  void release();
+  void worker();
+  void deadline_loop();
+  // The reimage itself, on a worker holding a slot.
+  void run_reimage(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
+                   bool network);
+  void overdue(const proto::Deployment& d);
+  Result<std::unique_ptr<power::Driver>> driver_for(std::int64_t machine_id,
+                                                    power::BootMode* mode);
+
+  PowerOptions options_;
+  BmcBook& bmcs_;
+  DriverFactory& drivers_;
+  PowerLedger& ledger_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+
+  std::mutex mu_;
+  std::condition_variable slot_cv_;   // a slot was released
+  std::condition_variable work_cv_;   // a job was queued, or stopping
+  std::condition_variable stop_cv_;   // stopping (wakes the deadline thread)
+  int slots_free_ = 0;
+  int running_ = 0;
+  bool stopping_ = false;
+  struct Job {
+    std::int64_t machine_id;
+    std::int64_t deployment_id;
+    std::string why;
+    bool network;  // one-time network boot first (the write stage); false: the disk
+  };
+  std::deque<Job> queue_;
+  std::vector<std::thread> workers_;
+  std::thread deadlines_;
+};
+
+}  // namespace kiln::provision
