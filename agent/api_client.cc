@@ -108,6 +108,10 @@ Result<Plan> ApiClient::plan() {
   if (auto it = j.find("chunks_require_token"); it != j.end() && it->is_boolean()) {
     p.chunks_require_token = it->get<bool>();
   }
+  if (auto it = j.find("instance"); it != j.end() && it->is_object()) {
+    p.instance_token = string_field(*it, "token").value_or("");
+    p.instance_url = string_field(*it, "url").value_or("");
+  }
   return p;
 }
 

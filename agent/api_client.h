@@ -29,6 +29,10 @@ struct Plan {
   std::optional<std::string> chunks_url;             // .kiln images
   std::optional<std::string> previous_manifest_url;  // a hint for local copies, may be absent
   bool chunks_require_token = false;                 // send the session token with chunk reads
+  // The deployed OS's credential for confirming its boot (kilnd's POST
+  // <instance_url>/api/v1/instance/booted); empty when kilnd sent none. "" url: the agent's.
+  std::string instance_token;
+  std::string instance_url;
 };
 
 // A manifest as served, with the signature from its Kiln-Signature header (raw bytes; empty

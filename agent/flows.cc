@@ -38,6 +38,34 @@ constexpr const char* kDefaultTrustKey = "/etc/kiln/trusted.pem";
 
 // Reports the deployment failed at `stage` (best effort: a report that cannot be delivered is
 // logged) and returns the exit code for it.
+// The instance block (docs/power.md): the deployed OS's credential for confirming its boot,
+// left where a small hook in the image finds it without any partition of the image changing:
+// 4 KiB at 64 KiB before the end of the disk, past the image (the last 64 KiB stay clear of a
+// GPT backup header that an OS may move to the disk's end). Text: "KILN-INSTANCE 1\n", one line
+// of JSON {"deployment_id","token","url"}, then zero bytes. Rewritten by every deployment.
+constexpr std::uint64_t kInstanceBlockBack = 64 * 1024;
+constexpr std::size_t kInstanceBlockSize = 4096;
+
+Status write_instance_block(const Disk& disk, std::uint64_t image_size, const Plan& plan,
+                            const std::string& base_url) {
+  if (disk.size() < kInstanceBlockBack ||
+      disk.size() - kInstanceBlockBack < (image_size + 4095) / 4096 * 4096) {
+    return make_error(Errc::kInvalid, "no room for the instance block: the image fills " +
+                                          disk.path() + " to less than 64 KiB from its end");
+  }
+  const std::uint64_t at = (disk.size() - kInstanceBlockBack) / 4096 * 4096;
+  json j = {{"deployment_id", plan.deployment.id},
+            {"token", plan.instance_token},
+            {"url", plan.instance_url.empty() ? base_url : plan.instance_url}};
+  std::string text = "KILN-INSTANCE 1\n" + j.dump() + "\n";
+  if (text.size() > kInstanceBlockSize) return make_error(Errc::kInvalid, "instance block too large");
+  AlignedBuffer buf(kInstanceBlockSize);
+  std::memset(buf.data(), 0, kInstanceBlockSize);
+  std::memcpy(buf.data(), text.data(), text.size());
+  if (auto st = disk.write(at, buf.data(), kInstanceBlockSize); !st) return st;
+  return disk.flush();
+}
+
 int fail_deployment(ApiClient& api, const std::string& stage, const std::string& reason,
                     const json& detail = json::object()) {
   log_line("FAILED (" + stage + "): " + reason);
@@ -193,9 +221,10 @@ DeployOptions deploy_options(const Options& o) {
 }
 
 // The compatibility path: an external raw image streamed from its URL.
-int deploy_external(const Options& o, ApiClient& api, const proto::ImageVersion& image,
+int deploy_external(const Options& o, ApiClient& api, const Plan& plan,
                     const std::vector<img::Key>& trusted, std::string& stage,
                     Clock::time_point started) {
+  const proto::ImageVersion& image = plan.image;
   // Signed-only: with a trusted key, the plan's URL, hash, size and format must carry a
   // signature by it (the plan itself comes from a server we may not trust that far).
   if (!trusted.empty()) {
@@ -241,7 +270,15 @@ int deploy_external(const Options& o, ApiClient& api, const proto::ImageVersion&
   proto::SuccessProof proof;
   proof.image_sha256 = src.sha256;  // deploy_raw fails unless the stream hashes to it
   const int rc = write_and_report(api, src.size, started, counters, std::move(proof),
-                                  [&] { return deploy_raw(src, *disk, d, counters); });
+                                  [&] {
+                                    auto res = deploy_raw(src, *disk, d, counters);
+                                    if (res && !plan.instance_token.empty()) {
+                                      auto st = write_instance_block(*disk, src.size, plan,
+                                                                     api.base().url);
+                                      if (!st) log_line("WARNING: " + st.error().message);
+                                    }
+                                    return res;
+                                  });
   if (rc != kExitOk || o.after == After::kNone) return rc;
   if (o.after == After::kKexec)
     log_line("kexec needs boot hints, which external images do not carry; rebooting");
@@ -304,8 +341,16 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   DeployCounters counters;
   proto::SuccessProof proof;
   proof.manifest_sha256 = sha256_hex(signed_manifest->body);
-  const int rc = write_and_report(api, m.size, started, counters, std::move(proof),
-                                  [&] { return deploy(m, *disk, d, counters); });
+  // The instance block is on the disk before the success is reported.
+  const int rc = write_and_report(api, m.size, started, counters, std::move(proof), [&] {
+    auto res = deploy(m, *disk, d, counters);
+    if (res && !plan.instance_token.empty()) {
+      auto st = write_instance_block(*disk, m.size, plan, api.base().url);
+      log_line(st ? "instance block written (the OS confirms its boot with it)"
+                  : "WARNING: " + st.error().message + ": the OS cannot confirm its boot");
+    }
+    return res;
+  });
   if (rc != kExitOk) return rc;
   stage = "done";
   if (o.after == After::kReboot) return reboot_now(RB_AUTOBOOT);
@@ -334,7 +379,7 @@ int deploy_flow(const Options& o, ApiClient& api, const std::vector<img::Key>& t
   const proto::ImageVersion& image = plan->image;
   log_line("deployment " + std::to_string(plan->deployment.id) + ": " + image.name + ":" +
            image.version + " onto " + o.disk);
-  if (image.format != "kiln") return deploy_external(o, api, image, trusted, stage, started);
+  if (image.format != "kiln") return deploy_external(o, api, *plan, trusted, stage, started);
   return deploy_kiln(o, api, *plan, trusted, stage, started);
 }
 
