@@ -37,8 +37,10 @@ What it models (DMTF DSP0266 / ComputerSystem schema; python3 stdlib only):
   resource: 405 with Allow.
   Semantics: a Once override applies to the next boot (a BMC reset or the guest's own reboot)
   and then reads back Disabled/None; GracefulShutdown asks the guest (QMP system_powerdown;
-  under --sim the guest complies at once); the machine behind it is bmc_qmp.py's (see there
-  for the QEMU mapping).
+  under --sim the guest complies at once) and a guest that ignores it stays On;
+  GracefulRestart is a reset like ForceRestart (QEMU has no ACPI "reboot" request); PowerCycle
+  of an off system powers it on. The machine behind it is bmc_qmp.py's (see there for the
+  QEMU mapping).
 
 Control endpoint for tests (same port, NO auth, never for production; not under /redfish):
   GET  /_emulator/state   {"power_state", "boot", "next_boot_first", "faults", "counts",
