@@ -43,7 +43,7 @@ contains() { grep -qF -- "$2" <<<"$1"; }
 ###############################################################################################
 log "Redfish emulator (--sim)"
 "$PY" "$TOOLS/redfish_bmc.py" --sim --listen 127.0.0.1:0 --user "$USER_" --password-file "$WORK/bmc.pass" \
-  --ready-file "$WORK/rf.ready" 2>"$WORK/rf.log" &
+  --ready-file "$WORK/rf.ready" >/dev/null 2>"$WORK/rf.log" &
 EMU_PIDS+=($!)
 wait_file "$WORK/rf.ready" || { cat "$WORK/rf.log" >&2; fail "redfish emulator did not start"; finish; }
 RF=$(head -n1 "$WORK/rf.ready")
@@ -231,10 +231,32 @@ if redfishtool -r "${RF#http://}" -S Never -u "$USER_" -p wrong Systems >/dev/nu
 else ok; fi
 stop_emulators
 
+log "Redfish emulator over TLS"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=lab bmc" \
+  -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/bmc.key" -out "$WORK/bmc.pem" 2>/dev/null ||
+  fail "openssl could not make the test certificate"
+"$PY" "$TOOLS/redfish_bmc.py" --sim --listen 127.0.0.1:0 --user "$USER_" --password-file "$WORK/bmc.pass" \
+  --cert "$WORK/bmc.pem" --key "$WORK/bmc.key" --ready-file "$WORK/rft.ready" >/dev/null 2>"$WORK/rft.log" &
+EMU_PIDS+=($!)
+wait_file "$WORK/rft.ready" || fail "redfish emulator (TLS) did not start"
+RFT_URL=$(head -n1 "$WORK/rft.ready")
+[[ $RFT_URL == https://127.0.0.1:* ]] && ok || fail "the TLS emulator's URL: $RFT_URL"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/bmc.pem" -u "$USER_:$PASS" "$RFT_URL/redfish/v1/Systems/1")" 200 \
+  "HTTPS with the BMC's certificate as the CA"
+curl -s -o /dev/null "$RFT_URL/redfish/v1/" && fail "HTTPS without trusting the certificate succeeded" || ok
+# requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE override sushy's verify=: unset them.
+OUT=$(env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE "$PY" -c '
+import sys, sushy
+from sushy import auth
+r = sushy.Sushy(sys.argv[1] + "/redfish/v1", auth=auth.SessionAuth(sys.argv[2], open(sys.argv[3]).read().rstrip("\n")), verify=sys.argv[4])
+print(r.get_system().power_state.value)' "$RFT_URL" "$USER_" "$WORK/bmc.pass" "$WORK/bmc.pem" 2>&1)
+expect_eq "$OUT" Off "sushy over HTTPS (session auth, verified)"
+stop_emulators
+
 ###############################################################################################
 log "IPMI emulator (--sim)"
 "$PY" "$TOOLS/ipmi_bmc.py" --sim --listen 127.0.0.1:0 --user "$USER_" --password-file "$WORK/bmc.pass" \
-  --ready-file "$WORK/ipmi.ready" --state-file "$WORK/ipmi.state" --faults-file "$WORK/ipmi.faults" 2>"$WORK/ipmi.log" &
+  --ready-file "$WORK/ipmi.ready" --state-file "$WORK/ipmi.state" --faults-file "$WORK/ipmi.faults" >/dev/null 2>"$WORK/ipmi.log" &
 EMU_PIDS+=($!)
 wait_file "$WORK/ipmi.ready" || { cat "$WORK/ipmi.log" >&2; fail "ipmi emulator did not start"; finish; }
 IPORT=$(sed 's/.*://' "$WORK/ipmi.ready")
@@ -304,7 +326,7 @@ timeout 120 qemu-system-x86_64 -machine q35 -accel tcg -m 128 -nographic -no-use
 EMU_PIDS+=($!)
 for _ in $(seq 1 100); do [[ -S $WORK/qmp.sock && -S $WORK/qmp-test.sock ]] && break; sleep 0.1; done
 "$PY" "$TOOLS/redfish_bmc.py" --qmp "$WORK/qmp.sock" --boot-settle 3 --listen 127.0.0.1:0 --user "$USER_" \
-  --password-file "$WORK/bmc.pass" --ready-file "$WORK/rfq.ready" 2>"$WORK/rfq.log" &
+  --password-file "$WORK/bmc.pass" --ready-file "$WORK/rfq.ready" >/dev/null 2>"$WORK/rfq.log" &
 EMU_PIDS+=($!)
 wait_file "$WORK/rfq.ready" || { cat "$WORK/rfq.log" "$WORK/qemu.log" >&2; fail "redfish emulator (qmp) did not start"; finish; }
 RF=$(head -n1 "$WORK/rfq.ready")

@@ -76,6 +76,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bmc_qmp  # noqa: E402
 
@@ -446,6 +447,27 @@ class Handler(BaseHTTPRequestHandler):
         return self.not_found()
 
 
+class Server(ThreadingHTTPServer):
+    """With TLS, the handshake happens in the connection's own thread: a client that never
+    completes it (or fails it) must not stall the accept loop."""
+
+    daemon_threads = True
+    tls = None  # ssl.SSLContext
+
+    def finish_request(self, request, client_address):
+        if self.tls is not None:
+            request.settimeout(30)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                bmc_qmp.log(PROG, "TLS handshake with %s failed: %s" % (client_address[0], e))
+                request.close()
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
+        # shutdown_request() closes the raw socket; the TLS one is closed with it.
+
+
 class BadRequest(Exception):
     def __init__(self, msg_id, message, args=(), extended=None):
         super().__init__(message)
@@ -499,13 +521,12 @@ def main():
     Handler.emu = Emulator(args, chassis, password)
 
     host, _, port = args.listen.rpartition(":")
-    srv = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
-    srv.daemon_threads = True
+    srv = Server((host.strip("[]"), int(port)), Handler)
     scheme = "http"
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.cert, args.key)
-        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+        srv.tls = ctx
         scheme = "https"
     url = "%s://%s:%d" % (scheme, host, srv.server_address[1])
     bmc_qmp.log(PROG, "serving %s (system %s, backend %s)" % (url, args.system_id, chassis.backend.name))
