@@ -65,12 +65,12 @@ class QmpError(Exception):
 class QmpClient:
     """One QMP connection. Thread-safe: commands from several threads are matched by id."""
 
-    def __init__(self, path, timeout=10.0, on_event=None):
+    def __init__(self, path, timeout=10.0, on_event=None, connect_timeout=None):
         self.path = path
         self.timeout = timeout
         self.on_event = on_event  # called from a dispatcher thread, never the reader
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (connect_timeout or timeout)
         while True:  # QEMU may still be creating the socket
             try:
                 self._sock.connect(path)
@@ -140,6 +140,10 @@ class QmpClient:
                     self.on_event(msg)
                 except Exception as e:  # an event handler must not kill the connection
                     log("bmc_qmp", "event handler failed: %r" % e)
+
+    def closed(self):
+        with self._lock:
+            return self._closed
 
     def event_seq(self):
         with self._lock:
@@ -227,24 +231,45 @@ class QmpBackend:
         self.net_path = "/machine/peripheral/" + net_id
         self.disk_path = "/machine/peripheral/" + disk_id
         self._pending_cause = None
-        self.qmp = QmpClient(path, timeout=timeout, on_event=self._event)
+        self.path = path
+        self.timeout = timeout
+        self.settle = settle
+        self._settle_until = 0
+        self._timer = None
+        self._timer_lock = threading.Lock()
+        self._connect()
+
+    def _connect(self, connect_timeout=None):
+        self.qmp = QmpClient(self.path, timeout=self.timeout, on_event=self._event,
+                             connect_timeout=connect_timeout)
         self.net_index = self.qmp.command("qom-get", path=self.net_path, property="bootindex")
         self.disk_index = self.qmp.command("qom-get", path=self.disk_path, property="bootindex")
         self.first = "disk" if self.disk_index < self.net_index else "network"
         self.default_first = self.first
         self.cur = {"net": self.net_index, "disk": self.disk_index}
-        self.settle = settle
-        self._settle_until = 0
-        self._timer = None
-        self._timer_lock = threading.Lock()
+
+    def _ensure(self):
+        """A QEMU that was stopped and started again (same socket path): reconnect once."""
+        if not self.qmp.closed():
+            return
+        try:
+            self._connect(connect_timeout=2.0)
+        except (QmpError, OSError, ValueError) as e:
+            raise QmpError("no QEMU on %s: %s" % (self.path, e))
+        if self.chassis:
+            self.chassis._record("qmp_reconnected", self.path)
+            # A new QEMU has its own boot order: an override still set applies to it.
+            self.set_first(self.chassis._first_for())
 
     def power_state(self):
+        self._ensure()
         st = self.qmp.command("query-status")
         return "On" if st.get("status") == "running" else "Off"
 
     def set_first(self, first):
         """Makes the next reset boot `first` ("network" or "disk") first: QEMU rebuilds the
         firmware's bootorder file from the bootindex properties at every reset."""
+        self._ensure()
         want = {"net": self.net_index, "disk": self.disk_index}
         if first != self.default_first:
             want["net" if first == "network" else "disk"] = 0
@@ -285,6 +310,7 @@ class QmpBackend:
         if pending:
             pending.cancel()
             self.set_first(self.chassis._first_for())
+        self._ensure()
         seq = self.qmp.event_seq()
         self._pending_cause = cause
         self.qmp.command("system_reset")
@@ -293,9 +319,11 @@ class QmpBackend:
             self.qmp.command("cont")
 
     def off(self):
+        self._ensure()
         self.qmp.command("stop")
 
     def powerdown(self):
+        self._ensure()
         self.qmp.command("system_powerdown")
 
     def _event(self, ev):
