@@ -187,7 +187,8 @@ expect_eq "$(code -u "$USER_:$PASS" "$SYS")" 500 "error_500: first request"
 expect_eq "$(jq -r '.error.code' "$WORK/body")" Base.1.8.InternalError "error_500: a Redfish error body"
 expect_eq "$(code -u "$USER_:$PASS" "$SYS")" 500 "error_500: second request"
 expect_eq "$(code -u "$USER_:$PASS" "$SYS")" 200 "error_500: the third is served"
-curl -s -u "$USER_:$PASS" -X PATCH -H 'Content-Type: application/json' -d '{"Boot":{"BootSourceOverrideEnabled":"Disabled","BootSourceOverrideTarget":"None"}}' "$SYS"
+curl -s -u "$USER_:$PASS" -X PATCH -H 'Content-Type: application/json' \
+  -d '{"Boot":{"BootSourceOverrideEnabled":"Disabled","BootSourceOverrideTarget":"None"}}' "$SYS"
 faults '{"ignore_override": true}'
 expect_eq "$(code -u "$USER_:$PASS" -X PATCH -H 'Content-Type: application/json' \
   -d '{"Boot":{"BootSourceOverrideTarget":"Pxe","BootSourceOverrideEnabled":"Once"}}' "$SYS")" 204 "ignore_override: PATCH answers 204"
@@ -236,7 +237,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -su
   -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/bmc.key" -out "$WORK/bmc.pem" 2>/dev/null ||
   fail "openssl could not make the test certificate"
 "$PY" "$TOOLS/redfish_bmc.py" --sim --listen 127.0.0.1:0 --user "$USER_" --password-file "$WORK/bmc.pass" \
-  --cert "$WORK/bmc.pem" --key "$WORK/bmc.key" --ready-file "$WORK/rft.ready" >/dev/null 2>"$WORK/rft.log" &
+  --cert "$WORK/bmc.pem" --key "$WORK/bmc.key" --ready-file "$WORK/rft.ready" \
+  --reset-types On,ForceOff,ForceRestart --restart-when-off refuse >/dev/null 2>"$WORK/rft.log" &
 EMU_PIDS+=($!)
 wait_file "$WORK/rft.ready" || fail "redfish emulator (TLS) did not start"
 RFT_URL=$(head -n1 "$WORK/rft.ready")
@@ -251,6 +253,16 @@ from sushy import auth
 r = sushy.Sushy(sys.argv[1] + "/redfish/v1", auth=auth.SessionAuth(sys.argv[2], open(sys.argv[3]).read().rstrip("\n")), verify=sys.argv[4])
 print(r.get_system().power_state.value)' "$RFT_URL" "$USER_" "$WORK/bmc.pass" "$WORK/bmc.pem" 2>&1)
 expect_eq "$OUT" Off "sushy over HTTPS (session auth, verified)"
+# A BMC offering fewer reset types, and refusing ForceRestart while off (409), as some do.
+tcurl() { curl -s -o "$WORK/body" -w '%{http_code}' --cacert "$WORK/bmc.pem" -u "$USER_:$PASS" "$@"; }
+tcurl "$RFT_URL/redfish/v1/Systems/1" >/dev/null
+expect_eq "$(jq -r '.Actions["#ComputerSystem.Reset"]["ResetType@Redfish.AllowableValues"] | join(",")' "$WORK/body")" \
+  On,ForceOff,ForceRestart "--reset-types limits the allowable values"
+expect_eq "$(tcurl -H 'Content-Type: application/json' -d '{"ResetType":"PowerCycle"}' \
+  "$RFT_URL/redfish/v1/Systems/1/Actions/ComputerSystem.Reset")" 400 "a reset type left out is refused"
+expect_eq "$(tcurl -H 'Content-Type: application/json' -d '{"ResetType":"ForceRestart"}' \
+  "$RFT_URL/redfish/v1/Systems/1/Actions/ComputerSystem.Reset")" 409 "--restart-when-off refuse: ForceRestart while off"
+expect_eq "$(tcurl "$RFT_URL/redfish/v1/Systems/1" && jq -r .PowerState "$WORK/body")" "200Off" "the refused restart left it off"
 stop_emulators
 
 ###############################################################################################
