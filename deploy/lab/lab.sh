@@ -37,6 +37,15 @@ LAB_HTTPS_URL=https://$LAB_SERVER:8443
 : "${LAB_HTTPS:=0}"           # 1: kilnd boots machines over its TLS listener
 LAB_KILND_PID=
 LAB_VM_PID=
+# The lab's BMC (lab_bmc_start): an emulator in the namespace on 127.0.0.1, driving the
+# managed machine (lab_vm_start_managed) over QMP.
+: "${LAB_BMC_USER:=kiln-lab}"
+: "${LAB_BMC_PASS:=lab-bmc-pass}"
+: "${LAB_BMC_REDFISH_PORT:=8000}"
+: "${LAB_BMC_IPMI_PORT:=6230}"
+LAB_BMC_PID=
+LAB_BMC_DRIVER=
+LAB_BMC_ADDRESS=
 LAB_T0=
 LAB_OWN_NS=
 
@@ -82,6 +91,7 @@ lab_up() {
 # what this shell created.
 lab_down() {
   set +e
+  lab_bmc_stop
   lab_vm_stop
   [[ -n $LAB_KILND_PID ]] && kill "$LAB_KILND_PID" 2>/dev/null && wait "$LAB_KILND_PID" 2>/dev/null
   if [[ -n $LAB_OWN_NS ]]; then
@@ -223,6 +233,124 @@ lab_vm_start() {
   ip netns exec "$LAB_NS" timeout "${LAB_VM_TIMEOUT:-600}" qemu-system-x86_64 "${args[@]}" \
     </dev/null > >(lab_stamp "$t0" >>"$log") 2>&1 &
   LAB_VM_PID=$!
+}
+
+# lab_vm_start_managed SERIAL_LOG — the machine as an installed server with a BMC: disk first
+# (bootindex disk0=1, net0=2; BIOS and UEFI alike), QMP on $LAB_DIR/qmp.sock for the BMC
+# emulator, and it starts powered OFF (-S) and stays alive when the guest powers off
+# (-no-shutdown: status "shutdown" = Off), so only the BMC powers it on (lab_bmc_start, then a
+# power-on through it). Serial lines are time-stamped from QEMU's start, like lab_vm_start;
+# under BIOS, SeaBIOS's debug log (which device each boot tried) goes to $LAB_DIR/firmware.log.
+# Stopped (QEMU ended) by lab_vm_stop / lab_down. lab_vm_wait does not apply: QEMU outlives the
+# guest's power-offs (up to LAB_VM_TIMEOUT); ask the BMC (lab_bmc_state) instead.
+lab_vm_start_managed() {
+  local log=$1 accel cpu romfile
+  accel=$(lab_accel)
+  [[ -e $LAB_DIR/disk.raw ]] || truncate -s "${LAB_DISK_MB}M" "$LAB_DIR/disk.raw"
+  if [[ $accel == kvm ]]; then cpu=host; else cpu=max; accel=tcg,thread=single; fi
+  rm -f "$LAB_DIR/qmp.sock"
+  local args=(-name kiln-lab-vm -machine q35 -accel "$accel" -cpu "$cpu" -m "$LAB_MEM_MB" -smp 1
+    -nographic -no-user-config -nodefaults -serial stdio -S -no-shutdown
+    -qmp "unix:$LAB_DIR/qmp.sock,server=on,wait=off"
+    -netdev "tap,id=n0,ifname=$LAB_TAP,script=no,downscript=no"
+    -drive "file=$LAB_DIR/disk.raw,if=none,id=d0,format=raw,cache=writeback,discard=unmap")
+  if [[ $LAB_FIRMWARE == uefi ]]; then
+    romfile=/usr/lib/ipxe/qemu/efi-virtio.rom
+    [[ -e $LAB_DIR/ovmf-vars.fd ]] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$LAB_DIR/ovmf-vars.fd"
+    args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+      -drive "if=pflash,format=raw,unit=1,file=$LAB_DIR/ovmf-vars.fd")
+  else
+    romfile=/usr/lib/ipxe/qemu/pxe-virtio.rom
+    args+=(-chardev "file,id=seabios,path=$LAB_DIR/firmware.log" -device isa-debugcon,iobase=0x402,chardev=seabios)
+  fi
+  args+=(-device "virtio-net-pci,id=net0,disable-legacy=on,netdev=n0,mac=$LAB_MAC,bootindex=2,romfile=$romfile"
+    -device "virtio-blk-pci,id=disk0,drive=d0,bootindex=1")
+  : >"$log"
+  local t0=${EPOCHREALTIME/./}
+  ip netns exec "$LAB_NS" timeout "${LAB_VM_TIMEOUT:-600}" qemu-system-x86_64 "${args[@]}" \
+    </dev/null > >(lab_stamp "$t0" >>"$log") 2>&1 &
+  LAB_VM_PID=$!
+  local i
+  for i in $(seq 100); do
+    [[ -S $LAB_DIR/qmp.sock ]] && return 0
+    kill -0 "$LAB_VM_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "lab: QEMU did not open its QMP socket" >&2
+  return 1
+}
+
+# lab_bmc_start redfish|ipmi [emulator flags...] — the machine's BMC: tests/tools/redfish_bmc.py
+# (http://127.0.0.1:$LAB_BMC_REDFISH_PORT) or ipmi_bmc.py (udp 127.0.0.1:$LAB_BMC_IPMI_PORT)
+# inside the lab namespace (kilnd runs there too), over $LAB_DIR/qmp.sock, with the lab
+# credentials ($LAB_BMC_USER / $LAB_BMC_PASS, the password from a 0600 file). Sets
+# LAB_BMC_DRIVER and LAB_BMC_ADDRESS (what a machine's bmc config names); its log is
+# $LAB_DIR/bmc.log. One BMC at a time; lab_bmc_stop / lab_down end it.
+lab_bmc_start() {
+  local driver=$1
+  shift
+  lab_bmc_stop
+  (umask 077 && printf '%s\n' "$LAB_BMC_PASS" >"$LAB_DIR/bmc.pass")
+  rm -f "$LAB_DIR/bmc.ready"
+  local py=/usr/bin/python3 tools=$LAB_ROOT/tests/tools
+  case $driver in
+    redfish)
+      ip netns exec "$LAB_NS" "$py" "$tools/redfish_bmc.py" --qmp "$LAB_DIR/qmp.sock" \
+        --listen "127.0.0.1:$LAB_BMC_REDFISH_PORT" --user "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" \
+        --ready-file "$LAB_DIR/bmc.ready" "$@" >/dev/null 2>>"$LAB_DIR/bmc.log" &
+      LAB_BMC_ADDRESS=http://127.0.0.1:$LAB_BMC_REDFISH_PORT ;;
+    ipmi)
+      ip netns exec "$LAB_NS" "$py" "$tools/ipmi_bmc.py" --qmp "$LAB_DIR/qmp.sock" \
+        --listen "127.0.0.1:$LAB_BMC_IPMI_PORT" --user "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" \
+        --state-file "$LAB_DIR/bmc-state.json" --faults-file "$LAB_DIR/bmc-faults.json" \
+        --ready-file "$LAB_DIR/bmc.ready" "$@" >/dev/null 2>>"$LAB_DIR/bmc.log" &
+      LAB_BMC_ADDRESS=127.0.0.1:$LAB_BMC_IPMI_PORT ;;
+    *)
+      echo "lab_bmc_start: redfish or ipmi, not '$driver'" >&2
+      return 1 ;;
+  esac
+  LAB_BMC_PID=$!
+  LAB_BMC_DRIVER=$driver
+  local i
+  for i in $(seq 100); do
+    [[ -s $LAB_DIR/bmc.ready ]] && return 0
+    kill -0 "$LAB_BMC_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$LAB_DIR/bmc.log" >&2
+  echo "lab: the $driver BMC emulator did not start" >&2
+  LAB_BMC_PID=
+  return 1
+}
+
+# lab_bmc_stop — ends the BMC emulator (if one runs).
+lab_bmc_stop() {
+  [[ -n ${LAB_BMC_PID:-} ]] || return 0
+  kill "$LAB_BMC_PID" 2>/dev/null || true
+  wait "$LAB_BMC_PID" 2>/dev/null || true
+  LAB_BMC_PID=
+  return 0
+}
+
+# lab_bmc_state — the BMC emulator's state JSON: power state, boot override, faults, counts,
+# the boots it started (and what each tried first) and its action log with times.
+lab_bmc_state() {
+  case $LAB_BMC_DRIVER in
+    redfish) in_ns curl -s --max-time 10 "$LAB_BMC_ADDRESS/_emulator/state" ;;
+    ipmi) cat "$LAB_DIR/bmc-state.json" ;;
+    *) echo "lab_bmc_state: no BMC started" >&2; return 1 ;;
+  esac
+}
+
+# lab_bmc_faults JSON — injects faults into the running BMC emulator (see the emulators'
+# headers: ignore_override, drop_override, stale_etag, error_500, delay_ms).
+lab_bmc_faults() {
+  case $LAB_BMC_DRIVER in
+    redfish) in_ns curl -sf --max-time 10 -X POST -H 'Content-Type: application/json' --data-binary "$1" \
+      "$LAB_BMC_ADDRESS/_emulator/faults" >/dev/null ;;
+    ipmi) printf '%s\n' "$1" >"$LAB_DIR/bmc-faults.json.tmp" && mv "$LAB_DIR/bmc-faults.json.tmp" "$LAB_DIR/bmc-faults.json" ;;
+    *) echo "lab_bmc_faults: no BMC started" >&2; return 1 ;;
+  esac
 }
 
 # lab_vm_stop — powers the machine off now (if it is on).
