@@ -58,7 +58,8 @@ Status write_instance_block(const Disk& disk, std::uint64_t image_size, const Pl
             {"token", plan.instance_token},
             {"url", plan.instance_url.empty() ? base_url : plan.instance_url}};
   std::string text = "KILN-INSTANCE 1\n" + j.dump() + "\n";
-  if (text.size() > kInstanceBlockSize) return make_error(Errc::kInvalid, "instance block too large");
+  if (text.size() > kInstanceBlockSize)
+    return make_error(Errc::kInvalid, "instance block too large");
   AlignedBuffer buf(kInstanceBlockSize);
   std::memset(buf.data(), 0, kInstanceBlockSize);
   std::memcpy(buf.data(), text.data(), text.size());
@@ -269,16 +270,14 @@ int deploy_external(const Options& o, ApiClient& api, const Plan& plan,
   DeployCounters counters;
   proto::SuccessProof proof;
   proof.image_sha256 = src.sha256;  // deploy_raw fails unless the stream hashes to it
-  const int rc = write_and_report(api, src.size, started, counters, std::move(proof),
-                                  [&] {
-                                    auto res = deploy_raw(src, *disk, d, counters);
-                                    if (res && !plan.instance_token.empty()) {
-                                      auto st = write_instance_block(*disk, src.size, plan,
-                                                                     api.base().url);
-                                      if (!st) log_line("WARNING: " + st.error().message);
-                                    }
-                                    return res;
-                                  });
+  const int rc = write_and_report(api, src.size, started, counters, std::move(proof), [&] {
+    auto res = deploy_raw(src, *disk, d, counters);
+    if (res && !plan.instance_token.empty()) {
+      auto st = write_instance_block(*disk, src.size, plan, api.base().url);
+      if (!st) log_line("WARNING: " + st.error().message);
+    }
+    return res;
+  });
   if (rc != kExitOk || o.after == After::kNone) return rc;
   if (o.after == After::kKexec)
     log_line("kexec needs boot hints, which external images do not carry; rebooting");

@@ -31,8 +31,8 @@ std::optional<MachineState> parse_machine_state(std::string_view s);
 // booted or failed.
 enum class DeploymentStatus { kPending, kRunning, kSucceeded, kBooted, kFailed, kSuperseded };
 inline constexpr DeploymentStatus kAllDeploymentStatuses[] = {
-    DeploymentStatus::kPending,  DeploymentStatus::kRunning, DeploymentStatus::kSucceeded,
-    DeploymentStatus::kBooted,   DeploymentStatus::kFailed,  DeploymentStatus::kSuperseded};
+    DeploymentStatus::kPending, DeploymentStatus::kRunning, DeploymentStatus::kSucceeded,
+    DeploymentStatus::kBooted,  DeploymentStatus::kFailed,  DeploymentStatus::kSuperseded};
 const char* to_string(DeploymentStatus s);
 std::optional<DeploymentStatus> parse_deployment_status(std::string_view s);
 inline bool is_active(DeploymentStatus s) {

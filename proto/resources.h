@@ -76,7 +76,7 @@ struct Deployment {
   std::int64_t bytes_total = 0;
   std::optional<std::int64_t> started_at;
   std::optional<std::int64_t> finished_at;
-  bool reboot = false;  // kilnd power-cycles the machine through its BMC for it
+  bool reboot = false;                      // kilnd power-cycles the machine through its BMC for it
   std::optional<std::int64_t> written_at;   // the agent's verified success
   std::optional<std::int64_t> powered_at;   // kilnd's last power-on/reset of the machine for it
   std::optional<std::int64_t> booted_at;    // the deployed OS confirmed its boot

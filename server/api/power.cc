@@ -23,10 +23,10 @@ provision::PowerService& power_of(Services& s) {
 
 // What GET shows: everything but the credentials.
 json bmc_json(const store::BmcRecord& r) {
-  return {{"driver", r.driver},           {"address", r.address},
-          {"ca_file", r.ca_file},         {"insecure", r.insecure},
-          {"system_id", r.system_id},     {"boot_mode", r.boot_mode},
-          {"credentials", "set"},         {"updated_at", format_rfc3339_ms(r.updated_at)}};
+  return {{"driver", r.driver},       {"address", r.address},
+          {"ca_file", r.ca_file},     {"insecure", r.insecure},
+          {"system_id", r.system_id}, {"boot_mode", r.boot_mode},
+          {"credentials", "set"},     {"updated_at", format_rfc3339_ms(r.updated_at)}};
 }
 
 std::optional<Response> get_bmc(Services& s, Ctx& c) {
@@ -38,8 +38,8 @@ std::optional<Response> get_bmc(Services& s, Ctx& c) {
 // BMC (they are kept); they are never returned.
 std::optional<Response> put_bmc(Services& s, Ctx& c) {
   power_of(s);
-  auto b = c.body({"driver", "address", "username", "password", "ca_file", "insecure",
-                   "system_id", "boot_mode"});
+  auto b = c.body({"driver", "address", "username", "password", "ca_file", "insecure", "system_id",
+                   "boot_mode"});
   auto id = s.machine(c.param("id")).id;
   store::BmcRecord r;
   r.machine_id = id;

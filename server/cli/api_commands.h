@@ -43,6 +43,13 @@ struct Args {
   bool follow = false;
   std::string machine;
   std::string path;
+  // assign/rollback: --reboot / --no-reboot (unset: the server's power.reboot_on_assign)
+  bool reboot = false, no_reboot = false;
+  struct {
+    std::string driver, address, username, password_file, ca_file, system_id, boot_mode;
+    bool insecure = false;
+  } bmc;
+  std::string power_action;
 };
 
 using ApiCommand = int (*)(Session&, const Args&);
@@ -53,6 +60,12 @@ int machine_show(Session& s, const Args& a);
 int machine_create(Session& s, const Args& a);
 int machine_label(Session& s, const Args& a);
 int machine_delete(Session& s, const Args& a);
+
+// power_commands.cc
+int machine_bmc_set(Session& s, const Args& a);
+int machine_bmc_show(Session& s, const Args& a);
+int machine_bmc_remove(Session& s, const Args& a);
+int machine_power(Session& s, const Args& a);
 
 // deployment_commands.cc
 int machine_assign(Session& s, const Args& a);

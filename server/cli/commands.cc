@@ -66,6 +66,14 @@ void add_global_options(CLI::App& app, GlobalOptions& g) {
   app.add_flag("--json", g.json_mode, "print the raw JSON response");
 }
 
+// --reboot / --no-reboot; neither: the server's power.reboot_on_assign.
+void add_reboot_flags(CLI::App* c, Args& a) {
+  auto* on = c->add_flag("--reboot", a.reboot,
+                         "reboot through the BMC now (one-time network boot, power cycle)");
+  auto* off = c->add_flag("--no-reboot", a.no_reboot, "do not reboot (wait for the next PXE boot)");
+  on->excludes(off);
+}
+
 void add_machine_commands(CLI::App& app, Bindings& b) {
   Args& a = b.a;
   auto* machine = app.add_subcommand("machine", "list, inspect, label and (re)image machines");
@@ -98,11 +106,43 @@ void add_machine_commands(CLI::App& app, Bindings& b) {
   c->add_option("image", a.image, "image name")->required();
   c->add_option("version", a.version, "image version")->required();
   c->add_flag("--force", a.force, "supersede a deployment in progress");
+  add_reboot_flags(c, a);
   b.bind(c, machine_assign);
 
-  c = machine->add_subcommand("rollback", "reassign the previous successfully deployed version");
+  c = machine->add_subcommand("rollback",
+                              "reassign the last version the machine confirmed booting");
   c->add_option("id", a.id, "machine id or MAC")->required();
+  add_reboot_flags(c, a);
   b.bind(c, machine_rollback);
+
+  auto* bmc = machine->add_subcommand("bmc", "the machine's BMC (Redfish or IPMI)");
+  bmc->require_subcommand(1);
+  c = bmc->add_subcommand("set", "set (replace) the BMC; credentials are write-only");
+  c->add_option("id", a.id, "machine id or MAC")->required();
+  c->add_option("--driver", a.bmc.driver, "redfish | ipmi")->required();
+  c->add_option("--address", a.bmc.address, "redfish: https://host[:port]; ipmi: host[:port]")
+      ->required();
+  c->add_option("--username", a.bmc.username, "BMC user (kept when left out)");
+  c->add_option("--password-file", a.bmc.password_file,
+                "file whose first line is the password, - for stdin (kept when left out)");
+  c->add_option("--ca-file", a.bmc.ca_file, "CA (PEM, on kilnd's host) for the BMC's certificate");
+  c->add_flag("--insecure", a.bmc.insecure, "do not verify the BMC's TLS certificate");
+  c->add_option("--system-id", a.bmc.system_id, "Redfish system (when there are several)");
+  c->add_option("--boot-mode", a.bmc.boot_mode, "auto | uefi | legacy (one-time network boot)");
+  b.bind(c, machine_bmc_set);
+  c = bmc->add_subcommand("show", "show the BMC (never its credentials)");
+  c->add_option("id", a.id, "machine id or MAC")->required();
+  b.bind(c, machine_bmc_show);
+  c = bmc->add_subcommand("remove", "remove the BMC and its credentials");
+  c->add_option("id", a.id, "machine id or MAC")->required();
+  b.bind(c, machine_bmc_remove);
+
+  c = machine->add_subcommand("power", "power on|off|cycle|soft-off|status through the BMC");
+  c->add_option("id", a.id, "machine id or MAC")->required();
+  c->add_option("action", a.power_action, "on | off | cycle | soft-off | status")
+      ->required()
+      ->check(CLI::IsMember({"on", "off", "cycle", "soft-off", "status"}));
+  b.bind(c, machine_power);
 
   c = machine->add_subcommand("history", "list the machine's deployments");
   c->add_option("id", a.id, "machine id or MAC")->required();
@@ -122,6 +162,7 @@ void add_assign_command(CLI::App& app, Bindings& b) {
   assign->add_option("image", a.image, "image name")->required();
   assign->add_option("version", a.version, "image version")->required();
   assign->add_flag("--force", a.force, "supersede deployments in progress");
+  add_reboot_flags(assign, a);
   b.bind(assign, bulk_assign);
 }
 

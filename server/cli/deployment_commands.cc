@@ -16,6 +16,12 @@ int print_assignment_reply(Session& s, const Reply& r) {
   auto d = s.decoded(proto::deployment_from_json(r.body));
   if (!d) return s.failure_code();
   print_assignment(s.out(), *d, r.status != 200, text(r.body, "superseded_deployment_id"));
+  if (d->reboot) {
+    const std::string p = text(r.body, "power");
+    s.out() << (p == "queued" || p.empty()
+                    ? "rebooting it through its BMC (one-time network boot, power cycle)\n"
+                    : "NOT rebooted: " + p + "\n");
+  }
   return kExitOk;
 }
 
@@ -23,14 +29,17 @@ int print_assignment_reply(Session& s, const Reply& r) {
 
 int machine_assign(Session& s, const Args& a) {
   if (auto st = checked_image(a.image, a.version); !st) return s.usage(st.error().message);
-  const json body = {{"image", a.image}, {"version", a.version}, {"force", a.force}};
+  json body = {{"image", a.image}, {"version", a.version}, {"force", a.force}};
+  if (a.reboot || a.no_reboot) body["reboot"] = a.reboot;
   auto r = s.call("PUT", api_path({"machines", a.id, "assignment"}), &body);
   if (!r) return s.failure_code();
   return print_assignment_reply(s, *r);
 }
 
 int machine_rollback(Session& s, const Args& a) {
-  auto r = s.call("POST", api_path({"machines", a.id, "rollback"}));
+  json body = json::object();
+  if (a.reboot || a.no_reboot) body["reboot"] = a.reboot;
+  auto r = s.call("POST", api_path({"machines", a.id, "rollback"}), &body);
   if (!r) return s.failure_code();
   return print_assignment_reply(s, *r);
 }
@@ -51,8 +60,9 @@ int bulk_assign(Session& s, const Args& a) {
   auto sel = checked_selector(a.selector);
   if (!sel) return s.usage(sel.error().message);
   if (auto st = checked_image(a.image, a.version); !st) return s.usage(st.error().message);
-  const json body = {
+  json body = {
       {"selector", *sel}, {"image", a.image}, {"version", a.version}, {"force", a.force}};
+  if (a.reboot || a.no_reboot) body["reboot"] = a.reboot;
   auto r = s.call("POST", api_path({"assignments"}), &body);
   if (!r) return s.failure_code();
   if (s.json_mode()) return s.print_raw(*r);

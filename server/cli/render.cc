@@ -127,15 +127,24 @@ void print_deployment(std::ostream& out, const proto::Deployment& dep) {
   d.print(out);
 }
 
+// Seconds from kilnd's power-on (or the image written) to the confirmed boot; "" before.
+std::string boot_seconds(const proto::Deployment& d) {
+  if (!d.booted_at || !(d.powered_at || d.written_at)) return "";
+  const auto ms = *d.booted_at - (d.powered_at ? *d.powered_at : *d.written_at);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(ms) / 1000.0);
+  return buf;
+}
+
 Table deployment_table() {
-  return Table(
-      {"ID", "KIND", "FROM", "TO", "STATUS", "REQUESTED_BY", "CREATED", "FINISHED", "REASON"});
+  return Table({"ID", "KIND", "FROM", "TO", "STATUS", "REQUESTED_BY", "CREATED", "FINISHED",
+                "BOOT_S", "REASON"});
 }
 
 void add_deployment_row(Table& t, const proto::Deployment& d) {
   t.add_row({std::to_string(d.id), d.kind, version_text(d.from_version), version_text(d.to_version),
              to_string(d.status), d.requested_by, time_text(d.created_at), time_text(d.finished_at),
-             d.status_reason});
+             boot_seconds(d), d.status_reason});
 }
 
 void print_assignment(std::ostream& out, const proto::Deployment& d, bool created,

@@ -48,7 +48,7 @@ struct Config {
   dhcp::ServerOptions dhcp;
   dhcp::RaOptions ra;  // IPv6 router advertisements (lifetime 0) on the provisioning network
   api::ApiOptions api;
-  provision::PowerOptions power;  // BMC control, reimage-on-assign, deadlines
+  provision::PowerOptions power;                  // BMC control, reimage-on-assign, deadlines
   std::chrono::milliseconds bmc_timeout{10'000};  // per BMC request
   int bmc_retries = 2;                            // extra attempts per BMC request
   std::string secrets_key_file;  // seals BMC credentials; default: <data_dir>/secrets.key

@@ -8,10 +8,14 @@ const char* power_state_name(PowerState s) {
 }
 const char* power_action_name(PowerAction a) {
   switch (a) {
-    case PowerAction::kOn: return "on";
-    case PowerAction::kOff: return "off";
-    case PowerAction::kCycle: return "cycle";
-    case PowerAction::kSoftOff: return "soft-off";
+    case PowerAction::kOn:
+      return "on";
+    case PowerAction::kOff:
+      return "off";
+    case PowerAction::kCycle:
+      return "cycle";
+    case PowerAction::kSoftOff:
+      return "soft-off";
   }
   return "on";
 }

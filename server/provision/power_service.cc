@@ -16,7 +16,9 @@ std::int64_t ms_since(SteadyClock::time_point t0) {
 }
 
 json step_json(const power::Step& s) {
-  return {{"name", s.name}, {"detail", s.detail}, {"took_ms", s.took.count()},
+  return {{"name", s.name},
+          {"detail", s.detail},
+          {"took_ms", s.took.count()},
           {"attempts", s.attempts}};
 }
 
@@ -113,7 +115,9 @@ Result<PowerOutcome> PowerService::status(std::int64_t machine_id, const std::st
   auto st = (*drv)->status();
   if (!st) {
     ledger_.record("power.failed", machine_id, std::nullopt,
-                   {{"action", "status"}, {"error", st.error().message}, {"by", who},
+                   {{"action", "status"},
+                    {"error", st.error().message},
+                    {"by", who},
                     {"took_ms", ms_since(t0)}});
     return st.error();
   }
@@ -141,9 +145,9 @@ Result<PowerOutcome> PowerService::power(std::int64_t machine_id, power::PowerAc
   const auto t0 = SteadyClock::now();
   const char* name = power::power_action_name(action);
   auto fail = [&](const Error& e) {
-    ledger_.record("power.failed", machine_id, std::nullopt,
-                   {{"action", name}, {"error", e.message}, {"by", who},
-                    {"took_ms", ms_since(t0)}});
+    ledger_.record(
+        "power.failed", machine_id, std::nullopt,
+        {{"action", name}, {"error", e.message}, {"by", who}, {"took_ms", ms_since(t0)}});
     log_->warn("event=power.failed machine={} action={} err=\"{}\"", machine_id, name,
                log_escape(e.message, 300));
     return e;
@@ -160,10 +164,13 @@ Result<PowerOutcome> PowerService::power(std::int64_t machine_id, power::PowerAc
   json js = json::array();
   for (const auto& s : out.steps) js.push_back(step_json(s));
   ledger_.record("power.action", machine_id, std::nullopt,
-                 {{"action", name}, {"steps", js}, {"state", power::power_state_name(out.state)},
-                  {"by", who}, {"took_ms", out.took.count()}});
-  log_->info("event=power.action machine={} action={} state={} took_ms={} by={}", machine_id,
-             name, power::power_state_name(out.state), out.took.count(), who);
+                 {{"action", name},
+                  {"steps", js},
+                  {"state", power::power_state_name(out.state)},
+                  {"by", who},
+                  {"took_ms", out.took.count()}});
+  log_->info("event=power.action machine={} action={} state={} took_ms={} by={}", machine_id, name,
+             power::power_state_name(out.state), out.took.count(), who);
   return out;
 }
 
@@ -213,16 +220,24 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   json steps = json::array();
   auto fail = [&](const std::string& step, const Error& e) {
     ledger_.record("power.failed", machine_id, deployment_id,
-                   {{"action", action}, {"step", step}, {"error", e.message}, {"steps", steps},
-                    {"why", why}, {"took_ms", ms_since(t0)}});
+                   {{"action", action},
+                    {"step", step},
+                    {"error", e.message},
+                    {"steps", steps},
+                    {"why", why},
+                    {"took_ms", ms_since(t0)}});
     log_->warn("event=power.failed machine={} deployment={} action={} step={} err=\"{}\"",
                machine_id, deployment_id, action, step, log_escape(e.message, 300));
   };
   auto step_done = [&](const power::Step& s) {
     steps.push_back(step_json(s));
     ledger_.record("power.step", machine_id, deployment_id,
-                   {{"action", action}, {"step", s.name}, {"detail", s.detail},
-                    {"took_ms", s.took.count()}, {"attempts", s.attempts}, {"ok", true}});
+                   {{"action", action},
+                    {"step", s.name},
+                    {"detail", s.detail},
+                    {"took_ms", s.took.count()},
+                    {"attempts", s.attempts},
+                    {"ok", true}});
   };
   power::BootMode mode = power::BootMode::kUefi;
   auto drv = driver_for(machine_id, &mode);
@@ -237,21 +252,24 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
     if (!boot) return fail("boot_once_network", boot.error());
     for (const auto& s : *boot) step_done(s);
   }
-  const auto act = *st == power::PowerState::kOff ? power::PowerAction::kOn
-                                                   : power::PowerAction::kCycle;
+  const auto act =
+      *st == power::PowerState::kOff ? power::PowerAction::kOn : power::PowerAction::kCycle;
   auto p = (*drv)->power(act);
   if (!p) return fail(power::power_action_name(act), p.error());
   for (const auto& s : *p) step_done(s);
   std::optional<std::int64_t> deadline;
   if (network && options_.written_deadline.count() > 0) {
-    deadline = clock_.now_ms() +
-               std::chrono::duration_cast<std::chrono::milliseconds>(options_.written_deadline)
-                   .count();
+    deadline =
+        clock_.now_ms() +
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.written_deadline).count();
   }
   auto marked = ledger_.mark_powered(deployment_id, deadline);
   ledger_.record("power.reimage", machine_id, deployment_id,
-                 {{"action", action}, {"boot", network ? "network" : "disk"}, {"steps", steps},
-                  {"why", why}, {"took_ms", ms_since(t0)}});
+                 {{"action", action},
+                  {"boot", network ? "network" : "disk"},
+                  {"steps", steps},
+                  {"why", why},
+                  {"took_ms", ms_since(t0)}});
   log_->info("event=power.{} machine={} deployment={} boot={} took_ms={}{}", action, machine_id,
              deployment_id, network ? "network" : "disk", ms_since(t0),
              marked ? "" : " note=\"the deployment moved on meanwhile\"");
@@ -274,11 +292,10 @@ void PowerService::overdue(const proto::Deployment& d) {
   const bool written = d.status == proto::DeploymentStatus::kSucceeded;
   const auto stage = written ? options_.booted_deadline : options_.written_deadline;
   // A deadline set under an earlier configuration still gets a sensible next one.
-  const auto stage_ms =
-      std::max<std::int64_t>(60'000, std::chrono::duration_cast<std::chrono::milliseconds>(stage).count());
-  const std::string what =
-      written ? "the deployed OS did not confirm its boot by its deadline"
-              : "the image was not written by its deadline";
+  const auto stage_ms = std::max<std::int64_t>(
+      60'000, std::chrono::duration_cast<std::chrono::milliseconds>(stage).count());
+  const std::string what = written ? "the deployed OS did not confirm its boot by its deadline"
+                                   : "the image was not written by its deadline";
   const bool bmc = has_bmc(d.machine_id);
   if (bmc && d.deadline_misses < options_.deadline_retries) {
     const std::string why = what + "; power-cycling (retry " +
@@ -286,8 +303,8 @@ void PowerService::overdue(const proto::Deployment& d) {
                             std::to_string(options_.deadline_retries) + ")";
     auto r = ledger_.miss_deadline(d.id, *d.deadline_at, clock_.now_ms() + stage_ms, why);
     if (!r) return;  // it moved on meanwhile
-    log_->warn("event=deployment.deadline_missed deployment={} machine={} stage={} misses={}",
-               d.id, d.machine_id, written ? "booted" : "written", r->deadline_misses);
+    log_->warn("event=deployment.deadline_missed deployment={} machine={} stage={} misses={}", d.id,
+               d.machine_id, written ? "booted" : "written", r->deadline_misses);
     std::lock_guard lock(mu_);
     if (stopping_ || queue_.size() >= options_.max_queued) return;  // the next deadline retries
     queue_.push_back(Job{d.machine_id, d.id, why, /*network=*/!written});
@@ -313,8 +330,8 @@ void PowerService::overdue(const proto::Deployment& d) {
   log_->info("event=deployment.auto_rollback machine={} deployment={} to={}:{}", d.machine_id,
              rb->id, rb->to_version.name, rb->to_version.version);
   if (bmc) {
-    auto q = reimage(d.machine_id, rb->id, "automatic rollback after deployment " +
-                                               std::to_string(d.id) + " failed");
+    auto q = reimage(d.machine_id, rb->id,
+                     "automatic rollback after deployment " + std::to_string(d.id) + " failed");
     if (!q) {
       log_->warn("event=power.failed machine={} err=\"{}\"", d.machine_id, q.error().message);
     }

@@ -44,15 +44,15 @@ class logger;
 namespace kiln::provision {
 
 struct PowerOptions {
-  int max_concurrent = 16;                  // power.max_concurrent: BMC operations at once
+  int max_concurrent = 16;                      // power.max_concurrent: BMC operations at once
   std::chrono::milliseconds slot_wait{30'000};  // an API call's longest wait for a slot
-  std::size_t max_queued = 100'000;         // reimages waiting for a slot, at most
-  bool reboot_on_assign = false;            // power.reboot_on_assign: the default of "reboot"
-  std::chrono::seconds written_deadline{0};  // boot.deadlines.written_s (0: none)
-  std::chrono::seconds booted_deadline{0};   // boot.deadlines.booted_s (0: none)
-  int deadline_retries = 1;                  // boot.deadlines.retries: power-cycles, then fail
-  bool auto_rollback = false;                // boot.auto_rollback
-  std::chrono::milliseconds tick{1000};      // how often deadlines are checked
+  std::size_t max_queued = 100'000;             // reimages waiting for a slot, at most
+  bool reboot_on_assign = false;                // power.reboot_on_assign: the default of "reboot"
+  std::chrono::seconds written_deadline{0};     // boot.deadlines.written_s (0: none)
+  std::chrono::seconds booted_deadline{0};      // boot.deadlines.booted_s (0: none)
+  int deadline_retries = 1;                     // boot.deadlines.retries: power-cycles, then fail
+  bool auto_rollback = false;                   // boot.auto_rollback
+  std::chrono::milliseconds tick{1000};         // how often deadlines are checked
 };
 
 // What a power call did, for the API's answer.
@@ -111,8 +111,7 @@ class PowerService {
   void run_reimage(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
                    bool network);
   void overdue(const proto::Deployment& d);
-  Result<std::unique_ptr<power::Driver>> driver_for(std::int64_t machine_id,
-                                                    power::BootMode* mode);
+  Result<std::unique_ptr<power::Driver>> driver_for(std::int64_t machine_id, power::BootMode* mode);
 
   PowerOptions options_;
   BmcBook& bmcs_;
@@ -122,9 +121,9 @@ class PowerService {
   std::shared_ptr<spdlog::logger> log_;
 
   std::mutex mu_;
-  std::condition_variable slot_cv_;   // a slot was released
-  std::condition_variable work_cv_;   // a job was queued, or stopping
-  std::condition_variable stop_cv_;   // stopping (wakes the deadline thread)
+  std::condition_variable slot_cv_;  // a slot was released
+  std::condition_variable work_cv_;  // a job was queued, or stopping
+  std::condition_variable stop_cv_;  // stopping (wakes the deadline thread)
   int slots_free_ = 0;
   int running_ = 0;
   bool stopping_ = false;

@@ -70,16 +70,15 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
   const std::int64_t latest_version = latest.int64(0);
   // The last version the machine confirmed booting; a machine that never confirmed one (its
   // images carry no confirmation hook) falls back to the last one written.
-  auto ever = db.prepare(
-      "SELECT 1 FROM deployments WHERE machine_id = ? AND status = 'booted' LIMIT 1");
+  auto ever =
+      db.prepare("SELECT 1 FROM deployments WHERE machine_id = ? AND status = 'booted' LIMIT 1");
   ever.bind(1, machine_id);
   const bool confirms = ever.step();
   const char* status = confirms || booted_only ? "'booted'" : "'succeeded'";
-  auto prev = db.prepare(
-      std::string("SELECT v.name, v.version, v.deleted_at FROM deployments d "
-                  "JOIN image_versions v ON v.id = d.to_version_id "
-                  "WHERE d.machine_id = ? AND d.status = ") +
-      status + " AND d.to_version_id != ? ORDER BY d.id DESC LIMIT 1");
+  auto prev = db.prepare(std::string("SELECT v.name, v.version, v.deleted_at FROM deployments d "
+                                     "JOIN image_versions v ON v.id = d.to_version_id "
+                                     "WHERE d.machine_id = ? AND d.status = ") +
+                         status + " AND d.to_version_id != ? ORDER BY d.id DESC LIMIT 1");
   prev.bind(1, machine_id).bind(2, latest_version);
   if (!prev.step()) {
     return make_error(Errc::kConflict,
@@ -174,7 +173,7 @@ Result<Deployment> Store::get_deployment(std::int64_t id) {
 }
 
 Result<Deployment> Store::report_progress(std::int64_t deployment_id, const AgentReport& r,
-                                         std::optional<std::int64_t> booted_deadline_at) {
+                                          std::optional<std::int64_t> booted_deadline_at) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
   const auto now = clock_.now_ms();

@@ -277,11 +277,11 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
     b.bind(1, machine_id);
     reboot = b.step();
     if (!reboot && req.reboot_required) {
-      return make_error(Errc::kInvalid,
-                        "machine " + std::to_string(machine_id) +
-                            " has no BMC, so kilnd cannot reboot it: set one (PUT "
-                            "/api/v1/machines/" +
-                            std::to_string(machine_id) + "/bmc) or assign without reboot");
+      return make_error(Errc::kInvalid, "machine " + std::to_string(machine_id) +
+                                            " has no BMC, so kilnd cannot reboot it: set one (PUT "
+                                            "/api/v1/machines/" +
+                                            std::to_string(machine_id) +
+                                            "/bmc) or assign without reboot");
     }
   }
 

@@ -64,11 +64,9 @@ Result<BmcRecord> Store::put_bmc(const BmcRecord& r, const std::string& who) {
       .bind(9, now)
       .run();
   // Never the credentials, not even sealed.
-  append_event(db, now, "machine.bmc_set", r.machine_id, std::nullopt,
-               {{"driver", r.driver},
-                {"address", r.address},
-                {"insecure", r.insecure},
-                {"by", who}});
+  append_event(
+      db, now, "machine.bmc_set", r.machine_id, std::nullopt,
+      {{"driver", r.driver}, {"address", r.address}, {"insecure", r.insecure}, {"by", who}});
   auto s = db.prepare(kBmcSelect);
   s.bind(1, r.machine_id);
   s.step();
@@ -104,8 +102,8 @@ Result<std::string> Store::mint_instance_token(std::int64_t deployment_id) {
   auto d = load_deployment(db, deployment_id);
   if (!d) return deployment_not_found(deployment_id);
   if (!proto::is_active(d->status)) {
-    return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) +
-                                           " is " + proto::to_string(d->status));
+    return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) + " is " +
+                                           proto::to_string(d->status));
   }
   std::string token = random_hex(32);
   db.prepare("UPDATE deployments SET instance_token_hash = ? WHERE id = ?")
@@ -171,8 +169,9 @@ Status Store::mark_powered(std::int64_t deployment_id, std::optional<std::int64_
     return make_error(Errc::kConflict, "deployment " + std::to_string(deployment_id) + " is " +
                                            proto::to_string(d->status));
   }
-  db.prepare("UPDATE deployments SET powered_at = ?, deadline_at = COALESCE(?, deadline_at) "
-             "WHERE id = ?")
+  db.prepare(
+        "UPDATE deployments SET powered_at = ?, deadline_at = COALESCE(?, deadline_at) "
+        "WHERE id = ?")
       .bind(1, now)
       .bind(2, deadline_at)
       .bind(3, deployment_id)
@@ -208,8 +207,7 @@ Result<Deployment> still_overdue(Db& db, std::int64_t id, std::int64_t expected_
 
 }  // namespace
 
-Result<Deployment> Store::miss_deadline(std::int64_t deployment_id,
-                                        std::int64_t expected_deadline,
+Result<Deployment> Store::miss_deadline(std::int64_t deployment_id, std::int64_t expected_deadline,
                                         std::int64_t next_deadline, const std::string& why) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
