@@ -3,16 +3,19 @@
 # devices, and packs it with `kiln image build`:
 #
 #   deploy/lab/build-test-image.sh --version V --out FILE.kiln [--name N] [--sign KEY.pem]
-#                                  [--size-mb 64] [--raw FILE.raw]
+#                                  [--size-mb 64] [--raw FILE.raw] [--stay-up] [--broken]
 #
 # The image: an MBR disk with one active FAT partition at 1 MiB holding Debian's kernel, a
-# busybox initramfs whose /init prints "KILN-TEST-OS: BOOTED image=N:V via=..." on the serial
-# console and powers off, SYSLINUX (BIOS) and systemd-boot (UEFI), and the kexec boot hints.
+# busybox initramfs (with the virtio modules) whose /init prints "KILN-TEST-OS: BOOTED
+# image=N:V via=..." on the serial console, confirms its boot to kilnd with the instance block
+# the agent left (deploy/lab/testos-init), and powers off (--stay-up: keeps running, like a
+# server; --broken: never confirms, an OS that does not come up), SYSLINUX (BIOS) and
+# systemd-boot (UEFI), and the kexec boot hints.
 # The FAT volume id is fixed and files are added in a fixed order, so two versions differ only
 # where their contents do (the boot entries name the version): a redeploy is a delta.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-NAME=demo VERSION= OUT= SIGN= SIZE_MB=64 RAW=
+NAME=demo VERSION= OUT= SIGN= SIZE_MB=64 RAW= EXTRA_ARGS=
 while (($#)); do
   case $1 in
     --name) NAME=$2; shift 2 ;;
@@ -21,7 +24,9 @@ while (($#)); do
     --sign) SIGN=$2; shift 2 ;;
     --size-mb) SIZE_MB=$2; shift 2 ;;
     --raw) RAW=$2; shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    --stay-up) EXTRA_ARGS+=" kiln.test_after=stay"; shift ;;
+    --broken) EXTRA_ARGS+=" kiln.test_broken=1"; shift ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "build-test-image: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -41,10 +46,19 @@ trap 'rm -rf "$STAGE"' EXIT
 
 # The test OS initramfs: busybox + /init. Fixed mtimes: the same bytes for every version.
 R=$STAGE/root
-mkdir -p "$R"/{bin,dev,proc,sys}
+mkdir -p "$R"/{bin,dev,proc,sys,tmp,lib/modules}
 cp /bin/busybox "$R/bin/busybox"
-for a in sh mount cat sed cut sync poweroff echo; do ln -s busybox "$R/bin/$a"; done
+for a in $(/bin/busybox --list); do [[ -e $R/bin/$a ]] || ln -s busybox "$R/bin/$a"; done
 install -m 755 "$ROOT/deploy/lab/testos-init" "$R/init"
+install -m 755 "$ROOT/deploy/initramfs/udhcpc.script" "$R/udhcpc.script"
+# The disk and the NIC, to read the instance block and confirm the boot.
+mods=$(kernel_modules virtio_pci virtio_blk virtio_net)
+mapfile -t ORDER <<<"$mods"
+for p in "${ORDER[@]}"; do
+  mkdir -p "$R/lib/modules/$(dirname "$p")"
+  cp "$KROOT/lib/modules/$KVER/$p" "$R/lib/modules/$p"
+done
+printf '%s\n' "${ORDER[@]}" >"$R/lib/modules/load-order"
 find "$R" -exec touch -h -d @0 {} +
 (cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 --reproducible) |
   gzip -n -6 >"$STAGE/initrd.img"
@@ -59,7 +73,7 @@ dd if=/usr/lib/syslinux/mbr/mbr.bin of="$IMG" bs=440 count=1 conv=notrunc status
 FAT=$STAGE/part.fat
 truncate -s $((SECTORS * 512)) "$FAT"
 mkfs.vfat -n KILNTEST -i 6b696c6e -h "$START" "$FAT" >/dev/null
-CMD="console=ttyS0,115200 panic=10 kiln.test_image=$NAME:$VERSION"
+CMD="console=ttyS0,115200 panic=10 kiln.test_image=$NAME:$VERSION$EXTRA_ARGS"
 printf 'SERIAL 0 115200\nDEFAULT os\nPROMPT 0\nTIMEOUT 0\nLABEL os\n  KERNEL /vmlinuz\n  INITRD /initrd.img\n  APPEND %s kiln.test_via=syslinux\n' \
   "$CMD" >"$STAGE/syslinux.cfg"
 printf 'timeout 0\ndefault os.conf\n' >"$STAGE/loader.conf"
