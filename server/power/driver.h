@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
@@ -28,19 +29,21 @@ enum class PowerState { kOn, kOff, kUnknown };
 const char* power_state_name(PowerState s);  // "on", "off", "unknown"
 
 enum class PowerAction {
-  kOn,        // power on (no-op when on)
-  kOff,       // hard power off (ForceOff / chassis power off)
-  kCycle,     // off then on; when off, just on (ForceRestart / chassis power cycle)
-  kSoftOff,   // graceful shutdown (GracefulShutdown / chassis power soft)
+  kOn,       // power on (no-op when on)
+  kOff,      // hard power off (ForceOff / chassis power off)
+  kCycle,    // off then on; when off, just on (ForceRestart / chassis power cycle)
+  kSoftOff,  // graceful shutdown (GracefulShutdown / chassis power soft)
 };
 const char* power_action_name(PowerAction a);  // "on", "off", "cycle", "soft-off"
+// The action named by power_action_name(); nullopt for anything else.
+std::optional<PowerAction> parse_power_action(std::string_view name);
 
 enum class BootMode { kUefi, kLegacy };
 
 struct BmcConfig {
-  std::string driver;    // "redfish" | "ipmi"
-  std::string address;   // redfish: base URL "https://host[:port]" (or http:// in labs);
-                         // ipmi: "host" or "host:port" (UDP 623 by default)
+  std::string driver;   // "redfish" | "ipmi"
+  std::string address;  // redfish: base URL "https://host[:port]" (or http:// in labs);
+                        // ipmi: "host" or "host:port" (UDP 623 by default)
   std::string username;
   std::string password;  // never logged, never put in an error message
   // TLS (redfish over https): a CA file to verify the BMC's certificate against (and its
@@ -56,8 +59,8 @@ struct BmcConfig {
 
 // What one call did, for the event that records it.
 struct Step {
-  std::string name;     // e.g. "redfish.reset", "ipmi.chassis_bootdev"
-  std::string detail;   // e.g. "ResetType=ForceRestart", "pxe efiboot"
+  std::string name;    // e.g. "redfish.reset", "ipmi.chassis_bootdev"
+  std::string detail;  // e.g. "ResetType=ForceRestart", "pxe efiboot"
   std::chrono::milliseconds took{0};
   int attempts = 1;
 };
@@ -74,7 +77,13 @@ class Driver {
   virtual Result<std::vector<Step>> boot_once_network(BootMode mode) = 0;
 };
 
-// The driver for `config`: kInvalid for an unknown driver name or a malformed address.
+// Whether `config` can make a driver, without contacting the BMC (for the API's PUT .../bmc):
+// kInvalid naming the problem (unknown driver, malformed address, https with neither ca_file
+// nor insecure, timeout <= 0, retries outside 0-10, IPMI user name > 16 bytes or password
+// > 20 bytes or with a line break).
+Status check_config(const BmcConfig& config);
+
+// The driver for `config`: kInvalid as check_config() says, or a CA file that cannot be loaded.
 Result<std::unique_ptr<Driver>> make_driver(const BmcConfig& config);
 
 }  // namespace kiln::power
