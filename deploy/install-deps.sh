@@ -15,6 +15,8 @@ pkgs=(
   tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6
   # boot files served by default (boot.roots: /usr/lib/ipxe)
   ipxe
+  # kilnd's IPMI BMC driver runs ipmitool -I lanplus (server/power/ipmi.h)
+  ipmitool
   # the QEMU lab (demo, tests/e2e): firmware + iPXE ROMs, the agent initramfs and the test image
   qemu-system-x86 ipxe-qemu ovmf kexec-tools cpio dosfstools mtools
   syslinux syslinux-common dpkg-dev
