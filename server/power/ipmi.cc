@@ -155,7 +155,11 @@ class ProcessRunner final : public CommandRunner {
       for (;;) {
         const pid_t w = ::waitpid(pid, &status, WNOHANG);
         if (w == pid) break;
-        if (w < 0 && errno != EINTR) break;
+        if (w < 0 && errno != EINTR) {
+          // ECHILD: someone else reaped it (SIGCHLD ignored?): its status is unknown.
+          return make_error(Errc::kInternal,
+                            "waiting for " + spec.argv[0] + ": " + std::strerror(errno));
+        }
         if (Clock::now() >= deadline) {
           result.timed_out = true;
           break;

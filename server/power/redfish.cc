@@ -437,6 +437,9 @@ Result<RedfishDriver::Reply> RedfishDriver::call(const std::string& step, const 
       } else {
         if (status >= 200 && status < 300 && !reply.response.body.empty()) {
           reply.body = json::parse(reply.response.body, nullptr, false);
+          // A resource read must be JSON; an action's reply body is informational (some BMCs
+          // answer a Reset with text), so it may be anything.
+          if (reply.body.is_discarded() && method != "GET") reply.body = json();
           if (reply.body.is_discarded()) {
             return make_error(
                 Errc::kInternal,
@@ -459,7 +462,7 @@ Status RedfishDriver::login(const std::string& sessions_path) {
   auto r = call("redfish.login", "POST", sessions_path, creds.dump());
   if (!r) {
     if (r.error().code == Errc::kUnavailable &&
-        r.error().message.find("HTTP") == std::string::npos) {
+        r.error().message.find("answered HTTP") == std::string::npos) {
       return r.error();  // the BMC is unreachable: basic auth would not help
     }
   } else {

@@ -75,7 +75,9 @@ struct FakeBmc {
   bool reject_mode = false;   // 400 when BootSourceOverrideMode is in the PATCH
   bool power_sticks = false;  // resets accepted, PowerState never changes
   bool malformed_system = false;
-  bool reject_reset = false;  // 400 on any reset, with a message quoting the password
+  bool reject_reset = false;      // 400 on any reset, with a message quoting the password
+  bool text_reset_reply = false;  // 200 "OK" (not JSON) to a reset
+  bool action_info = false;       // ResetType values only in an ActionInfo resource
   std::vector<HttpRequest> log;
   std::vector<std::string> resets;
   std::set<std::string> tokens;
@@ -103,7 +105,11 @@ struct FakeBmc {
                  {"BootSourceOverrideMode", mode}};
     if (boot_targets) boot["BootSourceOverrideTarget@Redfish.AllowableValues"] = *boot_targets;
     json reset = {{"target", reset_target}};
-    if (reset_types) reset["ResetType@Redfish.AllowableValues"] = *reset_types;
+    if (action_info) {
+      reset["@Redfish.ActionInfo"] = "/redfish/v1/Systems/1/ResetActionInfo";
+    } else if (reset_types) {
+      reset["ResetType@Redfish.AllowableValues"] = *reset_types;
+    }
     return {{"@odata.id", "/redfish/v1/Systems/" + std::to_string(id)},
             {"@odata.etag", etag_value()},
             {"Id", std::to_string(id)},
@@ -148,6 +154,10 @@ struct FakeBmc {
     if (errors_500 > 0) {
       --errors_500;
       return error(500, "internal error, try later");
+    }
+    if (r.method == "GET" && r.target == "/redfish/v1/Systems/1/ResetActionInfo") {
+      return reply(200,
+                   {{"Parameters", {{{"Name", "ResetType"}, {"AllowableValues", *reset_types}}}}});
     }
     if (r.method == "GET" && r.target == "/redfish/v1/Systems") {
       json members = json::array();
@@ -197,6 +207,13 @@ struct FakeBmc {
       if (reject_reset) return error(400, std::string("bad value for user admin/") + kPassword);
       resets.push_back(type);
       if (power_sticks) return reply(204);
+      if (text_reset_reply) {
+        power = type == "ForceOff" ? "Off" : "On";
+        HttpResponse ok;
+        ok.status = 200;
+        ok.body = "OK";
+        return ok;
+      }
       if (type == "On" || type == "ForceOn" || type == "ForceRestart" || type == "PowerCycle") {
         power = "On";
       } else if (type == "ForceOff" || type == "GracefulShutdown") {
@@ -326,6 +343,21 @@ TEST_F(PowerRedfish, CycleChoosesAmongTheAllowedResetTypes) {
     EXPECT_EQ(bmc_.power, "On");
     EXPECT_EQ(steps->back().name, "redfish.wait_power");
   }
+}
+
+TEST_F(PowerRedfish, ResetTypesFromAnActionInfoResource) {
+  bmc_.action_info = true;
+  bmc_.reset_types = std::vector<std::string>{"On", "ForceOff", "PowerCycle"};
+  ASSERT_TRUE(driver()->power(PowerAction::kCycle));
+  EXPECT_EQ(count("GET", "/redfish/v1/Systems/1/ResetActionInfo"), 1);
+  EXPECT_EQ(bmc_.resets, std::vector<std::string>{"PowerCycle"});  // not the common ForceRestart
+}
+
+TEST_F(PowerRedfish, AResetAnsweredWithTextIsStillAccepted) {
+  bmc_.text_reset_reply = true;
+  auto r = driver()->power(PowerAction::kCycle);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(bmc_.resets, std::vector<std::string>{"ForceRestart"});
 }
 
 TEST_F(PowerRedfish, PostsToTheAdvertisedTargetNotAGuessedUrl) {
