@@ -18,9 +18,6 @@ pkgs=(
   ipmitool python3-sushy python3-pyghmi redfishtool
   # boot files served by default (boot.roots: /usr/lib/ipxe)
   ipxe
-  # the lab's BMC emulators (tests/tools/redfish_bmc.py, ipmi_bmc.py), kilnd's IPMI driver and
-  # the independent clients that check the emulators (tests/integration/bmc_emulators_test.sh)
-  python3-pyghmi ipmitool python3-sushy redfishtool
   # the QEMU lab (demo, tests/e2e): firmware + iPXE ROMs, the agent initramfs and the test image
   qemu-system-x86 ipxe-qemu ovmf kexec-tools cpio dosfstools mtools
   syslinux syslinux-common dpkg-dev

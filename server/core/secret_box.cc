@@ -49,8 +49,8 @@ std::optional<std::string> base64_decode(std::string_view text) {
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     const bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-    const bool pad_ok = c == '=' && i + 2 >= text.size() &&
-                        (i + 1 == text.size() || text[i + 1] == '=');
+    const bool pad_ok =
+        c == '=' && i + 2 >= text.size() && (i + 1 == text.size() || text[i + 1] == '=');
     if (!alnum && c != '+' && c != '/' && !pad_ok) return std::nullopt;
   }
   std::string out(text.size() / 4 * 3, '\0');
@@ -72,8 +72,8 @@ std::string errno_text(int e) { return std::strerror(e); }
 Status fsync_dir(const std::filesystem::path& dir) {
   UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!d || ::fsync(d.get()) != 0) {
-    return make_error(Errc::kInternal, "cannot fsync directory " + dir.string() + ": " +
-                                           errno_text(errno));
+    return make_error(Errc::kInternal,
+                      "cannot fsync directory " + dir.string() + ": " + errno_text(errno));
   }
   return ok_status();
 }
@@ -115,7 +115,9 @@ Result<SecretBox> SecretBox::from_key(std::string key) {
   if (key.size() != kKeySize) {
     return make_error(Errc::kInvalid, "a secret key is " + std::to_string(kKeySize) + " bytes");
   }
-  return SecretBox(std::move(key));
+  SecretBox box(key);
+  OPENSSL_cleanse(key.data(), key.size());
+  return box;
 }
 
 Result<SecretBox> SecretBox::open_or_create(const std::string& path) {
@@ -124,7 +126,9 @@ Result<SecretBox> SecretBox::open_or_create(const std::string& path) {
     if (fd) {
       auto key = load_key(path, fd.get());
       if (!key) return key.error();
-      return SecretBox(std::move(*key));
+      SecretBox box(*key);
+      OPENSSL_cleanse(key->data(), key->size());
+      return box;
     }
     if (errno == ELOOP) {
       return make_error(Errc::kInvalid, "secret key file " + path + " is a symbolic link");
@@ -171,20 +175,22 @@ Result<SecretBox> SecretBox::open_or_create(const std::string& path) {
                         "cannot create secret key file " + path + ": " + errno_text(link_errno));
     }
     auto dir = final_path.parent_path();
+    SecretBox box(key);
+    OPENSSL_cleanse(key.data(), key.size());
     if (auto s = fsync_dir(dir.empty() ? std::filesystem::path(".") : dir); !s) return s.error();
-    return SecretBox(std::move(key));
+    return box;
   }
   return make_error(Errc::kInternal, "secret key file " + path + " keeps changing");
 }
 
-SecretBox::SecretBox(SecretBox&& other) noexcept : key_(std::move(other.key_)) {
-  other.key_.clear();
+SecretBox::SecretBox(std::string_view key) { std::memcpy(key_.data(), key.data(), key_.size()); }
+SecretBox::SecretBox(SecretBox&& other) noexcept : key_(other.key_) {
+  OPENSSL_cleanse(other.key_.data(), other.key_.size());
 }
 SecretBox& SecretBox::operator=(SecretBox&& other) noexcept {
   if (this != &other) {
-    OPENSSL_cleanse(key_.data(), key_.size());
-    key_ = std::move(other.key_);
-    other.key_.clear();
+    key_ = other.key_;
+    OPENSSL_cleanse(other.key_.data(), other.key_.size());
   }
   return *this;
 }
@@ -199,11 +205,12 @@ std::string SecretBox::seal(std::string_view plain, std::string_view aad) const 
   if (RAND_bytes(nonce, kNonceSize) != 1) throw std::runtime_error("RAND_bytes failed");
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   int len = 0;
-  bool ok = ctx && EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceSize, nullptr) == 1 &&
-            EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, u8(key_), nonce) == 1 &&
-            EVP_EncryptUpdate(ctx.get(), nullptr, &len, u8(aad), static_cast<int>(aad.size())) == 1 &&
-            EVP_EncryptUpdate(ctx.get(), ct, &len, u8(plain), static_cast<int>(plain.size())) == 1;
+  bool ok =
+      ctx && EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceSize, nullptr) == 1 &&
+      EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, key_.data(), nonce) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), nullptr, &len, u8(aad), static_cast<int>(aad.size())) == 1 &&
+      EVP_EncryptUpdate(ctx.get(), ct, &len, u8(plain), static_cast<int>(plain.size())) == 1;
   int fin = 0;
   ok = ok && EVP_EncryptFinal_ex(ctx.get(), ct + len, &fin) == 1 &&
        static_cast<std::size_t>(len + fin) == plain.size() &&
@@ -228,12 +235,13 @@ Result<std::string> SecretBox::open(std::string_view sealed, std::string_view aa
   std::string plain(n, '\0');
   CipherCtx ctx(EVP_CIPHER_CTX_new());
   int len = 0;
-  bool ok = ctx && EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceSize, nullptr) == 1 &&
-            EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, u8(key_), nonce) == 1 &&
-            EVP_DecryptUpdate(ctx.get(), nullptr, &len, u8(aad), static_cast<int>(aad.size())) == 1 &&
-            EVP_DecryptUpdate(ctx.get(), u8(plain), &len, ct, static_cast<int>(n)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagSize, tag.data()) == 1;
+  bool ok =
+      ctx && EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_IVLEN, kNonceSize, nullptr) == 1 &&
+      EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, key_.data(), nonce) == 1 &&
+      EVP_DecryptUpdate(ctx.get(), nullptr, &len, u8(aad), static_cast<int>(aad.size())) == 1 &&
+      EVP_DecryptUpdate(ctx.get(), u8(plain), &len, ct, static_cast<int>(n)) == 1 &&
+      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kTagSize, tag.data()) == 1;
   int fin = 0;
   ok = ok && EVP_DecryptFinal_ex(ctx.get(), u8(plain) + len, &fin) == 1;
   if (!ok) {

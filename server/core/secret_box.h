@@ -13,6 +13,7 @@
 // concurrently.
 #pragma once
 
+#include <array>
 #include <string>
 #include <string_view>
 
@@ -49,8 +50,8 @@ class SecretBox {
   static bool looks_sealed(std::string_view text);
 
  private:
-  explicit SecretBox(std::string key) : key_(std::move(key)) {}
-  std::string key_;
+  explicit SecretBox(std::string_view key);
+  std::array<unsigned char, kKeySize> key_{};
 };
 
 }  // namespace kiln

@@ -29,10 +29,10 @@ enum class PowerState { kOn, kOff, kUnknown };
 const char* power_state_name(PowerState s);  // "on", "off", "unknown"
 
 enum class PowerAction {
-  kOn,        // power on (no-op when on)
-  kOff,       // hard power off (ForceOff / chassis power off)
-  kCycle,     // off then on; when off, just on (ForceRestart / chassis power cycle)
-  kSoftOff,   // graceful shutdown (GracefulShutdown / chassis power soft)
+  kOn,       // power on (no-op when on)
+  kOff,      // hard power off (ForceOff / chassis power off)
+  kCycle,    // off then on; when off, just on (ForceRestart / chassis power cycle)
+  kSoftOff,  // graceful shutdown (GracefulShutdown / chassis power soft)
 };
 const char* power_action_name(PowerAction a);  // "on", "off", "cycle", "soft-off"
 // The action named by power_action_name(); nullopt for anything else.
@@ -41,9 +41,9 @@ std::optional<PowerAction> parse_power_action(std::string_view name);
 enum class BootMode { kUefi, kLegacy };
 
 struct BmcConfig {
-  std::string driver;    // "redfish" | "ipmi"
-  std::string address;   // redfish: base URL "https://host[:port]" (or http:// in labs);
-                         // ipmi: "host" or "host:port" (UDP 623 by default)
+  std::string driver;   // "redfish" | "ipmi"
+  std::string address;  // redfish: base URL "https://host[:port]" (or http:// in labs);
+                        // ipmi: "host" or "host:port" (UDP 623 by default)
   std::string username;
   std::string password;  // never logged, never put in an error message
   // TLS (redfish over https): a CA file to verify the BMC's certificate against (and its
@@ -59,8 +59,8 @@ struct BmcConfig {
 
 // What one call did, for the event that records it.
 struct Step {
-  std::string name;     // e.g. "redfish.reset", "ipmi.chassis_bootdev"
-  std::string detail;   // e.g. "ResetType=ForceRestart", "pxe efiboot"
+  std::string name;    // e.g. "redfish.reset", "ipmi.chassis_bootdev"
+  std::string detail;  // e.g. "ResetType=ForceRestart", "pxe efiboot"
   std::chrono::milliseconds took{0};
   int attempts = 1;
 };
