@@ -154,8 +154,10 @@ lab_image() {
   kiln_cli image push "$LAB_DIR/build/demo-$1.kiln" >/dev/null
 }
 
-# lab_kilnd [extra config json merged at the top level] — kilnd in the namespace: DHCP
-# (authoritative, on the lab bridge only), TFTP, HTTP, the agent kernel and initramfs.
+# lab_kilnd — kilnd in the namespace: DHCP (authoritative, on the lab bridge only), TFTP, HTTP,
+# the agent kernel and initramfs. Deployed OSes confirm their boot at $LAB_URL (plain HTTP:
+# the test OS's busybox wget has no TLS); deadlines and automatic rollback from LAB_WRITTEN_S,
+# LAB_BOOTED_S, LAB_DEADLINE_RETRIES, LAB_AUTO_ROLLBACK (off by default).
 lab_kilnd() {
   local data=$LAB_DIR/kilnd
   mkdir -p "$data/files/kiln"
@@ -184,7 +186,12 @@ lab_kilnd() {
   "boot": { "server_url": "$LAB_URL", "https_url": "$([[ $LAB_HTTPS == 1 ]] && echo "$LAB_HTTPS_URL")", "poll_s": 2, "retry_s": 3, "retries": ${LAB_RETRIES:-2},
             "after": "$LAB_AFTER",
             "cmdline": "console=tty0 console=ttyS0,115200 panic=10 kiln.retries=2 kiln.backoff_ms=100 kiln.fail_pause=2",
-            "localboot_efi": "${LAB_LOCALBOOT_EFI:-exit}" }
+            "localboot_efi": "${LAB_LOCALBOOT_EFI:-exit}",
+            "instance_url": "$LAB_URL",
+            "deadlines": { "written_s": ${LAB_WRITTEN_S:-0}, "booted_s": ${LAB_BOOTED_S:-0},
+                           "retries": ${LAB_DEADLINE_RETRIES:-1} },
+            "auto_rollback": ${LAB_AUTO_ROLLBACK:-false} },
+  "power": { "timeout_ms": 10000, "reboot_on_assign": ${LAB_REBOOT_ON_ASSIGN:-false} }
 }
 JSON
   LAB_TOKEN=$("$KILN_BUILD/kilnd" --data-dir "$data" token create --name lab --scope admin 2>/dev/null)

@@ -39,9 +39,10 @@ boot_until() {
   }
 }
 # disk_holds VERSION — the VM's disk starts with the raw image of demo:VERSION.
-disk_holds() {
-  local raw=$LAB_DIR/build/demo-$1.raw
-  cmp -s -n "$(stat -c %s "$raw")" "$raw" "$LAB_DIR/disk.raw" && ok || fail "the disk does not hold demo:$1"
+disk_holds() { disk_holds_named demo "$1"; }
+disk_holds_named() {
+  local raw=$LAB_DIR/build/$1-$2.raw
+  cmp -s -n "$(stat -c %s "$raw")" "$raw" "$LAB_DIR/disk.raw" && ok || fail "the disk does not hold $1:$2"
 }
 image() {
   "$ROOT/deploy/lab/build-test-image.sh" --version "$1" --sign "$LAB_DIR/site.pem" \
@@ -100,7 +101,7 @@ if boot_until 3 'KILN-TEST-OS: BOOTED image=demo:1 via=syslinux' 120; then
   log "rollback to demo:1 booted at ${T}s: $(done_line | cut -c12-)"
   lab_vm_wait
   disk_holds 1
-  [[ $(deployments | jq -r '.[0].kind + " " + .[0].to.version + " " + .[0].status') == "rollback 1 succeeded" ]] &&
+  [[ $(deployments | jq -r '.[0].kind + " " + .[0].to.version + " " + .[0].status') == "rollback 1 booted" ]] &&
     ok || fail "history after rollback: $(deployments | jq -c '.[0]')"
 fi
 
@@ -131,11 +132,119 @@ else
       tail -n 30 "$SERIAL" >&2
     fi
     grep -q 'KILN-TEST-OS: BOOTED image=demo:1' "$SERIAL" && fail "booted the old image after the failure" || ok
-    [[ $(deployments | jq -r '.[0].requested_by + " " + .[0].status') == "kilnd:retry succeeded" ]] &&
+    [[ $(deployments | jq -r '.[0].requested_by + " " + .[0].status') == "kilnd:retry booted" ]] &&
       ok || fail "no successful kilnd:retry deployment: $(deployments | jq -c '.[0]')"
     lab_vm_wait
     disk_holds 3
   fi
+fi
+# --- a running machine with a BMC, disk first like an installed server -------------------------
+# The same machine and disk, now powered by a Redfish BMC emulator over QMP (starts off, boots
+# its disk first). Every reimage is one API call: kilnd sets a one-time network boot and power-
+# cycles it; the deployed OS confirms its boot (booted). A broken image misses its boot
+# deadline, is power-cycled once, fails, and kilnd rolls the machine back by itself to the last
+# version that booted. Then one round through IPMI. No manual power action anywhere.
+latest() { kiln_cli --json machine history "$MAC" | jq -c '(.items // .)[0]'; }
+# wait_latest JQ_CONDITION TIMEOUT — until the newest deployment satisfies the condition.
+wait_latest() {
+  local deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    jq -e "$1" <<<"$(latest)" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  return 1
+}
+confirmed() { grep -c "KILN-TEST-OS: CONFIRMED .*image=$1\b" "$SERIAL" || true; }
+if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
+  for v in 1 2; do
+    "$ROOT/deploy/lab/build-test-image.sh" --name live --version $v --stay-up --sign "$LAB_DIR/site.pem" \
+      --out "$LAB_DIR/build/live-$v.kiln" --raw "$LAB_DIR/build/live-$v.raw" >&2 &&
+      kiln_cli image push "$LAB_DIR/build/live-$v.kiln" >/dev/null || fail "image live:$v"
+  done
+  "$ROOT/deploy/lab/build-test-image.sh" --name live --version 3 --stay-up --broken --sign "$LAB_DIR/site.pem" \
+    --out "$LAB_DIR/build/live-3.kiln" >&2 && kiln_cli image push "$LAB_DIR/build/live-3.kiln" >/dev/null ||
+    fail "image live:3"
+  # kilnd again, with boot deadlines, automatic rollback and reboot-on-assign.
+  kill "$LAB_KILND_PID" && wait "$LAB_KILND_PID" 2>/dev/null
+  LAB_WRITTEN_S=300 LAB_BOOTED_S=60 LAB_AUTO_ROLLBACK=true LAB_REBOOT_ON_ASSIGN=true lab_kilnd ||
+    fail "kilnd restart"
+  SERIAL=$LAB_DIR/serial-bmc.log
+  LAB_VM_TIMEOUT=1800 lab_vm_start_managed "$SERIAL" || fail "managed VM"
+  lab_bmc_start redfish || fail "Redfish BMC emulator"
+  kiln_cli machine bmc set "$MAC" --driver redfish --address "$LAB_BMC_ADDRESS" \
+    --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set"
+  [[ $(kiln_cli --json machine power "$MAC" status | jq -r .power_state) == off ]] && ok ||
+    fail "the managed machine is not off at the start"
+
+  # live:1 on a machine that is off: kilnd powers it on with a one-time network boot.
+  kiln_cli machine assign "$MAC" live 1 >/dev/null || fail "assign live:1"
+  if wait_latest '.to.version == "1" and .status == "booted"' 300; then
+    log "live:1 deployed and confirmed, $(latest | jq -r .boot_ms) ms from kilnd's power-on"
+    ok
+  else
+    fail "live:1 not booted: $(latest)"
+    tail -n 30 "$SERIAL" >&2
+  fi
+  (($(confirmed live:1) >= 1)) && ok || fail "the serial console shows no confirmation of live:1"
+  # The BMC was asked for PXE once, and only that boot went to the network.
+  boots=$(lab_bmc_state | jq -c '[.boots[] | {first, override}]')
+  jq -e 'map(select(.first == "network")) | length == 1' <<<"$boots" >/dev/null && ok ||
+    fail "expected exactly one network boot so far: $boots"
+
+  # live:2 on the running machine: a reset, a delta, a confirmed boot.
+  kiln_cli machine assign "$MAC" live 2 >/dev/null || fail "assign live:2"
+  wait_latest '.to.version == "2" and .status == "booted"' 300 && ok || fail "live:2 not booted: $(latest)"
+
+  # The emergency: one call, and the machine runs the previous image again, confirmed.
+  t0=$EPOCHREALTIME
+  kiln_cli machine rollback "$MAC" >/dev/null || fail "rollback"
+  if wait_latest '.kind == "rollback" and .to.version == "1" and .status == "booted"' 300; then
+    ROLLBACK_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
+    log "emergency rollback of a running machine: ${ROLLBACK_S} s from the call to the confirmed boot of live:1"
+    echo "rollback_s=$ROLLBACK_S accel=$(lab_accel)" >>"${KILN_E2E_FIGURES:-/dev/null}"
+    ok
+  else
+    fail "rollback to live:1 not confirmed: $(latest)"
+  fi
+
+  # live:3 writes fine and never comes up: deadline, power-cycle, deadline, failed, and kilnd
+  # rolls back by itself to live:1 (the last version that booted), confirmed.
+  kiln_cli machine assign "$MAC" live 3 >/dev/null || fail "assign live:3"
+  if wait_latest '.requested_by == "kilnd:auto-rollback" and .to.version == "1" and .status == "booted"' 480; then
+    ok
+    log "live:3 never confirmed; kilnd rolled back to live:1 by itself"
+  else
+    fail "no automatic rollback to live:1: $(latest)"
+    tail -n 20 "$SERIAL" >&2
+  fi
+  bad=$(kiln_cli --json machine history "$MAC" | jq -c '[(.items // .)[] | select(.to.version == "3")][0]')
+  [[ $(jq -r '.status + " " + (.deadline_misses | tostring)' <<<"$bad") == "failed 2" ]] && ok ||
+    fail "live:3 should have failed after 2 missed deadlines: $bad"
+  [[ $(jq -r .status_reason <<<"$bad") == *"did not confirm its boot"* ]] && ok || fail "live:3's reason: $bad"
+  n=$(grep -c 'KILN-TEST-OS: BROKEN image=live:3' "$SERIAL" || true)
+  ((n >= 2)) && ok || fail "live:3 booted $n time(s); the missed deadline should have power-cycled it once"
+  kiln_cli events --machine "$MAC" >"$LAB_DIR/events-bmc.txt" 2>&1 || true
+  grep -q 'deployment.deadline_missed' "$LAB_DIR/events-bmc.txt" && ok || fail "no deployment.deadline_missed event"
+
+  # One round through IPMI (ipmitool -I lanplus against the pyghmi BMC on the same machine).
+  lab_bmc_stop
+  if lab_bmc_start ipmi; then
+    kiln_cli machine bmc set "$MAC" --driver ipmi --address "$LAB_BMC_ADDRESS" \
+      --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set ipmi"
+    kiln_cli machine assign "$MAC" live 2 >/dev/null || fail "assign live:2 (IPMI)"
+    if wait_latest '.to.version == "2" and .status == "booted"' 300; then
+      ok
+      log "IPMI: live:2 deployed and confirmed, $(latest | jq -r .boot_ms) ms from power-on"
+    else
+      fail "IPMI: live:2 not booted: $(latest)"
+    fi
+    lab_bmc_state | jq -e '[.boots[] | select(.first == "network")] | length >= 1' >/dev/null && ok ||
+      fail "IPMI: no network boot: $(lab_bmc_state | jq -c .boots)"
+    disk_holds_named live 2
+  else
+    fail "IPMI BMC emulator"
+  fi
+  lab_vm_stop
 fi
 kiln_cli events --machine "$MAC" >"$LAB_DIR/events.txt" 2>&1 || true
 lab_down
