@@ -63,9 +63,10 @@ int machine_bmc_show(Session& s, const Args& a) {
   s.out() << "driver:      " << text(b, "driver") << "\n"
           << "address:     " << text(b, "address") << "\n"
           << "tls:         "
-          << (b.value("insecure", false)
-                  ? "not verified (insecure)"
-                  : (text(b, "ca_file").empty() ? "system CAs" : "CA " + text(b, "ca_file")))
+          << (text(b, "address").rfind("http://", 0) == 0 ? "none (plain http)"
+              : b.value("insecure", false)                ? "not verified (insecure)"
+              : text(b, "ca_file").empty()                ? "-"
+                                           : "verified against " + text(b, "ca_file"))
           << "\n"
           << "system:      "
           << (text(b, "system_id").empty() ? "(the only one)" : text(b, "system_id")) << "\n"
