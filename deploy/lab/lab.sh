@@ -147,10 +147,10 @@ lab_build() {
   fi
 }
 
-# lab_image VERSION — builds, signs and pushes demo:VERSION.
+# lab_image VERSION — builds, signs and pushes demo:VERSION (LAB_IMAGE_FLAGS: --stay-up ...).
 lab_image() {
   "$LAB_ROOT/deploy/lab/build-test-image.sh" --version "$1" --sign "$LAB_DIR/site.pem" \
-    --out "$LAB_DIR/build/demo-$1.kiln" >&2
+    --out "$LAB_DIR/build/demo-$1.kiln" ${LAB_IMAGE_FLAGS:-} >&2
   kiln_cli image push "$LAB_DIR/build/demo-$1.kiln" >/dev/null
 }
 
@@ -194,6 +194,7 @@ lab_kilnd() {
   "power": { "timeout_ms": 10000, "reboot_on_assign": ${LAB_REBOOT_ON_ASSIGN:-false} }
 }
 JSON
+  rm -f "$LAB_DIR/kilnd.ready"  # (a restarted kilnd writes it again once it listens)
   LAB_TOKEN=$("$KILN_BUILD/kilnd" --data-dir "$data" token create --name lab --scope admin 2>/dev/null)
   ip netns exec "$LAB_NS" "$KILN_BUILD/kilnd" --config "$LAB_DIR/kilnd.json" \
     --ready-file "$LAB_DIR/kilnd.ready" >"$LAB_DIR/kilnd.log" 2>&1 &
