@@ -39,7 +39,7 @@ trap 'exit 130' INT TERM
 b() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 step() { printf '\033[1m$ kiln %s\033[0m\n' "$*"; kiln_cli "$@"; }
 ROWS=()
-row() { ROWS+=("$(printf '%-40s %9s %9s   %s' "$@")"); }
+row() { ROWS+=("$(printf '%-46s %9s %9s   %s' "$@")"); }
 die() { echo "demo: $*" >&2; [[ -n ${SERIAL:-} ]] && tail -n 25 "$SERIAL" >&2; exit 1; }
 MAC=$LAB_MAC
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}'; }
@@ -100,7 +100,7 @@ reimage "emergency rollback (one call)" 1 machine rollback "$MAC"
 step machine history "$MAC"
 
 b "== seconds from the kiln call ($(lab_accel), $LAB_FIRMWARE, one vCPU)"
-printf '%-40s %9s %9s   %s\n' "" "written" "booted" ""
+printf '%-46s %9s %9s   %s\n' "" "written" "booted" ""
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "Done in $(lab_elapsed) s; the lab is being removed${LAB_KEEP:+ (kept: $LAB_DIR)}."
