@@ -734,3 +734,237 @@ TEST_F(BootPathTest, RetryFailedIsBounded) {
 
 }  // namespace
 }  // namespace kiln::store
+
+// --- confirmed boots, deadlines, BMC records (power.cc) ----------------------------------------
+
+namespace kiln::store {
+namespace {
+
+class PowerStoreTest : public StoreTest {
+ protected:
+  // Deploys `v` and has its OS confirm the boot; returns the deployment id.
+  std::int64_t deploy_booted(std::int64_t machine, const std::string& v) {
+    auto o = store_->assign(machine, req("img", v));
+    EXPECT_TRUE(o) << o.error().message;
+    auto token = store_->mint_instance_token(o->deployment.id);
+    EXPECT_TRUE(token);
+    finish(o->deployment.id, true);
+    auto d = store_->confirm_boot(*token, "10.0.0.5");
+    EXPECT_TRUE(d) << d.error().message;
+    return o->deployment.id;
+  }
+};
+
+TEST_F(PowerStoreTest, ABootIsConfirmedOnlyByItsOwnCredentialOnceWritten) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("img", "1");
+  auto o = store_->assign(m.id, req("img", "1"));
+  ASSERT_TRUE(o);
+  auto token = store_->mint_instance_token(o->deployment.id);
+  ASSERT_TRUE(token);
+  // Not written yet: nothing to confirm.
+  auto early = store_->confirm_boot(*token, "10.0.0.5");
+  ASSERT_FALSE(early);
+  EXPECT_EQ(early.error().code, Errc::kConflict);
+  EXPECT_EQ(store_->confirm_boot("0000", "10.0.0.5").error().code, Errc::kUnauthorized);
+  EXPECT_EQ(store_->confirm_boot("", "10.0.0.5").error().code, Errc::kUnauthorized);
+  clock_.now += 1000;
+  finish(o->deployment.id, true);
+  clock_.now += 5000;
+  auto d = store_->confirm_boot(*token, "10.0.0.5");
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(d->status, DeploymentStatus::kBooted);
+  EXPECT_EQ(*d->booted_at - *d->written_at, 5000);
+  // Again: the same answer, one event only.
+  ASSERT_TRUE(store_->confirm_boot(*token, "10.0.0.5"));
+  int booted_events = 0;
+  for (const auto& e : store_->events_since(0, 1000, m.id)) booted_events += e.type == "deployment.booted";
+  EXPECT_EQ(booted_events, 1);
+  EXPECT_EQ(store_->get_machine(m.id)->state, MachineState::kDeployed);
+}
+
+TEST_F(PowerStoreTest, AnOlderDeploymentsCredentialConfirmsNothing) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("img", "1");
+  make_image("img", "2");
+  auto a = store_->assign(m.id, req("img", "1"));
+  auto old_token = store_->mint_instance_token(a->deployment.id);
+  finish(a->deployment.id, true);
+  deploy(m.id, "img", "2");
+  auto r = store_->confirm_boot(*old_token, "10.0.0.5");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kConflict);
+}
+
+TEST_F(PowerStoreTest, RollbackGoesToTheLastVersionThatBootedNotTheLastWritten) {
+  auto m = make_machine("52:54:00:00:00:01");
+  for (auto v : {"1", "2", "3"}) make_image("img", v);
+  deploy_booted(m.id, "1");
+  deploy(m.id, "img", "2");  // written, never confirmed
+  deploy(m.id, "img", "3");
+  auto rb = store_->rollback(m.id, "ops");
+  ASSERT_TRUE(rb) << rb.error().message;
+  EXPECT_EQ(rb->deployment.to_version.version, "1");
+}
+
+TEST_F(PowerStoreTest, AMachineThatNeverConfirmedFallsBackToTheLastWrittenUnlessBootedOnly) {
+  auto m = make_machine("52:54:00:00:00:01");
+  for (auto v : {"1", "2"}) make_image("img", v);
+  deploy(m.id, "img", "1");
+  deploy(m.id, "img", "2");
+  AssignRequest r;
+  r.requested_by = "kilnd:auto-rollback";
+  auto strict = store_->rollback(m.id, r, /*booted_only=*/true);
+  ASSERT_FALSE(strict);
+  EXPECT_NE(strict.error().message.find("confirmed booted"), std::string::npos);
+  auto loose = store_->rollback(m.id, r);
+  ASSERT_TRUE(loose);
+  EXPECT_EQ(loose->deployment.to_version.version, "1");
+}
+
+TEST_F(PowerStoreTest, DeadlinesAreMissedThenFailTheDeploymentAndTheMachine) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("img", "1");
+  auto o = store_->assign(m.id, req("img", "1"));
+  AgentReport ok;
+  ok.result = DeploymentStatus::kSucceeded;
+  const auto t = clock_.now.load();
+  ASSERT_TRUE(store_->report_progress(o->deployment.id, ok, t + 60'000));
+  EXPECT_TRUE(store_->overdue_deployments(t + 59'999, 10).empty());
+  auto due = store_->overdue_deployments(t + 60'000, 10);
+  ASSERT_EQ(due.size(), 1u);
+  // A stale view (another deadline than the one seen) changes nothing.
+  EXPECT_EQ(store_->miss_deadline(o->deployment.id, t, t + 1, "x").error().code, Errc::kConflict);
+  auto missed = store_->miss_deadline(o->deployment.id, t + 60'000, t + 120'000, "power-cycling");
+  ASSERT_TRUE(missed);
+  EXPECT_EQ(missed->deadline_misses, 1);
+  EXPECT_EQ(missed->status, DeploymentStatus::kSucceeded);
+  auto failed = store_->fail_overdue(o->deployment.id, t + 120'000, "did not confirm its boot");
+  ASSERT_TRUE(failed) << failed.error().message;
+  EXPECT_EQ(failed->status, DeploymentStatus::kFailed);
+  auto mm = store_->get_machine(m.id);
+  EXPECT_EQ(mm->state, MachineState::kFailed);
+  // The version is still on the disk (written, it just does not boot).
+  ASSERT_TRUE(mm->current_version);
+  EXPECT_EQ(mm->current_version->version, "1");
+  EXPECT_TRUE(store_->overdue_deployments(t + 1'000'000, 10).empty());
+}
+
+TEST_F(PowerStoreTest, ANewAssignmentStopsWatchingTheOldBootDeadline) {
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("img", "1");
+  make_image("img", "2");
+  auto o = store_->assign(m.id, req("img", "1"));
+  AgentReport ok;
+  ok.result = DeploymentStatus::kSucceeded;
+  ASSERT_TRUE(store_->report_progress(o->deployment.id, ok, clock_.now + 10));
+  ASSERT_TRUE(store_->assign(m.id, req("img", "2")));
+  EXPECT_TRUE(store_->overdue_deployments(clock_.now + 1'000'000, 10).empty());
+}
+
+TEST_F(PowerStoreTest, BmcRecordsKeepOnlyWhatTheyAreGivenAndGoWithTheMachine) {
+  auto m = make_machine("52:54:00:00:00:01");
+  BmcRecord r;
+  r.machine_id = m.id;
+  r.driver = "redfish";
+  r.address = "https://bmc1";
+  r.credentials = "v1:sealed-elsewhere";
+  ASSERT_TRUE(store_->put_bmc(r, "ops"));
+  EXPECT_EQ(store_->get_bmc(m.id)->credentials, "v1:sealed-elsewhere");
+  EXPECT_EQ(store_->get_machine(m.id)->bmc_driver, "redfish");
+  r.driver = "telnet";
+  EXPECT_EQ(store_->put_bmc(r, "ops").error().code, Errc::kInvalid);
+  // The event names the driver and address, never the credentials.
+  for (const auto& e : store_->events_since(0, 1000, m.id)) {
+    EXPECT_EQ(e.data.dump().find("sealed"), std::string::npos) << e.data.dump();
+  }
+  ASSERT_TRUE(store_->delete_machine(m.id, false, "ops"));
+  Db raw(options_.path, true);
+  auto s = raw.prepare("SELECT COUNT(*) FROM machine_bmcs");
+  ASSERT_TRUE(s.step());
+  EXPECT_EQ(s.int64(0), 0);
+}
+
+TEST_F(PowerStoreTest, AnExplicitRebootNeedsABmcAndRefusesTheWholeBulkAssignment) {
+  auto a = make_machine("52:54:00:00:00:01", {{"rack", "r1"}});
+  auto b = make_machine("52:54:00:00:00:02", {{"rack", "r1"}});
+  make_image("img", "1");
+  BmcRecord r;
+  r.machine_id = a.id;
+  r.driver = "ipmi";
+  r.address = "10.0.0.9";
+  r.credentials = "v1:x";
+  ASSERT_TRUE(store_->put_bmc(r, "ops"));
+  AssignRequest q = req("img", "1");
+  q.reboot = q.reboot_required = true;
+  auto sel = proto::parse_selector("rack=r1");
+  auto bulk = store_->assign_bulk(*sel, q);
+  ASSERT_FALSE(bulk);
+  EXPECT_EQ(bulk.error().code, Errc::kInvalid);
+  EXPECT_FALSE(store_->get_machine(a.id)->active_deployment_id);
+  // By default (not required) only the machine with a BMC is recorded as rebooted.
+  q.reboot_required = false;
+  auto ok = store_->assign_bulk(*sel, q);
+  ASSERT_TRUE(ok) << ok.error().message;
+  for (const auto& [mid, out] : ok->results) EXPECT_EQ(out.deployment.reboot, mid == a.id);
+}
+
+}  // namespace
+}  // namespace kiln::store
+
+namespace kiln::store {
+namespace {
+
+// 0004 rebuilds the deployments table (its CHECK gains 'booted'): a database made by the
+// previous schema keeps every row, and the history stays append-only.
+TEST(Migration0004, KeepsDeploymentsAndTheirGuards) {
+  auto dir = kiln::testing::make_test_dir("kiln-migration-0004");
+  StoreOptions o;
+  o.path = (dir / "kiln.db").string();
+  o.synchronous_full = false;
+  FakeClock clock;
+  const auto& all = embedded_migrations();
+  std::vector<Migration> upto3;
+  for (const auto& m : all) {
+    if (m.version <= 3) upto3.push_back(m);
+  }
+  const std::int64_t ok_id = 1, failed_id = 2;
+  {
+    // The previous schema, and rows as its code wrote them (raw SQL: today's code expects 0004).
+    auto old = Store::open(o, clock, upto3);
+    ASSERT_TRUE(old) << old.error().message;
+    old->reset();
+    Db raw(o.path, false);
+    raw.exec(
+        "INSERT INTO image_versions (id, name, version, size_bytes, sha256, format, created_by, "
+        "created_at) VALUES (1, 'img', '1', 0, '" + std::string(64, 'b') + "', 'raw', 't', 1), "
+        "(2, 'img', '2', 0, '" + std::string(64, 'c') + "', 'raw', 't', 1);"
+        "INSERT INTO machines (id, state, created_at, updated_at) VALUES (1, 'failed', 1, 1);"
+        "INSERT INTO deployments (id, machine_id, to_version_id, kind, requested_by, created_at, "
+        "status, finished_at, agent_boots) VALUES "
+        "(1, 1, 1, 'assign', 't', 10, 'succeeded', 20, 1);"
+        "INSERT INTO deployments (id, machine_id, from_version_id, to_version_id, kind, "
+        "requested_by, created_at, status, status_reason, finished_at) VALUES "
+        "(2, 1, 1, 2, 'assign', 't', 30, 'failed', 'disk', 40);");
+  }
+  auto s = Store::open(o, clock);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ((*s)->schema_version(), static_cast<int>(all.back().version));
+  EXPECT_EQ((*s)->integrity_check(), "ok");
+  auto d = (*s)->get_deployment(ok_id);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->status, DeploymentStatus::kSucceeded);
+  EXPECT_EQ(d->written_at, std::optional<std::int64_t>(20));  // succeeded: written then
+  EXPECT_EQ((*s)->get_deployment(failed_id)->written_at, std::nullopt);
+  EXPECT_EQ((*s)->get_deployment(failed_id)->status_reason, "disk");
+  Db raw(o.path, false);
+  EXPECT_THROW(raw.exec("DELETE FROM deployments"), SqliteError);
+  EXPECT_THROW(raw.exec("UPDATE deployments SET status = 'pending' WHERE id = " +
+                        std::to_string(failed_id)),
+               SqliteError);
+  EXPECT_THROW(raw.exec("UPDATE deployments SET to_version_id = 1"), SqliteError);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kiln::store
