@@ -111,6 +111,10 @@ Status StorePowerLedger::mark_powered(std::int64_t deployment_id,
   return store_.mark_powered(deployment_id, deadline_at);
 }
 
+Status StorePowerLedger::watch(std::int64_t deployment_id, std::int64_t deadline_at) {
+  return store_.watch_deployment(deployment_id, deadline_at);
+}
+
 std::vector<proto::Deployment> StorePowerLedger::overdue(std::int64_t now, int limit) {
   return store_.overdue_deployments(now, limit);
 }

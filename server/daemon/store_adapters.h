@@ -69,6 +69,7 @@ class StorePowerLedger final : public provision::PowerLedger {
   void record(std::string_view type, std::int64_t machine_id,
               std::optional<std::int64_t> deployment_id, const nlohmann::json& data) override;
   Status mark_powered(std::int64_t deployment_id, std::optional<std::int64_t> deadline_at) override;
+  Status watch(std::int64_t deployment_id, std::int64_t deadline_at) override;
   std::vector<proto::Deployment> overdue(std::int64_t now, int limit) override;
   Result<proto::Deployment> miss_deadline(std::int64_t deployment_id,
                                           std::int64_t expected_deadline,

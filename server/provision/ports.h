@@ -9,14 +9,13 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-#include <utility>
-#include <vector>
-
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/result.h"
 #include "power/driver.h"
@@ -102,6 +101,8 @@ class PowerLedger {
                       std::optional<std::int64_t> deployment_id, const nlohmann::json& data) = 0;
   virtual Status mark_powered(std::int64_t deployment_id,
                               std::optional<std::int64_t> deadline_at) = 0;
+  // A deadline for an active deployment that has none yet (a reimage that failed to power it).
+  virtual Status watch(std::int64_t deployment_id, std::int64_t deadline_at) = 0;
   virtual std::vector<proto::Deployment> overdue(std::int64_t now, int limit) = 0;
   virtual Result<proto::Deployment> miss_deadline(std::int64_t deployment_id,
                                                   std::int64_t expected_deadline,

@@ -85,7 +85,12 @@ int PowerService::busy() {
   return running_ + static_cast<int>(queue_.size());
 }
 
-bool PowerService::has_bmc(std::int64_t machine_id) { return bmcs_.bmc(machine_id).ok(); }
+// A BMC whose record cannot be used (credentials that do not open) still counts: the caller
+// then gets that error, not "no BMC configured".
+bool PowerService::has_bmc(std::int64_t machine_id) {
+  auto b = bmcs_.bmc(machine_id);
+  return b.ok() || b.error().code != Errc::kNotFound;
+}
 
 Result<std::unique_ptr<power::Driver>> PowerService::driver_for(std::int64_t machine_id,
                                                                 power::BootMode* mode) {
@@ -226,6 +231,14 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
                     {"steps", steps},
                     {"why", why},
                     {"took_ms", ms_since(t0)}});
+    // The machine was not powered: the write stage's deadline still runs (from now), so the
+    // deadline thread retries the reimage instead of leaving the deployment pending forever.
+    if (network && options_.written_deadline.count() > 0) {
+      (void)ledger_.watch(deployment_id,
+                          clock_.now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                options_.written_deadline)
+                                                .count());
+    }
     log_->warn("event=power.failed machine={} deployment={} action={} step={} err=\"{}\"",
                machine_id, deployment_id, action, step, log_escape(e.message, 300));
   };
@@ -292,8 +305,9 @@ void PowerService::overdue(const proto::Deployment& d) {
   const bool written = d.status == proto::DeploymentStatus::kSucceeded;
   const auto stage = written ? options_.booted_deadline : options_.written_deadline;
   // A deadline set under an earlier configuration still gets a sensible next one.
-  const auto stage_ms = std::max<std::int64_t>(
-      60'000, std::chrono::duration_cast<std::chrono::milliseconds>(stage).count());
+  const auto stage_ms = stage.count() > 0
+                            ? std::chrono::duration_cast<std::chrono::milliseconds>(stage).count()
+                            : std::int64_t{60'000};
   const std::string what = written ? "the deployed OS did not confirm its boot by its deadline"
                                    : "the image was not written by its deadline";
   const bool bmc = has_bmc(d.machine_id);

@@ -124,7 +124,7 @@ Result<Deployment> Store::confirm_boot(const std::string& token, const std::stri
   s.bind(1, sha256_hex(token));
   if (!s.step()) return make_error(Errc::kUnauthorized, "unknown instance credential");
   auto d = load_deployment(db, s.int64(0));
-  if (d->status == DeploymentStatus::kBooted) return std::move(*d);  // a repeated confirmation
+  // An older deployment's credential confirms nothing, even one that booted once.
   auto latest = db.prepare("SELECT MAX(id) FROM deployments WHERE machine_id = ?");
   latest.bind(1, d->machine_id);
   latest.step();
@@ -133,6 +133,7 @@ Result<Deployment> Store::confirm_boot(const std::string& token, const std::stri
                                            " is no longer the machine's latest (deployment " +
                                            std::to_string(latest.int64(0)) + ")");
   }
+  if (d->status == DeploymentStatus::kBooted) return std::move(*d);  // a repeated confirmation
   if (d->status != DeploymentStatus::kSucceeded) {
     return make_error(Errc::kConflict, "deployment " + std::to_string(d->id) + " is " +
                                            proto::to_string(d->status) +
@@ -177,6 +178,18 @@ Status Store::mark_powered(std::int64_t deployment_id, std::optional<std::int64_
       .bind(3, deployment_id)
       .run();
   tx.commit();
+  return Unit{};
+}
+
+Status Store::watch_deployment(std::int64_t deployment_id, std::int64_t deadline_at) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  db.prepare(
+        "UPDATE deployments SET deadline_at = ? WHERE id = ? AND deadline_at IS NULL "
+        "AND status IN ('pending', 'running')")
+      .bind(1, deadline_at)
+      .bind(2, deployment_id)
+      .run();
   return Unit{};
 }
 

@@ -227,6 +227,8 @@ class Store {
   // kilnd powered the machine on / reset it for deployment `deployment_id`: powered_at = now
   // and, when given, a new deadline for the current stage.
   Status mark_powered(std::int64_t deployment_id, std::optional<std::int64_t> deadline_at);
+  // A deadline for a pending or running deployment that has none (else nothing changes).
+  Status watch_deployment(std::int64_t deployment_id, std::int64_t deadline_at);
   // Deployments whose deadline passed at `now` (pending, running, or succeeded awaiting boot).
   std::vector<Deployment> overdue_deployments(std::int64_t now, int limit);
   // A missed deadline that is retried: counts it, sets the next deadline (event
