@@ -19,6 +19,13 @@ void reboot_from(const json& b, const Services& s, store::AssignRequest& r) {
   auto asked = field<bool>(b, "reboot");
   r.reboot = asked.value_or(s.power && s.power->options().reboot_on_assign);
   r.reboot_required = asked.value_or(false);
+  // In case the power-on never happens (the BMC fails, kilnd stops first), the write stage's
+  // deadline runs from now; kilnd's power-on restarts it.
+  if (r.reboot && s.power && s.power->options().written_deadline.count() > 0) {
+    r.deadline_at = s.clock.now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           s.power->options().written_deadline)
+                                           .count();
+  }
   if (r.reboot_required && !s.power) fail(Errc::kUnavailable, "this server has no BMC control");
 }
 
@@ -34,8 +41,11 @@ store::AssignRequest assign_request(const json& b, const Ctx& c, const Services&
 
 // Queues the reimage (one-time network boot + power cycle) of a deployment recorded with
 // reboot; the outcome is an event. Returns "queued", or why it could not be queued.
-std::string start_reboot(Services& s, const proto::Deployment& d, const std::string& who) {
-  if (!d.reboot || !s.power) return "";
+std::string start_reboot(Services& s, const proto::Deployment& d, const std::string& who,
+                         bool asked = false) {
+  // `asked`: an explicit reboot for a deployment already in progress (recorded with or without
+  // one), e.g. after a BMC error; the store refused it already when there is no BMC.
+  if (!(d.reboot || asked) || !s.power) return "";
   auto q = s.power->reimage(d.machine_id, d.id, d.kind + " requested by " + who);
   if (!q) {
     s.log.warn("event=power.not_queued machine={} deployment={} err=\"{}\"", d.machine_id, d.id,
@@ -50,7 +60,7 @@ Response assigned(Services& s, const store::AssignOutcome& o, const std::string&
   json j = to_json(o.deployment);
   if (o.superseded_id) j["superseded_deployment_id"] = *o.superseded_id;
   if (o.created || reboot_again) {
-    if (auto p = start_reboot(s, o.deployment, who); !p.empty()) j["power"] = p;
+    if (auto p = start_reboot(s, o.deployment, who, reboot_again); !p.empty()) j["power"] = p;
   }
   return json_response(o.created ? bhttp::status::created : bhttp::status::ok, j);
 }

@@ -63,11 +63,19 @@ std::optional<Response> put_bmc(Services& s, Ctx& c) {
   }
   auto user = field<std::string>(b, "username");
   auto pass = field<std::string>(b, "password");
-  const std::string aad = store::bmc_credentials_aad(id);
+  const std::string aad = store::bmc_credentials_aad(r);
   if (!user || !pass) {
+    // Kept only for the same BMC: credentials never follow a new address or weaker TLS (an
+    // admin token alone must not be able to send them elsewhere).
     auto old = s.store.get_bmc(id);
     if (!old) fail(Errc::kInvalid, "fields 'username' and 'password' are required");
-    auto opened = s.secrets->open(old->credentials, aad);
+    if (old->driver != r.driver || old->address != r.address || old->insecure != r.insecure ||
+        old->ca_file != r.ca_file) {
+      fail(Errc::kInvalid,
+           "a new driver, address or TLS setting needs the credentials again (username, "
+           "password)");
+    }
+    auto opened = s.secrets->open(old->credentials, store::bmc_credentials_aad(*old));
     if (!opened) fail(Errc::kInternal, "the stored credentials do not open: set them again");
     auto creds = json::parse(*opened, nullptr, false);
     if (!user) user = creds.value("username", "");
@@ -109,19 +117,24 @@ json outcome_json(const provision::PowerOutcome& o) {
           {"took_ms", o.took.count()}};
 }
 
-// POST /machines/{id}/power {"action": "on|off|cycle|soft-off|status"}: synchronous (it holds
-// one of power.max_concurrent BMC slots while it runs).
+// POST /machines/{id}/power {"action": "on|off|cycle|soft-off|status"}: answered when the BMC
+// is done. It runs on the power service's workers (one of power.max_concurrent BMC slots, ahead
+// of queued reimages), never on an I/O thread.
 std::optional<Response> power(Services& s, Ctx& c) {
   auto& ps = power_of(s);
   auto b = c.body({"action"});
   auto id = s.machine(c.param("id")).id;
   const auto name = required<std::string>(b, "action");
-  if (name == "status") {
-    return json_response(bhttp::status::ok, outcome_json(take(ps.status(id, c.who))));
+  std::optional<power::PowerAction> action;
+  if (name != "status") {
+    action = power::parse_power_action(name);
+    if (!action) fail(Errc::kInvalid, "action must be on, off, cycle, soft-off or status");
   }
-  auto action = power::parse_power_action(name);
-  if (!action) fail(Errc::kInvalid, "action must be on, off, cycle, soft-off or status");
-  return json_response(bhttp::status::ok, outcome_json(take(ps.power(id, *action, c.who))));
+  ps.power_async(id, action, c.who, [respond = c.respond](Result<provision::PowerOutcome> r) {
+    if (!r) return respond(error_response(r.error()));
+    respond(json_response(bhttp::status::ok, outcome_json(*r)));
+  });
+  return std::nullopt;
 }
 
 // POST /api/v1/instance/booted with "Authorization: Bearer <instance credential>": the deployed

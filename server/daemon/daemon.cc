@@ -357,7 +357,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
     image_service.shutdown();              // an upload waiting for its import would hold the drain
-    power_service.stop();                  // BMC operations in progress finish; queued ones drop
+    power_service.request_stop();  // queued BMC operations drop; running ones end (joined later)
     if (dhcp_server) dhcp_server->stop();  // pending lease writes are committed first
     if (ra) ra->stop();
     // Stop once both the HTTP server and TFTP have drained (or their grace ran out).

@@ -68,7 +68,7 @@ namespace kiln::daemon {
 Result<provision::MachineBmc> StoreBmcBook::bmc(std::int64_t machine_id) {
   auto r = store_.get_bmc(machine_id);
   if (!r) return r.error();
-  auto opened = secrets_.open(r->credentials, store::bmc_credentials_aad(machine_id));
+  auto opened = secrets_.open(r->credentials, store::bmc_credentials_aad(*r));
   if (!opened) {
     return make_error(Errc::kInternal, "machine " + std::to_string(machine_id) +
                                            "'s BMC credentials do not open with this kilnd's "
@@ -132,11 +132,12 @@ Result<proto::Deployment> StorePowerLedger::fail_overdue(std::int64_t deployment
   return store_.fail_overdue(deployment_id, expected_deadline, why);
 }
 
-Result<proto::Deployment> StorePowerLedger::rollback_to_booted(std::int64_t machine_id,
-                                                               const std::string& who) {
+Result<proto::Deployment> StorePowerLedger::rollback_to_booted(
+    std::int64_t machine_id, const std::string& who, std::optional<std::int64_t> deadline_at) {
   store::AssignRequest req;
   req.requested_by = who;
   req.reboot = true;  // recorded only when the machine has a BMC
+  req.deadline_at = deadline_at;
   auto out = store_.rollback(machine_id, req, /*booted_only=*/true);
   if (!out) return out.error();
   return std::move(out->deployment);

@@ -77,8 +77,11 @@ class StorePowerLedger final : public provision::PowerLedger {
                                           const std::string& why) override;
   Result<proto::Deployment> fail_overdue(std::int64_t deployment_id, std::int64_t expected_deadline,
                                          const std::string& why) override;
-  Result<proto::Deployment> rollback_to_booted(std::int64_t machine_id,
-                                               const std::string& who) override;
+  Result<proto::Deployment> rollback_to_booted(std::int64_t machine_id, const std::string& who,
+                                               std::optional<std::int64_t> deadline_at) override;
+  Result<proto::Deployment> deployment(std::int64_t id) override {
+    return store_.get_deployment(id);
+  }
 
  private:
   store::Store& store_;

@@ -44,7 +44,8 @@ void PowerService::start() {
   deadlines_ = std::thread([this] { deadline_loop(); });
 }
 
-void PowerService::stop() {
+void PowerService::request_stop() {
+  std::deque<Job> dropped;
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
@@ -52,11 +53,18 @@ void PowerService::stop() {
     if (!queue_.empty()) {
       log_->warn("event=power.dropped jobs={} reason=\"kilnd is stopping\"", queue_.size());
     }
-    queue_.clear();
+    dropped.swap(queue_);
   }
   work_cv_.notify_all();
   slot_cv_.notify_all();
   stop_cv_.notify_all();
+  for (auto& j : dropped) {
+    if (j.call) j.call();  // an operator's call answers (the service is stopping)
+  }
+}
+
+void PowerService::stop() {
+  request_stop();
   for (auto& t : workers_) t.join();
   workers_.clear();
   if (deadlines_.joinable()) deadlines_.join();
@@ -114,6 +122,10 @@ Result<PowerOutcome> PowerService::status(std::int64_t machine_id, const std::st
     PowerService* s;
     ~Releaser() { s->release(); }
   } releaser{this};
+  return do_status(machine_id, who);
+}
+
+Result<PowerOutcome> PowerService::do_status(std::int64_t machine_id, const std::string& who) {
   const auto t0 = SteadyClock::now();
   auto drv = driver_for(machine_id, nullptr);
   if (!drv) return drv.error();
@@ -147,6 +159,48 @@ Result<PowerOutcome> PowerService::power(std::int64_t machine_id, power::PowerAc
     PowerService* s;
     ~Releaser() { s->release(); }
   } releaser{this};
+  return do_power(machine_id, action, who);
+}
+
+void PowerService::power_async(std::int64_t machine_id, std::optional<power::PowerAction> action,
+                               const std::string& who, Done done) {
+  if (!has_bmc(machine_id)) {
+    return done(make_error(Errc::kNotFound,
+                           "machine " + std::to_string(machine_id) + " has no BMC configured"));
+  }
+  auto shared = std::make_shared<Done>(std::move(done));
+  Job job;
+  job.machine_id = machine_id;
+  job.call = [this, machine_id, action, who, shared] {
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_;
+    }
+    if (stopping) return (*shared)(make_error(Errc::kUnavailable, "kilnd is stopping"));
+    Result<PowerOutcome> r = make_error(Errc::kInternal, "internal error");
+    try {
+      r = action ? do_power(machine_id, *action, who) : do_status(machine_id, who);
+    } catch (const std::exception& e) {  // (a storage failure recording the event) the caller
+      log_->error("event=power.error machine={} err=\"{}\"", machine_id,  // still gets an answer
+                  log_escape(e.what(), 300));
+    }
+    (*shared)(std::move(r));
+  };
+  bool queued = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      queue_.push_front(std::move(job));  // an operator's call goes before queued reimages
+      queued = true;
+    }
+  }
+  if (!queued) return (*shared)(make_error(Errc::kUnavailable, "kilnd is stopping"));
+  work_cv_.notify_one();
+}
+
+Result<PowerOutcome> PowerService::do_power(std::int64_t machine_id, power::PowerAction action,
+                                            const std::string& who) {
   const auto t0 = SteadyClock::now();
   const char* name = power::power_action_name(action);
   auto fail = [&](const Error& e) {
@@ -185,13 +239,31 @@ Status PowerService::reimage(std::int64_t machine_id, std::int64_t deployment_id
     return make_error(Errc::kNotFound,
                       "machine " + std::to_string(machine_id) + " has no BMC configured");
   }
+  return enqueue(machine_id, deployment_id, why, /*network=*/true);
+}
+
+Status PowerService::enqueue(std::int64_t machine_id, std::int64_t deployment_id,
+                             const std::string& why, bool network) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return make_error(Errc::kUnavailable, "kilnd is stopping");
+    for (auto& j : queue_) {
+      if (!j.call && j.machine_id == machine_id) {  // one pending sequence per machine
+        j.deployment_id = deployment_id;
+        j.why = why;
+        j.network = network;
+        return Unit{};
+      }
+    }
     if (queue_.size() >= options_.max_queued) {
       return make_error(Errc::kUnavailable, "too many BMC operations queued");
     }
-    queue_.push_back(Job{machine_id, deployment_id, why, /*network=*/true});
+    Job job;
+    job.machine_id = machine_id;
+    job.deployment_id = deployment_id;
+    job.why = why;
+    job.network = network;
+    queue_.push_back(std::move(job));
   }
   work_cv_.notify_one();
   return Unit{};
@@ -209,7 +281,11 @@ void PowerService::worker() {
     }
     if (!acquire(std::chrono::hours(24))) return;  // only when stopping
     try {
-      run_reimage(job.machine_id, job.deployment_id, job.why, job.network);
+      if (job.call) {
+        job.call();
+      } else {
+        run_reimage(job.machine_id, job.deployment_id, job.why, job.network);
+      }
     } catch (const std::exception& e) {
       log_->error("event=power.error machine={} deployment={} err=\"{}\"", job.machine_id,
                   job.deployment_id, log_escape(e.what(), 300));
@@ -260,6 +336,22 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   if (!st) return fail("status", st.error());
   step_done(power::Step{"status", power::power_state_name(*st),
                         std::chrono::milliseconds(ms_since(s0)), 1});
+  // A job may have waited long in the queue: act only if its deployment still wants it (not
+  // superseded, not confirmed meanwhile).
+  if (auto cur = ledger_.deployment(deployment_id); cur) {
+    const bool wanted = network ? proto::is_active(cur->status)
+                                : cur->status == proto::DeploymentStatus::kSucceeded &&
+                                      cur->deadline_at.has_value();
+    if (!wanted) {
+      ledger_.record("power.skipped", machine_id, deployment_id,
+                     {{"action", action},
+                      {"reason", std::string("deployment is ") + proto::to_string(cur->status)},
+                      {"why", why}});
+      log_->info("event=power.skipped machine={} deployment={} status={}", machine_id,
+                 deployment_id, proto::to_string(cur->status));
+      return;
+    }
+  }
   if (network) {
     auto boot = (*drv)->boot_once_network(mode);
     if (!boot) return fail("boot_once_network", boot.error());
@@ -319,10 +411,7 @@ void PowerService::overdue(const proto::Deployment& d) {
     if (!r) return;  // it moved on meanwhile
     log_->warn("event=deployment.deadline_missed deployment={} machine={} stage={} misses={}", d.id,
                d.machine_id, written ? "booted" : "written", r->deadline_misses);
-    std::lock_guard lock(mu_);
-    if (stopping_ || queue_.size() >= options_.max_queued) return;  // the next deadline retries
-    queue_.push_back(Job{d.machine_id, d.id, why, /*network=*/!written});
-    work_cv_.notify_one();
+    (void)enqueue(d.machine_id, d.id, why, /*network=*/!written);  // else the next deadline
     return;
   }
   const std::string why =
@@ -333,7 +422,22 @@ void PowerService::overdue(const proto::Deployment& d) {
   log_->warn("event=deployment.failed deployment={} machine={} reason=\"{}\"", d.id, d.machine_id,
              why);
   if (!options_.auto_rollback) return;
-  auto rb = ledger_.rollback_to_booted(d.machine_id, "kilnd:auto-rollback");
+  // kilnd never rolls back its own rollback: a machine that fails that too needs a person
+  // (else two versions that once booted could take turns forever, each a disk rewrite).
+  if (d.requested_by == "kilnd:auto-rollback") {
+    ledger_.record("deployment.auto_rollback_failed", d.machine_id, d.id,
+                   {{"reason", "the automatic rollback itself failed; not rolling back again"}});
+    log_->warn("event=deployment.auto_rollback_failed machine={} reason=\"the rollback failed\"",
+               d.machine_id);
+    return;
+  }
+  std::optional<std::int64_t> rb_deadline;
+  if (options_.written_deadline.count() > 0) {
+    rb_deadline = clock_.now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        options_.written_deadline)
+                                        .count();
+  }
+  auto rb = ledger_.rollback_to_booted(d.machine_id, "kilnd:auto-rollback", rb_deadline);
   if (!rb) {
     ledger_.record("deployment.auto_rollback_failed", d.machine_id, d.id,
                    {{"reason", rb.error().message}});
@@ -353,10 +457,11 @@ void PowerService::overdue(const proto::Deployment& d) {
 }
 
 void PowerService::deadline_loop() {
-  for (;;) {
+  for (bool first = true;; first = false) {
     {
       std::unique_lock lock(mu_);
-      if (stop_cv_.wait_for(lock, options_.tick, [&] { return stopping_; })) return;
+      const auto wait = first ? std::max(options_.tick, options_.startup_grace) : options_.tick;
+      if (stop_cv_.wait_for(lock, wait, [&] { return stopping_; })) return;
     }
     try {
       check_deadlines();

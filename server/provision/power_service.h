@@ -52,7 +52,10 @@ struct PowerOptions {
   std::chrono::seconds booted_deadline{0};      // boot.deadlines.booted_s (0: none)
   int deadline_retries = 1;                     // boot.deadlines.retries: power-cycles, then fail
   bool auto_rollback = false;                   // boot.auto_rollback
-  std::chrono::milliseconds tick{1000};         // how often deadlines are checked
+  std::chrono::milliseconds tick{1000};      // how often deadlines are checked
+  // After a start, deadlines are first checked this late: OSes that could not confirm while
+  // kilnd was down get a chance before they are power-cycled.
+  std::chrono::milliseconds startup_grace{60'000};
 };
 
 // What a power call did, for the API's answer.
@@ -73,8 +76,10 @@ class PowerService {
 
   // Starts the workers and the deadline thread. Call once.
   void start();
-  // Stops taking work, finishes the operations in progress, drops the queued ones (their
-  // deadlines recover them after a restart).
+  // Stops taking work and drops the queued operations (their deadlines recover them after a
+  // restart) without waiting: safe on an I/O thread (the signal handler).
+  void request_stop();
+  // request_stop(), then waits for the operations in progress to finish.
   void stop();
 
   const PowerOptions& options() const { return options_; }
@@ -86,6 +91,12 @@ class PowerService {
   // Performs `action` now (waits for a slot); recorded as a power.action event.
   Result<PowerOutcome> power(std::int64_t machine_id, power::PowerAction action,
                              const std::string& who);
+  // The same on the service's workers, ahead of queued reimages; `done` is called there (or
+  // here, at once, when the machine has no BMC or the service is stopping). For the API: an
+  // I/O thread never waits for a BMC. `action` nullopt: status.
+  using Done = std::function<void(Result<PowerOutcome>)>;
+  void power_async(std::int64_t machine_id, std::optional<power::PowerAction> action,
+                   const std::string& who, Done done);
   // Queues a reimage of machine `machine_id` for deployment `deployment_id`: one-time network
   // boot, then a power cycle (or on, when off). kNotFound: no BMC; kUnavailable: queue full.
   // The outcome is an event (power.reimage or power.failed).
@@ -102,8 +113,14 @@ class PowerService {
   int busy();
 
  private:
-  class Slot;
   bool acquire(std::chrono::milliseconds wait);
+  Result<PowerOutcome> do_status(std::int64_t machine_id, const std::string& who);
+  Result<PowerOutcome> do_power(std::int64_t machine_id, power::PowerAction action,
+                                const std::string& who);
+  // Queues a reimage or reboot job; a queued one of the same machine is replaced (a machine
+  // gets one pending BMC sequence, the newest).
+  Status enqueue(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
+                 bool network);
   void release();
   void worker();
   void deadline_loop();
@@ -128,10 +145,11 @@ class PowerService {
   int running_ = 0;
   bool stopping_ = false;
   struct Job {
-    std::int64_t machine_id;
-    std::int64_t deployment_id;
+    std::int64_t machine_id = 0;
+    std::int64_t deployment_id = 0;
     std::string why;
-    bool network;  // one-time network boot first (the write stage); false: the disk
+    bool network = false;        // one-time network boot first (the write stage); false: disk
+    std::function<void()> call;  // set: an operator's power call instead of a reimage
   };
   std::deque<Job> queue_;
   std::vector<std::thread> workers_;

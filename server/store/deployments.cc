@@ -68,27 +68,33 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
                                            " has no deployment history to roll back");
   }
   const std::int64_t latest_version = latest.int64(0);
-  // The last version the machine confirmed booting; a machine that never confirmed one (its
-  // images carry no confirmation hook) falls back to the last one written.
-  auto ever =
-      db.prepare("SELECT 1 FROM deployments WHERE machine_id = ? AND status = 'booted' LIMIT 1");
-  ever.bind(1, machine_id);
-  const bool confirms = ever.step();
-  const char* status = confirms || booted_only ? "'booted'" : "'succeeded'";
-  auto prev = db.prepare(std::string("SELECT v.name, v.version, v.deleted_at FROM deployments d "
-                                     "JOIN image_versions v ON v.id = d.to_version_id "
-                                     "WHERE d.machine_id = ? AND d.status = ") +
-                         status + " AND d.to_version_id != ? ORDER BY d.id DESC LIMIT 1");
-  prev.bind(1, machine_id).bind(2, latest_version);
-  if (!prev.step()) {
+  // The last version the machine confirmed booting. An operator's rollback falls back to the
+  // last one written when no other version ever confirmed a boot (images without the hook, or a
+  // fleet adopting it); kilnd's own (booted_only) never does.
+  auto pick = [&](const char* status) {
+    auto s = db.prepare(std::string("SELECT v.name, v.version, v.deleted_at FROM deployments d "
+                                    "JOIN image_versions v ON v.id = d.to_version_id "
+                                    "WHERE d.machine_id = ? AND d.status = ") +
+                        status + " AND d.to_version_id != ? ORDER BY d.id DESC LIMIT 1");
+    s.bind(1, machine_id).bind(2, latest_version);
+    return s;
+  };
+  std::optional<Stmt> prev(pick("'booted'"));
+  bool found = prev->step();
+  if (!found && !booted_only) {
+    prev.reset();
+    prev.emplace(pick("'succeeded'"));
+    found = prev->step();
+  }
+  if (!found) {
     return make_error(Errc::kConflict,
                       "machine " + std::to_string(machine_id) +
-                          (confirms || booted_only
+                          (booted_only
                                ? " has no previous version confirmed booted to roll back to"
                                : " has no previous successfully deployed version to roll back to"));
   }
-  const std::string name = prev.text(0), version = prev.text(1);
-  if (!prev.is_null(2)) {
+  const std::string name = prev->text(0), version = prev->text(1);
+  if (!prev->is_null(2)) {
     return make_error(Errc::kConflict, "the previous version " + name + ":" + version +
                                            " has been deleted; assign a version explicitly");
   }
@@ -113,6 +119,16 @@ Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attem
   if (m->state != MachineState::kFailed) {
     return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) + " is " +
                                            proto::to_string(m->state) + ", not failed");
+  }
+  // A deployment written and then failed by its boot deadline is not rewritten behind the
+  // operator's back: its OS may well run (only its confirmation never came).
+  auto last =
+      db.prepare("SELECT written_at FROM deployments WHERE machine_id = ? ORDER BY id DESC LIMIT 1");
+  last.bind(1, machine_id);
+  if (last.step() && !last.is_null(0)) {
+    return make_error(Errc::kConflict,
+                      "the latest deployment was written and did not confirm its boot; it is not "
+                      "retried automatically (assign or roll back to go on)");
   }
   // The streak: the latest failed deployments of one version, back to (and including) the
   // last one someone asked for; a new assignment, even of the same version, starts afresh.
@@ -192,7 +208,7 @@ Result<Deployment> Store::report_progress(std::int64_t deployment_id, const Agen
           "UPDATE deployments SET status = ?, status_reason = ?, stage = COALESCE(?, stage), "
           "bytes_done = COALESCE(?, bytes_done), bytes_total = COALESCE(?, bytes_total), "
           "started_at = COALESCE(started_at, ?), finished_at = ?, written_at = ?, "
-          "deadline_at = ? WHERE id = ?")
+          "deadline_at = ?, deadline_misses = 0 WHERE id = ?")
         .bind(1, proto::to_string(*r.result))
         .bind(2, r.reason)
         .bind(3, r.stage)

@@ -322,7 +322,7 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
       .bind(5, req.requested_by)
       .bind(6, now)
       .bind(7, static_cast<std::int64_t>(reboot ? 1 : 0))
-      .bind(8, req.deadline_at)
+      .bind(8, reboot ? req.deadline_at : std::nullopt)
       .run();
   const std::int64_t id = db.last_insert_rowid();
   db.prepare(

@@ -87,14 +87,17 @@ struct AssignRequest {
   // machine without one is refused when `reboot_required` (else recorded as no reboot).
   bool reboot = false;
   bool reboot_required = false;
-  std::optional<std::int64_t> deadline_at;  // the image must be written by then (ms)
+  // With a recorded reboot: the image must be written by then (ms), in case the power-on
+  // never happens (the BMC fails, kilnd stops first); kilnd's power-on sets a fresh one.
+  std::optional<std::int64_t> deadline_at;
 };
 
 // A machine's BMC. `credentials` is sealed by the caller (the store keeps only ciphertext),
-// as JSON {"username","password"} under the additional data bmc_credentials_aad(machine_id).
-inline std::string bmc_credentials_aad(std::int64_t machine_id) {
-  return "kiln-bmc:" + std::to_string(machine_id);
-}
+// as JSON {"username","password"} under the additional data bmc_credentials_aad(record): the
+// machine and where (and how) the credentials may be sent, so that changing the address or the
+// TLS settings in the database alone makes them unusable rather than sends them elsewhere.
+struct BmcRecord;
+std::string bmc_credentials_aad(const BmcRecord& r);
 struct BmcRecord {
   std::int64_t machine_id = 0;
   std::string driver;  // "redfish" | "ipmi"
@@ -106,6 +109,10 @@ struct BmcRecord {
   std::string boot_mode = "auto";  // auto | uefi | legacy
   std::int64_t updated_at = 0;
 };
+inline std::string bmc_credentials_aad(const BmcRecord& r) {
+  return "kiln-bmc:" + std::to_string(r.machine_id) + ":" + r.driver + ":" + r.address + ":" +
+         (r.insecure ? "insecure" : "verify") + ":" + r.ca_file;
+}
 
 struct AssignOutcome {
   Deployment deployment;

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -145,6 +146,12 @@ class FakeLedger final : public PowerLedger {
     if (deadline_at) d.deadline_at = deadline_at;
     return Unit{};
   }
+  Status watch(std::int64_t id, std::int64_t deadline_at) override {
+    std::lock_guard lock(mu);
+    auto& d = deployments.at(id);
+    if (!d.deadline_at) d.deadline_at = deadline_at;
+    return Unit{};
+  }
   std::vector<proto::Deployment> overdue(std::int64_t now, int) override {
     std::lock_guard lock(mu);
     std::vector<proto::Deployment> out;
@@ -175,8 +182,14 @@ class FakeLedger final : public PowerLedger {
     d.deadline_at.reset();
     return d;
   }
-  Result<proto::Deployment> rollback_to_booted(std::int64_t machine,
-                                               const std::string& who) override {
+  Result<proto::Deployment> deployment(std::int64_t id) override {
+    std::lock_guard lock(mu);
+    auto it = deployments.find(id);
+    if (it == deployments.end()) return make_error(Errc::kNotFound, "no deployment");
+    return it->second;
+  }
+  Result<proto::Deployment> rollback_to_booted(std::int64_t machine, const std::string& who,
+                                               std::optional<std::int64_t> deadline) override {
     std::lock_guard lock(mu);
     if (!can_roll_back) return make_error(Errc::kConflict, "no version confirmed booted");
     auto& d = deployments[next_id];
@@ -185,6 +198,7 @@ class FakeLedger final : public PowerLedger {
     d.kind = "rollback";
     d.requested_by = who;
     d.status = DeploymentStatus::kPending;
+    d.deadline_at = deadline;
     return d;
   }
 };
@@ -336,6 +350,51 @@ TEST_F(PowerServiceTest, WithoutABmcTheFirstMissedDeadlineFails) {
   EXPECT_TRUE(bmc_.snapshot().empty());
   auto types = ledger_.event_types();
   EXPECT_EQ(std::count(types.begin(), types.end(), "deployment.auto_rollback_failed"), 1);
+}
+
+}  // namespace
+}  // namespace kiln::provision
+
+namespace kiln::provision {
+namespace {
+
+TEST_F(PowerServiceTest, KilndNeverRollsBackItsOwnFailedRollback) {
+  start(PowerOptions{.booted_deadline = 60s, .deadline_retries = 0, .auto_rollback = true});
+  bmcs_.add(1);
+  auto& d = ledger_.add(7, 1, DeploymentStatus::kSucceeded, clock_.now_ms());
+  d.requested_by = "kilnd:auto-rollback";
+  EXPECT_EQ(service_->check_deadlines(), 1);
+  EXPECT_EQ(ledger_.get(7).status, DeploymentStatus::kFailed);
+  std::lock_guard lock(ledger_.mu);
+  EXPECT_EQ(ledger_.deployments.count(100), 0u);  // no new rollback
+  EXPECT_EQ(ledger_.events.back().first, "deployment.auto_rollback_failed");
+}
+
+TEST_F(PowerServiceTest, AQueuedJobWhoseDeploymentMovedOnDoesNotTouchThePower) {
+  start();
+  bmcs_.add(1);
+  bmc_.state["bmc-1"] = power::PowerState::kOn;
+  ledger_.add(7, 1, DeploymentStatus::kSuperseded, std::nullopt);
+  ASSERT_TRUE(service_->reimage(1, 7, "stale"));
+  ASSERT_TRUE(wait_calls(1));
+  EXPECT_EQ(bmc_.snapshot(), std::vector<std::string>{"bmc-1 status"});
+  EXPECT_EQ(ledger_.event_types().back(), "power.skipped");
+}
+
+TEST_F(PowerServiceTest, OperatorCallsAnswerFromTheWorkers) {
+  start();
+  bmcs_.add(1);
+  bmc_.state["bmc-1"] = power::PowerState::kOff;
+  std::promise<Result<PowerOutcome>> got;
+  service_->power_async(1, power::PowerAction::kOn, "ops",
+                        [&](Result<PowerOutcome> r) { got.set_value(std::move(r)); });
+  auto r = got.get_future().get();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->state, power::PowerState::kOn);
+  std::promise<Result<PowerOutcome>> none;
+  service_->power_async(2, std::nullopt, "ops",
+                        [&](Result<PowerOutcome> r) { none.set_value(std::move(r)); });
+  EXPECT_EQ(none.get_future().get().error().code, Errc::kNotFound);
 }
 
 }  // namespace
