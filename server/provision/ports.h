@@ -102,7 +102,10 @@ class PowerLedger {
   virtual Status mark_powered(std::int64_t deployment_id,
                               std::optional<std::int64_t> deadline_at) = 0;
   // A deadline for an active deployment that has none yet (a reimage that failed to power it).
-  virtual Status watch(std::int64_t deployment_id, std::int64_t deadline_at) = 0;
+  // The default does nothing (a ledger that tracks no deadlines).
+  virtual Status watch(std::int64_t /*deployment_id*/, std::int64_t /*deadline_at*/) {
+    return Unit{};
+  }
   virtual std::vector<proto::Deployment> overdue(std::int64_t now, int limit) = 0;
   virtual Result<proto::Deployment> miss_deadline(std::int64_t deployment_id,
                                                   std::int64_t expected_deadline,
