@@ -497,6 +497,11 @@ std::vector<ConfigField> make_fields() {
       "boot.deadlines.retries",
       "a missed deadline power-cycles the machine (BMC) this many times before it fails",
       [](auto& c) -> auto& { return c.power.deadline_retries; }));
+  f.push_back(duration<seconds>(
+      "boot.deadlines.startup_grace_s",
+      "after kilnd starts, deadlines are first checked this late (OSes that could not confirm "
+      "while it was down get a chance)",
+      [](auto& c) -> auto& { return c.power.startup_grace; }));
   f.push_back(value(
       "boot.auto_rollback",
       "a deployment failed by a deadline rolls the machine back to its last booted version",

@@ -367,7 +367,8 @@ chmod 600 var/secrets.key
 
 cat >kilnd.b.json <<'JSON'
 { "power": { "max_concurrent": 1, "reboot_on_assign": true, "timeout_ms": 2000, "retries": 2 },
-  "boot": { "deadlines": { "written_s": 3, "booted_s": 2, "retries": 1 }, "auto_rollback": true } }
+  "boot": { "deadlines": { "written_s": 3, "booted_s": 2, "retries": 1, "startup_grace_s": 0 },
+            "auto_rollback": true } }
 JSON
 start_kilnd --config kilnd.b.json
 api GET /api/v1/events?since=0\&limit=1000
