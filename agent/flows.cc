@@ -141,7 +141,8 @@ class ProgressReporter {
 // what was verified; the byte counts are filled in here). Shared by both image paths.
 template <typename Fn>
 int write_and_report(ApiClient& api, std::uint64_t total, Clock::time_point started,
-                     DeployCounters& counters, proto::SuccessProof proof, Fn&& fn) {
+                     DeployCounters& counters, proto::SuccessProof proof, Fn&& fn,
+                     const bool* instance_block = nullptr) {
   const auto write_start = Clock::now();
   auto progress = [&](const std::string& stage) {
     const double secs = std::chrono::duration<double>(Clock::now() - write_start).count();
@@ -187,6 +188,8 @@ int write_and_report(ApiClient& api, std::uint64_t total, Clock::time_point star
                                {"total", total_s}};
   final.detail["workers"] = res->workers;
   final.detail["direct_io"] = res->direct;
+  // Whether the OS will find its instance credential: kilnd watches the boot deadline only then.
+  if (instance_block) final.detail["instance_block"] = *instance_block;
   char line[256];
   std::snprintf(line, sizeof line,
                 "done: %.1f MiB in %.2f s (%.0f MB/s); fetched %.1f MiB, skipped %.1f MiB, "
@@ -270,14 +273,19 @@ int deploy_external(const Options& o, ApiClient& api, const Plan& plan,
   DeployCounters counters;
   proto::SuccessProof proof;
   proof.image_sha256 = src.sha256;  // deploy_raw fails unless the stream hashes to it
-  const int rc = write_and_report(api, src.size, started, counters, std::move(proof), [&] {
-    auto res = deploy_raw(src, *disk, d, counters);
-    if (res && !plan.instance_token.empty()) {
-      auto st = write_instance_block(*disk, src.size, plan, api.base().url);
-      if (!st) log_line("WARNING: " + st.error().message);
-    }
-    return res;
-  });
+  bool instance_written = false;
+  const int rc = write_and_report(
+      api, src.size, started, counters, std::move(proof),
+      [&] {
+        auto res = deploy_raw(src, *disk, d, counters);
+        if (res && !plan.instance_token.empty()) {
+          auto st = write_instance_block(*disk, src.size, plan, api.base().url);
+          instance_written = st.ok();
+          if (!st) log_line("WARNING: " + st.error().message);
+        }
+        return res;
+      },
+      &instance_written);
   if (rc != kExitOk || o.after == After::kNone) return rc;
   if (o.after == After::kKexec)
     log_line("kexec needs boot hints, which external images do not carry; rebooting");
@@ -341,15 +349,20 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   proto::SuccessProof proof;
   proof.manifest_sha256 = sha256_hex(signed_manifest->body);
   // The instance block is on the disk before the success is reported.
-  const int rc = write_and_report(api, m.size, started, counters, std::move(proof), [&] {
-    auto res = deploy(m, *disk, d, counters);
-    if (res && !plan.instance_token.empty()) {
-      auto st = write_instance_block(*disk, m.size, plan, api.base().url);
-      log_line(st ? "instance block written (the OS confirms its boot with it)"
-                  : "WARNING: " + st.error().message + ": the OS cannot confirm its boot");
-    }
-    return res;
-  });
+  bool instance_written = false;
+  const int rc = write_and_report(
+      api, m.size, started, counters, std::move(proof),
+      [&] {
+        auto res = deploy(m, *disk, d, counters);
+        if (res && !plan.instance_token.empty()) {
+          auto st = write_instance_block(*disk, m.size, plan, api.base().url);
+          instance_written = st.ok();
+          log_line(st ? "instance block written (the OS confirms its boot with it)"
+                      : "WARNING: " + st.error().message + ": the OS cannot confirm its boot");
+        }
+        return res;
+      },
+      &instance_written);
   if (rc != kExitOk) return rc;
   stage = "done";
   if (o.after == After::kReboot) return reboot_now(RB_AUTOBOOT);

@@ -85,7 +85,8 @@ lab_bmc_start redfish || die "the BMC emulator did not start"
 step machine create --mac "$MAC" --name rack1-node1 --label rack=r1
 mode=uefi
 [[ $LAB_FIRMWARE == bios ]] && mode=legacy
-step machine bmc set "$MAC" --driver redfish --address "$LAB_BMC_ADDRESS" --username "$LAB_BMC_USER" \
+# (--insecure: the lab's emulator speaks plain http, on the namespace's loopback only)
+step machine bmc set "$MAC" --driver redfish --address "$LAB_BMC_ADDRESS" --insecure --username "$LAB_BMC_USER" \
   --password-file "$LAB_DIR/bmc.pass" --boot-mode "$mode"
 step machine power "$MAC" status
 

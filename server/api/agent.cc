@@ -212,8 +212,12 @@ std::optional<Response> result(Services& s, Ctx& c) {
       fail(Errc::kInvalid, "success report refused: " + why);
     }
   }
+  // The boot deadline is watched only when the agent left the OS its credential (an agent
+  // without the instance block, or a disk with no room for it, cannot be confirmed).
   std::optional<std::int64_t> boot_deadline;
-  if (st == proto::DeploymentStatus::kSucceeded && s.power) {
+  const auto ib = rep.detail.find("instance_block");
+  const bool confirmable = ib != rep.detail.end() && ib->is_boolean() && ib->get<bool>();
+  if (st == proto::DeploymentStatus::kSucceeded && s.power && confirmable) {
     boot_deadline = s.power->booted_deadline(s.clock.now_ms());
   }
   auto d = take(s.store.report_progress(dep.id, rep, boot_deadline));

@@ -2,6 +2,7 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -120,6 +121,9 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   // A peer that closes mid-transfer must cost an EPIPE on that connection, not the process:
   // sendfile(2) has no MSG_NOSIGNAL.
   std::signal(SIGPIPE, SIG_IGN);
+  // The secrets key and opened BMC passwords live in this process: no core dumps of it, and
+  // no ptrace by other users.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   Config cfg = config;
   raise_fd_limit(cfg, *log);
   SystemClock clock;
@@ -168,10 +172,26 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
 
   // BMCs: credentials sealed at rest under the key file; power actions, reimage-on-assign and
   // deadlines (docs/power.md).
-  auto secrets = SecretBox::open_or_create(cfg.effective_secrets_key_file());
+  const std::string key_file = cfg.effective_secrets_key_file();
+  std::error_code key_ec;
+  const bool key_existed = std::filesystem::exists(key_file, key_ec);
+  auto secrets = SecretBox::open_or_create(key_file);
   if (!secrets) {
     log->critical("event=daemon.secrets_failed err=\"{}\"", secrets.error().message);
     return 2;
+  }
+  if (!key_existed) {
+    if (const auto sealed = store.count_bmcs(); sealed > 0) {
+      // A new key cannot open what the database holds: the key file is missing (a wrong path,
+      // a data directory restored without it). Starting would fail every BMC later instead.
+      std::filesystem::remove(key_file, key_ec);
+      log->critical(
+          "event=daemon.secrets_failed err=\"{} did not exist but the database holds {} sealed "
+          "BMC credential(s): restore the key file (or delete the BMCs and set them again)\"",
+          key_file, sealed);
+      return 2;
+    }
+    log->info("event=daemon.secrets_key_created path=\"{}\"", key_file);
   }
   StoreBmcBook bmc_book(store, *secrets, cfg.bmc_timeout, cfg.bmc_retries);
   StorePowerLedger power_ledger(store);
@@ -356,7 +376,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     if (sec) return;
     log->info("event=daemon.stopping signal={} connections={}", sig, server.active_connections());
     api.shutdown();
-    image_service.shutdown();              // an upload waiting for its import would hold the drain
+    image_service.shutdown();      // an upload waiting for its import would hold the drain
     power_service.request_stop();  // queued BMC operations drop; running ones end (joined later)
     if (dhcp_server) dhcp_server->stop();  // pending lease writes are committed first
     if (ra) ra->stop();

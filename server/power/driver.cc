@@ -78,6 +78,13 @@ Status check_config(const BmcConfig& config) {
                             " is https: set a CA file to verify its certificate, or insecure "
                             "(explicitly) to skip verification");
     }
+    // Basic auth or a session login would carry the password in clear: only when asked.
+    if (!url->tls && !config.insecure) {
+      return make_error(Errc::kInvalid,
+                        "BMC " + url->url +
+                            " is plain http: the password would cross the network in clear; use "
+                            "https, or set insecure (explicitly)");
+    }
   }
   return ok_status();
 }

@@ -117,9 +117,9 @@ class PowerLedger {
   // Rolls machine `machine_id` back to the last version it confirmed booting, with reboot and
   // the write deadline `deadline_at` (in case its power-on never happens), requested by `who`.
   // Conflict when there is none.
-  virtual Result<proto::Deployment> rollback_to_booted(
-      std::int64_t machine_id, const std::string& who,
-      std::optional<std::int64_t> deadline_at) = 0;
+  virtual Result<proto::Deployment> rollback_to_booted(std::int64_t machine_id,
+                                                       const std::string& who,
+                                                       std::optional<std::int64_t> deadline_at) = 0;
   // Deployment `id` as it is now (a queued power job checks it is still wanted).
   virtual Result<proto::Deployment> deployment(std::int64_t id) = 0;
 };

@@ -433,9 +433,9 @@ void PowerService::overdue(const proto::Deployment& d) {
   }
   std::optional<std::int64_t> rb_deadline;
   if (options_.written_deadline.count() > 0) {
-    rb_deadline = clock_.now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        options_.written_deadline)
-                                        .count();
+    rb_deadline =
+        clock_.now_ms() +
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.written_deadline).count();
   }
   auto rb = ledger_.rollback_to_booted(d.machine_id, "kilnd:auto-rollback", rb_deadline);
   if (!rb) {

@@ -52,7 +52,7 @@ struct PowerOptions {
   std::chrono::seconds booted_deadline{0};      // boot.deadlines.booted_s (0: none)
   int deadline_retries = 1;                     // boot.deadlines.retries: power-cycles, then fail
   bool auto_rollback = false;                   // boot.auto_rollback
-  std::chrono::milliseconds tick{1000};      // how often deadlines are checked
+  std::chrono::milliseconds tick{1000};         // how often deadlines are checked
   // After a start, deadlines are first checked this late: OSes that could not confirm while
   // kilnd was down get a chance before they are power-cycled.
   std::chrono::milliseconds startup_grace{60'000};

@@ -87,11 +87,11 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
     found = prev->step();
   }
   if (!found) {
-    return make_error(Errc::kConflict,
-                      "machine " + std::to_string(machine_id) +
-                          (booted_only
-                               ? " has no previous version confirmed booted to roll back to"
-                               : " has no previous successfully deployed version to roll back to"));
+    return make_error(
+        Errc::kConflict,
+        "machine " + std::to_string(machine_id) +
+            (booted_only ? " has no previous version confirmed booted to roll back to"
+                         : " has no previous successfully deployed version to roll back to"));
   }
   const std::string name = prev->text(0), version = prev->text(1);
   if (!prev->is_null(2)) {
@@ -122,8 +122,8 @@ Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attem
   }
   // A deployment written and then failed by its boot deadline is not rewritten behind the
   // operator's back: its OS may well run (only its confirmation never came).
-  auto last =
-      db.prepare("SELECT written_at FROM deployments WHERE machine_id = ? ORDER BY id DESC LIMIT 1");
+  auto last = db.prepare(
+      "SELECT written_at FROM deployments WHERE machine_id = ? ORDER BY id DESC LIMIT 1");
   last.bind(1, machine_id);
   if (last.step() && !last.is_null(0)) {
     return make_error(Errc::kConflict,

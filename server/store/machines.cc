@@ -167,8 +167,13 @@ Status Store::delete_machine(std::int64_t id, bool force, const std::string& who
   }
   db.prepare("DELETE FROM machine_macs WHERE machine_id = ?").bind(1, id).run();
   db.prepare("DELETE FROM machine_labels WHERE machine_id = ?").bind(1, id).run();
-  // Its BMC credentials go with it.
+  // Its BMC credentials go with it, and no deadline of its deployments is watched any more.
   db.prepare("DELETE FROM machine_bmcs WHERE machine_id = ?").bind(1, id).run();
+  db.prepare(
+        "UPDATE deployments SET deadline_at = NULL WHERE machine_id = ? AND status = "
+        "'succeeded' AND deadline_at IS NOT NULL")
+      .bind(1, id)
+      .run();
   db.prepare("UPDATE machines SET deleted_at = ?, updated_at = ? WHERE id = ?")
       .bind(1, now)
       .bind(2, now)

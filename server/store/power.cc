@@ -95,6 +95,13 @@ Status Store::delete_bmc(std::int64_t machine_id, const std::string& who) {
   return Unit{};
 }
 
+std::int64_t Store::count_bmcs() {
+  auto db = reader();
+  auto s = db->prepare("SELECT COUNT(*) FROM machine_bmcs");
+  s.step();
+  return s.int64(0);
+}
+
 Result<std::string> Store::mint_instance_token(std::int64_t deployment_id) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;

@@ -224,6 +224,7 @@ class Store {
   Result<BmcRecord> put_bmc(const BmcRecord& r, const std::string& who);
   Result<BmcRecord> get_bmc(std::int64_t machine_id);  // kNotFound: none
   Status delete_bmc(std::int64_t machine_id, const std::string& who);
+  std::int64_t count_bmcs();
   // A fresh instance credential for the active deployment `deployment_id` (the previous one
   // stops working): the deployed OS confirms its boot with it. Stored as a hash.
   Result<std::string> mint_instance_token(std::int64_t deployment_id);

@@ -173,7 +173,8 @@ if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
   SERIAL=$LAB_DIR/serial-bmc.log
   LAB_VM_TIMEOUT=1800 lab_vm_start_managed "$SERIAL" || fail "managed VM"
   lab_bmc_start redfish || fail "Redfish BMC emulator"
-  kiln_cli machine bmc set "$MAC" --driver redfish --address "$LAB_BMC_ADDRESS" \
+  # (--insecure: the lab's emulator speaks plain http, on the namespace's loopback only)
+  kiln_cli machine bmc set "$MAC" --driver redfish --address "$LAB_BMC_ADDRESS" --insecure \
     --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set"
   [[ $(kiln_cli --json machine power "$MAC" status | jq -r .power_state) == off ]] && ok ||
     fail "the managed machine is not off at the start"

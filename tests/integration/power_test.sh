@@ -91,7 +91,7 @@ write_ok() {
   local s=$SESSION
   TOKEN=$s api GET /api/v1/agent/deployment
   INST=$(jqb '.instance.token // empty')
-  TOKEN=$s api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"proof\":$(external_proof "$(sha_of "$2")" 4096)}"
+  TOKEN=$s api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"detail\":{\"instance_block\":true},\"proof\":$(external_proof "$(sha_of "$2")" 4096)}"
   [[ $STATUS == 200 ]] || fail "agent result for deployment $1: $STATUS $BODY"
 }
 confirm() { TOKEN=$1 api POST /api/v1/instance/booted; }
@@ -131,7 +131,7 @@ RF3=$RF
 
 ###############################################################################################
 log "1. secrets: write-only credentials, sealed at rest"
-api PUT "/api/v1/machines/$M1/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF1\",\"username\":\"admin\",\"password\":\"$PASS\"}"
+api PUT "/api/v1/machines/$M1/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF1\",\"insecure\":true,\"username\":\"admin\",\"password\":\"$PASS\"}"
 expect_status 200 "PUT bmc"
 expect_eq "$(jqb .credentials):$(jqb 'has("username") or has("password")')" "set:false" "PUT answers without credentials"
 api GET "/api/v1/machines/$M1/bmc"
@@ -140,7 +140,7 @@ expect_eq "$(jqb .credentials):$(jqb 'has("username") or has("password")'):$(jqb
   "GET never returns the credentials"
 contains "$BODY" "$PASS" && fail "GET bmc shows the password" || ok
 expect_eq "$(stat -c %a var/secrets.key)" 600 "secrets.key is 0600"
-TOKEN=$READER api PUT "/api/v1/machines/$M1/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF1\",\"username\":\"admin\",\"password\":\"x\"}"
+TOKEN=$READER api PUT "/api/v1/machines/$M1/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF1\",\"insecure\":true,\"username\":\"admin\",\"password\":\"x\"}"
 expect_status 403 "a read token cannot PUT a BMC"
 TOKEN=$READER api GET "/api/v1/machines/$M1/bmc"
 expect_status 200 "a read token can GET a BMC"
@@ -149,25 +149,28 @@ expect_status 422 "unknown driver"
 api PUT "/api/v1/machines/$M1/bmc" '{"driver":"redfish","address":"https://127.0.0.1:1","username":"admin","password":"x"}'
 expect_status 422 "https without ca_file or insecure"
 contains "$(jqb .error.message)" "insecure" && ok || fail "the https refusal explains: $BODY"
+api PUT "/api/v1/machines/$M1/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF1\",\"username\":\"admin\",\"password\":\"x\"}"
+expect_status 422 "plain http without insecure (the password would cross the network in clear)"
+contains "$(jqb .error.message)" "in clear" && ok || fail "the http refusal explains: $BODY"
 api PUT "/api/v1/machines/$M1/bmc" "{\"driver\":\"redfish\",\"address\":\"https://127.0.0.1:1\",\"username\":\"admin\",\"password\":\"x\",\"insecure\":true,\"ca_file\":\"$WORK/bmc.pass\"}"
 expect_status 422 "ca_file and insecure together"
-api PUT "/api/v1/machines/$M2/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF1\"}"
+api PUT "/api/v1/machines/$M2/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF1\",\"insecure\":true}"
 expect_status 422 "a first PUT without credentials"
 # A PUT without credentials keeps the old ones (through the CLI: set without --password-file).
-"$KILN" machine bmc set "$M1" --driver redfish --address "$RF1" >cli.set.out 2>&1 && ok || fail "bmc set without credentials: $(cat cli.set.out)"
+"$KILN" machine bmc set "$M1" --driver redfish --address "$RF1" --insecure >cli.set.out 2>&1 && ok || fail "bmc set without credentials: $(cat cli.set.out)"
 api POST "/api/v1/machines/$M1/power" '{"action":"status"}'
 expect_status 200 "power works with the kept credentials"
 expect_eq "$(jqb .power_state)" off "the emulator starts off"
 "$KILN" machine bmc show "$M1" >cli.show.out 2>&1 && ok || fail "bmc show: $(cat cli.show.out)"
 contains "$(cat cli.show.out)" "$RF1" && ok || fail "bmc show names the address: $(cat cli.show.out)"
 # m4's BMC through the CLI with a password file; m3 on the second emulator; m5..m7 share RF3.
-"$KILN" machine bmc set "$M3" --driver redfish --address "$RF2" --username admin --password-file bmc.pass >/dev/null 2>&1 &&
+"$KILN" machine bmc set "$M3" --driver redfish --address "$RF2" --insecure --username admin --password-file bmc.pass >/dev/null 2>&1 &&
   ok || fail "bmc set m3"
 for m in $M5 $M6 $M7; do
-  api PUT "/api/v1/machines/$m/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF3\",\"username\":\"admin\",\"password\":\"$PASS\"}"
+  api PUT "/api/v1/machines/$m/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF3\",\"insecure\":true,\"username\":\"admin\",\"password\":\"$PASS\"}"
   expect_status 200 "PUT bmc m$m"
 done
-api PUT "/api/v1/machines/$M8/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF2\",\"username\":\"admin\",\"password\":\"$PASS\"}"
+api PUT "/api/v1/machines/$M8/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF2\",\"insecure\":true,\"username\":\"admin\",\"password\":\"$PASS\"}"
 expect_status 200 "PUT bmc m8"
 
 ###############################################################################################
@@ -211,7 +214,7 @@ expect_status 404 "power on a machine without a BMC"
 api POST "/api/v1/machines/$M1/power" '{"action":"explode"}'
 expect_status 422 "an unknown power action"
 # A wrong password: 401, and the message carries no password.
-api PUT "/api/v1/machines/$M4/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF2\",\"username\":\"admin\",\"password\":\"Zq7-wrong-pw\"}"
+api PUT "/api/v1/machines/$M4/bmc" "{\"driver\":\"redfish\",\"address\":\"$RF2\",\"insecure\":true,\"username\":\"admin\",\"password\":\"Zq7-wrong-pw\"}"
 api POST "/api/v1/machines/$M4/power" '{"action":"status"}'
 expect_status 401 "a wrong BMC password"
 contains "$BODY" "Zq7-wrong-pw" && fail "the 401 shows the password: $BODY" || ok
@@ -259,7 +262,7 @@ expect_eq "$(jqb .instance.deployment_id)" "$D1" "the plan carries the instance 
 [[ -n $T1 ]] && ok || fail "the plan carries an instance token: $BODY"
 confirm "$T1"
 expect_status 409 "booted before the result"
-TOKEN=$S1 api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"proof\":$(external_proof "$(sha_of 1)" 4096)}"
+TOKEN=$S1 api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"detail\":{\"instance_block\":true},\"proof\":$(external_proof "$(sha_of 1)" 4096)}"
 expect_status 200 "the agent's result"
 confirm "$T1"
 expect_status 200 "booted after the result"
@@ -363,6 +366,16 @@ RC=0
 timeout 20 "$KILND" --data-dir var --listen 127.0.0.1:0 >refused.log 2>&1 || RC=$?
 [[ $RC -ne 0 && $RC -ne 124 ]] && ok || fail "kilnd started with a 0644 key file"
 contains "$(cat refused.log)" "secrets.key" && ok || fail "the refusal names the key file: $(cat refused.log)"
+# A missing key file while the database holds sealed credentials: refused, and no new key left
+# behind (the next start would otherwise take it as the key).
+chmod 600 var/secrets.key
+mv var/secrets.key secrets.key.saved
+RC=0
+timeout 20 "$KILND" --data-dir var --listen 127.0.0.1:0 >refused2.log 2>&1 || RC=$?
+[[ $RC -ne 0 && $RC -ne 124 ]] && ok || fail "kilnd started without its key file while BMCs are sealed"
+contains "$(cat refused2.log)" "restore the key file" && ok || fail "the refusal explains: $(cat refused2.log)"
+[[ ! -e var/secrets.key ]] && ok || fail "a new key file was left behind"
+mv secrets.key.saved var/secrets.key
 chmod 600 var/secrets.key
 
 cat >kilnd.b.json <<'JSON'

@@ -778,7 +778,8 @@ TEST_F(PowerStoreTest, ABootIsConfirmedOnlyByItsOwnCredentialOnceWritten) {
   // Again: the same answer, one event only.
   ASSERT_TRUE(store_->confirm_boot(*token, "10.0.0.5"));
   int booted_events = 0;
-  for (const auto& e : store_->events_since(0, 1000, m.id)) booted_events += e.type == "deployment.booted";
+  for (const auto& e : store_->events_since(0, 1000, m.id))
+    booted_events += e.type == "deployment.booted";
   EXPECT_EQ(booted_events, 1);
   EXPECT_EQ(store_->get_machine(m.id)->state, MachineState::kDeployed);
 }
@@ -937,8 +938,12 @@ TEST(Migration0004, KeepsDeploymentsAndTheirGuards) {
     Db raw(o.path, false);
     raw.exec(
         "INSERT INTO image_versions (id, name, version, size_bytes, sha256, format, created_by, "
-        "created_at) VALUES (1, 'img', '1', 0, '" + std::string(64, 'b') + "', 'raw', 't', 1), "
-        "(2, 'img', '2', 0, '" + std::string(64, 'c') + "', 'raw', 't', 1);"
+        "created_at) VALUES (1, 'img', '1', 0, '" +
+        std::string(64, 'b') +
+        "', 'raw', 't', 1), "
+        "(2, 'img', '2', 0, '" +
+        std::string(64, 'c') +
+        "', 'raw', 't', 1);"
         "INSERT INTO machines (id, state, created_at, updated_at) VALUES (1, 'failed', 1, 1);"
         "INSERT INTO deployments (id, machine_id, to_version_id, kind, requested_by, created_at, "
         "status, finished_at, agent_boots) VALUES "
@@ -959,9 +964,9 @@ TEST(Migration0004, KeepsDeploymentsAndTheirGuards) {
   EXPECT_EQ((*s)->get_deployment(failed_id)->status_reason, "disk");
   Db raw(o.path, false);
   EXPECT_THROW(raw.exec("DELETE FROM deployments"), SqliteError);
-  EXPECT_THROW(raw.exec("UPDATE deployments SET status = 'pending' WHERE id = " +
-                        std::to_string(failed_id)),
-               SqliteError);
+  EXPECT_THROW(
+      raw.exec("UPDATE deployments SET status = 'pending' WHERE id = " + std::to_string(failed_id)),
+      SqliteError);
   EXPECT_THROW(raw.exec("UPDATE deployments SET to_version_id = 1"), SqliteError);
   std::filesystem::remove_all(dir);
 }
