@@ -566,7 +566,13 @@ TEST_F(PowerRedfish, ConfigChecks) {
   auto bad_ca = make_driver(ca);
   ASSERT_FALSE(bad_ca);
   EXPECT_NE(bad_ca.error().message.find("/nonexistent/ca.pem"), std::string::npos);
-  EXPECT_TRUE(make_driver(cfg("redfish", "http://127.0.0.1:8000", "u", "p")));
+  // Plain http carries the password in clear: only with insecure, explicitly.
+  auto plain = make_driver(cfg("redfish", "http://127.0.0.1:8000", "u", "p"));
+  ASSERT_FALSE(plain);
+  EXPECT_NE(plain.error().message.find("in clear"), std::string::npos);
+  BmcConfig lab = cfg("redfish", "http://127.0.0.1:8000", "u", "p");
+  lab.insecure = true;
+  EXPECT_TRUE(make_driver(lab));
   EXPECT_EQ(parse_power_action("cycle"), PowerAction::kCycle);
   EXPECT_EQ(parse_power_action("soft-off"), PowerAction::kSoftOff);
   EXPECT_FALSE(parse_power_action("reboot"));
