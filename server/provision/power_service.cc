@@ -108,7 +108,8 @@ Result<std::unique_ptr<power::Driver>> PowerService::driver_for(std::int64_t mac
   return drivers_.make(bmc->config);
 }
 
-Result<PowerOutcome> PowerService::status(std::int64_t machine_id, const std::string& who) {
+Result<PowerOutcome> PowerService::with_slot(std::int64_t machine_id,
+                                             const std::function<Result<PowerOutcome>()>& fn) {
   if (!has_bmc(machine_id)) {
     return make_error(Errc::kNotFound,
                       "machine " + std::to_string(machine_id) + " has no BMC configured");
@@ -122,7 +123,11 @@ Result<PowerOutcome> PowerService::status(std::int64_t machine_id, const std::st
     PowerService* s;
     ~Releaser() { s->release(); }
   } releaser{this};
-  return do_status(machine_id, who);
+  return fn();
+}
+
+Result<PowerOutcome> PowerService::status(std::int64_t machine_id, const std::string& who) {
+  return with_slot(machine_id, [&] { return do_status(machine_id, who); });
 }
 
 Result<PowerOutcome> PowerService::do_status(std::int64_t machine_id, const std::string& who) {
@@ -146,20 +151,7 @@ Result<PowerOutcome> PowerService::do_status(std::int64_t machine_id, const std:
 
 Result<PowerOutcome> PowerService::power(std::int64_t machine_id, power::PowerAction action,
                                          const std::string& who) {
-  if (!has_bmc(machine_id)) {
-    return make_error(Errc::kNotFound,
-                      "machine " + std::to_string(machine_id) + " has no BMC configured");
-  }
-  if (!acquire(options_.slot_wait)) {
-    return make_error(Errc::kUnavailable, "every BMC slot is busy (power.max_concurrent = " +
-                                              std::to_string(options_.max_concurrent) +
-                                              "); try again");
-  }
-  struct Releaser {
-    PowerService* s;
-    ~Releaser() { s->release(); }
-  } releaser{this};
-  return do_power(machine_id, action, who);
+  return with_slot(machine_id, [&] { return do_power(machine_id, action, who); });
 }
 
 void PowerService::power_async(std::int64_t machine_id, std::optional<power::PowerAction> action,

@@ -114,6 +114,9 @@ class PowerService {
 
  private:
   bool acquire(std::chrono::milliseconds wait);
+  // `fn` holding a slot (kNotFound without a BMC; kUnavailable when none frees up in time).
+  Result<PowerOutcome> with_slot(std::int64_t machine_id,
+                                 const std::function<Result<PowerOutcome>()>& fn);
   Result<PowerOutcome> do_status(std::int64_t machine_id, const std::string& who);
   Result<PowerOutcome> do_power(std::int64_t machine_id, power::PowerAction action,
                                 const std::string& who);
