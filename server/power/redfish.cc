@@ -410,7 +410,10 @@ Result<RedfishDriver::Reply> RedfishDriver::call(const std::string& step, const 
                                     target + "): " + res.error().message +
                                     (attempt > 1 ? " (" + std::to_string(attempt) + " attempts)"
                                                  : std::string())));
-      retry = res.error().code == Errc::kUnavailable;
+      // A POST (a reset, a session login) is not sent again after a transport failure: it may
+      // have reached the BMC (a reset that answered late would be done twice, a login would
+      // leak a session). The caller's error and the deadlines take it from there.
+      retry = res.error().code == Errc::kUnavailable && method != "POST";
     } else {
       reply.response = std::move(*res);
       const unsigned status = reply.response.status;

@@ -78,6 +78,7 @@ struct FakeBmc {
   bool reject_reset = false;      // 400 on any reset, with a message quoting the password
   bool text_reset_reply = false;  // 200 "OK" (not JSON) to a reset
   bool action_info = false;       // ResetType values only in an ActionInfo resource
+  int lose_reset_replies = 0;     // the next N resets are done, their reply lost (a timeout)
   std::vector<HttpRequest> log;
   std::vector<std::string> resets;
   std::set<std::string> tokens;
@@ -230,7 +231,15 @@ struct FakeBmc {
 class FakeTransport final : public Transport {
  public:
   explicit FakeTransport(FakeBmc* bmc) : bmc_(bmc) {}
-  Result<HttpResponse> send(const HttpRequest& r) override { return bmc_->handle(r); }
+  Result<HttpResponse> send(const HttpRequest& r) override {
+    auto res = bmc_->handle(r);
+    if (r.method == "POST" && r.target.find("Reset") != std::string::npos &&
+        bmc_->lose_reset_replies > 0) {
+      --bmc_->lose_reset_replies;
+      return make_error(Errc::kUnavailable, "read: timed out after 10000 ms");
+    }
+    return res;
+  }
 
  private:
   FakeBmc* bmc_;
@@ -422,6 +431,19 @@ TEST_F(PowerRedfish, FiveHundredsAreRetriedThenReported) {
   EXPECT_NE(f.error().message.find("internal error, try later"), std::string::npos);
   // root + session login + 3 attempts at the Systems collection
   EXPECT_EQ(bmc_.log.size() - before, 5u);
+}
+
+// A reset whose reply is lost may have been done: it is not sent again (a second reset could
+// land after the one-time boot override was used).
+TEST_F(PowerRedfish, AResetWhoseReplyIsLostIsNotSentTwice) {
+  BmcConfig c;
+  c.retries = 2;
+  bmc_.lose_reset_replies = 1;
+  auto d = driver(c);
+  auto r = d->power(PowerAction::kCycle);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kUnavailable);
+  EXPECT_EQ(bmc_.resets.size(), 1u);
 }
 
 TEST_F(PowerRedfish, FourHundredsAreNotRetriedAndQuoteTheBmcWithoutTheSecret) {
