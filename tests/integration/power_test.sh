@@ -84,14 +84,15 @@ wait_status() {
   return 1
 }
 sha_of() { printf '%064d' "$1"; }
-# write_ok DEPLOYMENT VERSION — plays the agent: session, plan (sets INST, the instance
-# credential), a succeeded result with its proof.
+# write_ok DEPLOYMENT VERSION [INSTANCE_BLOCK] — plays the agent: session, plan (sets INST, the
+# instance credential), a succeeded result with its proof, saying whether it wrote the instance
+# block (default true).
 write_ok() {
   TOKEN=$ADMIN agent_session "$1"
   local s=$SESSION
   TOKEN=$s api GET /api/v1/agent/deployment
   INST=$(jqb '.instance.token // empty')
-  TOKEN=$s api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"detail\":{\"instance_block\":true},\"proof\":$(external_proof "$(sha_of "$2")" 4096)}"
+  TOKEN=$s api POST /api/v1/agent/result "{\"status\":\"succeeded\",\"detail\":{\"instance_block\":${3:-true}},\"proof\":$(external_proof "$(sha_of "$2")" 4096)}"
   [[ $STATUS == 200 ]] || fail "agent result for deployment $1: $STATUS $BODY"
 }
 confirm() { TOKEN=$1 api POST /api/v1/instance/booted; }
@@ -460,6 +461,14 @@ write_ok "$DN" 1
 wait_status "$DN" failed && ok || fail "m2's deployment did not fail: $BODY"
 contains "$(jqb .status_reason)" "no BMC" && ok || fail "m2's reason: $(jqb .status_reason)"
 expect_eq "$(events deployment.deadline_missed "$DN" | jq length)" 0 "m2: no retry"
+
+log "5 (no instance block). an OS that cannot confirm gets no boot deadline, not a false failure"
+assign "$M2" 2
+DNB=$DEP
+write_ok "$DNB" 2 false
+deployment "$DNB"
+expect_eq "$(jqb .status):$(jqb .deadline_at)" "succeeded:null" \
+  "written without the instance block: succeeded, no boot deadline"
 
 ###############################################################################################
 log "8. power.max_concurrent 1: reimages through one BMC never overlap"
