@@ -222,14 +222,14 @@ void append_json(std::string& out, const Machine& m) {
   out += "}";
 }
 
+std::optional<std::int64_t> boot_ms(const Deployment& d) {
+  if (!d.booted_at || !(d.powered_at || d.written_at)) return std::nullopt;
+  return *d.booted_at - (d.powered_at ? *d.powered_at : *d.written_at);
+}
+
 json to_json(const Deployment& d) {
   json duration = nullptr;
   if (d.finished_at) duration = *d.finished_at - d.created_at;
-  // From kilnd's power-on (or, without one, the image written) to the confirmed boot.
-  json boot_ms = nullptr;
-  if (d.booted_at && (d.powered_at || d.written_at)) {
-    boot_ms = *d.booted_at - (d.powered_at ? *d.powered_at : *d.written_at);
-  }
   return {{"id", d.id},
           {"machine_id", d.machine_id},
           {"kind", d.kind},
@@ -249,7 +249,7 @@ json to_json(const Deployment& d) {
           {"written_at", ts(d.written_at)},
           {"powered_at", ts(d.powered_at)},
           {"booted_at", ts(d.booted_at)},
-          {"boot_ms", boot_ms},
+          {"boot_ms", opt(boot_ms(d))},
           {"deadline_at", ts(d.deadline_at)},
           {"deadline_misses", d.deadline_misses}};
 }

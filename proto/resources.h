@@ -83,6 +83,9 @@ struct Deployment {
   std::optional<std::int64_t> deadline_at;  // the current stage's deadline
   int deadline_misses = 0;                  // deadlines missed so far (each power-cycles)
 };
+// Milliseconds from kilnd's power-on (or, without one, the image written) to the confirmed
+// boot; nullopt before the boot is confirmed.
+std::optional<std::int64_t> boot_ms(const Deployment& d);
 
 // What an agent reports while it works and when it is done.
 // Fields left unset keep their previous values.

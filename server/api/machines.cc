@@ -21,11 +21,7 @@ void reboot_from(const json& b, const Services& s, store::AssignRequest& r) {
   r.reboot_required = asked.value_or(false);
   // In case the power-on never happens (the BMC fails, kilnd stops first), the write stage's
   // deadline runs from now; kilnd's power-on restarts it.
-  if (r.reboot && s.power && s.power->options().written_deadline.count() > 0) {
-    r.deadline_at = s.clock.now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           s.power->options().written_deadline)
-                                           .count();
-  }
+  if (r.reboot && s.power) r.deadline_at = s.power->written_deadline(s.clock.now_ms());
   if (r.reboot_required && !s.power) fail(Errc::kUnavailable, "this server has no BMC control");
 }
 

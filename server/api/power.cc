@@ -148,10 +148,7 @@ std::optional<Response> booted(Services& s, Ctx& c) {
     fail(d.error().code, d.error().message);
   }
   s.log.info("event=deployment.booted deployment={} machine={} peer={} boot_ms={}", d->id,
-             d->machine_id, c.peer,
-             d->booted_at && (d->powered_at || d->written_at)
-                 ? *d->booted_at - (d->powered_at ? *d->powered_at : *d->written_at)
-                 : -1);
+             d->machine_id, c.peer, proto::boot_ms(*d).value_or(-1));
   return json_response(bhttp::status::ok, to_json(*d));
 }
 

@@ -129,10 +129,10 @@ void print_deployment(std::ostream& out, const proto::Deployment& dep) {
 
 // Seconds from kilnd's power-on (or the image written) to the confirmed boot; "" before.
 std::string boot_seconds(const proto::Deployment& d) {
-  if (!d.booted_at || !(d.powered_at || d.written_at)) return "";
-  const auto ms = *d.booted_at - (d.powered_at ? *d.powered_at : *d.written_at);
+  const auto ms = proto::boot_ms(d);
+  if (!ms) return "";
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(ms) / 1000.0);
+  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(*ms) / 1000.0);
   return buf;
 }
 

@@ -301,11 +301,8 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
                     {"took_ms", ms_since(t0)}});
     // The machine was not powered: the write stage's deadline still runs (from now), so the
     // deadline thread retries the reimage instead of leaving the deployment pending forever.
-    if (network && options_.written_deadline.count() > 0) {
-      (void)ledger_.watch(deployment_id,
-                          clock_.now_ms() + std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                options_.written_deadline)
-                                                .count());
+    if (auto deadline = written_deadline(clock_.now_ms()); network && deadline) {
+      (void)ledger_.watch(deployment_id, *deadline);
     }
     log_->warn("event=power.failed machine={} deployment={} action={} step={} err=\"{}\"",
                machine_id, deployment_id, action, step, log_escape(e.message, 300));
@@ -354,13 +351,8 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   auto p = (*drv)->power(act);
   if (!p) return fail(power::power_action_name(act), p.error());
   for (const auto& s : *p) step_done(s);
-  std::optional<std::int64_t> deadline;
-  if (network && options_.written_deadline.count() > 0) {
-    deadline =
-        clock_.now_ms() +
-        std::chrono::duration_cast<std::chrono::milliseconds>(options_.written_deadline).count();
-  }
-  auto marked = ledger_.mark_powered(deployment_id, deadline);
+  auto marked = ledger_.mark_powered(deployment_id,
+                                     network ? written_deadline(clock_.now_ms()) : std::nullopt);
   ledger_.record("power.reimage", machine_id, deployment_id,
                  {{"action", action},
                   {"boot", network ? "network" : "disk"},
@@ -370,6 +362,12 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   log_->info("event=power.{} machine={} deployment={} boot={} took_ms={}{}", action, machine_id,
              deployment_id, network ? "network" : "disk", ms_since(t0),
              marked ? "" : " note=\"the deployment moved on meanwhile\"");
+}
+
+std::optional<std::int64_t> PowerService::written_deadline(std::int64_t from_ms) const {
+  if (options_.written_deadline.count() <= 0) return std::nullopt;
+  return from_ms +
+         std::chrono::duration_cast<std::chrono::milliseconds>(options_.written_deadline).count();
 }
 
 std::optional<std::int64_t> PowerService::booted_deadline(std::int64_t written_ms) const {
@@ -423,13 +421,8 @@ void PowerService::overdue(const proto::Deployment& d) {
                d.machine_id);
     return;
   }
-  std::optional<std::int64_t> rb_deadline;
-  if (options_.written_deadline.count() > 0) {
-    rb_deadline =
-        clock_.now_ms() +
-        std::chrono::duration_cast<std::chrono::milliseconds>(options_.written_deadline).count();
-  }
-  auto rb = ledger_.rollback_to_booted(d.machine_id, "kilnd:auto-rollback", rb_deadline);
+  auto rb = ledger_.rollback_to_booted(d.machine_id, "kilnd:auto-rollback",
+                                       written_deadline(clock_.now_ms()));
   if (!rb) {
     ledger_.record("deployment.auto_rollback_failed", d.machine_id, d.id,
                    {{"reason", rb.error().message}});

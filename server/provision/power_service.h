@@ -104,6 +104,8 @@ class PowerService {
 
   // The boot deadline of a deployment written at `written_ms` (nullopt: none configured).
   std::optional<std::int64_t> booted_deadline(std::int64_t written_ms) const;
+  // The write deadline of a deployment whose write stage starts at `from_ms` (nullopt: none).
+  std::optional<std::int64_t> written_deadline(std::int64_t from_ms) const;
 
   // One pass over the deployments whose deadline passed (the deadline thread runs it every
   // `tick`; tests call it directly). Returns how many it acted on.

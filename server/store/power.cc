@@ -154,9 +154,7 @@ Result<Deployment> Store::confirm_boot(const std::string& token, const std::stri
       .run();
   auto out = *load_deployment(db, d->id);
   nlohmann::json boot_ms = nullptr;
-  if (out.powered_at || out.written_at) {
-    boot_ms = now - (out.powered_at ? *out.powered_at : *out.written_at);
-  }
+  if (auto ms = proto::boot_ms(out)) boot_ms = *ms;
   append_event(db, now, "deployment.booted", out.machine_id, out.id,
                {{"to", ref_json(out.to_version)},
                 {"address", address},
