@@ -251,7 +251,8 @@ json to_json(const Deployment& d) {
           {"booted_at", ts(d.booted_at)},
           {"boot_ms", opt(boot_ms(d))},
           {"deadline_at", ts(d.deadline_at)},
-          {"deadline_misses", d.deadline_misses}};
+          {"deadline_misses", d.deadline_misses},
+          {"config_sha256", d.config_sha256 ? json(*d.config_sha256) : json(nullptr)}};
 }
 
 json to_json(const ImageVersion& v) {
@@ -379,6 +380,7 @@ Result<Deployment> deployment_from_json(const json& j) {
     d.booted_at = opt_time(j, "booted_at");
     d.deadline_at = opt_time(j, "deadline_at");
     d.deadline_misses = static_cast<int>(opt_int(j, "deadline_misses").value_or(0));
+    d.config_sha256 = opt_string(j, "config_sha256");
     return d;
   });
 }

@@ -82,6 +82,8 @@ struct Deployment {
   std::optional<std::int64_t> booted_at;    // the deployed OS confirmed its boot
   std::optional<std::int64_t> deadline_at;  // the current stage's deadline
   int deadline_misses = 0;                  // deadlines missed so far (each power-cycles)
+  // The SHA-256 of the configuration snapshot it applies (docs/config.md); nullopt: none.
+  std::optional<std::string> config_sha256;
 };
 // Milliseconds from kilnd's power-on (or, without one, the image written) to the confirmed
 // boot; nullopt before the boot is confirmed.

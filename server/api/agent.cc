@@ -88,9 +88,17 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
   j["image"] = image ? to_json(*image) : json(nullptr);
   // The deployed OS's credential for confirming its boot (docs/power.md): fresh with every
   // plan, so only the agent that writes the image holds a working one.
-  j["instance"] = {{"deployment_id", d.id},
-                   {"token", take(s.store.mint_instance_token(d.id))},
-                   {"url", s.options.instance_url}};
+  const std::string token = take(s.store.mint_instance_token(d.id));
+  j["instance"] = {{"deployment_id", d.id}, {"token", token}, {"url", s.options.instance_url}};
+  // The configuration snapshot as a NoCloud config drive (docs/config.md); its vendor-data
+  // confirms the boot through cloud-init's phone_home, at instance_url or where the agent
+  // reached kilnd.
+  std::string base = s.options.instance_url;
+  if (base.empty() && !c.req[bhttp::field::host].empty()) {
+    base = "http://" + std::string(c.req[bhttp::field::host]);
+  }
+  j["config_drive"] = nullptr;
+  if (auto drive = config_drive_plan(s, d, base, token)) j["config_drive"] = std::move(*drive);
   if (image && image->format == "kiln") {
     j["manifest_url"] = "/api/v1/agent/manifest";
     j["chunks_url"] = s.options.chunks_url.empty() ? "/v1/chunks/" : s.options.chunks_url;

@@ -137,8 +137,12 @@ struct Api::Impl {
     const auto qpos = target.find('?');
     const std::string path = target.substr(0, qpos);
     auto match = route_table().match(method, path);
+    // A credential in the path (phone_home's URL) is logged as the route's pattern.
+    const bool secret_path =
+        match.route && match.route->info.pattern.find("{token}") != std::string::npos;
     auto finish = finisher(match.route ? match.route->info.pattern : "unmatched", method_name,
-                           target, method != bhttp::verb::get, std::move(respond));
+                           secret_path ? match.route->info.pattern : target,
+                           method != bhttp::verb::get, std::move(respond));
     if (!match.route) {
       if (!match.allow.empty()) {
         auto res = json_response(

@@ -177,11 +177,15 @@ void Services::authenticate(Ctx& c, Access access) const {
     c.who = "agent:deployment/" + std::to_string(c.agent_deployment->id);
     return;
   }
-  if (!options.auth_required) return;
+  if (!options.auth_required) {
+    c.admin = true;
+    return;
+  }
   if (token.empty()) fail(Errc::kUnauthorized, "missing bearer token (Authorization: Bearer ...)");
   auto t = store.authenticate(token);
   if (!t) fail(Errc::kUnauthorized, "unknown or revoked token");
   c.who = t->name;
+  c.admin = t->scope == proto::Scope::kAdmin;
   if (access == Access::kAdmin && t->scope != proto::Scope::kAdmin) {
     fail(Errc::kForbidden, "token '" + t->name + "' has scope 'read'; this call needs 'admin'");
   }

@@ -54,6 +54,8 @@ struct ApiOptions {
   // A deployment whose agent opened this many sessions (booted this often) without a result
   // fails at the next one (then the boot service's bounded retries take over).
   int max_agent_boots = 5;
+  // cloud_init.max_user_data_bytes: user-data and vendor-data, each (docs/config.md).
+  std::size_t max_user_data_bytes = 64 * 1024;
   // Chunks (/v1/chunks/) only for agent sessions: the plan tells the agent to send its token.
   bool chunks_require_token = false;
   // boot.bind_to_lease: an agent session is opened only from an address kilnd's DHCP leased
@@ -134,6 +136,7 @@ struct Ctx {
   Params params;
   std::map<std::string, std::string> query;
   std::string who = "anonymous";
+  bool admin = false;  // the caller holds an admin token (or authentication is off)
   std::optional<proto::Deployment> agent_deployment;  // set on Access::kAgent routes
   std::string peer;  // the client's IP address (IPv4-mapped IPv6 shown as IPv4); "" if unknown
   Respond respond;   // for handlers that answer later (return nullopt)
@@ -189,7 +192,7 @@ struct Services {
   const ApiOptions& options;
   EventHub& hub;
   spdlog::logger& log;
-  images::ImageService* images = nullptr;  // null: this server stores no images
+  images::ImageService* images = nullptr;    // null: this server stores no images
   provision::PowerService* power = nullptr;  // null: no BMC control (tests)
   const SecretBox* secrets = nullptr;        // seals BMC credentials; null: BMCs cannot be set
 

@@ -25,8 +25,9 @@ void reboot_from(const json& b, const Services& s, store::AssignRequest& r) {
   if (r.reboot_required && !s.power) fail(Errc::kUnavailable, "this server has no BMC control");
 }
 
-store::AssignRequest assign_request(const json& b, const Ctx& c, const Services& s) {
+store::AssignRequest assign_request(const json& b, const Ctx& c, Services& s) {
   store::AssignRequest r;
+  r.config = config_snapshotter(s);  // the machine's effective configuration, fixed now
   r.image = required<std::string>(b, "image");
   r.version = required<std::string>(b, "version");
   r.force = field<bool>(b, "force").value_or(false);

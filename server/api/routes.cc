@@ -5,8 +5,9 @@ namespace kiln::api {
 const Router<Handler>& route_table() {
   static const Router<Handler> table = [] {
     Router<Handler> r;
-    for (auto part : {system_routes(), machine_routes(), image_routes(), deployment_routes(),
-                      event_routes(), token_routes(), agent_routes(), power_routes()}) {
+    for (auto part :
+         {system_routes(), machine_routes(), image_routes(), deployment_routes(), event_routes(),
+          token_routes(), agent_routes(), power_routes(), config_routes()}) {
       for (const auto& spec : part)
         r.add(spec.method, std::string(spec.pattern), spec.access, spec.fn);
     }

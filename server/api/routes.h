@@ -21,6 +21,15 @@ std::span<const RouteSpec> event_routes();       // events.cc: the long-polled e
 std::span<const RouteSpec> token_routes();       // tokens.cc: API tokens
 std::span<const RouteSpec> agent_routes();       // agent.cc: discovery and the agent protocol
 std::span<const RouteSpec> power_routes();       // power.cc: BMCs, power, boot confirmations
+std::span<const RouteSpec> config_routes();      // configs.cc: configuration, metadata service
+
+// configs.cc: the configuration snapshot an assignment takes (AssignRequest::config), and the
+// config drive of a deployment's plan (nullopt: none), whose vendor-data confirms the boot at
+// <phone_home_base>/api/v1/instance/phone-home/<instance_token> ("" base: no phone_home).
+store::ConfigSnapshotter config_snapshotter(Services& s);
+std::optional<json> config_drive_plan(Services& s, const proto::Deployment& d,
+                                      const std::string& phone_home_base,
+                                      const std::string& instance_token);
 
 // Every route, built once; immutable and thread-safe afterwards.
 const Router<Handler>& route_table();

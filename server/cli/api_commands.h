@@ -50,6 +50,13 @@ struct Args {
     bool insecure = false;
   } bmc;
   std::string power_action;
+  // machine config set / profile set: the configuration document (docs/config.md)
+  struct {
+    std::string file, hostname, fqdn, user_data_file, vendor_data_file, network_config_file;
+    std::vector<std::string> ssh_key_files, metadata;
+    bool no_config_drive = false;
+    int priority = 0;
+  } config;
 };
 
 using ApiCommand = int (*)(Session&, const Args&);
@@ -66,6 +73,16 @@ int machine_bmc_set(Session& s, const Args& a);
 int machine_bmc_show(Session& s, const Args& a);
 int machine_bmc_remove(Session& s, const Args& a);
 int machine_power(Session& s, const Args& a);
+
+// config_commands.cc
+int machine_config_set(Session& s, const Args& a);
+int machine_config_show(Session& s, const Args& a);
+int machine_config_remove(Session& s, const Args& a);
+int profile_set(Session& s, const Args& a);
+int profile_list(Session& s, const Args& a);
+int profile_show(Session& s, const Args& a);
+int profile_remove(Session& s, const Args& a);
+int deployment_config(Session& s, const Args& a);
 
 // deployment_commands.cc
 int machine_assign(Session& s, const Args& a);

@@ -74,6 +74,24 @@ void add_reboot_flags(CLI::App* c, Args& a) {
   on->excludes(off);
 }
 
+// The configuration document's flags (machine config set, profile set).
+void add_config_flags(CLI::App* c, Args& a) {
+  auto& d = a.config;
+  c->add_option("--file", d.file, "the whole document as JSON (flags below override its fields)");
+  c->add_option("--hostname", d.hostname, "host name (RFC 1123 label)");
+  c->add_option("--fqdn", d.fqdn, "fully qualified name (starts with the host name)");
+  c->add_option("--ssh-key-file", d.ssh_key_files, "authorized_keys-style file (repeatable)")
+      ->allow_extra_args(false);
+  c->add_option("--user-data-file", d.user_data_file,
+                "user-data (#cloud-config or script; - = stdin)");
+  c->add_option("--vendor-data-file", d.vendor_data_file, "vendor-data");
+  c->add_option("--network-config-file", d.network_config_file,
+                "network config version 2, as JSON");
+  c->add_option("--meta", d.metadata, "free metadata key=value (repeatable)")
+      ->allow_extra_args(false);
+  c->add_flag("--no-config-drive", d.no_config_drive, "no config drive: the metadata service only");
+}
+
 void add_machine_commands(CLI::App& app, Bindings& b) {
   Args& a = b.a;
   auto* machine = app.add_subcommand("machine", "list, inspect, label and (re)image machines");
@@ -136,6 +154,19 @@ void add_machine_commands(CLI::App& app, Bindings& b) {
   c = bmc->add_subcommand("remove", "remove the BMC and its credentials");
   c->add_option("id", a.id, "machine id or MAC")->required();
   b.bind(c, machine_bmc_remove);
+
+  auto* config = machine->add_subcommand("config", "the machine's cloud-init configuration");
+  config->require_subcommand(1);
+  c = config->add_subcommand("set", "set (replace) the machine's own configuration document");
+  c->add_option("id", a.id, "machine id or MAC")->required();
+  add_config_flags(c, a);
+  b.bind(c, machine_config_set);
+  c = config->add_subcommand("show", "its own document and the effective configuration");
+  c->add_option("id", a.id, "machine id or MAC")->required();
+  b.bind(c, machine_config_show);
+  c = config->add_subcommand("remove", "remove the machine's own document (profiles still apply)");
+  c->add_option("id", a.id, "machine id or MAC")->required();
+  b.bind(c, machine_config_remove);
 
   c = machine->add_subcommand("power", "power on|off|cycle|soft-off|status through the BMC");
   c->add_option("id", a.id, "machine id or MAC")->required();
@@ -249,6 +280,26 @@ void add_deployment_and_token_commands(CLI::App& app, Bindings& b) {
   auto* c = deployment->add_subcommand("show", "show one deployment");
   c->add_option("id", a.id, "deployment id")->required();
   b.bind(c, deployment_show);
+  c = deployment->add_subcommand("config", "the configuration snapshot it applies (admin)");
+  c->add_option("id", a.id, "deployment id")->required();
+  b.bind(c, deployment_config);
+
+  auto* profile = app.add_subcommand("profile", "configuration profiles selected by labels");
+  profile->require_subcommand(1);
+  c = profile->add_subcommand("set", "create or replace a profile");
+  c->add_option("name", a.name, "profile name")->required();
+  c->add_option("--selector,-l", a.selector, "label selector (default: every machine)");
+  c->add_option("--priority", a.config.priority, "merge order, lower first (default 0)");
+  add_config_flags(c, a);
+  b.bind(c, profile_set);
+  c = profile->add_subcommand("list", "list profiles");
+  b.bind(c, profile_list);
+  c = profile->add_subcommand("show", "show a profile");
+  c->add_option("name", a.name, "profile name")->required();
+  b.bind(c, profile_show);
+  c = profile->add_subcommand("remove", "remove a profile");
+  c->add_option("name", a.name, "profile name")->required();
+  b.bind(c, profile_remove);
 
   auto* tokens = app.add_subcommand("token", "manage API tokens (admin)");
   tokens->require_subcommand(1);

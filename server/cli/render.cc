@@ -138,13 +138,14 @@ std::string boot_seconds(const proto::Deployment& d) {
 
 Table deployment_table() {
   return Table({"ID", "KIND", "FROM", "TO", "STATUS", "REQUESTED_BY", "CREATED", "FINISHED",
-                "BOOT_S", "REASON"});
+                "BOOT_S", "CONFIG", "REASON"});
 }
 
 void add_deployment_row(Table& t, const proto::Deployment& d) {
   t.add_row({std::to_string(d.id), d.kind, version_text(d.from_version), version_text(d.to_version),
              to_string(d.status), d.requested_by, time_text(d.created_at), time_text(d.finished_at),
-             boot_seconds(d), d.status_reason});
+             boot_seconds(d), d.config_sha256 ? d.config_sha256->substr(0, 12) : "-",
+             d.status_reason});
 }
 
 void print_assignment(std::ostream& out, const proto::Deployment& d, bool created,

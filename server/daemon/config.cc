@@ -469,6 +469,10 @@ std::vector<ConfigField> make_fields() {
   f.push_back(duration<seconds>(
       "boot.token_ttl_s", "a deploy script's boot ticket expires (or ends with its deployment)",
       [](auto& c) -> auto& { return c.boot.token_ttl; }));
+  f.push_back(value(
+      "cloud_init.max_user_data_bytes",
+      "largest user-data (and vendor-data) a configuration document may hold, in bytes",
+      [](auto& c) -> auto& { return c.api.max_user_data_bytes; }));
   f.push_back(ConfigField{
       .key = "boot.instance_url",
       .type = "a string",

@@ -83,6 +83,15 @@ struct Server::State {
 
 namespace {
 
+// A request target as logged: a credential in its path (cloud-init's phone_home URL,
+// /api/v1/instance/phone-home/<instance credential>) is replaced by "{token}".
+std::string loggable_target(const std::string& target) {
+  constexpr std::string_view kPhoneHome = "/phone-home/";
+  const auto at = target.find(kPhoneHome);
+  if (at == std::string::npos) return log_escape(target, 512);
+  return log_escape(target.substr(0, at + kPhoneHome.size()) + "{token}", 512);
+}
+
 constexpr std::size_t kTlsChunk = 256 * 1024;
 constexpr std::uint64_t kSmallFile = 64 * 1024;
 constexpr std::string_view kImmutable = "public, max-age=31536000, immutable";
@@ -394,8 +403,8 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     try {
       state_->handler(std::move(req), std::move(respond));
     } catch (const std::exception& e) {
-      state_->log->error("event=http.handler_exception target=\"{}\" err=\"{}\"", target_,
-                         e.what());
+      state_->log->error("event=http.handler_exception target=\"{}\" err=\"{}\"",
+                         loggable_target(target_), e.what());
       write(make_error_response(bhttp::status::internal_server_error, "internal", "internal error",
                                 version_));
     }
@@ -424,7 +433,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     const auto ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
     state_->log->debug(
         "event=http.request peer={} tls={} method={} target=\"{}\" status={} bytes={} ms={:.2f}",
-        peer(), !kPlain, method_, target_, status, bytes, ms);
+        peer(), !kPlain, method_, loggable_target(target_), status, bytes, ms);
     busy_ = false;
     res_.reset();
     file_.reset();

@@ -61,22 +61,27 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
   Transaction tx(db);
   if (!load_machine(db, machine_id)) return machine_not_found(machine_id);
   auto latest = db.prepare(
-      "SELECT to_version_id FROM deployments WHERE machine_id = ? ORDER BY id DESC LIMIT 1");
+      "SELECT to_version_id, config_sha256 FROM deployments WHERE machine_id = ? "
+      "ORDER BY id DESC LIMIT 1");
   latest.bind(1, machine_id);
   if (!latest.step()) {
     return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
                                            " has no deployment history to roll back");
   }
   const std::int64_t latest_version = latest.int64(0);
-  // The last version the machine confirmed booting. An operator's rollback falls back to the
-  // last one written when no other version ever confirmed a boot (images without the hook, or a
-  // fleet adopting it); kilnd's own (booted_only) never does.
+  const std::optional<std::string> latest_config = latest.opt_text(1);
+  // The last version (with its configuration: a redeploy of the same image with a new
+  // configuration is a change too) the machine confirmed booting. An operator's rollback falls
+  // back to the last one written when no other ever confirmed a boot (images without the hook,
+  // or a fleet adopting it); kilnd's own (booted_only) never does.
   auto pick = [&](const char* status) {
-    auto s = db.prepare(std::string("SELECT v.name, v.version, v.deleted_at FROM deployments d "
-                                    "JOIN image_versions v ON v.id = d.to_version_id "
-                                    "WHERE d.machine_id = ? AND d.status = ") +
-                        status + " AND d.to_version_id != ? ORDER BY d.id DESC LIMIT 1");
-    s.bind(1, machine_id).bind(2, latest_version);
+    auto s = db.prepare(
+        std::string("SELECT v.name, v.version, v.deleted_at, d.config, d.config_sha256 "
+                    "FROM deployments d JOIN image_versions v ON v.id = d.to_version_id "
+                    "WHERE d.machine_id = ? AND d.status = ") +
+        status +
+        " AND NOT (d.to_version_id = ? AND d.config_sha256 IS ?) ORDER BY d.id DESC LIMIT 1");
+    s.bind(1, machine_id).bind(2, latest_version).bind(3, latest_config);
     return s;
   };
   std::optional<Stmt> prev(pick("'booted'"));
@@ -98,12 +103,15 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
     return make_error(Errc::kConflict, "the previous version " + name + ":" + version +
                                            " has been deleted; assign a version explicitly");
   }
+  std::optional<ConfigRecord> config;
+  if (!prev->is_null(3)) config = ConfigRecord{prev->text(3), prev->text(4), 0};
   auto target = load_image_version(db, name, version);
   AssignRequest req = request;
   req.image = name;
   req.version = version;
   req.force = true;
-  auto out = assign_in_tx(db, now, machine_id, *target, req, "rollback");
+  req.config = nullptr;
+  auto out = assign_in_tx(db, now, machine_id, *target, req, "rollback", config);
   if (out) tx.commit();
   return out;
 }
@@ -133,14 +141,16 @@ Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attem
   // The streak: the latest failed deployments of one version, back to (and including) the
   // last one someone asked for; a new assignment, even of the same version, starts afresh.
   auto s = db.prepare(
-      "SELECT status, to_version_id, requested_by FROM deployments WHERE machine_id = ? "
-      "ORDER BY id DESC LIMIT ?");
+      "SELECT status, to_version_id, requested_by, config, config_sha256 FROM deployments "
+      "WHERE machine_id = ? ORDER BY id DESC LIMIT ?");
   s.bind(1, machine_id).bind(2, static_cast<std::int64_t>(max_attempts) + 1);
   int failed_in_a_row = 0;
   std::optional<std::int64_t> version_id;
+  std::optional<ConfigRecord> config;  // the latest failed deployment's, retried with it
   while (s.step()) {
     if (s.text(0) != "failed") break;
     if (version_id && *version_id != s.int64(1)) break;
+    if (!version_id && !s.is_null(3)) config = ConfigRecord{s.text(3), s.text(4), 0};
     version_id = s.int64(1);
     ++failed_in_a_row;
     if (s.text(2) != who) break;
@@ -160,8 +170,11 @@ Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attem
     return make_error(Errc::kConflict, "the failed deployment's image version has been deleted");
   }
   const ImageVersion target = image_from_row(v);
-  AssignRequest req{target.name, target.version, who, /*force=*/false};
-  auto out = assign_in_tx(db, now, machine_id, target, req, "assign");
+  AssignRequest req;
+  req.image = target.name;
+  req.version = target.version;
+  req.requested_by = who;
+  auto out = assign_in_tx(db, now, machine_id, target, req, "assign", config);
   if (out) tx.commit();
   return out;
 }

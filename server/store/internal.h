@@ -139,7 +139,7 @@ inline constexpr char kDeploymentSelect[] =
     "SELECT d.id, d.machine_id, fv.id, fv.name, fv.version, tv.id, tv.name, tv.version, d.kind, "
     "d.requested_by, d.created_at, d.status, d.status_reason, d.stage, d.bytes_done, "
     "d.bytes_total, d.started_at, d.finished_at, d.reboot, d.written_at, d.powered_at, "
-    "d.booted_at, d.deadline_at, d.deadline_misses "
+    "d.booted_at, d.deadline_at, d.deadline_misses, d.config_sha256 "
     "FROM deployments d "
     "LEFT JOIN image_versions fv ON fv.id = d.from_version_id "
     "JOIN image_versions tv ON tv.id = d.to_version_id ";
@@ -166,6 +166,7 @@ inline Deployment deployment_from_row(const Stmt& s) {
   d.booted_at = s.opt_int64(21);
   d.deadline_at = s.opt_int64(22);
   d.deadline_misses = static_cast<int>(s.int64(23));
+  d.config_sha256 = s.opt_text(24);
   return d;
 }
 
@@ -193,6 +194,27 @@ inline void append_event(Db& db, std::int64_t now, std::string_view type,
 inline nlohmann::json ref_json(const std::optional<VersionRef>& v) {
   if (!v) return nullptr;
   return {{"image", v->name}, {"version", v->version}};
+}
+
+// The deployed OS of `d` (succeeded) proved it is up: booted now, recorded with how (`via`).
+inline Deployment mark_booted(Db& db, std::int64_t now, const Deployment& d,
+                              const std::string& address, const std::string& via) {
+  db.prepare(
+        "UPDATE deployments SET status = 'booted', booted_at = ?, deadline_at = NULL "
+        "WHERE id = ?")
+      .bind(1, now)
+      .bind(2, d.id)
+      .run();
+  auto out = *load_deployment(db, d.id);
+  nlohmann::json boot_ms = nullptr;
+  if (auto ms = proto::boot_ms(out)) boot_ms = *ms;
+  append_event(db, now, "deployment.booted", out.machine_id, out.id,
+               {{"to", ref_json(out.to_version)},
+                {"address", address},
+                {"boot_ms", boot_ms},
+                {"via", via},
+                {"since", out.powered_at ? "power-on" : "written"}});
+  return out;
 }
 
 inline ImageVersion image_from_row(const Stmt& s) {
@@ -244,21 +266,58 @@ inline void supersede(Db& db, std::int64_t now, std::int64_t machine_id, std::in
 struct ActiveDeployment {
   std::int64_t id;
   std::int64_t to_version_id;
+  std::optional<std::string> config_sha256;
 };
 
 inline std::optional<ActiveDeployment> active_deployment(Db& db, std::int64_t machine_id) {
-  auto s = db.prepare(std::string("SELECT id, to_version_id FROM deployments WHERE machine_id = ? "
-                                  "AND status IN ") +
-                      kActive);
+  auto s = db.prepare(
+      std::string("SELECT id, to_version_id, config_sha256 FROM deployments WHERE machine_id = ? "
+                  "AND status IN ") +
+      kActive);
   s.bind(1, machine_id);
   if (!s.step()) return std::nullopt;
-  return ActiveDeployment{s.int64(0), s.int64(1)};
+  return ActiveDeployment{s.int64(0), s.int64(1), s.opt_text(2)};
+}
+
+inline std::vector<ProfileRecord> load_profiles(Db& db) {
+  auto s = db.prepare(
+      "SELECT id, name, selector, priority, config, config_sha256, updated_at, created_at "
+      "FROM config_profiles ORDER BY priority, name");
+  std::vector<ProfileRecord> out;
+  while (s.step()) {
+    ProfileRecord p;
+    p.id = s.int64(0);
+    p.name = s.text(1);
+    p.selector = s.text(2);
+    p.priority = static_cast<int>(s.int64(3));
+    p.config = {s.text(4), s.text(5), s.int64(6)};
+    p.created_at = s.int64(7);
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+inline std::optional<ConfigRecord> load_machine_config(Db& db, std::int64_t machine_id) {
+  auto s = db.prepare(
+      "SELECT config, config_sha256, updated_at FROM machine_configs WHERE machine_id = ?");
+  s.bind(1, machine_id);
+  if (!s.step()) return std::nullopt;
+  return ConfigRecord{s.text(0), s.text(1), s.int64(2)};
+}
+
+inline Result<ConfigInputs> config_inputs(Db& db, std::int64_t machine_id) {
+  auto m = load_machine(db, machine_id);
+  if (!m) return machine_not_found(machine_id);
+  return ConfigInputs{std::move(*m), load_machine_config(db, machine_id), load_profiles(db)};
 }
 
 // The core of assign/bulk/rollback; runs inside the caller's write transaction.
-inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
-                                          const ImageVersion& target, const AssignRequest& req,
-                                          std::string_view kind) {
+// `fixed_config`: the snapshot to apply (rollback, retry: the one of the deployment repeated);
+// without it, req.config makes one (when set).
+inline Result<AssignOutcome> assign_in_tx(
+    Db& db, std::int64_t now, std::int64_t machine_id, const ImageVersion& target,
+    const AssignRequest& req, std::string_view kind,
+    const std::optional<std::optional<ConfigRecord>>& fixed_config = std::nullopt) {
   auto m = db.prepare(
       "SELECT current_version_id, approved FROM machines WHERE id = ? AND deleted_at IS NULL");
   m.bind(1, machine_id);
@@ -285,9 +344,22 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
     }
   }
 
+  std::optional<ConfigRecord> config;
+  if (fixed_config) {
+    config = *fixed_config;
+  } else if (req.config) {
+    auto inputs = config_inputs(db, machine_id);
+    if (!inputs) return inputs.error();
+    auto made = req.config(*inputs);
+    if (!made) return made.error();
+    config = std::move(*made);
+  }
+  const std::optional<std::string> config_sha =
+      config ? std::optional<std::string>(config->sha256) : std::nullopt;
+
   AssignOutcome out;
   if (auto active = active_deployment(db, machine_id)) {
-    if (active->to_version_id == target.id) {
+    if (active->to_version_id == target.id && active->config_sha256 == config_sha) {
       out.deployment = *load_deployment(db, active->id);
       out.created = false;
       return out;
@@ -313,8 +385,8 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
       .run();
   db.prepare(
         "INSERT INTO deployments (machine_id, from_version_id, to_version_id, kind, "
-        "requested_by, created_at, status, reboot, deadline_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)")
+        "requested_by, created_at, status, reboot, deadline_at, config, config_sha256) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)")
       .bind(1, machine_id)
       .bind(2, from)
       .bind(3, target.id)
@@ -323,6 +395,8 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
       .bind(6, now)
       .bind(7, static_cast<std::int64_t>(reboot ? 1 : 0))
       .bind(8, reboot ? req.deadline_at : std::nullopt)
+      .bind(9, config ? std::optional<std::string>(config->sealed) : std::nullopt)
+      .bind(10, config_sha)
       .run();
   const std::int64_t id = db.last_insert_rowid();
   db.prepare(
@@ -337,7 +411,8 @@ inline Result<AssignOutcome> assign_in_tx(Db& db, std::int64_t now, std::int64_t
                 {"to", ref_json(out.deployment.to_version)},
                 {"from", ref_json(out.deployment.from_version)},
                 {"requested_by", req.requested_by},
-                {"reboot", reboot}});
+                {"reboot", reboot},
+                {"config_sha256", config_sha ? nlohmann::json(*config_sha) : nullptr}});
   return out;
 }
 

@@ -146,20 +146,7 @@ Result<Deployment> Store::confirm_boot(const std::string& token, const std::stri
                                            proto::to_string(d->status) +
                                            ", not written: nothing to confirm");
   }
-  db.prepare(
-        "UPDATE deployments SET status = 'booted', booted_at = ?, deadline_at = NULL "
-        "WHERE id = ?")
-      .bind(1, now)
-      .bind(2, d->id)
-      .run();
-  auto out = *load_deployment(db, d->id);
-  nlohmann::json boot_ms = nullptr;
-  if (auto ms = proto::boot_ms(out)) boot_ms = *ms;
-  append_event(db, now, "deployment.booted", out.machine_id, out.id,
-               {{"to", ref_json(out.to_version)},
-                {"address", address},
-                {"boot_ms", boot_ms},
-                {"since", out.powered_at ? "power-on" : "written"}});
+  auto out = mark_booted(db, now, *d, address, "instance-credential");
   tx.commit();
   return out;
 }

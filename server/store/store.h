@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -78,6 +79,32 @@ struct MachinePage {
 // A label patch: a value sets the label, nullopt removes it.
 using LabelPatch = std::map<std::string, std::optional<std::string>>;
 
+// A sealed configuration document (the store never sees the plaintext) and the SHA-256 of its
+// canonical plaintext.
+struct ConfigRecord {
+  std::string sealed;
+  std::string sha256;
+  std::int64_t updated_at = 0;
+};
+struct ProfileRecord {
+  std::int64_t id = 0;
+  std::string name;
+  std::string selector;  // label selector text ("" = every machine)
+  int priority = 0;
+  ConfigRecord config;
+  std::int64_t created_at = 0;
+};
+// What a deployment's configuration snapshot is made of, read inside the assignment's
+// transaction: the machine (its name and labels) and every document that may apply to it.
+struct ConfigInputs {
+  Machine machine;
+  std::optional<ConfigRecord> machine_config;
+  std::vector<ProfileRecord> profiles;
+};
+// Makes the snapshot (sealed) from the inputs; nullopt: nothing to apply (no document).
+using ConfigSnapshotter =
+    std::function<Result<std::optional<ConfigRecord>>(const ConfigInputs& inputs)>;
+
 struct AssignRequest {
   std::string image;
   std::string version;
@@ -90,6 +117,9 @@ struct AssignRequest {
   // With a recorded reboot: the image must be written by then (ms), in case the power-on
   // never happens (the BMC fails, kilnd stops first); kilnd's power-on sets a fresh one.
   std::optional<std::int64_t> deadline_at;
+  // The deployment's configuration snapshot, made in the transaction (unset: none). Rollback
+  // and retry copy the snapshot of the deployment they repeat instead.
+  ConfigSnapshotter config;
 };
 
 // A machine's BMC. `credentials` is sealed by the caller (the store keeps only ciphertext),
@@ -250,6 +280,29 @@ class Store {
   // Records an event (power steps, refusals) in the history.
   void record_event(std::string_view type, std::optional<std::int64_t> machine_id,
                     std::optional<std::int64_t> deployment_id, const nlohmann::json& data);
+
+  // --- configuration (configs.cc) ---
+  // Creates or replaces the profile `p.name` (event profile.set, without the document).
+  Result<ProfileRecord> put_profile(const ProfileRecord& p, const std::string& who);
+  Result<ProfileRecord> get_profile(const std::string& name);  // kNotFound: none
+  std::vector<ProfileRecord> list_profiles();
+  Status delete_profile(const std::string& name, const std::string& who);
+  Result<ConfigRecord> put_machine_config(std::int64_t machine_id, const ConfigRecord& c,
+                                          const std::string& who);
+  Result<ConfigRecord> get_machine_config(std::int64_t machine_id);  // kNotFound: none
+  Status delete_machine_config(std::int64_t machine_id, const std::string& who);
+  // A deployment's snapshot (kNotFound: no such deployment; nullopt: it has none).
+  Result<std::optional<ConfigRecord>> deployment_config(std::int64_t deployment_id);
+  // The deployment a deployed OS speaks for, for the metadata service: by its instance
+  // credential, or by the source address of a bound, unexpired DHCP lease of one of the
+  // machine's MACs. Only the machine's latest deployment, and only once written (succeeded or
+  // booted): an unknown caller, an older deployment or one not written yet is kNotFound.
+  Result<Deployment> instance_by_token(const std::string& token);
+  Result<Deployment> instance_by_address(const std::string& address);
+  // The deployed OS of deployment `deployment_id` proved it is up (a metadata fetch, phone_home):
+  // as confirm_boot, `via` names how (in the event).
+  Result<Deployment> confirm_instance_boot(std::int64_t deployment_id, const std::string& address,
+                                           const std::string& via);
 
   // --- the boot path ---
   // The machine that owns `mac`; an unknown MAC is registered as `discovered` (no name, no

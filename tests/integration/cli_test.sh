@@ -257,7 +257,7 @@ succeed_deployment "$D2W2"
 log "history / deployment show"
 k machine history "$W1"
 expect_rc 0 "history"
-expect_match "$(head -n1 <<<"$OUT")" "^ID +KIND +FROM +TO +STATUS +REQUESTED_BY +CREATED +FINISHED +BOOT_S +REASON$" "history header"
+expect_match "$(head -n1 <<<"$OUT")" "^ID +KIND +FROM +TO +STATUS +REQUESTED_BY +CREATED +FINISHED +BOOT_S +CONFIG +REASON$" "history header"
 expect_eq "$(rows "$OUT")" 2 "two deployments in web-1's history"
 expect_eq "$(awk -v id="$D2" '$1 == id {print $2, $3, $4, $5, $6}' <<<"$OUT")" \
   "assign ubuntu:22.04.1 ubuntu:22.04.2 succeeded cli-admin" "history row"
