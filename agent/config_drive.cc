@@ -183,7 +183,7 @@ Error no_edit(const Disk& disk, const std::string& why) {
 }
 
 Result<PartitionEdit> edit_gpt(const Disk& disk, std::string& s0, std::uint64_t first,
-                               std::uint64_t last, std::int64_t deployment_id) {
+                               std::uint64_t last, std::int64_t deployment_id, bool commit) {
   const std::uint32_t ss = disk.sector_size();
   const std::uint64_t disk_sectors = disk.size() / ss;
   auto hdr = read_bytes(disk, ss, ss);
@@ -272,6 +272,7 @@ Result<PartitionEdit> edit_gpt(const Disk& disk, std::string& s0, std::uint64_t 
       put_le(e + 12, std::min<std::uint64_t>(disk_sectors - 1, 0xffffffffu), 4);
     }
   }
+  if (!commit) return PartitionEdit{"gpt", slot + 1};
   // Backup first: until the primary changes, readers use the old, valid primary.
   if (auto st = write_bytes(disk, backup_entries * ss, entries + b); !st) return st.error();
   if (auto st = disk.flush(); !st) return st.error();
@@ -283,7 +284,7 @@ Result<PartitionEdit> edit_gpt(const Disk& disk, std::string& s0, std::uint64_t 
 }
 
 Result<PartitionEdit> edit_mbr(const Disk& disk, std::string& s0, std::uint64_t first,
-                               std::uint64_t last) {
+                               std::uint64_t last, bool commit) {
   if (last >= 0xffffffffull) {
     return no_edit(disk, "the range ends beyond what an MBR can address (2^32 sectors)");
   }
@@ -319,6 +320,7 @@ Result<PartitionEdit> edit_mbr(const Disk& disk, std::string& s0, std::uint64_t 
   std::memcpy(e + 5, chs, 3);
   put_le(e + 8, first, 4);
   put_le(e + 12, last - first + 1, 4);
+  if (!commit) return PartitionEdit{"mbr", slot + 1};
   if (auto st = write_bytes(disk, 0, s0); !st) return st.error();
   if (auto st = disk.flush(); !st) return st.error();
   return PartitionEdit{"mbr", slot + 1};
@@ -491,7 +493,8 @@ Result<std::uint64_t> config_drive_offset(std::uint64_t image_size, std::uint64_
 }
 
 Result<PartitionEdit> add_config_drive_partition(const Disk& disk, std::uint64_t offset,
-                                                 std::uint64_t size, std::int64_t deployment_id) {
+                                                 std::uint64_t size, std::int64_t deployment_id,
+                                                 bool commit) {
   const std::uint32_t ss = disk.sector_size();
   if (offset % ss || size % ss || size == 0 || offset + size > disk.size()) {
     return no_edit(disk, "the range is not whole sectors within the disk");
@@ -516,7 +519,7 @@ Result<PartitionEdit> add_config_drive_partition(const Disk& disk, std::uint64_t
     if (*sig != "EFI PART") {
       return no_edit(disk, "a protective MBR without a GPT header at LBA 1");
     }
-    return edit_gpt(disk, s0, first, last, deployment_id);
+    return edit_gpt(disk, s0, first, last, deployment_id, commit);
   }
   if (n_used == 0) return no_edit(disk, "the image has no partition table (an empty MBR)");
   auto sig = read_bytes(disk, ss, 8);
@@ -524,7 +527,7 @@ Result<PartitionEdit> add_config_drive_partition(const Disk& disk, std::uint64_t
   if (*sig == "EFI PART") {
     return no_edit(disk, "a GPT header at LBA 1 without a protective MBR entry (0xEE)");
   }
-  return edit_mbr(disk, s0, first, last);
+  return edit_mbr(disk, s0, first, last, commit);
 }
 
 Result<std::string> prepare_config_drive(const ConfigDrive& cd, const Disk& disk,
@@ -543,6 +546,10 @@ Result<ConfigDriveResult> write_config_drive(const Disk& disk, const std::string
                                              std::uint64_t offset, std::int64_t deployment_id) {
   if (offset + fat.size() > disk.size()) {
     return make_error(Errc::kInvalid, "the config drive does not fit on " + disk.path());
+  }
+  // The table is checked first: a table that cannot take the entry leaves the disk untouched.
+  if (auto dry = add_config_drive_partition(disk, offset, fat.size(), deployment_id, false); !dry) {
+    return dry.error();
   }
   if (auto st = write_bytes(disk, offset, fat); !st) return st.error();
   if (auto st = disk.flush(); !st) return st.error();

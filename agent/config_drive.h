@@ -72,9 +72,10 @@ struct PartitionEdit {
 // An entry for exactly this range already present (a retry) is reused. Errors (kInvalid),
 // with nothing written: no partition table, a corrupt GPT (CRC), a hybrid MBR, an extended
 // partition, no free slot, an existing partition overlapping the range, a range beyond what
-// the table can address.
+// the table can address. With `commit` false, only checks (nothing is written).
 Result<PartitionEdit> add_config_drive_partition(const Disk& disk, std::uint64_t offset,
-                                                 std::uint64_t size, std::int64_t deployment_id);
+                                                 std::uint64_t size, std::int64_t deployment_id,
+                                                 bool commit = true);
 
 // Where a written drive is, for the success report.
 struct ConfigDriveResult {
@@ -88,8 +89,9 @@ struct ConfigDriveResult {
 Result<std::string> prepare_config_drive(const ConfigDrive& cd, const Disk& disk,
                                          std::uint64_t offset, std::int64_t deployment_id);
 
-// Writes `fat` (prepare_config_drive's) at `offset`, flushes, adds the partition, flushes, and
-// asks the kernel to re-read the table.
+// Checks the table can take the entry (else an error, nothing written), writes `fat`
+// (prepare_config_drive's) at `offset`, flushes, adds the partition, flushes, and asks the
+// kernel to re-read the table.
 Result<ConfigDriveResult> write_config_drive(const Disk& disk, const std::string& fat,
                                              std::uint64_t offset, std::int64_t deployment_id);
 

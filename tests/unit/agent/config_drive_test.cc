@@ -403,6 +403,12 @@ TEST_F(ConfigDriveTable, TablesThatCannotBeEditedAreErrorsAndStayUntouched) {
     EXPECT_NE(r.error().message.find(c.message), std::string::npos)
         << c.what << ": " << r.error().message;
     EXPECT_EQ(read(0, 1 << 20), before) << c.what << ": nothing written";
+    // Nor does writing the whole drive touch the disk: the table is checked first.
+    auto w = write_config_drive(*disk, std::string(kConfigDriveSize, 'F'), 17 << 20, 1);
+    ASSERT_FALSE(w) << c.what;
+    EXPECT_EQ(read(0, 1 << 20), before) << c.what << ": table untouched";
+    EXPECT_EQ(read(17 << 20, kConfigDriveSize).find('F'), std::string::npos)
+        << c.what << ": no drive bytes written";
   }
 }
 
