@@ -117,7 +117,22 @@ grep -q "^${DEV}p1 : start= *2048, size= *40000, type=83" dump.txt && ok || fail
 check_drive mbrdisk.img "$DEV" 2 $((25 * MIB))
 losetup -d "$DEV"
 
-# --- 1c. refusals leave the disk as it was -------------------------------------------------
+# --- 1c. GPT on a 4 KiB-sector device (the drive is FAT12 with 4 KiB sectors) ---------------
+truncate -s 64M 4k.img
+DEV=$(losetup -f --show -P -b 4096 4k.img)
+CLEANUP_CMDS+=("losetup -d $DEV")
+sgdisk -n 1:256:+8M -t 1:8300 "$DEV" >/dev/null 2>&1
+run_tool "$DEV" $((16 * MIB)) 42 cidata
+expect_eq "$RC" 0 "tool on a 4Kn GPT: $(cat tool.err)"
+expect_eq "$(jq -r .partition <<<"$OUT")" 2 "4Kn partition number"
+sgdisk -v "$DEV" >sgdisk.log 2>&1 || true
+grep -q 'No problems found' sgdisk.log && ok || fail "sgdisk -v (4Kn): $(cat sgdisk.log)"
+sfdisk -d "$DEV" >dump.txt 2>&1 || true
+grep -q "^${DEV}p2 : start= *$((16 * MIB / 4096)), size= *1024," dump.txt && ok || fail "4Kn: $(cat dump.txt)"
+check_drive 4k.img "$DEV" 2 $((16 * MIB))
+losetup -d "$DEV"
+
+# --- 1d. refusals leave the disk as it was -------------------------------------------------
 refuse() {  # refuse FILE IMAGE_SIZE EXPECTED_MESSAGE WHAT
   local before
   before=$(sha256sum <"$1")
@@ -235,6 +250,23 @@ expect_eq "$(jqb .status)" failed "full MBR fails the deployment"
 expect_eq "$(jqb .stage)" config-drive "the failing stage"
 grep -q "no free primary partition slot" <<<"$(jqb .status_reason)" && ok ||
   fail "the reason names the cause: $(jqb .status_reason)"
+
+# An external raw image (streamed from its URL) gets its drive too: an MBR image here.
+mkdir -p var/files
+cp mbr.raw var/files/mbr.raw
+"$KILN" image register ext 1 --url "$URL/files/mbr.raw" --sha256 "$(sha256sum <mbr.raw | cut -d' ' -f1)" \
+  --size $((24 * MIB + 4096)) --format raw --sign signer.pem >/dev/null
+api PUT /api/v1/machines/1/assignment '{"image":"ext","version":"1","force":true}'
+DEP=$(jqb .id)
+api POST "/api/v1/deployments/$DEP/agent-ticket"
+AT=$(jqb .ticket)
+agent "$DEV"
+expect_eq "$RC" 0 "external image with a config drive: $(tail -3 agent.log)"
+expect_eq "$(last_result | jq -c .detail.config_drive)" \
+  "{\"offset\":$((25 * MIB)),\"partition\":2,\"size\":$((4 * MIB)),\"table\":\"mbr\"}" "external: reported drive"
+sfdisk --verify "$DEV" >sfv.log 2>&1 && grep -q 'No errors detected' sfv.log && ok ||
+  fail "sfdisk --verify (external): $(cat sfv.log)"
+check_drive agent.img "$DEV" 2 $((25 * MIB))
 
 # A disk without room: fails before anything is written.
 truncate -s 34M tight.img
