@@ -32,8 +32,16 @@ grep -qw vfat /proc/filesystems && HAVE_VFAT=1 || log "this kernel has no vfat: 
 
 # attach FILE — a loop device with partition scanning; sets DEV.
 attach() {
-  DEV=$(losetup -f --show -P "$1")
+  DEV=$(losetup -f --show -P "$@")
   CLEANUP_CMDS+=("losetup -d $DEV")
+}
+# detach DEV — detaches it now and drops it from the exit cleanup (where the same name could
+# by then be another test's device).
+detach() {
+  losetup -d "$1"
+  local c kept=()
+  for c in "${CLEANUP_CMDS[@]}"; do [[ $c == "losetup -d $1" ]] || kept+=("$c"); done
+  CLEANUP_CMDS=("${kept[@]}")
 }
 # check_drive DISK_FILE DEV PARTNO OFFSET — the drive, read back by independent tools.
 check_drive() {
@@ -95,7 +103,7 @@ sfdisk -d gpt.raw | grep -E '^gpt.raw[12]' | sed 's/^gpt.raw//' >before.txt
 grep -E "^${DEV}p[12]" dump.txt | sed "s|^${DEV}p||" >after.txt
 cmp -s before.txt after.txt && ok || fail "image partitions changed: $(diff before.txt after.txt)"
 check_drive gptdisk.img "$DEV" 3 $((32 * MIB))
-losetup -d "$DEV"
+detach "$DEV"
 
 # --- 1b. MBR, one partition, the image not a MiB multiple ----------------------------------
 truncate -s $((24 * MIB + 4096)) mbr.raw
@@ -115,12 +123,11 @@ grep -q "^${DEV}p2 : start= *$((25 * MIB / 512)), size= *8192, type=e" dump.txt 
   fail "sfdisk -d (MBR): $(cat dump.txt)"
 grep -q "^${DEV}p1 : start= *2048, size= *40000, type=83" dump.txt && ok || fail "p1 kept: $(cat dump.txt)"
 check_drive mbrdisk.img "$DEV" 2 $((25 * MIB))
-losetup -d "$DEV"
+detach "$DEV"
 
 # --- 1c. GPT on a 4 KiB-sector device (the drive is FAT12 with 4 KiB sectors) ---------------
 truncate -s 64M 4k.img
-DEV=$(losetup -f --show -P -b 4096 4k.img)
-CLEANUP_CMDS+=("losetup -d $DEV")
+attach -b 4096 4k.img
 sgdisk -n 1:256:+8M -t 1:8300 "$DEV" >/dev/null 2>&1
 run_tool "$DEV" $((16 * MIB)) 42 cidata
 expect_eq "$RC" 0 "tool on a 4Kn GPT: $(cat tool.err)"
@@ -130,7 +137,7 @@ grep -q 'No problems found' sgdisk.log && ok || fail "sgdisk -v (4Kn): $(cat sgd
 sfdisk -d "$DEV" >dump.txt 2>&1 || true
 grep -q "^${DEV}p2 : start= *$((16 * MIB / 4096)), size= *1024," dump.txt && ok || fail "4Kn: $(cat dump.txt)"
 check_drive 4k.img "$DEV" 2 $((16 * MIB))
-losetup -d "$DEV"
+detach "$DEV"
 
 # --- 1d. refusals leave the disk as it was -------------------------------------------------
 refuse() {  # refuse FILE IMAGE_SIZE EXPECTED_MESSAGE WHAT
