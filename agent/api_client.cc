@@ -24,6 +24,33 @@ std::optional<std::string> string_field(const json& j, const char* key) {
 
 }  // namespace
 
+Result<std::optional<ConfigDrive>> parse_config_drive(const json& j) {
+  if (j.is_null()) return std::optional<ConfigDrive>();
+  if (!j.is_object()) {
+    return make_error(Errc::kInvalid, "the deployment plan's config_drive is not an object");
+  }
+  ConfigDrive cd;
+  if (auto it = j.find("label"); it != j.end()) {
+    if (!it->is_string()) {
+      return make_error(Errc::kInvalid, "the deployment plan's config_drive.label is not a string");
+    }
+    cd.label = it->get<std::string>();
+  }
+  const auto files = j.find("files");
+  if (files == j.end() || !files->is_object()) {
+    return make_error(Errc::kInvalid,
+                      "the deployment plan's config_drive.files is missing or not an object");
+  }
+  for (const auto& [name, content] : files->items()) {
+    if (!content.is_string()) {
+      return make_error(Errc::kInvalid,
+                        "the deployment plan's config_drive.files." + name + " is not a string");
+    }
+    cd.files.emplace(name, content.get<std::string>());
+  }
+  return std::optional<ConfigDrive>(std::move(cd));
+}
+
 Result<std::string> decode_signature_header(std::string_view value) {
   if (value.empty()) return std::string();
   constexpr std::size_t kHexSize = 2 * proto::image::kSignatureSize;
@@ -111,6 +138,11 @@ Result<Plan> ApiClient::plan() {
   if (auto it = j.find("instance"); it != j.end() && it->is_object()) {
     p.instance_token = string_field(*it, "token").value_or("");
     p.instance_url = string_field(*it, "url").value_or("");
+  }
+  if (auto it = j.find("config_drive"); it != j.end()) {
+    auto cd = parse_config_drive(*it);
+    if (!cd) return cd.error();
+    p.config_drive = std::move(*cd);
   }
   return p;
 }

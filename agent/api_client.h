@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "agent/config_drive.h"
 #include "agent/http.h"
 #include "core/result.h"
 #include "core/url.h"
@@ -33,7 +34,15 @@ struct Plan {
   // <instance_url>/api/v1/instance/booted); empty when kilnd sent none. "" url: the agent's.
   std::string instance_token;
   std::string instance_url;
+  // The NoCloud config drive to write after the image ("config_drive": null or
+  // {"label": "cidata", "files": {"meta-data": "...", ...}}); nullopt when absent or null.
+  std::optional<ConfigDrive> config_drive;
 };
+
+// The plan's "config_drive" property, strictly typed: null -> nullopt; otherwise an object
+// with an optional string "label" and an object "files" of strings. A wrong type is kInvalid
+// naming the property. The contents are checked later (validate_config_drive).
+Result<std::optional<ConfigDrive>> parse_config_drive(const nlohmann::json& j);
 
 // A manifest as served, with the signature from its Kiln-Signature header (raw bytes; empty
 // when the header is absent, i.e. the manifest is unsigned).

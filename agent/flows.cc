@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "agent/api_client.h"
+#include "agent/config_drive.h"
 #include "agent/deploy.h"
 #include "agent/disk.h"
 #include "agent/inventory.h"
@@ -65,6 +66,37 @@ Status write_instance_block(const Disk& disk, std::uint64_t image_size, const Pl
   std::memcpy(buf.data(), text.data(), text.size());
   if (auto st = disk.write(at, buf.data(), kInstanceBlockSize); !st) return st;
   return disk.flush();
+}
+
+// A config drive built and placed before anything is written (agent/config_drive.h).
+struct PreparedDrive {
+  std::uint64_t offset = 0;
+  std::string fat;
+};
+
+// The config drive's room and contents, checked in preflight: a drive that cannot be written
+// fails the deployment before the image touches the disk.
+Result<PreparedDrive> prepare_drive(const ConfigDrive& cd, const Disk& disk,
+                                    std::uint64_t image_size, std::int64_t deployment_id) {
+  auto offset = config_drive_offset(image_size, disk.size());
+  if (!offset) return offset.error();
+  auto fat = prepare_config_drive(cd, disk, *offset, deployment_id);
+  if (!fat) return fat.error();
+  return PreparedDrive{*offset, std::move(*fat)};
+}
+
+// Writes a prepared drive and its partition entry; the success report's detail for it.
+Result<json> finish_drive(const Disk& disk, const PreparedDrive& drive,
+                          std::int64_t deployment_id) {
+  auto r = write_config_drive(disk, drive.fat, drive.offset, deployment_id);
+  if (!r) return r.error();
+  log_line("config drive written: " + std::to_string(r->size >> 20) + " MiB at offset " +
+           std::to_string(r->offset) + ", " + r->edit.table + " partition " +
+           std::to_string(r->edit.partition));
+  return json{{"offset", r->offset},
+              {"size", r->size},
+              {"partition", r->edit.partition},
+              {"table", r->edit.table}};
 }
 
 int fail_deployment(ApiClient& api, const std::string& stage, const std::string& reason,
@@ -139,10 +171,12 @@ class ProgressReporter {
 
 // Progress reporting around a write function, and the result with its proof (`proof` names
 // what was verified; the byte counts are filled in here). Shared by both image paths.
+// `drive`, when set, runs after the image is written: its failure fails the deployment at
+// stage "config-drive", its success goes into the report's detail as "config_drive".
 template <typename Fn>
 int write_and_report(ApiClient& api, std::uint64_t total, Clock::time_point started,
                      DeployCounters& counters, proto::SuccessProof proof, Fn&& fn,
-                     const bool* instance_block = nullptr) {
+                     const bool* instance_block, const std::function<Result<json>()>& drive) {
   const auto write_start = Clock::now();
   auto progress = [&](const std::string& stage) {
     const double secs = std::chrono::duration<double>(Clock::now() - write_start).count();
@@ -181,6 +215,15 @@ int write_and_report(ApiClient& api, std::uint64_t total, Clock::time_point star
   }
   proto::AgentReport final = progress(res ? "done" : "writing");
   if (!res) return fail_deployment(api, "writing", res.error().message, final.detail);
+  if (drive) {
+    auto d = drive();
+    if (!d) {
+      return fail_deployment(api, "config-drive",
+                             d.error().message + " (the machine would boot without its identity)",
+                             final.detail);
+    }
+    final.detail["config_drive"] = std::move(*d);
+  }
   const double total_s = std::chrono::duration<double>(Clock::now() - started).count();
   final.detail["timings_s"] = {{"invalidate", res->invalidate_s},
                                {"write", res->write_s},
@@ -216,6 +259,14 @@ int write_and_report(ApiClient& api, std::uint64_t total, Clock::time_point star
     return kExitFailed;
   }
   return kExitOk;
+}
+
+// The step that writes `drive` (none without one).
+std::function<Result<json>()> drive_step(const Disk& disk,
+                                         const std::optional<PreparedDrive>& drive,
+                                         const Plan& plan) {
+  if (!drive) return {};
+  return [&disk, &drive, &plan] { return finish_drive(disk, *drive, plan.deployment.id); };
 }
 
 DeployOptions deploy_options(const Options& o) {
@@ -266,6 +317,13 @@ int deploy_external(const Options& o, ApiClient& api, const Plan& plan,
                            disk->path() + " holds " + std::to_string(disk->size()) +
                                " bytes; the image needs " + std::to_string(src.size));
   }
+  std::optional<PreparedDrive> drive;
+  if (plan.config_drive) {
+    auto p = prepare_drive(*plan.config_drive, *disk, src.size, plan.deployment.id);
+    if (!p)
+      return fail_deployment(api, "config-drive", p.error().message + "; nothing was written");
+    drive = std::move(*p);
+  }
   stage = "writing";
   log_line("streaming " + src.url + " (" + src.format + ", " + std::to_string(src.size) +
            " bytes)");
@@ -285,7 +343,7 @@ int deploy_external(const Options& o, ApiClient& api, const Plan& plan,
         }
         return res;
       },
-      &instance_written);
+      &instance_written, drive_step(*disk, drive, plan));
   if (rc != kExitOk || o.after == After::kNone) return rc;
   if (o.after == After::kKexec)
     log_line("kexec needs boot hints, which external images do not carry; rebooting");
@@ -330,6 +388,13 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   auto disk = Disk::open(*disk_path);
   if (!disk) return fail_deployment(api, stage, disk.error().message);
   if (auto st = preflight(m, *disk); !st) return fail_deployment(api, stage, st.error().message);
+  std::optional<PreparedDrive> drive;
+  if (plan.config_drive) {
+    auto p = prepare_drive(*plan.config_drive, *disk, m.size, plan.deployment.id);
+    if (!p)
+      return fail_deployment(api, "config-drive", p.error().message + "; nothing was written");
+    drive = std::move(*p);
+  }
 
   // Deploy, reporting about once a second.
   stage = "writing";
@@ -362,7 +427,7 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
         }
         return res;
       },
-      &instance_written);
+      &instance_written, drive_step(*disk, drive, plan));
   if (rc != kExitOk) return rc;
   stage = "done";
   if (o.after == After::kReboot) return reboot_now(RB_AUTOBOOT);

@@ -11,7 +11,7 @@ pkgs=(
   libboost-dev libboost-system-dev libarchive-dev libzstd-dev libssl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
   # real clients used by the integration tests
-  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gzip zstd xz-utils xxd python3-yaml
+  curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gdisk gzip zstd xz-utils xxd python3-yaml
   tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6
   # BMCs: kilnd drives IPMI with ipmitool; the lab's BMC emulators (tests/tools) are checked
   # with independent clients (sushy, redfishtool, ipmitool) and built on pyghmi
