@@ -262,6 +262,17 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
   }
   auto input = open_input(o.input);
   if (!input) return input.error();
+  // A size known up front (a qcow2 header's virtual size can say anything up to 64 TiB) that
+  // needs more chunks than the largest manifest lists, even all UNMAPPED (`["U"],`: 6 bytes),
+  // is refused now rather than after reading it all.
+  if (const auto size = (*input)->size()) {
+    const std::uint64_t chunks = (*size + o.chunk_size - 1) / o.chunk_size;
+    if (chunks > img::kMaxManifestSize / 6) {
+      return make_error(Errc::kInvalid, "the manifest would exceed 64 MiB (" +
+                                            std::to_string(chunks) +
+                                            " chunks); use a larger --chunk-size");
+    }
+  }
   const std::string partial = o.output + ".partial." + std::to_string(::getpid());
   UniqueFd out(::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!out)

@@ -378,6 +378,29 @@ TEST_F(Qcow2Test, HostileL1SizeNeedsTheBytesInTheFile) {
   EXPECT_NE(err.find("lies outside the file"), std::string::npos) << err;
 }
 
+// A header may announce up to 64 TiB of unallocated space in a tiny file: a size whose chunks
+// the largest manifest cannot list is refused before reading, not after hours of zeros.
+TEST_F(Qcow2Test, BuildRefusesAVirtualSizeNoManifestCanHold) {
+  Spec s;
+  s.cluster_bits = 21;
+  s.clusters = {{C::kData}};
+  Crafted c = craft(s);
+  put_be(c.file, 24, 16ull << 40, 8);  // 16 TiB: 32 L1 entries of 512 GiB
+  put_be(c.file, 36, 32, 4);
+  BuildOptions o;
+  o.input = write(c.file, "huge.qcow2");
+  o.output = (dir_ / "huge.kiln").string();
+  o.name = "t";
+  o.version = "1";
+  o.chunk_size = 256 * 1024;
+  auto r = build_image(o);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("the manifest would exceed 64 MiB (67108864 chunks)"),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_FALSE(std::filesystem::exists(o.output));
+}
+
 TEST_F(Qcow2Test, BuildsTheSameImageAsTheRawDiskWithHolesAsZeroOrUnmapped) {
   Spec s = mixed(3, true);
   s.cluster_bits = 17;  // 128 KiB clusters, 256 KiB chunks: two clusters per chunk
