@@ -13,6 +13,8 @@ pkgs=(
   # real clients used by the integration tests
   curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gdisk gzip zstd xz-utils xxd python3-yaml
   tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6
+  # qcow2 images for `kiln image build` made by QEMU's own tool (qemu-img, qemu-io)
+  qemu-utils
   # BMCs: kilnd drives IPMI with ipmitool; the lab's BMC emulators (tests/tools) are checked
   # with independent clients (sushy, redfishtool, ipmitool) and built on pyghmi
   ipmitool python3-sushy python3-pyghmi redfishtool

@@ -226,7 +226,8 @@ void add_image_commands(CLI::App* image, Bindings& b, const GlobalOptions& g, st
 
   ImageBuildArgs& build = b.build;
   c = image->add_subcommand("build", "build a packed .kiln image from a raw disk image");
-  c->add_option("input", build.input, "raw image, block device, or raw.gz/.xz/.zst/.bz2")
+  c->add_option("input", build.input,
+                "raw image, block device, qcow2 (v2/v3), or raw.gz/.xz/.zst/.bz2")
       ->required();
   c->add_option("-o,--output", build.output, "output .kiln file")->required();
   c->add_option("--name", build.name, "image name")->required();
@@ -235,7 +236,8 @@ void add_image_commands(CLI::App* image, Bindings& b, const GlobalOptions& g, st
   c->add_option("--level", build.level, "zstd level (default 3)")->check(CLI::Range(-7, 22));
   c->add_option("--threads", build.threads, "compression threads (default: cores)");
   c->add_flag("--free-holes", build.free_holes,
-              "holes of a sparse input are free space (UNMAPPED), not zeroes");
+              "holes (of a sparse input; qcow2 unallocated/zero clusters) are free space "
+              "(UNMAPPED), not zeroes");
   c->add_option("--sector-size", build.sector_size, "512 or 4096 (default: detect)");
   c->add_option("--sign", build.sign_key, "Ed25519 private key (PEM) to sign the manifest");
   c->add_option("--label", build.labels, "label key=value (repeatable)")->allow_extra_args(false);

@@ -24,6 +24,7 @@
 #include "core/io.h"
 #include "core/time.h"
 #include "core/unique_fd.h"
+#include "images/qcow2.h"
 
 namespace kiln::images {
 
@@ -96,6 +97,27 @@ class RawInput : public Input {
   std::uint64_t off_ = 0;
 };
 
+// A qcow2 image (images/qcow2.h), read in virtual-disk order; its unallocated and zero
+// clusters are holes.
+class QcowInput : public Input {
+ public:
+  explicit QcowInput(std::unique_ptr<Qcow2Reader> r) : r_(std::move(r)) {}
+  Result<std::size_t> read(char* buf, std::size_t n) override {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(n, r_->size() - off_));
+    if (auto s = r_->read(off_, buf, want); !s) return s.error();
+    off_ += want;
+    return want;
+  }
+  bool is_hole(std::uint64_t offset, std::uint64_t len) override {
+    return r_->is_hole(offset, len);
+  }
+  std::optional<std::uint64_t> size() const override { return r_->size(); }
+
+ private:
+  std::unique_ptr<Qcow2Reader> r_;
+  std::uint64_t off_ = 0;
+};
+
 std::string archive_error(archive* a) {
   const char* e = archive_error_string(a);
   return e ? e : "unknown libarchive error";
@@ -144,6 +166,14 @@ Result<std::unique_ptr<Input>> open_input(const std::string& path) {
   unsigned char magic[6] = {};
   const auto read = pread_full(fd, magic, sizeof magic, 0);
   const std::size_t m = read ? *read : 0;  // unreadable: not compressed, fails below
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return make_error(Errc::kInvalid, "cannot stat " + path);
+  if (m >= 4 && is_qcow2(std::string_view(reinterpret_cast<const char*>(magic), m)) &&
+      S_ISREG(st.st_mode)) {
+    auto q = Qcow2Reader::open(std::move(f), static_cast<std::uint64_t>(st.st_size), path);
+    if (!q) return q.error();
+    return std::unique_ptr<Input>(new QcowInput(std::move(*q)));
+  }
   const bool compressed =
       m >= 4 && ((magic[0] == 0x1f && magic[1] == 0x8b) ||  // gzip
                  (m >= 6 && std::memcmp(magic,
@@ -157,8 +187,6 @@ Result<std::unique_ptr<Input>> open_input(const std::string& path) {
     if (!a) return a.error();
     return std::unique_ptr<Input>(std::move(*a));
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return make_error(Errc::kInvalid, "cannot stat " + path);
   std::uint64_t size = static_cast<std::uint64_t>(st.st_size);
   if (S_ISBLK(st.st_mode)) {
     if (::ioctl(fd, BLKGETSIZE64, &size) != 0)
@@ -234,6 +262,17 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
   }
   auto input = open_input(o.input);
   if (!input) return input.error();
+  // A size known up front (a qcow2 header's virtual size can say anything up to 64 TiB) that
+  // needs more chunks than the largest manifest lists, even all UNMAPPED (`["U"],`: 6 bytes),
+  // is refused now rather than after reading it all.
+  if (const auto size = (*input)->size()) {
+    const std::uint64_t chunks = (*size + o.chunk_size - 1) / o.chunk_size;
+    if (chunks > img::kMaxManifestSize / 6) {
+      return make_error(Errc::kInvalid, "the manifest would exceed 64 MiB (" +
+                                            std::to_string(chunks) +
+                                            " chunks); use a larger --chunk-size");
+    }
+  }
   const std::string partial = o.output + ".partial." + std::to_string(::getpid());
   UniqueFd out(::open(partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!out)
@@ -291,11 +330,13 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
     buf->resize(*n);
     const std::uint64_t offset = m.size;
     if (offset == 0) head = buf->substr(0, std::min<std::size_t>(buf->size(), 8192));
-    if (o.free_holes && (*input)->is_hole(offset, *n)) {
+    // A hole (of a sparse file; a qcow2 image's unallocated or zero clusters) reads as zeros:
+    // UNMAPPED if holes are free space (--free-holes), else ZERO, as the encoder would find.
+    if ((*input)->is_hole(offset, *n)) {
       whole.update_zeros(*n);
       std::promise<img::EncodedChunk> ready;
       img::EncodedChunk e;
-      e.chunk.kind = img::ChunkKind::kUnmapped;
+      e.chunk.kind = o.free_holes ? img::ChunkKind::kUnmapped : img::ChunkKind::kZero;
       ready.set_value(std::move(e));
       window.push_back(ready.get_future());
     } else {

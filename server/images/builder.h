@@ -1,7 +1,9 @@
 // images/builder.h — building packed `.kiln` images (proto/image-format.md) from raw disks.
 //
-// build_image() reads a raw disk image, a block device, or a compressed raw image (gz, xz,
-// zstd, bz2 via libarchive's raw format and filters), cuts it into chunks, compresses them on
+// build_image() reads a raw disk image, a block device, a qcow2 image (images/qcow2.h), or a
+// compressed raw image (gz, xz, zstd, bz2 via libarchive's raw format and filters). Holes (of a
+// sparse file; a qcow2 image's unallocated and zero clusters) become ZERO chunks, or UNMAPPED
+// with `free_holes`, without being stored. It cuts the input into chunks, compresses them on
 // a pool of threads and writes the packed file in one pass. Memory stays bounded by a window
 // of 4 x threads chunks whatever the image size. The output appears atomically (written to
 // "<out>.partial.<pid>", fsynced, then renamed) so an interrupted build leaves nothing behind.
