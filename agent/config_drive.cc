@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "core/bytes.h"
 #include "core/crypto.h"
 #include "core/hex.h"
 
@@ -14,15 +15,7 @@ namespace kiln::agent {
 
 namespace {
 
-// --- little-endian fields ------------------------------------------------------------------
-std::uint64_t get_le(const char* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
-  return v;
-}
-void put_le(char* p, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
+// CRC-32 (zlib's, the one GPT uses).
 std::uint32_t crc(const char* p, std::size_t n) {
   return static_cast<std::uint32_t>(
       crc32(0, reinterpret_cast<const Bytef*>(p), static_cast<uInt>(n)));

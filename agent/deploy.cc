@@ -39,15 +39,6 @@ bool overlap(std::uint64_t a, std::uint64_t alen, std::uint64_t b, std::uint64_t
   return true;
 }
 
-std::uint64_t get_le(const char* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<unsigned char>(p[i]);
-  return v;
-}
-void put_le(char* p, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-
 // A GPT image on a larger disk: the backup header and entries go to the disk's real end (as
 // `sgdisk -e` does), the primary header points there and may use the space, the protective
 // MBR covers the disk. `primary` is the image's first region (PMBR, header, entries), updated
