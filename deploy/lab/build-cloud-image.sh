@@ -24,7 +24,7 @@
 # KILN_CLOUD_TRIM=0 (keep the units the image masks for boot time).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-NAME=cloud VERSION= OUT= SIGN= SIZE_MB=1024 RAW= QCOW2= SEED_URL=
+NAME=cloud VERSION='' OUT='' SIGN='' SIZE_MB=1024 RAW='' QCOW2='' SEED_URL=''
 while (($#)); do
   case $1 in
     --name) NAME=$2; shift 2 ;;
@@ -84,6 +84,7 @@ if [[ ! -s $TARBALL ]]; then
   mv "$TARBALL.tmp" "$TARBALL"
   echo "build-cloud-image: root filesystem built in $((SECONDS - t0)) s -> $TARBALL" >&2
 fi
+echo "$TARBALL" >"$KILN_LAB_CACHE/cloud-rootfs.current"  # (deploy/lab/cloud-init-schema.sh)
 
 STAGE=$(mktemp -d "${TMPDIR:-/tmp}/kiln-cloudimg.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
@@ -142,7 +143,7 @@ mkdir -p "$I"/{bin,dev,proc,sys,newroot,lib/modules}
 cp /bin/busybox "$I/bin/busybox"
 for a in $(/bin/busybox --list); do [[ -e $I/bin/$a ]] || ln -s busybox "$I/bin/$a"; done
 install -m 755 "$HERE/init" "$I/init"
-imods=$(kernel_modules virtio_pci virtio_blk virtio_scsi sd_mod ahci nvme ext4)
+imods=$(kernel_modules virtio_pci virtio_blk virtio_scsi sd_mod ahci nvme crc32c_generic ext4)
 mapfile -t ORDER <<<"$imods"
 for p in "${ORDER[@]}"; do
   mkdir -p "$I/lib/modules/$(dirname "$p")"
