@@ -69,9 +69,19 @@ measure() { report+=("$*"); log "$*"; }
 if [[ -z $RAW ]]; then
   t0=$SECONDS
   "$ROOT/deploy/lab/build-cloud-image.sh" --version check --out "$W/cloud.kiln" --raw "$W/cloud.raw" \
-    --seed-url "$SEED_URL" >&2 || { fail "build-cloud-image.sh"; exit 1; }
+    --qcow2 "$W/cloud.qcow2" --seed-url "$SEED_URL" >&2 || { fail "build-cloud-image.sh"; exit 1; }
   measure "image build: $((SECONDS - t0)) s; raw $(du -m --apparent-size "$W/cloud.raw" | cut -f1) MiB" \
-    "($(du -m "$W/cloud.raw" | cut -f1) MiB allocated), .kiln $(du -m "$W/cloud.kiln" | cut -f1) MiB"
+    "($(du -m "$W/cloud.raw" | cut -f1) MiB allocated), qcow2 $(du -m "$W/cloud.qcow2" | cut -f1) MiB," \
+    ".kiln $(du -m "$W/cloud.kiln" | cut -f1) MiB"
+  # The qcow2 (for `kiln image build`'s qcow2 input) holds the same disk: qemu-img's own check.
+  qemu-img check -q "$W/cloud.qcow2" && qemu-img compare -q "$W/cloud.raw" "$W/cloud.qcow2" && ok ||
+    fail "the qcow2 is not the raw image"
+  # The disk: GPT with both headers valid, the ESP legacy-BIOS-bootable (gptmbr.bin boots it).
+  sfdisk -d "$W/cloud.raw" | grep -q 'name="kiln-esp", attrs="LegacyBIOSBootable"' && ok ||
+    fail "the ESP lacks the LegacyBIOSBootable attribute"
+  if command -v sgdisk >/dev/null; then
+    sgdisk -v "$W/cloud.raw" | grep -q 'No problems found' && ok || fail "sgdisk -v: the GPT has problems"
+  fi
   RAW=$W/cloud.raw
 elif [[ -z ${EXPECT_IMAGE+set} ]]; then
   EXPECT_IMAGE=''
@@ -165,7 +175,7 @@ in_ns curl -sf --max-time 2 "${SEED_URL}meta-data" | grep -q "url-$TAG" || { fai
 # boot NAME FIRMWARE WITH_DRIVE — boots the image (snapshot) and waits for the KILN-CLOUD line.
 boot() {
   local name=$1 fw=$2 drive=$3 serial=$W/serial-$1.log t0 args
-  args=(-name "kiln-cloudchk-$name" -machine q35 -accel tcg,thread=single -cpu max -m "${MEM_MB:-1024}" -smp 1
+  args=(-name "kiln-cloudchk-$name" -machine q35 -accel tcg,thread=single -cpu "${QEMU_CPU:-max}" -m "${MEM_MB:-1024}" -smp 1
     -nographic -no-user-config -nodefaults -serial stdio
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$MAC,romfile="
     -drive "file=$RAW,if=none,id=d0,format=raw,snapshot=on" -device virtio-blk-pci,drive=d0,bootindex=1)
