@@ -2,7 +2,7 @@
 # Proves the lab's Debian 12 cloud image (deploy/lab/build-cloud-image.sh) with independent
 # tools, no kilnd involved: run by hand (root: a network namespace and a tap), not by ctest.
 #
-#   tests/e2e/cloud_image_check.sh [--raw IMAGE.raw] [--only drive-bios|drive-uefi|url-bios|url-uefi]...
+#   tests/e2e/cloud_image_check.sh [--raw IMAGE.raw] [--only drive-bios|drive-uefi|part-bios|part-uefi|url-bios|url-uefi]...
 #
 # (--raw: an image built with --seed-url http://10.98.0.1:8000/nocloud/ for the url runs;
 # EXPECT_IMAGE=name:version also checks its image= value. KEEP=1 keeps the work directory.)
@@ -16,6 +16,8 @@
 #     with `cloud-init schema` from the image's own cloud-init first), network-config v2 (the
 #     NIC matched by MAC, dhcp4 plus a static extra address). The HTTP seed serves OTHER
 #     values: the drive must win, and the server must see no request.
+#   part-bios, part-uefi: the same seed as a vfat CIDATA partition after the image's last
+#     byte on a larger disk (the backup GPT moved to its end), as kiln's agent writes it.
 #   url-bios: no drive: the image seeds from the URL (the metadata-service path); the server
 #     must have served meta-data and user-data, and the values must be the URL's.
 # Each boot must print the runcmd marker and the image's own KILN-CLOUD line, whose values are
@@ -37,7 +39,7 @@ while (($#)); do
   case $1 in
     --raw) RAW=$2; shift 2 ;;
     --only) ONLY+=("$2"); shift 2 ;;
-    *) echo "usage: $0 [--raw IMAGE.raw] [--only drive-bios|drive-uefi|url-bios|url-uefi]..." >&2; exit 2 ;;
+    *) echo "usage: $0 [--raw IMAGE.raw] [--only drive-bios|drive-uefi|part-bios|part-uefi|url-bios|url-uefi]..." >&2; exit 2 ;;
   esac
 done
 ((${#ONLY[@]})) || ONLY=(drive-bios drive-uefi url-bios)
@@ -130,6 +132,24 @@ IFNAME=enp0s1  # q35, the NIC first on the command line; replaced by what a boot
 cloud-localds --network-config="$W/drive/network-config" "$W/seed.iso" "$W/drive/user-data" \
   "$W/drive/meta-data" || { fail cloud-localds; exit 1; }
 
+# part_disk — what kiln's agent does at deploy time, done here with sfdisk: the image on a
+# larger disk, the backup GPT moved to the disk's end, and a third partition after the image's
+# last byte holding a vfat CIDATA filesystem (cloud-localds --filesystem=vfat).
+part_disk() {
+  local d=$W/cloud-part.raw size start
+  [[ -s $d ]] && return 0
+  cp --sparse=always "$RAW" "$d"
+  size=$(stat -c %s "$RAW")
+  truncate -s $((size + 64 * 1048576)) "$d"
+  sfdisk -q --relocate gpt-bak-std "$d" || return 1
+  start=$((size / 512))
+  echo "start=$start, size=$((60 * 2048)), type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7, name=\"cidata\"" |
+    sfdisk -q --append "$d" || return 1
+  cloud-localds --filesystem=vfat --network-config="$W/drive/network-config" "$W/seed.vfat" \
+    "$W/drive/user-data" "$W/drive/meta-data" || return 1
+  dd if="$W/seed.vfat" of="$d" bs=512 seek="$start" conv=notrunc status=none
+}
+
 # `cloud-init schema` from the image's own cloud-init (22.4; nothing of cloud-init is installed
 # on this host), and it does reject what is wrong (the check can fail).
 schema_check() {
@@ -175,10 +195,15 @@ in_ns curl -sf --max-time 2 "${SEED_URL}meta-data" | grep -q "url-$TAG" || { fai
 # boot NAME FIRMWARE WITH_DRIVE — boots the image (snapshot) and waits for the KILN-CLOUD line.
 boot() {
   local name=$1 fw=$2 drive=$3 serial=$W/serial-$1.log t0 args
+  local disk=$RAW
+  if [[ $drive == part ]]; then
+    part_disk || { fail "$name: cannot make the disk with a CIDATA partition"; return 1; }
+    disk=$W/cloud-part.raw
+  fi
   args=(-name "kiln-cloudchk-$name" -machine q35 -accel tcg,thread=single -cpu "${QEMU_CPU:-max}" -m "${MEM_MB:-1024}" -smp 1
     -nographic -no-user-config -nodefaults -serial stdio
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$MAC,romfile="
-    -drive "file=$RAW,if=none,id=d0,format=raw,snapshot=on" -device virtio-blk-pci,drive=d0,bootindex=1)
+    -drive "file=$disk,if=none,id=d0,format=raw,snapshot=on" -device virtio-blk-pci,drive=d0,bootindex=1)
   if [[ $drive == 1 ]]; then
     args+=(-drive "file=$W/seed.iso,if=none,id=d1,format=raw,readonly=on" -device virtio-blk-pci,drive=d1)
   fi
@@ -260,6 +285,8 @@ for run in "${ONLY[@]}"; do
   case $run in
     drive-bios) boot "$run" bios 1 && check "$run" drive ;;
     drive-uefi) boot "$run" uefi 1 && check "$run" drive ;;
+    part-bios) boot "$run" bios part && check "$run" drive ;;
+    part-uefi) boot "$run" uefi part && check "$run" drive ;;
     url-bios | url-uefi)
       grep -q '^network-interfaces:' "$W/http/nocloud/meta-data" || url_network "$IFNAME"
       boot "$run" "${run#url-}" 0 && check "$run" url ;;
