@@ -200,11 +200,13 @@ boot() {
     part_disk || { fail "$name: cannot make the disk with a CIDATA partition"; return 1; }
     disk=$W/cloud-part.raw
   fi
+  # shellcheck disable=SC2054  # (QEMU's comma-separated options)
   args=(-name "kiln-cloudchk-$name" -machine q35 -accel tcg,thread=single -cpu "${QEMU_CPU:-max}" -m "${MEM_MB:-1024}" -smp 1
     -nographic -no-user-config -nodefaults -serial stdio
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" -device "virtio-net-pci,netdev=n0,mac=$MAC,romfile="
     -drive "file=$disk,if=none,id=d0,format=raw,snapshot=on" -device virtio-blk-pci,drive=d0,bootindex=1)
   if [[ $drive == 1 ]]; then
+    # shellcheck disable=SC2054
     args+=(-drive "file=$W/seed.iso,if=none,id=d1,format=raw,readonly=on" -device virtio-blk-pci,drive=d1)
   fi
   if [[ $fw == uefi ]]; then
