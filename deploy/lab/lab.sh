@@ -432,7 +432,7 @@ lab_wait_state() {
 : "${LAB_CLOUD_DISK_MB:=1536}"
 : "${LAB_CLOUD_MEM_MB:=1024}"
 : "${LAB_CLOUD_SEED_URL:=$LAB_URL/nocloud/}"  # kilnd's NoCloud metadata service
-LAB_CLOUD_LINE=
+LAB_CLOUD_LINE='' LAB_CLOUD_T=''
 
 lab_cloud_machine() {
   LAB_DISK_MB=$LAB_CLOUD_DISK_MB
@@ -459,12 +459,11 @@ lab_cloud_image() {
 
 # lab_cloud_wait LOG TIMEOUT_S — waits for the image's "KILN-CLOUD: ..." serial line (printed
 # once cloud-init's final stage is done); sets LAB_CLOUD_LINE (the part after "KILN-CLOUD: ")
-# and prints its seconds since power-on.
+# and LAB_CLOUD_T (its seconds since power-on). Call it directly, not in $(...).
 lab_cloud_wait() {
-  local t
-  t=$(lab_wait_log "$1" 'KILN-CLOUD: hostname=' "$2") || return 1
+  LAB_CLOUD_LINE='' LAB_CLOUD_T=''
+  LAB_CLOUD_T=$(lab_wait_log "$1" 'KILN-CLOUD: hostname=' "$2") || return 1
   LAB_CLOUD_LINE=$(grep -a -m1 'KILN-CLOUD: hostname=' "$1" | sed 's/.*KILN-CLOUD: //')
-  echo "$t"
 }
 
 # lab_cloud_field NAME — one value of LAB_CLOUD_LINE: hostname, fqdn, keys (user:SHA256:..,..
