@@ -7,6 +7,7 @@
 #include "api/image_responses.h"
 #include "api/routes.h"
 #include "core/hex.h"
+#include "core/log_util.h"
 #include "core/url.h"
 #include "store/sqlite.h"
 
@@ -137,12 +138,8 @@ struct Api::Impl {
     const auto qpos = target.find('?');
     const std::string path = target.substr(0, qpos);
     auto match = route_table().match(method, path);
-    // A credential in the path (phone_home's URL) is logged as the route's pattern.
-    const bool secret_path =
-        match.route && match.route->info.pattern.find("{token}") != std::string::npos;
     auto finish = finisher(match.route ? match.route->info.pattern : "unmatched", method_name,
-                           secret_path ? match.route->info.pattern : target,
-                           method != bhttp::verb::get, std::move(respond));
+                           loggable_target(target), method != bhttp::verb::get, std::move(respond));
     if (!match.route) {
       if (!match.allow.empty()) {
         auto res = json_response(

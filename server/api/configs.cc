@@ -25,8 +25,10 @@ const SecretBox& box(Services& s) {
 // Additional data: a sealed document opens only in the row it was written for.
 std::string profile_aad(const std::string& name) { return "kiln-config:profile:" + name; }
 std::string machine_aad(std::int64_t id) { return "kiln-config:machine:" + std::to_string(id); }
-std::string deployment_aad(std::int64_t machine_id) {
-  return "kiln-config:deployment-of:" + std::to_string(machine_id);
+// A snapshot is bound to its machine and its hash: a sealed snapshot moved to another machine's
+// deployment, or paired with another hash, does not open.
+std::string deployment_aad(std::int64_t machine_id, const std::string& sha256) {
+  return "kiln-config:deployment-of:" + std::to_string(machine_id) + ":" + sha256;
 }
 
 Result<Config> open_config(Services& s, const store::ConfigRecord& r, const std::string& aad) {
@@ -57,6 +59,9 @@ Result<cloudinit::Effective> effective_of(Services& s, const store::ConfigInputs
     auto sel = p.selector.empty() ? Result<proto::Selector>(proto::Selector{})
                                   : proto::parse_selector(p.selector);
     if (!sel) return sel.error();
+    // Only the profiles that select this machine are opened: one that does not open fails
+    // the machines it applies to, not the whole fleet.
+    if (!cloudinit::selects(*sel, in.machine.labels)) continue;
     auto cfg = open_config(s, p.config, profile_aad(p.name));
     if (!cfg) return cfg.error();
     profiles.push_back({p.name, std::move(*sel), p.priority, std::move(*cfg)});
@@ -175,7 +180,8 @@ std::optional<Response> get_deployment_config(Services& s, Ctx& c) {
   auto r = take(s.store.deployment_config(d.id));
   json doc = nullptr, sha = nullptr;
   if (r) {
-    doc = cloudinit::to_json(take(open_config(s, *r, deployment_aad(d.machine_id))), true);
+    doc =
+        cloudinit::to_json(take(open_config(s, *r, deployment_aad(d.machine_id, r->sha256))), true);
     sha = r->sha256;
   }
   return json_response(bhttp::status::ok,
@@ -230,7 +236,7 @@ Rendered render_for(Services& s, const proto::Deployment& d, std::string local_i
                     std::string phone_home_url) {
   Rendered r;
   if (auto sealed = take(s.store.deployment_config(d.id))) {
-    r.config = take(open_config(s, *sealed, deployment_aad(d.machine_id)));
+    r.config = take(open_config(s, *sealed, deployment_aad(d.machine_id, sealed->sha256)));
   }
   auto m = take(s.store.get_machine(d.machine_id));
   r.instance = {d.id,
@@ -339,8 +345,15 @@ store::ConfigSnapshotter config_snapshotter(Services& s) {
     auto e = effective_of(s, in);
     if (!e) return e.error();
     if (e->sources.empty()) return std::optional<store::ConfigRecord>{};
-    return std::optional<store::ConfigRecord>(
-        seal_config(s, e->config, deployment_aad(in.machine.id)));
+    if (const auto n = cloudinit::rendered_size(e->config); n > cloudinit::kMaxRenderedBytes) {
+      return make_error(Errc::kInvalid, "config: machine " + std::to_string(in.machine.id) +
+                                            "'s effective configuration renders to " +
+                                            std::to_string(n) +
+                                            " bytes; a config drive holds at most " +
+                                            std::to_string(cloudinit::kMaxRenderedBytes));
+    }
+    return std::optional<store::ConfigRecord>(seal_config(
+        s, e->config, deployment_aad(in.machine.id, cloudinit::config_sha256(e->config))));
   };
 }
 

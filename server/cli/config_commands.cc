@@ -104,9 +104,8 @@ void print_document(std::ostream& out, const json& doc, const std::string& inden
         continue;
       }
       out << str << "\n";
-    } else if (v.is_object() && v.contains("sha256") && v.contains("bytes")) {
-      out << "(" << v["bytes"] << " bytes, sha256 " << text(v, "sha256").substr(0, 12)
-          << "; admin only)\n";
+    } else if (v.is_object() && v.size() == 1 && v.contains("bytes")) {
+      out << "(" << v["bytes"] << " bytes; admin only)\n";
     } else {
       out << v.dump() << "\n";
     }

@@ -243,13 +243,17 @@ json to_json(const Config& c, bool secrets) {
   if (c.hostname) j["hostname"] = *c.hostname;
   if (c.fqdn) j["fqdn"] = *c.fqdn;
   if (c.ssh_authorized_keys) j["ssh_authorized_keys"] = *c.ssh_authorized_keys;
+  // Read tokens learn only that a document is there and its size: no hash (a hash of a short
+  // secret is a guessing oracle), and network_config may hold Wi-Fi passwords.
   auto secret = [&](const std::string& s) -> json {
     if (secrets) return s;
-    return {{"bytes", s.size()}, {"sha256", sha256_of(s)}};
+    return {{"bytes", s.size()}};
   };
   if (c.user_data) j["user_data"] = secret(*c.user_data);
   if (c.vendor_data) j["vendor_data"] = secret(*c.vendor_data);
-  if (c.network_config) j["network_config"] = *c.network_config;
+  if (c.network_config) {
+    j["network_config"] = secrets ? *c.network_config : secret(c.network_config->dump());
+  }
   if (!c.metadata.empty()) j["metadata"] = c.metadata;
   if (c.config_drive) j["config_drive"] = *c.config_drive;
   return j;
@@ -297,7 +301,11 @@ namespace {
 
 void apply(Config& out, const Config& in) {
   if (in.hostname) out.hostname = in.hostname;
-  if (in.fqdn) out.fqdn = in.fqdn;
+  if (in.fqdn) {
+    out.fqdn = in.fqdn;
+    // An FQDN names its host: a later document's FQDN wins over an earlier hostname.
+    if (!in.hostname) out.hostname = in.fqdn->substr(0, in.fqdn->find('.'));
+  }
   if (in.ssh_authorized_keys) {
     if (!out.ssh_authorized_keys) out.ssh_authorized_keys.emplace();
     for (const auto& k : *in.ssh_authorized_keys) {
@@ -381,7 +389,8 @@ NoCloudFiles render_nocloud(const Config& c, const Instance& i) {
                 {"machine", i.machine_name},
                 {"image", i.image},
                 {"metadata", c.metadata}};
-  f.meta_data = md.dump(2) + "\n";
+  // ASCII only (\u escapes): cloud-init's YAML loader refuses some raw code points (C1).
+  f.meta_data = md.dump(2, ' ', true) + "\n";
   f.user_data = c.user_data.value_or("");
   // The operator's vendor-data and kiln's phone_home, as one MIME multipart document when
   // there are both (cloud-init runs every part).
@@ -405,8 +414,15 @@ NoCloudFiles render_nocloud(const Config& c, const Instance& i) {
     out += "--" + boundary + "--\n";
     f.vendor_data = std::move(out);
   }
-  if (c.network_config) f.network_config = c.network_config->dump(2) + "\n";
+  if (c.network_config) f.network_config = c.network_config->dump(2, ' ', true) + "\n";
   return f;
+}
+
+std::size_t rendered_size(const Config& c) {
+  Instance i{1, 1, std::string(63, 'm'), std::string(257, 'i'), "", std::string(512, 'u')};
+  const auto f = render_nocloud(c, i);
+  return f.meta_data.size() + f.user_data.size() + f.vendor_data.size() +
+         (f.network_config ? f.network_config->size() : 0);
 }
 
 std::optional<std::string> ec2_meta_data(const Config& c, const Instance& i,

@@ -42,8 +42,8 @@ struct Limits {
 // kBadRequest, a bad value kInvalid; either message starts with the field's name
 // ("user_data: ...").
 Result<Config> parse_config(const nlohmann::json& j, const Limits& limits = {});
-// The JSON form. Without `secrets`, user_data and vendor_data are shown as
-// {"bytes": N, "sha256": "..."} (read-only callers never see them).
+// The JSON form. Without `secrets`, user_data, vendor_data and network_config are shown as
+// {"bytes": N} (read-only callers never see them). metadata is not secret.
 nlohmann::json to_json(const Config& c, bool secrets = true);
 // The canonical serialization (sorted keys, no whitespace) and its SHA-256: equal hashes mean
 // equal documents.
@@ -92,6 +92,11 @@ std::string instance_id(std::int64_t deployment_id);
 // The hostname cloud-init gets: the configured one, else the machine's name when it is a
 // valid label, else "machine-<id>".
 std::string hostname_of(const Config& c, const Instance& i);
+
+// What the NoCloud files of `c` take at most on a config drive (bytes), to refuse at assignment
+// a configuration the agent could not write (its drive holds 1 MiB of files).
+std::size_t rendered_size(const Config& c);
+inline constexpr std::size_t kMaxRenderedBytes = 1024 * 1024 - 64 * 1024;
 
 // The NoCloud files. meta-data and vendor-data always exist; user-data is "" when none is
 // configured (cloud-init then has nothing to run); network-config is nullopt when none is.

@@ -19,4 +19,11 @@ std::string log_escape(std::string_view s, std::size_t max) {
   return out;
 }
 
+std::string loggable_target(std::string_view target) {
+  constexpr std::string_view kPhoneHome = "/phone-home/";
+  const auto at = target.find(kPhoneHome);
+  if (at == std::string_view::npos) return log_escape(target, 512);
+  return log_escape(std::string(target.substr(0, at + kPhoneHome.size())) + "{token}", 512);
+}
+
 }  // namespace kiln

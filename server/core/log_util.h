@@ -13,6 +13,10 @@ namespace kiln {
 
 // Printable ASCII of the first `max` bytes; quotes, backslashes and other bytes as \xNN.
 std::string log_escape(std::string_view s, std::size_t max = 256);
+// A request target as logged (escaped, at most 512 bytes): a credential in its path (cloud-init's
+// phone_home URL, .../phone-home/<instance credential>) is replaced by "{token}", whatever
+// route or method it came with.
+std::string loggable_target(std::string_view target);
 
 // At most `per_second` true answers per wall-clock second. Thread-safe.
 class LogBudget {

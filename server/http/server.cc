@@ -83,15 +83,6 @@ struct Server::State {
 
 namespace {
 
-// A request target as logged: a credential in its path (cloud-init's phone_home URL,
-// /api/v1/instance/phone-home/<instance credential>) is replaced by "{token}".
-std::string loggable_target(const std::string& target) {
-  constexpr std::string_view kPhoneHome = "/phone-home/";
-  const auto at = target.find(kPhoneHome);
-  if (at == std::string::npos) return log_escape(target, 512);
-  return log_escape(target.substr(0, at + kPhoneHome.size()) + "{token}", 512);
-}
-
 constexpr std::size_t kTlsChunk = 256 * 1024;
 constexpr std::uint64_t kSmallFile = 64 * 1024;
 constexpr std::string_view kImmutable = "public, max-age=31536000, immutable";

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace kiln::cloudinit {
 namespace {
 
@@ -90,10 +92,44 @@ TEST(CloudInitConfig, UserDataCapIsTheLimit) {
 }
 
 TEST(CloudInitConfig, ReadersSeeNoSecrets) {
-  auto c = parsed({{"user_data", "#cloud-config\npassword: hunter2\n"}});
-  const auto shown = to_json(c, false).dump();
-  EXPECT_EQ(shown.find("hunter2"), std::string::npos);
-  EXPECT_NE(shown.find("sha256"), std::string::npos);
+  auto c = parsed(
+      {{"user_data", "#cloud-config\npassword: hunter2\n"},
+       {"network_config",
+        json::parse(
+            R"({"version": 2, "wifis": {"wl0": {"access-points": {"lab": {"password": "wifi-pw"}}}}})")}});
+  const auto shown = to_json(c, false);
+  EXPECT_EQ(shown.dump().find("hunter2"), std::string::npos);
+  EXPECT_EQ(shown.dump().find("wifi-pw"), std::string::npos);
+  // Only the size: a hash of a short secret would be a guessing oracle.
+  EXPECT_EQ(shown["user_data"], (json{{"bytes", c.user_data->size()}}));
+  EXPECT_TRUE(shown["network_config"].contains("bytes"));
+}
+
+TEST(CloudInitConfig, AMachineFqdnWinsOverAProfileHostname) {
+  std::vector<Profile> profiles = {{"generic", {}, 0, parsed({{"hostname", "generic"}})}};
+  auto e = merge(profiles, {}, parsed({{"fqdn", "web-01.r12.example.net"}}));
+  EXPECT_EQ(e.config.hostname, "web-01");
+  EXPECT_EQ(e.config.fqdn, "web-01.r12.example.net");
+  // And a later hostname renames an earlier FQDN's host.
+  profiles = {{"domain", {}, 0, parsed({{"fqdn", "x.r12.example.net"}})}};
+  e = merge(profiles, {}, parsed({{"hostname", "db-02"}}));
+  EXPECT_EQ(e.config.fqdn, "db-02.r12.example.net");
+}
+
+TEST(CloudInitConfig, MetaDataIsAscii) {
+  auto c = parsed({{"metadata", {{"note", "caf\u00e9 \u0085"}}}});
+  auto md = render_nocloud(c, {1, 1, "m", "x:1", "", ""}).meta_data;
+  EXPECT_TRUE(std::all_of(md.begin(), md.end(),
+                          [](char ch) { return static_cast<unsigned char>(ch) < 0x80; }));
+  EXPECT_EQ(json::parse(md)["kiln"]["metadata"]["note"], "caf\u00e9 \u0085");
+}
+
+TEST(CloudInitConfig, RenderedSizeCountsEveryFile) {
+  auto small = parsed({{"hostname", "a"}});
+  auto big = parsed({{"user_data", "#cloud-config\n" + std::string(60000, 'x')},
+                     {"vendor_data", "#cloud-config\n" + std::string(60000, 'y')}});
+  EXPECT_LT(rendered_size(small), 4096u);
+  EXPECT_GT(rendered_size(big), 120000u);
 }
 
 TEST(CloudInitConfig, MergeOrderIsPriorityThenNameThenMachine) {
