@@ -135,12 +135,15 @@ TEST(Migrations, FailedMigrationLeavesDatabaseUntouched) {
   auto s = Store::open(o, clock, more);
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message.find("3_broken"), std::string::npos) << s.error().message;
-  Db raw(o.path, true);
-  EXPECT_EQ(schema_version(raw), 1);
-  auto t = raw.prepare("SELECT count(*) FROM sqlite_master WHERE name IN ('b', 'c')");
-  t.step();
-  EXPECT_EQ(t.int64(0), 0) << "tables of the failed batch must not exist";
-  std::filesystem::remove(path);
+  {
+    Db raw(o.path, true);
+    EXPECT_EQ(schema_version(raw), 1);
+    auto t = raw.prepare("SELECT count(*) FROM sqlite_master WHERE name IN ('b', 'c')");
+    t.step();
+    EXPECT_EQ(t.int64(0), 0) << "tables of the failed batch must not exist";
+  }
+  // (closed first: no -wal or -shm file is left behind in the temporary directory)
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
 }
 
 TEST_F(StoreTest, CreatesAndFindsMachines) {
