@@ -53,11 +53,16 @@ Config parse_body(Services& s, Ctx& c) {
   return take(cloudinit::parse_config(b, {s.options.max_user_data_bytes}));
 }
 
+// A profile's selector: "" selects every machine (a bulk assignment's may not be empty).
+Result<proto::Selector> profile_selector(const std::string& text) {
+  if (text.empty()) return proto::Selector{};
+  return proto::parse_selector(text);
+}
+
 Result<cloudinit::Effective> effective_of(Services& s, const store::ConfigInputs& in) {
   std::vector<cloudinit::Profile> profiles;
   for (const auto& p : in.profiles) {
-    auto sel = p.selector.empty() ? Result<proto::Selector>(proto::Selector{})
-                                  : proto::parse_selector(p.selector);
+    auto sel = profile_selector(p.selector);
     if (!sel) return sel.error();
     // Only the profiles that select this machine are opened: one that does not open fails
     // the machines it applies to, not the whole fleet.
@@ -146,9 +151,7 @@ std::optional<Response> put_profile(Services& s, Ctx& c) {
   check(cloudinit::validate_profile_name(name));
   auto b = c.body({"selector", "priority", "config"});
   const auto selector_text = field<std::string>(b, "selector").value_or("");
-  // "" selects every machine.
-  auto selector = selector_text.empty() ? Result<proto::Selector>(proto::Selector{})
-                                        : proto::parse_selector(selector_text);
+  auto selector = profile_selector(selector_text);
   if (!selector) fail(Errc::kInvalid, "selector: " + selector.error().message);
   const auto priority = field<std::int64_t>(b, "priority").value_or(0);
   if (priority < -1000 || priority > 1000) fail(Errc::kInvalid, "priority: from -1000 to 1000");
@@ -198,15 +201,10 @@ Response text_response(std::string body, std::string_view type = "text/plain; ch
   return res;
 }
 
-struct Caller {
-  proto::Deployment deployment;
-  std::string via;
-};
-
 // The deployed instance the request speaks for: its instance credential (Authorization:
 // Bearer), or else the source address of a bound DHCP lease of the machine (weaker: anyone who
 // takes over the address). Anything else is a 404, the same for every unknown caller.
-Caller identify(Services& s, Ctx& c) {
+proto::Deployment identify(Services& s, Ctx& c) {
   const std::string token = bearer_token(c.req);
   auto d = token.empty() ? s.store.instance_by_address(c.peer) : s.store.instance_by_token(token);
   if (!d) {
@@ -215,16 +213,16 @@ Caller identify(Services& s, Ctx& c) {
                log_escape(std::string(c.req.target().substr(0, 200)), 200));
     fail(Errc::kNotFound, "no instance is known for this caller");
   }
-  Caller out{std::move(*d), token.empty() ? "lease-address" : "instance-credential"};
   // cloud-init asking for its data is the deployed OS up and running: the boot confirmation.
-  if (out.deployment.status == proto::DeploymentStatus::kSucceeded) {
-    if (auto b = s.store.confirm_instance_boot(out.deployment.id, c.peer, "metadata:" + out.via)) {
+  if (d->status == proto::DeploymentStatus::kSucceeded) {
+    const std::string via = token.empty() ? "lease-address" : "instance-credential";
+    if (auto b = s.store.confirm_instance_boot(d->id, c.peer, "metadata:" + via)) {
       s.log.info("event=deployment.booted deployment={} machine={} peer={} via=metadata:{}", b->id,
-                 b->machine_id, c.peer, out.via);
-      out.deployment = std::move(*b);
+                 b->machine_id, c.peer, via);
+      return std::move(*b);
     }
   }
-  return out;
+  return std::move(*d);
 }
 
 struct Rendered {
@@ -248,14 +246,16 @@ Rendered render_for(Services& s, const proto::Deployment& d, std::string local_i
   return r;
 }
 
+// What the metadata service answers the caller with: its own instance, seen from its address.
+Rendered caller_view(Services& s, Ctx& c) { return render_for(s, identify(s, c), c.peer, ""); }
+
 std::optional<Response> nocloud(Services& s, Ctx& c) {
   const std::string file = c.param("file");
   if (file != "meta-data" && file != "user-data" && file != "vendor-data" &&
       file != "network-config") {
     fail(Errc::kNotFound, "no such NoCloud file");
   }
-  auto caller = identify(s, c);
-  auto r = render_for(s, caller.deployment, c.peer, "");
+  auto r = caller_view(s, c);
   auto files = cloudinit::render_nocloud(r.config, r.instance);
   if (file == "meta-data") return text_response(files.meta_data);
   if (file == "user-data") return text_response(files.user_data);
@@ -278,8 +278,7 @@ std::optional<Response> ec2_meta(Services& s, Ctx& c) {
   for (const char* k : {"a", "b", "c"}) {
     if (auto it = c.params.find(k); it != c.params.end()) path.push_back(it->second);
   }
-  auto caller = identify(s, c);
-  auto r = render_for(s, caller.deployment, c.peer, "");
+  auto r = caller_view(s, c);
   auto v = cloudinit::ec2_meta_data(r.config, r.instance, path);
   if (!v) fail(Errc::kNotFound, "no such meta-data entry");
   return text_response(*v);
@@ -287,8 +286,7 @@ std::optional<Response> ec2_meta(Services& s, Ctx& c) {
 
 std::optional<Response> ec2_user_data(Services& s, Ctx& c) {
   check_ec2_version(c.param("ec2v"));
-  auto caller = identify(s, c);
-  auto r = render_for(s, caller.deployment, c.peer, "");
+  auto r = caller_view(s, c);
   if (!r.config.user_data) fail(Errc::kNotFound, "no user-data");
   return text_response(*r.config.user_data, "application/octet-stream");
 }
@@ -307,15 +305,7 @@ std::optional<Response> ec2_token(Services& s, Ctx& c) {
 // cloud-init's phone_home (kiln's vendor-data asks for it, with the instance credential in the
 // URL: phone_home sends no headers): the deployed OS finished booting.
 std::optional<Response> phone_home(Services& s, Ctx& c) {
-  auto d = s.store.confirm_boot(c.param("token"), c.peer);
-  if (!d) {
-    s.log.warn("event=instance.boot_refused peer={} via=phone_home err=\"{}\"", c.peer,
-               d.error().message);
-    fail(d.error().code, d.error().message);
-  }
-  s.log.info("event=deployment.booted deployment={} machine={} peer={} via=phone_home", d->id,
-             d->machine_id, c.peer);
-  return json_response(bhttp::status::ok, to_json(*d));
+  return confirm_boot_response(s, c, c.param("token"), "phone_home");
 }
 
 using V = bhttp::verb;

@@ -141,15 +141,7 @@ std::optional<Response> power(Services& s, Ctx& c) {
 // OS proves it is up. The credential came with the deployment's plan (the agent leaves it for
 // the OS); it confirms only its own deployment, and only once it is written.
 std::optional<Response> booted(Services& s, Ctx& c) {
-  const std::string token = bearer_token(c.req);
-  auto d = s.store.confirm_boot(token, c.peer);
-  if (!d) {
-    s.log.warn("event=instance.boot_refused peer={} err=\"{}\"", c.peer, d.error().message);
-    fail(d.error().code, d.error().message);
-  }
-  s.log.info("event=deployment.booted deployment={} machine={} peer={} boot_ms={}", d->id,
-             d->machine_id, c.peer, proto::boot_ms(*d).value_or(-1));
-  return json_response(bhttp::status::ok, to_json(*d));
+  return confirm_boot_response(s, c, bearer_token(c.req), "booted");
 }
 
 using V = bhttp::verb;
@@ -162,6 +154,19 @@ constexpr RouteSpec kRoutes[] = {
 };
 
 }  // namespace
+
+Response confirm_boot_response(Services& s, Ctx& c, const std::string& token,
+                               std::string_view via) {
+  auto d = s.store.confirm_boot(token, c.peer);
+  if (!d) {
+    s.log.warn("event=instance.boot_refused peer={} via={} err=\"{}\"", c.peer, via,
+               d.error().message);
+    fail(d.error().code, d.error().message);
+  }
+  s.log.info("event=deployment.booted deployment={} machine={} peer={} via={} boot_ms={}", d->id,
+             d->machine_id, c.peer, via, proto::boot_ms(*d).value_or(-1));
+  return json_response(bhttp::status::ok, to_json(*d));
+}
 
 std::span<const RouteSpec> power_routes() { return kRoutes; }
 

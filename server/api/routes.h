@@ -23,6 +23,10 @@ std::span<const RouteSpec> agent_routes();       // agent.cc: discovery and the 
 std::span<const RouteSpec> power_routes();       // power.cc: BMCs, power, boot confirmations
 std::span<const RouteSpec> config_routes();      // configs.cc: configuration, metadata service
 
+// power.cc: the deployed OS's boot confirmation with its instance credential (`via` names the
+// route in the log), answered with the deployment; 401/409 otherwise.
+Response confirm_boot_response(Services& s, Ctx& c, const std::string& token, std::string_view via);
+
 // configs.cc: the configuration snapshot an assignment takes (AssignRequest::config), and the
 // config drive of a deployment's plan (nullopt: none), whose vendor-data confirms the boot at
 // <phone_home_base>/api/v1/instance/phone-home/<instance_token> ("" base: no phone_home).
