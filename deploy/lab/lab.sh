@@ -412,6 +412,18 @@ lab_wait_log() {
   return 1
 }
 
+# lab_latest — the newest deployment of the lab machine ($LAB_MAC), as compact JSON.
+lab_latest() { kiln_cli --json machine history "$LAB_MAC" | jq -c '(.items // .)[0]'; }
+# lab_wait_latest JQ_CONDITION TIMEOUT_S — until the newest deployment satisfies the condition.
+lab_wait_latest() {
+  local deadline=$((SECONDS + $2))
+  while ((SECONDS < deadline)); do
+    jq -e "$1" <<<"$(lab_latest)" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  return 1
+}
+
 # lab_wait_state ID STATE TIMEOUT_S — waits until machine ID is in STATE.
 lab_wait_state() {
   local deadline=$((SECONDS + $3)) st

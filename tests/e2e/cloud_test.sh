@@ -35,15 +35,6 @@ MAC=$LAB_MAC
 B=$LAB_DIR/build
 SERIAL=$LAB_DIR/serial-cloud.log
 
-latest() { kiln_cli --json machine history "$MAC" | jq -c '(.items // .)[0]'; }
-wait_latest() {
-  local deadline=$((SECONDS + $2))
-  while ((SECONDS < deadline)); do
-    jq -e "$1" <<<"$(latest)" >/dev/null 2>&1 && return 0
-    sleep 2
-  done
-  return 1
-}
 # cloud_line DEPLOYMENT TIMEOUT — the image's evidence line of that deployment's boot (its
 # instance-id is kiln-<deployment>); sets LINE.
 cloud_line() {
@@ -68,12 +59,12 @@ gpt_ok() {
 deploy() {
   local t0=$SECONDS
   kiln_cli machine assign "$MAC" cloud "$1" >/dev/null || fail "assign cloud:$1 ($2)"
-  D=$(latest | jq -r .id)
-  if wait_latest ".id == $D and .status == \"booted\"" 1200 && cloud_line "$D" 120; then
+  D=$(lab_latest | jq -r .id)
+  if lab_wait_latest ".id == $D and .status == \"booted\"" 1200 && cloud_line "$D" 120; then
     log "$2: deployment $D booted and confirmed in $((SECONDS - t0)) s: $LINE"
     ok
   else
-    fail "$2: deployment $D not booted: $(latest)"
+    fail "$2: deployment $D not booted: $(lab_latest)"
     tail -n 40 "$SERIAL" >&2
   fi
 }
@@ -167,12 +158,12 @@ kiln_cli --json machine history "$MAC" | jq -e --argjson a "$DA" --argjson b "$D
 # --- rollback: A's image and configuration ---------------------------------------------------
 t0=$SECONDS
 kiln_cli machine rollback "$MAC" >/dev/null || fail "rollback"
-D=$(latest | jq -r .id)
-if wait_latest ".id == $D and .status == \"booted\"" 1200 && cloud_line "$D" 120; then
+D=$(lab_latest | jq -r .id)
+if lab_wait_latest ".id == $D and .status == \"booted\"" 1200 && cloud_line "$D" 120; then
   log "rollback: deployment $D booted in $((SECONDS - t0)) s: $LINE"
   ok
 else
-  fail "rollback not booted: $(latest)"
+  fail "rollback not booted: $(lab_latest)"
 fi
 expect "$(field hostname)" cloud-a "rollback: A's hostname"
 has "$(field keys)" "$FPA" "rollback: A's key"
@@ -180,7 +171,7 @@ lacks "$(field keys)" "$FPB" "rollback: B's key is gone"
 has "$(field addrs)" 10.99.0.77/24 "rollback: A's network-config"
 n=$(grep -ac "KILN-E2E-MARKER config=A host=cloud-a" "$SERIAL")
 ((n >= 2)) && ok || fail "rollback: A's runcmd ran $n time(s)"
-[[ $(latest | jq -r .config_sha256) == $(kiln_cli --json deployment show "$DA" | jq -r .config_sha256) ]] && ok ||
+[[ $(lab_latest | jq -r .config_sha256) == $(kiln_cli --json deployment show "$DA" | jq -r .config_sha256) ]] && ok ||
   fail "rollback: not A's snapshot"
 
 # --- C: the metadata service only, the qcow2-built image --------------------------------------

@@ -146,16 +146,6 @@ fi
 # cycles it; the deployed OS confirms its boot (booted). A broken image misses its boot
 # deadline, is power-cycled once, fails, and kilnd rolls the machine back by itself to the last
 # version that booted. Then one round through IPMI. No manual power action anywhere.
-latest() { kiln_cli --json machine history "$MAC" | jq -c '(.items // .)[0]'; }
-# wait_latest JQ_CONDITION TIMEOUT — until the newest deployment satisfies the condition.
-wait_latest() {
-  local deadline=$((SECONDS + $2))
-  while ((SECONDS < deadline)); do
-    jq -e "$1" <<<"$(latest)" >/dev/null 2>&1 && return 0
-    sleep 1
-  done
-  return 1
-}
 confirmed() { grep -c "KILN-TEST-OS: CONFIRMED .*image=$1\b" "$SERIAL" || true; }
 if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
   for v in 1 2; do
@@ -181,11 +171,11 @@ if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
 
   # live:1 on a machine that is off: kilnd powers it on with a one-time network boot.
   kiln_cli machine assign "$MAC" live 1 >/dev/null || fail "assign live:1"
-  if wait_latest '.to.version == "1" and .status == "booted"' 300; then
-    log "live:1 deployed and confirmed, $(latest | jq -r .boot_ms) ms from kilnd's power-on"
+  if lab_wait_latest '.to.version == "1" and .status == "booted"' 300; then
+    log "live:1 deployed and confirmed, $(lab_latest | jq -r .boot_ms) ms from kilnd's power-on"
     ok
   else
-    fail "live:1 not booted: $(latest)"
+    fail "live:1 not booted: $(lab_latest)"
     tail -n 30 "$SERIAL" >&2
   fi
   (($(confirmed live:1) >= 1)) && ok || fail "the serial console shows no confirmation of live:1"
@@ -196,28 +186,28 @@ if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
 
   # live:2 on the running machine: a reset, a delta, a confirmed boot.
   kiln_cli machine assign "$MAC" live 2 >/dev/null || fail "assign live:2"
-  wait_latest '.to.version == "2" and .status == "booted"' 300 && ok || fail "live:2 not booted: $(latest)"
+  lab_wait_latest '.to.version == "2" and .status == "booted"' 300 && ok || fail "live:2 not booted: $(lab_latest)"
 
   # The emergency: one call, and the machine runs the previous image again, confirmed.
   t0=$EPOCHREALTIME
   kiln_cli machine rollback "$MAC" >/dev/null || fail "rollback"
-  if wait_latest '.kind == "rollback" and .to.version == "1" and .status == "booted"' 300; then
+  if lab_wait_latest '.kind == "rollback" and .to.version == "1" and .status == "booted"' 300; then
     ROLLBACK_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
     log "emergency rollback of a running machine: ${ROLLBACK_S} s from the call to the confirmed boot of live:1"
     echo "rollback_s=$ROLLBACK_S accel=$(lab_accel)" >>"${KILN_E2E_FIGURES:-/dev/null}"
     ok
   else
-    fail "rollback to live:1 not confirmed: $(latest)"
+    fail "rollback to live:1 not confirmed: $(lab_latest)"
   fi
 
   # live:3 writes fine and never comes up: deadline, power-cycle, deadline, failed, and kilnd
   # rolls back by itself to live:1 (the last version that booted), confirmed.
   kiln_cli machine assign "$MAC" live 3 >/dev/null || fail "assign live:3"
-  if wait_latest '.requested_by == "kilnd:auto-rollback" and .to.version == "1" and .status == "booted"' 480; then
+  if lab_wait_latest '.requested_by == "kilnd:auto-rollback" and .to.version == "1" and .status == "booted"' 480; then
     ok
     log "live:3 never confirmed; kilnd rolled back to live:1 by itself"
   else
-    fail "no automatic rollback to live:1: $(latest)"
+    fail "no automatic rollback to live:1: $(lab_latest)"
     tail -n 20 "$SERIAL" >&2
   fi
   bad=$(kiln_cli --json machine history "$MAC" | jq -c '[(.items // .)[] | select(.to.version == "3")][0]')
@@ -235,11 +225,11 @@ if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
     kiln_cli machine bmc set "$MAC" --driver ipmi --address "$LAB_BMC_ADDRESS" \
       --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set ipmi"
     kiln_cli machine assign "$MAC" live 2 >/dev/null || fail "assign live:2 (IPMI)"
-    if wait_latest '.to.version == "2" and .status == "booted"' 300; then
+    if lab_wait_latest '.to.version == "2" and .status == "booted"' 300; then
       ok
-      log "IPMI: live:2 deployed and confirmed, $(latest | jq -r .boot_ms) ms from power-on"
+      log "IPMI: live:2 deployed and confirmed, $(lab_latest | jq -r .boot_ms) ms from power-on"
     else
-      fail "IPMI: live:2 not booted: $(latest)"
+      fail "IPMI: live:2 not booted: $(lab_latest)"
     fi
     lab_bmc_state | jq -e '[.boots[] | select(.first == "network")] | length >= 1' >/dev/null && ok ||
       fail "IPMI: no network boot: $(lab_bmc_state | jq -c .boots)"
