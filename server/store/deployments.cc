@@ -42,8 +42,9 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
                       "selector '" + proto::format_selector(selector) + "' matched no machines");
   }
   BulkOutcome out;
+  const auto profiles = req.config ? load_profiles(db) : std::vector<ProfileRecord>{};
   for (auto id : ids) {
-    auto r = assign_in_tx(db, now, id, *target, req, "assign");
+    auto r = assign_in_tx(db, now, id, *target, req, "assign", std::nullopt, &profiles);
     if (!r) {
       return make_error(r.error().code, r.error().message + "; nothing was assigned");
     }

@@ -305,19 +305,24 @@ inline std::optional<ConfigRecord> load_machine_config(Db& db, std::int64_t mach
   return ConfigRecord{s.text(0), s.text(1), s.int64(2)};
 }
 
-inline Result<ConfigInputs> config_inputs(Db& db, std::int64_t machine_id) {
+// `profiles`: the profiles already loaded in this transaction (a bulk assignment reads them
+// once, not once per machine); null: read them now.
+inline Result<ConfigInputs> config_inputs(Db& db, std::int64_t machine_id,
+                                          const std::vector<ProfileRecord>* profiles) {
   auto m = load_machine(db, machine_id);
   if (!m) return machine_not_found(machine_id);
-  return ConfigInputs{std::move(*m), load_machine_config(db, machine_id), load_profiles(db)};
+  return ConfigInputs{std::move(*m), load_machine_config(db, machine_id),
+                      profiles ? *profiles : load_profiles(db)};
 }
 
 // The core of assign/bulk/rollback; runs inside the caller's write transaction.
 // `fixed_config`: the snapshot to apply (rollback, retry: the one of the deployment repeated);
-// without it, req.config makes one (when set).
+// without it, req.config makes one (when set) from `profiles` (see config_inputs).
 inline Result<AssignOutcome> assign_in_tx(
     Db& db, std::int64_t now, std::int64_t machine_id, const ImageVersion& target,
     const AssignRequest& req, std::string_view kind,
-    const std::optional<std::optional<ConfigRecord>>& fixed_config = std::nullopt) {
+    const std::optional<std::optional<ConfigRecord>>& fixed_config = std::nullopt,
+    const std::vector<ProfileRecord>* profiles = nullptr) {
   auto m = db.prepare(
       "SELECT current_version_id, approved FROM machines WHERE id = ? AND deleted_at IS NULL");
   m.bind(1, machine_id);
@@ -348,7 +353,7 @@ inline Result<AssignOutcome> assign_in_tx(
   if (fixed_config) {
     config = *fixed_config;
   } else if (req.config) {
-    auto inputs = config_inputs(db, machine_id);
+    auto inputs = config_inputs(db, machine_id, profiles);
     if (!inputs) return inputs.error();
     auto made = req.config(*inputs);
     if (!made) return made.error();

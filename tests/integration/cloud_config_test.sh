@@ -222,6 +222,19 @@ expect_eq "$(jq -c .config_drive <<<"$PLAN")" "null" "config_drive false: no dri
 curl -sf -H "Authorization: Bearer $INST" "$URL/nocloud/meta-data" | jq -r '."local-hostname"' | grep -qx web-03.r12.example.net &&
   ok || fail "the metadata service still answers without a drive"
 
+# A bulk assignment snapshots each machine's own effective configuration (profiles read once).
+api GET /api/v1/machines/$M1/config
+SHA_M1=$(jqb .effective.config_sha256)
+api GET /api/v1/machines/$M2/config
+SHA_M2=$(jqb .effective.config_sha256)
+[[ -n $SHA_M1 && $SHA_M1 != "$SHA_M2" ]] && ok || fail "two machines, two configurations: $SHA_M1 $SHA_M2"
+api POST /api/v1/assignments '{"selector":"rack","image":"demo","version":"1","force":true}'
+expect_status 201 "bulk assignment"
+api GET /api/v1/machines/$M1/deployments
+expect_eq "$(jqb '.items[0].config_sha256')" "$SHA_M1" "the bulk assignment's snapshot of node-1"
+api GET /api/v1/machines/$M2/deployments
+expect_eq "$(jqb '.items[0].config_sha256')" "$SHA_M2" "the bulk assignment's snapshot of node-2"
+
 ###############################################################################################
 log "5. the CLI"
 printf '%s\n' "$KEY2" >keys.pub
