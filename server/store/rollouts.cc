@@ -435,7 +435,8 @@ Result<Rollout> Store::sync_rollout(std::int64_t id) {
             proto::to_string(d->status) + ")";
     }
     if (!next) continue;
-    set_machine(db, id, m.machine_id, *next, why, now, true);
+    // Back on its previous version, a machine keeps the reason it was rolled back for.
+    set_machine(db, id, m.machine_id, *next, why.empty() && back ? m.reason : why, now, true);
     changed = true;
     if (forward) moved_batches.insert(m.batch);
     const bool bad =
@@ -611,11 +612,13 @@ Result<std::vector<RolloutStart>> Store::roll_back_rollout_machines(
       st.deployment = a->deployment;
       db.prepare(
             "UPDATE rollout_machines SET state = 'rolling_back', rollback_deployment_id = ?, "
-            "reason = CASE WHEN state = 'failed' THEN reason ELSE '' END "
+            "reason = CASE WHEN state = 'failed' THEN reason ELSE ? END "
             "WHERE rollout_id = ? AND machine_id = ?")
           .bind(1, a->deployment.id)
-          .bind(2, id)
-          .bind(3, mid)
+          .bind(2, s == RolloutMachineState::kDeploying ? "rolled back while deploying: " + r->reason
+                                                        : "rolled back: " + r->reason)
+          .bind(3, id)
+          .bind(4, mid)
           .run();
     }
     out.push_back(std::move(st));
