@@ -20,7 +20,7 @@ SIM=$KILN_BUILD/fleet_sim
 for need in curl jq redfishtool; do
   command -v $need >/dev/null || { log "SKIP: $need is missing (deploy/install-deps.sh)"; exit 77; }
 done
-[[ -x $SIM ]] || { log "SKIP: $SIM is not built"; exit 77; }
+[[ -x $SIM ]] || { fail "$SIM is not built (cmake --build build --target fleet_sim)"; finish; }
 cd "$WORK"
 
 # A small image: 4 MiB, 16 chunks of 256 KiB (some zero), signed.

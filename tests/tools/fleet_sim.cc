@@ -313,6 +313,8 @@ class Sim {
   void start_boot(Machine& m, const std::string& cause);
   void power_off(Machine& m, const std::string& cause);  // m.mu held
   void after_ms(int ms, std::function<void()> fn);
+  // Runs fn(r) on the pool after delay_ms (a timer, not a sleeping worker). Closes r's
+  // connections to kilnd first; the caller must not touch r afterwards (fn may already run).
   void step(std::shared_ptr<Run> r, int delay_ms, void (Sim::*fn)(std::shared_ptr<Run>));
   bool current(const Run& r, const char* where);
   void boot_network(std::shared_ptr<Run> r);
@@ -718,6 +720,17 @@ void Sim::after_ms(int ms, std::function<void()> fn) {
 }
 
 void Sim::step(std::shared_ptr<Run> r, int delay_ms, void (Sim::*fn)(std::shared_ptr<Run>)) {
+  // Between steps a run holds no connection to kilnd (they reconnect lazily): kilnd sees every
+  // simulated machine from one address and limits connections per address
+  // (http.max_connections_per_address), so only the busy workers' connections may be open.
+  if (r->api) {
+    HttpUrl base = r->api->base();  // copies: emplace destroys the old client first
+    std::string token = r->api->token();
+    r->api.emplace(std::move(base), std::move(token));
+  }
+  for (auto& c : r->chunk_conns) {
+    c = std::make_unique<agent::HttpConnection>(c->base(), std::chrono::seconds(30));
+  }
   auto call = [this, r, fn] {
     try {
       (this->*fn)(r);
