@@ -49,6 +49,8 @@ struct Api::Impl {
     metrics.describe("kiln_events_waiters", Metrics::Type::kGauge,
                      "Clients long-polling /api/v1/events.");
     metrics.describe("kiln_build_info", Metrics::Type::kGauge, "kilnd version.");
+    metrics.describe("kiln_store_commits_total", Metrics::Type::kCounter,
+                     "Database write transactions committed (with at least one change).");
     metrics.set("kiln_build_info", {{"version", options.version}}, 1);
     metrics.add_collector([this] {
       std::vector<Metrics::Sample> out;
@@ -59,6 +61,8 @@ struct Api::Impl {
         out.emplace_back("kiln_deployments", Labels{{"status", status}}, static_cast<double>(n));
       }
       out.emplace_back("kiln_events_waiters", Labels{}, static_cast<double>(hub.waiting()));
+      out.emplace_back("kiln_store_commits_total", Labels{},
+                       static_cast<double>(store::committed_writes()));
       return out;
     });
   }

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <mutex>
 
 namespace kiln::store {
@@ -142,8 +143,15 @@ void Db::exec(std::string_view sql) {
 std::int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
 int Db::changes() const { return sqlite3_changes(db_); }
 
+namespace {
+std::atomic<std::uint64_t> g_committed_writes{0};
+}  // namespace
+
+std::uint64_t committed_writes() { return g_committed_writes.load(std::memory_order_relaxed); }
+
 Transaction::Transaction(Db& db, bool immediate) : db_(db) {
   db_.exec(immediate ? "BEGIN IMMEDIATE" : "BEGIN");
+  if (immediate) changes_at_begin_ = sqlite3_total_changes64(db_.raw());
 }
 
 Transaction::~Transaction() {
@@ -157,8 +165,11 @@ Transaction::~Transaction() {
 }
 
 void Transaction::commit() {
+  const bool wrote =
+      changes_at_begin_ >= 0 && sqlite3_total_changes64(db_.raw()) != changes_at_begin_;
   db_.exec("COMMIT");
   done_ = true;
+  if (wrote) g_committed_writes.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace kiln::store

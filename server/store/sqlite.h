@@ -114,6 +114,11 @@ class Transaction {
  private:
   Db& db_;
   bool done_ = false;
+  std::int64_t changes_at_begin_ = -1;  // immediate transactions: sqlite3_total_changes then
 };
+
+// Write transactions committed with at least one change, by every Store in this process (for
+// /metrics: kiln_store_commits_total).
+std::uint64_t committed_writes();
 
 }  // namespace kiln::store
