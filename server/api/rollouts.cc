@@ -63,6 +63,14 @@ void wake(Services& s) {
 
 std::int64_t rollout_id(const Ctx& c) { return parse_int(c.param("id"), "rollout id"); }
 
+// A rollout as a caller may see it: the hash of its configuration layer only for admins (an
+// unsalted hash of a document that may hold secrets is a guessing oracle).
+json rollout_json(const proto::Rollout& r, bool machines, const Ctx& c) {
+  json j = proto::to_json(r, machines);
+  if (!c.admin && r.config_sha256) j["config_sha256"] = "hidden";
+  return j;
+}
+
 std::optional<Response> create(Services& s, Ctx& c) {
   auto b =
       c.body({"selector", "image", "version", "batch", "canary", "max_unavailable", "max_failures",
@@ -98,7 +106,7 @@ std::optional<Response> create(Services& s, Ctx& c) {
       out.id, out.target.name, out.target.version, n.total, n.skipped, out.batch_size, out.canary,
       c.who);
   wake(s);
-  return json_response(bhttp::status::created, proto::to_json(out, true));
+  return json_response(bhttp::status::created, rollout_json(out, true, c));
 }
 
 std::optional<Response> list(Services& s, Ctx& c) {
@@ -115,14 +123,17 @@ std::optional<Response> list(Services& s, Ctx& c) {
   }
   json items = json::array();
   for (const auto& r : s.store.list_rollouts(state, limit)) {
-    items.push_back(proto::to_json(r, false));
+    items.push_back(rollout_json(r, false, c));
   }
   return json_response(bhttp::status::ok, {{"items", std::move(items)}});
 }
 
 std::optional<Response> get(Services& s, Ctx& c) {
+  // ?machines=false: the summary only (what --watch polls every second).
+  bool machines = true;
+  if (auto q = c.q("machines"); q && !q->empty()) machines = parse_bool(*q, "machines");
   return json_response(bhttp::status::ok,
-                       proto::to_json(take(s.store.get_rollout(rollout_id(c))), true));
+                       rollout_json(take(s.store.get_rollout(rollout_id(c))), machines, c));
 }
 
 template <store::RolloutAction A>
@@ -131,7 +142,7 @@ std::optional<Response> act(Services& s, Ctx& c) {
   s.log.info("event=rollout.action rollout={} state={} by={}", out.id, proto::to_string(out.state),
              c.who);
   wake(s);
-  return json_response(bhttp::status::ok, proto::to_json(out, true));
+  return json_response(bhttp::status::ok, rollout_json(out, true, c));
 }
 
 using V = bhttp::verb;

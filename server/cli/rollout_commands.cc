@@ -95,10 +95,9 @@ void print_machines(std::ostream& out, const json& r) {
 int watch(Session& s, const std::string& id) {
   std::string last;
   for (;;) {
-    auto r = s.call("GET", api_path({"rollouts", id}));
+    auto r = s.call("GET", api_path({"rollouts", id}) + "?machines=false");
     if (!r) return s.failure_code();
     json view = r->body;
-    view.erase("machines");
     view.erase("updated_at");
     if (const auto now = view.dump(); now != last) {
       last = now;

@@ -201,7 +201,14 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   api.attach_power(power_service, *secrets);
   // Rollouts: the engine starts after the power service, stops before it (declared after).
   StoreRolloutLedger rollout_ledger(store, api.config_snapshotter());
-  provision::RolloutService rollout_service(cfg.rollouts, rollout_ledger, &power_service, metrics,
+  provision::RolloutOptions rollout_options = cfg.rollouts;
+  rollout_options.startup_grace = cfg.power.startup_grace;
+  provision::RolloutPower rollout_power{
+      [&power_service](std::int64_t machine, std::int64_t deployment, const std::string& why) {
+        return power_service.reimage(machine, deployment, why);
+      },
+      [&power_service](std::int64_t now) { return power_service.written_deadline(now); }};
+  provision::RolloutService rollout_service(rollout_options, rollout_ledger, rollout_power, metrics,
                                             clock, log);
   rollout_service.start();
   api.attach_rollouts(rollout_service);

@@ -94,10 +94,13 @@ class StoreRolloutLedger final : public provision::RolloutLedger {
   StoreRolloutLedger(store::Store& store, store::ConfigSnapshotter snapshotter)
       : store_(store), snapshotter_(std::move(snapshotter)) {}
   std::vector<std::int64_t> active() override { return store_.active_rollout_ids(); }
-  Result<proto::Rollout> sync(std::int64_t id) override { return store_.sync_rollout(id); }
+  Result<proto::Rollout> sync(std::int64_t id, bool timeouts) override {
+    return store_.sync_rollout(id, timeouts);
+  }
   Result<proto::Rollout> transition(std::int64_t id, proto::RolloutState from,
-                                    proto::RolloutState to, const std::string& reason) override {
-    return store_.transition_rollout(id, from, to, reason);
+                                    proto::RolloutState to, const std::string& reason,
+                                    std::int64_t seen_at) override {
+    return store_.transition_rollout(id, from, to, reason, seen_at);
   }
   Result<std::vector<provision::MachineDeployment>> start(
       std::int64_t id, const std::vector<std::int64_t>& machines,

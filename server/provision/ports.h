@@ -134,15 +134,18 @@ class RolloutLedger {
   // Rollouts to drive: pending, running, paused, rolling_back.
   virtual std::vector<std::int64_t> active() = 0;
   // Moves machines on from their deployments; the rollout as it is now.
-  virtual Result<proto::Rollout> sync(std::int64_t id) = 0;
+  // `timeouts` false: no machine fails for its gate's timeout in this pass.
+  virtual Result<proto::Rollout> sync(std::int64_t id, bool timeouts) = 0;
   // from -> to; conflict when an operator moved it meanwhile.
+  // `seen_at`: the updated_at of the view the decision was made on (conflict when it changed).
   virtual Result<proto::Rollout> transition(std::int64_t id, proto::RolloutState from,
-                                            proto::RolloutState to, const std::string& reason) = 0;
+                                            proto::RolloutState to, const std::string& reason,
+                                            std::int64_t seen_at) = 0;
   // Starts (with reboot) pending machines of a running rollout; those that cannot start are
   // marked skipped by the ledger. `deadline_at`: the write deadline, in case no power-on happens.
-  virtual Result<std::vector<MachineDeployment>> start(
-      std::int64_t id, const std::vector<std::int64_t>& machines,
-      std::optional<std::int64_t> deadline_at) = 0;
+  virtual Result<std::vector<MachineDeployment>> start(std::int64_t id,
+                                                       const std::vector<std::int64_t>& machines,
+                                                       std::optional<std::int64_t> deadline_at) = 0;
   // Rolls machines of a rolling_back rollout back to their previous version, with reboot.
   virtual Result<std::vector<MachineDeployment>> roll_back(
       std::int64_t id, const std::vector<std::int64_t>& machines,

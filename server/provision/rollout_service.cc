@@ -4,8 +4,6 @@
 
 #include <algorithm>
 
-#include "provision/power_service.h"
-
 namespace kiln::provision {
 
 using proto::Rollout;
@@ -48,6 +46,16 @@ RolloutDecision decide(const Rollout& r, std::int64_t now_ms) {
         if (counts.skipped) d.reason += ", " + std::to_string(counts.skipped) + " skipped";
         return d;
       }
+      // The canary batch must let at least one machine through before anything else starts
+      // (unless an operator resumed: they acknowledged its failures).
+      for (const auto& b : bs) {
+        if (b.canary && b.finished_at && b.counts.done == 0 && b.counts.total > 0 &&
+            current->index != b.index && r.failure_base == 0) {
+          d.next = RolloutState::kPaused;
+          d.reason = "no machine of the canary batch passed its gate";
+          return d;
+        }
+      }
       if (current->counts.pending == 0) return d;  // waits for its gate
       // A batch not begun yet waits out the pause after the previous one.
       const bool begun = current->started_at.has_value();
@@ -74,13 +82,19 @@ RolloutDecision decide(const Rollout& r, std::int64_t now_ms) {
       return d;
     }
     case RolloutState::kRollingBack: {
+      // In waves of max_unavailable, like the rollout itself: a failure found late must not
+      // reboot most of the fleet at once.
+      const int room = r.max_unavailable - counts.rolling_back;
+      int waiting = 0;
       for (const auto& m : r.machines) {
         const bool touched = m.deployment_id && (m.state == RolloutMachineState::kDeploying ||
                                                  m.state == RolloutMachineState::kDone ||
                                                  m.state == RolloutMachineState::kFailed);
-        if (touched) d.roll_back.push_back(m.machine_id);
+        if (!touched) continue;
+        ++waiting;
+        if (static_cast<int>(d.roll_back.size()) < room) d.roll_back.push_back(m.machine_id);
       }
-      if (d.roll_back.empty() && counts.rolling_back == 0) {
+      if (waiting == 0 && counts.rolling_back == 0) {
         if (counts.rollback_failed == 0) {
           d.next = RolloutState::kRolledBack;
           d.reason =
@@ -99,15 +113,16 @@ RolloutDecision decide(const Rollout& r, std::int64_t now_ms) {
   }
 }
 
-RolloutService::RolloutService(RolloutOptions options, RolloutLedger& ledger, PowerService* power,
+RolloutService::RolloutService(RolloutOptions options, RolloutLedger& ledger, RolloutPower power,
                                Metrics& metrics, const Clock& clock,
                                std::shared_ptr<spdlog::logger> log)
     : options_(options),
       ledger_(ledger),
-      power_(power),
+      power_(std::move(power)),
       metrics_(metrics),
       clock_(clock),
-      log_(std::move(log)) {
+      log_(std::move(log)),
+      started_ms_(clock.now_ms()) {
   metrics_.describe("kiln_rollout_machines", Metrics::Type::kGauge,
                     "Machines of each unfinished rollout, by their state in it.");
   metrics_.describe("kiln_rollout_batches_total", Metrics::Type::kCounter,
@@ -181,7 +196,8 @@ int RolloutService::run_once() {
 }
 
 int RolloutService::drive(std::int64_t id) {
-  auto r = ledger_.sync(id);
+  const bool timeouts = clock_.now_ms() >= started_ms_ + options_.startup_grace.count();
+  auto r = ledger_.sync(id, timeouts);
   if (!r) {
     log_->warn("event=rollout.sync_failed rollout={} err=\"{}\"", id, r.error().message);
     return 0;
@@ -201,7 +217,7 @@ int RolloutService::drive(std::int64_t id) {
   const auto d = decide(*r, clock_.now_ms());
   int changed = 0;
   if (d.next) {
-    auto t = ledger_.transition(id, r->state, *d.next, d.reason);
+    auto t = ledger_.transition(id, r->state, *d.next, d.reason, r->updated_at);
     if (!t) {
       // An operator acted meanwhile: the next pass sees it.
       log_->info("event=rollout.transition_lost rollout={} err=\"{}\"", id, t.error().message);
@@ -212,7 +228,8 @@ int RolloutService::drive(std::int64_t id) {
                d.reason);
     return 1;
   }
-  const auto deadline = power_ ? power_->written_deadline(clock_.now_ms()) : std::nullopt;
+  const auto deadline =
+      power_.written_deadline ? power_.written_deadline(clock_.now_ms()) : std::nullopt;
   if (!d.start.empty()) {
     auto started = ledger_.start(id, d.start, deadline);
     if (!started) {
@@ -240,8 +257,8 @@ int RolloutService::drive(std::int64_t id) {
 void RolloutService::power(const std::vector<MachineDeployment>& started, const std::string& why) {
   for (const auto& [machine, deployment] : started) {
     powered_.insert(deployment);
-    if (!power_) continue;
-    if (auto q = power_->reimage(machine, deployment, why); !q) {
+    if (!power_.reimage) continue;
+    if (auto q = power_.reimage(machine, deployment, why); !q) {
       // The write deadline (or the rollout's gate) recovers it.
       log_->warn("event=rollout.power_not_queued machine={} deployment={} err=\"{}\"", machine,
                  deployment, q.error().message);

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,10 +37,20 @@ class logger;
 
 namespace kiln::provision {
 
-class PowerService;
-
 struct RolloutOptions {
   std::chrono::milliseconds tick{1000};  // rollouts.tick_ms: how often rollouts are driven
+  // After a start, no machine fails for its gate's timeout this early (boot.deadlines.
+  // startup_grace_s): OSes that could not confirm while kilnd was down get a chance.
+  std::chrono::milliseconds startup_grace{60'000};
+};
+
+// How the engine reaches the BMCs (kilnd: its PowerService; tests: recorders).
+struct RolloutPower {
+  // Queues a reimage (one-time network boot + power cycle) of deployment `deployment_id`.
+  std::function<Status(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why)>
+      reimage;
+  // The write deadline of a deployment starting now (nullopt: none).
+  std::function<std::optional<std::int64_t>(std::int64_t now_ms)> written_deadline;
 };
 
 // What one pass does to a rollout (after its sync).
@@ -59,16 +70,19 @@ struct RolloutDecision {
 //   since the last one ended; within it, machines start while fewer than max_unavailable are
 //   deploying or failed. When failed machines alone fill max_unavailable → paused.
 // - rolling_back: every machine the rollout touched (deploying, done or failed) is rolled
-//   back; when none is left rolling back → rolled_back, or failed when some could not be.
+//   back, at most max_unavailable rolling back at once; when none is left rolling back →
+//   rolled_back, or failed when some could not be.
+// - a canary batch that finished without one machine passing its gate pauses the rollout
+//   (whatever max_failures allows, until an operator resumes it): the rest of the fleet never
+//   goes first.
 // - paused and finished rollouts: nothing.
 RolloutDecision decide(const proto::Rollout& r, std::int64_t now_ms);
 
 class RolloutService {
  public:
-  // `ledger`, `power`, `metrics` and `clock` must outlive the service. `power` may be null (a
-  // server without BMC control: rollouts then only record deployments; machines pick them up
-  // at their next PXE boot).
-  RolloutService(RolloutOptions options, RolloutLedger& ledger, PowerService* power,
+  // `ledger`, `metrics` and `clock` must outlive the service. Without `power.reimage`,
+  // rollouts only record deployments (machines pick them up at their next PXE boot).
+  RolloutService(RolloutOptions options, RolloutLedger& ledger, RolloutPower power,
                  Metrics& metrics, const Clock& clock, std::shared_ptr<spdlog::logger> log);
   ~RolloutService();  // stop()
   RolloutService(const RolloutService&) = delete;
@@ -89,7 +103,8 @@ class RolloutService {
 
   RolloutOptions options_;
   RolloutLedger& ledger_;
-  PowerService* power_;
+  RolloutPower power_;
+  std::int64_t started_ms_ = 0;  // when this engine was made (the startup grace runs from it)
   Metrics& metrics_;
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;

@@ -78,6 +78,19 @@ Status Store::delete_image_version(const std::string& name, const std::string& v
                             kActive);
   pending.bind(1, v->id);
   pending.step();
+  // A rollout that may still deploy it, or roll machines back to it, holds it too.
+  auto rolling = db.prepare(
+      "SELECT count(*) FROM rollouts WHERE state IN ('pending', 'running', 'paused', "
+      "'rolling_back') AND (image_version_id = ? OR id IN (SELECT rollout_id FROM "
+      "rollout_machines WHERE previous_version_id = ?))");
+  rolling.bind(1, v->id).bind(2, v->id);
+  rolling.step();
+  if (rolling.int64(0) > 0) {
+    return make_error(Errc::kConflict, "image version " + name + ":" + version + " is in use by " +
+                                           std::to_string(rolling.int64(0)) +
+                                           " unfinished rollout(s) (as target or as the version "
+                                           "to roll back to)");
+  }
   if (held.int64(0) > 0 || pending.int64(0) > 0) {
     return make_error(Errc::kConflict,
                       "image version " + name + ":" + version + " is in use: deployed on " +

@@ -162,6 +162,82 @@ std::vector<std::int64_t> spread(const std::vector<std::int64_t>& ids,
   return out;
 }
 
+// The rollback of one machine of a rollout: back to the version it ran before the rollout, with
+// the configuration it ran it with (its latest deployment of that version before the rollout's),
+// with reboot. A machine deployed by someone else since the rollout's deployment is theirs: not
+// rolled back (an error saying so), unless that deployment already takes it back to its
+// previous version (kilnd's own auto-rollback), which is then followed.
+Result<AssignOutcome> roll_back_one(Db& db, std::int64_t now, const RolloutMachine& rm,
+                                    const AssignRequest& base) {
+  auto latest = db.prepare(
+      "SELECT id, to_version_id, status FROM deployments WHERE machine_id = ? "
+      "ORDER BY id DESC LIMIT 1");
+  latest.bind(1, rm.machine_id);
+  if (!latest.step()) return make_error(Errc::kConflict, "no deployment to roll back");
+  const std::int64_t latest_id = latest.int64(0);
+  if (!rm.previous) {
+    return make_error(Errc::kConflict,
+                      "it ran no version before the rollout: there is nothing to go back to");
+  }
+  if (latest_id != *rm.deployment_id) {
+    const std::string status = latest.text(2);
+    if (latest.int64(1) == rm.previous->id && status != "failed" && status != "superseded") {
+      AssignOutcome adopted;
+      adopted.deployment = *load_deployment(db, latest_id);
+      adopted.created = false;
+      return adopted;
+    }
+    return make_error(Errc::kConflict, "deployed by someone else since the rollout (deployment " +
+                                           std::to_string(latest_id) + "): not rolled back");
+  }
+  auto v = db.prepare(std::string(kImageSelect) + "AND id = ?");
+  v.bind(1, rm.previous->id);
+  if (!v.step()) {
+    return make_error(Errc::kConflict, "its previous version " + rm.previous->name + ":" +
+                                           rm.previous->version + " has been deleted");
+  }
+  const ImageVersion target = image_from_row(v);
+  std::optional<ConfigRecord> config;
+  auto c = db.prepare(
+      "SELECT config, config_sha256 FROM deployments WHERE machine_id = ? AND to_version_id = ? "
+      "AND id < ? AND status IN ('booted', 'succeeded') ORDER BY id DESC LIMIT 1");
+  c.bind(1, rm.machine_id).bind(2, target.id).bind(3, *rm.deployment_id);
+  if (c.step() && !c.is_null(0)) config = ConfigRecord{c.text(0), c.text(1), 0};
+  AssignRequest req = base;
+  req.image = target.name;
+  req.version = target.version;
+  req.reboot = true;
+  req.reboot_required = true;
+  req.force = true;
+  req.config = nullptr;
+  return assign_in_tx(db, now, rm.machine_id, target, req, "rollback", config);
+}
+
+// Conflict when one of `ids` is in an unfinished rollout other than `self`.
+std::optional<Error> busy_elsewhere(Db& db, std::int64_t self,
+                                    const std::vector<std::int64_t>& ids) {
+  auto busy = db.prepare(std::string("SELECT rm.machine_id, rm.rollout_id FROM rollout_machines "
+                                     "rm JOIN rollouts r ON r.id = rm.rollout_id WHERE r.state "
+                                     "IN ") +
+                         kActiveRollouts + " AND r.id != ? ORDER BY rm.machine_id");
+  busy.bind(1, self);
+  std::set<std::int64_t> wanted(ids.begin(), ids.end());
+  std::string clash;
+  int n = 0;
+  while (busy.step()) {
+    if (!wanted.count(busy.int64(0))) continue;
+    if (n++ < 5) {
+      clash += (clash.empty() ? "" : ", ") + std::string("machine ") +
+               std::to_string(busy.int64(0)) + " (rollout " + std::to_string(busy.int64(1)) + ")";
+    }
+  }
+  if (n == 0) return std::nullopt;
+  return make_error(Errc::kConflict, std::to_string(n) +
+                                         " of the machines are in a rollout that has not "
+                                         "finished: " +
+                                         clash + (n > 5 ? ", ..." : ""));
+}
+
 }  // namespace
 
 Result<Rollout> Store::create_rollout(const NewRollout& req) {
@@ -184,27 +260,7 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
                                            "' matched no machines");
   }
   // A machine is in one unfinished rollout at a time.
-  {
-    auto busy = db.prepare(std::string("SELECT rm.machine_id, rm.rollout_id FROM rollout_machines "
-                                       "rm JOIN rollouts r ON r.id = rm.rollout_id WHERE r.state "
-                                       "IN ") +
-                           kActiveRollouts + " ORDER BY rm.machine_id");
-    std::set<std::int64_t> wanted(ids.begin(), ids.end());
-    std::string clash;
-    int n = 0;
-    while (busy.step()) {
-      if (!wanted.count(busy.int64(0))) continue;
-      if (n++ < 5) {
-        clash += (clash.empty() ? "" : ", ") + std::string("machine ") +
-                 std::to_string(busy.int64(0)) + " (rollout " + std::to_string(busy.int64(1)) + ")";
-      }
-    }
-    if (n > 0) {
-      return make_error(Errc::kConflict, std::to_string(n) +
-                                             " of the machines are in a rollout that has not " +
-                                             "finished: " + clash + (n > 5 ? ", ..." : ""));
-    }
-  }
+  if (auto clash = busy_elsewhere(db, 0, ids)) return *clash;
   // What each machine is: deployable, or why not (reported, never silently left out).
   std::map<std::int64_t, std::string> skip;  // machine -> reason
   std::set<std::int64_t> already;            // runs the target, booted: nothing to do
@@ -254,7 +310,7 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
       .bind(3, req.batch_count ? std::optional<std::int64_t>(*req.batch_count) : std::nullopt)
       .bind(4, req.batch_percent ? std::optional<std::int64_t>(*req.batch_percent) : std::nullopt)
       .bind(5, static_cast<std::int64_t>(batch_size))
-      .bind(6, static_cast<std::int64_t>(req.canary))
+      .bind(6, static_cast<std::int64_t>(canary))
       .bind(7, static_cast<std::int64_t>(max_unavailable))
       .bind(8, static_cast<std::int64_t>(req.max_failures))
       .bind(9, req.on_failure)
@@ -347,8 +403,12 @@ std::vector<Rollout> Store::list_rollouts(std::optional<RolloutState> state, int
 
 std::vector<std::int64_t> Store::active_rollout_ids() {
   auto db = reader();
-  auto s = db->prepare(std::string("SELECT id FROM rollouts WHERE state IN ") + kActiveRollouts +
-                       " ORDER BY id");
+  // An aborted rollout is still followed while machines it started are deploying, so their
+  // outcome shows in it.
+  auto s = db->prepare(std::string("SELECT id FROM rollouts r WHERE state IN ") + kActiveRollouts +
+                       " OR (state = 'aborted' AND EXISTS (SELECT 1 FROM rollout_machines rm "
+                       "WHERE rm.rollout_id = r.id AND rm.state IN ('deploying', "
+                       "'rolling_back'))) ORDER BY id");
   std::vector<std::int64_t> out;
   while (s.step()) out.push_back(s.int64(0));
   return out;
@@ -387,19 +447,26 @@ Result<Rollout> Store::rollout_action(std::int64_t id, RolloutAction action,
       if (proto::is_terminal(st) || st == RolloutState::kRollingBack) return refuse("abort");
       set_state(db, now, *r, RolloutState::kAborted, "aborted by " + who);
       break;
-    case RolloutAction::kRollback:
+    case RolloutAction::kRollback: {
       if (st == RolloutState::kRollingBack || st == RolloutState::kRolledBack) {
         return refuse("roll back");
       }
+      // Rolling back machines another unfinished rollout is moving would fight it.
+      std::vector<std::int64_t> touched;
+      for (const auto& m : r->machines) {
+        if (m.deployment_id) touched.push_back(m.machine_id);
+      }
+      if (auto clash = busy_elsewhere(db, id, touched)) return *clash;
       set_state(db, now, *r, RolloutState::kRollingBack, "rollback requested by " + who);
       break;
+    }
   }
   auto out = load_rollout(db, id);
   tx.commit();
   return std::move(*out);
 }
 
-Result<Rollout> Store::sync_rollout(std::int64_t id) {
+Result<Rollout> Store::sync_rollout(std::int64_t id, bool timeouts) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
   const auto now = clock_.now_ms();
@@ -428,7 +495,7 @@ Result<Rollout> Store::sync_rollout(std::int64_t id) {
       next = forward ? RolloutMachineState::kFailed : RolloutMachineState::kRollbackFailed;
       why = "deployment " + std::to_string(d->id) + " " + proto::to_string(d->status) + ": " +
             d->status_reason;
-    } else if (now - d->created_at > timeout_ms) {
+    } else if (timeouts && now - d->created_at > timeout_ms) {
       next = forward ? RolloutMachineState::kFailed : RolloutMachineState::kRollbackFailed;
       why = std::string(written_gate ? "not written" : "no confirmed boot") + " within " +
             std::to_string(r->gate_timeout_s) + " s (deployment " + std::to_string(d->id) + " is " +
@@ -469,7 +536,8 @@ Result<Rollout> Store::sync_rollout(std::int64_t id) {
 }
 
 Result<Rollout> Store::transition_rollout(std::int64_t id, RolloutState from, RolloutState to,
-                                          const std::string& reason) {
+                                          const std::string& reason,
+                                          std::optional<std::int64_t> seen_at) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
   const auto now = clock_.now_ms();
@@ -480,6 +548,10 @@ Result<Rollout> Store::transition_rollout(std::int64_t id, RolloutState from, Ro
     return make_error(Errc::kConflict, "rollout " + std::to_string(id) + " is " +
                                            proto::to_string(r->state) + ", not " +
                                            proto::to_string(from));
+  }
+  // A decision made on an older view (an operator paused and resumed meanwhile) is not applied.
+  if (seen_at && r->updated_at != *seen_at) {
+    return make_error(Errc::kConflict, "rollout " + std::to_string(id) + " changed meanwhile");
   }
   set_state(db, now, *r, to, reason);
   auto out = load_rollout(db, id);
@@ -532,19 +604,23 @@ Result<std::vector<RolloutStart>> Store::start_rollout_machines(
       a = assign_in_tx(db, now, mid, *target, req, "assign", std::nullopt, &profiles);
     }
     if (!a || !a->created) {
-      st.error = a ? "deployment " + std::to_string(a->deployment.id) + " is in progress already"
-                   : a.error().message;
+      // A machine that cannot start now (its BMC removed, someone else's deployment in
+      // progress, the version deleted) fails: counted against max_failures, so a canary batch
+      // of such machines never opens the rest of the fleet.
+      st.error = "could not start: " +
+                 (a ? "deployment " + std::to_string(a->deployment.id) + " is in progress already"
+                    : a.error().message);
       db.prepare(
-            "UPDATE rollout_machines SET state = 'skipped', reason = ?, started_at = ?, "
+            "UPDATE rollout_machines SET state = 'failed', reason = ?, started_at = ?, "
             "finished_at = ? WHERE rollout_id = ? AND machine_id = ?")
-          .bind(1, "not started: " + st.error)
+          .bind(1, st.error)
           .bind(2, now)
           .bind(3, now)
           .bind(4, id)
           .bind(5, mid)
           .run();
-      rollout_event(db, now, "rollout.machine_skipped", id, mid, std::nullopt,
-                    {{"reason", st.error}, {"batch", it->second->batch}});
+      rollout_event(db, now, "rollout.machine_failed", id, mid, std::nullopt,
+                    {{"state", "failed"}, {"reason", st.error}, {"batch", it->second->batch}});
     } else {
       st.deployment = a->deployment;
       db.prepare(
@@ -597,26 +673,24 @@ Result<std::vector<RolloutStart>> Store::roll_back_rollout_machines(
     }
     RolloutStart st;
     st.machine_id = mid;
-    AssignRequest req = base;
-    req.reboot = true;
-    req.reboot_required = true;
-    // Back to the last version (with its configuration) the machine confirmed booting before
-    // this rollout's; one that never booted another version falls back to the last written.
-    auto a = rollback_in_tx(db, now, mid, req, /*booted_only=*/false);
+    const RolloutMachine& rm = *it->second;
+    auto a = roll_back_one(db, now, rm, base);
     if (!a) {
       st.error = a.error().message;
       set_machine(db, id, mid, RolloutMachineState::kRollbackFailed, st.error, now, true);
       rollout_event(db, now, "rollout.machine_failed", id, mid, std::nullopt,
                     {{"state", "rollback_failed"}, {"reason", st.error}});
     } else {
-      st.deployment = a->deployment;
+      // An adopted deployment (kilnd's own auto-rollback) is powered already.
+      if (a->created) st.deployment = a->deployment;
       db.prepare(
             "UPDATE rollout_machines SET state = 'rolling_back', rollback_deployment_id = ?, "
             "reason = CASE WHEN state = 'failed' THEN reason ELSE ? END "
             "WHERE rollout_id = ? AND machine_id = ?")
           .bind(1, a->deployment.id)
-          .bind(2, s == RolloutMachineState::kDeploying ? "rolled back while deploying: " + r->reason
-                                                        : "rolled back: " + r->reason)
+          .bind(2, s == RolloutMachineState::kDeploying
+                       ? "rolled back while deploying: " + r->reason
+                       : "rolled back: " + r->reason)
           .bind(3, id)
           .bind(4, mid)
           .run();

@@ -351,18 +351,21 @@ class Store {
   // The engine's pass: machines deploying or rolling back move on from their deployments
   // (booted, or written under gate "written": done; failed, superseded or past the gate's
   // timeout: failed), each move recorded; returns the rollout as it is now.
-  Result<proto::Rollout> sync_rollout(std::int64_t id);
+  // `timeouts` false: no machine fails for its gate's timeout in this pass (kilnd has just
+  // started: confirmations that could not arrive while it was down get a chance first).
+  Result<proto::Rollout> sync_rollout(std::int64_t id, bool timeouts = true);
   // Moves the rollout from `from` to `to` (conflict when it is not in `from` any more).
   // Entering rolling_back, aborted or failed marks its pending machines skipped.
+  // `seen_at`: the rollout's updated_at the decision was made on (conflict when it changed).
   Result<proto::Rollout> transition_rollout(std::int64_t id, proto::RolloutState from,
-                                            proto::RolloutState to, const std::string& reason);
+                                            proto::RolloutState to, const std::string& reason,
+                                            std::optional<std::int64_t> seen_at = std::nullopt);
   // Starts pending machines of a running rollout: each one's deployment (with reboot, the
   // rollout's configuration layer over its own; `base` gives who, the deadline and the
   // snapshotter) in this transaction. A machine that cannot be assigned now is marked skipped
   // with the reason. Conflict when the rollout is not running.
-  Result<std::vector<RolloutStart>> start_rollout_machines(std::int64_t id,
-                                                           const std::vector<std::int64_t>& machines,
-                                                           const AssignRequest& base);
+  Result<std::vector<RolloutStart>> start_rollout_machines(
+      std::int64_t id, const std::vector<std::int64_t>& machines, const AssignRequest& base);
   // Rolls machines of a rolling_back rollout back to their previous version (Store::rollback,
   // with reboot); a machine without one is marked rollback_failed.
   Result<std::vector<RolloutStart>> roll_back_rollout_machines(

@@ -60,11 +60,19 @@ class RolloutTest : public ::testing::Test {
   // A new engine over the same database: what a kilnd restart leaves.
   void restart() {
     service_ = std::make_unique<RolloutService>(
-        RolloutOptions{}, *ledger_, nullptr, metrics_, clock_,
+        RolloutOptions{}, *ledger_, power(), metrics_, clock_,
         std::make_shared<spdlog::logger>("rollout",
                                          std::make_shared<spdlog::sinks::null_sink_mt>()));
   }
 
+  // Records what the engine asks of the BMCs.
+  RolloutPower power() {
+    return {[this](std::int64_t machine, std::int64_t deployment, const std::string&) -> Status {
+              reimages_.emplace_back(machine, deployment);
+              return Unit{};
+            },
+            nullptr};
+  }
   std::int64_t machine(int i, const std::string& rack, bool bmc = true) {
     store::NewMachine nm;
     char mac[32];
@@ -147,6 +155,7 @@ class RolloutTest : public ::testing::Test {
   std::unique_ptr<daemon::StoreRolloutLedger> ledger_;
   std::unique_ptr<RolloutService> service_;
   std::map<std::int64_t, std::string> tokens_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> reimages_;
 };
 
 TEST_F(RolloutTest, PlansBatchesCanaryFirstSpreadOverRacksAndReportsWhatItCannotDeploy) {
@@ -327,11 +336,21 @@ TEST_F(RolloutTest, ARestartedEngineNeitherLosesNorRepeatsAMachine) {
   service_->run_once();
   service_->run_once();
   EXPECT_EQ(proto::count(get(id)).deploying, 3);
-  // Killed here: three deployments recorded, none powered yet.
+  // The engine asked the BMCs for the three deployments it started, once each.
+  ASSERT_EQ(reimages_.size(), 3u);
+  service_->run_once();
+  EXPECT_EQ(reimages_.size(), 3u);
+  // Killed here: three deployments recorded, none powered yet (no power-on was recorded).
+  const auto asked = reimages_;
+  reimages_.clear();
   restart();
-  EXPECT_EQ(ledger_->unpowered(id).size(), 3u);  // the new engine powers them (here: no BMCs)
+  EXPECT_EQ(ledger_->unpowered(id).size(), 3u);
   service_->run_once();
   EXPECT_EQ(proto::count(get(id)).deploying, 3);
+  // The new engine powers exactly those, once, and starts nothing new.
+  EXPECT_EQ(reimages_, asked);
+  service_->run_once();
+  EXPECT_EQ(reimages_, asked);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(history(ids[i]).size(), 2u);
   deploy_all(id);
   restart();
@@ -359,6 +378,92 @@ TEST_F(RolloutTest, MachinesAlreadyOnTheVersionAreDoneWithoutARedeploy) {
   service_->run_once();
   EXPECT_EQ(get(r->id).state, RolloutState::kSucceeded);
   EXPECT_EQ(history(a).size(), 1u);
+}
+
+TEST_F(RolloutTest, RollbackRestoresWhatEachMachineRanBeforeAndLeavesWhatOthersDeployedSince) {
+  const auto a = machine(0, "r1");
+  const auto b = machine(1, "r1");
+  const auto c = machine(2, "r2");
+  for (auto m : {a, b, c}) on_v1(m);
+  proto::ImageVersion iv;
+  iv.name = "img";
+  iv.version = "3";
+  iv.size_bytes = 1 << 20;
+  iv.sha256 = std::string(64, 'a');
+  iv.format = "raw";
+  iv.source_url = "http://images.example/3";
+  iv.created_by = "test";
+  ASSERT_TRUE(store_->register_image_version(iv));
+  auto finish_rollout = [&](const std::string& selector, const std::string& version) {
+    auto p = plan(0, 100);
+    p.selector = *proto::parse_selector(selector);
+    p.version = version;
+    auto id = store_->create_rollout(p)->id;
+    service_->run_once();
+    service_->run_once();
+    deploy_all(id);
+    service_->run_once();
+    service_->run_once();
+    EXPECT_EQ(get(id).state, RolloutState::kSucceeded);
+    return id;
+  };
+  const auto r1 = finish_rollout("fleet=a", "2");   // every machine 1 -> 2
+  finish_rollout("rack=r2", "3");                   // machine c 2 -> 3, a later rollout
+  store::AssignRequest op{"img", "3", "operator"};  // machine b: an operator's deployment
+  auto o = store_->assign(b, op);
+  ASSERT_TRUE(o);
+  write(o->deployment.id, true);
+  boot(o->deployment.id);
+  // Rolling back the first rollout: a goes back to what it ran before it; b and c were moved
+  // on by others since, and stay where they are (reported).
+  ASSERT_TRUE(store_->rollout_action(r1, store::RolloutAction::kRollback, "ops"));
+  service_->run_once();
+  auto r = get(r1);
+  for (auto m : {b, c}) {
+    EXPECT_EQ(of(r, m).state, RolloutMachineState::kRollbackFailed) << m;
+    EXPECT_NE(of(r, m).reason.find("someone else"), std::string::npos) << of(r, m).reason;
+  }
+  ASSERT_EQ(of(r, a).state, RolloutMachineState::kRollingBack);
+  auto d = *store_->get_deployment(*of(r, a).rollback_deployment_id);
+  EXPECT_EQ(d.to_version.version, "1");
+  EXPECT_EQ(d.kind, "rollback");
+  write(d.id, true);
+  boot(d.id);
+  service_->run_once();
+  service_->run_once();
+  r = get(r1);
+  EXPECT_EQ(r.state, RolloutState::kFailed) << r.reason;  // two could not be restored
+  EXPECT_EQ(of(r, a).state, RolloutMachineState::kRolledBack);
+  EXPECT_EQ(history(b).front().to_version.version, "3");
+  EXPECT_EQ(history(c).front().to_version.version, "3");
+}
+
+TEST_F(RolloutTest, AMachineThatCannotStartFailsAndTheCanaryNeverOpensTheFleet) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(machine(i, "r1"));
+  auto p = plan(1, 50);
+  p.max_failures = 5;  // tolerant: still, a canary that passed nothing stops it
+  auto id = store_->create_rollout(p)->id;
+  ASSERT_TRUE(store_->delete_bmc(ids[0], "ops"));  // the canary's BMC goes away
+  service_->run_once();
+  service_->run_once();
+  auto r = get(id);
+  EXPECT_EQ(of(r, ids[0]).state, RolloutMachineState::kFailed);
+  EXPECT_NE(of(r, ids[0]).reason.find("could not start"), std::string::npos)
+      << of(r, ids[0]).reason;
+  service_->run_once();
+  r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kPaused) << r.reason;
+  EXPECT_EQ(proto::count(r).pending, 3);
+}
+
+TEST_F(RolloutTest, AnImageVersionARolloutNeedsCannotBeDeleted) {
+  auto a = machine(0, "r1");
+  on_v1(a);
+  auto id = store_->create_rollout(plan(0, 100))->id;
+  EXPECT_EQ(store_->delete_image_version("img", "2", "ops").error().code, Errc::kConflict);
+  ASSERT_TRUE(store_->rollout_action(id, store::RolloutAction::kAbort, "ops"));
+  EXPECT_TRUE(store_->delete_image_version("img", "2", "ops"));
 }
 
 }  // namespace
