@@ -198,9 +198,14 @@ expect_eq "$(jq '[.machines[] | select(.disk == "os:1")] | length' <<<"$S")" "$N
 log "3. kilnd SIGKILLed mid-rollout resumes it"
 T3=$SECONDS
 api POST /api/v1/rollouts '{"selector":"sim=1","image":"os","version":"3","batch":"5%","canary":10,
-  "gate_timeout_s":300}'
-expect_status 201 "rollout of os:3"
+  "gate_timeout_s":300,"config":{"metadata":{"wave":"three"}}}'
+expect_status 201 "rollout of os:3, with a configuration layer"
 R3=$(jqb .id)
+[[ $(jqb .config_sha256) =~ ^[0-9a-f]{64}$ ]] && ok || fail "an admin sees the layer's hash: $(jqb .config_sha256)"
+TOKEN=$READER
+api GET "/api/v1/rollouts/$R3?machines=false"
+expect_eq "$(jqb .config_sha256):$(jqb 'has("machines")')" "hidden:false" "a read token sees no hash; machines=false leaves them out"
+TOKEN=$ADMIN
 for _ in $(seq 1 600); do
   rollout "$R3"
   [[ $(jqb .counts.done) -ge $((N * 2 / 5)) && $(jqb .counts.deploying) -gt 0 ]] && break
@@ -224,6 +229,11 @@ expect_eq "$(sql "SELECT COUNT(*) FROM deployments WHERE requested_by = 'rollout
 S=$(state)
 expect_eq "$(jq '[.machines[] | select(.disk == "os:3")] | length' <<<"$S")" "$N" "every simulated disk holds os:3"
 expect_eq "$(sql 'PRAGMA integrity_check')" ok "the database is intact"
+# The layer is in every deployment's configuration snapshot (the machine's own has no metadata).
+D=$(sql "SELECT id FROM deployments WHERE requested_by = 'rollout $R3' ORDER BY id LIMIT 1")
+api GET "/api/v1/deployments/$D/config"
+expect_eq "$(jqb '.config.metadata.wave // .metadata.wave // empty')" three "the rollout's configuration layer is in the snapshot"
+grep -q "three" "$WORK"/kilnd.*.log && fail "the configuration layer's content appears in kilnd's log" || ok
 grep -q "event=rollout.repower\|event=rollout.machines_started" "$WORK/kilnd.1.log" && ok ||
   fail "the restarted kilnd drove the rollout"
 
