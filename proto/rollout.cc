@@ -89,11 +89,22 @@ void RolloutCounts::add(RolloutMachineState s) {
 
 RolloutCounts count(const Rollout& r) {
   RolloutCounts c;
+  if (r.summary) {
+    for (const auto& b : *r.summary) {
+      const auto& x = b.counts;
+      c.total += x.total, c.pending += x.pending, c.skipped += x.skipped;
+      c.deploying += x.deploying, c.done += x.done, c.failed += x.failed;
+      c.rolling_back += x.rolling_back, c.rolled_back += x.rolled_back;
+      c.rollback_failed += x.rollback_failed;
+    }
+    return c;
+  }
   for (const auto& m : r.machines) c.add(m.state);
   return c;
 }
 
 std::vector<RolloutBatch> batches(const Rollout& r) {
+  if (r.summary) return *r.summary;
   std::map<int, RolloutBatch> by_index;
   for (const auto& m : r.machines) {
     auto& b = by_index[m.batch];
@@ -116,12 +127,8 @@ std::vector<RolloutBatch> batches(const Rollout& r) {
 }
 
 int counted_failures(const Rollout& r) {
-  int failed = 0;
-  for (const auto& m : r.machines) {
-    // A machine that failed and was then rolled back still failed the rollout.
-    if (m.state == RolloutMachineState::kFailed) ++failed;
-  }
-  return std::max(0, failed - r.failure_base);
+  // (A machine that failed and was then rolled back is counted as rolled back.)
+  return std::max(0, count(r).failed - r.failure_base);
 }
 
 json to_json(const RolloutMachine& m) {

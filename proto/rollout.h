@@ -84,9 +84,11 @@ struct Rollout {
   std::optional<std::int64_t> finished_at;
   std::int64_t updated_at = 0;
   std::vector<RolloutMachine> machines;  // by position
+  // Set instead of `machines` when only the summary was loaded (lists): its batches.
+  std::optional<std::vector<struct RolloutBatch>> summary;
 };
 
-// Per-state machine counts, and per batch.
+// Per-state machine counts, and per batch (from the machines, or the summary when set).
 struct RolloutCounts {
   int total = 0, pending = 0, skipped = 0, deploying = 0, done = 0, failed = 0, rolling_back = 0,
       rolled_back = 0, rollback_failed = 0;

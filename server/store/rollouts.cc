@@ -32,7 +32,8 @@ void rollout_event(Db& db, std::int64_t now, std::string_view type, std::int64_t
   append_event(db, now, type, machine_id, deployment, data);
 }
 
-std::optional<Rollout> load_rollout(Db& db, std::int64_t id) {
+// `machines` false: the per-batch summary instead of every machine (one grouped query).
+std::optional<Rollout> load_rollout(Db& db, std::int64_t id, bool machines = true) {
   auto s = db.prepare(
       "SELECT r.id, r.selector, v.id, v.name, v.version, r.batch_count, r.batch_percent, "
       "r.batch_size, r.canary, r.max_unavailable, r.max_failures, r.on_failure, r.gate, "
@@ -65,6 +66,32 @@ std::optional<Rollout> load_rollout(Db& db, std::int64_t id) {
   r.started_at = s.opt_int64(22);
   r.finished_at = s.opt_int64(23);
   r.updated_at = s.int64(24);
+  if (!machines) {
+    auto g = db.prepare(
+        "SELECT batch, state, COUNT(*), MIN(started_at), MAX(finished_at) FROM rollout_machines "
+        "WHERE rollout_id = ? GROUP BY batch, state ORDER BY batch");
+    g.bind(1, id);
+    std::vector<proto::RolloutBatch> out;
+    while (g.step()) {
+      const int batch = static_cast<int>(g.int64(0));
+      if (out.empty() || out.back().index != batch) {
+        out.emplace_back();
+        out.back().index = batch;
+        out.back().canary = r.canary > 0 && batch == 0;
+      }
+      auto& b = out.back();
+      const auto st =
+          proto::parse_rollout_machine_state(g.text(1)).value_or(RolloutMachineState::kFailed);
+      for (std::int64_t i = 0; i < g.int64(2); ++i) b.counts.add(st);
+      if (auto t = g.opt_int64(3); t && (!b.started_at || *t < *b.started_at)) b.started_at = t;
+      if (auto t = g.opt_int64(4); t && (!b.finished_at || *t > *b.finished_at)) b.finished_at = t;
+    }
+    for (auto& b : out) {
+      if (b.counts.pending > 0 || b.counts.deploying > 0) b.finished_at.reset();
+    }
+    r.summary = std::move(out);
+    return r;
+  }
   auto m = db.prepare(
       "SELECT rm.machine_id, m.name, rm.position, rm.batch, rm.state, rm.reason, pv.id, pv.name, "
       "pv.version, rm.deployment_id, rm.rollback_deployment_id, rm.started_at, rm.finished_at "
@@ -395,7 +422,7 @@ std::vector<Rollout> Store::list_rollouts(std::optional<RolloutState> state, int
   while (s.step()) ids.push_back(s.int64(0));
   std::vector<Rollout> out;
   for (auto id : ids) {
-    if (auto r = load_rollout(*db, id)) out.push_back(std::move(*r));
+    if (auto r = load_rollout(*db, id, /*machines=*/false)) out.push_back(std::move(*r));
   }
   tx.commit();
   return out;
