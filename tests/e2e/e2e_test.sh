@@ -38,11 +38,13 @@ boot_until() {
     return 1
   }
 }
-# disk_holds VERSION — the VM's disk starts with the raw image of demo:VERSION.
-disk_holds() { disk_holds_named demo "$1"; }
+# disk_holds VERSION [MACHINE] — the disk of lab machine MACHINE (default 1) starts with the raw
+# image of demo:VERSION; disk_holds_named NAME VERSION [MACHINE] — with the raw image NAME:VERSION.
+disk_holds() { disk_holds_named demo "$1" "${2:-1}"; }
 disk_holds_named() {
-  local raw=$LAB_DIR/build/$1-$2.raw
-  cmp -s -n "$(stat -c %s "$raw")" "$raw" "$LAB_DIR/disk.raw" && ok || fail "the disk does not hold $1:$2"
+  local raw=$LAB_DIR/build/$1-$2.raw n=${3:-1} disk
+  disk=$(LAB_MACHINE=$n lab_file disk.raw)
+  cmp -s -n "$(stat -c %s "$raw")" "$raw" "$disk" && ok || fail "machine $n's disk does not hold $1:$2"
 }
 image() {
   "$ROOT/deploy/lab/build-test-image.sh" --version "$1" --sign "$LAB_DIR/site.pem" \
@@ -237,7 +239,80 @@ if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
   else
     fail "IPMI BMC emulator"
   fi
-  lab_vm_stop
+  # (machine 1 keeps running live:2 for the rollout below; lab_down stops it)
+fi
+
+# --- a rollout across two machines with BMCs, the canary first ---------------------------------
+# Machine 1 (registered above, running live:2) and machine 2 (registered now with its own
+# Redfish BMC: a blank disk, powered off) share a label. ONE rollout of demo:4 with canary 1 and
+# batch 1, gate booted: the canary (machine 1, the lower id) is reimaged through its BMC and
+# confirms its boot before machine 2's deployment is even created; both disks then hold demo:4
+# byte for byte and the rollout ends succeeded. Each machine boots the network exactly once.
+# Both VMs run at once, each as small as machine 1 ($LAB_MEM_MB MiB).
+ROLL_SEL=fleet=lab
+ROLLOUT=
+# roll_out VERSION — ONE call that deploys demo:VERSION to every machine of $ROLL_SEL; sets
+# ROLLOUT (the rollout's id; empty when it was a plain bulk assignment, which has no canary
+# and no order between the machines).
+roll_out() {
+  ROLLOUT=
+  kiln_cli assign --selector "$ROLL_SEL" demo "$1" --reboot >/dev/null
+}
+# roll_wait VERSION TIMEOUT_S — until both machines confirmed booting demo:VERSION (and, for a
+# rollout, it ended); sets ROLL_STATE (the rollout's state, or "bulk").
+roll_wait() {
+  local deadline=$((SECONDS + $2)) n
+  ROLL_STATE=bulk
+  for n in 1 2; do
+    LAB_MACHINE=$n lab_wait_latest ".to.version == \"$1\" and .status == \"booted\"" $((deadline - SECONDS)) ||
+      fail "machine $n did not confirm demo:$1: $(LAB_MACHINE=$n lab_latest)"
+  done
+}
+if [[ ${KILN_E2E_BMC:-1} == 1 && ${KILN_E2E_ROLLOUT:-1} == 1 ]]; then
+  T_ROLL=$SECONDS
+  image 4 || fail "image demo:4"
+  M2=$(LAB_MACHINE=2 lab_mac)
+  SERIAL2=$LAB_DIR/serial-m2.log
+  # Machine 1 back on a Redfish BMC (the IPMI round left it on IPMI), machine 2 with its own.
+  lab_bmc_start redfish || fail "machine 1's Redfish BMC emulator"
+  kiln_cli machine bmc set "$MAC" --driver redfish --address "$LAB_BMC_ADDRESS" --insecure \
+    --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set (machine 1)"
+  kiln_cli machine label "$MAC" "$ROLL_SEL" >/dev/null || fail "label machine 1"
+  kiln_cli machine create --mac "$M2" --name lab-2 --label "$ROLL_SEL" >/dev/null || fail "create machine 2"
+  LAB_MACHINE=2 LAB_VM_TIMEOUT=900 lab_vm_start_managed "$SERIAL2" || fail "machine 2's VM"
+  LAB_MACHINE=2 lab_bmc_start redfish || fail "machine 2's Redfish BMC emulator"
+  kiln_cli machine bmc set "$M2" --driver redfish --address "$LAB_BMC_ADDRESS_2" --insecure \
+    --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set (machine 2)"
+  [[ $(kiln_cli --json machine power "$M2" status | jq -r .power_state) == off ]] && ok ||
+    fail "machine 2 is not off at the start"
+  ID1=$(kiln_cli --json machine show "$MAC" | jq -r .id) ID2=$(kiln_cli --json machine show "$M2" | jq -r .id)
+  ((ID1 < ID2)) && ok || fail "machine 1 (id $ID1) should have the lower id (machine 2: $ID2)"
+  [[ $(kiln_cli --json machine list --selector "$ROLL_SEL" | jq -c '[(.items // .)[].id] | sort') == "[$ID1,$ID2]" ]] &&
+    ok || fail "the selector $ROLL_SEL does not name exactly machines $ID1 and $ID2"
+
+  t0=$EPOCHREALTIME
+  roll_out 4 || fail "roll out demo:4"
+  roll_wait 4 900
+  ROLL_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
+  D1=$(lab_latest) D2=$(LAB_MACHINE=2 lab_latest)
+  log "demo:4 on 2 machines (${ROLLOUT:+rollout $ROLLOUT, }$ROLL_STATE): ${ROLL_S} s from the call;" \
+    "machine 1 created $(jq -r .created_at <<<"$D1") booted $(jq -r .booted_at <<<"$D1")," \
+    "machine 2 created $(jq -r .created_at <<<"$D2") booted $(jq -r .booted_at <<<"$D2")"
+  if [[ -n $ROLLOUT ]]; then
+    [[ $ROLL_STATE == succeeded ]] && ok || fail "rollout $ROLLOUT ended $ROLL_STATE"
+    # The canary gate: machine 2's deployment was created after machine 1's confirmed boot.
+    [[ $(jq -r .created_at <<<"$D2") > $(jq -r .booted_at <<<"$D1") ]] && ok ||
+      fail "machine 2 deployed before the canary booted: machine 1 $D1, machine 2 $D2"
+  fi
+  grep -q 'KILN-TEST-OS: BOOTED image=demo:4' "$SERIAL2" && ok || fail "machine 2's console shows no demo:4 boot"
+  for n in 1 2; do
+    boots=$(LAB_MACHINE=$n lab_bmc_state | jq -c '[.boots[] | {first, override}]')
+    jq -e 'map(select(.first == "network")) | length == 1' <<<"$boots" >/dev/null && ok ||
+      fail "machine $n: expected exactly one network boot: $boots"
+    disk_holds 4 "$n"
+  done
+  echo "rollout_section_s=$((SECONDS - T_ROLL)) rollout_s=$ROLL_S accel=$(lab_accel)" >>"${KILN_E2E_FIGURES:-/dev/null}"
+  log "the two-machine section took $((SECONDS - T_ROLL)) s"
 fi
 kiln_cli events --machine "$MAC" >"$LAB_DIR/events.txt" 2>&1 || true
 lab_down
