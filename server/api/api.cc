@@ -203,6 +203,14 @@ void Api::attach_power(provision::PowerService& power, const SecretBox& secrets)
   impl_->services.secrets = &secrets;
 }
 
+void Api::attach_rollouts(provision::RolloutService& rollouts) {
+  impl_->services.rollouts = &rollouts;
+}
+
+store::ConfigSnapshotter Api::config_snapshotter() {
+  return api::config_snapshotter(impl_->services);
+}
+
 void Api::set_chunks_url(std::string url) { impl_->options.chunks_url = std::move(url); }
 
 UploadAdmission Api::admit_upload(const RequestHeader& header) {

@@ -45,6 +45,12 @@ class Api {
   // Enables BMCs (credentials sealed by `secrets`), power actions and reboot-on-assign through
   // `power`; both must outlive the Api. Call before serving.
   void attach_power(provision::PowerService& power, const SecretBox& secrets);
+  // Wakes `rollouts` (which must outlive the Api) when a rollout is made or acted on. Call
+  // before serving.
+  void attach_rollouts(provision::RolloutService& rollouts);
+  // The configuration snapshot assignments take (for the rollout engine's); valid after
+  // attach_power.
+  store::ConfigSnapshotter config_snapshotter();
   // Sets ApiOptions::chunks_url (known once the listeners are bound). Call before serving.
   void set_chunks_url(std::string url);
   UploadAdmission admit_upload(const RequestHeader& header);

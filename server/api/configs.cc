@@ -25,6 +25,8 @@ const SecretBox& box(Services& s) {
 // Additional data: a sealed document opens only in the row it was written for.
 std::string profile_aad(const std::string& name) { return "kiln-config:profile:" + name; }
 std::string machine_aad(std::int64_t id) { return "kiln-config:machine:" + std::to_string(id); }
+// A rollout's layer is bound to its hash (the rollout's id does not exist yet when it is sealed).
+std::string rollout_aad(const std::string& sha256) { return "kiln-config:rollout:" + sha256; }
 // A snapshot is bound to its machine and its hash: a sealed snapshot moved to another machine's
 // deployment, or paired with another hash, does not open.
 std::string deployment_aad(std::int64_t machine_id, const std::string& sha256) {
@@ -70,6 +72,12 @@ Result<cloudinit::Effective> effective_of(Services& s, const store::ConfigInputs
     auto cfg = open_config(s, p.config, profile_aad(p.name));
     if (!cfg) return cfg.error();
     profiles.push_back({p.name, std::move(*sel), p.priority, std::move(*cfg)});
+  }
+  if (in.layer) {
+    // A rollout's layer: above every profile, below the machine's own document.
+    auto cfg = open_config(s, *in.layer, rollout_aad(in.layer->sha256));
+    if (!cfg) return cfg.error();
+    profiles.push_back({"rollout", {}, std::numeric_limits<int>::max(), std::move(*cfg)});
   }
   std::optional<Config> machine;
   if (in.machine_config) {
@@ -345,6 +353,12 @@ store::ConfigSnapshotter config_snapshotter(Services& s) {
     return std::optional<store::ConfigRecord>(seal_config(
         s, e->config, deployment_aad(in.machine.id, cloudinit::config_sha256(e->config))));
   };
+}
+
+store::ConfigRecord seal_rollout_config(Services& s, const json& doc) {
+  if (!doc.is_object()) fail(Errc::kBadRequest, "field 'config' must be an object");
+  const Config cfg = take(cloudinit::parse_config(doc, {s.options.max_user_data_bytes}));
+  return seal_config(s, cfg, rollout_aad(cloudinit::config_sha256(cfg)));
 }
 
 std::optional<json> config_drive_plan(Services& s, const proto::Deployment& d,

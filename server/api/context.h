@@ -35,6 +35,7 @@ class ImageService;
 }
 namespace kiln::provision {
 class PowerService;
+class RolloutService;
 }
 namespace kiln {
 class SecretBox;
@@ -195,6 +196,7 @@ struct Services {
   images::ImageService* images = nullptr;    // null: this server stores no images
   provision::PowerService* power = nullptr;  // null: no BMC control (tests)
   const SecretBox* secrets = nullptr;        // seals BMC credentials; null: BMCs cannot be set
+  provision::RolloutService* rollouts = nullptr;  // null: rollouts are recorded, not driven
 
   // A path's machine reference: anything that reads as a MAC (including 12 bare hex digits)
   // is a MAC; otherwise it must be a numeric id. 404 otherwise.

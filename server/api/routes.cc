@@ -7,7 +7,7 @@ const Router<Handler>& route_table() {
     Router<Handler> r;
     for (auto part :
          {system_routes(), machine_routes(), image_routes(), deployment_routes(), event_routes(),
-          token_routes(), agent_routes(), power_routes(), config_routes()}) {
+          token_routes(), agent_routes(), power_routes(), config_routes(), rollout_routes()}) {
       for (const auto& spec : part)
         r.add(spec.method, std::string(spec.pattern), spec.access, spec.fn);
     }

@@ -22,6 +22,7 @@ std::span<const RouteSpec> token_routes();       // tokens.cc: API tokens
 std::span<const RouteSpec> agent_routes();       // agent.cc: discovery and the agent protocol
 std::span<const RouteSpec> power_routes();       // power.cc: BMCs, power, boot confirmations
 std::span<const RouteSpec> config_routes();      // configs.cc: configuration, metadata service
+std::span<const RouteSpec> rollout_routes();     // rollouts.cc: rollouts and their actions
 
 // power.cc: the deployed OS's boot confirmation with its instance credential (`via` names the
 // route in the log), answered with the deployment; 401/409 otherwise.
@@ -31,6 +32,9 @@ Response confirm_boot_response(Services& s, Ctx& c, const std::string& token, st
 // config drive of a deployment's plan (nullopt: none), whose vendor-data confirms the boot at
 // <phone_home_base>/api/v1/instance/phone-home/<instance_token> ("" base: no phone_home).
 store::ConfigSnapshotter config_snapshotter(Services& s);
+// A rollout's configuration layer (a configuration document, validated like a machine's),
+// sealed; 400/422 for a bad one.
+store::ConfigRecord seal_rollout_config(Services& s, const json& doc);
 std::optional<json> config_drive_plan(Services& s, const proto::Deployment& d,
                                       const std::string& phone_home_base,
                                       const std::string& instance_token);

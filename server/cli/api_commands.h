@@ -57,6 +57,11 @@ struct Args {
     bool no_config_drive = false;
     int priority = 0;
   } config;
+  // rollout start (docs/rollouts.md); unset: the server's default
+  struct {
+    std::string batch, on_failure, gate, spread_by;
+    std::optional<int> canary, max_unavailable, max_failures, gate_timeout_s, pause_between_s;
+  } rollout;
 };
 
 using ApiCommand = int (*)(Session&, const Args&);
@@ -67,6 +72,15 @@ int machine_show(Session& s, const Args& a);
 int machine_create(Session& s, const Args& a);
 int machine_label(Session& s, const Args& a);
 int machine_delete(Session& s, const Args& a);
+
+// rollout_commands.cc
+int rollout_start(Session& s, const Args& a);
+int rollout_list(Session& s, const Args& a);
+int rollout_show(Session& s, const Args& a);
+int rollout_pause(Session& s, const Args& a);
+int rollout_resume(Session& s, const Args& a);
+int rollout_abort(Session& s, const Args& a);
+int rollout_rollback(Session& s, const Args& a);
 
 // power_commands.cc
 int machine_bmc_set(Session& s, const Args& a);

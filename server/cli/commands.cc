@@ -303,6 +303,51 @@ void add_deployment_and_token_commands(CLI::App& app, Bindings& b) {
   c->add_option("name", a.name, "profile name")->required();
   b.bind(c, profile_remove);
 
+  auto* rollout =
+      app.add_subcommand("rollout", "roll an image version across machines in gated batches");
+  rollout->require_subcommand(1);
+  c = rollout->add_subcommand("start", "start a rollout (canary first, then batches)");
+  c->add_option("--selector,-l", a.selector, "label selector (\"\" = every machine)")->required();
+  c->add_option("--image", a.image, "image name")->required();
+  c->add_option("--version", a.version, "image version")->required();
+  c->add_option("--batch", a.rollout.batch, "machines per batch: a count (10) or a percentage (5%)")
+      ->required();
+  c->add_option("--canary", a.rollout.canary, "machines in the canary batch (default 0)");
+  c->add_option("--max-unavailable", a.rollout.max_unavailable,
+                "machines deploying or failed at once (default: the batch size)");
+  c->add_option("--max-failures", a.rollout.max_failures, "failures tolerated (default 0)");
+  c->add_option("--on-failure", a.rollout.on_failure, "pause (default), rollback or stop");
+  c->add_option("--gate", a.rollout.gate, "booted (default) or written");
+  c->add_option("--gate-timeout", a.rollout.gate_timeout_s, "seconds to pass the gate (1800)");
+  c->add_option("--pause-between", a.rollout.pause_between_s, "seconds between batches (0)");
+  c->add_option("--spread-by", a.rollout.spread_by,
+                "a label key to interleave batches over (rack)");
+  c->add_flag("--watch,-w", a.follow, "show live batch progress until it finishes");
+  b.bind(c, rollout_start);
+  c = rollout->add_subcommand("list", "list rollouts, newest first");
+  c->add_option("--state", a.state, "only rollouts in this state");
+  b.bind(c, rollout_list);
+  c = rollout->add_subcommand("show", "a rollout's batches and machines");
+  c->add_option("id", a.id, "rollout id")->required();
+  c->add_flag("--watch,-w", a.follow, "show live batch progress until it finishes");
+  b.bind(c, rollout_show);
+  struct Action {
+    const char* name;
+    const char* help;
+    ApiCommand fn;
+  };
+  for (const Action& act :
+       {Action{"pause", "no machine starts until resumed", rollout_pause},
+        Action{"resume", "go on (acknowledges the failures so far)", rollout_resume},
+        Action{"abort", "stop for good; machines not started are skipped", rollout_abort},
+        Action{"rollback", "every machine it touched back to its previous version",
+               rollout_rollback}}) {
+    c = rollout->add_subcommand(act.name, act.help);
+    c->add_option("id", a.id, "rollout id")->required();
+    c->add_flag("--watch,-w", a.follow, "then show live progress until it finishes");
+    b.bind(c, act.fn);
+  }
+
   auto* tokens = app.add_subcommand("token", "manage API tokens (admin)");
   tokens->require_subcommand(1);
   c = tokens->add_subcommand("list", "list tokens (never their values)");

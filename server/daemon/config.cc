@@ -510,6 +510,11 @@ std::vector<ConfigField> make_fields() {
       "boot.auto_rollback",
       "a deployment failed by a deadline rolls the machine back to its last booted version",
       [](auto& c) -> auto& { return c.power.auto_rollback; }));
+  f.push_back(duration<milliseconds>(
+      "rollouts.tick_ms",
+      "how often the rollout engine drives unfinished rollouts (it also runs at once when one "
+      "is made or acted on)",
+      [](auto& c) -> auto& { return c.rollouts.tick; }));
   // power
   f.push_back(value(
       "power.max_concurrent", "BMC operations at once (the rest queue)",

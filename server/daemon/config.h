@@ -21,6 +21,7 @@
 #include "images/image_service.h"
 #include "provision/boot_service.h"
 #include "provision/power_service.h"
+#include "provision/rollout_service.h"
 #include "tftp/server.h"
 
 namespace kiln::daemon {
@@ -49,6 +50,7 @@ struct Config {
   dhcp::RaOptions ra;  // IPv6 router advertisements (lifetime 0) on the provisioning network
   api::ApiOptions api;
   provision::PowerOptions power;                  // BMC control, reimage-on-assign, deadlines
+  provision::RolloutOptions rollouts;             // the rollout engine
   std::chrono::milliseconds bmc_timeout{10'000};  // per BMC request
   int bmc_retries = 2;                            // extra attempts per BMC request
   std::string secrets_key_file;  // seals BMC credentials; default: <data_dir>/secrets.key

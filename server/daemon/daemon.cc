@@ -199,6 +199,12 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   provision::PowerService power_service(cfg.power, bmc_book, drivers, power_ledger, clock, log);
   power_service.start();
   api.attach_power(power_service, *secrets);
+  // Rollouts: the engine starts after the power service, stops before it (declared after).
+  StoreRolloutLedger rollout_ledger(store, api.config_snapshotter());
+  provision::RolloutService rollout_service(cfg.rollouts, rollout_ledger, &power_service, metrics,
+                                            clock, log);
+  rollout_service.start();
+  api.attach_rollouts(rollout_service);
 
   // Boot artifacts: one resolver for HTTP /files/ and TFTP, so a name is the same bytes on both.
   std::error_code ec;

@@ -143,4 +143,37 @@ Result<proto::Deployment> StorePowerLedger::rollback_to_booted(
   return std::move(out->deployment);
 }
 
+namespace {
+std::vector<provision::MachineDeployment> started(const std::vector<store::RolloutStart>& in) {
+  std::vector<provision::MachineDeployment> out;
+  for (const auto& s : in) {
+    if (s.deployment) out.emplace_back(s.machine_id, s.deployment->id);
+  }
+  return out;
+}
+}  // namespace
+
+Result<std::vector<provision::MachineDeployment>> StoreRolloutLedger::start(
+    std::int64_t id, const std::vector<std::int64_t>& machines,
+    std::optional<std::int64_t> deadline_at) {
+  store::AssignRequest req;
+  req.requested_by = "rollout " + std::to_string(id);
+  req.deadline_at = deadline_at;
+  req.config = snapshotter_;
+  auto r = store_.start_rollout_machines(id, machines, req);
+  if (!r) return r.error();
+  return started(*r);
+}
+
+Result<std::vector<provision::MachineDeployment>> StoreRolloutLedger::roll_back(
+    std::int64_t id, const std::vector<std::int64_t>& machines,
+    std::optional<std::int64_t> deadline_at) {
+  store::AssignRequest req;
+  req.requested_by = "rollout " + std::to_string(id) + " rollback";
+  req.deadline_at = deadline_at;
+  auto r = store_.roll_back_rollout_machines(id, machines, req);
+  if (!r) return r.error();
+  return started(*r);
+}
+
 }  // namespace kiln::daemon

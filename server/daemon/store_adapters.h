@@ -87,6 +87,33 @@ class StorePowerLedger final : public provision::PowerLedger {
   store::Store& store_;
 };
 
+// The rollout engine's view of the store; its deployments take `snapshotter`'s configuration
+// (the API's, as assignments do) and are requested by "rollout <id>".
+class StoreRolloutLedger final : public provision::RolloutLedger {
+ public:
+  StoreRolloutLedger(store::Store& store, store::ConfigSnapshotter snapshotter)
+      : store_(store), snapshotter_(std::move(snapshotter)) {}
+  std::vector<std::int64_t> active() override { return store_.active_rollout_ids(); }
+  Result<proto::Rollout> sync(std::int64_t id) override { return store_.sync_rollout(id); }
+  Result<proto::Rollout> transition(std::int64_t id, proto::RolloutState from,
+                                    proto::RolloutState to, const std::string& reason) override {
+    return store_.transition_rollout(id, from, to, reason);
+  }
+  Result<std::vector<provision::MachineDeployment>> start(
+      std::int64_t id, const std::vector<std::int64_t>& machines,
+      std::optional<std::int64_t> deadline_at) override;
+  Result<std::vector<provision::MachineDeployment>> roll_back(
+      std::int64_t id, const std::vector<std::int64_t>& machines,
+      std::optional<std::int64_t> deadline_at) override;
+  std::vector<provision::MachineDeployment> unpowered(std::int64_t id) override {
+    return store_.unpowered_rollout_deployments(id);
+  }
+
+ private:
+  store::Store& store_;
+  store::ConfigSnapshotter snapshotter_;
+};
+
 // power::make_driver.
 class RealDriverFactory final : public provision::DriverFactory {
  public:

@@ -20,6 +20,7 @@
 #include "core/result.h"
 #include "power/driver.h"
 #include "proto/resources.h"
+#include "proto/rollout.h"
 
 namespace kiln::provision {
 
@@ -122,6 +123,32 @@ class PowerLedger {
                                                        std::optional<std::int64_t> deadline_at) = 0;
   // Deployment `id` as it is now (a queued power job checks it is still wanted).
   virtual Result<proto::Deployment> deployment(std::int64_t id) = 0;
+};
+
+// Rollouts as the rollout service moves them (store::Store's rollout methods; see
+// store/store.h). A (machine id, deployment id) pair names a deployment started for a machine.
+using MachineDeployment = std::pair<std::int64_t, std::int64_t>;
+class RolloutLedger {
+ public:
+  virtual ~RolloutLedger() = default;
+  // Rollouts to drive: pending, running, paused, rolling_back.
+  virtual std::vector<std::int64_t> active() = 0;
+  // Moves machines on from their deployments; the rollout as it is now.
+  virtual Result<proto::Rollout> sync(std::int64_t id) = 0;
+  // from -> to; conflict when an operator moved it meanwhile.
+  virtual Result<proto::Rollout> transition(std::int64_t id, proto::RolloutState from,
+                                            proto::RolloutState to, const std::string& reason) = 0;
+  // Starts (with reboot) pending machines of a running rollout; those that cannot start are
+  // marked skipped by the ledger. `deadline_at`: the write deadline, in case no power-on happens.
+  virtual Result<std::vector<MachineDeployment>> start(
+      std::int64_t id, const std::vector<std::int64_t>& machines,
+      std::optional<std::int64_t> deadline_at) = 0;
+  // Rolls machines of a rolling_back rollout back to their previous version, with reboot.
+  virtual Result<std::vector<MachineDeployment>> roll_back(
+      std::int64_t id, const std::vector<std::int64_t>& machines,
+      std::optional<std::int64_t> deadline_at) = 0;
+  // The rollout's deployments recorded with a reboot and not powered yet.
+  virtual std::vector<MachineDeployment> unpowered(std::int64_t id) = 0;
 };
 
 }  // namespace kiln::provision

@@ -58,8 +58,14 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
                                       bool booted_only) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
-  const auto now = clock_.now_ms();
   Transaction tx(db);
+  auto out = rollback_in_tx(db, clock_.now_ms(), machine_id, request, booted_only);
+  if (out) tx.commit();
+  return out;
+}
+
+Result<AssignOutcome> internal::rollback_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
+                                               const AssignRequest& request, bool booted_only) {
   if (!load_machine(db, machine_id)) return machine_not_found(machine_id);
   auto latest = db.prepare(
       "SELECT to_version_id, config_sha256 FROM deployments WHERE machine_id = ? "
@@ -112,9 +118,7 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
   req.version = version;
   req.force = true;
   req.config = nullptr;
-  auto out = assign_in_tx(db, now, machine_id, *target, req, "rollback", config);
-  if (out) tx.commit();
-  return out;
+  return assign_in_tx(db, now, machine_id, *target, req, "rollback", config);
 }
 
 Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attempts,

@@ -312,7 +312,7 @@ inline Result<ConfigInputs> config_inputs(Db& db, std::int64_t machine_id,
   auto m = load_machine(db, machine_id);
   if (!m) return machine_not_found(machine_id);
   return ConfigInputs{std::move(*m), load_machine_config(db, machine_id),
-                      profiles ? *profiles : load_profiles(db)};
+                      profiles ? *profiles : load_profiles(db), std::nullopt};
 }
 
 // The core of assign/bulk/rollback; runs inside the caller's write transaction.
@@ -355,6 +355,7 @@ inline Result<AssignOutcome> assign_in_tx(
   } else if (req.config) {
     auto inputs = config_inputs(db, machine_id, profiles);
     if (!inputs) return inputs.error();
+    inputs->layer = req.config_layer;
     auto made = req.config(*inputs);
     if (!made) return made.error();
     config = std::move(*made);
@@ -420,6 +421,10 @@ inline Result<AssignOutcome> assign_in_tx(
                 {"config_sha256", config_sha ? nlohmann::json(*config_sha) : nullptr}});
   return out;
 }
+
+// The core of Store::rollback (deployments.cc), inside the caller's write transaction.
+Result<AssignOutcome> rollback_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
+                                     const AssignRequest& request, bool booted_only);
 
 // Connection settings that do not write to the database file.
 inline void configure_connection(Db& db, const StoreOptions& o, bool writer) {

@@ -29,6 +29,7 @@
 #include "proto/api_types.h"
 #include "proto/dhcp_lease.h"
 #include "proto/resources.h"
+#include "proto/rollout.h"
 #include "store/migrations.h"
 
 namespace kiln::store {
@@ -100,6 +101,9 @@ struct ConfigInputs {
   Machine machine;
   std::optional<ConfigRecord> machine_config;
   std::vector<ProfileRecord> profiles;
+  // A rollout's configuration layer (docs/rollouts.md): applied like a profile above every
+  // other profile, below the machine's own document.
+  std::optional<ConfigRecord> layer;
 };
 // Makes the snapshot (sealed) from the inputs; nullopt: nothing to apply (no document).
 using ConfigSnapshotter =
@@ -120,6 +124,33 @@ struct AssignRequest {
   // The deployment's configuration snapshot, made in the transaction (unset: none). Rollback
   // and retry copy the snapshot of the deployment they repeat instead.
   ConfigSnapshotter config;
+  std::optional<ConfigRecord> config_layer;  // ConfigInputs::layer (a rollout's)
+};
+
+// A rollout as asked for (POST /api/v1/rollouts, docs/rollouts.md), validated by the caller.
+struct NewRollout {
+  proto::Selector selector;
+  std::string image;
+  std::string version;
+  std::optional<int> batch_count;    // one of the two
+  std::optional<int> batch_percent;  // 1..100
+  int canary = 0;
+  std::optional<int> max_unavailable;  // default: the batch size
+  int max_failures = 0;
+  std::string on_failure = "pause";
+  std::string gate = "booted";
+  int gate_timeout_s = 1800;
+  int pause_between_s = 0;
+  std::optional<std::string> spread_by;
+  std::optional<ConfigRecord> config;  // sealed layer
+  std::string requested_by;
+};
+enum class RolloutAction { kPause, kResume, kAbort, kRollback };
+// A deployment a rollout started (or rolled back) for one of its machines.
+struct RolloutStart {
+  std::int64_t machine_id = 0;
+  std::optional<Deployment> deployment;  // nullopt: not started, `error` says why (skipped)
+  std::string error;
 };
 
 // A machine's BMC. `credentials` is sealed by the caller (the store keeps only ciphertext),
@@ -303,6 +334,42 @@ class Store {
   // as confirm_boot, `via` names how (in the event).
   Result<Deployment> confirm_instance_boot(std::int64_t deployment_id, const std::string& address,
                                            const std::string& via);
+
+  // --- rollouts (rollouts.cc, docs/rollouts.md) ---
+  // Resolves the selector and fixes the plan: batches, the canary batch, machines reported as
+  // skipped (no BMC, failed before, deploying already). Conflict when a matched machine is in
+  // another rollout that is not finished; not found when nothing matches.
+  Result<proto::Rollout> create_rollout(const NewRollout& r);
+  Result<proto::Rollout> get_rollout(std::int64_t id);
+  // Newest first; `limit` at most.
+  std::vector<proto::Rollout> list_rollouts(std::optional<proto::RolloutState> state, int limit);
+  // Rollouts the engine drives (pending, running, paused, rolling_back).
+  std::vector<std::int64_t> active_rollout_ids();
+  // An operator's action; conflict when the rollout's state does not allow it.
+  Result<proto::Rollout> rollout_action(std::int64_t id, RolloutAction action,
+                                        const std::string& who);
+  // The engine's pass: machines deploying or rolling back move on from their deployments
+  // (booted, or written under gate "written": done; failed, superseded or past the gate's
+  // timeout: failed), each move recorded; returns the rollout as it is now.
+  Result<proto::Rollout> sync_rollout(std::int64_t id);
+  // Moves the rollout from `from` to `to` (conflict when it is not in `from` any more).
+  // Entering rolling_back, aborted or failed marks its pending machines skipped.
+  Result<proto::Rollout> transition_rollout(std::int64_t id, proto::RolloutState from,
+                                            proto::RolloutState to, const std::string& reason);
+  // Starts pending machines of a running rollout: each one's deployment (with reboot, the
+  // rollout's configuration layer over its own; `base` gives who, the deadline and the
+  // snapshotter) in this transaction. A machine that cannot be assigned now is marked skipped
+  // with the reason. Conflict when the rollout is not running.
+  Result<std::vector<RolloutStart>> start_rollout_machines(std::int64_t id,
+                                                           const std::vector<std::int64_t>& machines,
+                                                           const AssignRequest& base);
+  // Rolls machines of a rolling_back rollout back to their previous version (Store::rollback,
+  // with reboot); a machine without one is marked rollback_failed.
+  Result<std::vector<RolloutStart>> roll_back_rollout_machines(
+      std::int64_t id, const std::vector<std::int64_t>& machines, const AssignRequest& base);
+  // The rollout's deployments recorded with a reboot that kilnd has not powered yet (pending,
+  // powered_at unset): the engine asks the power service for them after a restart.
+  std::vector<std::pair<std::int64_t, std::int64_t>> unpowered_rollout_deployments(std::int64_t id);
 
   // --- the boot path ---
   // The machine that owns `mac`; an unknown MAC is registered as `discovered` (no name, no

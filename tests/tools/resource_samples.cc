@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "proto/resources.h"
+#include "proto/rollout.h"
 
 using namespace kiln::proto;
 using json = nlohmann::json;
@@ -89,7 +90,54 @@ int main() {
   proof.unmapped_bytes = 1;
   done.proof = proof;
 
+  // A rollout in its first batches: a canary done, a machine deploying, one skipped.
+  Rollout ro;
+  ro.id = 3;
+  ro.selector = "rack=r1";
+  ro.target = VersionRef{2, "web", "2"};
+  ro.batch_percent = 5;
+  ro.batch_size = 2;
+  ro.canary = 1;
+  ro.spread_by = "rack";
+  ro.config_sha256 = std::string(64, 'c');
+  ro.state = RolloutState::kRunning;
+  ro.requested_by = "ops";
+  ro.created_at = 1'700'000'000'000;
+  ro.started_at = ro.created_at + 5;
+  ro.updated_at = ro.created_at + 9;
+  RolloutMachine canary;
+  canary.machine_id = 1;
+  canary.name = "m1";
+  canary.state = RolloutMachineState::kDone;
+  canary.previous = VersionRef{1, "web", "1"};
+  canary.deployment_id = 10;
+  canary.rollback_deployment_id = 12;
+  canary.started_at = ro.created_at + 6;
+  canary.finished_at = ro.created_at + 7;
+  RolloutMachine next;
+  next.machine_id = 2;
+  next.position = 1;
+  next.batch = 1;
+  next.state = RolloutMachineState::kDeploying;
+  RolloutMachine skipped;
+  skipped.machine_id = 3;
+  skipped.position = 2;
+  skipped.batch = -1;
+  skipped.state = RolloutMachineState::kSkipped;
+  skipped.reason = "no BMC";
+  ro.machines = {canary, next, skipped};
+  Rollout done_ro = ro;
+  done_ro.batch_percent.reset();
+  done_ro.batch_count = 2;
+  done_ro.spread_by.reset();
+  done_ro.config_sha256.reset();
+  done_ro.state = RolloutState::kSucceeded;
+  done_ro.finished_at = ro.created_at + 20;
+  done_ro.machines = {canary};
+
   json out = {
+      {"Rollout", {to_json(ro, true), to_json(done_ro, false)}},
+      {"RolloutMachine", {to_json(canary), to_json(next), to_json(skipped)}},
       {"Machine", {to_json(full), to_json(bare)}},
       {"Deployment", {to_json(d), to_json(pending)}},
       {"ImageVersion", {to_json(v), to_json(kiln)}},

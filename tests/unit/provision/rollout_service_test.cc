@@ -1,0 +1,365 @@
+// The rollout engine over a real store (SQLite in a temp dir) through the daemon's adapter:
+// machines "deploy" by the store calls an agent and a deployed OS make, under a fake clock.
+#include "provision/rollout_service.h"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+
+#include "daemon/store_adapters.h"
+#include "store/store.h"
+#include "tests/unit/test_dir.h"
+
+namespace kiln::provision {
+namespace {
+
+using proto::DeploymentStatus;
+using proto::RolloutMachineState;
+using proto::RolloutState;
+
+class FakeClock final : public Clock {
+ public:
+  std::int64_t now_ms() const override { return now.load(); }
+  std::atomic<std::int64_t> now{1'700'000'000'000};
+};
+
+class RolloutTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = kiln::testing::make_test_dir("kiln-rollout-test");
+    store::StoreOptions o;
+    o.path = (dir_ / "kiln.db").string();
+    o.synchronous_full = false;
+    auto s = store::Store::open(o, clock_);
+    ASSERT_TRUE(s) << s.error().message;
+    store_ = std::move(*s);
+    ledger_ = std::make_unique<daemon::StoreRolloutLedger>(*store_, nullptr);
+    restart();
+    for (const auto& v : {"1", "2"}) {
+      proto::ImageVersion iv;
+      iv.name = "img";
+      iv.version = v;
+      iv.size_bytes = 1 << 20;
+      iv.sha256 = std::string(64, 'a');
+      iv.format = "raw";
+      iv.source_url = std::string("http://images.example/") + v;
+      iv.created_by = "test";
+      ASSERT_TRUE(store_->register_image_version(iv));
+    }
+  }
+  void TearDown() override {
+    service_.reset();
+    ledger_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  // A new engine over the same database: what a kilnd restart leaves.
+  void restart() {
+    service_ = std::make_unique<RolloutService>(
+        RolloutOptions{}, *ledger_, nullptr, metrics_, clock_,
+        std::make_shared<spdlog::logger>("rollout",
+                                         std::make_shared<spdlog::sinks::null_sink_mt>()));
+  }
+
+  std::int64_t machine(int i, const std::string& rack, bool bmc = true) {
+    store::NewMachine nm;
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:00:%02x:%02x", i / 256, i % 256);
+    nm.macs = {mac};
+    nm.name = "m" + std::to_string(i);
+    nm.labels = {{"rack", rack}, {"fleet", "a"}};
+    auto m = store_->create_machine(nm, "test");
+    EXPECT_TRUE(m) << m.error().message;
+    if (bmc) {
+      store::BmcRecord b;
+      b.machine_id = m->id;
+      b.driver = "redfish";
+      b.address = "http://127.0.0.1:1";
+      b.credentials = "v1:x";
+      EXPECT_TRUE(store_->put_bmc(b, "test"));
+    }
+    return m->id;
+  }
+  // The machine runs img:1, booted (its history before the rollout).
+  void on_v1(std::int64_t id) {
+    store::AssignRequest r{"img", "1", "test"};
+    auto o = store_->assign(id, r);
+    ASSERT_TRUE(o) << o.error().message;
+    write(o->deployment.id, true);
+    boot(o->deployment.id);
+  }
+  // The agent writes it; the plan it fetched carried the deployed OS's credential.
+  void write(std::int64_t deployment, bool ok) {
+    auto t = store_->mint_instance_token(deployment);
+    ASSERT_TRUE(t) << t.error().message;
+    tokens_[deployment] = *t;
+    proto::AgentReport r;
+    r.stage = "done";
+    r.result = ok ? DeploymentStatus::kSucceeded : DeploymentStatus::kFailed;
+    r.reason = ok ? "" : "disk error";
+    ASSERT_TRUE(store_->report_progress(deployment, r));
+  }
+  void boot(std::int64_t deployment) {
+    auto d = store_->confirm_boot(tokens_[deployment], "10.0.0.1");
+    ASSERT_TRUE(d) << d.error().message;
+  }
+  proto::Rollout get(std::int64_t id) { return *store_->get_rollout(id); }
+  const proto::RolloutMachine& of(const proto::Rollout& r, std::int64_t machine) {
+    for (const auto& m : r.machines) {
+      if (m.machine_id == machine) return m;
+    }
+    throw std::runtime_error("no such machine");
+  }
+  // Deploys (written + booted) every machine of the rollout that is deploying now.
+  int deploy_all(std::int64_t id, bool boots = true) {
+    int n = 0;
+    for (const auto& m : get(id).machines) {
+      if (m.state != RolloutMachineState::kDeploying) continue;
+      write(*m.deployment_id, true);
+      if (boots) boot(*m.deployment_id);
+      ++n;
+    }
+    return n;
+  }
+  std::vector<proto::Deployment> history(std::int64_t machine) {
+    return *store_->list_deployments(machine);
+  }
+  store::NewRollout plan(int canary, int pct) {
+    store::NewRollout r;
+    r.selector = *proto::parse_selector("fleet=a");
+    r.image = "img";
+    r.version = "2";
+    r.batch_percent = pct;
+    r.canary = canary;
+    r.gate_timeout_s = 600;
+    r.requested_by = "ops";
+    return r;
+  }
+
+  std::filesystem::path dir_;
+  FakeClock clock_;
+  Metrics metrics_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<daemon::StoreRolloutLedger> ledger_;
+  std::unique_ptr<RolloutService> service_;
+  std::map<std::int64_t, std::string> tokens_;
+};
+
+TEST_F(RolloutTest, PlansBatchesCanaryFirstSpreadOverRacksAndReportsWhatItCannotDeploy) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 10; ++i) {
+    ids.push_back(machine(i, i < 5 ? "r1" : "r2"));
+    on_v1(ids.back());
+  }
+  const auto no_bmc = machine(10, "r1", /*bmc=*/false);
+  const auto broken = machine(11, "r2");
+  {
+    store::AssignRequest r{"img", "1", "test"};
+    write(store_->assign(broken, r)->deployment.id, false);
+  }
+  auto p = plan(1, 30);
+  p.spread_by = "rack";
+  auto r = store_->create_rollout(p);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->state, RolloutState::kPending);
+  EXPECT_EQ(r->batch_size, 3);  // 30% of the 10 deployable machines
+  auto c = proto::count(*r);
+  EXPECT_EQ(c.total, 12);
+  EXPECT_EQ(c.pending, 10);
+  EXPECT_EQ(c.skipped, 2);
+  EXPECT_NE(of(*r, no_bmc).reason.find("no BMC"), std::string::npos) << of(*r, no_bmc).reason;
+  EXPECT_NE(of(*r, broken).reason.find("failed before"), std::string::npos);
+  // Canary: the first machine; then batches of 3 alternating racks.
+  EXPECT_EQ(of(*r, ids[0]).batch, 0);
+  std::vector<std::string> racks;
+  for (const auto& m : r->machines) {
+    if (m.batch == 1) racks.push_back(store_->get_machine(m.machine_id)->labels.at("rack"));
+  }
+  ASSERT_EQ(racks.size(), 3u);
+  EXPECT_NE(racks[0], racks[1]);             // interleaved, not one rack at a time
+  EXPECT_EQ(proto::batches(*r).size(), 5u);  // canary, 3 batches of 3, "no batch"
+  // A machine is in one unfinished rollout at a time.
+  EXPECT_EQ(store_->create_rollout(p).error().code, Errc::kConflict);
+}
+
+TEST_F(RolloutTest, AGoodImageRollsOutBatchByBatchEachMachineOnce) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 7; ++i) {
+    ids.push_back(machine(i, "r1"));
+    on_v1(ids.back());
+  }
+  auto id = store_->create_rollout(plan(1, 50))->id;  // canary 1, then batches of 4, 2
+  service_->run_once();                               // pending -> running
+  service_->run_once();
+  auto r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kRunning);
+  EXPECT_EQ(proto::count(r).deploying, 1);  // only the canary
+  EXPECT_EQ(of(r, ids[0]).state, RolloutMachineState::kDeploying);
+  // Nothing else starts while the canary has not passed its gate, even written.
+  write(*of(r, ids[0]).deployment_id, true);
+  service_->run_once();
+  EXPECT_EQ(proto::count(get(id)).deploying, 1);
+  boot(*of(r, ids[0]).deployment_id);
+  service_->run_once();
+  r = get(id);
+  EXPECT_EQ(of(r, ids[0]).state, RolloutMachineState::kDone);
+  EXPECT_EQ(proto::count(r).deploying, 4);
+  EXPECT_EQ(deploy_all(id), 4);
+  service_->run_once();
+  EXPECT_EQ(deploy_all(id), 2);
+  service_->run_once();
+  service_->run_once();
+  r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kSucceeded) << r.reason;
+  EXPECT_EQ(proto::count(r).done, 7);
+  for (auto m : ids) {
+    auto h = history(m);
+    ASSERT_EQ(h.size(), 2u);  // v1, then exactly one deployment of v2
+    EXPECT_EQ(h[0].to_version.version, "2");
+    EXPECT_EQ(h[0].status, DeploymentStatus::kBooted);
+    EXPECT_EQ(h[0].requested_by, "rollout " + std::to_string(id));
+    EXPECT_TRUE(h[0].reboot);
+  }
+  // Batch timings are recorded per batch, and in the metrics.
+  for (const auto& b : proto::batches(r)) {
+    EXPECT_TRUE(b.started_at && b.finished_at) << b.index;
+  }
+  EXPECT_EQ(metrics_.value("kiln_rollout_batches_total", {}), 3);
+}
+
+TEST_F(RolloutTest, ACanaryThatNeverBootsStopsTheRolloutAndComesBackOnItsPreviousVersion) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(machine(i, "r1"));
+    on_v1(ids.back());
+  }
+  auto p = plan(2, 50);
+  p.on_failure = "rollback";
+  auto id = store_->create_rollout(p)->id;
+  service_->run_once();
+  service_->run_once();
+  EXPECT_EQ(deploy_all(id, /*boots=*/false), 2);  // written, never confirmed
+  clock_.now += 601'000;                          // past gate_timeout_s
+  service_->run_once();                           // canary fails -> rolling_back
+  auto r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kRollingBack) << r.reason;
+  EXPECT_EQ(proto::count(r).failed, 2);
+  EXPECT_NE(of(r, ids[0]).reason.find("no confirmed boot within 600 s"), std::string::npos)
+      << of(r, ids[0]).reason;
+  EXPECT_EQ(proto::count(r).skipped, 4);  // the rest never started
+  service_->run_once();                   // rollback deployments
+  r = get(id);
+  EXPECT_EQ(proto::count(r).rolling_back, 2);
+  for (auto m : {ids[0], ids[1]}) {
+    const auto& rm = of(r, m);
+    ASSERT_TRUE(rm.rollback_deployment_id);
+    auto d = *store_->get_deployment(*rm.rollback_deployment_id);
+    EXPECT_EQ(d.to_version.version, "1");
+    EXPECT_EQ(d.kind, "rollback");
+    EXPECT_TRUE(d.reboot);
+    write(d.id, true);
+    boot(d.id);
+  }
+  service_->run_once();
+  service_->run_once();
+  r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kRolledBack) << r.reason;
+  EXPECT_EQ(proto::count(r).rolled_back, 2);
+  for (auto m : {ids[2], ids[3], ids[4], ids[5]}) EXPECT_EQ(history(m).size(), 1u);
+  EXPECT_EQ(store_->get_machine(ids[0])->current_version->version, "1");
+}
+
+TEST_F(RolloutTest, FailuresPauseByDefaultAndResumeAcknowledgesThem) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(machine(i, "r1"));
+  auto p = plan(1, 50);
+  auto id = store_->create_rollout(p)->id;
+  service_->run_once();
+  service_->run_once();
+  write(*of(get(id), ids[0]).deployment_id, false);  // the canary's write fails
+  service_->run_once();
+  auto r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kPaused);
+  EXPECT_NE(r.reason.find("more than max_failures 0"), std::string::npos) << r.reason;
+  service_->run_once();
+  EXPECT_EQ(proto::count(get(id)).pending, 3);  // paused: nothing starts
+  EXPECT_EQ(store_->rollout_action(id, store::RolloutAction::kRollback, "ops").ok(), true);
+  EXPECT_EQ(store_->rollout_action(id, store::RolloutAction::kResume, "ops").error().code,
+            Errc::kConflict);
+}
+
+TEST_F(RolloutTest, ResumeGoesOnAndAbortSkipsWhatDidNotStart) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(machine(i, "r1"));
+  auto id = store_->create_rollout(plan(1, 25))->id;
+  service_->run_once();
+  service_->run_once();
+  write(*of(get(id), ids[0]).deployment_id, false);
+  service_->run_once();
+  ASSERT_EQ(get(id).state, RolloutState::kPaused);
+  ASSERT_TRUE(store_->rollout_action(id, store::RolloutAction::kResume, "ops"));
+  service_->run_once();
+  auto r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kRunning);
+  EXPECT_EQ(r.failure_base, 1);
+  EXPECT_EQ(proto::count(r).deploying, 2);  // the next batch: 25% of 5, rounded up
+  ASSERT_TRUE(store_->rollout_action(id, store::RolloutAction::kAbort, "ops"));
+  r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kAborted);
+  EXPECT_EQ(proto::count(r).skipped, 2);
+  EXPECT_EQ(proto::count(r).deploying, 2);  // in flight: they finish on their own
+  EXPECT_NE(of(r, ids[4]).reason.find("aborted"), std::string::npos);
+  EXPECT_EQ(store_->rollout_action(id, store::RolloutAction::kPause, "ops").error().code,
+            Errc::kConflict);
+}
+
+TEST_F(RolloutTest, ARestartedEngineNeitherLosesNorRepeatsAMachine) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(machine(i, "r1"));
+    on_v1(ids.back());
+  }
+  auto id = store_->create_rollout(plan(0, 50))->id;  // batches of 3
+  service_->run_once();
+  service_->run_once();
+  EXPECT_EQ(proto::count(get(id)).deploying, 3);
+  // Killed here: three deployments recorded, none powered yet.
+  restart();
+  EXPECT_EQ(ledger_->unpowered(id).size(), 3u);  // the new engine powers them (here: no BMCs)
+  service_->run_once();
+  EXPECT_EQ(proto::count(get(id)).deploying, 3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(history(ids[i]).size(), 2u);
+  deploy_all(id);
+  restart();
+  service_->run_once();
+  deploy_all(id);
+  restart();
+  service_->run_once();
+  service_->run_once();
+  auto r = get(id);
+  EXPECT_EQ(r.state, RolloutState::kSucceeded) << r.reason;
+  for (auto m : ids) EXPECT_EQ(history(m).size(), 2u);
+}
+
+TEST_F(RolloutTest, MachinesAlreadyOnTheVersionAreDoneWithoutARedeploy) {
+  auto a = machine(0, "r1");
+  auto b = machine(1, "r1");
+  on_v1(a);
+  on_v1(b);
+  auto p = plan(0, 100);
+  p.version = "1";
+  auto r = store_->create_rollout(p);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(proto::count(*r).done, 2);
+  service_->run_once();
+  service_->run_once();
+  EXPECT_EQ(get(r->id).state, RolloutState::kSucceeded);
+  EXPECT_EQ(history(a).size(), 1u);
+}
+
+}  // namespace
+}  // namespace kiln::provision
