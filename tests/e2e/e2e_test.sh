@@ -7,6 +7,9 @@
 #         demo:1 again; demo:3 with a corrupt chunk on the server -> the deployment fails, the
 #         disk is left unbootable, the next boot retries (kilnd:retry) and, with the chunk
 #         repaired, demo:3 boots.
+#   Two machines, each with its own Redfish BMC (machine 2 registered blank and powered off):
+#         one rollout of demo:4, canary 1, batch 1, gate booted: machine 1 confirms its boot
+#         before machine 2 starts; the rollout ends succeeded.
 #   UEFI (OVMF + iPXE EFI ROM, disk first), over HTTPS: the ROM chainloads iPXE with HTTPS
 #         (deploy/build-ipxe.sh, the lab CA) over TFTP; script, kernel, initrd and the agent's
 #         API over kilnd's TLS listener: discovered -> demo:1 -> kexec into it.
@@ -251,18 +254,23 @@ fi
 # Both VMs run at once, each as small as machine 1 ($LAB_MEM_MB MiB).
 ROLL_SEL=fleet=lab
 ROLLOUT=
-# roll_out VERSION — ONE call that deploys demo:VERSION to every machine of $ROLL_SEL; sets
-# ROLLOUT (the rollout's id; empty when it was a plain bulk assignment, which has no canary
-# and no order between the machines).
+# roll_out VERSION — ONE call that deploys demo:VERSION to every machine of $ROLL_SEL: a
+# rollout, canary 1, batch 1, gate booted; sets ROLLOUT (its id).
 roll_out() {
-  ROLLOUT=
-  kiln_cli assign --selector "$ROLL_SEL" demo "$1" --reboot >/dev/null
+  ROLLOUT=$(kiln_cli --json rollout start --selector "$ROLL_SEL" --image demo --version "$1" \
+    --canary 1 --batch 1 --gate booted | jq -r .id)
+  [[ $ROLLOUT =~ ^[0-9]+$ ]]
 }
-# roll_wait VERSION TIMEOUT_S — until both machines confirmed booting demo:VERSION (and, for a
-# rollout, it ended); sets ROLL_STATE (the rollout's state, or "bulk").
+# roll_wait VERSION TIMEOUT_S — until the rollout ended (a final state) and both machines
+# confirmed booting demo:VERSION; sets ROLL_STATE (the rollout's last state).
 roll_wait() {
   local deadline=$((SECONDS + $2)) n
-  ROLL_STATE=bulk
+  ROLL_STATE=
+  while ((SECONDS < deadline)); do
+    ROLL_STATE=$(kiln_cli --json rollout show "$ROLLOUT" | jq -r .state)
+    case $ROLL_STATE in succeeded | failed | aborted | rolled_back) break ;; esac
+    sleep 1
+  done
   for n in 1 2; do
     LAB_MACHINE=$n lab_wait_latest ".to.version == \"$1\" and .status == \"booted\"" $((deadline - SECONDS)) ||
       fail "machine $n did not confirm demo:$1: $(LAB_MACHINE=$n lab_latest)"
@@ -291,17 +299,33 @@ if [[ ${KILN_E2E_BMC:-1} == 1 && ${KILN_E2E_ROLLOUT:-1} == 1 ]]; then
     ok || fail "the selector $ROLL_SEL does not name exactly machines $ID1 and $ID2"
 
   t0=$EPOCHREALTIME
-  roll_out 4 || fail "roll out demo:4"
-  roll_wait 4 900
+  if roll_out 4; then
+    roll_wait 4 900
+  else
+    fail "roll out demo:4: no rollout"
+  fi
   ROLL_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
   D1=$(lab_latest) D2=$(LAB_MACHINE=2 lab_latest)
-  log "demo:4 on 2 machines (${ROLLOUT:+rollout $ROLLOUT, }$ROLL_STATE): ${ROLL_S} s from the call;" \
+  log "demo:4 on 2 machines (rollout ${ROLLOUT:-?}, ${ROLL_STATE:-not started}): ${ROLL_S} s from the call;" \
     "machine 1 created $(jq -r .created_at <<<"$D1") booted $(jq -r .booted_at <<<"$D1")," \
     "machine 2 created $(jq -r .created_at <<<"$D2") booted $(jq -r .booted_at <<<"$D2")"
-  if [[ -n $ROLLOUT ]]; then
-    [[ $ROLL_STATE == succeeded ]] && ok || fail "rollout $ROLLOUT ended $ROLL_STATE"
+  if [[ -n $ROLL_STATE ]]; then
+    R=$(kiln_cli --json rollout show "$ROLLOUT")
+    [[ $ROLL_STATE == succeeded ]] && ok || fail "rollout $ROLLOUT ended $ROLL_STATE: $(jq -c . <<<"$R")"
+    # The plan: machine 1 alone in the canary batch (0), machine 2 in batch 1; both done with
+    # the deployments the machines booted.
+    want="[{\"machine_id\":$ID1,\"batch\":0,\"state\":\"done\",\"deployment_id\":$(jq .id <<<"$D1")},"
+    want+="{\"machine_id\":$ID2,\"batch\":1,\"state\":\"done\",\"deployment_id\":$(jq .id <<<"$D2")}]"
+    got=$(jq -c '[.machines[] | {machine_id, batch, state, deployment_id}] | sort_by(.machine_id)' <<<"$R")
+    [[ $got == "$want" ]] && ok || fail "rollout $ROLLOUT's machines: $got, expected $want"
+    # What a rollback would restore: live:2 on machine 1; nothing on machine 2 (it ran nothing).
+    prev=$(jq -c '[.machines | sort_by(.machine_id)[] | .previous | if . == null then null else "\(.image):\(.version)" end]' <<<"$R")
+    [[ $prev == '["live:2",null]' ]] && ok || fail "rollout $ROLLOUT's previous versions: $prev"
+    jq -e '[.batches[] | {index, canary, size, done}] == [{"index":0,"canary":true,"size":1,"done":1},{"index":1,"canary":false,"size":1,"done":1}]' \
+      <<<"$R" >/dev/null && ok || fail "rollout $ROLLOUT's batches: $(jq -c .batches <<<"$R")"
     # The canary gate: machine 2's deployment was created after machine 1's confirmed boot.
-    [[ $(jq -r .created_at <<<"$D2") > $(jq -r .booted_at <<<"$D1") ]] && ok ||
+    jq -en --argjson d1 "$D1" --argjson d2 "$D2" '$d1.booted_at != null and $d2.created_at > $d1.booted_at' \
+      >/dev/null && ok ||
       fail "machine 2 deployed before the canary booted: machine 1 $D1, machine 2 $D2"
   fi
   grep -q 'KILN-TEST-OS: BOOTED image=demo:4' "$SERIAL2" && ok || fail "machine 2's console shows no demo:4 boot"
