@@ -2,9 +2,20 @@
 # network in a private network namespace, kilnd serving it, and QEMU machines that PXE-boot.
 #
 # Topology: netns $LAB_NS holds lo, bridge $LAB_BR (10.99.0.1/24, fd99:0:0:99::1/64) and tap
-# $LAB_TAP (a bridge port QEMU's NIC plugs into). There is no veth to the host and no route
-# out: kilnd's DHCP, TFTP and HTTP, and the machines, see only each other. Everything is
-# removed by lab_down (also on failure, from the caller's trap), processes by their PIDs.
+# $LAB_TAP (a bridge port QEMU's NIC plugs into; each further machine gets its own tap on the
+# same bridge, see "Machines" below). There is no veth to the host and no route out: kilnd's
+# DHCP, TFTP and HTTP, and the machines, see only each other. Everything is removed by lab_down
+# (also on failure, from the caller's trap), processes by their PIDs.
+#
+# Machines: the lab has machine 1 and, on demand, machines 2, 3, ...; LAB_MACHINE=N (default 1)
+# selects the one the lab_vm_*, lab_bmc_*, lab_wait_log, lab_latest and lab_wait_latest
+# functions act on, e.g. `LAB_MACHINE=2 lab_vm_start_managed LOG`. Machine 1 keeps the lab's
+# original names: LAB_MAC, LAB_TAP, LAB_VM_PID, LAB_BMC_PID, LAB_BMC_DRIVER, LAB_BMC_ADDRESS and
+# $LAB_DIR/disk.raw, qmp.sock, firmware.log, ovmf-vars.fd, bmc.log, bmc.ready, bmc-state.json.
+# Machine N has its own of each: LAB_MAC_N (default: LAB_MAC with its fifth byte N-1), tap
+# LAB_TAP_N (default ${LAB_TAP}mN, made on first use), LAB_VM_PID_N, LAB_BMC_*_N and
+# disk-N.raw, qmp-N.sock, bmc-N.log...; its BMC listens on LAB_BMC_REDFISH_PORT + N - 1 (or
+# LAB_BMC_IPMI_PORT + N - 1). The BMC credentials ($LAB_DIR/bmc.pass) are the lab's, shared.
 #
 # QEMU uses KVM when /dev/kvm really works (not the nested paravirtual kvm_pvm), TCG otherwise.
 # The machine: q35, 512 MiB, Debian's iPXE ROM on a modern-only virtio NIC (the ROM matches
@@ -36,6 +47,9 @@ LAB_URL=http://$LAB_SERVER:8080
 LAB_HTTPS_URL=https://$LAB_SERVER:8443
 : "${LAB_HTTPS:=0}"           # 1: kilnd boots machines over its TLS listener
 LAB_KILND_PID=
+: "${LAB_MACHINE:=1}"  # the machine the lab_vm_*, lab_bmc_* ... functions act on (see "Machines")
+# Machine 1's; read and written through lab_get / lab_set (hence shellcheck's SC2034).
+# shellcheck disable=SC2034
 LAB_VM_PID=
 # The lab's BMC (lab_bmc_start): an emulator in the namespace on 127.0.0.1, driving the
 # managed machine (lab_vm_start_managed) over QMP.
@@ -43,9 +57,8 @@ LAB_VM_PID=
 : "${LAB_BMC_PASS:=lab-bmc-pass}"
 : "${LAB_BMC_REDFISH_PORT:=8000}"
 : "${LAB_BMC_IPMI_PORT:=6230}"
-LAB_BMC_PID=
-LAB_BMC_DRIVER=
-LAB_BMC_ADDRESS=
+# shellcheck disable=SC2034
+LAB_BMC_PID= LAB_BMC_DRIVER= LAB_BMC_ADDRESS=
 LAB_T0=
 LAB_OWN_NS=
 
@@ -56,6 +69,44 @@ lab_elapsed() {
   awk -v a="$now" -v b="$LAB_T0" 'BEGIN{printf "%.1f", (a-b)/1e6}'
 }
 in_ns() { ip netns exec "$LAB_NS" "$@"; }
+
+# Machine $LAB_MACHINE's names (see "Machines" above). lab_var NAME: its variable's name (NAME
+# for machine 1, NAME_N otherwise); lab_get NAME / lab_set NAME VALUE read and write it;
+# lab_file NAME.EXT: its file in $LAB_DIR (NAME.EXT, or NAME-N.EXT).
+lab_var() {
+  if [[ ${LAB_MACHINE:-1} == 1 ]]; then echo "$1"; else echo "$1_$LAB_MACHINE"; fi
+}
+lab_get() { local v; v=$(lab_var "$1"); printf '%s' "${!v:-}"; }
+lab_set() { declare -g "$(lab_var "$1")=$2"; }
+lab_file() {
+  if [[ ${LAB_MACHINE:-1} == 1 ]]; then echo "$LAB_DIR/$1"; else echo "$LAB_DIR/${1%%.*}-$LAB_MACHINE.${1#*.}"; fi
+}
+# lab_mac / lab_tap — machine $LAB_MACHINE's MAC and tap.
+lab_mac() {
+  local n=${LAB_MACHINE:-1} m
+  m=$(lab_get LAB_MAC)
+  [[ -n $m ]] || m=$(printf '%s:%02x:%s' "${LAB_MAC%:*:*}" $((n - 1)) "${LAB_MAC##*:}")
+  echo "$m"
+}
+lab_tap() {
+  local t
+  t=$(lab_get LAB_TAP)
+  echo "${t:-${LAB_TAP}m$LAB_MACHINE}"
+}
+# lab_tap_up — machine $LAB_MACHINE's tap, a port of the lab bridge (machine 1's comes from
+# lab_up); made once, removed with the namespace.
+lab_tap_up() {
+  local tap
+  tap=$(lab_tap)
+  in_ns ip link show dev "$tap" >/dev/null 2>&1 && return 0
+  in_ns ip tuntap add dev "$tap" mode tap || return 1
+  in_ns ip link set "$tap" master "$LAB_BR" && in_ns ip link set "$tap" up
+}
+# lab_machines — the machines this shell has started a VM or a BMC for (1 always).
+lab_machines() {
+  local v
+  { echo 1; for v in $(compgen -v LAB_VM_PID_) $(compgen -v LAB_BMC_PID_); do echo "${v##*_}"; done; } | sort -nu
+}
 kiln_cli() { KILN_URL=$LAB_URL KILN_TOKEN=$LAB_TOKEN in_ns "$KILN_BUILD/kiln" "$@"; }
 
 lab_accel() {
@@ -87,12 +138,15 @@ lab_up() {
   fi
 }
 
-# lab_down — the VM, kilnd, the namespace (with its bridge and tap) and the lab dir: only
+# lab_down — the VMs and BMCs, kilnd, the namespace (with its bridge and tap) and the lab dir: only
 # what this shell created.
 lab_down() {
   set +e
-  lab_bmc_stop
-  lab_vm_stop
+  local n
+  for n in $(lab_machines); do
+    LAB_MACHINE=$n lab_bmc_stop
+    LAB_MACHINE=$n lab_vm_stop
+  done
   [[ -n $LAB_KILND_PID ]] && kill "$LAB_KILND_PID" 2>/dev/null && wait "$LAB_KILND_PID" 2>/dev/null
   if [[ -n $LAB_OWN_NS ]]; then
     # Whatever is still inside was started by us: nothing else can enter a namespace we made.
@@ -100,7 +154,7 @@ lab_down() {
     ip netns del "$LAB_NS"
   fi
   [[ -n ${LAB_OWN_DIR:-} && ${LAB_KEEP:-0} != 1 ]] && rm -rf "$LAB_DIR"
-  LAB_VM_PID= LAB_KILND_PID= LAB_OWN_NS=
+  LAB_KILND_PID= LAB_OWN_NS=
 }
 
 # lab_ca — the lab's site CA ($LAB_DIR/ca.pem, its key ca.key) and kilnd's server certificate
@@ -210,81 +264,86 @@ JSON
   return 1
 }
 
-# lab_vm_start SERIAL_LOG — powers the machine on (its disk persists across power cycles).
-# Every serial line is written with the seconds since power-on.
-lab_vm_start() {
-  local log=$1 accel cpu romfile netidx=1 diskidx=2
+# lab_vm_args — the QEMU arguments machine $LAB_MACHINE's two start functions share (its
+# name, disk, tap, MAC, UEFI's flash); makes its disk (blank, LAB_DISK_MB) and tap once. Sets
+# VM_ARGS, VM_ROM (the NIC's boot ROM for the firmware) and VM_VARS (UEFI's variables).
+lab_vm_args() {
+  local accel cpu disk n=${LAB_MACHINE:-1}
   accel=$(lab_accel)
-  [[ -e $LAB_DIR/disk.raw ]] || truncate -s "${LAB_DISK_MB}M" "$LAB_DIR/disk.raw"
+  disk=$(lab_file disk.raw)
+  [[ -e $disk ]] || truncate -s "${LAB_DISK_MB}M" "$disk"
+  lab_tap_up || return 1
   if [[ $accel == kvm ]]; then cpu=host; else cpu=max; accel=tcg,thread=single; fi
-  local args=(-name kiln-lab-vm -machine q35 -accel "$accel" -cpu "$cpu" -m "$LAB_MEM_MB" -smp 1
-    -nographic -no-user-config -nodefaults -serial stdio
-    -netdev "tap,id=n0,ifname=$LAB_TAP,script=no,downscript=no"
-    -drive "file=$LAB_DIR/disk.raw,if=none,id=d0,format=raw,cache=writeback,discard=unmap")
+  VM_ARGS=(-name "kiln-lab-vm$([[ $n == 1 ]] || echo "$n")" -machine q35 -accel "$accel" -cpu "$cpu"
+    -m "$LAB_MEM_MB" -smp 1 -nographic -no-user-config -nodefaults -serial stdio
+    -netdev "tap,id=n0,ifname=$(lab_tap),script=no,downscript=no"
+    -drive "file=$disk,if=none,id=d0,format=raw,cache=writeback,discard=unmap")
   if [[ $LAB_FIRMWARE == uefi ]]; then
-    romfile=/usr/lib/ipxe/qemu/efi-virtio.rom
-    # UEFI walks every network boot option before the disk once iPXE exits (~290 s), so the
-    # disk goes first: a blank or invalidated disk fails at once and the network follows.
-    netidx=2 diskidx=1
-    [[ -e $LAB_DIR/ovmf-vars.fd ]] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$LAB_DIR/ovmf-vars.fd"
-    args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
-      -drive "if=pflash,format=raw,unit=1,file=$LAB_DIR/ovmf-vars.fd")
+    VM_ROM=/usr/lib/ipxe/qemu/efi-virtio.rom
+    VM_VARS=$(lab_file ovmf-vars.fd)
+    [[ -e $VM_VARS ]] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$VM_VARS"
+    VM_ARGS+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+      -drive "if=pflash,format=raw,unit=1,file=$VM_VARS")
   else
-    romfile=/usr/lib/ipxe/qemu/pxe-virtio.rom
+    VM_ROM=/usr/lib/ipxe/qemu/pxe-virtio.rom
   fi
-  args+=(-device "virtio-net-pci,disable-legacy=on,netdev=n0,mac=$LAB_MAC,bootindex=$netidx,romfile=$romfile"
-    -device "virtio-blk-pci,drive=d0,bootindex=$diskidx")
+}
+
+# lab_vm_run SERIAL_LOG QEMU_ARGS... — runs QEMU in the namespace (bounded by LAB_VM_TIMEOUT),
+# its serial lines time-stamped into SERIAL_LOG; sets the machine's LAB_VM_PID.
+lab_vm_run() {
+  local log=$1
+  shift
   : >"$log"
   local t0=${EPOCHREALTIME/./}
   # $! must be QEMU's side (ip netns exec execs timeout, which runs QEMU and passes signals
   # on), not the time-stamping reader: hence the process substitution, not a pipe.
-  ip netns exec "$LAB_NS" timeout "${LAB_VM_TIMEOUT:-600}" qemu-system-x86_64 "${args[@]}" \
+  ip netns exec "$LAB_NS" timeout "${LAB_VM_TIMEOUT:-600}" qemu-system-x86_64 "$@" \
     </dev/null > >(lab_stamp "$t0" >>"$log") 2>&1 &
-  LAB_VM_PID=$!
+  lab_set LAB_VM_PID $!
+}
+
+# lab_vm_start SERIAL_LOG — powers the machine on (its disk persists across power cycles).
+# Every serial line is written with the seconds since power-on.
+lab_vm_start() {
+  local netidx=1 diskidx=2 VM_ARGS VM_ROM VM_VARS
+  lab_vm_args || return 1
+  # UEFI walks every network boot option before the disk once iPXE exits (~290 s), so the
+  # disk goes first: a blank or invalidated disk fails at once and the network follows.
+  [[ $LAB_FIRMWARE == uefi ]] && netidx=2 diskidx=1
+  lab_vm_run "$1" "${VM_ARGS[@]}" \
+    -device "virtio-net-pci,disable-legacy=on,netdev=n0,mac=$(lab_mac),bootindex=$netidx,romfile=$VM_ROM" \
+    -device "virtio-blk-pci,drive=d0,bootindex=$diskidx"
 }
 
 # lab_vm_start_managed SERIAL_LOG — the machine as an installed server with a BMC: disk first
-# (bootindex disk0=1, net0=2; BIOS and UEFI alike), QMP on $LAB_DIR/qmp.sock for the BMC
-# emulator, and it starts powered OFF (-S) and stays alive when the guest powers off
-# (-no-shutdown: status "shutdown" = Off), so only the BMC powers it on (lab_bmc_start, then a
-# power-on through it). Serial lines are time-stamped from QEMU's start, like lab_vm_start;
-# under BIOS, SeaBIOS's debug log (which device each boot tried) goes to $LAB_DIR/firmware.log.
-# Stopped (QEMU ended) by lab_vm_stop / lab_down. lab_vm_wait does not apply: QEMU outlives the
-# guest's power-offs (up to LAB_VM_TIMEOUT); ask the BMC (lab_bmc_state) instead.
+# (bootindex disk0=1, net0=2; BIOS and UEFI alike), QMP on $LAB_DIR/qmp.sock (machine N:
+# qmp-N.sock) for the BMC emulator, and it starts powered OFF (-S) and stays alive when the
+# guest powers off (-no-shutdown: status "shutdown" = Off), so only the BMC powers it on
+# (lab_bmc_start, then a power-on through it). Serial lines are time-stamped from QEMU's start,
+# like lab_vm_start; under BIOS, SeaBIOS's debug log (which device each boot tried) goes to
+# $LAB_DIR/firmware.log (firmware-N.log). Stopped (QEMU ended) by lab_vm_stop / lab_down.
+# lab_vm_wait does not apply: QEMU outlives the guest's power-offs (up to LAB_VM_TIMEOUT); ask
+# the BMC (lab_bmc_state) instead.
 lab_vm_start_managed() {
-  local log=$1 accel cpu romfile
-  accel=$(lab_accel)
-  [[ -e $LAB_DIR/disk.raw ]] || truncate -s "${LAB_DISK_MB}M" "$LAB_DIR/disk.raw"
-  if [[ $accel == kvm ]]; then cpu=host; else cpu=max; accel=tcg,thread=single; fi
-  rm -f "$LAB_DIR/qmp.sock"
-  local args=(-name kiln-lab-vm -machine q35 -accel "$accel" -cpu "$cpu" -m "$LAB_MEM_MB" -smp 1
-    -nographic -no-user-config -nodefaults -serial stdio -S -no-shutdown
-    -qmp "unix:$LAB_DIR/qmp.sock,server=on,wait=off"
-    -netdev "tap,id=n0,ifname=$LAB_TAP,script=no,downscript=no"
-    -drive "file=$LAB_DIR/disk.raw,if=none,id=d0,format=raw,cache=writeback,discard=unmap")
-  if [[ $LAB_FIRMWARE == uefi ]]; then
-    romfile=/usr/lib/ipxe/qemu/efi-virtio.rom
-    [[ -e $LAB_DIR/ovmf-vars.fd ]] || cp /usr/share/OVMF/OVMF_VARS_4M.fd "$LAB_DIR/ovmf-vars.fd"
-    args+=(-drive "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
-      -drive "if=pflash,format=raw,unit=1,file=$LAB_DIR/ovmf-vars.fd")
-  else
-    romfile=/usr/lib/ipxe/qemu/pxe-virtio.rom
-    args+=(-chardev "file,id=seabios,path=$LAB_DIR/firmware.log" -device isa-debugcon,iobase=0x402,chardev=seabios)
-  fi
-  args+=(-device "virtio-net-pci,id=net0,disable-legacy=on,netdev=n0,mac=$LAB_MAC,bootindex=2,romfile=$romfile"
-    -device "virtio-blk-pci,id=disk0,drive=d0,bootindex=1")
-  : >"$log"
-  local t0=${EPOCHREALTIME/./}
-  ip netns exec "$LAB_NS" timeout "${LAB_VM_TIMEOUT:-600}" qemu-system-x86_64 "${args[@]}" \
-    </dev/null > >(lab_stamp "$t0" >>"$log") 2>&1 &
-  LAB_VM_PID=$!
+  local VM_ARGS VM_ROM VM_VARS qmp pid
+  lab_vm_args || return 1
+  qmp=$(lab_file qmp.sock)
+  rm -f "$qmp"
+  VM_ARGS+=(-S -no-shutdown -qmp "unix:$qmp,server=on,wait=off")
+  [[ $LAB_FIRMWARE == uefi ]] ||
+    VM_ARGS+=(-chardev "file,id=seabios,path=$(lab_file firmware.log)" -device isa-debugcon,iobase=0x402,chardev=seabios)
+  lab_vm_run "$1" "${VM_ARGS[@]}" \
+    -device "virtio-net-pci,id=net0,disable-legacy=on,netdev=n0,mac=$(lab_mac),bootindex=2,romfile=$VM_ROM" \
+    -device "virtio-blk-pci,id=disk0,drive=d0,bootindex=1"
+  pid=$(lab_get LAB_VM_PID)
   local i
   for i in $(seq 100); do
-    [[ -S $LAB_DIR/qmp.sock ]] && return 0
-    kill -0 "$LAB_VM_PID" 2>/dev/null || break
+    [[ -S $qmp ]] && return 0
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  echo "lab: QEMU did not open its QMP socket" >&2
+  echo "lab: QEMU (machine ${LAB_MACHINE:-1}) did not open its QMP socket" >&2
   return 1
 }
 
@@ -293,59 +352,67 @@ lab_vm_start_managed() {
 # inside the lab namespace (kilnd runs there too), over $LAB_DIR/qmp.sock, with the lab
 # credentials ($LAB_BMC_USER / $LAB_BMC_PASS, the password from a 0600 file). Sets
 # LAB_BMC_DRIVER and LAB_BMC_ADDRESS (what a machine's bmc config names); its log is
-# $LAB_DIR/bmc.log. One BMC at a time; lab_bmc_stop / lab_down end it.
+# $LAB_DIR/bmc.log. One BMC per machine (machine N: port + N - 1, qmp-N.sock, LAB_BMC_*_N,
+# bmc-N.log); lab_bmc_stop / lab_down end it.
 lab_bmc_start() {
-  local driver=$1
+  local driver=$1 n=${LAB_MACHINE:-1}
   shift
   lab_bmc_stop
   (umask 077 && printf '%s\n' "$LAB_BMC_PASS" >"$LAB_DIR/bmc.pass")
-  rm -f "$LAB_DIR/bmc.ready"
+  local ready qmp log address pid
+  ready=$(lab_file bmc.ready) qmp=$(lab_file qmp.sock) log=$(lab_file bmc.log)
+  rm -f "$ready"
   local py=/usr/bin/python3 tools=$LAB_ROOT/tests/tools
   case $driver in
     redfish)
-      ip netns exec "$LAB_NS" "$py" "$tools/redfish_bmc.py" --qmp "$LAB_DIR/qmp.sock" \
-        --listen "127.0.0.1:$LAB_BMC_REDFISH_PORT" --user "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" \
-        --ready-file "$LAB_DIR/bmc.ready" "$@" >/dev/null 2>>"$LAB_DIR/bmc.log" &
-      LAB_BMC_ADDRESS=http://127.0.0.1:$LAB_BMC_REDFISH_PORT ;;
+      address=127.0.0.1:$((LAB_BMC_REDFISH_PORT + n - 1))
+      ip netns exec "$LAB_NS" "$py" "$tools/redfish_bmc.py" --qmp "$qmp" \
+        --listen "$address" --user "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" \
+        --ready-file "$ready" "$@" >/dev/null 2>>"$log" &
+      address=http://$address ;;
     ipmi)
-      ip netns exec "$LAB_NS" "$py" "$tools/ipmi_bmc.py" --qmp "$LAB_DIR/qmp.sock" \
-        --listen "127.0.0.1:$LAB_BMC_IPMI_PORT" --user "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" \
-        --state-file "$LAB_DIR/bmc-state.json" --faults-file "$LAB_DIR/bmc-faults.json" \
-        --ready-file "$LAB_DIR/bmc.ready" "$@" >/dev/null 2>>"$LAB_DIR/bmc.log" &
-      LAB_BMC_ADDRESS=127.0.0.1:$LAB_BMC_IPMI_PORT ;;
+      address=127.0.0.1:$((LAB_BMC_IPMI_PORT + n - 1))
+      ip netns exec "$LAB_NS" "$py" "$tools/ipmi_bmc.py" --qmp "$qmp" \
+        --listen "$address" --user "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" \
+        --state-file "$(lab_file bmc-state.json)" --faults-file "$(lab_file bmc-faults.json)" \
+        --ready-file "$ready" "$@" >/dev/null 2>>"$log" & ;;
     *)
       echo "lab_bmc_start: redfish or ipmi, not '$driver'" >&2
       return 1 ;;
   esac
-  LAB_BMC_PID=$!
-  LAB_BMC_DRIVER=$driver
+  pid=$!
+  lab_set LAB_BMC_PID "$pid"
+  lab_set LAB_BMC_DRIVER "$driver"
+  lab_set LAB_BMC_ADDRESS "$address"
   local i
   for i in $(seq 100); do
-    [[ -s $LAB_DIR/bmc.ready ]] && return 0
-    kill -0 "$LAB_BMC_PID" 2>/dev/null || break
+    [[ -s $ready ]] && return 0
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  tail -n 20 "$LAB_DIR/bmc.log" >&2
-  echo "lab: the $driver BMC emulator did not start" >&2
-  LAB_BMC_PID=
+  tail -n 20 "$log" >&2
+  echo "lab: the $driver BMC emulator (machine $n) did not start" >&2
+  lab_set LAB_BMC_PID ""
   return 1
 }
 
 # lab_bmc_stop — ends the BMC emulator (if one runs).
 lab_bmc_stop() {
-  [[ -n ${LAB_BMC_PID:-} ]] || return 0
-  kill "$LAB_BMC_PID" 2>/dev/null || true
-  wait "$LAB_BMC_PID" 2>/dev/null || true
-  LAB_BMC_PID=
+  local pid
+  pid=$(lab_get LAB_BMC_PID)
+  [[ -n $pid ]] || return 0
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  lab_set LAB_BMC_PID ""
   return 0
 }
 
 # lab_bmc_state — the BMC emulator's state JSON: power state, boot override, faults, counts,
 # the boots it started (and what each tried first) and its action log with times.
 lab_bmc_state() {
-  case $LAB_BMC_DRIVER in
-    redfish) in_ns curl -s --max-time 10 "$LAB_BMC_ADDRESS/_emulator/state" ;;
-    ipmi) cat "$LAB_DIR/bmc-state.json" ;;
+  case $(lab_get LAB_BMC_DRIVER) in
+    redfish) in_ns curl -s --max-time 10 "$(lab_get LAB_BMC_ADDRESS)/_emulator/state" ;;
+    ipmi) cat "$(lab_file bmc-state.json)" ;;
     *) echo "lab_bmc_state: no BMC started" >&2; return 1 ;;
   esac
 }
@@ -353,20 +420,23 @@ lab_bmc_state() {
 # lab_bmc_faults JSON — injects faults into the running BMC emulator (see the emulators'
 # headers: ignore_override, drop_override, stale_etag, error_500, delay_ms).
 lab_bmc_faults() {
-  case $LAB_BMC_DRIVER in
+  local f
+  case $(lab_get LAB_BMC_DRIVER) in
     redfish) in_ns curl -sf --max-time 10 -X POST -H 'Content-Type: application/json' --data-binary "$1" \
-      "$LAB_BMC_ADDRESS/_emulator/faults" >/dev/null ;;
-    ipmi) printf '%s\n' "$1" >"$LAB_DIR/bmc-faults.json.tmp" && mv "$LAB_DIR/bmc-faults.json.tmp" "$LAB_DIR/bmc-faults.json" ;;
+      "$(lab_get LAB_BMC_ADDRESS)/_emulator/faults" >/dev/null ;;
+    ipmi) f=$(lab_file bmc-faults.json) && printf '%s\n' "$1" >"$f.tmp" && mv "$f.tmp" "$f" ;;
     *) echo "lab_bmc_faults: no BMC started" >&2; return 1 ;;
   esac
 }
 
 # lab_vm_stop — powers the machine off now (if it is on).
 lab_vm_stop() {
-  [[ -n ${LAB_VM_PID:-} ]] || return 0
-  kill "$LAB_VM_PID" 2>/dev/null || true
-  wait "$LAB_VM_PID" 2>/dev/null || true
-  LAB_VM_PID=
+  local pid
+  pid=$(lab_get LAB_VM_PID)
+  [[ -n $pid ]] || return 0
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  lab_set LAB_VM_PID ""
   return 0
 }
 
@@ -387,10 +457,11 @@ lab_stamp() {
 # lab_vm_wait — waits (bounded by LAB_VM_TIMEOUT) until the machine powers off; QEMU's exit
 # status (124: the timeout stopped it).
 lab_vm_wait() {
-  [[ -n $LAB_VM_PID ]] || return 0
-  local rc=0
-  wait "$LAB_VM_PID" || rc=$?
-  LAB_VM_PID=
+  local pid rc=0
+  pid=$(lab_get LAB_VM_PID)
+  [[ -n $pid ]] || return 0
+  wait "$pid" || rc=$?
+  lab_set LAB_VM_PID ""
   sleep 0.2  # let the time-stamping reader write the last lines
   return $rc
 }
@@ -398,7 +469,8 @@ lab_vm_wait() {
 # lab_wait_log LOG REGEX TIMEOUT_S — waits for a serial line; prints its seconds since power-on.
 # Fails at the timeout, or as soon as the machine is off without having printed it.
 lab_wait_log() {
-  local log=$1 re=$2 deadline=$((SECONDS + $3)) line off=0
+  local log=$1 re=$2 deadline=$((SECONDS + $3)) line off=0 pid
+  pid=$(lab_get LAB_VM_PID)
   while ((SECONDS < deadline)); do
     line=$(grep -E -m1 "$re" "$log" 2>/dev/null || true)
     if [[ -n $line ]]; then
@@ -406,14 +478,15 @@ lab_wait_log() {
       return 0
     fi
     ((off)) && return 1
-    [[ -n $LAB_VM_PID ]] && ! kill -0 "$LAB_VM_PID" 2>/dev/null && off=1  # one last look
+    [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null && off=1  # one last look
     sleep 0.2
   done
   return 1
 }
 
-# lab_latest — the newest deployment of the lab machine ($LAB_MAC), as compact JSON.
-lab_latest() { kiln_cli --json machine history "$LAB_MAC" | jq -c '(.items // .)[0]'; }
+# lab_latest — the newest deployment of the lab machine ($LAB_MAC; machine N's: LAB_MACHINE=N),
+# as compact JSON.
+lab_latest() { kiln_cli --json machine history "$(lab_mac)" | jq -c '(.items // .)[0]'; }
 # lab_wait_latest JQ_CONDITION TIMEOUT_S — until the newest deployment satisfies the condition.
 lab_wait_latest() {
   local deadline=$((SECONDS + $2))
@@ -449,8 +522,10 @@ LAB_CLOUD_LINE='' LAB_CLOUD_T=''
 lab_cloud_machine() {
   LAB_DISK_MB=$LAB_CLOUD_DISK_MB
   LAB_MEM_MB=$LAB_CLOUD_MEM_MB
-  if [[ -e $LAB_DIR/disk.raw ]] && (($(stat -c %s "$LAB_DIR/disk.raw") < LAB_DISK_MB * 1048576)); then
-    truncate -s "${LAB_DISK_MB}M" "$LAB_DIR/disk.raw"
+  local disk
+  disk=$(lab_file disk.raw)
+  if [[ -e $disk ]] && (($(stat -c %s "$disk") < LAB_DISK_MB * 1048576)); then
+    truncate -s "${LAB_DISK_MB}M" "$disk"
   fi
 }
 

@@ -7,6 +7,9 @@
 #         demo:1 again; demo:3 with a corrupt chunk on the server -> the deployment fails, the
 #         disk is left unbootable, the next boot retries (kilnd:retry) and, with the chunk
 #         repaired, demo:3 boots.
+#   Two machines, each with its own Redfish BMC (machine 2 registered blank and powered off):
+#         one rollout of demo:4, canary 1, batch 1, gate booted: machine 1 confirms its boot
+#         before machine 2 starts; the rollout ends succeeded.
 #   UEFI (OVMF + iPXE EFI ROM, disk first), over HTTPS: the ROM chainloads iPXE with HTTPS
 #         (deploy/build-ipxe.sh, the lab CA) over TFTP; script, kernel, initrd and the agent's
 #         API over kilnd's TLS listener: discovered -> demo:1 -> kexec into it.
@@ -38,11 +41,13 @@ boot_until() {
     return 1
   }
 }
-# disk_holds VERSION — the VM's disk starts with the raw image of demo:VERSION.
-disk_holds() { disk_holds_named demo "$1"; }
+# disk_holds VERSION [MACHINE] — the disk of lab machine MACHINE (default 1) starts with the raw
+# image of demo:VERSION; disk_holds_named NAME VERSION [MACHINE] — with the raw image NAME:VERSION.
+disk_holds() { disk_holds_named demo "$1" "${2:-1}"; }
 disk_holds_named() {
-  local raw=$LAB_DIR/build/$1-$2.raw
-  cmp -s -n "$(stat -c %s "$raw")" "$raw" "$LAB_DIR/disk.raw" && ok || fail "the disk does not hold $1:$2"
+  local raw=$LAB_DIR/build/$1-$2.raw n=${3:-1} disk
+  disk=$(LAB_MACHINE=$n lab_file disk.raw)
+  cmp -s -n "$(stat -c %s "$raw")" "$raw" "$disk" && ok || fail "machine $n's disk does not hold $1:$2"
 }
 image() {
   "$ROOT/deploy/lab/build-test-image.sh" --version "$1" --sign "$LAB_DIR/site.pem" \
@@ -237,7 +242,101 @@ if [[ ${KILN_E2E_BMC:-1} == 1 ]]; then
   else
     fail "IPMI BMC emulator"
   fi
-  lab_vm_stop
+  # (machine 1 keeps running live:2 for the rollout below; lab_down stops it)
+fi
+
+# --- a rollout across two machines with BMCs, the canary first ---------------------------------
+# Machine 1 (registered above, running live:2) and machine 2 (registered now with its own
+# Redfish BMC: a blank disk, powered off) share a label. ONE rollout of demo:4 with canary 1 and
+# batch 1, gate booted: the canary (machine 1, the lower id) is reimaged through its BMC and
+# confirms its boot before machine 2's deployment is even created; both disks then hold demo:4
+# byte for byte and the rollout ends succeeded. Each machine boots the network exactly once.
+# Both VMs run at once, each as small as machine 1 ($LAB_MEM_MB MiB).
+ROLL_SEL=fleet=lab
+ROLLOUT=
+# roll_out VERSION — ONE call that deploys demo:VERSION to every machine of $ROLL_SEL: a
+# rollout, canary 1, batch 1, gate booted; sets ROLLOUT (its id).
+roll_out() {
+  ROLLOUT=$(kiln_cli --json rollout start --selector "$ROLL_SEL" --image demo --version "$1" \
+    --canary 1 --batch 1 --gate booted | jq -r .id)
+  [[ $ROLLOUT =~ ^[0-9]+$ ]]
+}
+# roll_wait VERSION TIMEOUT_S — until the rollout ended (a final state) and both machines
+# confirmed booting demo:VERSION; sets ROLL_STATE (the rollout's last state).
+roll_wait() {
+  local deadline=$((SECONDS + $2)) n
+  ROLL_STATE=
+  while ((SECONDS < deadline)); do
+    ROLL_STATE=$(kiln_cli --json rollout show "$ROLLOUT" | jq -r .state)
+    case $ROLL_STATE in succeeded | failed | aborted | rolled_back) break ;; esac
+    sleep 1
+  done
+  for n in 1 2; do
+    LAB_MACHINE=$n lab_wait_latest ".to.version == \"$1\" and .status == \"booted\"" $((deadline - SECONDS)) ||
+      fail "machine $n did not confirm demo:$1: $(LAB_MACHINE=$n lab_latest)"
+  done
+}
+if [[ ${KILN_E2E_BMC:-1} == 1 && ${KILN_E2E_ROLLOUT:-1} == 1 ]]; then
+  T_ROLL=$SECONDS
+  image 4 || fail "image demo:4"
+  M2=$(LAB_MACHINE=2 lab_mac)
+  SERIAL2=$LAB_DIR/serial-m2.log
+  # Machine 1 back on a Redfish BMC (the IPMI round left it on IPMI), machine 2 with its own.
+  lab_bmc_start redfish || fail "machine 1's Redfish BMC emulator"
+  kiln_cli machine bmc set "$MAC" --driver redfish --address "$LAB_BMC_ADDRESS" --insecure \
+    --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set (machine 1)"
+  kiln_cli machine label "$MAC" "$ROLL_SEL" >/dev/null || fail "label machine 1"
+  kiln_cli machine create --mac "$M2" --name lab-2 --label "$ROLL_SEL" >/dev/null || fail "create machine 2"
+  LAB_MACHINE=2 LAB_VM_TIMEOUT=900 lab_vm_start_managed "$SERIAL2" || fail "machine 2's VM"
+  LAB_MACHINE=2 lab_bmc_start redfish || fail "machine 2's Redfish BMC emulator"
+  kiln_cli machine bmc set "$M2" --driver redfish --address "$LAB_BMC_ADDRESS_2" --insecure \
+    --username "$LAB_BMC_USER" --password-file "$LAB_DIR/bmc.pass" >/dev/null || fail "bmc set (machine 2)"
+  [[ $(kiln_cli --json machine power "$M2" status | jq -r .power_state) == off ]] && ok ||
+    fail "machine 2 is not off at the start"
+  ID1=$(kiln_cli --json machine show "$MAC" | jq -r .id) ID2=$(kiln_cli --json machine show "$M2" | jq -r .id)
+  ((ID1 < ID2)) && ok || fail "machine 1 (id $ID1) should have the lower id (machine 2: $ID2)"
+  [[ $(kiln_cli --json machine list --selector "$ROLL_SEL" | jq -c '[(.items // .)[].id] | sort') == "[$ID1,$ID2]" ]] &&
+    ok || fail "the selector $ROLL_SEL does not name exactly machines $ID1 and $ID2"
+
+  t0=$EPOCHREALTIME
+  if roll_out 4; then
+    roll_wait 4 900
+  else
+    fail "roll out demo:4: no rollout"
+  fi
+  ROLL_S=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
+  D1=$(lab_latest) D2=$(LAB_MACHINE=2 lab_latest)
+  log "demo:4 on 2 machines (rollout ${ROLLOUT:-?}, ${ROLL_STATE:-not started}): ${ROLL_S} s from the call;" \
+    "machine 1 created $(jq -r .created_at <<<"$D1") booted $(jq -r .booted_at <<<"$D1")," \
+    "machine 2 created $(jq -r .created_at <<<"$D2") booted $(jq -r .booted_at <<<"$D2")"
+  if [[ -n $ROLL_STATE ]]; then
+    R=$(kiln_cli --json rollout show "$ROLLOUT")
+    [[ $ROLL_STATE == succeeded ]] && ok || fail "rollout $ROLLOUT ended $ROLL_STATE: $(jq -c . <<<"$R")"
+    # The plan: machine 1 alone in the canary batch (0), machine 2 in batch 1; both done with
+    # the deployments the machines booted.
+    want="[{\"machine_id\":$ID1,\"batch\":0,\"state\":\"done\",\"deployment_id\":$(jq .id <<<"$D1")},"
+    want+="{\"machine_id\":$ID2,\"batch\":1,\"state\":\"done\",\"deployment_id\":$(jq .id <<<"$D2")}]"
+    got=$(jq -c '[.machines[] | {machine_id, batch, state, deployment_id}] | sort_by(.machine_id)' <<<"$R")
+    [[ $got == "$want" ]] && ok || fail "rollout $ROLLOUT's machines: $got, expected $want"
+    # What a rollback would restore: live:2 on machine 1; nothing on machine 2 (it ran nothing).
+    prev=$(jq -c '[.machines | sort_by(.machine_id)[] | .previous | if . == null then null else "\(.image):\(.version)" end]' <<<"$R")
+    [[ $prev == '["live:2",null]' ]] && ok || fail "rollout $ROLLOUT's previous versions: $prev"
+    jq -e '[.batches[] | {index, canary, size, done}] == [{"index":0,"canary":true,"size":1,"done":1},{"index":1,"canary":false,"size":1,"done":1}]' \
+      <<<"$R" >/dev/null && ok || fail "rollout $ROLLOUT's batches: $(jq -c .batches <<<"$R")"
+    # The canary gate: machine 2's deployment was created after machine 1's confirmed boot.
+    jq -en --argjson d1 "$D1" --argjson d2 "$D2" '$d1.booted_at != null and $d2.created_at > $d1.booted_at' \
+      >/dev/null && ok ||
+      fail "machine 2 deployed before the canary booted: machine 1 $D1, machine 2 $D2"
+  fi
+  grep -q 'KILN-TEST-OS: BOOTED image=demo:4' "$SERIAL2" && ok || fail "machine 2's console shows no demo:4 boot"
+  for n in 1 2; do
+    boots=$(LAB_MACHINE=$n lab_bmc_state | jq -c '[.boots[] | {first, override}]')
+    jq -e 'map(select(.first == "network")) | length == 1' <<<"$boots" >/dev/null && ok ||
+      fail "machine $n: expected exactly one network boot: $boots"
+    disk_holds 4 "$n"
+  done
+  echo "rollout_section_s=$((SECONDS - T_ROLL)) rollout_s=$ROLL_S accel=$(lab_accel)" >>"${KILN_E2E_FIGURES:-/dev/null}"
+  log "the two-machine section took $((SECONDS - T_ROLL)) s"
 fi
 kiln_cli events --machine "$MAC" >"$LAB_DIR/events.txt" 2>&1 || true
 lab_down
