@@ -221,7 +221,8 @@ expect_eq "$URL" "http://127.0.0.1:$PORT" "kilnd restarted on the same port"
 if "$KILN" rollout show "$R3" --watch >watch3.out 2>&1; then ok; else fail "rollout $R3 did not succeed after the restart: $(tail -5 watch3.out)"; fi
 rollout "$R3"
 log "rollout 3: $N machines in $((SECONDS - T3)) s, across a kilnd SIGKILL"
-expect_eq "$(jqb .state):$(jqb .counts.done):$(jqb .counts.failed)" "succeeded:$N:0" "resumed and completed"
+expect_eq "$(jqb .state):$(jqb .counts.done):$(jqb .counts.failed)" "succeeded:$N:0" "resumed and completed" ||
+  log "failed machines' reasons: $(jqb '[.machines[] | select(.state == "failed") | .reason] | group_by(.) | map("\(length)x \(.[0])")')"
 expect_eq "$(sql "SELECT COUNT(*) FROM (SELECT machine_id FROM deployments WHERE requested_by = 'rollout $R3' GROUP BY machine_id HAVING COUNT(*) = 1)")" "$N" \
   "every machine got exactly one deployment from the rollout (none lost, none twice)"
 expect_eq "$(sql "SELECT COUNT(*) FROM deployments WHERE requested_by = 'rollout $R3' AND status != 'booted'")" 0 \

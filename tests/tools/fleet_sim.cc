@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "agent/api_client.h"
+#include "agent/deploy.h"
 #include "agent/http.h"
 #include "core/crypto.h"
 #include "core/url.h"
@@ -993,7 +994,15 @@ void Sim::agent_chunks(std::shared_ptr<Run> r) {
     std::string last;
     bool ok = false;
     std::size_t got = 0;
-    for (int attempt = 0; attempt < 3 && !ok; ++attempt) {
+    // The agent's retry policy (agent/deploy.h DeployOptions: 8 retries, backoff from 200 ms
+    // doubling, capped at 16x: about 16 s), so a kilnd restart mid-write is survived as the
+    // real agent survives it.
+    const kiln::agent::DeployOptions policy;
+    for (int attempt = 0; attempt <= policy.retries && !ok; ++attempt) {
+      if (attempt > 0) {
+        std::this_thread::sleep_for(policy.backoff * (1 << std::min(attempt - 1, 4)));
+        if (!current(*r, "chunk retry")) return;
+      }
       auto& conn = *r->chunk_conns[static_cast<std::size_t>(attempt) % r->chunk_conns.size()];
       auto reply = conn.request("GET", r->chunks_path + c.sha256, r->chunk_token, {},
                                 len + len / 64 + (64 << 10));
@@ -1018,7 +1027,8 @@ void Sim::agent_chunks(std::shared_ptr<Run> r) {
     }
     if (!ok) {
       return agent_fail(*r, "writing",
-                        "chunk " + std::to_string(i) + " failed after 3 attempts: " + last);
+                        "chunk " + std::to_string(i) + " failed after " +
+                            std::to_string(policy.retries + 1) + " attempts: " + last);
     }
     r->fetched += got;
     r->written += len;
