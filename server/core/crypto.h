@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,6 +35,11 @@ class Sha256 {
  private:
   void* ctx_;  // EVP_MD_CTX
 };
+
+// Standard base64 (RFC 4648, with padding).
+std::string base64_encode(std::string_view bytes);
+// Strict standard base64 with padding; nullopt on anything else.
+std::optional<std::string> base64_decode(std::string_view text);
 
 // Constant-time comparison of two strings of equal length (false if lengths differ).
 bool constant_time_equal(std::string_view a, std::string_view b);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "core/crypto.h"
 #include "core/hex.h"
 #include "core/url.h"
 
@@ -47,26 +48,6 @@ std::string one_line(std::string_view text, std::size_t max = 200) {
     out.push_back(static_cast<unsigned char>(c) < 0x20 ? ' ' : c);
   }
   while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
-std::string base64(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const std::uint32_t v =
-        (std::uint8_t(in[i]) << 16) | (std::uint8_t(in[i + 1]) << 8) | std::uint8_t(in[i + 2]);
-    for (int k = 18; k >= 0; k -= 6) out.push_back(kAlphabet[(v >> k) & 63]);
-  }
-  if (in.size() - i == 1) {
-    const std::uint32_t v = std::uint8_t(in[i]) << 16;
-    out += {kAlphabet[(v >> 18) & 63], kAlphabet[(v >> 12) & 63], '=', '='};
-  } else if (in.size() - i == 2) {
-    const std::uint32_t v = (std::uint8_t(in[i]) << 16) | (std::uint8_t(in[i + 1]) << 8);
-    out += {kAlphabet[(v >> 18) & 63], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63], '='};
-  }
   return out;
 }
 
@@ -395,7 +376,7 @@ Result<RedfishDriver::Reply> RedfishDriver::call(const std::string& step, const 
       req.headers.emplace_back("X-Auth-Token", token_);
     } else if (auth_mode_ == "basic") {
       req.headers.emplace_back("Authorization",
-                               "Basic " + base64(config_.username + ":" + config_.password));
+                               "Basic " + base64_encode(config_.username + ":" + config_.password));
     }
     if (!if_match.empty()) req.headers.emplace_back("If-Match", if_match);
 

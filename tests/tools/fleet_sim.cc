@@ -202,26 +202,6 @@ const char* to_string(BootScript::Kind k) {
 
 namespace {
 
-std::string base64(std::string_view in) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    const std::uint32_t v =
-        (std::uint8_t(in[i]) << 16) | (std::uint8_t(in[i + 1]) << 8) | std::uint8_t(in[i + 2]);
-    for (int k = 18; k >= 0; k -= 6) out.push_back(kAlphabet[(v >> k) & 63]);
-  }
-  if (in.size() - i == 1) {
-    const std::uint32_t v = std::uint8_t(in[i]) << 16;
-    out += {kAlphabet[(v >> 18) & 63], kAlphabet[(v >> 12) & 63], '=', '='};
-  } else if (in.size() - i == 2) {
-    const std::uint32_t v = (std::uint8_t(in[i]) << 16) | (std::uint8_t(in[i + 1]) << 8);
-    out += {kAlphabet[(v >> 18) & 63], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63], '='};
-  }
-  return out;
-}
-
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -1340,7 +1320,7 @@ int Sim::run() {
     return 2;
   }
   kilnd_ = *url;
-  basic_auth_ = "Basic " + base64(o_.bmc_user + ":" + o_.bmc_password);
+  basic_auth_ = "Basic " + base64_encode(o_.bmc_user + ":" + o_.bmc_password);
   for (int i = 0; i < o_.machines; ++i) {
     auto m = std::make_unique<Machine>();
     m->index = i;

@@ -17,6 +17,24 @@
 namespace kiln {
 namespace {
 
+TEST(Base64, MatchesRfc4648VectorsAndDecodesOnlyStrictPaddedText) {
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, encoded] : vectors) {
+    EXPECT_EQ(base64_encode(plain), encoded);
+    if (*plain) EXPECT_EQ(base64_decode(encoded), std::optional<std::string>(plain));
+  }
+  EXPECT_EQ(base64_encode("admin:fleet-sim-pw"), "YWRtaW46ZmxlZXQtc2ltLXB3");  // Basic auth
+  EXPECT_EQ(base64_decode("Zm9v!"), std::nullopt);
+  EXPECT_EQ(base64_decode("Zg="), std::nullopt);
+  EXPECT_EQ(base64_decode("Z=g="), std::nullopt);
+}
+
 TEST(Hex, EncodesEveryByteLowerCase) {
   EXPECT_EQ(hex_encode(std::string("\x00\x0f\xa0\xff", 4)), "000fa0ff");
   EXPECT_EQ(hex_encode(""), "");
