@@ -27,20 +27,9 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
   Transaction tx(db);
   auto target = load_image_version(db, req.image, req.version);
   if (!target) return image_not_found(req.image, req.version);
-  // Machines awaiting approval are not part of any selection: a stray MAC on the network must
-  // not block (or join) a fleet-wide assignment.
-  std::string sql = "SELECT m.id FROM machines m WHERE m.deleted_at IS NULL AND m.approved = 1";
-  std::vector<Bind> binds;
-  append_machine_filter(selector, std::nullopt, sql, binds);
-  sql += " ORDER BY m.id";
-  auto s = db.prepare(sql);
-  bind_all(s, binds);
-  std::vector<std::int64_t> ids;
-  while (s.step()) ids.push_back(s.int64(0));
-  if (ids.empty()) {
-    return make_error(Errc::kNotFound,
-                      "selector '" + proto::format_selector(selector) + "' matched no machines");
-  }
+  auto selected = select_machine_ids(db, selector);
+  if (!selected) return selected.error();
+  const auto& ids = *selected;
   BulkOutcome out;
   const auto profiles = req.config ? load_profiles(db) : std::vector<ProfileRecord>{};
   for (auto id : ids) {
@@ -58,14 +47,8 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
                                       bool booted_only) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
+  const auto now = clock_.now_ms();
   Transaction tx(db);
-  auto out = rollback_in_tx(db, clock_.now_ms(), machine_id, request, booted_only);
-  if (out) tx.commit();
-  return out;
-}
-
-Result<AssignOutcome> internal::rollback_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
-                                               const AssignRequest& request, bool booted_only) {
   if (!load_machine(db, machine_id)) return machine_not_found(machine_id);
   auto latest = db.prepare(
       "SELECT to_version_id, config_sha256 FROM deployments WHERE machine_id = ? "
@@ -118,7 +101,9 @@ Result<AssignOutcome> internal::rollback_in_tx(Db& db, std::int64_t now, std::in
   req.version = version;
   req.force = true;
   req.config = nullptr;
-  return assign_in_tx(db, now, machine_id, *target, req, "rollback", config);
+  auto out = assign_in_tx(db, now, machine_id, *target, req, "rollback", config);
+  if (out) tx.commit();
+  return out;
 }
 
 Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attempts,

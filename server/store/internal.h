@@ -62,6 +62,26 @@ inline void append_machine_filter(const proto::Selector& selector,
   }
 }
 
+// The live, approved machines `selector` matches, by id: the selection of bulk assignments and
+// rollouts. Machines awaiting approval are not part of any selection: a stray MAC on the
+// network must not block (or join) a fleet-wide change. Not found when none matches.
+inline Result<std::vector<std::int64_t>> select_machine_ids(Db& db,
+                                                            const proto::Selector& selector) {
+  std::string sql = "SELECT m.id FROM machines m WHERE m.deleted_at IS NULL AND m.approved = 1";
+  std::vector<Bind> binds;
+  append_machine_filter(selector, std::nullopt, sql, binds);
+  sql += " ORDER BY m.id";
+  auto s = db.prepare(sql);
+  bind_all(s, binds);
+  std::vector<std::int64_t> ids;
+  while (s.step()) ids.push_back(s.int64(0));
+  if (ids.empty()) {
+    return make_error(Errc::kNotFound,
+                      "selector '" + proto::format_selector(selector) + "' matched no machines");
+  }
+  return ids;
+}
+
 inline constexpr char kMachineSelect[] =
     "SELECT m.id, m.name, m.uuid, m.state, m.state_reason, m.inventory, m.created_at, "
     "m.updated_at, cv.id, cv.name, cv.version, d.id, av.id, av.name, av.version, m.ipv4, "
@@ -421,10 +441,6 @@ inline Result<AssignOutcome> assign_in_tx(
                 {"config_sha256", config_sha ? nlohmann::json(*config_sha) : nullptr}});
   return out;
 }
-
-// The core of Store::rollback (deployments.cc), inside the caller's write transaction.
-Result<AssignOutcome> rollback_in_tx(Db& db, std::int64_t now, std::int64_t machine_id,
-                                     const AssignRequest& request, bool booted_only);
 
 // Connection settings that do not write to the database file.
 inline void configure_connection(Db& db, const StoreOptions& o, bool writer) {

@@ -265,6 +265,18 @@ std::optional<Error> busy_elsewhere(Db& db, std::int64_t self,
                                          clash + (n > 5 ? ", ..." : ""));
 }
 
+// Rollout `id` when it is in state `want`: not found, or conflict naming the state it is in.
+Result<Rollout> load_rollout_in(Db& db, std::int64_t id, RolloutState want) {
+  auto r = load_rollout(db, id);
+  if (!r) return rollout_not_found(id);
+  if (r->state != want) {
+    return make_error(Errc::kConflict, "rollout " + std::to_string(id) + " is " +
+                                           proto::to_string(r->state) + ", not " +
+                                           proto::to_string(want));
+  }
+  return std::move(*r);
+}
+
 }  // namespace
 
 Result<Rollout> Store::create_rollout(const NewRollout& req) {
@@ -274,18 +286,9 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
   Transaction tx(db);
   auto target = load_image_version(db, req.image, req.version);
   if (!target) return image_not_found(req.image, req.version);
-  std::string sql = "SELECT m.id FROM machines m WHERE m.deleted_at IS NULL AND m.approved = 1";
-  std::vector<Bind> binds;
-  append_machine_filter(req.selector, std::nullopt, sql, binds);
-  sql += " ORDER BY m.id";
-  auto s = db.prepare(sql);
-  bind_all(s, binds);
-  std::vector<std::int64_t> ids;
-  while (s.step()) ids.push_back(s.int64(0));
-  if (ids.empty()) {
-    return make_error(Errc::kNotFound, "selector '" + proto::format_selector(req.selector) +
-                                           "' matched no machines");
-  }
+  auto selected = select_machine_ids(db, req.selector);
+  if (!selected) return selected.error();
+  const auto& ids = *selected;
   // A machine is in one unfinished rollout at a time.
   if (auto clash = busy_elsewhere(db, 0, ids)) return *clash;
   // What each machine is: deployable, or why not (reported, never silently left out).
@@ -569,13 +572,8 @@ Result<Rollout> Store::transition_rollout(std::int64_t id, RolloutState from, Ro
   Db& db = *writer_;
   const auto now = clock_.now_ms();
   Transaction tx(db);
-  auto r = load_rollout(db, id);
-  if (!r) return rollout_not_found(id);
-  if (r->state != from) {
-    return make_error(Errc::kConflict, "rollout " + std::to_string(id) + " is " +
-                                           proto::to_string(r->state) + ", not " +
-                                           proto::to_string(from));
-  }
+  auto r = load_rollout_in(db, id, from);
+  if (!r) return r.error();
   // A decision made on an older view (an operator paused and resumed meanwhile) is not applied.
   if (seen_at && r->updated_at != *seen_at) {
     return make_error(Errc::kConflict, "rollout " + std::to_string(id) + " changed meanwhile");
@@ -592,12 +590,8 @@ Result<std::vector<RolloutStart>> Store::start_rollout_machines(
   Db& db = *writer_;
   const auto now = clock_.now_ms();
   Transaction tx(db);
-  auto r = load_rollout(db, id);
-  if (!r) return rollout_not_found(id);
-  if (r->state != RolloutState::kRunning) {
-    return make_error(Errc::kConflict, "rollout " + std::to_string(id) + " is " +
-                                           proto::to_string(r->state) + ", not running");
-  }
+  auto r = load_rollout_in(db, id, RolloutState::kRunning);
+  if (!r) return r.error();
   std::optional<ConfigRecord> layer;
   if (r->config_sha256) {
     auto c = db.prepare("SELECT config FROM rollouts WHERE id = ?");
@@ -681,12 +675,8 @@ Result<std::vector<RolloutStart>> Store::roll_back_rollout_machines(
   Db& db = *writer_;
   const auto now = clock_.now_ms();
   Transaction tx(db);
-  auto r = load_rollout(db, id);
-  if (!r) return rollout_not_found(id);
-  if (r->state != RolloutState::kRollingBack) {
-    return make_error(Errc::kConflict, "rollout " + std::to_string(id) + " is " +
-                                           proto::to_string(r->state) + ", not rolling_back");
-  }
+  auto r = load_rollout_in(db, id, RolloutState::kRollingBack);
+  if (!r) return r.error();
   std::map<std::int64_t, const RolloutMachine*> by_id;
   for (const auto& m : r->machines) by_id[m.machine_id] = &m;
   std::vector<RolloutStart> out;
