@@ -39,17 +39,19 @@ class RolloutTest : public ::testing::Test {
     store_ = std::move(*s);
     ledger_ = std::make_unique<daemon::StoreRolloutLedger>(*store_, nullptr);
     restart();
-    for (const auto& v : {"1", "2"}) {
-      proto::ImageVersion iv;
-      iv.name = "img";
-      iv.version = v;
-      iv.size_bytes = 1 << 20;
-      iv.sha256 = std::string(64, 'a');
-      iv.format = "raw";
-      iv.source_url = std::string("http://images.example/") + v;
-      iv.created_by = "test";
-      ASSERT_TRUE(store_->register_image_version(iv));
-    }
+    for (const auto& v : {"1", "2"}) register_version(v);
+  }
+  // Registers img:`v` (an external raw image: nothing to fetch, the store only needs it).
+  void register_version(const std::string& v) {
+    proto::ImageVersion iv;
+    iv.name = "img";
+    iv.version = v;
+    iv.size_bytes = 1 << 20;
+    iv.sha256 = std::string(64, 'a');
+    iv.format = "raw";
+    iv.source_url = "http://images.example/" + v;
+    iv.created_by = "test";
+    ASSERT_TRUE(store_->register_image_version(iv));
   }
   void TearDown() override {
     service_.reset();
@@ -385,15 +387,7 @@ TEST_F(RolloutTest, RollbackRestoresWhatEachMachineRanBeforeAndLeavesWhatOthersD
   const auto b = machine(1, "r1");
   const auto c = machine(2, "r2");
   for (auto m : {a, b, c}) on_v1(m);
-  proto::ImageVersion iv;
-  iv.name = "img";
-  iv.version = "3";
-  iv.size_bytes = 1 << 20;
-  iv.sha256 = std::string(64, 'a');
-  iv.format = "raw";
-  iv.source_url = "http://images.example/3";
-  iv.created_by = "test";
-  ASSERT_TRUE(store_->register_image_version(iv));
+  register_version("3");
   auto finish_rollout = [&](const std::string& selector, const std::string& version) {
     auto p = plan(0, 100);
     p.selector = *proto::parse_selector(selector);
