@@ -396,16 +396,19 @@ lab_bmc_start() {
   return 1
 }
 
-# lab_bmc_stop — ends the BMC emulator (if one runs).
-lab_bmc_stop() {
+# lab_end VAR — ends the process whose PID the machine's VAR holds (if any), by that PID.
+lab_end() {
   local pid
-  pid=$(lab_get LAB_BMC_PID)
+  pid=$(lab_get "$1")
   [[ -n $pid ]] || return 0
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  lab_set LAB_BMC_PID ""
+  lab_set "$1" ""
   return 0
 }
+
+# lab_bmc_stop — ends the BMC emulator (if one runs).
+lab_bmc_stop() { lab_end LAB_BMC_PID; }
 
 # lab_bmc_state — the BMC emulator's state JSON: power state, boot override, faults, counts,
 # the boots it started (and what each tried first) and its action log with times.
@@ -430,15 +433,7 @@ lab_bmc_faults() {
 }
 
 # lab_vm_stop — powers the machine off now (if it is on).
-lab_vm_stop() {
-  local pid
-  pid=$(lab_get LAB_VM_PID)
-  [[ -n $pid ]] || return 0
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  lab_set LAB_VM_PID ""
-  return 0
-}
+lab_vm_stop() { lab_end LAB_VM_PID; }
 
 # Prefixes each line with [seconds since $1]; drops CRs and ANSI escapes.
 lab_stamp() {
