@@ -193,16 +193,39 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
         counters.done += len;
         continue;
       }
+      // Whether the disk holds only zeroes here: one block read settles most disks that do not.
+      auto reads_zero = [&] {
+        const std::size_t head = std::min<std::size_t>(img::kProbeBlock, len);
+        if (!disk.read(off, buf.data(), head) || !is_all_zero(std::string_view(buf.data(), head)))
+          return false;
+        counters.hashed += len;
+        return disk.read(off, buf.data(), len) && is_all_zero(std::string_view(buf.data(), len));
+      };
+      // Whether the disk at `at` may hold this chunk: false when the chunk's probe block differs
+      // (one small read instead of reading and hashing the whole chunk). Only the SHA-256 of the
+      // whole chunk ever proves that it matches.
+      auto probe_matches = [&](std::uint64_t at) {
+        if (c.probe.empty()) return true;
+        const auto n = static_cast<std::size_t>(img::probe_length(len, c.probe_offset));
+        if (!disk.read(at + c.probe_offset, buf.data(), n)) return false;
+        return img::probe_hash(std::string_view(buf.data(), n)) == c.probe;
+      };
       if (c.kind == img::ChunkKind::kZero) {
+        if (o.delta && reads_zero()) {
+          counters.zeroed += len;
+          counters.zero_kept += len;
+          counters.done += len;
+          continue;
+        }
         if (auto st = disk.zero(off, len); !st)
           return fail(where(m, i) + ": " + st.error().message);
         counters.zeroed += len;
         counters.done += len;
         continue;
       }
-      if (o.delta && cuts.empty()) {
+      if (o.delta && cuts.empty() && probe_matches(off)) {
         // An all-zero region cannot hold a DATA/RAW chunk (the builder makes those ZERO), so a
-        // wiped or new disk costs a read and a compare, not a hash.
+        // wiped disk costs a compare, not a hash, even for a manifest without probes.
         if (disk.read(off, buf.data(), len) && !is_all_zero(std::string_view(buf.data(), len))) {
           counters.hashed += len;
           if (sha256_hex(std::string_view(buf.data(), len)) == c.sha256) {
@@ -221,6 +244,7 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
         for (auto it = lo; it != hi && !ok && tries < 2; ++it) {
           if (it->second == off || it->second + len > disk.size()) continue;
           ++tries;
+          if (!probe_matches(it->second)) continue;
           if (disk.read(it->second, buf.data(), len) &&
               !is_all_zero(std::string_view(buf.data(), len))) {
             counters.hashed += len;

@@ -1,12 +1,14 @@
 // agent/deploy.h — writes a verified image onto a disk: the agent's pipeline.
 //
 // Workers (one HTTP connection each, to each base URL) take chunks in offset order. For each
-// DATA/RAW chunk a worker first hashes what the disk already holds there (delta / resume): a
-// match is skipped. Otherwise it fetches the chunk by hash (mirrors first, then the server),
+// DATA/RAW chunk a worker first checks what the disk already holds there (delta / resume): the
+// chunk's probe block (one 4 KiB read) rules out most disks that differ; otherwise the chunk is
+// read back and hashed, and a SHA-256 match is skipped. A ZERO chunk the disk already reads as
+// zeroes is skipped too. Otherwise it fetches the chunk by hash (mirrors first, then the server),
 // decodes it into an aligned buffer and checks its SHA-256; only then is it written (O_DIRECT).
 // Failures of one chunk (transport, HTTP status, bad bytes) are retried for that chunk alone
 // with backoff; after the bound the deployment fails naming the chunk. ZERO chunks are
-// zeroed on the disk, UNMAPPED chunks skipped.
+// zeroed on the disk (unless they read as zeroes already), UNMAPPED chunks skipped.
 //
 // Commit order: the partition-table regions of the manifest (and the disk's last 64 KiB, where
 // an old backup GPT may live) are zeroed and flushed first, so a half-written disk never boots
@@ -47,11 +49,12 @@ struct DeployOptions {
 
 // Live counters (read by the progress reporter while deploy() runs).
 struct DeployCounters {
-  std::atomic<std::uint64_t> done{0};     // image bytes settled (written, skipped, zeroed)
-  std::atomic<std::uint64_t> fetched{0};  // payload bytes received
-  std::atomic<std::uint64_t> written{0};  // bytes written from fetched chunks
-  std::atomic<std::uint64_t> skipped{0};  // bytes the disk already held (delta)
-  std::atomic<std::uint64_t> zeroed{0};
+  std::atomic<std::uint64_t> done{0};       // image bytes settled (written, skipped, zeroed)
+  std::atomic<std::uint64_t> fetched{0};    // payload bytes received
+  std::atomic<std::uint64_t> written{0};    // bytes written from fetched chunks
+  std::atomic<std::uint64_t> skipped{0};    // bytes the disk already held (delta)
+  std::atomic<std::uint64_t> zeroed{0};     // ZERO chunks settled: zeroed, or found zero
+  std::atomic<std::uint64_t> zero_kept{0};  // of those, bytes that read as zeroes already
   std::atomic<std::uint64_t> unmapped{0};
   std::atomic<std::uint64_t> retries{0};
   std::atomic<std::uint64_t> hashed{0};  // bytes read back from the disk for the delta check

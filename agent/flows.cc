@@ -233,16 +233,19 @@ int write_and_report(ApiClient& api, std::uint64_t total, Clock::time_point star
   final.detail["direct_io"] = res->direct;
   // Whether the OS will find its instance credential: kilnd watches the boot deadline only then.
   if (instance_block) final.detail["instance_block"] = *instance_block;
-  char line[256];
+  char line[320];
   std::snprintf(line, sizeof line,
                 "done: %.1f MiB in %.2f s (%.0f MB/s); fetched %.1f MiB, skipped %.1f MiB, "
-                "copied %.1f MiB, zeroed %.1f MiB, %llu retries, %d workers%s",
+                "copied %.1f MiB, zeroed %.1f MiB (%.1f MiB already zero), read back %.1f MiB, "
+                "%llu retries, %d workers%s",
                 static_cast<double>(total) / 1048576.0, res->write_s,
                 res->write_s > 0 ? static_cast<double>(total) / res->write_s / 1e6 : 0.0,
                 static_cast<double>(counters.fetched) / 1048576.0,
                 static_cast<double>(counters.skipped) / 1048576.0,
                 static_cast<double>(counters.copied) / 1048576.0,
                 static_cast<double>(counters.zeroed) / 1048576.0,
+                static_cast<double>(counters.zero_kept) / 1048576.0,
+                static_cast<double>(counters.hashed) / 1048576.0,
                 static_cast<unsigned long long>(counters.retries.load()), res->workers,
                 res->direct ? ", O_DIRECT" : "");
   log_line(line);

@@ -8,8 +8,10 @@
 #   peers:    curl URL | zstd -d | dd of=DEV bs=4M oflag=direct                (verifies nothing)
 #             curl URL | zstd -d | tee >(openssl dgst -sha256) | dd ...        (verified at the end)
 #             bmaptool copy --bmap disk.bmap URL.zst DEV                       (verifies per range)
-#   kiln:     kiln-agent (fetch by hash, decode, SHA-256 per chunk before writing), on a wiped
-#             device (full) and a delta redeploy of a version differing in 5% of its chunks
+#   kiln:     kiln-agent (fetch by hash, decode, SHA-256 per chunk before writing), default and
+#             --no-delta, onto a wiped device and onto one holding unrelated data (pseudo-random
+#             bytes); a delta redeploy of a version differing in 5% of its chunks, onto the
+#             version as kiln wrote it and onto one whose booted OS changed a few blocks since
 #
 # Every pipeline writes the whole image; every result is checked (the device's SHA-256 over the
 # image's length) so a fast wrong answer cannot win. Figures, not a test.
@@ -63,6 +65,21 @@ CLEANUP_CMDS+=("rm -f $DISK_DIR/kiln-bench-disk.$$")
 DEV=$(losetup -f --show "$DISK_DIR/kiln-bench-disk.$$")
 CLEANUP_CMDS=("losetup -d $DEV" "${CLEANUP_CMDS[@]}")
 wipe() { blkdiscard "$DEV" 2>/dev/null || dd if=/dev/zero of="$DEV" bs=4M oflag=direct status=none; }
+# Unrelated data: the whole device filled with pseudo-random bytes (AES-CTR keystream, cached in
+# RAM once so each fill costs a copy).
+FOREIGN=$DISK_DIR/kiln-bench-foreign.$$
+CLEANUP_CMDS+=("rm -f $FOREIGN")
+head -c "$(blockdev --getsize64 "$DEV")" /dev/zero |
+  openssl enc -aes-128-ctr -nosalt -pass pass:kiln-bench -pbkdf2 2>/dev/null >"$FOREIGN"
+foreign() { dd if="$FOREIGN" of="$DEV" bs=4M oflag=direct status=none; }
+# What a booted OS does to its disk: a few 4 KiB blocks rewritten in 8 chunks spread over the
+# image (some of them chunks the next version leaves unchanged).
+touch_blocks() {
+  local i
+  for ((i = 1; i <= 8; i++)); do
+    head -c 4096 /dev/urandom | dd of="$DEV" bs=4096 seek=$((i * nchunks / 9 * 1024 + 3)) oflag=direct conv=notrunc status=none
+  done
+}
 check() { # check SHA LABEL — the device holds the image
   local got
   got=$(head -c "$bytes" "$DEV" | sha256sum | cut -d' ' -f1)
@@ -94,14 +111,25 @@ log "curl | zstd -d | tee >(openssl sha256) | dd"
 wipe; T[vpipe]=$(secs "set -o pipefail; curl -sf $URL_ZST | zstd -dc | tee >(openssl dgst -sha256 >$WORK/pipe.sha) | dd of=$DEV bs=4M iflag=fullblock oflag=direct status=none"); check "$want" vpipe
 log "bmaptool copy"
 wipe; T[bmap]=$(secs "bmaptool -q copy --bmap $WORK/disk.bmap $URL_ZST $DEV"); check "$want" bmaptool
-log "kiln-agent (full, wiped device)"
-wipe; AT=$(token_for 1); T[agent]=$(secs "$(agent_cmd "$AT")"); check "$want" kiln-agent
-agent_line=$(grep 'done:' "$WORK/err" | sed 's/^kiln-agent: //')
+done_line() { grep 'done:' "$WORK/err" | sed 's/^kiln-agent: //'; }
 log "kiln-agent --no-delta (full, wiped device)"
 wipe; AT=$(token_for 1); T[agent_nd]=$(secs "$(agent_cmd "$AT" --no-delta)"); check "$want" "kiln-agent --no-delta"
+log "kiln-agent (full, wiped device)"
+wipe; AT=$(token_for 1); T[agent]=$(secs "$(agent_cmd "$AT")"); check "$want" kiln-agent
+agent_line=$(done_line)
+log "kiln-agent --no-delta (full, device holding unrelated data)"
+foreign; AT=$(token_for 1); T[agent_nd_f]=$(secs "$(agent_cmd "$AT" --no-delta)"); check "$want" "kiln-agent --no-delta (unrelated data)"
+log "kiln-agent (full, device holding unrelated data)"
+foreign; AT=$(token_for 1); T[agent_f]=$(secs "$(agent_cmd "$AT")"); check "$want" "kiln-agent (unrelated data)"
+agent_f_line=$(done_line)
 log "kiln-agent delta: version 2 onto version 1"
 AT=$(token_for 2); T[delta]=$(secs "$(agent_cmd "$AT")"); check "$want2" "kiln-agent delta"
-delta_line=$(grep 'done:' "$WORK/err" | sed 's/^kiln-agent: //')
+delta_line=$(done_line)
+log "kiln-agent delta: version 2 onto version 1 after its OS changed blocks in 8 chunks"
+wipe; AT=$(token_for 1); secs "$(agent_cmd "$AT")" >/dev/null; check "$want" kiln-agent
+touch_blocks
+AT=$(token_for 2); T[delta_b]=$(secs "$(agent_cmd "$AT")"); check "$want2" "kiln-agent delta (changed blocks)"
+delta_b_line=$(done_line)
 
 print_machine
 mbps() { echo "scale=0; $bytes / $1 / 1000000" | bc; }
@@ -113,17 +141,25 @@ row "limit: zstd -d to /dev/null" "${T[zstdd]}"
 row "curl | zstd -d | dd oflag=direct (verifies nothing)" "${T[pipe]}"
 row "curl | zstd -d | tee >(openssl sha256) | dd (verified)" "${T[vpipe]}"
 row "bmaptool copy --bmap (verified)" "${T[bmap]}"
-row "kiln-agent (every chunk verified before writing)" "${T[agent]}"
-row "kiln-agent --no-delta" "${T[agent_nd]}"
+row "kiln-agent --no-delta, wiped device" "${T[agent_nd]}"
+row "kiln-agent (every chunk verified before writing), wiped" "${T[agent]}"
+row "kiln-agent --no-delta, device holding unrelated data" "${T[agent_nd_f]}"
+row "kiln-agent, device holding unrelated data" "${T[agent_f]}"
 row "kiln-agent delta redeploy (5% of chunks differ)" "${T[delta]}"
+row "kiln-agent delta redeploy, OS changed blocks in 8 chunks" "${T[delta_b]}"
 echo
-echo "  agent full:  $agent_line"
-echo "  agent delta: $delta_line"
+echo "  agent full, wiped:     $agent_line"
+echo "  agent full, unrelated: $agent_f_line"
+echo "  agent delta:           $delta_line"
+echo "  agent delta, changed:  $delta_b_line"
 printf '\n== ratios (time; lower is better for kiln)\n'
+echo "  kiln-agent / --no-delta, wiped     = $(ratio "${T[agent]}" "${T[agent_nd]}")"
+echo "  kiln-agent / --no-delta, unrelated = $(ratio "${T[agent_f]}" "${T[agent_nd_f]}")"
 echo "  kiln-agent / curl|zstd|dd          = $(ratio "${T[agent]}" "${T[pipe]}")"
 echo "  kiln-agent / verified pipeline     = $(ratio "${T[agent]}" "${T[vpipe]}")"
 echo "  kiln-agent / bmaptool              = $(ratio "${T[agent]}" "${T[bmap]}")"
 echo "  delta redeploy / full deploy       = $(ratio "${T[delta]}" "${T[agent]}")"
+echo "  delta, changed blocks / full       = $(ratio "${T[delta_b]}" "${T[agent]}")"
 echo
 echo "== commands"
 echo "  $(redact "$(agent_cmd '$AGENT_TOKEN')")"

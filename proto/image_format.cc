@@ -57,7 +57,10 @@ std::uint64_t Manifest::payload_bytes() const {
 std::string to_canonical_json(const Manifest& m) {
   json chunks = json::array();
   for (const auto& c : m.chunks) {
-    if (has_payload(c.kind)) {
+    if (has_payload(c.kind) && !c.probe.empty()) {
+      chunks.push_back(json::array({std::string(1, static_cast<char>(c.kind)), c.sha256,
+                                    c.payload_size, c.probe_offset, c.probe}));
+    } else if (has_payload(c.kind)) {
       chunks.push_back(
           json::array({std::string(1, static_cast<char>(c.kind)), c.sha256, c.payload_size}));
     } else {
@@ -151,8 +154,26 @@ Result<Manifest> parse_manifest(std::string_view bytes) {
       const std::uint64_t len = m.chunk_length(i);
       if (k == 'D' || k == 'R') {
         c.kind = static_cast<ChunkKind>(k);
-        if (e.size() != 3 || !e[1].is_string() || !e[2].is_number_unsigned()) {
-          return bad(where + "must be [kind, sha256, payload size]");
+        if ((e.size() != 3 && e.size() != 5) || !e[1].is_string() || !e[2].is_number_unsigned()) {
+          return bad(where +
+                     "must be [kind, sha256, payload size] or [kind, sha256, payload size, " +
+                     "probe offset, probe]");
+        }
+        if (e.size() == 5) {
+          if (!e[3].is_number_unsigned() || !e[4].is_string()) {
+            return bad(where + "probe offset must be an integer and probe a string");
+          }
+          const auto po = e[3].get<std::uint64_t>();
+          if (po % kProbeBlock != 0 || po >= len) {
+            return bad(where + "probe offset " + std::to_string(po) +
+                       " is not a multiple of 4096 inside the chunk");
+          }
+          c.probe_offset = static_cast<std::uint32_t>(po);
+          c.probe = e[4].get<std::string>();
+          if (c.probe.size() != 16 ||
+              c.probe.find_first_not_of("0123456789abcdef") != std::string::npos) {
+            return bad(where + "probe is not 16 lower-case hex digits");
+          }
         }
         c.sha256 = e[1].get<std::string>();
         if (!is_sha256_hex(c.sha256)) return bad(where + "sha256 is not 64 lower-case hex digits");
@@ -237,6 +258,7 @@ EncodedChunk ChunkEncoder::encode(std::string_view data) {
     return out;
   }
   out.chunk.sha256 = sha256_hex(data);
+  set_probe(out.chunk, data);
   // Compress into the reused scratch buffer and copy out only the frame: a per-chunk
   // compressBound allocation would zero-fill and keep megabytes per chunk in flight.
   const std::size_t bound = ZSTD_compressBound(data.size());
@@ -252,6 +274,17 @@ EncodedChunk ChunkEncoder::encode(std::string_view data) {
   }
   out.chunk.payload_size = out.payload.size();
   return out;
+}
+
+std::string probe_hash(std::string_view block) { return sha256_hex(block).substr(0, 16); }
+
+void set_probe(Chunk& c, std::string_view data) {
+  std::uint64_t at = 0;
+  while (at + kProbeBlock < data.size() && is_all_zero(data.substr(at, kProbeBlock))) {
+    at += kProbeBlock;
+  }
+  c.probe_offset = static_cast<std::uint32_t>(at);
+  c.probe = probe_hash(data.substr(at, probe_length(data.size(), c.probe_offset)));
 }
 
 Status decode_chunk(const Chunk& chunk, std::string_view payload, std::uint64_t length,

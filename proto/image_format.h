@@ -7,6 +7,7 @@
 // functions are reentrant; ChunkEncoder is one per thread.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -39,12 +40,30 @@ constexpr bool is_valid_sector_size(std::uint64_t n) { return n == 512 || n == 4
 enum class ChunkKind : char { kData = 'D', kRaw = 'R', kZero = 'Z', kUnmapped = 'U' };
 inline bool has_payload(ChunkKind k) { return k == ChunkKind::kData || k == ChunkKind::kRaw; }
 
+// A DATA/RAW chunk's probe: where its first non-zero 4 KiB block lies and a short hash of that
+// block, so a writer can tell with one small read that a disk does not hold the chunk. A probe
+// only ever proves a difference; that a disk holds a chunk is proved by the SHA-256 alone.
+inline constexpr std::uint32_t kProbeBlock = 4096;
+
 struct Chunk {
   ChunkKind kind = ChunkKind::kZero;
   std::string sha256;              // of the uncompressed bytes (DATA, RAW only)
   std::uint64_t payload_size = 0;  // bytes stored (DATA: frame size; RAW: chunk length)
+  std::uint32_t probe_offset = 0;  // multiple of kProbeBlock, inside the chunk
+  std::string probe;               // 16 hex digits; empty in manifests built without probes
   bool operator==(const Chunk&) const = default;
 };
+
+// The probe of the chunk bytes `data` (DATA/RAW content, not all zero): sets probe_offset and
+// probe on `c`.
+void set_probe(Chunk& c, std::string_view data);
+// The probe hash of the block a writer read at probe_offset: the first 8 bytes of its SHA-256,
+// in hex. `block` is min(kProbeBlock, chunk length - probe_offset) bytes.
+std::string probe_hash(std::string_view block);
+// The length of the probe block of chunk `length` bytes long at `probe_offset`.
+inline std::uint64_t probe_length(std::uint64_t length, std::uint32_t probe_offset) {
+  return std::min<std::uint64_t>(kProbeBlock, length - probe_offset);
+}
 
 struct Region {
   std::uint64_t offset = 0;

@@ -152,6 +152,41 @@ log "moved data: copied $copied MiB locally, fetched $(fetched_mib) MiB"
 expect_eq "$copied" 10.0 "the 10 moved chunks were copied from where version 1 had them"
 [[ $(echo "$(fetched_mib) < 1" | bc) == 1 ]] && ok || fail "moved chunks were fetched: $(tail -1 agent.log)"
 
+# --- the delta compares with what the disk holds, not with what kiln wrote --------------
+# A booted OS changed two chunks since: one in its probe block (the 4 KiB the manifest's probe
+# covers: found with one small read), one elsewhere (the probe still matches; only the chunk's
+# SHA-256 finds it). Both are fetched again; the disk ends byte-exact.
+expect_eq "$(jq -r '[.chunks[3][0], .chunks[3][3], .chunks[20][3]] | join(",")' <("$KILN" --json image inspect v3.kiln 2>/dev/null))" \
+  "D,0,0" "data chunks carry their probe (first non-zero block at offset 0)"
+head -c 4096 /dev/urandom | dd of="$LOOP" bs=4096 seek=$(( (3 << 8) + 255 )) oflag=direct conv=notrunc status=none
+head -c 4096 /dev/urandom | dd of="$LOOP" bs=4096 seek=$(( 20 << 8 )) oflag=direct conv=notrunc status=none
+assign 3
+agent "$URL"
+expect_eq "$RC" 0 "redeploy over a disk its OS changed"
+disk_is v3.raw && ok || fail "both changed chunks were repaired"
+changed=$(fetched_mib)
+[[ $(echo "$changed > 1 && $changed < 6" | bc) == 1 ]] && ok \
+  || fail "fetched the two changed chunks and the partition-table chunks only: $changed MiB"
+# Unrelated data on the disk: every chunk differs, and the probes say so without reading the
+# chunks back (a ZERO chunk's first block, a DATA chunk's probe block).
+head -c 64M /dev/zero | openssl enc -aes-128-ctr -nosalt -pass pass:kiln-test -pbkdf2 2>/dev/null |
+  dd of="$LOOP" bs=4M iflag=fullblock oflag=direct status=none
+assign 1
+agent "$URL"
+expect_eq "$RC" 0 "deploy onto a disk holding unrelated data"
+disk_is v1.raw && ok || fail "the disk holds version 1 after unrelated data"
+readback=$(grep -o 'read back [0-9.]* MiB' agent.log | awk '{print $3}')
+expect_eq "$readback" 0.0 "nothing was read back beyond the probes"
+# A wiped disk: ZERO chunks already read as zeroes are left alone, not written again.
+wipe
+assign 1
+agent "$URL"
+expect_eq "$RC" 0 "deploy onto a wiped disk"
+disk_is v1.raw && ok || fail "the disk holds version 1 after a wipe"
+zeroed=$(grep -o 'zeroed [0-9.]* MiB ([0-9.]* MiB already zero)' agent.log | awk '{print $2 "/" $4}' | tr -d '(')
+[[ $zeroed =~ ^([0-9.]+)/([0-9.]+)$ && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" && ${BASH_REMATCH[1]} != 0.0 ]] && ok \
+  || fail "zero chunks were rewritten on a wiped disk: $(grep done: agent.log)"
+
 # --- faults on the wire: every damaged response is retried, nothing bad is written --------
 port=${URL##*:}
 start_proxy() {

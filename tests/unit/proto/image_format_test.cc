@@ -22,7 +22,7 @@ Manifest golden_manifest() {
   m.chunks = {{ChunkKind::kData, std::string(64, 'a'), 1234},
               {ChunkKind::kZero, "", 0},
               {ChunkKind::kUnmapped, "", 0},
-              {ChunkKind::kRaw, std::string(64, 'b'), 100}};
+              {ChunkKind::kRaw, std::string(64, 'b'), 100, 0, "0123456789abcdef"}};
   m.partition_tables = {{0, 17408}};
   m.labels = {{"os", "debian"}};
   return m;
@@ -31,7 +31,8 @@ Manifest golden_manifest() {
 TEST(ImageFormat, ManifestGoldenBytes) {
   const std::string want =
       R"({"chunk_size":262144,"chunks":[["D","aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",1234],)"
-      R"(["Z"],["U"],["R","bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",100]],)"
+      R"(["Z"],["U"],["R","bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",100,0,)"
+      R"("0123456789abcdef"]],)"
       R"("created_at":"2026-11-22T00:00:00.000Z","format":1,"labels":{"os":"debian"},"name":"web",)"
       R"("partition_tables":[{"length":17408,"offset":0}],"sector_size":512,)"
       R"("sha256":"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff","size":786532,)"
@@ -65,7 +66,13 @@ TEST(ImageFormat, ManifestRefusals) {
          "chunk size not a power of two");
   refuse(replace("[\"Z\"]", "[\"Q\"]"), "unknown kind");
   refuse(replace("[\"Z\"]", "[\"Z\",\"x\"]"), "zero chunk with payload");
-  refuse(replace(",100]]", ",99]]"), "RAW payload size must equal chunk length");
+  refuse(replace(",100,0,", ",99,0,"), "RAW payload size must equal chunk length");
+  refuse(replace(",100,0,\"0123456789abcdef\"]", ",100,0]"), "a probe offset without a probe");
+  refuse(replace(",100,0,", ",100,4096,"), "probe offset outside the chunk");
+  refuse(replace(",1234]", ",1234,4095,\"0123456789abcdef\"]"), "probe offset not block-aligned");
+  refuse(replace("0123456789abcdef", "0123456789ABCDEF"), "upper-case probe");
+  refuse(replace("0123456789abcdef", "0123456789abcde"), "short probe");
+  refuse(replace(",100,0,", ",100,\"0\","), "probe offset not an integer");
   refuse(replace("\"labels\"", "\"lables\""), "unknown key");
   refuse(replace("\"sector_size\":512", "\"sector_size\":1024"), "sector size");
   refuse(good.substr(0, good.size() - 1), "truncated JSON");
@@ -149,6 +156,23 @@ TEST(ImageFormat, ChunkEncodingKinds) {
   std::string out;
   ASSERT_TRUE(decode_chunk(d.chunk, d.payload, text.size(), out));
   EXPECT_EQ(out, text);
+  // The probe: the first 4 KiB block, hashed short.
+  EXPECT_EQ(d.chunk.probe_offset, 0u);
+  EXPECT_EQ(d.chunk.probe, probe_hash(std::string_view(text).substr(0, kProbeBlock)));
+  EXPECT_EQ(d.chunk.probe, sha256_hex(text.substr(0, kProbeBlock)).substr(0, 16));
+  // Leading zero blocks are passed over: the probe is the first block a blank disk cannot hold.
+  std::string late = std::string(2 * kProbeBlock + 100, '\0') + text.substr(0, kChunk - 8292);
+  auto l = enc.encode(late);
+  EXPECT_EQ(l.chunk.probe_offset, 2 * kProbeBlock);
+  EXPECT_EQ(l.chunk.probe, probe_hash(std::string_view(late).substr(2 * kProbeBlock, kProbeBlock)));
+  // A short last chunk whose only non-zero byte is in its last, partial block.
+  std::string tail(3 * kProbeBlock + 10, '\0');
+  tail.back() = 1;
+  Chunk t;
+  set_probe(t, tail);
+  EXPECT_EQ(t.probe_offset, 3 * kProbeBlock);
+  EXPECT_EQ(t.probe, probe_hash(std::string_view(tail).substr(3 * kProbeBlock)));
+  EXPECT_EQ(probe_length(tail.size(), t.probe_offset), 10u);
   // The identity is the uncompressed bytes': another level, same hash.
   ChunkEncoder enc9(9);
   EXPECT_EQ(enc9.encode(text).chunk.sha256, d.chunk.sha256);
