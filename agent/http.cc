@@ -2,6 +2,8 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -11,6 +13,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -211,6 +215,36 @@ struct Conn {
 }  // namespace
 
 struct HttpConnection::Impl : Conn {
+  // Reads exactly `n` body bytes into `out` on a plain connection: what the header read left
+  // in the buffer, then straight from the socket into `out`, each wait bounded by the timeout.
+  // (Beast's read would take the body in 64 KiB pieces through the buffer, re-arming a timer
+  // for each: a chunk body is megabytes, and the agent reads every byte of an image.) An error
+  // message says what went wrong, as Beast's would: the end of stream, or a timeout.
+  std::optional<std::string> read_body(char* out, std::size_t n) {
+    std::size_t have = std::min(n, buffer.size());
+    net::buffer_copy(net::buffer(out, have), buffer.data());
+    buffer.consume(have);
+    const int fd = plain->socket().native_handle();
+    const int wait_ms = static_cast<int>(std::min<std::int64_t>(timeout.count(), 1 << 30));
+    while (have < n) {
+      const ssize_t r = ::recv(fd, out + have, n - have, MSG_DONTWAIT);
+      if (r > 0) {
+        have += static_cast<std::size_t>(r);
+      } else if (r == 0) {
+        return "end of stream after " + std::to_string(have) + " of " + std::to_string(n) +
+               " body bytes";
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        pollfd p{fd, POLLIN, 0};
+        const int ready = ::poll(&p, 1, wait_ms);
+        if (ready == 0) return std::string("timed out reading the body");
+        if (ready < 0 && errno != EINTR) return std::string("poll: ") + std::strerror(errno);
+      } else if (errno != EINTR) {
+        return std::string(std::strerror(errno));
+      }
+    }
+    return std::nullopt;
+  }
+
   // One request/response on the current connection.
   Result<Reply> once(http::request<http::string_body>& req, std::size_t body_limit) {
     auto ec = io([&](auto& s, auto h) { http::async_write(s, req, h); });
@@ -218,6 +252,19 @@ struct HttpConnection::Impl : Conn {
     http::response_parser<http::string_body> parser;
     parser.body_limit(body_limit);
     ec = io([&](auto& s, auto h) { http::async_read_header(s, buffer, parser, h); });
+    boost::optional<std::uint64_t> len;
+    if (!ec) len = parser.content_length();
+    if (!ec && !parser.is_done() && plain && len && !parser.chunked() &&
+        req.method() != http::verb::head) {
+      auto failed = [&](const std::string& why) {
+        return make_error(Errc::kUnavailable,
+                          "response from " + base.url + std::string(req.target()) + ": " + why);
+      };
+      if (*len > body_limit) return failed("body limit exceeded");
+      std::string body(static_cast<std::size_t>(*len), '\0');
+      if (auto why = read_body(body.data(), body.size())) return failed(*why);
+      return reply(parser.get(), std::move(body), parser.keep_alive());
+    }
     if (!ec && !parser.is_done()) {
       if (auto len = parser.content_length()) parser.get().body().reserve(*len);
       // io() re-arms the timeout: a stall, not the whole body, times out.
@@ -227,15 +274,18 @@ struct HttpConnection::Impl : Conn {
       return make_error(Errc::kUnavailable, "response from " + base.url +
                                                 std::string(req.target()) + ": " + ec.message());
     }
-    auto& res = parser.get();
+    return reply(parser.get(), std::move(parser.get().body()), parser.keep_alive());
+  }
+
+  Reply reply(const http::response_header<>& res, std::string body, bool keep_alive) {
     Reply r;
     r.status = res.result_int();
     r.content_type = std::string(res[http::field::content_type]);
     for (const auto& f : res) {
       r.headers += std::string(f.name_string()) + ": " + std::string(f.value()) + "\n";
     }
-    r.body = std::move(res.body());
-    if (!res.keep_alive()) close();
+    r.body = std::move(body);
+    if (!keep_alive) close();
     return r;
   }
 };
