@@ -195,4 +195,26 @@ retries=$(grep -c '^kiln-agent: retrying chunk' agent.log || true)
 log "retries after the kill: $retries"
 ((retries * 4 <= remaining)) && ok ||
   fail "$retries retries for $remaining chunks: every chunk tried the dead cache first"
+
+log "a mirror that answers wrong bytes is failed over like a dead one"
+# The agent's own --mirror (tried before the plan's dead cache, then kilnd): a proxy to kilnd
+# that flips a bit in every chunk it serves.
+"$KILN_BUILD/chaos_proxy" --listen 0 --upstream "$KPORT" --port-file proxy.port --lifetime-s 120 \
+  --flip 100000 2>proxy.log &
+KILND_PIDS+=("$!")
+for _ in $(seq 1 100); do [[ -s proxy.port ]] && break; sleep 0.05; done
+BAD=http://127.0.0.1:$(cat proxy.port)
+dd if=/dev/zero of="$LOOP_B" bs=1M count=48 oflag=direct status=none
+deploy_start os-b "$LOOP_B" --workers 1 --mirror "$BAD"
+deploy_wait
+expect_eq "$RC" 0 "deploy b past a corrupting mirror: $(tail -3 agent.log)"
+cmp -s "$LOOP_B" b.raw && ok || fail "disk b is the image byte for byte"
+grep -q "chunk mirrors (then the server): $BAD $CACHE_URL\$" agent.log && ok ||
+  fail "own mirror first, then the plan's: $(grep -i 'chunk mirrors' agent.log)"
+grep -q "chunk source $BAD failed (from $BAD: .*): skipped for" agent.log && ok ||
+  fail "the wrong bytes count against the mirror: $(grep -i 'chunk source\|retrying' agent.log | head -5)"
+flipped=$(grep -c . proxy.log || true)
+retries=$(grep -c '^kiln-agent: retrying chunk' agent.log || true)
+log "the corrupting mirror served $flipped damaged chunks; $retries retries for $N_B chunks"
+((retries * 4 <= N_B)) && ok || fail "$retries retries for $N_B chunks: every chunk tried the bad mirror first"
 finish
