@@ -135,6 +135,15 @@ Result<Plan> ApiClient::plan() {
   if (auto it = j.find("chunks_require_token"); it != j.end() && it->is_boolean()) {
     p.chunks_require_token = it->get<bool>();
   }
+  if (auto it = j.find("mirrors"); it != j.end() && !it->is_null()) {
+    if (!it->is_array())
+      return make_error(Errc::kInvalid, "the deployment plan: mirrors must be a list");
+    for (const auto& m : *it) {
+      if (!m.is_string())
+        return make_error(Errc::kInvalid, "the deployment plan: mirrors must be URLs");
+      p.mirrors.push_back(m.get<std::string>());
+    }
+  }
   if (auto it = j.find("instance"); it != j.end() && it->is_object()) {
     p.instance_token = string_field(*it, "token").value_or("");
     p.instance_url = string_field(*it, "url").value_or("");

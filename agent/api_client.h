@@ -30,6 +30,9 @@ struct Plan {
   std::optional<std::string> chunks_url;             // .kiln images
   std::optional<std::string> previous_manifest_url;  // a hint for local copies, may be absent
   bool chunks_require_token = false;                 // send the session token with chunk reads
+  // Chunk mirrors kilnd chose for this machine's network (its mirrors config), tried after
+  // the agent's own --mirror / kiln.mirror ones and before kilnd.
+  std::vector<std::string> mirrors;
   // The deployed OS's credential for confirming its boot (kilnd's POST
   // <instance_url>/api/v1/instance/booted); empty when kilnd sent none. "" url: the agent's.
   std::string instance_token;

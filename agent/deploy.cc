@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "agent/http.h"
+#include "agent/sources.h"
 #include "core/bytes.h"
 #include "core/crypto.h"
 
@@ -155,6 +156,8 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
   for (std::size_t j = 0; j < m.chunks.size(); ++j) {
     if (img::has_payload(m.chunks[j].kind)) local.emplace(m.chunks[j].sha256, m.chunk_offset(j));
   }
+  // Mirrors first, kilnd last; a source that fails is skipped for a while (agent/sources.h).
+  SourceHealth health(o.chunk_bases, o.source_cooldown, o.on_source);
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
   std::mutex mu;
@@ -262,15 +265,18 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
           const auto wait = o.backoff * (1 << std::min(attempt - 1, 4));
           std::this_thread::sleep_for(wait);
         }
-        auto& conn = *conns[static_cast<std::size_t>(attempt) % conns.size()];
+        const std::size_t source = health.pick();
+        auto& conn = *conns[source];
         auto reply = conn.request("GET", o.chunks_path + c.sha256, o.chunk_token, {},
                                   len + len / 64 + (64 << 10));
         if (!reply) {
           last_error = reply.error().message;
+          health.failed(source, last_error);
           continue;
         }
         if (reply->status != 200) {
           last_error = conn.base().url + " answered HTTP " + std::to_string(reply->status);
+          health.failed(source, last_error);
           continue;
         }
         counters.fetched += reply->body.size();
@@ -280,8 +286,10 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
         }
         if (auto st = decoder.decode(kind, reply->body, c.sha256, len, buf.data()); !st) {
           last_error = "from " + conn.base().url + ": " + st.error().message;
+          health.failed(source, last_error);
           continue;
         }
+        health.succeeded(source);
         ok = true;
         break;
       }

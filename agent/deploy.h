@@ -7,8 +7,10 @@
 // zeroes is skipped too. Otherwise it fetches the chunk by hash (mirrors first, then the server),
 // decodes it into an aligned buffer and checks its SHA-256; only then is it written (O_DIRECT).
 // Failures of one chunk (transport, HTTP status, bad bytes) are retried for that chunk alone
-// with backoff; after the bound the deployment fails naming the chunk. ZERO chunks are
-// zeroed on the disk (unless they read as zeroes already), UNMAPPED chunks skipped.
+// with backoff; after the bound the deployment fails naming the chunk. A source whose request
+// failed is skipped by every worker for a cool-down (agent/sources.h), so a dead mirror costs
+// one failed request, not one per chunk. ZERO chunks are zeroed on the disk (unless they read
+// as zeroes already), UNMAPPED chunks skipped.
 //
 // Commit order: the partition-table regions of the manifest (and the disk's last 64 KiB, where
 // an old backup GPT may live) are zeroed and flushed first, so a half-written disk never boots
@@ -42,6 +44,10 @@ struct DeployOptions {
   std::chrono::milliseconds backoff{200};            // doubles per attempt, capped at 16x
   bool delta = true;                                 // hash the disk before fetching
   std::function<void(const std::string&)> on_retry;  // told why a chunk is tried again
+  // A chunk source that fails is skipped this long (doubling while it keeps failing), then
+  // probed again (agent/sources.h); on_source is told when one goes down or comes back.
+  std::chrono::milliseconds source_cooldown{10'000};
+  std::function<void(const std::string&)> on_source;
   // The manifest of the version the disk held before (if known): a chunk it placed elsewhere
   // is copied locally, after its hash is checked, instead of fetched.
   const proto::image::Manifest* previous = nullptr;

@@ -24,6 +24,7 @@
 #include "agent/log.h"
 #include "agent/modules.h"
 #include "agent/raw_stream.h"
+#include "agent/sources.h"
 #include "core/crypto.h"
 #include "core/hex.h"
 
@@ -275,6 +276,7 @@ std::function<Result<json>()> drive_step(const Disk& disk,
 DeployOptions deploy_options(const Options& o) {
   DeployOptions d = o.deploy;
   d.on_retry = [](const std::string& why) { log_line("retrying " + why); };
+  d.on_source = [](const std::string& what) { log_line(what); };
   return d;
 }
 
@@ -403,13 +405,21 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
   stage = "writing";
   DeployOptions d = deploy_options(o);
   d.previous = previous ? &*previous : nullptr;
-  auto sources = chunk_sources(o.mirrors, api.base(), plan.chunks_url);
+  std::vector<std::string> dropped;
+  const auto mirrors = merge_mirrors(o.mirrors, plan.mirrors, dropped);
+  for (const auto& m : dropped) log_line("the plan's mirror '" + m + "' is not a URL; not used");
+  if (!plan.mirrors.empty() && !plan.chunks_require_token) {
+    std::string list;
+    for (const auto& m : mirrors) list += " " + m;
+    log_line("chunk mirrors (then the server):" + list);
+  }
+  auto sources = chunk_sources(mirrors, api.base(), plan.chunks_url);
   if (!sources) return fail_deployment(api, stage, sources.error().message);
   d.chunk_bases = std::move(sources->bases);
   d.chunks_path = std::move(sources->path);
   if (plan.chunks_require_token) {
     // Private chunks: the session token goes to kilnd only, never to a mirror.
-    if (!o.mirrors.empty()) log_line("private chunks: mirrors are not used");
+    if (!mirrors.empty()) log_line("private chunks: mirrors are not used");
     d.chunk_bases = {api.base().url};
     d.chunk_token = api.token();
   }

@@ -13,6 +13,8 @@ pkgs=(
   # real clients used by the integration tests
   curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gdisk gzip zstd xz-utils xxd python3-yaml
   tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6
+  # the rack cache (deploy/rack-cache/), run on loopback by tests/integration/rack_cache_test.sh
+  nginx-light
   # qcow2 images for `kiln image build` made by QEMU's own tool (qemu-img, qemu-io)
   qemu-utils
   # BMCs: kilnd drives IPMI with ipmitool; the lab's BMC emulators (tests/tools) are checked

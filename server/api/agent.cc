@@ -103,6 +103,14 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
     j["manifest_url"] = "/api/v1/agent/manifest";
     j["chunks_url"] = s.options.chunks_url.empty() ? "/v1/chunks/" : s.options.chunks_url;
     j["chunks_require_token"] = s.options.chunks_require_token;
+    // Rack-local caches for the agent's network; none for private chunks (a cache cannot
+    // serve them, and the agent sends its token to kilnd only).
+    j["mirrors"] = json::array();
+    if (!s.options.chunks_require_token && !s.options.mirrors.empty()) {
+      j["mirrors"] = mirrors_for(s.options.mirrors, c.peer);
+      s.log.info("event=agent.mirrors deployment={} peer={} mirrors={}", d.id, c.peer,
+                 j["mirrors"].dump());
+    }
     // What the disk held before, as a hint for local copies (the agent verifies them).
     j["previous_manifest_url"] = nullptr;
     if (d.from_version && s.images) {
@@ -115,6 +123,7 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
   } else if (image) {
     j["manifest_url"] = nullptr;
     j["chunks_url"] = nullptr;
+    j["mirrors"] = json::array();
   }
   return json_response(bhttp::status::ok, j);
 }

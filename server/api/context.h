@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "api/event_hub.h"
+#include "api/mirrors.h"
 #include "api/router.h"
 #include "core/clock.h"
 #include "core/metrics.h"
@@ -73,6 +74,8 @@ struct ApiOptions {
   // goes over a TLS listener but chunks stay on plain HTTP (cacheable); "" = "/v1/chunks/",
   // relative to the server the agent talks to.
   std::string chunks_url;
+  // images.mirrors: chunk mirrors by the agent's subnet, put in its plan (api/mirrors.h).
+  std::vector<MirrorRule> mirrors;
   // The URL deployed OSes confirm their boot at (POST <url>/api/v1/instance/booted), given to
   // the agent with each plan; "" = the agent's own server URL.
   std::string instance_url;

@@ -219,6 +219,22 @@ dhcp::Subnet parse_subnet(const json& sj) {
   return sn;
 }
 
+// One images.mirrors entry: {"subnet": "10.1.0.0/24", "urls": ["http://cache:8080"]}.
+api::MirrorRule parse_mirror_rule(const json& mj) {
+  if (!mj.is_object()) wrong_type("images.mirrors[]", "an object {subnet, urls}", mj);
+  for (const auto& [k, _] : mj.items()) {
+    if (k != "subnet" && k != "urls") refuse("unknown key 'images.mirrors[]." + k + "'");
+  }
+  if (!mj.contains("subnet") || !mj.contains("urls")) {
+    refuse("images.mirrors[] needs a subnet and urls, got " + mj.dump());
+  }
+  auto rule =
+      api::make_mirror_rule(as<std::string>(mj["subnet"], "images.mirrors[].subnet"),
+                            as<std::vector<std::string>>(mj["urls"], "images.mirrors[].urls"));
+  if (!rule) refuse("images." + rule.error().message);
+  return std::move(*rule);
+}
+
 json dump_subnet(const dhcp::Subnet& sn) {
   json dns = json::array();
   for (const auto& d : sn.dns) dns.push_back(dhcp::to_string(d));
@@ -453,6 +469,36 @@ std::vector<ConfigField> make_fields() {
       "images.chunks_require_token",
       "serve /v1/chunks/ to agent sessions only (private, not cacheable; images hold no secrets)",
       [](auto& c) -> auto& { return c.api.chunks_require_token; }));
+  f.push_back(ConfigField{
+      .key = "images.mirrors",
+      .type = "a list of {subnet, urls}",
+      .doc = "rack caches for chunks: an agent whose address is in subnet gets urls (most "
+             "specific subnet wins; [] = none) and falls back to kilnd",
+      .parse =
+          [](const json& v, Config& c) {
+            if (!v.is_array()) wrong_type("images.mirrors", "a list of {subnet, urls}", v);
+            c.api.mirrors.clear();
+            for (const auto& mj : v) c.api.mirrors.push_back(parse_mirror_rule(mj));
+            for (std::size_t i = 0; i < c.api.mirrors.size(); ++i) {
+              for (std::size_t k = 0; k < i; ++k) {
+                if (c.api.mirrors[k].network == c.api.mirrors[i].network &&
+                    c.api.mirrors[k].prefix == c.api.mirrors[i].prefix) {
+                  refuse("images.mirrors: subnet " + c.api.mirrors[i].subnet +
+                         " is listed twice (as " + c.api.mirrors[k].subnet + ")");
+                }
+              }
+            }
+          },
+      .dump =
+          [](const Config& c) {
+            json a = json::array();
+            for (const auto& r : c.api.mirrors)
+              a.push_back({{"subnet", r.subnet}, {"urls", r.urls}});
+            return a;
+          },
+      .example = json::array({{{"subnet", "10.0.12.0/24"}, {"urls", {"http://10.0.12.2:8080"}}},
+                              {{"subnet", "10.0.13.0/24"}, {"urls", {"http://10.0.13.2:8080"}}}}),
+  });
   f.push_back(value(
       "boot.max_agent_boots",
       "a deployment whose agent opened this many sessions without a result fails at the next",
@@ -813,6 +859,11 @@ void check(const Config& c) {
   }
   if (c.dhcp.new_lease_rate != 0 && c.dhcp.new_lease_burst < 1) {
     refuse("dhcp.new_lease_burst must be >= 1 (or dhcp.new_lease_rate 0: unlimited)");
+  }
+  if (!c.api.mirrors.empty() && c.api.chunks_require_token) {
+    refuse(
+        "images.mirrors cannot serve private chunks (images.chunks_require_token): a cache "
+        "holds no session token; drop one of them");
   }
   const auto& b = c.dhcp.boot;
   if (!b.https_base.empty() && !b.https_base.starts_with("https://")) {
