@@ -12,7 +12,10 @@
 # $REPS runs, with kilnd/peer ratios. Every fetched file is checksummed; a wrong byte aborts.
 # The 65464 point uses a larger file (BIG_MB): at ~1 GB/s a 32 MiB transfer lasts a few tens of
 # milliseconds, less than curl's own start-up.
-# Usage: bench/tftp.sh   (env: REPS=3 SIZE_MB=32 BIG_MB=256 CONC_MB=16 RTT_SIZE_MB=1 CLIENTS=20)
+# Usage: bench/tftp.sh   (env: REPS=3 SIZE_MB=32 BIG_MB=256 CONC_MB=16 RTT_SIZE_MB=1 CLIENTS=20
+#                         ONLY= BASELINE_KILND=)
+# ONLY=blksize runs point 1 alone, ONLY=65464 its 65464 row alone. BASELINE_KILND=PATH adds that
+# kilnd binary (e.g. main's build) as one more server, so before/after ratios come from one run.
 source "$(dirname "$0")/lib.sh"
 
 REPS=${REPS:-3}
@@ -21,22 +24,32 @@ BIG_MB=${BIG_MB:-256}
 CONC_MB=${CONC_MB:-16}
 RTT_SIZE_MB=${RTT_SIZE_MB:-1}
 CLIENTS=${CLIENTS:-20}
+ONLY=${ONLY:-}
+BASELINE_KILND=${BASELINE_KILND:-}
+case $ONLY in
+  "" | blksize | 65464) ;;
+  *) die "ONLY=$ONLY: expected blksize or 65464" ;;
+esac
+[[ -z "$BASELINE_KILND" || -x "$BASELINE_KILND" ]] || die "BASELINE_KILND=$BASELINE_KILND is not executable"
 require_tools curl atftp in.tftpd dnsmasq sha256sum
 RELAY=$KILN_BUILD/udp_relay
-[[ -x "$RELAY" ]] || die "missing $RELAY (build the tests: ninja -C build udp_relay)"
+[[ -n "$ONLY" || -x "$RELAY" ]] || die "missing $RELAY (build the tests: ninja -C build udp_relay)"
 
 # Peers drop privileges to nobody: the tree must be world-readable.
 chmod 755 "$WORK"
 FILES=$WORK/files
 mkdir -p "$FILES"
-head -c $((SIZE_MB << 20)) /dev/urandom >"$FILES/boot.img"
-head -c $((BIG_MB << 20)) /dev/urandom >"$FILES/big.img"
-head -c $((CONC_MB << 20)) /dev/urandom >"$FILES/conc.img"
-head -c $((RTT_SIZE_MB << 20)) /dev/urandom >"$FILES/remote.img"
+# Only the files the selected points fetch.
+declare -A MB=([big.img]=$BIG_MB)
+[[ "$ONLY" == 65464 ]] || MB[boot.img]=$SIZE_MB
+[[ -n "$ONLY" ]] || MB+=([conc.img]=$CONC_MB [remote.img]=$RTT_SIZE_MB)
+declare -A SUM
+for f in "${!MB[@]}"; do
+  head -c $((MB[$f] << 20)) /dev/urandom >"$FILES/$f"
+  SUM[$f]=$(sha256sum "$FILES/$f" | cut -d' ' -f1)
+done
 chmod 755 "$FILES"
 chmod 644 "$FILES"/*
-declare -A SUM
-for f in boot.img big.img conc.img remote.img; do SUM[$f]=$(sha256sum "$FILES/$f" | cut -d' ' -f1); done
 
 # --- servers ----------------------------------------------------------------------------------
 mkdir -p "$WORK/var"
@@ -45,6 +58,18 @@ echo '{"tftp": {"max_per_client": 256}}' >"$WORK/kilnd.json"
 start_kilnd "$WORK/var" --config "$WORK/kilnd.json" --files-dir "$FILES" --tftp-listen 127.0.0.1:0
 KILN_PORT=$(sed -n 's/^tftp=.*://p' "$WORK/kilnd.ready")
 [[ -n "$KILN_PORT" ]] || die "kilnd did not report its TFTP port"
+if [[ -n "$BASELINE_KILND" ]]; then
+  mkdir -p "$WORK/var-baseline"
+  cmd=("$BASELINE_KILND" --data-dir "$WORK/var-baseline" --listen 127.0.0.1:0
+    --ready-file "$WORK/baseline.ready" --log-level warn --config "$WORK/kilnd.json"
+    --files-dir "$FILES" --tftp-listen 127.0.0.1:0)
+  record "$(quote "${cmd[@]}")"
+  "${cmd[@]}" >"$WORK/baseline.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  for _ in $(seq 200); do [[ -s "$WORK/baseline.ready" ]] && break; sleep 0.05; done
+  BASE_PORT=$(sed -n 's/^tftp=.*://p' "$WORK/baseline.ready" 2>/dev/null || true)
+  [[ -n "$BASE_PORT" ]] || die "the baseline kilnd did not report its TFTP port"
+fi
 
 free_udp_port() {
   local p
@@ -81,6 +106,10 @@ if [[ -n "$DNSMASQ_PORT" ]]; then
   SERVERS+=(dnsmasq)
   PORT[dnsmasq]=$DNSMASQ_PORT
 fi
+if [[ -n "$BASELINE_KILND" ]]; then
+  SERVERS+=(baseline)
+  PORT[baseline]=$BASE_PORT
+fi
 
 # --- measuring --------------------------------------------------------------------------------
 now() { date +%s.%N; }
@@ -102,18 +131,31 @@ fetch() {
   esac
 }
 
-# single LABEL CLIENT PORT NAME BLKSIZE [WINDOW] — median MB/s of REPS transfers.
-single() {
-  local label=$1 client=$2 port=$3 name=$4 bs=$5 win=${6:-} size rates=() t0 t1
+# once CLIENT PORT NAME BLKSIZE [WINDOW] — MB/s of one transfer (checked byte for byte).
+once() {
+  local client=$1 port=$2 name=$3 bs=$4 win=${5:-} size t0 t1
   size=$(stat -c %s "$FILES/$name")
+  t0=$(now)
+  fetch "$client" "$port" "$name" "$WORK/out" "$bs" "$win" || die "$client failed (port $port, $name)"
+  t1=$(now)
+  verify "$WORK/out" "$name"
+  awk -v s="$size" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", s / (b - a) / 1e6}'
+}
+
+# point KEY PORTS CLIENT NAME BLKSIZE [WINDOW] — R[KEY,server] = median MB/s of REPS transfers
+# from every server; PORTS names an array of ports by server. Runs go round-robin over the
+# servers (run 1 on each, then run 2 on each, ...), so drift on a noisy host hits all alike.
+point() {
+  local key=$1 client=$3 name=$4 bs=$5 win=${6:-} s
+  local -n ports=$2
+  local -A rates=()
   for _ in $(seq "$REPS"); do
-    t0=$(now)
-    fetch "$client" "$port" "$name" "$WORK/out" "$bs" "$win" || die "$label: $client failed"
-    t1=$(now)
-    verify "$WORK/out" "$name"
-    rates+=("$(awk -v s="$size" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", s / (b - a) / 1e6}')")
+    for s in "${SERVERS[@]}"; do
+      log "$s: $key ($client, blksize $bs${win:+, windowsize $win})"
+      rates[$s]+="$(once "$client" "${ports[$s]}" "$name" "$bs" "$win") "
+    done
   done
-  printf '%s\n' "${rates[@]}" | median
+  for s in "${SERVERS[@]}"; do R[$key,$s]=$(tr ' ' '\n' <<<"${rates[$s]}" | grep . | median); done
 }
 
 # concurrent PORT — CLIENTS curl transfers at once; aggregate MB/s, median of REPS.
@@ -147,24 +189,40 @@ row() { # row KEY LABEL — prints one table row for every server, with ratios a
   echo "$line"
 }
 
+table_header() {
+  local header s
+  echo
+  echo "== MB/s (median of $REPS); ratio = kilnd / peer"
+  header=$(printf '%-40s' "")
+  for s in "${SERVERS[@]}"; do header+=$(printf ' %10s' "$s"); done
+  for s in "${SERVERS[@]:1}"; do header+=$(printf '   %6s' "/$s" | cut -c1-9); done
+  echo "$header"
+}
+
 print_machine
 echo "  tftpd-hpa: $(in.tftpd -V 2>&1 | head -n1)"
 echo "  dnsmasq:  $(dnsmasq --version | head -n1 | awk '{print $3}')"
 echo "  atftp:    $(atftp --version 2>&1 | head -n1)"
-echo "== files: $SIZE_MB MiB (blksize 512, 1468), $BIG_MB MiB (65464), $CONC_MB MiB per concurrent client, $RTT_SIZE_MB MiB (10 ms RTT); $REPS runs each, median"
+[[ -z "$BASELINE_KILND" ]] || echo "  baseline: $BASELINE_KILND (the last column: kilnd / baseline)"
+echo "== files: $SIZE_MB MiB (blksize 512, 1468), $BIG_MB MiB (65464), $CONC_MB MiB per concurrent client, $RTT_SIZE_MB MiB (10 ms RTT); $REPS runs each, median${ONLY:+; ONLY=$ONLY}"
 
-# Interleaved: each point runs on every server before the next point, so drift on a noisy host
-# hits all servers alike.
-for bs in 512 1468; do
-  for s in "${SERVERS[@]}"; do
-    log "$s: loopback, curl blksize $bs"
-    R[lo$bs,$s]=$(single "lo$bs" curl "${PORT[$s]}" boot.img "$bs")
-  done
-done
-for s in "${SERVERS[@]}"; do
-  log "$s: loopback, curl blksize 65464"
-  R[lo65464,$s]=$(single lo65464 curl "${PORT[$s]}" big.img 65464)
-done
+# Interleaved: each point runs on every server before the next point, its runs round-robin
+# over the servers, so drift on a noisy host hits all servers alike.
+if [[ "$ONLY" != 65464 ]]; then
+  for bs in 512 1468; do point "lo$bs" PORT curl boot.img "$bs"; done
+fi
+point lo65464 PORT curl big.img 65464
+if [[ -n "$ONLY" ]]; then
+  table_header
+  [[ "$ONLY" == 65464 ]] || row lo512 "loopback, 1 client, blksize 512"
+  [[ "$ONLY" == 65464 ]] || row lo1468 "loopback, 1 client, blksize 1468"
+  row lo65464 "loopback, 1 client, blksize 65464"
+  echo
+  echo "== commands"
+  for c in "${COMMANDS[@]}"; do echo "  $c"; done
+  echo "  client: curl -sS --tftp-blksize B -o OUT tftp://127.0.0.1:PORT/FILE"
+  exit 0
+fi
 for s in "${SERVERS[@]}"; do
   log "$s: loopback, $CLIENTS concurrent curl clients"
   R[conc,$s]=$(concurrent "${PORT[$s]}")
@@ -179,23 +237,10 @@ for s in "${SERVERS[@]}"; do
   RP[$s]=$(cat "$WORK/relay.$s")
   record "$(quote "$RELAY" --upstream "${PORT[$s]}" --delay-ms 5)"
 done
-for s in "${SERVERS[@]}"; do
-  log "$s: 10 ms RTT, curl blksize 1468 (lock-step)"
-  R[rtt1,$s]=$(single rtt1 curl "${RP[$s]}" remote.img 1468)
-done
-for w in 16 64; do
-  for s in "${SERVERS[@]}"; do
-    log "$s: 10 ms RTT, atftp blksize 1468 windowsize $w"
-    R[rttw$w,$s]=$(single "rttw$w" atftp "${RP[$s]}" remote.img 1468 "$w")
-  done
-done
+point rtt1 RP curl remote.img 1468
+for w in 16 64; do point "rttw$w" RP atftp remote.img 1468 "$w"; done
 
-echo
-echo "== MB/s (median of $REPS); ratio = kilnd / peer"
-header=$(printf '%-40s' "")
-for s in "${SERVERS[@]}"; do header+=$(printf ' %10s' "$s"); done
-for s in "${SERVERS[@]:1}"; do header+=$(printf '   %6s' "/$s" | cut -c1-9); done
-echo "$header"
+table_header
 row lo512 "loopback, 1 client, blksize 512"
 row lo1468 "loopback, 1 client, blksize 1468"
 row lo65464 "loopback, 1 client, blksize 65464"

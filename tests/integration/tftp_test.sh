@@ -19,6 +19,8 @@ head -c $((1468 * 64)) /dev/urandom >"$FILES/multi.bin" # a multiple of blksize 
 head -c 100001 /dev/urandom >"$FILES/odd.bin"
 head -c $((40 << 20)) /dev/urandom >"$FILES/big.bin"    # 81920 blocks of 512: wraps at 65535
 head -c 1000000 /dev/urandom >"$FILES/lossy.bin"
+head -c $((65464 * 40 + 1000)) /dev/urandom >"$FILES/large.bin" # 41 blocks of 65464
+head -c $((65464 * 40)) /dev/urandom >"$FILES/shrink.bin"
 head -c 3000 /dev/urandom >"$FILES/sub/dir/nested.bin"
 printf 'line one\nline two\r\nbare cr\rend\n' >"$FILES/text.txt"
 echo "outside the root" >"$WORK/secret"
@@ -216,6 +218,45 @@ kill "$RELAY_PID" && wait "$RELAY_PID" 2>/dev/null || true
 grep -q 'dropped=[1-9]' "$WORK/relay.log" && ok || fail "the relay dropped nothing: $(cat "$WORK/relay.log")"
 retrans=$(curl -s "$URL/metrics" | awk '/^kiln_tftp_retransmits_total/ {print $2}')
 [[ "${retrans%.*}" -gt 0 ]] && ok || fail "no retransmissions counted ($retrans)"
+
+log "blksize 65464: lost ACKs, each answered by a retransmission"
+# Blocks are served from a read-ahead of two 64 KiB blocks; a retransmitted block must carry
+# its own bytes whether it is still there or read again. The relay drops the client's 3rd,
+# 10th, 11th and 30th datagrams (ACK 1, then two in a row, then one more), deterministically:
+# each one is a timeout and a retransmission.
+"$RELAY" --upstream "$TFTP_PORT" --port-file "$WORK/relay3.port" --drop-up 3,10,11,30 \
+  --lifetime-s 120 2>"$WORK/relay3.log" &
+RELAY3=$!
+CLEANUP_CMDS+=("kill $RELAY3")
+for _ in $(seq 50); do [[ -s "$WORK/relay3.port" ]] && break; sleep 0.05; done
+timeout 60 curl -sS --max-time 50 --tftp-blksize 65464 -o "$WORK/out.curl" \
+  "tftp://127.0.0.1:$(cat "$WORK/relay3.port")/large.bin" || fail "curl blksize 65464 over lost ACKs exited $?"
+check large.bin "$WORK/out.curl" "curl blksize 65464 with lost ACKs"
+kill "$RELAY3" && wait "$RELAY3" 2>/dev/null || true
+grep -q 'dropped=4 ' "$WORK/relay3.log" && ok || fail "the relay did not drop 4 ACKs: $(cat "$WORK/relay3.log")"
+line=$(grep 'event=tftp.transfer_done .*file="large.bin" .*blksize=65464 window=1 ' "$WORK/kilnd.0.log" | tail -n 1)
+n=$(sed -n 's/.* retransmits=\([0-9]*\) .*/\1/p' <<<"$line")
+[[ "${n:-0}" -ge 4 ]] && ok || fail "4 lost ACKs, ${n:-no} retransmissions logged: $line"
+# Windows of large blocks (RFC 7440): eight 65464-byte blocks per window, byte-exact.
+timeout 60 atftp --option "windowsize 8" --option "blksize 65464" -g -r large.bin \
+  -l "$WORK/out.at" 127.0.0.1 "$TFTP_PORT" >/dev/null 2>&1 || fail "atftp windowsize 8 blksize 65464 exited $?"
+check large.bin "$WORK/out.at" "atftp windowsize 8 blksize 65464"
+# A file truncated under a transfer: the block after the read-ahead cannot be read, and the
+# transfer ends with an ERROR and a log line instead of sending short or stale blocks forever.
+"$RELAY" --upstream "$TFTP_PORT" --port-file "$WORK/relay4.port" --delay-ms 5 --lifetime-s 60 \
+  2>/dev/null &
+RELAY4=$!
+CLEANUP_CMDS+=("kill $RELAY4")
+for _ in $(seq 50); do [[ -s "$WORK/relay4.port" ]] && break; sleep 0.05; done
+timeout 30 curl -sS --tftp-blksize 65464 -o "$WORK/out.shrink" \
+  "tftp://127.0.0.1:$(cat "$WORK/relay4.port")/shrink.bin" 2>"$WORK/curl.shrink" &
+CURL_PID=$!
+for _ in $(seq 200); do [[ -s "$WORK/out.shrink" ]] && break; sleep 0.01; done
+truncate -s 0 "$FILES/shrink.bin"
+wait "$CURL_PID" && fail "curl got a whole file that was truncated under it" || ok
+kill "$RELAY4" && wait "$RELAY4" 2>/dev/null || true
+grep -q 'event=tftp.transfer_failed .*file="shrink.bin" .*reason="read error' "$WORK/kilnd.0.log" && ok ||
+  fail "no read-error log line for the truncated file: $(cat "$WORK/curl.shrink")"
 
 log "the same name, the same bytes over HTTP /files/"
 curl -sf -o "$WORK/out.http" "$URL/files/sub/dir/nested.bin" || fail "HTTP fetch failed"

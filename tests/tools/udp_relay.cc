@@ -3,7 +3,8 @@
 // without sch_netem).
 //
 //   udp_relay --upstream PORT [--listen PORT] [--port-file FILE] [--delay-ms MS]
-//             [--loss P] [--duplicate P] [--down-only] [--seed N] [--lifetime-s S]
+//             [--loss P] [--duplicate P] [--down-only] [--drop-up N,N,...] [--seed N]
+//             [--lifetime-s S]
 //
 // Listens on 127.0.0.1:PORT (0: ephemeral, written to --port-file). Each client address gets
 // its own upstream socket; the first datagram goes to 127.0.0.1:UPSTREAM, later ones to
@@ -12,9 +13,11 @@
 // server's TID. Every datagram, either way, is delayed by --delay-ms (so the round trip gains
 // twice that), dropped with probability --loss and sent twice with probability --duplicate
 // (seeded: runs are reproducible); with --down-only, only server-to-client datagrams are
-// dropped or duplicated (the client's requests and ACKs always arrive). Prints "forwarded=N
-// dropped=N duplicated=N" at exit. Bounded: exits after --lifetime-s seconds (default 600) or on
-// SIGTERM/SIGINT.
+// dropped or duplicated (the client's requests and ACKs always arrive). --drop-up drops exactly
+// the client-to-server datagrams with these ordinals, counted over all clients from 1 (the
+// request is 1; after an OACK, 2 is ACK 0 and 3 is ACK 1): a lost ACK at a known place, with
+// no randomness. Prints "forwarded=N dropped=N duplicated=N" at exit. Bounded: exits after
+// --lifetime-s seconds (default 600) or on SIGTERM/SIGINT.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -29,6 +32,8 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -64,6 +69,7 @@ int main(int argc, char** argv) {
   int listen_port = 0, upstream = 0, delay_ms = 0, lifetime_s = 600;
   double loss = 0, duplicate = 0;
   bool down_only = false;
+  std::set<unsigned long> drop_up;  // ordinals of client-to-server datagrams to drop
   unsigned seed = 1;
   std::string port_file;
   for (int i = 1; i < argc; ++i) {
@@ -89,7 +95,10 @@ int main(int argc, char** argv) {
       duplicate = std::stod(next());
     else if (a == "--down-only")
       down_only = true;
-    else if (a == "--seed")
+    else if (a == "--drop-up") {
+      std::stringstream list(next());
+      for (std::string n; std::getline(list, n, ',');) drop_up.insert(std::stoul(n));
+    } else if (a == "--seed")
       seed = static_cast<unsigned>(std::stoul(next()));
     else if (a == "--lifetime-s")
       lifetime_s = std::stoi(next());
@@ -134,12 +143,16 @@ int main(int argc, char** argv) {
   std::uniform_real_distribution<double> uni(0.0, 1.0);
   std::map<std::string, Session> sessions;
   std::multimap<Clock::time_point, Pending> queue;  // FIFO within equal due times
-  unsigned long forwarded = 0, dropped = 0, duplicated = 0;
+  unsigned long forwarded = 0, dropped = 0, duplicated = 0, up = 0;
   const auto deadline = Clock::now() + std::chrono::seconds(lifetime_s);
   std::vector<char> buf(70000);
 
   auto schedule = [&](int fd, const sockaddr_in& to, const char* p, std::size_t n, Session* srv) {
-    const bool impaired = !(down_only && srv != nullptr);  // srv set: client to server
+    if (srv != nullptr && drop_up.count(++up) != 0) {  // srv set: client to server
+      ++dropped;
+      return;
+    }
+    const bool impaired = !(down_only && srv != nullptr);
     if (impaired && uni(rng) < loss) {
       ++dropped;
       return;
