@@ -6,14 +6,23 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
 
+#include "core/crypto.h"
 #include "core/io.h"
 
 namespace kiln::agent {
@@ -32,7 +41,230 @@ std::string read_small(const std::filesystem::path& p) {
   return s;
 }
 
+constexpr std::string_view kSinkPrefix = "sink:";
+
 }  // namespace
+
+// The hash-checked sink (disk.h): a virtual all-zero disk of `size` bytes in 64 KiB blocks,
+// each held as one of: zeroes, the CRC-32 of its bytes, or its bytes (written partially).
+struct Disk::Sink {
+  using Clock = std::chrono::steady_clock;
+  static constexpr std::uint64_t kBlock = 64 << 10;
+  static constexpr std::uint64_t kMaxSize = 1ull << 40;             // 1 TiB: 80 MiB of tables
+  static constexpr std::size_t kMaxSamples = std::size_t{1} << 22;  // chunk_ms kept, then counted
+  enum State : std::uint8_t { kZeroes, kCrc, kBytes };
+
+  std::uint64_t size = 0;
+  std::string stats_path;
+  std::thread::id opener = std::this_thread::get_id();
+
+  std::mutex mu;  // guards everything below
+  std::vector<std::uint32_t> crc;
+  std::vector<State> state;
+  std::unordered_map<std::uint64_t, std::string> bytes;  // kBytes blocks
+  std::uint64_t writes = 0, written_bytes = 0, zeroed_bytes = 0;
+  std::vector<float> chunk_ms;
+  std::uint64_t chunk_samples = 0;
+  Clock::time_point last_flush = Clock::now();
+  std::uint64_t flush_gen = 0;
+
+  std::uint64_t blocks() const { return (size + kBlock - 1) / kBlock; }
+  std::size_t block_len(std::uint64_t b) const {
+    return static_cast<std::size_t>(std::min(kBlock, size - b * kBlock));
+  }
+  static std::uint32_t crc_of(const char* p, std::size_t n) {
+    return static_cast<std::uint32_t>(
+        crc32(crc32(0, nullptr, 0), reinterpret_cast<const Bytef*>(p), static_cast<uInt>(n)));
+  }
+  static std::uint32_t zero_crc(std::size_t n) {
+    static const std::string zeroes(kBlock, '\0');
+    return crc_of(zeroes.data(), n);
+  }
+
+  // The thread's previous write (or the last flush): the start of its current chunk.
+  struct Cursor {
+    const Sink* owner = nullptr;
+    std::uint64_t gen = 0;
+    Clock::time_point last;
+  };
+  static Cursor& cursor() {
+    thread_local Cursor c;
+    return c;
+  }
+
+  Status range_check(std::uint64_t offset, std::uint64_t n, const char* what) const {
+    if (offset > size || n > size - offset) {
+      return make_error(Errc::kInvalid, std::string("sink: ") + what + " of " + std::to_string(n) +
+                                            " bytes at offset " + std::to_string(offset) +
+                                            " past the end (" + std::to_string(size) + ")");
+    }
+    return ok_status();
+  }
+
+  static void copy_or_zero(char* to, const char* src, std::size_t k) {
+    if (src) {
+      std::memcpy(to, src, k);
+    } else {
+      std::memset(to, 0, k);
+    }
+  }
+
+  // The bytes of block `b` for a partial update (mu held); null when only its CRC is known.
+  std::string* held_bytes(std::uint64_t b) {
+    if (state[b] == kBytes) return &bytes[b];
+    if (state[b] == kCrc) return nullptr;
+    state[b] = kBytes;
+    return &(bytes[b] = std::string(block_len(b), '\0'));
+  }
+
+  // Applies `data` (or zeroes when null) to [offset, offset + n).
+  Status apply(std::uint64_t offset, const char* data, std::uint64_t n) {
+    std::uint64_t done = 0;
+    while (done < n) {
+      const std::uint64_t at = offset + done, b = at / kBlock, in = at - b * kBlock;
+      const std::size_t len = block_len(b);
+      const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(len - in, n - done));
+      const char* src = data ? data + done : nullptr;
+      if (k == len) {
+        const std::uint32_t c = src ? crc_of(src, k) : 0;  // outside the lock: the costly part
+        std::lock_guard lock(mu);
+        if (state[b] == kBytes) {
+          copy_or_zero(bytes[b].data(), src, k);
+        } else {
+          state[b] = src ? kCrc : kZeroes;
+          crc[b] = c;
+        }
+      } else {
+        std::lock_guard lock(mu);
+        std::string* held = held_bytes(b);
+        if (!held) {
+          return make_error(Errc::kInternal,
+                            "sink: a partial write at offset " + std::to_string(at) +
+                                " over block " + std::to_string(b) +
+                                ", whose bytes the sink did not keep (only their CRC)");
+        }
+        copy_or_zero(held->data() + in, src, k);
+      }
+      done += k;
+    }
+    return ok_status();
+  }
+
+  Status write(std::uint64_t offset, const char* data, std::size_t n) {
+    const auto start = Clock::now();
+    if (auto st = range_check(offset, n, "write"); !st) return st;
+    auto& cur = cursor();
+    if (std::this_thread::get_id() != opener) {
+      std::lock_guard lock(mu);
+      const auto from = cur.owner == this && cur.gen == flush_gen ? cur.last : last_flush;
+      ++chunk_samples;
+      if (chunk_ms.size() < kMaxSamples) {
+        chunk_ms.push_back(std::chrono::duration<float, std::milli>(start - from).count());
+      }
+    }
+    auto st = apply(offset, data, n);
+    std::lock_guard lock(mu);
+    ++writes;
+    written_bytes += n;
+    cur = {this, flush_gen, Clock::now()};
+    return st;
+  }
+
+  Status zero(std::uint64_t offset, std::uint64_t n) {
+    if (auto st = range_check(offset, n, "zero-out"); !st) return st;
+    auto st = apply(offset, nullptr, n);
+    std::lock_guard lock(mu);
+    zeroed_bytes += n;
+    cursor() = {this, flush_gen, Clock::now()};
+    return st;
+  }
+
+  // Rewrites the stats file (write to a temporary name, then rename).
+  Status flush() {
+    std::lock_guard lock(mu);
+    std::string crcs;
+    crcs.reserve(blocks() * 4);
+    for (std::uint64_t b = 0; b < blocks(); ++b) {
+      const std::uint32_t c = state[b] == kZeroes ? zero_crc(block_len(b))
+                              : state[b] == kCrc  ? crc[b]
+                                                  : crc_of(bytes[b].data(), bytes[b].size());
+      for (int i = 0; i < 4; ++i) crcs.push_back(static_cast<char>((c >> (8 * i)) & 0xff));
+    }
+    std::vector<float> sorted = chunk_ms;
+    std::sort(sorted.begin(), sorted.end());
+    auto pct = [&](double p) -> double {
+      if (sorted.empty()) return 0;
+      const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+      return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
+    };
+    char text[1024];
+    std::snprintf(text, sizeof text,
+                  "{\"target\":\"sink\",\"size\":%llu,\"block_size\":%llu,\"digest\":\"%s\","
+                  "\"writes\":%llu,\"written_bytes\":%llu,\"zeroed_bytes\":%llu,"
+                  "\"partial_blocks\":%zu,\"chunk_ms\":{\"count\":%llu,\"p50\":%.3f,"
+                  "\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}}\n",
+                  static_cast<unsigned long long>(size), static_cast<unsigned long long>(kBlock),
+                  sha256_hex(crcs).c_str(), static_cast<unsigned long long>(writes),
+                  static_cast<unsigned long long>(written_bytes),
+                  static_cast<unsigned long long>(zeroed_bytes), bytes.size(),
+                  static_cast<unsigned long long>(chunk_samples), pct(0.50), pct(0.90), pct(0.99),
+                  sorted.empty() ? 0.0 : static_cast<double>(sorted.back()));
+    const std::string tmp = stats_path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << text;
+      out.flush();
+      if (!out) return make_error(Errc::kInternal, "sink: cannot write " + tmp);
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, stats_path, ec);
+    if (ec)
+      return make_error(Errc::kInternal, "sink: rename to " + stats_path + ": " + ec.message());
+    last_flush = Clock::now();
+    ++flush_gen;
+    return ok_status();
+  }
+};
+
+namespace {
+
+// "sink:SIZE:STATS" -> the sink; SIZE in bytes or with a K, M, G or T (binary) suffix.
+Result<std::shared_ptr<Disk::Sink>> parse_sink(const std::string& target) {
+  auto bad = [&](const std::string& why) {
+    return make_error(Errc::kInvalid, "--disk " + target + ": " + why +
+                                          " (the benchmark sink is sink:SIZE:STATS_FILE)");
+  };
+  const std::string_view rest = std::string_view(target).substr(kSinkPrefix.size());
+  const auto colon = rest.find(':');
+  if (colon == std::string_view::npos || colon + 1 == rest.size()) return bad("no stats file");
+  std::string_view num = rest.substr(0, colon);
+  std::uint64_t unit = 1;
+  if (!num.empty()) {
+    const std::string_view units = "KMGT";
+    if (const auto u = units.find(num.back()); u != std::string_view::npos) {
+      unit = 1ull << (10 * (u + 1));
+      num.remove_suffix(1);
+    }
+  }
+  std::uint64_t n = 0;
+  const auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), n);
+  if (num.empty() || ec != std::errc() || ptr != num.data() + num.size()) {
+    return bad("SIZE is not a number");
+  }
+  if (n == 0 || n > Disk::Sink::kMaxSize / unit || (n * unit) % 512 != 0) {
+    return bad("SIZE must be a multiple of 512 bytes, at most 1 TiB");
+  }
+  auto s = std::make_shared<Disk::Sink>();
+  s->size = n * unit;
+  s->stats_path = std::string(rest.substr(colon + 1));
+  s->crc.assign(s->blocks(), 0);
+  s->state.assign(s->blocks(), Disk::Sink::kZeroes);
+  return s;
+}
+
+}  // namespace
+
+bool is_sink_target(const std::string& target) { return target.rfind(kSinkPrefix, 0) == 0; }
 
 void AlignedBuffer::Free::operator()(char* p) const { std::free(p); }
 
@@ -45,6 +277,14 @@ AlignedBuffer::AlignedBuffer(std::size_t size) : size_(size) {
 Result<Disk> Disk::open(const std::string& path, bool direct) {
   Disk d;
   d.path_ = path;
+  if (is_sink_target(path)) {
+    auto sink = parse_sink(path);
+    if (!sink) return sink.error();
+    d.sink_ = std::move(*sink);
+    d.size_ = d.sink_->size;
+    if (auto st = d.sink_->flush(); !st) return st.error();  // the stats file is writable
+    return d;
+  }
   d.fd_ = UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!d.fd_) return os_error("cannot open " + path + " for writing");
   struct stat st {};
@@ -68,6 +308,7 @@ Result<Disk> Disk::open(const std::string& path, bool direct) {
 }
 
 Status Disk::write(std::uint64_t offset, const char* data, std::size_t n) const {
+  if (sink_) return sink_->write(offset, data, n);
   const std::size_t align = std::max<std::size_t>(sector_, 4096);
   std::size_t done = 0;
   const bool aligned_buf = reinterpret_cast<std::uintptr_t>(data) % 4096 == 0;
@@ -90,6 +331,7 @@ Status Disk::write(std::uint64_t offset, const char* data, std::size_t n) const 
 }
 
 Status Disk::read(std::uint64_t offset, char* data, std::size_t n) const {
+  if (sink_) return make_error(Errc::kInvalid, "the benchmark sink keeps no data to read");
   const std::size_t align = std::max<std::size_t>(sector_, 4096);
   const bool use_direct = direct_fd_.get() >= 0 &&
                           reinterpret_cast<std::uintptr_t>(data) % 4096 == 0 &&
@@ -106,7 +348,17 @@ Status Disk::read(std::uint64_t offset, char* data, std::size_t n) const {
 
 Status Disk::zero(std::uint64_t offset, std::uint64_t n) const {
   if (n == 0) return ok_status();
+  if (sink_) return sink_->zero(offset, n);
   if (block_) {
+    // First a zero-out that may deallocate (the device's WRITE ZEROES with unmap allowed, never
+    // a software fallback): a thin LUN or a loop device over a sparse file stays unallocated.
+    // BLKZEROOUT forbids unmapping: on a loop device it allocates the whole range in the
+    // backing file (ext4: unwritten extents), so a 100 GiB image of ZERO chunks needed 100 GiB.
+    if (offset % sector_ == 0 && n % sector_ == 0 &&
+        ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(offset), static_cast<off_t>(n)) == 0) {
+      return ok_status();
+    }
     if (offset % 512 == 0 && n % 512 == 0) {
       std::uint64_t range[2] = {offset, n};
       if (::ioctl(fd_.get(), BLKZEROOUT, range) == 0) return ok_status();
@@ -128,6 +380,7 @@ Status Disk::zero(std::uint64_t offset, std::uint64_t n) const {
 }
 
 Status Disk::flush() const {
+  if (sink_) return sink_->flush();
   if (::fsync(fd_.get()) != 0) return os_error("fsync " + path_);
   if (block_) (void)::ioctl(fd_.get(), BLKFLSBUF, 0);
   return ok_status();
@@ -141,7 +394,7 @@ std::string Disk::reread_partitions() const {
 
 Result<std::string> resolve_disk(const std::string& hint) {
   if (hint.empty()) return make_error(Errc::kInvalid, "no target disk given");
-  if (hint.front() == '/') return hint;
+  if (hint.front() == '/' || is_sink_target(hint)) return hint;
   namespace fs = std::filesystem;
   struct Cand {
     std::string dev;

@@ -8,6 +8,7 @@
 #include <iterator>
 #include <string_view>
 
+#include "agent/disk.h"
 #include "agent/http.h"
 
 namespace kiln::agent {
@@ -146,7 +147,12 @@ Status apply_cmdline(std::string_view text, Options& o, Pending& p) {
     const auto k = word.substr(0, eq), v = word.substr(eq + 1);
     if (k == "kiln.server" && o.server.url.empty()) o.server.url = v;
     if (k == "kiln.ticket" && o.ticket.empty()) o.ticket = v;
-    if (k == "kiln.disk" && o.disk.empty()) o.disk = v;
+    if (k == "kiln.disk" && o.disk.empty()) {
+      // The benchmark sink discards the image: never from a boot configuration.
+      if (is_sink_target(v))
+        return usage_error("kiln.disk cannot be a benchmark sink ('" + v + "')");
+      o.disk = v;
+    }
     if (k == "kiln.after" && p.after.empty()) p.after = v;
     if (k == "kiln.mirror" && o.mirrors.empty()) o.mirrors = split(v, ',');
     if (k == "kiln.mac" && o.mac.empty()) o.mac = v;
@@ -270,6 +276,9 @@ const char* usage_text() {
          "(comma-separated), kiln.retries= and kiln.backoff_ms=. --discover posts this\n"
          "machine's inventory (CPU, memory, disks, NICs, DMI): a discovered machine becomes "
          "ready.\n"
+         "--disk sink:SIZE:STATS is a benchmark and test target, never a machine's disk:\n"
+         "the image is fetched and verified, then discarded; STATS gets a digest of what\n"
+         "was written (agent/disk.h) and per-chunk latencies.\n"
          "An https:// server's certificate must chain to the CA in --ca (default\n"
          "/etc/kiln/ca.pem, when present) and name the URL's host or IP address.\n";
 }

@@ -215,6 +215,9 @@ TEST(AgentOptions, BadInputsAreErrorsNeverExceptions) {
       {"--cmdline", "kiln.server=http://h kiln.ticket=t kiln.disk=d kiln.after=halt",
        "--after must be none, reboot or kexec, got 'halt'"},
       {"--cmdline", "console=ttyS0", "--server, --ticket and --disk are required"},
+      // A boot configuration can never make a machine discard its image.
+      {"--cmdline", "kiln.server=http://h kiln.ticket=t kiln.disk=sink:1G:/tmp/s",
+       "kiln.disk cannot be a benchmark sink"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args + " | " + c.cmdline);
