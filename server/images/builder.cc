@@ -67,6 +67,9 @@ class Input {
   virtual Result<std::size_t> read(char* buf, std::size_t n) = 0;
   // True if [offset, offset+len) is entirely a hole of a sparse file.
   virtual bool is_hole(std::uint64_t, std::uint64_t) { return false; }
+  // When the next min(n, what is left) bytes are a hole, moves past them without reading them
+  // and returns how many; 0 otherwise (and at the end).
+  virtual std::size_t skip_hole(std::size_t) { return 0; }
   virtual std::optional<std::uint64_t> size() const { return std::nullopt; }
 };
 
@@ -81,6 +84,12 @@ class RawInput : public Input {
     if (*got < want) return make_error(Errc::kInternal, "input shrank while reading");
     off_ += *got;
     return *got;
+  }
+  std::size_t skip_hole(std::size_t n) override {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(n, size_ - off_));
+    if (want == 0 || !is_hole(off_, want)) return 0;
+    off_ += want;
+    return want;
   }
   bool is_hole(std::uint64_t offset, std::uint64_t len) override {
     if (!regular_) return false;
@@ -110,6 +119,12 @@ class QcowInput : public Input {
   }
   bool is_hole(std::uint64_t offset, std::uint64_t len) override {
     return r_->is_hole(offset, len);
+  }
+  std::size_t skip_hole(std::size_t n) override {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(n, r_->size() - off_));
+    if (want == 0 || !r_->is_hole(off_, want)) return 0;
+    off_ += want;
+    return want;
   }
   std::optional<std::uint64_t> size() const override { return r_->size(); }
 
@@ -323,16 +338,25 @@ Result<BuildReport> build_image(const BuildOptions& o, const ProgressFn& progres
   std::string head;
   auto buffers = std::make_shared<BufferPool>();
   while (true) {
-    auto buf = buffers->get(o.chunk_size);
-    auto n = (*input)->read(buf->data(), buf->size());
-    if (!n) return n.error();
-    if (*n == 0) break;
-    buf->resize(*n);
     const std::uint64_t offset = m.size;
-    if (offset == 0) head = buf->substr(0, std::min<std::size_t>(buf->size(), 8192));
-    // A hole (of a sparse file; a qcow2 image's unallocated or zero clusters) reads as zeros:
-    // UNMAPPED if holes are free space (--free-holes), else ZERO, as the encoder would find.
-    if ((*input)->is_hole(offset, *n)) {
+    // A hole (of a sparse file; a qcow2 image's unallocated or zero clusters) reads as zeros,
+    // so it is not read at all: UNMAPPED if holes are free space (--free-holes), else ZERO, as
+    // the encoder would find.
+    std::shared_ptr<std::string> buf;
+    Result<std::size_t> n = (*input)->skip_hole(o.chunk_size);
+    const bool hole = *n > 0;
+    if (!hole) {
+      buf = buffers->get(o.chunk_size);
+      n = (*input)->read(buf->data(), buf->size());
+      if (!n) return n.error();
+      if (*n == 0) break;
+      buf->resize(*n);
+    }
+    if (offset == 0) {
+      head = hole ? std::string(std::min<std::size_t>(*n, 8192), '\0')
+                  : buf->substr(0, std::min<std::size_t>(buf->size(), 8192));
+    }
+    if (hole) {
       whole.update_zeros(*n);
       std::promise<img::EncodedChunk> ready;
       img::EncodedChunk e;
