@@ -115,6 +115,21 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
   }
   DeployResult result;
   result.direct = disk.direct();
+  // --memory bounds the whole process, not only the chunk buffers: the agent itself (binary,
+  // TLS, HTTP, about 8 MiB) and the manifests and chunk index (about 256 bytes per chunk), then
+  // whole workers, each a chunk buffer and a payload. Checked before anything is written.
+  const std::uint64_t per_worker = 2ull * m.chunk_size + (1 << 20);
+  const std::uint64_t baseline =
+      (8ull << 20) + 256ull * (m.chunks.size() + (o.previous ? o.previous->chunks.size() : 0));
+  if (o.memory_budget < baseline + per_worker) {
+    return make_error(Errc::kInvalid,
+                      "a memory budget of " + std::to_string(o.memory_budget >> 20) +
+                          " MiB cannot hold the agent and this image's manifest (" +
+                          std::to_string((baseline + (1 << 20) - 1) >> 20) +
+                          " MiB) and one write worker (" + std::to_string(per_worker >> 20) +
+                          " MiB at " + std::to_string(m.chunk_size >> 20) +
+                          " MiB chunks): raise --memory or build the image with smaller chunks");
+  }
 
   // Regions written last: the image's partition tables, and wherever an old backup GPT may
   // sit at the end of a larger disk.
@@ -139,10 +154,9 @@ Result<DeployResult> deploy(const img::Manifest& m, const Disk& disk, const Depl
   // 2. Write every chunk, verified.
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   int workers = o.workers > 0 ? o.workers : static_cast<int>(std::clamp(2 * cores, 4u, 16u));
-  const std::uint64_t per_worker = 2ull * m.chunk_size + (1 << 20);
-  workers = static_cast<int>(
-      std::clamp<std::uint64_t>(std::min<std::uint64_t>(workers, o.memory_budget / per_worker), 1,
-                                std::max<std::size_t>(m.chunks.size(), 1)));
+  workers = static_cast<int>(std::clamp<std::uint64_t>(
+      std::min<std::uint64_t>(workers, (o.memory_budget - baseline) / per_worker), 1,
+      std::max<std::size_t>(m.chunks.size(), 1)));
   result.workers = workers;
   // Where each content already sits on the disk, as far as the manifests tell: the previous
   // version's chunks, and this image's own (duplicates are copied once the first is written).

@@ -17,7 +17,9 @@
 // the old or a half-new system; the image is written with those regions still zeroed; after a
 // flush the partition tables are written (a GPT's backup moved to the end of a larger disk),
 // flushed again, and the kernel re-reads them.
-// Memory is bounded: workers x (chunk buffer + payload).
+// Memory is bounded: the agent and its manifests (about 8 MiB + 256 bytes per chunk), then
+// workers x (chunk buffer + payload), all within DeployOptions::memory_budget (--memory); a
+// budget that cannot hold one worker fails the deployment before anything is written.
 #pragma once
 
 #include <atomic>

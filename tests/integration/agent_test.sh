@@ -187,6 +187,15 @@ zeroed=$(grep -o 'zeroed [0-9.]* MiB ([0-9.]* MiB already zero)' agent.log | awk
 [[ $zeroed =~ ^([0-9.]+)/([0-9.]+)$ && ${BASH_REMATCH[1]} == "${BASH_REMATCH[2]}" && ${BASH_REMATCH[1]} != 0.0 ]] && ok \
   || fail "zero chunks were rewritten on a wiped disk: $(grep done: agent.log)"
 
+# A memory budget that cannot hold the agent, its manifest and one write worker is refused
+# before anything is written (the agent does not quietly run over --memory).
+wipe
+assign 1
+agent "$URL" --memory 8
+expect_eq "$RC" 1 "--memory too small for one worker"
+grep -q 'a memory budget of 8 MiB cannot hold the agent' agent.log && ok || fail "the refusal names the budget: $(tail -2 agent.log)"
+cmp -s <(head -c 64M "$LOOP") <(head -c 64M /dev/zero) && ok || fail "nothing was written under a refused budget"
+
 # --- faults on the wire: every damaged response is retried, nothing bad is written --------
 port=${URL##*:}
 start_proxy() {
