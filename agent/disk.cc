@@ -349,23 +349,10 @@ Status Disk::read(std::uint64_t offset, char* data, std::size_t n) const {
 Status Disk::zero(std::uint64_t offset, std::uint64_t n) const {
   if (n == 0) return ok_status();
   if (sink_) return sink_->zero(offset, n);
-  if (block_) {
-    // First a zero-out that may deallocate (the device's WRITE ZEROES with unmap allowed, never
-    // a software fallback): a thin LUN or a loop device over a sparse file stays unallocated.
-    // BLKZEROOUT forbids unmapping: on a loop device it allocates the whole range in the
-    // backing file (ext4: unwritten extents), so a 100 GiB image of ZERO chunks needed 100 GiB.
-    if (offset % sector_ == 0 && n % sector_ == 0 &&
-        ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                    static_cast<off_t>(offset), static_cast<off_t>(n)) == 0) {
-      return ok_status();
-    }
-    if (offset % 512 == 0 && n % 512 == 0) {
-      std::uint64_t range[2] = {offset, n};
-      if (::ioctl(fd_.get(), BLKZEROOUT, range) == 0) return ok_status();
-    }
-  } else if (::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                         static_cast<off_t>(offset), static_cast<off_t>(n)) == 0) {
-    return ok_status();
+  if (punch(offset, n)) return ok_status();
+  if (block_ && offset % 512 == 0 && n % 512 == 0) {
+    std::uint64_t range[2] = {offset, n};
+    if (::ioctl(fd_.get(), BLKZEROOUT, range) == 0) return ok_status();
   }
   // Neither is available: write the zeroes.
   const std::size_t piece = 1 << 20;
@@ -377,6 +364,16 @@ Status Disk::zero(std::uint64_t offset, std::uint64_t n) const {
     done += k;
   }
   return ok_status();
+}
+
+bool Disk::punch(std::uint64_t offset, std::uint64_t n) const {
+  // A zero-out that may deallocate (on a block device the device's WRITE ZEROES with unmap
+  // allowed, never a software fallback): a thin LUN or a loop device over a sparse file stays
+  // unallocated. BLKZEROOUT forbids unmapping: on a loop device it allocates the whole range in
+  // the backing file (ext4: unwritten extents), so a 100 GiB image of ZERO chunks needed 100 GiB.
+  if (sink_ || n == 0 || (block_ && (offset % sector_ != 0 || n % sector_ != 0))) return false;
+  return ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                     static_cast<off_t>(offset), static_cast<off_t>(n)) == 0;
 }
 
 Status Disk::flush() const {
