@@ -99,7 +99,7 @@ json effective_json(const cloudinit::Effective& e, bool secrets) {
 
 std::optional<Response> get_machine_config(Services& s, Ctx& c) {
   auto m = s.machine(c.param("id"));
-  store::ConfigInputs in{m, std::nullopt, s.store.list_profiles()};
+  store::ConfigInputs in{m, std::nullopt, s.store.list_profiles(), std::nullopt};
   json own = nullptr, sha = nullptr, updated = nullptr;
   if (auto r = s.store.get_machine_config(m.id)) {
     in.machine_config = *r;

@@ -119,10 +119,10 @@ RolloutService::RolloutService(RolloutOptions options, RolloutLedger& ledger, Ro
     : options_(options),
       ledger_(ledger),
       power_(std::move(power)),
+      started_ms_(clock.now_ms()),
       metrics_(metrics),
       clock_(clock),
-      log_(std::move(log)),
-      started_ms_(clock.now_ms()) {
+      log_(std::move(log)) {
   metrics_.describe("kiln_rollout_machines", Metrics::Type::kGauge,
                     "Machines of each unfinished rollout, by their state in it.");
   metrics_.describe("kiln_rollout_batches_total", Metrics::Type::kCounter,

@@ -27,7 +27,9 @@ TEST(Base64, MatchesRfc4648VectorsAndDecodesOnlyStrictPaddedText) {
                                                          {"foobar", "Zm9vYmFy"}};
   for (const auto& [plain, encoded] : vectors) {
     EXPECT_EQ(base64_encode(plain), encoded);
-    if (*plain) EXPECT_EQ(base64_decode(encoded), std::optional<std::string>(plain));
+    if (*plain) {
+      EXPECT_EQ(base64_decode(encoded), std::optional<std::string>(plain));
+    }
   }
   EXPECT_EQ(base64_encode("admin:fleet-sim-pw"), "YWRtaW46ZmxlZXQtc2ltLXB3");  // Basic auth
   EXPECT_EQ(base64_decode("Zm9v!"), std::nullopt);

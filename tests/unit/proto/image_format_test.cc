@@ -19,9 +19,9 @@ Manifest golden_manifest() {
   m.size = kChunk * 3 + 100;
   m.chunk_size = kChunk;
   m.sha256 = std::string(64, 'f');
-  m.chunks = {{ChunkKind::kData, std::string(64, 'a'), 1234},
-              {ChunkKind::kZero, "", 0},
-              {ChunkKind::kUnmapped, "", 0},
+  m.chunks = {{ChunkKind::kData, std::string(64, 'a'), 1234, 0, ""},
+              {ChunkKind::kZero, "", 0, 0, ""},
+              {ChunkKind::kUnmapped, "", 0, 0, ""},
               {ChunkKind::kRaw, std::string(64, 'b'), 100, 0, "0123456789abcdef"}};
   m.partition_tables = {{0, 17408}};
   m.labels = {{"os", "debian"}};
