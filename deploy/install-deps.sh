@@ -15,6 +15,8 @@ pkgs=(
   tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6
   # the rack cache (deploy/rack-cache/), run on loopback by tests/integration/rack_cache_test.sh
   nginx-light
+  # peak RSS of the agent (/usr/bin/time) in agent_sparse_test and the fleet/memory benchmarks
+  time
   # qcow2 images for `kiln image build` made by QEMU's own tool (qemu-img, qemu-io)
   qemu-utils
   # BMCs: kilnd drives IPMI with ipmitool; the lab's BMC emulators (tests/tools) are checked
