@@ -33,13 +33,18 @@ std::optional<Addr> parse_address(std::string_view text, bool& v4) {
   return std::nullopt;
 }
 
-bool in_network(const Addr& a, const Addr& net, int prefix) {
-  for (int bit = 0; bit < prefix; bit += 8) {
-    const int n = std::min(8, prefix - bit);
-    const auto mask = static_cast<std::uint8_t>(0xff << (8 - n));
-    if ((a[bit / 8] & mask) != (net[bit / 8] & mask)) return false;
+// The first `prefix` bits of `a`, the rest zero.
+Addr masked(const Addr& a, int prefix) {
+  Addr m{};
+  for (int i = 0; i < 16; ++i) {
+    const int bits = std::clamp(prefix - 8 * i, 0, 8);
+    m[i] = a[i] & static_cast<std::uint8_t>(0xff << (8 - bits));
   }
-  return true;
+  return m;
+}
+
+bool in_network(const Addr& a, const Addr& net, int prefix) {
+  return masked(a, prefix) == masked(net, prefix);
 }
 
 }  // namespace
@@ -66,12 +71,9 @@ Result<MirrorRule> make_mirror_rule(std::string subnet, std::vector<std::string>
   MirrorRule r;
   r.network = *net;
   r.prefix = v4 ? 96 + len : len;
-  Addr masked{};
-  for (int i = 0; i < 16; ++i) {
-    const int bits = std::clamp(r.prefix - 8 * i, 0, 8);
-    masked[i] = r.network[i] & static_cast<std::uint8_t>(0xff << (8 - bits));
+  if (masked(r.network, r.prefix) != r.network) {
+    return bad("has host bits set (write the network address)");
   }
-  if (masked != r.network) return bad("has host bits set (write the network address)");
   for (const auto& u : urls) {
     auto parsed = parse_http_url(u);
     if (!parsed) {
