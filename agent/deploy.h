@@ -3,14 +3,14 @@
 // Workers (one HTTP connection each, to each base URL) take chunks in offset order. For each
 // DATA/RAW chunk a worker first checks what the disk already holds there (delta / resume): the
 // chunk's probe block (one 4 KiB read) rules out most disks that differ; otherwise the chunk is
-// read back and hashed, and a SHA-256 match is skipped. A ZERO chunk the disk already reads as
-// zeroes is skipped too. Otherwise it fetches the chunk by hash (mirrors first, then the server),
+// read back and hashed, and a SHA-256 match is skipped. Otherwise it fetches the chunk by hash (mirrors first, then the server),
 // decodes it into an aligned buffer and checks its SHA-256; only then is it written (O_DIRECT).
 // Failures of one chunk (transport, HTTP status, bad bytes) are retried for that chunk alone
 // with backoff; after the bound the deployment fails naming the chunk. A source whose request
 // failed is skipped by every worker for a cool-down (agent/sources.h), so a dead mirror costs
-// one failed request, not one per chunk. ZERO chunks are zeroed on the disk (unless they read
-// as zeroes already), UNMAPPED chunks skipped.
+// one failed request, not one per chunk. ZERO chunks are punched out where the device
+// deallocates; elsewhere a range that already reads as zeroes is left alone and the rest is
+// zeroed. UNMAPPED chunks are skipped.
 //
 // Commit order: the partition-table regions of the manifest (and the disk's last 64 KiB, where
 // an old backup GPT may live) are zeroed and flushed first, so a half-written disk never boots
