@@ -18,7 +18,7 @@ if [[ $(id -u) -ne 0 ]]; then
   log "skipped: needs root for network namespaces"
   exit 77
 fi
-for c in promtool busybox sqlite3 jq curl python3; do
+for c in promtool busybox sqlite3 jq curl python3 bc; do
   command -v "$c" >/dev/null || { fail "missing $c (deploy/install-deps.sh)"; finish; }
 done
 RULES=$KILN_ROOT/deploy/prometheus
@@ -81,6 +81,15 @@ assign() {  # assign MACHINE [VERSION]
   TOKEN=$ADMIN api PUT "/api/v1/machines/$1/assignment" "{\"image\":\"demo\",\"version\":\"${2:-1}\",\"force\":true}"
   DEP=$(jqb '.id // empty')
 }
+
+# An image in the store (before the first scrape: chunk bytes are recounted at most every 30 s).
+head -c $((3 << 19)) /dev/urandom >small.raw
+"$KILN" image build small.raw -o small.kiln --name small --version 1 --chunk-size 256K >build.out 2>&1 ||
+  fail "kiln image build: $(cat build.out)"
+STATUS=$(in_srv curl -s -o body -w '%{http_code}' -X POST -H "Authorization: Bearer $ADMIN" \
+  -H 'Content-Type: application/octet-stream' --data-binary @small.kiln "$URL/api/v1/images/small/versions/1")
+BODY=$(cat body 2>/dev/null)
+expect_status 201 "upload small:1"
 
 scrape
 grep -q '^# TYPE kiln_deployment_stage_seconds histogram$' metrics.txt && ok ||
@@ -225,6 +234,7 @@ scrape
 expect_sample 'kiln_bmc_machines{power_state="on"}' 1 "ob1 on"
 
 chunks=$(find "$WORK/var" -path '*/chunks/*' -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+[[ $chunks -gt 0 ]] && ok || fail "no chunk files after the upload"
 expect_sample kiln_image_store_chunk_bytes "$chunks" "chunk bytes are the chunk files' sizes"
 idir=$(dirname "$(find "$WORK/var" -type d -name chunks | head -1)")
 expect_sample kiln_image_store_filesystem_size_bytes "$(stat -f -c '%b * %S' "$idir" | bc)" "filesystem size (statvfs)"
