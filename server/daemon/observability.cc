@@ -199,8 +199,9 @@ void add_bmc_collector(Metrics& metrics, store::Store& store, provision::PowerSe
                    "since kilnd started, or its last operation failed).");
   metrics.describe("kiln_bmc_unreachable_machines", Metrics::Type::kGauge,
                    "Machines whose BMC's last operation failed.");
-  metrics.describe("kiln_bmc_operations_total", Metrics::Type::kCounter,
-                   "BMC operations (status, power, reimage) by result.");
+  metrics.describe(
+      "kiln_bmc_operations_total", Metrics::Type::kCounter,
+      "BMC calls (a status read, a power action) kilnd made since it started, by result.");
   metrics.add_collector([&store, &power] {
     std::vector<Metrics::Sample> out;
     const auto stats = power.bmc_stats();

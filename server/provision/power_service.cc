@@ -93,8 +93,6 @@ int PowerService::busy() {
   return running_ + static_cast<int>(queue_.size());
 }
 
-// A BMC whose record cannot be used (credentials that do not open) still counts: the caller
-// then gets that error, not "no BMC configured".
 void PowerService::note_bmc(std::int64_t machine_id, bool ok, power::PowerState state) {
   std::lock_guard lock(health_mu_);
   auto& h = health_.machines[machine_id];
@@ -113,6 +111,8 @@ PowerService::BmcStats PowerService::bmc_stats() {
   return health_;
 }
 
+// A BMC whose record cannot be used (credentials that do not open) still counts: the caller
+// then gets that error, not "no BMC configured".
 bool PowerService::has_bmc(std::int64_t machine_id) {
   auto b = bmcs_.bmc(machine_id);
   return b.ok() || b.error().code != Errc::kNotFound;
