@@ -22,6 +22,9 @@ pkgs=(
   # BMCs: kilnd drives IPMI with ipmitool; the lab's BMC emulators (tests/tools) are checked
   # with independent clients (sushy, redfishtool, ipmitool) and built on pyghmi
   ipmitool python3-sushy python3-pyghmi redfishtool
+  # promtool (check/test deploy/prometheus/kiln-rules.yml, check /metrics): only the tool is
+  # used; the Prometheus server the package brings is never started (see daemons below)
+  prometheus
   # boot files served by default (boot.roots: /usr/lib/ipxe)
   ipxe
   # the QEMU lab (demo, tests/e2e): firmware + iPXE ROMs, the agent initramfs and the test image
@@ -55,7 +58,7 @@ if ((${#missing[@]})); then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  # Peer servers (nginx, tftpd-hpa) are benchmark tools started by bench/ on loopback only:
+  # Peer servers (nginx, tftpd-hpa) and Prometheus (for promtool) are benchmark tools started by bench/ on loopback only:
   # installing them must not start a web or TFTP server on this machine's real interfaces.
   # policy-rc.d 101 stops services from starting during the install; they are disabled after.
   daemons=()
@@ -64,6 +67,7 @@ if ((${#missing[@]})); then
       nginx-light) daemons+=(nginx) ;;
       tftpd-hpa) daemons+=(tftpd-hpa) ;;
       kea-dhcp4-server) daemons+=(kea-dhcp4-server) ;;
+      prometheus) daemons+=(prometheus) ;;
     esac
   done
   made_policy=""

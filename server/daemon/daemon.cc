@@ -18,6 +18,7 @@
 #include "boot/artifacts.h"
 #include "core/time.h"
 #include "core/url.h"
+#include "daemon/observability.h"
 #include "daemon/store_adapters.h"
 #include "dhcp/ra.h"
 #include "dhcp/server.h"
@@ -145,6 +146,12 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   api_options.require_lease = cfg.boot.require_lease;
   api_options.attach_reported_macs = cfg.boot.discovery != "approve";
   api::Api api(store, metrics, clock, ioc, api_options, log);
+  DeployStageMetrics stage_metrics(store, metrics, clock);
+  add_image_store_collector(metrics, cfg.effective_images_dir());
+  add_rollout_collector(metrics, store);
+  if (cfg.dhcp_mode != "off" && !cfg.dhcp.subnets.empty()) {
+    add_dhcp_pool_collector(metrics, store, clock, cfg.dhcp.subnets);
+  }
 
   auto chunks = images::ChunkStore::open(cfg.effective_images_dir());
   if (!chunks) {
@@ -199,6 +206,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   provision::PowerService power_service(cfg.power, bmc_book, drivers, power_ledger, clock, log);
   power_service.start();
   api.attach_power(power_service, *secrets);
+  add_bmc_collector(metrics, store, power_service);
   // Rollouts: the engine starts after the power service, stops before it (declared after).
   StoreRolloutLedger rollout_ledger(store, api.config_snapshotter());
   provision::RolloutOptions rollout_options = cfg.rollouts;

@@ -93,6 +93,24 @@ int PowerService::busy() {
   return running_ + static_cast<int>(queue_.size());
 }
 
+void PowerService::note_bmc(std::int64_t machine_id, bool ok, power::PowerState state) {
+  std::lock_guard lock(health_mu_);
+  auto& h = health_.machines[machine_id];
+  h.reachable = ok;
+  if (ok) {
+    ++health_.ok;
+    if (state != power::PowerState::kUnknown) h.state = state;
+  } else {
+    ++health_.failed;
+    h.state = power::PowerState::kUnknown;  // no longer known
+  }
+}
+
+PowerService::BmcStats PowerService::bmc_stats() {
+  std::lock_guard lock(health_mu_);
+  return health_;
+}
+
 // A BMC whose record cannot be used (credentials that do not open) still counts: the caller
 // then gets that error, not "no BMC configured".
 bool PowerService::has_bmc(std::int64_t machine_id) {
@@ -135,6 +153,7 @@ Result<PowerOutcome> PowerService::do_status(std::int64_t machine_id, const std:
   auto drv = driver_for(machine_id, nullptr);
   if (!drv) return drv.error();
   auto st = (*drv)->status();
+  note_bmc(machine_id, st.ok(), st ? *st : power::PowerState::kUnknown);
   if (!st) {
     ledger_.record("power.failed", machine_id, std::nullopt,
                    {{"action", "status"},
@@ -196,6 +215,7 @@ Result<PowerOutcome> PowerService::do_power(std::int64_t machine_id, power::Powe
   const auto t0 = SteadyClock::now();
   const char* name = power::power_action_name(action);
   auto fail = [&](const Error& e) {
+    note_bmc(machine_id, false, power::PowerState::kUnknown);
     ledger_.record(
         "power.failed", machine_id, std::nullopt,
         {{"action", name}, {"error", e.message}, {"by", who}, {"took_ms", ms_since(t0)}});
@@ -211,6 +231,7 @@ Result<PowerOutcome> PowerService::do_power(std::int64_t machine_id, power::Powe
   out.steps = std::move(*steps);
   auto st = (*drv)->status();
   out.state = st ? *st : power::PowerState::kUnknown;
+  note_bmc(machine_id, true, out.state);
   out.took = std::chrono::milliseconds(ms_since(t0));
   json js = json::array();
   for (const auto& s : out.steps) js.push_back(step_json(s));
@@ -292,6 +313,7 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   const char* action = network ? "reimage" : "reboot";
   json steps = json::array();
   auto fail = [&](const std::string& step, const Error& e) {
+    note_bmc(machine_id, false, power::PowerState::kUnknown);
     ledger_.record("power.failed", machine_id, deployment_id,
                    {{"action", action},
                     {"step", step},
@@ -323,6 +345,7 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   const auto s0 = SteadyClock::now();
   auto st = (*drv)->status();
   if (!st) return fail("status", st.error());
+  note_bmc(machine_id, true, *st);
   step_done(power::Step{"status", power::power_state_name(*st),
                         std::chrono::milliseconds(ms_since(s0)), 1});
   // A job may have waited long in the queue: act only if its deployment still wants it (not
@@ -350,6 +373,7 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
       *st == power::PowerState::kOff ? power::PowerAction::kOn : power::PowerAction::kCycle;
   auto p = (*drv)->power(act);
   if (!p) return fail(power::power_action_name(act), p.error());
+  note_bmc(machine_id, true, power::PowerState::kOn);  // powered on or cycled
   for (const auto& s : *p) step_done(s);
   auto marked = ledger_.mark_powered(deployment_id,
                                      network ? written_deadline(clock_.now_ms()) : std::nullopt);

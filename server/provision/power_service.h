@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -114,6 +115,18 @@ class PowerService {
   // Operations queued or running now (for tests and /metrics).
   int busy();
 
+  // What kilnd last learnt from each BMC it talked to since it started (for /metrics): the
+  // power state it reported and whether the last operation reached it; and operations by outcome.
+  struct BmcHealth {
+    power::PowerState state = power::PowerState::kUnknown;
+    bool reachable = true;
+  };
+  struct BmcStats {
+    std::map<std::int64_t, BmcHealth> machines;
+    std::uint64_t ok = 0, failed = 0;
+  };
+  BmcStats bmc_stats();
+
  private:
   bool acquire(std::chrono::milliseconds wait);
   // `fn` holding a slot (kNotFound without a BMC; kUnavailable when none frees up in time).
@@ -142,6 +155,10 @@ class PowerService {
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
 
+  // A BMC operation's outcome: `ok` with the state it reported (kUnknown: none).
+  void note_bmc(std::int64_t machine_id, bool ok, power::PowerState state);
+  std::mutex health_mu_;
+  BmcStats health_;
   std::mutex mu_;
   std::condition_variable slot_cv_;  // a slot was released
   std::condition_variable work_cv_;  // a job was queued, or stopping

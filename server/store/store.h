@@ -82,6 +82,18 @@ using LabelPatch = std::map<std::string, std::optional<std::string>>;
 
 // A sealed configuration document (the store never sees the plaintext) and the SHA-256 of its
 // canonical plaintext.
+// An event that ends a stage of a deployment (deployment.progress, .succeeded, .failed, .booted,
+// .superseded) with that deployment's timestamps as they are now (ms since the epoch), for the
+// stage-duration histograms of /metrics.
+struct DeploymentMilestone {
+  std::int64_t event_id = 0;
+  std::int64_t event_at = 0;
+  std::string type;
+  std::int64_t deployment_id = 0;
+  std::int64_t created_at = 0;
+  std::optional<std::int64_t> started_at, written_at, booted_at, finished_at;
+};
+
 struct ConfigRecord {
   std::string sealed;
   std::string sha256;
@@ -424,6 +436,14 @@ class Store {
   // --- aggregates for /metrics ---
   std::map<std::string, std::int64_t> count_machines_by_state();
   std::map<std::string, std::int64_t> count_deployments_by_status();
+  // The stage-ending events after event `cursor`, oldest first, at most `limit`.
+  std::vector<DeploymentMilestone> deployment_milestones_since(std::int64_t cursor, int limit);
+  // The creation time (ms) of the oldest pending and of the oldest running deployment.
+  std::map<std::string, std::optional<std::int64_t>> oldest_active_deployments();
+  // Rollouts by state (every state present, 0 when none).
+  std::map<std::string, std::int64_t> count_rollouts_by_state();
+  // The live machines with a BMC configured.
+  std::vector<std::int64_t> bmc_machine_ids();
 
  private:
   Store(const StoreOptions& options, const Clock& clock);

@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/crypto.h"
 #include "core/json_writer.h"
@@ -93,6 +95,71 @@ TEST(Metrics, RendersCountersGaugesAndCollectors) {
   EXPECT_NE(text.find("req_total{route=\"/a\",code=\"200\"} 3\n"), std::string::npos);
   EXPECT_NE(text.find("req_total{route=\"/b\\\"x\",code=\"404\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE machines gauge\nmachines{state=\"ready\"} 7\n"), std::string::npos);
+}
+
+TEST(Metrics, HistogramExpositionIsCumulativeWithInclusiveEdges) {
+  Metrics m;
+  m.describe_histogram("stage_seconds", "Stage durations.", {1, 2.5, 60});
+  m.observe("stage_seconds", {{"stage", "imaging"}}, 1);    // on the edge: le="1"
+  m.observe("stage_seconds", {{"stage", "imaging"}}, 1.5);  // le="2.5"
+  m.observe("stage_seconds", {{"stage", "imaging"}}, 2.5);  // on the edge: le="2.5"
+  m.observe("stage_seconds", {{"stage", "imaging"}}, 61);   // only +Inf
+  m.observe("stage_seconds", {{"stage", "waiting\"x"}}, 0);
+  m.observe("stage_seconds", {{"stage", "imaging"}}, std::nan(""));  // ignored
+  EXPECT_EQ(m.render(),
+            "# HELP stage_seconds Stage durations.\n"
+            "# TYPE stage_seconds histogram\n"
+            "stage_seconds_bucket{stage=\"imaging\",le=\"1\"} 1\n"
+            "stage_seconds_bucket{stage=\"imaging\",le=\"2.5\"} 3\n"
+            "stage_seconds_bucket{stage=\"imaging\",le=\"60\"} 3\n"
+            "stage_seconds_bucket{stage=\"imaging\",le=\"+Inf\"} 4\n"
+            "stage_seconds_sum{stage=\"imaging\"} 66\n"
+            "stage_seconds_count{stage=\"imaging\"} 4\n"
+            "stage_seconds_bucket{stage=\"waiting\\\"x\",le=\"1\"} 1\n"
+            "stage_seconds_bucket{stage=\"waiting\\\"x\",le=\"2.5\"} 1\n"
+            "stage_seconds_bucket{stage=\"waiting\\\"x\",le=\"60\"} 1\n"
+            "stage_seconds_bucket{stage=\"waiting\\\"x\",le=\"+Inf\"} 1\n"
+            "stage_seconds_sum{stage=\"waiting\\\"x\"} 0\n"
+            "stage_seconds_count{stage=\"waiting\\\"x\"} 1\n");
+  const auto h = m.histogram("stage_seconds", {{"stage", "imaging"}});
+  EXPECT_EQ(h.cumulative, (std::vector<std::uint64_t>{1, 3, 3, 4}));
+  EXPECT_EQ(h.count, 4u);
+  EXPECT_DOUBLE_EQ(h.sum, 66);
+  EXPECT_EQ(m.histogram("stage_seconds", {{"stage", "booting"}}).count, 0u);
+}
+
+TEST(Metrics, HistogramWithoutLabelsFractionalBoundsAndBadBuckets) {
+  Metrics m;
+  m.describe_histogram("lat_seconds", "Latency.", {0.005, 0.25});
+  m.observe("lat_seconds", {}, 0.25);
+  m.observe("lat_seconds", {}, 0.5);
+  EXPECT_EQ(m.render(),
+            "# HELP lat_seconds Latency.\n"
+            "# TYPE lat_seconds histogram\n"
+            "lat_seconds_bucket{le=\"0.005\"} 0\n"
+            "lat_seconds_bucket{le=\"0.25\"} 1\n"
+            "lat_seconds_bucket{le=\"+Inf\"} 2\n"
+            "lat_seconds_sum 0.75\n"
+            "lat_seconds_count 2\n");
+  EXPECT_THROW(m.describe_histogram("bad", "x", {1, 1}), std::invalid_argument);
+  EXPECT_THROW(m.describe_histogram("bad", "x", {2, 1}), std::invalid_argument);
+  EXPECT_THROW(m.describe_histogram("bad", "x", {1, INFINITY}), std::invalid_argument);
+}
+
+TEST(Metrics, HistogramObservationsFromManyThreadsAllCount) {
+  Metrics m;
+  m.describe_histogram("h_seconds", "H.", {10});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&m, t] {
+      for (int i = 0; i < 1000; ++i) m.observe("h_seconds", {}, t % 2 ? 5 : 20);
+    });
+  }
+  for (auto& th : threads) th.join();
+  const auto h = m.histogram("h_seconds", {});
+  EXPECT_EQ(h.count, 4000u);
+  EXPECT_EQ(h.cumulative, (std::vector<std::uint64_t>{2000, 4000}));
+  EXPECT_DOUBLE_EQ(h.sum, 2000 * 5 + 2000 * 20);
 }
 
 }  // namespace
