@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The Debian packages (deploy/package.sh) as an operator gets them:
+#   1. built from the build tree; lintian reports no errors; systemd-analyze verify accepts
+#      the packaged unit (in the unpacked package tree);
+#   2. `apt-get install ./kiln*.deb` into a clean Debian 12 root (mmdebstrap, cached in
+#      $KILN_LAB_CACHE keyed by its package list; apt reaches the Debian mirror for the
+#      packages' dependencies): the kiln user exists, /etc/kiln/kilnd.json is a conffile,
+#      the secrets key is kiln's and 0600, `kilnd db-check` and `kiln --help` run;
+#   3. kilnd started as the unit starts it: the unit's ExecStart, User, Group and capabilities
+#      (setpriv: uid/gid kiln, ambient + bounding set CAP_NET_BIND_SERVICE CAP_NET_RAW, no new
+#      privileges) in the chroot, in a private network namespace with only loopback; /healthz
+#      and /api/v1/machines answer, with a token from the installed `kilnd token create`.
+#      (systemd-nspawn --boot needs systemd as the sandbox's PID 1 manager; not used here.)
+#   4. `apt-get remove` keeps /var/lib/kiln and the conffile; `apt-get purge` removes both.
+# Needs root, mmdebstrap, lintian and the Debian mirror (cold: ~3 minutes for the root
+# tarball; warm: the apt install of the dependencies only).
+source "$(dirname "$0")/lib.sh"
+[[ $(id -u) -eq 0 ]] || { log "skip: needs root (chroot)"; exit 77; }
+for t in mmdebstrap lintian systemd-analyze setpriv unshare dpkg-deb curl jq; do
+  command -v $t >/dev/null || { log "skip: $t missing (deploy/install-deps.sh)"; exit 77; }
+done
+: "${KILN_LAB_CACHE:=$KILN_ROOT/var/lab-cache}"
+mkdir -p "$KILN_LAB_CACHE"
+
+# --- 1. build, lintian, systemd-analyze verify -----------------------------------------------
+KILN_BUILD=$KILN_BUILD "$KILN_ROOT/deploy/package.sh" --out "$WORK/deb" >"$WORK/package.log" 2>&1 ||
+  { cat "$WORK/package.log" >&2; fail "deploy/package.sh failed"; finish; }
+mapfile -t DEBS < <(ls "$WORK"/deb/*.deb)
+for p in kiln-server kiln kiln-agent; do
+  ls "$WORK/deb/${p}_"*.deb >/dev/null 2>&1 && ok || fail "no $p package in ${DEBS[*]}"
+done
+for d in "${DEBS[@]}"; do
+  # --fail-on error: warnings are printed (and reported), errors fail.
+  if lintian --fail-on error --no-tag-display-limit "$d" >"$WORK/lintian.log" 2>&1; then ok; else
+    fail "lintian $(basename "$d"): $(grep -E '^E:' "$WORK/lintian.log" | head -10)"
+  fi
+  sed "s/^/[lintian] /" "$WORK/lintian.log" >&2
+done
+SERVER_DEB=$(ls "$WORK"/deb/kiln-server_*.deb)
+dpkg-deb -x "$SERVER_DEB" "$WORK/tree"
+UNIT=lib/systemd/system/kilnd.service
+[[ -f $WORK/tree/$UNIT ]] && ok || fail "the package has no $UNIT"
+# verify resolves ExecStart's binary and the man page in Documentation= inside --root.
+if systemd-analyze verify --root="$WORK/tree" "/$UNIT" >"$WORK/verify.log" 2>&1 &&
+  ! grep -q . "$WORK/verify.log"; then ok; else
+  fail "systemd-analyze verify: $(head -5 "$WORK/verify.log")"
+fi
+grep -q '^User=kiln$' "$WORK/tree/$UNIT" && grep -q '^CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW$' "$WORK/tree/$UNIT" &&
+  ok || fail "the unit does not run as kiln with two capabilities"
+if systemd-analyze security --offline=yes --root="$WORK/tree" "$WORK/tree/$UNIT" >"$WORK/security.log" 2>&1 ||
+  grep -q "Overall exposure" "$WORK/security.log"; then
+  log "$(grep 'Overall exposure' "$WORK/security.log" || tail -1 "$WORK/security.log")"
+fi
+dpkg-deb -c "$(ls "$WORK"/deb/kiln-agent_*.deb)" | grep -q 'usr/lib/kiln/kiln-agent$' && ok ||
+  fail "kiln-agent package lacks usr/lib/kiln/kiln-agent"
+file "$WORK/tree/usr/sbin/kilnd" | grep -q ', stripped' && ok || fail "kilnd is not stripped"
+
+# --- 2. a clean Debian 12 root (cached), apt install ------------------------------------------
+SUITE=bookworm
+MIRROR=${KILN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The packages' dependencies are in the cached root (apt then installs kiln's packages from
+# the cache offline); a dependency not listed here is fetched from the mirror.
+PKGS=adduser,init-system-helpers,libarchive13,libfmt9,libspdlog1.10,libsqlite3-0,libssl3,busybox-static,cpio,binutils
+OPTS=(--variant=apt --format=tar --aptopt='Apt::Install-Recommends "false"'
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*')
+key=$(printf '%s\n' "$SUITE" "$MIRROR" "$PKGS" "${OPTS[@]}" "$(mmdebstrap --version)" |
+  sha256sum | cut -c1-16)
+TARBALL=$KILN_LAB_CACHE/package-test-root-$key.tar
+if [[ ! -s $TARBALL ]]; then
+  log "building the Debian 12 root (mmdebstrap, once): $PKGS"
+  mmdebstrap --quiet "${OPTS[@]}" --include="$PKGS" "$SUITE" "$TARBALL.tmp" "$MIRROR" >&2 ||
+    { rm -f "$TARBALL.tmp"; fail "mmdebstrap failed"; finish; }
+  mv "$TARBALL.tmp" "$TARBALL"
+fi
+R=$WORK/root
+mkdir -p "$R"
+tar -C "$R" -xf "$TARBALL"
+for m in proc dev; do
+  mkdir -p "$R/$m"
+done
+mount -t proc proc "$R/proc"
+CLEANUP_CMDS+=("umount -l '$R/proc'")
+mount --rbind /dev "$R/dev"
+mount --make-rslave "$R/dev"
+CLEANUP_CMDS+=("umount -R -l '$R/dev'")
+cp /etc/resolv.conf "$R/etc/resolv.conf" 2>/dev/null || true
+in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
+mkdir -p "$R/tmp/debs"
+cp "${DEBS[@]}" "$R/tmp/debs/"
+# No service may start in the chroot (there is no systemd there anyway).
+printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
+chmod 755 "$R/usr/sbin/policy-rc.d"
+if ! in_root apt-get install -y -q -o Dpkg::Use-Pty=0 /tmp/debs/kiln-server_*.deb \
+  /tmp/debs/kiln_*.deb /tmp/debs/kiln-agent_*.deb >"$WORK/apt.log" 2>&1; then
+  in_root apt-get update -q >>"$WORK/apt.log" 2>&1 || true
+  in_root apt-get install -y -q -o Dpkg::Use-Pty=0 /tmp/debs/kiln-server_*.deb \
+    /tmp/debs/kiln_*.deb /tmp/debs/kiln-agent_*.deb >>"$WORK/apt.log" 2>&1 ||
+    { tail -20 "$WORK/apt.log" >&2; fail "apt-get install ./kiln*.deb failed"; finish; }
+fi
+ok
+grep -E '^(Get|Setting up)' "$WORK/apt.log" | sed 's/^/[apt] /' >&2 || true
+
+in_root getent passwd kiln >"$WORK/passwd" && ok || fail "no user kiln"
+in_root getent group kiln >/dev/null && ok || fail "no group kiln"
+[[ $(cut -d: -f7 "$WORK/passwd") == */nologin || $(cut -d: -f7 "$WORK/passwd") == /bin/false ]] &&
+  ok || fail "kiln has a login shell: $(cat "$WORK/passwd")"
+grep -qx /etc/kiln/kilnd.json "$R/var/lib/dpkg/info/kiln-server.conffiles" && ok ||
+  fail "/etc/kiln/kilnd.json is not a conffile"
+in_root dpkg-query -W -f='${Conffiles}\n' kiln-server | grep -q '/etc/kiln/kilnd.json [0-9a-f]\{32\}' &&
+  ok || fail "dpkg-query does not list the conffile"
+expect_eq "$(in_root stat -c '%U:%G %a %s' /var/lib/kiln/secrets.key)" "kiln:kiln 600 32" "secrets key"
+expect_eq "$(in_root stat -c '%U:%G %a' /var/lib/kiln)" "kiln:kiln 750" "state directory"
+in_root kiln --help >"$WORK/kiln-help" 2>&1 && grep -q 'Subcommands:' "$WORK/kiln-help" && ok ||
+  fail "kiln --help in the root: $(head -3 "$WORK/kiln-help")"
+in_root test -f /usr/share/man/man8/kilnd.8.gz && in_root test -f /usr/share/bash-completion/completions/kiln &&
+  ok || fail "man page or completion not installed"
+as_kiln() { in_root setpriv --reuid=kiln --regid=kiln --init-groups "$@"; }
+as_kiln kilnd --config /etc/kiln/kilnd.json db-check >"$WORK/dbcheck" 2>&1 && ok ||
+  fail "kilnd db-check as kiln: $(tail -3 "$WORK/dbcheck")"
+in_root test -s /var/lib/kiln/kiln.db && ok || fail "db-check made no /var/lib/kiln/kiln.db"
+TOKEN=$(as_kiln kilnd --config /etc/kiln/kilnd.json token create --name pkg-test 2>"$WORK/token.err")
+[[ -n $TOKEN ]] && ok || fail "kilnd token create: $(cat "$WORK/token.err")"
+
+# --- 3. the service's process: user kiln, the unit's capabilities, loopback in a private netns
+CAPS=$(sed -n 's/^AmbientCapabilities=//p' "$R/$UNIT" | tr 'A-Z' 'a-z' | sed 's/cap_/+/g; s/ /,/g')
+EXEC=$(sed -n 's/^ExecStart=//p' "$R/$UNIT")
+expect_eq "$CAPS" "+net_bind_service,+net_raw" "the unit's capabilities"
+cat >"$WORK/serve.sh" <<EOS
+set -u
+ip link set lo up
+# As the unit: WorkingDirectory, User/Group, NoNewPrivileges, ambient = bounding = the unit's.
+chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin \
+  setpriv --reuid=kiln --regid=kiln --init-groups --no-new-privs \
+  --inh-caps=-all,$CAPS --ambient-caps=-all,$CAPS --bounding-set=-all,$CAPS \
+  sh -c 'cd /var/lib/kiln && exec $EXEC' >"$WORK/kilnd.svc.log" 2>&1 &
+pid=\$!
+for _ in \$(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:8080/healthz && break; sleep 0.1; done
+# chroot, env, setpriv and sh exec each other: \$pid is kilnd.
+grep -E '^(Name|Uid|Gid|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/\$pid/status | tr -s '\t ' ' ' >"$WORK/status"
+curl -s -o "$WORK/healthz" -w '%{http_code}' http://127.0.0.1:8080/healthz >"$WORK/healthz.code"
+curl -s -o "$WORK/machines" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+  http://127.0.0.1:8080/api/v1/machines >"$WORK/machines.code"
+curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/v1/machines >"$WORK/noauth.code"
+kill -TERM \$pid
+wait \$pid
+echo \$? >"$WORK/kilnd.rc"
+EOS
+unshare --net bash "$WORK/serve.sh"
+expect_eq "$(cat "$WORK/healthz.code")" 200 "/healthz of the installed kilnd"
+expect_eq "$(cat "$WORK/machines.code")" 200 "/api/v1/machines with the installed token"
+expect_eq "$(cat "$WORK/noauth.code")" 401 "/api/v1/machines without a token"
+jq -e '.items | type == "array"' "$WORK/machines" >/dev/null 2>&1 ||
+  jq -e 'type == "array" or type == "object"' "$WORK/machines" >/dev/null && ok ||
+  fail "machines body: $(head -c 200 "$WORK/machines")"
+uid=$(in_root id -u kiln)
+grep -q "^Uid: $uid $uid $uid $uid" "$WORK/status" && ok || fail "kilnd not running as kiln: $(cat "$WORK/status")"
+# CAP_NET_BIND_SERVICE (bit 10) and CAP_NET_RAW (bit 13) = 0x2400, nothing else.
+grep -q '^CapEff: 0000000000002400' "$WORK/status" && grep -q '^CapBnd: 0000000000002400' "$WORK/status" &&
+  ok || fail "kilnd capabilities: $(cat "$WORK/status")"
+expect_eq "$(cat "$WORK/kilnd.rc")" 0 "kilnd's exit code after SIGTERM"
+grep -q 'event=daemon.listening' "$WORK/kilnd.svc.log" && ok ||
+  fail "kilnd log: $(tail -5 "$WORK/kilnd.svc.log")"
+if grep -q 'secrets_key_created' "$WORK/kilnd.svc.log"; then
+  fail "kilnd made a new secrets key: the package's was not used"
+else ok; fi
+
+# --- 4. remove keeps state and conffile, purge deletes them -----------------------------------
+echo '// operator edit' >>"$R/etc/kiln/kilnd.json"
+in_root apt-get remove -y -q kiln-server >"$WORK/remove.log" 2>&1 && ok ||
+  fail "apt-get remove: $(tail -5 "$WORK/remove.log")"
+[[ ! -e $R/usr/sbin/kilnd ]] && ok || fail "kilnd still installed after remove"
+[[ -s $R/var/lib/kiln/kiln.db && -s $R/var/lib/kiln/secrets.key ]] && ok ||
+  fail "remove deleted /var/lib/kiln"
+grep -q 'operator edit' "$R/etc/kiln/kilnd.json" && ok || fail "remove lost the edited conffile"
+in_root apt-get purge -y -q kiln-server >"$WORK/purge.log" 2>&1 && ok ||
+  fail "apt-get purge: $(tail -5 "$WORK/purge.log")"
+[[ ! -e $R/var/lib/kiln ]] && ok || fail "purge kept /var/lib/kiln: $(ls "$R/var/lib/kiln")"
+[[ ! -e $R/etc/kiln/kilnd.json ]] && ok || fail "purge kept /etc/kiln/kilnd.json"
+finish
