@@ -2,7 +2,7 @@
 """The command tree of a CLI11 program (kiln, kilnd), read from its own --help, and what the
 package makes of it. Used to write and to check the man pages and bash completions:
 
-  cli_docs.py tree BIN              one line per command: "<path>\t<flags>\t<subcommands>"
+  cli_docs.py tree BIN              one line per command: "<path>|<flags>|<subcommands>"
                                     (tests/integration/package_docs_test.sh checks docs/man
                                     and deploy/completion against it)
   cli_docs.py completion BIN NAME   the bash completion script deploy/completion/NAME
@@ -70,7 +70,7 @@ def walk(binary, path=()):
 
 def tree(binary):
     for c in walk(binary):
-        print(f"{' '.join(c.path)}\t{' '.join(c.flags())}\t{' '.join(s[0][0] for s in c.subs)}")
+        print(f"{' '.join(c.path)}|{' '.join(c.flags())}|{' '.join(s[0][0] for s in c.subs)}")
 
 
 def completion(binary, name):

@@ -21,7 +21,7 @@ for prog in kiln:1 kilnd:8; do
   MANWIDTH=200 groff -ww -z -man "$page" 2>"$WORK/$name.groff" && [[ ! -s $WORK/$name.groff ]] &&
     ok || fail "$name.$section: groff warnings: $(head -5 "$WORK/$name.groff")"
   groff -man -Tascii -rLL=200n "$page" 2>/dev/null | col -b >"$WORK/$name.txt"
-  while IFS=$'\t' read -r path flags subs; do
+  while IFS='|' read -r path flags subs; do
     if [[ -n $path ]]; then
       grep -qE "^   $name $path( |\$)" "$WORK/$name.txt" &&
         ok || fail "$name.$section lacks the command '$name $path'"
@@ -33,16 +33,11 @@ for prog in kiln:1 kilnd:8; do
     done
   done <"$WORK/$name.tree"
   # ... and documents no command the binary does not have.
-  grep -oE "^   $name( [a-z][a-z0-9-]*)+" "$WORK/$name.txt" | sed "s/^   $name //" | sort -u |
+  # (a heading is "name cmd sub [OPTIONS] ...": the words before "[" name the command)
+  grep -E "^   $name [a-z][a-z0-9-]*( [a-z][a-z0-9-]*)* \\[" "$WORK/$name.txt" |
+    sed -E "s/^   $name //; s/ \\[.*//" | sort -u |
     while read -r path; do
-      # a heading is "name cmd sub [OPTIONS] ...": keep the words that are commands
-      words=() p=""
-      for w in $path; do
-        [[ $w =~ ^[a-z][a-z0-9-]*$ ]] || break
-        cut -f1 "$WORK/$name.tree" | grep -qxF "${p:+$p }$w" || break
-        p="${p:+$p }$w"
-      done
-      [[ -n $p ]] || echo "$path"
+      cut -d'|' -f1 "$WORK/$name.tree" | grep -qxF "$path" || echo "$path"
     done >"$WORK/$name.unknown"
   [[ ! -s $WORK/$name.unknown ]] && ok ||
     fail "$name.$section documents commands the binary lacks: $(head -3 "$WORK/$name.unknown")"
@@ -60,7 +55,7 @@ complete_words() {
   "\$fn" "$name" "\${COMP_WORDS[COMP_CWORD]}" "\${COMP_WORDS[COMP_CWORD-1]}"
   printf '%s\n' "\${COMPREPLY[@]}" | sort
 }
-while IFS=\$'\t' read -r path flags subs; do
+while IFS='|' read -r path flags subs; do
   # offered words at "name path <TAB>" and "name path -<TAB>"
   got=\$(complete_words $name \$path ""; complete_words $name \$path -)
   want=\$(printf '%s\n' \$subs \$flags | sort -u)
