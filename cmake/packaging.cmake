@@ -109,10 +109,12 @@ set(CPACK_DEBIAN_SERVER_PACKAGE_RECOMMENDS "ipxe, ipmitool")
 set(CPACK_DEBIAN_SERVER_PACKAGE_SUGGESTS "kiln, kiln-agent")
 set(CPACK_COMPONENT_SERVER_DESCRIPTION
     "bare-metal image provisioning daemon (kilnd)\n\
-kilnd provisions bare-metal machines with immutable disk images: DHCPv4 (authoritative or\n\
-proxy), TFTP and HTTP network boot, a REST API and an embedded SQLite database. It runs as\n\
-the systemd service kilnd.service under its own user, kiln; the packaged configuration\n\
-(/etc/kiln/kilnd.json) serves only the API on loopback until DHCP is configured.")
+kilnd provisions bare-metal machines with immutable disk images: DHCPv4\n\
+(authoritative or proxy), TFTP and HTTP network boot, a REST API and an\n\
+embedded SQLite database. It runs as the systemd service kilnd.service\n\
+under its own user, kiln; the packaged configuration\n\
+(/etc/kiln/kilnd.json) serves only the API on loopback until DHCP is\n\
+configured.")
 set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_EXTRA
     ${KILN_PKG_DIR}/server/conffiles ${KILN_PKG_DIR}/server/postinst
     ${KILN_PKG_DIR}/server/prerm ${KILN_PKG_DIR}/server/postrm)
@@ -120,15 +122,18 @@ set(CPACK_DEBIAN_SERVER_PACKAGE_CONTROL_EXTRA
 set(CPACK_DEBIAN_CLI_PACKAGE_NAME kiln)
 set(CPACK_COMPONENT_CLI_DESCRIPTION
     "command-line client for the kiln provisioning server\n\
-kiln drives kilnd's REST API (machines, image versions, assignments, rollouts, tokens) and\n\
-builds, signs, inspects and pushes packed .kiln disk images.")
+kiln drives kilnd's REST API (machines, image versions, assignments,\n\
+rollouts, tokens) and builds, signs, inspects and pushes packed .kiln\n\
+disk images.")
 
 set(CPACK_DEBIAN_AGENT_PACKAGE_NAME kiln-agent)
-set(CPACK_DEBIAN_AGENT_PACKAGE_DEPENDS "busybox-static, cpio, apt, dpkg, binutils")
+# (apt-get and dpkg-deb fetch and unpack the kernel package: both are in every Debian system.)
+set(CPACK_DEBIAN_AGENT_PACKAGE_DEPENDS "busybox-static, cpio, binutils")
 set(CPACK_COMPONENT_AGENT_DESCRIPTION
     "in-RAM imaging agent of the kiln provisioning system\n\
-kiln-agent runs from an initramfs on the machine being imaged: it streams a kiln image to\n\
-the disks, verifying every chunk before it is written. kiln-build-initramfs builds the\n\
-agent's kernel and initramfs from Debian's kernel package and busybox-static.")
+kiln-agent runs from an initramfs on the machine being imaged: it\n\
+streams a kiln image to the disks, verifying every chunk before it is\n\
+written. kiln-build-initramfs builds the agent's kernel and initramfs\n\
+from Debian's kernel package and busybox-static.")
 
 include(CPack)

@@ -31,7 +31,7 @@ for p in kiln-server kiln kiln-agent; do
 done
 for d in "${DEBS[@]}"; do
   # --fail-on error: warnings are printed (and reported), errors fail.
-  if lintian --fail-on error --no-tag-display-limit "$d" >"$WORK/lintian.log" 2>&1; then ok; else
+  if lintian --fail-on error --tag-display-limit 0 "$d" >"$WORK/lintian.log" 2>&1; then ok; else
     fail "lintian $(basename "$d"): $(grep -E '^E:' "$WORK/lintian.log" | head -10)"
   fi
   sed "s/^/[lintian] /" "$WORK/lintian.log" >&2
@@ -40,18 +40,22 @@ SERVER_DEB=$(ls "$WORK"/deb/kiln-server_*.deb)
 dpkg-deb -x "$SERVER_DEB" "$WORK/tree"
 UNIT=lib/systemd/system/kilnd.service
 [[ -f $WORK/tree/$UNIT ]] && ok || fail "the package has no $UNIT"
-# verify resolves ExecStart's binary and the man page in Documentation= inside --root.
-if systemd-analyze verify --root="$WORK/tree" "/$UNIT" >"$WORK/verify.log" 2>&1 &&
-  ! grep -q . "$WORK/verify.log"; then ok; else
+# verify, rooted in the unpacked package: ExecStart's binary must exist there and man finds
+# Documentation=man:kilnd(8) in it; the standard targets the unit orders itself after come
+# from the host's systemd.
+cp -a "$WORK/tree" "$WORK/vroot"
+cp -n /lib/systemd/system/*.target "$WORK/vroot/lib/systemd/system/" 2>/dev/null || true
+if MANPATH=$WORK/vroot/usr/share/man systemd-analyze verify --root="$WORK/vroot" "/$UNIT" \
+  >"$WORK/verify.log" 2>&1 && ! grep -q . "$WORK/verify.log"; then ok; else
   fail "systemd-analyze verify: $(head -5 "$WORK/verify.log")"
 fi
 grep -q '^User=kiln$' "$WORK/tree/$UNIT" && grep -q '^CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW$' "$WORK/tree/$UNIT" &&
   ok || fail "the unit does not run as kiln with two capabilities"
-if systemd-analyze security --offline=yes --root="$WORK/tree" "$WORK/tree/$UNIT" >"$WORK/security.log" 2>&1 ||
-  grep -q "Overall exposure" "$WORK/security.log"; then
-  log "$(grep 'Overall exposure' "$WORK/security.log" || tail -1 "$WORK/security.log")"
-fi
-dpkg-deb -c "$(ls "$WORK"/deb/kiln-agent_*.deb)" | grep -q 'usr/lib/kiln/kiln-agent$' && ok ||
+# The sandbox's rating (informative: printed, not asserted).
+systemd-analyze security --offline=yes --root="$WORK/vroot" "$WORK/vroot/$UNIT" >"$WORK/security.log" 2>&1 || true
+log "$(grep 'Overall exposure' "$WORK/security.log" || tail -1 "$WORK/security.log")"
+dpkg-deb -c "$(ls "$WORK"/deb/kiln-agent_*.deb)" >"$WORK/agent.list"
+grep -q 'usr/lib/kiln/kiln-agent$' "$WORK/agent.list" && ok ||
   fail "kiln-agent package lacks usr/lib/kiln/kiln-agent"
 file "$WORK/tree/usr/sbin/kilnd" | grep -q ', stripped' && ok || fail "kilnd is not stripped"
 
@@ -90,11 +94,11 @@ cp "${DEBS[@]}" "$R/tmp/debs/"
 # No service may start in the chroot (there is no systemd there anyway).
 printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
-if ! in_root apt-get install -y -q -o Dpkg::Use-Pty=0 /tmp/debs/kiln-server_*.deb \
-  /tmp/debs/kiln_*.deb /tmp/debs/kiln-agent_*.deb >"$WORK/apt.log" 2>&1; then
+IN_ROOT_DEBS=()
+for d in "${DEBS[@]}"; do IN_ROOT_DEBS+=("/tmp/debs/$(basename "$d")"); done
+if ! in_root apt-get install -y -q -o Dpkg::Use-Pty=0 "${IN_ROOT_DEBS[@]}" >"$WORK/apt.log" 2>&1; then
   in_root apt-get update -q >>"$WORK/apt.log" 2>&1 || true
-  in_root apt-get install -y -q -o Dpkg::Use-Pty=0 /tmp/debs/kiln-server_*.deb \
-    /tmp/debs/kiln_*.deb /tmp/debs/kiln-agent_*.deb >>"$WORK/apt.log" 2>&1 ||
+  in_root apt-get install -y -q -o Dpkg::Use-Pty=0 "${IN_ROOT_DEBS[@]}" >>"$WORK/apt.log" 2>&1 ||
     { tail -20 "$WORK/apt.log" >&2; fail "apt-get install ./kiln*.deb failed"; finish; }
 fi
 ok
