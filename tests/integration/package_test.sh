@@ -8,8 +8,12 @@
 #      the secrets key is kiln's and 0600, `kilnd db-check` and `kiln --help` run;
 #   3. kilnd started as the unit starts it: the unit's ExecStart, User, Group and capabilities
 #      (setpriv: uid/gid kiln, ambient + bounding set CAP_NET_BIND_SERVICE CAP_NET_RAW, no new
-#      privileges) in the chroot, in a private network namespace with only loopback; /healthz
-#      and /api/v1/machines answer, with a token from the installed `kilnd token create`.
+#      privileges) in the chroot, in a private network namespace: with the packaged config,
+#      /healthz and /api/v1/machines answer on loopback (a token from the installed `kilnd
+#      token create`) and nothing listens on UDP; with DHCP and TFTP configured on a veth pair
+#      between two private namespaces, a client gets a DHCPOFFER (port 67, SO_BINDTODEVICE)
+#      and a file over TFTP (port 69). systemd's own sandbox (seccomp, ProtectSystem, ...) is
+#      not applied: that needs systemd as the service manager, which this sandbox lacks.
 #      (systemd-nspawn --boot needs systemd as the sandbox's PID 1 manager; not used here.)
 #   4. `apt-get remove` keeps /var/lib/kiln and the conffile; `apt-get purge` removes both.
 # Needs root, mmdebstrap, lintian and the Debian mirror (cold: ~3 minutes for the root
@@ -125,48 +129,107 @@ in_root test -s /var/lib/kiln/kiln.db && ok || fail "db-check made no /var/lib/k
 TOKEN=$(as_kiln kilnd --config /etc/kiln/kilnd.json token create --name pkg-test 2>"$WORK/token.err")
 [[ -n $TOKEN ]] && ok || fail "kilnd token create: $(cat "$WORK/token.err")"
 
-# --- 3. the service's process: user kiln, the unit's capabilities, loopback in a private netns
+# --- 3. the service's process: user kiln, the unit's capabilities, private network namespaces
 CAPS=$(sed -n 's/^AmbientCapabilities=//p' "$R/$UNIT" | tr 'A-Z' 'a-z' | sed 's/cap_/+/g; s/ /,/g')
 EXEC=$(sed -n 's/^ExecStart=//p' "$R/$UNIT")
 expect_eq "$CAPS" "+net_bind_service,+net_raw" "the unit's capabilities"
-cat >"$WORK/serve.sh" <<EOS
+SRV=kpk-srv-$$ CLI=kpk-cli-$$
+CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI")
+for ns in $SRV $CLI; do
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+done
+# serve_as_unit CHECKS_SCRIPT [CONFIG] — runs the unit's ExecStart (its --config replaced by
+# CONFIG when given) in the chroot inside $SRV as the unit would: WorkingDirectory, User/Group,
+# NoNewPrivileges, ambient = inheritable = bounding set = the unit's capabilities. When
+# /healthz answers, records the process's credentials in $WORK/status, runs CHECKS_SCRIPT (bash,
+# on the host, in $SRV), then stops kilnd with SIGTERM; its exit code goes to $WORK/kilnd.rc.
+serve_as_unit() {
+  local exec=$EXEC
+  [[ -n ${2:-} ]] && exec=${EXEC/\/etc\/kiln\/kilnd.json/$2}
+  cat >"$WORK/serve.sh" <<EOS
 set -u
-ip link set lo up
-# As the unit: WorkingDirectory, User/Group, NoNewPrivileges, ambient = bounding = the unit's.
 chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin \
   setpriv --reuid=kiln --regid=kiln --init-groups --no-new-privs \
   --inh-caps=-all,$CAPS --ambient-caps=-all,$CAPS --bounding-set=-all,$CAPS \
-  sh -c 'cd /var/lib/kiln && exec $EXEC' >"$WORK/kilnd.svc.log" 2>&1 &
+  sh -c 'cd /var/lib/kiln && exec $exec' >>"$WORK/kilnd.svc.log" 2>&1 &
 pid=\$!
 for _ in \$(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:8080/healthz && break; sleep 0.1; done
 # chroot, env, setpriv and sh exec each other: \$pid is kilnd.
 grep -E '^(Name|Uid|Gid|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/\$pid/status | tr -s '\t ' ' ' >"$WORK/status"
-curl -s -o "$WORK/healthz" -w '%{http_code}' http://127.0.0.1:8080/healthz >"$WORK/healthz.code"
-curl -s -o "$WORK/machines" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
-  http://127.0.0.1:8080/api/v1/machines >"$WORK/machines.code"
-curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/v1/machines >"$WORK/noauth.code"
+bash "$1"
 kill -TERM \$pid
 wait \$pid
 echo \$? >"$WORK/kilnd.rc"
 EOS
-unshare --net bash "$WORK/serve.sh"
+  ip netns exec "$SRV" bash "$WORK/serve.sh"
+}
+uid=$(in_root id -u kiln)
+check_process() {
+  grep -q "^Uid: $uid $uid $uid $uid" "$WORK/status" && ok || fail "$1: kilnd not running as kiln: $(cat "$WORK/status")"
+  # CAP_NET_BIND_SERVICE (bit 10) and CAP_NET_RAW (bit 13) = 0x2400, nothing else.
+  grep -q '^CapEff: 0000000000002400' "$WORK/status" && grep -q '^CapBnd: 0000000000002400' "$WORK/status" &&
+    grep -q '^NoNewPrivs: 1' "$WORK/status" && ok || fail "$1: kilnd's capabilities: $(cat "$WORK/status")"
+  expect_eq "$(cat "$WORK/kilnd.rc")" 0 "$1: kilnd's exit code after SIGTERM"
+}
+
+# 3a. The packaged configuration as it is: the API on loopback, nothing else.
+cat >"$WORK/checks-api.sh" <<EOS
+curl -s -o "$WORK/healthz" -w '%{http_code}' http://127.0.0.1:8080/healthz >"$WORK/healthz.code"
+curl -s -o "$WORK/machines" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+  http://127.0.0.1:8080/api/v1/machines >"$WORK/machines.code"
+curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/v1/machines >"$WORK/noauth.code"
+ss -Hlnu >"$WORK/udp.listen"
+EOS
+serve_as_unit "$WORK/checks-api.sh"
 expect_eq "$(cat "$WORK/healthz.code")" 200 "/healthz of the installed kilnd"
 expect_eq "$(cat "$WORK/machines.code")" 200 "/api/v1/machines with the installed token"
 expect_eq "$(cat "$WORK/noauth.code")" 401 "/api/v1/machines without a token"
-jq -e '.items | type == "array"' "$WORK/machines" >/dev/null 2>&1 ||
-  jq -e 'type == "array" or type == "object"' "$WORK/machines" >/dev/null && ok ||
+jq -e 'type == "array" or type == "object"' "$WORK/machines" >/dev/null && ok ||
   fail "machines body: $(head -c 200 "$WORK/machines")"
-uid=$(in_root id -u kiln)
-grep -q "^Uid: $uid $uid $uid $uid" "$WORK/status" && ok || fail "kilnd not running as kiln: $(cat "$WORK/status")"
-# CAP_NET_BIND_SERVICE (bit 10) and CAP_NET_RAW (bit 13) = 0x2400, nothing else.
-grep -q '^CapEff: 0000000000002400' "$WORK/status" && grep -q '^CapBnd: 0000000000002400' "$WORK/status" &&
-  ok || fail "kilnd capabilities: $(cat "$WORK/status")"
-expect_eq "$(cat "$WORK/kilnd.rc")" 0 "kilnd's exit code after SIGTERM"
-grep -q 'event=daemon.listening' "$WORK/kilnd.svc.log" && ok ||
+[[ ! -s $WORK/udp.listen ]] && ok || fail "the packaged config listens on UDP: $(cat "$WORK/udp.listen")"
+check_process "packaged config"
+grep -q 'event=daemon.listening url=http://127.0.0.1:8080' "$WORK/kilnd.svc.log" && ok ||
   fail "kilnd log: $(tail -5 "$WORK/kilnd.svc.log")"
 if grep -q 'secrets_key_created' "$WORK/kilnd.svc.log"; then
   fail "kilnd made a new secrets key: the package's was not used"
 else ok; fi
+
+# 3b. The capabilities suffice for what the unit grants them for: DHCP on port 67 bound to an
+# interface (SO_BINDTODEVICE) and TFTP on port 69, served to a client in a second namespace
+# over a veth pair this test creates (10.77.0.0/24, inside the two namespaces only).
+cmake --build "$KILN_BUILD" --target dhcp_probe >/dev/null 2>&1 || true
+if [[ -x $KILN_BUILD/dhcp_probe ]]; then
+  ip link add kpk-s netns "$SRV" type veth peer name kpk-c netns "$CLI"
+  ip -n "$SRV" addr add 10.77.0.1/24 dev kpk-s
+  ip -n "$SRV" link set kpk-s up
+  ip -n "$CLI" addr add 10.77.0.2/24 dev kpk-c
+  ip -n "$CLI" link set kpk-c up
+  cat >"$R/etc/kiln/kilnd-dhcp.json" <<'EOS'
+{
+  "data_dir": "/var/lib/kiln",
+  "http": {"listen": "127.0.0.1:8080"},
+  "tftp": {"listen": "10.77.0.1:69"},
+  "boot": {"roots": [], "server_url": "http://10.77.0.1:8080"},
+  "dhcp": {"mode": "authoritative", "interfaces": ["kpk-s"],
+           "subnets": [{"subnet": "10.77.0.0/24", "pool": "10.77.0.100-10.77.0.120"}]}
+}
+EOS
+  install -d -o "$uid" -g "$uid" "$R/var/lib/kiln/files"
+  echo "kiln package test" >"$R/var/lib/kiln/files/hello.txt"
+  cat >"$WORK/checks-dhcp.sh" <<EOS
+ip netns exec $CLI "$KILN_BUILD/dhcp_probe" --iface kpk-c --mac 52:54:00:77:00:01 --wait-ms 2000 \
+  >"$WORK/offers" 2>&1
+ip netns exec $CLI curl -s --max-time 10 tftp://10.77.0.1/hello.txt >"$WORK/tftp.got" 2>&1
+EOS
+  serve_as_unit "$WORK/checks-dhcp.sh" /etc/kiln/kilnd-dhcp.json
+  grep -q 'from=10.77.0.1 type=2 yiaddr=10.77.0.1[0-2][0-9]' "$WORK/offers" && ok ||
+    fail "no DHCPOFFER from kilnd as kiln: $(cat "$WORK/offers"; tail -5 "$WORK/kilnd.svc.log")"
+  expect_eq "$(cat "$WORK/tftp.got")" "kiln package test" "TFTP (port 69) from kilnd as kiln"
+  check_process "DHCP config"
+else
+  fail "dhcp_probe missing in $KILN_BUILD"
+fi
 
 # --- 4. remove keeps state and conffile, purge deletes them -----------------------------------
 echo '// operator edit' >>"$R/etc/kiln/kilnd.json"
