@@ -6,14 +6,15 @@
 #      $KILN_LAB_CACHE keyed by its package list; apt reaches the Debian mirror for the
 #      packages' dependencies): the kiln user exists, /etc/kiln/kilnd.json is a conffile,
 #      the secrets key is kiln's and 0600, `kilnd db-check` and `kiln --help` run;
-#   3. kilnd started as the unit starts it: the unit's ExecStart, User, Group and capabilities
-#      (setpriv: uid/gid kiln, ambient + bounding set CAP_NET_BIND_SERVICE CAP_NET_RAW, no new
-#      privileges) in the chroot, in a private network namespace: with the packaged config,
+#   3. kilnd.service started by systemd: the root booted with systemd-nspawn --boot in a private
+#      network namespace (fallback where nspawn cannot boot: the unit's ExecStart, User, Group
+#      and capabilities through setpriv, without systemd's sandbox). With the packaged config,
 #      /healthz and /api/v1/machines answer on loopback (a token from the installed `kilnd
-#      token create`) and nothing listens on UDP; with DHCP and TFTP configured on a veth pair
-#      between two private namespaces, a client gets a DHCPOFFER (port 67, SO_BINDTODEVICE)
-#      and a file over TFTP (port 69). systemd's own sandbox (seccomp, ProtectSystem, ...) is
-#      not applied: that needs systemd as the service manager, which this sandbox lacks.
+#      token create`) and nothing listens on UDP; after the conffile is edited for DHCP and
+#      TFTP on a veth pair between two private namespaces and the service restarted, a client
+#      gets a DHCPOFFER (port 67, SO_BINDTODEVICE) and a file over TFTP (port 69). kilnd runs
+#      as kiln with CAP_NET_BIND_SERVICE and CAP_NET_RAW only (and under nspawn: seccomp on,
+#      / read-only).
 #      (systemd-nspawn --boot needs systemd as the sandbox's PID 1 manager; not used here.)
 #   4. `apt-get remove` keeps /var/lib/kiln and the conffile; `apt-get purge` removes both.
 # Needs root, mmdebstrap, lintian and the Debian mirror (cold: ~3 minutes for the root
@@ -68,7 +69,7 @@ SUITE=bookworm
 MIRROR=${KILN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # The packages' dependencies are in the cached root (apt then installs kiln's packages from
 # the cache offline); a dependency not listed here is fetched from the mirror.
-PKGS=adduser,init-system-helpers,libarchive13,libfmt9,libspdlog1.10,libsqlite3-0,libssl3,busybox-static,cpio,binutils
+PKGS=systemd-sysv,dbus,adduser,init-system-helpers,libarchive13,libfmt9,libspdlog1.10,libsqlite3-0,libssl3,busybox-static,cpio,binutils
 OPTS=(--variant=apt --format=tar --aptopt='Apt::Install-Recommends "false"'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*')
 key=$(printf '%s\n' "$SUITE" "$MIRROR" "$PKGS" "${OPTS[@]}" "$(mmdebstrap --version)" |
@@ -86,11 +87,18 @@ tar -C "$R" -xf "$TARBALL"
 for m in proc dev; do
   mkdir -p "$R/$m"
 done
-mount -t proc proc "$R/proc"
-CLEANUP_CMDS+=("umount -l '$R/proc'")
-mount --rbind /dev "$R/dev"
-mount --make-rslave "$R/dev"
-CLEANUP_CMDS+=("umount -R -l '$R/dev'")
+# /proc and /dev for apt and dpkg in the chroot (unmounted while nspawn boots the root).
+mount_root() {
+  mount -t proc proc "$R/proc"
+  mount --rbind /dev "$R/dev"
+  mount --make-rslave "$R/dev"
+}
+umount_root() {
+  umount -l "$R/proc" 2>/dev/null || true
+  umount -R -l "$R/dev" 2>/dev/null || true
+}
+mount_root
+CLEANUP_CMDS+=("umount -l '$R/proc'" "umount -R -l '$R/dev'")
 cp /etc/resolv.conf "$R/etc/resolv.conf" 2>/dev/null || true
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "$@"; }
 mkdir -p "$R/tmp/debs"
@@ -129,7 +137,13 @@ in_root test -s /var/lib/kiln/kiln.db && ok || fail "db-check made no /var/lib/k
 TOKEN=$(as_kiln kilnd --config /etc/kiln/kilnd.json token create --name pkg-test 2>"$WORK/token.err")
 [[ -n $TOKEN ]] && ok || fail "kilnd token create: $(cat "$WORK/token.err")"
 
-# --- 3. the service's process: user kiln, the unit's capabilities, private network namespaces
+# --- 3. the service, as systemd runs it -------------------------------------------------------
+# The root is booted with systemd-nspawn --boot inside a network namespace of this test ($SRV,
+# loopback and a veth to $CLI): its systemd starts kilnd.service as installed (enabled by the
+# postinst), with the unit's user, capabilities and sandbox. Where nspawn cannot boot the root,
+# the unit's ExecStart runs in the chroot as the unit would without systemd's sandbox
+# (setpriv: User/Group, NoNewPrivileges, ambient = inheritable = bounding set = the unit's
+# capabilities); the log says which.
 CAPS=$(sed -n 's/^AmbientCapabilities=//p' "$R/$UNIT" | tr 'A-Z' 'a-z' | sed 's/cap_/+/g; s/ /,/g')
 EXEC=$(sed -n 's/^ExecStart=//p' "$R/$UNIT")
 expect_eq "$CAPS" "+net_bind_service,+net_raw" "the unit's capabilities"
@@ -139,74 +153,146 @@ for ns in $SRV $CLI; do
   ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
-# serve_as_unit CHECKS_SCRIPT [CONFIG] — runs the unit's ExecStart (its --config replaced by
-# CONFIG when given) in the chroot inside $SRV as the unit would: WorkingDirectory, User/Group,
-# NoNewPrivileges, ambient = inheritable = bounding set = the unit's capabilities. When
-# /healthz answers, records the process's credentials in $WORK/status, runs CHECKS_SCRIPT (bash,
-# on the host, in $SRV), then stops kilnd with SIGTERM; its exit code goes to $WORK/kilnd.rc.
-serve_as_unit() {
-  local exec=$EXEC
-  [[ -n ${2:-} ]] && exec=${EXEC/\/etc\/kiln\/kilnd.json/$2}
-  cat >"$WORK/serve.sh" <<EOS
-set -u
-chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin \
-  setpriv --reuid=kiln --regid=kiln --init-groups --no-new-privs \
-  --inh-caps=-all,$CAPS --ambient-caps=-all,$CAPS --bounding-set=-all,$CAPS \
-  sh -c 'cd /var/lib/kiln && exec $exec' >>"$WORK/kilnd.svc.log" 2>&1 &
-pid=\$!
-for _ in \$(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:8080/healthz && break; sleep 0.1; done
-# chroot, env, setpriv and sh exec each other: \$pid is kilnd.
-grep -E '^(Name|Uid|Gid|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/\$pid/status | tr -s '\t ' ' ' >"$WORK/status"
-bash "$1"
-kill -TERM \$pid
-wait \$pid
-echo \$? >"$WORK/kilnd.rc"
-EOS
-  ip netns exec "$SRV" bash "$WORK/serve.sh"
-}
+in_srv() { ip netns exec "$SRV" "$@"; }
 uid=$(in_root id -u kiln)
+MODE=setpriv
+SVC_PID=""     # the host's pid of kilnd
+NSPAWN_PID=""  # systemd-nspawn, when booted
+CT_INIT=""     # the container's systemd (host pid)
+in_ct() { nsenter -t "$CT_INIT" -m -u -i -n -p -- "$@"; }
+healthy() {
+  local i
+  for i in $(seq 1 150); do
+    in_srv curl -sf -o /dev/null --max-time 2 http://127.0.0.1:8080/healthz && return 0
+    sleep 0.2
+  done
+  return 1
+}
+# descendant NAME — the host pid of the first process called NAME below systemd-nspawn.
+descendant() {
+  local -a todo=("$NSPAWN_PID")
+  local p c
+  while ((${#todo[@]})); do
+    p=${todo[0]}
+    todo=("${todo[@]:1}")
+    for c in $(pgrep -P "$p"); do
+      [[ $(cat "/proc/$c/comm" 2>/dev/null) == "$1" ]] && { echo "$c"; return 0; }
+      todo+=("$c")
+    done
+  done
+  return 0
+}
+ct_kilnd_pid() { descendant kilnd; }
+boot_container() {
+  command -v systemd-nspawn >/dev/null || return 1
+  in_root test -x /lib/systemd/systemd || return 1
+  rm -f "$R/usr/sbin/policy-rc.d"
+  umount_root
+  timeout 300 systemd-nspawn -q -D "$R" --register=no --keep-unit --console=read-only \
+    --network-namespace-path="/run/netns/$SRV" --boot >"$WORK/nspawn.log" 2>&1 &
+  NSPAWN_PID=$!
+  CLEANUP_CMDS+=("kill -TERM $NSPAWN_PID; sleep 2; kill -KILL $NSPAWN_PID")
+  local i
+  for i in $(seq 1 150); do
+    CT_INIT=$(descendant systemd)
+    [[ -n $CT_INIT ]] && SVC_PID=$(ct_kilnd_pid) && [[ -n $SVC_PID ]] && break
+    kill -0 "$NSPAWN_PID" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  [[ -n $SVC_PID ]] && healthy
+}
+start_service() {
+  if [[ $MODE == nspawn ]]; then
+    in_ct systemctl restart kilnd.service
+    SVC_PID=$(ct_kilnd_pid)
+  else
+    ip netns exec "$SRV" chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin \
+      setpriv --reuid=kiln --regid=kiln --init-groups --no-new-privs \
+      --inh-caps=-all,$CAPS --ambient-caps=-all,$CAPS --bounding-set=-all,$CAPS \
+      sh -c "cd /var/lib/kiln && exec $EXEC" >>"$WORK/kilnd.svc.log" 2>&1 &
+    SVC_PID=$!  # ip, chroot, env, setpriv and sh exec each other: this is kilnd
+    KILND_PIDS+=("$SVC_PID")
+  fi
+  healthy
+}
+# stop_service — stops kilnd; STOP_RC = its exit status.
+stop_service() {
+  if [[ $MODE == nspawn ]]; then
+    in_ct systemctl stop kilnd.service
+    STOP_RC=$(in_ct systemctl show -p ExecMainStatus --value kilnd.service)
+  else
+    kill -TERM "$SVC_PID"
+    STOP_RC=0
+    wait "$SVC_PID" || STOP_RC=$?
+  fi
+}
+service_log() {
+  if [[ $MODE == nspawn ]]; then in_ct journalctl -q -o cat -u kilnd.service --no-pager; else cat "$WORK/kilnd.svc.log"; fi
+}
 check_process() {
+  grep -E '^(Name|Uid|Gid|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' "/proc/$SVC_PID/status" | tr -s '\t ' ' ' >"$WORK/status"
   grep -q "^Uid: $uid $uid $uid $uid" "$WORK/status" && ok || fail "$1: kilnd not running as kiln: $(cat "$WORK/status")"
   # CAP_NET_BIND_SERVICE (bit 10) and CAP_NET_RAW (bit 13) = 0x2400, nothing else.
   grep -q '^CapEff: 0000000000002400' "$WORK/status" && grep -q '^CapBnd: 0000000000002400' "$WORK/status" &&
     grep -q '^NoNewPrivs: 1' "$WORK/status" && ok || fail "$1: kilnd's capabilities: $(cat "$WORK/status")"
-  expect_eq "$(cat "$WORK/kilnd.rc")" 0 "$1: kilnd's exit code after SIGTERM"
+  if [[ $MODE == nspawn ]]; then
+    # SystemCallFilter= is a seccomp filter (mode 2); ProtectSystem=strict: /usr is read-only.
+    grep -q '^Seccomp: 2' "$WORK/status" && ok || fail "$1: no seccomp filter: $(cat "$WORK/status")"
+    findmnt --task "$SVC_PID" -no OPTIONS -T /usr | grep -qE '(^|,)ro(,|$)' && ok ||
+      fail "$1: /usr is writable for kilnd (ProtectSystem=strict)"
+  fi
 }
 
+if boot_container; then
+  MODE=nspawn
+  log "kilnd.service runs under systemd in systemd-nspawn --boot (the unit's sandbox applies)"
+else
+  log "systemd-nspawn --boot did not start kilnd.service ($(tail -3 "$WORK/nspawn.log" | tr '\n' ' ')): running the unit's ExecStart with setpriv, without systemd's sandbox"
+  if [[ -n $NSPAWN_PID ]]; then
+    kill -TERM "$NSPAWN_PID" 2>/dev/null || true
+    wait "$NSPAWN_PID" 2>/dev/null || true
+  fi
+  mountpoint -q "$R/proc" || mount_root
+  printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
+  chmod 755 "$R/usr/sbin/policy-rc.d"
+  start_service || fail "kilnd (setpriv) did not become healthy"
+fi
+
 # 3a. The packaged configuration as it is: the API on loopback, nothing else.
-cat >"$WORK/checks-api.sh" <<EOS
-curl -s -o "$WORK/healthz" -w '%{http_code}' http://127.0.0.1:8080/healthz >"$WORK/healthz.code"
-curl -s -o "$WORK/machines" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
-  http://127.0.0.1:8080/api/v1/machines >"$WORK/machines.code"
-curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/v1/machines >"$WORK/noauth.code"
-ss -Hlnu >"$WORK/udp.listen"
-EOS
-serve_as_unit "$WORK/checks-api.sh"
-expect_eq "$(cat "$WORK/healthz.code")" 200 "/healthz of the installed kilnd"
-expect_eq "$(cat "$WORK/machines.code")" 200 "/api/v1/machines with the installed token"
-expect_eq "$(cat "$WORK/noauth.code")" 401 "/api/v1/machines without a token"
+expect_eq "$(in_srv curl -s -o "$WORK/healthz" -w '%{http_code}' http://127.0.0.1:8080/healthz)" 200 \
+  "/healthz of the installed kilnd"
+expect_eq "$(in_srv curl -s -o "$WORK/machines" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" \
+  http://127.0.0.1:8080/api/v1/machines)" 200 "/api/v1/machines with the installed token"
 jq -e 'type == "array" or type == "object"' "$WORK/machines" >/dev/null && ok ||
   fail "machines body: $(head -c 200 "$WORK/machines")"
+expect_eq "$(in_srv curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/api/v1/machines)" 401 \
+  "/api/v1/machines without a token"
+in_srv ss -Hlnup >"$WORK/udp.listen"
 [[ ! -s $WORK/udp.listen ]] && ok || fail "the packaged config listens on UDP: $(cat "$WORK/udp.listen")"
 check_process "packaged config"
-grep -q 'event=daemon.listening url=http://127.0.0.1:8080' "$WORK/kilnd.svc.log" && ok ||
-  fail "kilnd log: $(tail -5 "$WORK/kilnd.svc.log")"
-if grep -q 'secrets_key_created' "$WORK/kilnd.svc.log"; then
+service_log >"$WORK/svc1.log"
+grep -q 'event=daemon.listening url=http://127.0.0.1:8080' "$WORK/svc1.log" && ok ||
+  fail "kilnd log: $(tail -5 "$WORK/svc1.log")"
+if grep -q 'secrets_key_created' "$WORK/svc1.log"; then
   fail "kilnd made a new secrets key: the package's was not used"
 else ok; fi
+stop_service
+expect_eq "$STOP_RC" 0 "kilnd's exit status after stop (packaged config)"
 
 # 3b. The capabilities suffice for what the unit grants them for: DHCP on port 67 bound to an
-# interface (SO_BINDTODEVICE) and TFTP on port 69, served to a client in a second namespace
-# over a veth pair this test creates (10.77.0.0/24, inside the two namespaces only).
+# interface (SO_BINDTODEVICE) and TFTP on port 69, served to a client in $CLI over a veth pair
+# this test creates (10.77.0.0/24, inside the two namespaces only). The operator's way: edit
+# the conffile, restart the service.
 cmake --build "$KILN_BUILD" --target dhcp_probe >/dev/null 2>&1 || true
-if [[ -x $KILN_BUILD/dhcp_probe ]]; then
-  ip link add kpk-s netns "$SRV" type veth peer name kpk-c netns "$CLI"
-  ip -n "$SRV" addr add 10.77.0.1/24 dev kpk-s
-  ip -n "$SRV" link set kpk-s up
-  ip -n "$CLI" addr add 10.77.0.2/24 dev kpk-c
-  ip -n "$CLI" link set kpk-c up
-  cat >"$R/etc/kiln/kilnd-dhcp.json" <<'EOS'
+[[ -x $KILN_BUILD/dhcp_probe ]] || { fail "dhcp_probe missing in $KILN_BUILD"; finish; }
+ip link add kpk-s netns "$SRV" type veth peer name kpk-c netns "$CLI"
+ip -n "$SRV" addr add 10.77.0.1/24 dev kpk-s
+ip -n "$SRV" link set kpk-s up
+ip -n "$CLI" addr add 10.77.0.2/24 dev kpk-c
+ip -n "$CLI" link set kpk-c up
+cat >"$R/etc/kiln/kilnd.json" <<'EOS'
 {
+  // operator edit: DHCP and TFTP on the test's veth
   "data_dir": "/var/lib/kiln",
   "http": {"listen": "127.0.0.1:8080"},
   "tftp": {"listen": "10.77.0.1:69"},
@@ -215,24 +301,27 @@ if [[ -x $KILN_BUILD/dhcp_probe ]]; then
            "subnets": [{"subnet": "10.77.0.0/24", "pool": "10.77.0.100-10.77.0.120"}]}
 }
 EOS
-  install -d -o "$uid" -g "$uid" "$R/var/lib/kiln/files"
-  echo "kiln package test" >"$R/var/lib/kiln/files/hello.txt"
-  cat >"$WORK/checks-dhcp.sh" <<EOS
-ip netns exec $CLI "$KILN_BUILD/dhcp_probe" --iface kpk-c --mac 52:54:00:77:00:01 --wait-ms 2000 \
-  >"$WORK/offers" 2>&1
-ip netns exec $CLI curl -s --max-time 10 tftp://10.77.0.1/hello.txt >"$WORK/tftp.got" 2>&1
-EOS
-  serve_as_unit "$WORK/checks-dhcp.sh" /etc/kiln/kilnd-dhcp.json
-  grep -q 'from=10.77.0.1 type=2 yiaddr=10.77.0.1[0-2][0-9]' "$WORK/offers" && ok ||
-    fail "no DHCPOFFER from kilnd as kiln: $(cat "$WORK/offers"; tail -5 "$WORK/kilnd.svc.log")"
-  expect_eq "$(cat "$WORK/tftp.got")" "kiln package test" "TFTP (port 69) from kilnd as kiln"
-  check_process "DHCP config"
-else
-  fail "dhcp_probe missing in $KILN_BUILD"
+install -d -o "$uid" -g "$uid" "$R/var/lib/kiln/files"
+echo "kiln package test" >"$R/var/lib/kiln/files/hello.txt"
+start_service || fail "kilnd did not come up with DHCP and TFTP configured: $(service_log | tail -5)"
+ip netns exec "$CLI" "$KILN_BUILD/dhcp_probe" --iface kpk-c --mac 52:54:00:77:00:01 --wait-ms 2000 \
+  >"$WORK/offers" 2>&1 || true
+grep -q 'from=10.77.0.1 type=2 yiaddr=10.77.0.1[0-2][0-9]' "$WORK/offers" && ok ||
+  fail "no DHCPOFFER from kilnd as kiln: $(cat "$WORK/offers"; service_log | tail -5)"
+expect_eq "$(ip netns exec "$CLI" curl -s --max-time 10 tftp://10.77.0.1/hello.txt 2>&1)" \
+  "kiln package test" "TFTP (port 69) from kilnd as kiln"
+check_process "DHCP config"
+stop_service
+expect_eq "$STOP_RC" 0 "kilnd's exit status after stop (DHCP config)"
+if [[ $MODE == nspawn ]]; then
+  kill -TERM "$NSPAWN_PID"  # nspawn shuts the container down in order
+  wait "$NSPAWN_PID" 2>/dev/null || true
+  mount_root
+  printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
+  chmod 755 "$R/usr/sbin/policy-rc.d"
 fi
 
 # --- 4. remove keeps state and conffile, purge deletes them -----------------------------------
-echo '// operator edit' >>"$R/etc/kiln/kilnd.json"
 in_root apt-get remove -y -q kiln-server >"$WORK/remove.log" 2>&1 && ok ||
   fail "apt-get remove: $(tail -5 "$WORK/remove.log")"
 [[ ! -e $R/usr/sbin/kilnd ]] && ok || fail "kilnd still installed after remove"
