@@ -14,7 +14,7 @@
 #      TFTP on a veth pair between two private namespaces and the service restarted, a client
 #      gets a DHCPOFFER (port 67, SO_BINDTODEVICE) and a file over TFTP (port 69). kilnd runs
 #      as kiln with CAP_NET_BIND_SERVICE and CAP_NET_RAW only (and under nspawn: seccomp on,
-#      / read-only).
+#      /usr read-only), and its IPMI driver runs ipmitool there (power status of an emulator).
 #      (systemd-nspawn --boot needs systemd as the sandbox's PID 1 manager; not used here.)
 #   4. `apt-get remove` keeps /var/lib/kiln and the conffile; `apt-get purge` removes both.
 # Needs root, mmdebstrap, lintian and the Debian mirror (cold: ~3 minutes for the root
@@ -69,7 +69,7 @@ SUITE=bookworm
 MIRROR=${KILN_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # The packages' dependencies are in the cached root (apt then installs kiln's packages from
 # the cache offline); a dependency not listed here is fetched from the mirror.
-PKGS=systemd-sysv,dbus,adduser,init-system-helpers,libarchive13,libfmt9,libspdlog1.10,libsqlite3-0,libssl3,busybox-static,cpio,binutils
+PKGS=systemd-sysv,dbus,ipmitool,adduser,init-system-helpers,libarchive13,libfmt9,libspdlog1.10,libsqlite3-0,libssl3,busybox-static,cpio,binutils
 OPTS=(--variant=apt --format=tar --aptopt='Apt::Install-Recommends "false"'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*')
 key=$(printf '%s\n' "$SUITE" "$MIRROR" "$PKGS" "${OPTS[@]}" "$(mmdebstrap --version)" |
@@ -128,6 +128,10 @@ expect_eq "$(in_root stat -c '%U:%G %a %s' /var/lib/kiln/secrets.key)" "kiln:kil
 expect_eq "$(in_root stat -c '%U:%G %a' /var/lib/kiln)" "kiln:kiln 750" "state directory"
 in_root kiln --help >"$WORK/kiln-help" 2>&1 && grep -q 'Subcommands:' "$WORK/kiln-help" && ok ||
   fail "kiln --help in the root: $(head -3 "$WORK/kiln-help")"
+in_root kiln-build-initramfs --help >"$WORK/kbi-help" 2>&1 && grep -q -- '--trust-key' "$WORK/kbi-help" &&
+  ok || fail "kiln-build-initramfs --help: $(head -3 "$WORK/kbi-help")"
+# the wrapper's agent is the static one build-initramfs.sh insists on (ldd must fail on it)
+! in_root ldd /usr/lib/kiln/kiln-agent >/dev/null 2>&1 && ok || fail "the packaged kiln-agent is not static"
 in_root test -f /usr/share/man/man8/kilnd.8.gz && in_root test -f /usr/share/bash-completion/completions/kiln &&
   ok || fail "man page or completion not installed"
 as_kiln() { in_root setpriv --reuid=kiln --regid=kiln --init-groups "$@"; }
@@ -143,7 +147,7 @@ TOKEN=$(as_kiln kilnd --config /etc/kiln/kilnd.json token create --name pkg-test
 # postinst), with the unit's user, capabilities and sandbox. Where nspawn cannot boot the root,
 # the unit's ExecStart runs in the chroot as the unit would without systemd's sandbox
 # (setpriv: User/Group, NoNewPrivileges, ambient = inheritable = bounding set = the unit's
-# capabilities); the log says which.
+# capabilities); the log says which. KILN_PACKAGE_TEST_NO_NSPAWN=1 forces the fallback.
 CAPS=$(sed -n 's/^AmbientCapabilities=//p' "$R/$UNIT" | tr 'A-Z' 'a-z' | sed 's/cap_/+/g; s/ /,/g')
 EXEC=$(sed -n 's/^ExecStart=//p' "$R/$UNIT")
 expect_eq "$CAPS" "+net_bind_service,+net_raw" "the unit's capabilities"
@@ -243,11 +247,14 @@ check_process() {
   fi
 }
 
-if boot_container; then
+if [[ -z ${KILN_PACKAGE_TEST_NO_NSPAWN:-} ]] && boot_container; then
   MODE=nspawn
   log "kilnd.service runs under systemd in systemd-nspawn --boot (the unit's sandbox applies)"
 else
-  log "systemd-nspawn --boot did not start kilnd.service ($(tail -3 "$WORK/nspawn.log" | tr '\n' ' ')): running the unit's ExecStart with setpriv, without systemd's sandbox"
+  why="KILN_PACKAGE_TEST_NO_NSPAWN is set"
+  [[ -n ${KILN_PACKAGE_TEST_NO_NSPAWN:-} ]] ||
+    why="systemd-nspawn --boot did not start kilnd.service: $(tail -3 "$WORK/nspawn.log" 2>/dev/null | tr '\n' ' ')"
+  log "$why; running the unit's ExecStart with setpriv, without systemd's sandbox"
   if [[ -n $NSPAWN_PID ]]; then
     kill -TERM "$NSPAWN_PID" 2>/dev/null || true
     wait "$NSPAWN_PID" 2>/dev/null || true
@@ -311,6 +318,42 @@ grep -q 'from=10.77.0.1 type=2 yiaddr=10.77.0.1[0-2][0-9]' "$WORK/offers" && ok 
 expect_eq "$(ip netns exec "$CLI" curl -s --max-time 10 tftp://10.77.0.1/hello.txt 2>&1)" \
   "kiln package test" "TFTP (port 69) from kilnd as kiln"
 check_process "DHCP config"
+
+# 3c. The IPMI driver runs /usr/bin/ipmitool (package ipmitool, recommended) inside the same
+# sandbox (seccomp, MemoryDenyWriteExecute, no new privileges) and opens the BMC password
+# sealed with the secrets key the postinst made: a power status through an IPMI emulator
+# (tests/tools/ipmi_bmc.py, in $SRV on loopback).
+if ! in_root test -x /usr/bin/ipmitool; then
+  fail "ipmitool is not in the root (PKGS)"
+elif ! /usr/bin/python3 -c 'import pyghmi' 2>/dev/null; then
+  log "skip the IPMI check: python3-pyghmi missing (deploy/install-deps.sh)"
+else
+  srv_api() {  # METHOD PATH [JSON] -> STATUS, BODY
+    local args=(-s -o "$WORK/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $TOKEN")
+    [[ -n ${3:-} ]] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+    STATUS=$(in_srv curl "${args[@]}" "http://127.0.0.1:8080$2")
+    BODY=$(cat "$WORK/body")
+  }
+  printf 'pkg-test-pw\n' >"$WORK/bmc.pass"
+  chmod 600 "$WORK/bmc.pass"
+  ip netns exec "$SRV" /usr/bin/python3 "$KILN_ROOT/tests/tools/ipmi_bmc.py" --sim \
+    --listen 127.0.0.1:0 --user admin --password-file "$WORK/bmc.pass" \
+    --ready-file "$WORK/ipmi.ready" >/dev/null 2>"$WORK/ipmi.log" &
+  IPMI_PID=$!
+  CLEANUP_CMDS+=("kill -TERM $IPMI_PID")
+  for _ in $(seq 1 100); do [[ -s $WORK/ipmi.ready ]] && break; sleep 0.1; done
+  srv_api POST /api/v1/machines '{"macs":["52:54:00:77:00:09"],"name":"ipmi-1"}'
+  expect_status 201 "create a machine"
+  MID=$(jq -r .id <<<"$BODY")
+  srv_api PUT "/api/v1/machines/$MID/bmc" \
+    "{\"driver\":\"ipmi\",\"address\":\"$(head -n1 "$WORK/ipmi.ready")\",\"username\":\"admin\",\"password\":\"pkg-test-pw\"}"
+  expect_status 200 "PUT an IPMI BMC"
+  srv_api POST "/api/v1/machines/$MID/power" '{"action":"status"}'
+  expect_eq "$STATUS:$(jq -r .power_state <<<"$BODY")" "200:off" \
+    "power status through ipmitool in the service's sandbox ($BODY)"
+  kill -TERM "$IPMI_PID" 2>/dev/null || true
+  wait "$IPMI_PID" 2>/dev/null || true
+fi
 stop_service
 expect_eq "$STOP_RC" 0 "kilnd's exit status after stop (DHCP config)"
 if [[ $MODE == nspawn ]]; then
