@@ -68,6 +68,10 @@ EOS
     ok || fail "$name completion: $(head -5 "$WORK/$name.comp")"
 done
 
+# The page without a generated part (the agent package's wrapper).
+MANWIDTH=200 groff -ww -z -man "$KILN_ROOT/docs/man/kiln-build-initramfs.1" 2>"$WORK/kbi.groff" &&
+  [[ ! -s $WORK/kbi.groff ]] && ok || fail "kiln-build-initramfs.1: groff warnings: $(head -5 "$WORK/kbi.groff")"
+
 # A concrete case, so that a completion that offered everything everywhere would fail too.
 got=$(bash --norc -c "source '$KILN_ROOT/deploy/completion/kiln'
   COMP_WORDS=(kiln machine b); COMP_CWORD=2; _kiln kiln b machine; echo \"\${COMPREPLY[*]}\"")
