@@ -80,6 +80,7 @@ def completion(binary, name):
     print(f"# bash completion for {name}: subcommands and flags, from `{name} --help`")
     print(f"# (packaging/cli_docs.py completion; tests/integration/package_docs_test.sh checks "
           f"it against the binary).")
+    print("# shellcheck shell=bash")
     print(f"{fn}() {{")
     print("  local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}")
     print("  local -A words=(")
@@ -96,10 +97,10 @@ def completion(binary, name):
     print("  done")
     print("  case $prev in")
     print(f"    {'|'.join(file_flags)})")
-    print('      COMPREPLY=($(compgen -f -- "$cur"))')
+    print('      mapfile -t COMPREPLY < <(compgen -f -- "$cur")')
     print("      return ;;")
     print("  esac")
-    print('  COMPREPLY=($(compgen -W "${words[$path]}" -- "$cur"))')
+    print('  mapfile -t COMPREPLY < <(compgen -W "${words[$path]}" -- "$cur")')
     print("}")
     print(f"complete -F {fn} {name}")
 

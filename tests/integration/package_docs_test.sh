@@ -21,7 +21,7 @@ for prog in kiln:1 kilnd:8; do
   MANWIDTH=200 groff -ww -z -man "$page" 2>"$WORK/$name.groff" && [[ ! -s $WORK/$name.groff ]] &&
     ok || fail "$name.$section: groff warnings: $(head -5 "$WORK/$name.groff")"
   groff -man -Tascii -rLL=200n "$page" 2>/dev/null | col -b >"$WORK/$name.txt"
-  while IFS='|' read -r path flags subs; do
+  while IFS='|' read -r path flags _; do
     if [[ -n $path ]]; then
       grep -qE "^   $name $path( |\$)" "$WORK/$name.txt" &&
         ok || fail "$name.$section lacks the command '$name $path'"

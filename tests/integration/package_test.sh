@@ -167,8 +167,7 @@ NSPAWN_PID=""  # systemd-nspawn, when booted
 CT_INIT=""     # the container's systemd (host pid)
 in_ct() { nsenter -t "$CT_INIT" -m -u -i -n -p -- "$@"; }
 healthy() {
-  local i
-  for i in $(seq 1 150); do
+  for _ in $(seq 1 150); do
     in_srv curl -sf -o /dev/null --max-time 2 http://127.0.0.1:8080/healthz && return 0
     sleep 0.2
   done
@@ -198,8 +197,7 @@ boot_container() {
     --network-namespace-path="/run/netns/$SRV" --boot >"$WORK/nspawn.log" 2>&1 &
   NSPAWN_PID=$!
   CLEANUP_CMDS+=("kill -TERM $NSPAWN_PID; sleep 2; kill -KILL $NSPAWN_PID")
-  local i
-  for i in $(seq 1 150); do
+  for _ in $(seq 1 150); do
     CT_INIT=$(descendant systemd)
     [[ -n $CT_INIT ]] && SVC_PID=$(ct_kilnd_pid) && [[ -n $SVC_PID ]] && break
     kill -0 "$NSPAWN_PID" 2>/dev/null || return 1
