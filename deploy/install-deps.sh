@@ -15,6 +15,10 @@ pkgs=(
   tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6
   # the rack cache (deploy/rack-cache/), run on loopback by tests/integration/rack_cache_test.sh
   nginx-light
+  # the Debian packages (deploy/package.sh: CPack, dpkg-shlibdeps from dpkg-dev below) and
+  # their tests (package_test.sh: lintian, systemd-analyze, mmdebstrap below, the unit booted
+  # with systemd-nspawn; package_docs_test.sh: the man pages through groff and col)
+  lintian systemd-container groff-base bsdextrautils python3 util-linux
   # peak RSS of the agent (/usr/bin/time) in agent_sparse_test and the fleet/memory benchmarks
   time
   # qcow2 images for `kiln image build` made by QEMU's own tool (qemu-img, qemu-io)
