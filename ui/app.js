@@ -93,8 +93,9 @@ function renderSignIn(message) {
     error.textContent = '';
     try {
       await signIn(input.value.trim());
-      location.hash = '#/machines';
-      route();
+      authChecked = true;
+      if (location.hash === '#/machines') route();
+      else location.hash = '#/machines';  // hashchange routes
     } catch (err) {
       error.textContent = err instanceof ApiError ? err.describe() : String(err);
     }
@@ -136,14 +137,15 @@ const ROUTES = [
   [/^#\/rollouts\/?$/, () => renderRollouts(view)],
 ];
 
-let authChecked = false;
+let authChecked = false;  // a token kept from earlier in this tab is checked once
+let generation = 0;       // a newer route() wins over one still waiting
 
 export async function route() {
+  const gen = ++generation;
   if (cleanup) {
     cleanup();
     cleanup = null;
   }
-  clear(view);
   if (session.token && !authChecked) {
     authChecked = true;
     try {
@@ -151,7 +153,9 @@ export async function route() {
     } catch (e) {
       flash(e);
     }
+    if (gen !== generation) return;
   }
+  clear(view);
   header();
   if (session.scope === null) {
     renderSignIn();
