@@ -16,7 +16,9 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-export function append(el, children) {
+// Appends nodes and text (arrays flattened; null, undefined and false skipped), unlike the
+// DOM's own append, which would print "null".
+export function append(el, ...children) {
   for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));

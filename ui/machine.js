@@ -3,7 +3,7 @@
 // bytes over the events' times), the deployment history and the actions (assign, rollback,
 // power), each behind a confirmation.
 import { get, post, put, enc, session } from './api.js';
-import { h, clear, bytes, duration, when, version, labels, stateBadge, progressBar, setProgress } from './dom.js';
+import { h, append, clear, bytes, duration, when, version, labels, stateBadge, progressBar, setProgress } from './dom.js';
 import { flash, confirmedWrite, writeButton } from './app.js';
 
 const WAIT_S = 25;  // one long-poll; the API caps it at api.max_wait_ms
@@ -75,7 +75,13 @@ export function renderMachine(view, id) {
   };
 
   const follow = async () => {
-    let since = await cursor();
+    let since;
+    try {
+      since = await cursor();
+    } catch (e) {
+      if (e.name !== 'AbortError') flash(e);
+      return;
+    }
     while (!ctl.signal.aborted) {
       let page;
       try {
@@ -111,7 +117,7 @@ export function renderMachine(view, id) {
     const imageSel = h('select', { id: 'assign-image' }, names.map((n) => h('option', { value: n }, n)));
     const versionSel = h('select', { id: 'assign-version' });
     const fillVersions = () => {
-      clear(versionSel).append(images.filter((v) => v.name === imageSel.value)
+      append(clear(versionSel), images.filter((v) => v.name === imageSel.value)
         .map((v) => h('option', { value: v.version }, v.version)));
     };
     imageSel.addEventListener('change', fillVersions);
@@ -163,7 +169,7 @@ export function renderMachine(view, id) {
   const draw = (history) => {
     clear(root);
     const m = machine;
-    root.append(
+    append(root,
       h('p', { class: 'crumbs' }, h('a', { href: '#/machines' }, 'Machines'), ' / ', m.name || '#' + m.id),
       h('h1', {}, m.name || 'Machine #' + m.id, ' ', stateBadge(m.state)),
       m.state_reason ? h('p', { class: 'error' }, m.state_reason) : null,

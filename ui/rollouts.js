@@ -1,7 +1,7 @@
 // rollouts.js — #/rollouts (newest first) and #/rollouts/<id>: its batches with progress, its
 // machines, and pause / resume / abort behind a confirmation.
 import { get, post } from './api.js';
-import { h, when, progressBar, setProgress, stateBadge } from './dom.js';
+import { h, append, clear, when, progressBar, setProgress, stateBadge } from './dom.js';
 import { flash, confirmedWrite, writeButton } from './app.js';
 
 const ACTIVE = new Set(['pending', 'running', 'paused', 'rolling_back']);
@@ -64,7 +64,7 @@ export function renderRollout(view, id) {
     }, { id: 'rollout-' + name, disabled: !ACTIVE.has(r.state) });
     const bar = progressBar('rollout-progress', 'Rollout progress');
     setProgress(bar, done(r));
-    root.replaceChildren(
+    append(clear(root),
       h('p', { class: 'crumbs' }, h('a', { href: '#/rollouts' }, 'Rollouts'), ' / #' + r.id),
       h('h1', {}, 'Rollout #' + r.id + ' ', stateBadge(r.state)),
       r.reason ? h('p', { class: 'error' }, r.reason) : null,

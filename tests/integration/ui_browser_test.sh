@@ -105,7 +105,13 @@ api GET "/api/v1/machines/$M1/deployments"
 expect_eq "$(jqb '.items[0].requested_by')" "ops" "the UI's deployment was requested with the admin token"
 expect_eq "$(jqb '.items[0].bytes_done')" "$((6 << 20))" "the simulated agent's last progress"
 
-n=$(ls "$ARTIFACTS"/*.png 2>/dev/null | wc -l)
+# ui.enabled false: no dashboard (the API answers 404), the API itself unchanged.
+echo '{"ui": {"enabled": false}}' >noui.json
+DATA_DIR=$WORK/var2 start_kilnd --config "$WORK/noui.json"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/ui/")" 404 "ui.enabled false: no /ui/"
+expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")" 200 "ui.enabled false: the API still answers"
+
+n=$(find "$ARTIFACTS" -name '*.png' | wc -l)
 [[ $n -ge 10 ]] && ok || fail "screenshots: $n in $ARTIFACTS"
 log "screenshots: $ARTIFACTS ($n files)"
 finish

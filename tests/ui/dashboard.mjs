@@ -44,8 +44,8 @@ const browser = await puppeteer.launch({
 });
 const problems = [];  // console errors, page errors, CSP violations
 let ROLLOUT = 0;
+const page = await browser.newPage();
 try {
-  const page = await browser.newPage();
   await page.setViewport({ width: 1280, height: 900 });
   page.on('console', (m) => { if (m.type() === 'error' || /Content.Security.Policy/i.test(m.text())) problems.push('console: ' + m.text()); });
   page.on('pageerror', (e) => problems.push('pageerror: ' + e.message));
@@ -180,6 +180,8 @@ try {
   check(problems.length === 0, 'no console errors, page errors or failed requests: ' + JSON.stringify(problems));
 } catch (e) {
   fail('browser script: ' + (e.stack || e));
+  await shot(page, '99-failure').catch(() => {});
+  console.log('problems so far: ' + JSON.stringify(problems));
 } finally {
   await browser.close();
 }
