@@ -5,6 +5,12 @@ import { h, append, clear, when, progressBar, setProgress, stateBadge } from './
 import { flash, confirmedWrite, writeButton } from './app.js';
 
 const ACTIVE = new Set(['pending', 'running', 'paused', 'rolling_back']);
+// The states each action is allowed in (the API answers 409 otherwise).
+const ALLOWED = {
+  pause: new Set(['pending', 'running']),
+  resume: new Set(['paused']),
+  abort: ACTIVE,
+};
 
 function done(r) {
   const c = r.counts || {};
@@ -61,7 +67,7 @@ export function renderRollout(view, id) {
       const res = await confirmedWrite(label + ' rollout #' + r.id + '?', text, label,
                                        () => post('/api/v1/rollouts/' + r.id + '/' + name), label + ': done.');
       if (res) load();
-    }, { id: 'rollout-' + name, disabled: !ACTIVE.has(r.state) });
+    }, { id: 'rollout-' + name, disabled: !ALLOWED[name].has(r.state) });
     const bar = progressBar('rollout-progress', 'Rollout progress');
     setProgress(bar, done(r));
     append(clear(root),

@@ -2,12 +2,12 @@
 // (puppeteer-core, executablePath /usr/bin/chromium; nothing downloads a browser).
 // Run by tests/integration/ui_browser_test.sh, which starts kilnd and seeds it; environment:
 //   KILN_URL, ADMIN_TOKEN, READ_TOKEN, ARTIFACTS (screenshots), PROFILE (a fresh user data dir),
-//   M1 (the machine id the UI assigns), IMAGE / VERSION (what it assigns; version 1 exists too).
+//   M1 (the machine id the UI assigns), M3 (one with a BMC), IMAGE / VERSION (what it assigns; version 1 exists too).
 // Prints "ok: <check>" per check and "FAIL: <check>" per failure; exits 1 on any failure.
 import { execFileSync } from 'node:child_process';
 import puppeteer from 'puppeteer-core';
 
-const { KILN_URL, ADMIN_TOKEN, READ_TOKEN, ARTIFACTS, PROFILE, M1, IMAGE, VERSION } = process.env;
+const { KILN_URL, ADMIN_TOKEN, READ_TOKEN, ARTIFACTS, PROFILE, M1, M3, IMAGE, VERSION } = process.env;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 let failures = 0;
 const ok = (what) => console.log('ok: ' + what);
@@ -137,6 +137,13 @@ try {
   check(/MiB\/s/.test(text) && /ETA \d/.test(text), 'rate and ETA from the events: ' + text);
   await shot(page, '05-machine-progress');
 
+  // --- a machine with a BMC offers the power actions --------------------------------------------
+  await page.goto(KILN_URL + '/ui/#/machines/' + M3, { waitUntil: 'networkidle2' });
+  await page.waitForSelector('#power-cycle');
+  const power = await page.$$eval('[id^="power-"]', (bs) => bs.map((b) => b.id + (b.disabled ? ':disabled' : '')));
+  check(power.join(',') === 'power-on,power-off,power-cycle,power-soft-off', 'db-1 (BMC) has the power actions: ' + power);
+  await shot(page, '06-machine-bmc');
+
   // --- images and rollouts ---------------------------------------------------------------------
   await page.goto(KILN_URL + '/ui/#/images', { waitUntil: 'networkidle0' });
   await page.waitForSelector('#dedup');
@@ -144,17 +151,17 @@ try {
   check(/10 distinct chunks/.test(dedup) && /dedup saves/.test(dedup), 'images: dedup from the manifests: ' + dedup);
   const versions = await page.$$eval('section[data-image="' + IMAGE + '"] tr[data-version]', (t) => t.map((r) => r.dataset.version));
   check(versions.length === 2, 'images: the two versions of ' + IMAGE + ' (' + versions.join(', ') + ')');
-  await shot(page, '06-images');
-  const made = curl('POST', '/api/v1/rollouts', ADMIN_TOKEN, { selector: 'rack=r2', image: IMAGE, version: '1' });
-  check(made.status === 201 || made.status === 200, 'a rollout for rack=r2 (' + made.status + ')');
+  await shot(page, '07-images');
+  const made = curl('POST', '/api/v1/rollouts', ADMIN_TOKEN, { selector: 'rack=r2', image: IMAGE, version: '1', batch: 1, max_unavailable: 1 });
+  check(made.status === 201, 'a rollout for rack=r2 (' + made.status + ' ' + JSON.stringify(made.body) + ')');
   ROLLOUT = made.body ? made.body.id : 0;
   await page.goto(KILN_URL + '/ui/#/rollouts', { waitUntil: 'networkidle0' });
   await page.waitForSelector('#rollouts');
-  await shot(page, '07-rollouts');
+  await shot(page, '08-rollouts');
   await page.goto(KILN_URL + '/ui/#/rollouts/' + ROLLOUT, { waitUntil: 'networkidle2' });
   await page.waitForSelector('#batches');
-  check(await page.$eval('#rollout-pause', (b) => !b.disabled), 'rollout: pause is enabled for the admin token');
-  await shot(page, '08-rollout');
+  check(await page.$eval('#rollout-abort', (b) => !b.disabled), 'rollout: abort is enabled for the admin token');
+  await shot(page, '09-rollout');
 
   // --- a read token: a read-only UI, and the API refuses anyway --------------------------------
   await page.click('#sign-out');
@@ -169,7 +176,7 @@ try {
     const writes = await page.$$eval('[data-write]', (bs) => bs.map((b) => [b.id, b.disabled]));
     check(writes.length > 0 && writes.every(([, d]) => d),
           'read token on ' + where + ': every write control is disabled: ' + JSON.stringify(writes));
-    await shot(page, where.includes('rollouts') ? '10-readonly-rollout' : '09-readonly-machine');
+    await shot(page, where.includes('rollouts') ? '11-readonly-rollout' : '10-readonly-machine');
   }
   const forced = curl('PUT', '/api/v1/machines/' + M1 + '/assignment', READ_TOKEN, { image: IMAGE, version: VERSION, force: true });
   check(forced.status === 403 && /scope 'read'/.test(forced.body.error.message),
