@@ -79,7 +79,7 @@ export function renderImages(view) {
         ref ? h('p', { class: 'help' }, 'Versions share chunks: ' + bytes(kept) + ' stored for ' + bytes(ref) +
                                         ' referenced (saves ' + pct((ref - kept) / ref) + ').') : null,
         h('table', { class: 'grid' },
-          h('thead', {}, h('tr', {}, ['Version', 'Format', 'Size', 'Stored', 'Created', 'By', 'Running', 'Assigned']
+          h('thead', {}, h('tr', {}, ['Version', 'Format', 'Size', 'Chunk bytes', 'Created', 'By', 'Running', 'Assigned']
             .map((t) => h('th', { scope: 'col' }, t)))),
           h('tbody', {}, vs.map((v) => {
             const c = manifests.get(v.name + '\0' + v.version);

@@ -19,6 +19,10 @@ function rateOf(samples) {
   return (last.b - first.b) / dt;
 }
 
+function historyBytes(d) {
+  return d.bytes_total > 0 ? bytes(d.bytes_done) + ' / ' + bytes(d.bytes_total) : bytes(d.bytes_done);
+}
+
 function inventoryView(inv) {
   const keys = Object.keys(inv || {});
   if (!keys.length) return h('p', { class: 'help' }, 'No inventory reported (the machine has not run discovery).');
@@ -108,7 +112,16 @@ export function renderMachine(view, id) {
         }
       }
       if (reload) await load(false);
-      else drawProgress();
+      else {
+        drawProgress();
+        // The history row of the active deployment follows too (its status comes with the next
+        // reload, at the result).
+        const row = deployment && root.querySelector('tr[data-deployment="' + deployment.id + '"]');
+        if (row) {
+          row.querySelector('.h-stage').textContent = deployment.stage || '—';
+          row.querySelector('.h-bytes').textContent = historyBytes(deployment);
+        }
+      }
     }
   };
 
@@ -192,12 +205,12 @@ export function renderMachine(view, id) {
         h('table', { class: 'grid', id: 'history' },
           h('thead', {}, h('tr', {}, ['#', 'Kind', 'From', 'To', 'Status', 'Stage', 'Bytes', 'Created', 'Took', 'By']
             .map((t) => h('th', { scope: 'col' }, t)))),
-          h('tbody', {}, history.length ? history.map((d) => h('tr', {},
+          h('tbody', {}, history.length ? history.map((d) => h('tr', { 'data-deployment': d.id },
             h('td', {}, String(d.id)), h('td', {}, d.kind), h('td', {}, version(d.from)), h('td', {}, version(d.to)),
             h('td', {}, h('span', { class: 'status status-' + d.status }, d.status),
               d.status_reason ? h('div', { class: 'help' }, d.status_reason) : null),
-            h('td', {}, d.stage || '—'),
-            h('td', {}, d.bytes_total > 0 ? bytes(d.bytes_done) + ' / ' + bytes(d.bytes_total) : bytes(d.bytes_done)),
+            h('td', { class: 'h-stage' }, d.stage || '—'),
+            h('td', { class: 'h-bytes' }, historyBytes(d)),
             h('td', {}, when(d.created_at)),
             h('td', {}, d.duration_ms !== null ? duration(d.duration_ms / 1000) : '—'),
             h('td', {}, d.requested_by)))

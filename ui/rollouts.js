@@ -73,12 +73,15 @@ export function renderRollout(view, id) {
     append(clear(root),
       h('p', { class: 'crumbs' }, h('a', { href: '#/rollouts' }, 'Rollouts'), ' / #' + r.id),
       h('h1', {}, 'Rollout #' + r.id + ' ', stateBadge(r.state)),
-      r.reason ? h('p', { class: 'error' }, r.reason) : null,
+      r.reason ? h('p', { class: ['failed', 'aborted', 'paused', 'rolled_back'].includes(r.state) ? 'error' : 'help' },
+                   r.reason) : null,
       h('section', { class: 'card' },
         h('dl', {},
           h('dt', {}, 'Version'), h('dd', {}, r.image + ' ' + r.version),
           h('dt', {}, 'Selector'), h('dd', { class: 'mono' }, r.selector),
-          h('dt', {}, 'Batches'), h('dd', {}, r.batches.length + ' of ' + r.batch_size + (r.canary ? ', canary ' + r.canary : '')),
+          h('dt', {}, 'Batches'), h('dd', {}, r.batches.length + ' of ' + r.batch_size + ' machines' +
+                                              (r.canary ? ', canary of ' + r.canary : '') +
+                                              (r.current_batch !== null ? '; now batch ' + r.current_batch : '')),
           h('dt', {}, 'On failure'), h('dd', {}, r.on_failure + ' (after ' + r.max_failures + ' failures; ' + r.failures + ' so far)'),
           h('dt', {}, 'Gate'), h('dd', {}, r.gate),
           h('dt', {}, 'Requested by'), h('dd', {}, r.requested_by + ', ' + when(r.created_at))),
