@@ -3,7 +3,7 @@
 // Each page is `render(view, params) -> cleanup?`; the cleanup stops its long-polls.
 import { session, signIn, signOut, ApiError } from './api.js';
 import { h, clear } from './dom.js';
-import { renderFleet } from './fleet.js';
+import { renderFleet, resetFleetFilters } from './fleet.js';
 import { renderMachine } from './machine.js';
 import { renderImages } from './images.js';
 import { renderRollouts, renderRollout } from './rollouts.js';
@@ -175,6 +175,7 @@ export async function route() {
 
 document.getElementById('sign-out').addEventListener('click', () => {
   signOut();
+  resetFleetFilters();
   authChecked = true;
   flash(null);
   location.hash = '#/machines';

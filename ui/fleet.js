@@ -7,6 +7,12 @@ import { flash } from './app.js';
 const STATES = ['discovered', 'ready', 'deploying', 'deployed', 'failed'];
 const filters = { selector: '', search: '' };  // kept while the tab lives
 
+// Forgets the filters (at sign-out: the next operator starts from the whole fleet).
+export function resetFleetFilters() {
+  filters.selector = '';
+  filters.search = '';
+}
+
 function matches(m, q) {
   if (!q) return true;
   q = q.toLowerCase();

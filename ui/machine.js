@@ -67,14 +67,24 @@ export function renderMachine(view, id) {
     deployment = machine.assignment ? await get('/api/v1/deployments/' + machine.assignment.deployment_id) : null;
   };
 
-  // The machine's event cursor: the newest event about it (bounded walk of its pages).
+  // The machine's event cursor: the newest event about it (bounded walk of its pages). The
+  // active deployment's past progress reports seed the rate, so a page opened mid-deployment
+  // shows one at once.
   const cursor = async () => {
     let since = 0;
     for (let i = 0; i < 200; i++) {
       const p = await get('/api/v1/events?limit=1000&machine=' + enc(id) + '&since=' + since, { signal: ctl.signal });
       if (!p.events.length) break;
+      for (const ev of p.events) {
+        if (ev.type === 'deployment.progress' && deployment && ev.deployment_id === deployment.id &&
+            typeof ev.data.bytes_done === 'number') {
+          samples.push({ t: Date.parse(ev.time), b: ev.data.bytes_done });
+          if (samples.length > 120) samples.shift();
+        }
+      }
       since = p.next;
     }
+    drawProgress();
     return since;
   };
 
