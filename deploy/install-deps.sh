@@ -44,6 +44,8 @@ pkgs=(
   liblzma-dev libbz2-dev zlib1g-dev
   # the libFuzzer targets (deploy/fuzz.sh)
   clang libclang-rt-14-dev
+  # the web dashboard's browser test (tests/integration/ui_browser_test.sh): headless chromium
+  chromium
 )
 if [[ "${1:-}" == "--bench" ]]; then
   # peers run side by side with kilnd (never as system services: see below)
@@ -91,4 +93,21 @@ if ((${#missing[@]})); then
   fi
 else
   echo "install-deps: all packages present"
+fi
+
+# The dashboard's browser test drives chromium with puppeteer-core (tests/ui/package-lock.json;
+# PUPPETEER_SKIP_DOWNLOAD: it uses /usr/bin/chromium, never a downloaded browser). It uses the
+# machine's node/npm when present; without them it installs Debian's (never over another node).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  if ! command -v node >/dev/null; then
+    SUDO=""
+    [[ $(id -u) -eq 0 ]] || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends nodejs npm
+  else
+    echo "install-deps: node without npm; tests/ui needs npm (the browser test will skip)"
+  fi
+fi
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if command -v npm >/dev/null && [[ ! -d "$root/tests/ui/node_modules/puppeteer-core" ]]; then
+  (cd "$root/tests/ui" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi

@@ -1,4 +1,5 @@
-// API tokens: list, create (the clear token is shown once), revoke.
+// API tokens: list, create (the clear token is shown once), revoke; whoami (the caller's own
+// token name and scope, so a client such as the web dashboard can render a read-only view).
 #include "api/routes.h"
 
 namespace kiln::api {
@@ -27,11 +28,18 @@ std::optional<Response> revoke(Services& s, Ctx& c) {
   return no_content();
 }
 
+std::optional<Response> whoami(Services& s, Ctx& c) {
+  return json_response(
+      bhttp::status::ok,
+      {{"name", c.who}, {"scope", c.admin ? "admin" : "read"}, {"auth", s.options.auth_required}});
+}
+
 using V = bhttp::verb;
 constexpr RouteSpec kRoutes[] = {
     {V::get, "/api/v1/tokens", Access::kAdmin, list},
     {V::post, "/api/v1/tokens", Access::kAdmin, create},
     {V::delete_, "/api/v1/tokens/{id}", Access::kAdmin, revoke},
+    {V::get, "/api/v1/whoami", Access::kRead, whoami},
 };
 
 }  // namespace

@@ -805,6 +805,10 @@ std::vector<ConfigField> make_fields() {
   f.push_back(duration<seconds>(
       "api.agent_token_ttl_s", "lifetime of an agent session (and of an operator's boot ticket)",
       [](auto& c) -> auto& { return c.api.agent_token_ttl; }));
+  // ui
+  f.push_back(value(
+      "ui.enabled", "serve the web dashboard at /ui/ (static files; its data needs an API token)",
+      [](auto& c) -> auto& { return c.ui_enabled; }));
   return f;
 }
 

@@ -54,6 +54,7 @@ struct Config {
   std::chrono::milliseconds bmc_timeout{10'000};  // per BMC request
   int bmc_retries = 2;                            // extra attempts per BMC request
   std::string secrets_key_file;  // seals BMC credentials; default: <data_dir>/secrets.key
+  bool ui_enabled = true;        // the web dashboard at /ui/ (its data is behind API tokens)
 
   std::string effective_db_path() const;
   std::string effective_secrets_key_file() const;

@@ -289,6 +289,15 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     };
   }
   hopts.mounts.push_back(std::move(chunk_mount));
+  if (cfg.ui_enabled) {
+    // The web dashboard: static files from memory, public (the API calls they make carry the
+    // operator's token), under a strict Content-Security-Policy (http/embedded.h).
+    http::FileMount ui_mount;
+    ui_mount.prefix = "/ui/";
+    ui_mount.root = cfg.effective_files_dir();  // unused: every name is embedded
+    ui_mount.embedded = &http::ui_site();
+    hopts.mounts.push_back(std::move(ui_mount));
+  }
   // Image uploads stream to disk beside the chunks they become (same filesystem).
   hopts.upload.dir = std::filesystem::path(cfg.effective_images_dir()) / "tmp";
   hopts.upload.classify = [&api](const http::RequestHeader& h) {
@@ -303,7 +312,12 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   static_assert(http::kUploadFileHeader == api::kUploadFileHeader);
   http::Server server(
       ioc, hopts,
-      [&api](http::Request&& req, http::Respond respond) {
+      [&api, ui = cfg.ui_enabled](http::Request&& req, http::Respond respond) {
+        if (ui && req.target() == "/ui") {  // the dashboard's relative URLs need the slash
+          http::Response res{boost::beast::http::status::moved_permanently, req.version()};
+          res.set(boost::beast::http::field::location, "/ui/");
+          return respond(std::move(res));
+        }
         api.handle(std::move(req), std::move(respond));
       },
       metrics, log);

@@ -382,6 +382,11 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
           res.set(bhttp::field::allow, "GET, HEAD");
           return write(std::move(res));
         }
+        if (m.embedded) {
+          auto a = serve_embedded(*m.embedded, req, path.substr(m.prefix.size()), version_);
+          state_->count_request(m.prefix, method_, a.res.result_int());
+          return write(std::move(a.res), a.head_length);
+        }
         return serve_file(req, m, state_->roots[i], path.substr(m.prefix.size()));
       }
     }

@@ -24,6 +24,7 @@
 #include "boot/artifacts.h"
 #include "core/metrics.h"
 #include "core/result.h"
+#include "http/embedded.h"
 
 namespace spdlog {
 class logger;
@@ -58,6 +59,9 @@ struct FileMount {
   // Optional: given the request's bearer token ("" when none) and the client's address, whether
   // it may read this mount; false answers 401.
   std::function<bool(const std::string& token, const std::string& peer)> authorize;
+  // Optional: serve these in-memory files instead (http/embedded.h; the web dashboard); `root`
+  // is unused. Must outlive the server.
+  const EmbeddedSite* embedded = nullptr;
 };
 
 // Set on a request whose body was streamed to a file instead of memory; the value is the
