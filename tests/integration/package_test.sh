@@ -265,6 +265,14 @@ else
   start_service || fail "kilnd (setpriv) did not become healthy"
 fi
 
+# srv_api METHOD PATH [JSON] [TOKEN] -> STATUS, BODY: the installed kilnd's API from $SRV.
+srv_api() {
+  local args=(-s -o "$WORK/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer ${4:-$TOKEN}")
+  [[ -n ${3:-} ]] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+  STATUS=$(in_srv curl "${args[@]}" "http://127.0.0.1:8080$2")
+  BODY=$(cat "$WORK/body")
+}
+
 # 3a. The packaged configuration as it is: the API on loopback, nothing else.
 expect_eq "$(in_srv curl -s -o "$WORK/healthz" -w '%{http_code}' http://127.0.0.1:8080/healthz)" 200 \
   "/healthz of the installed kilnd"
@@ -283,6 +291,57 @@ grep -q 'event=daemon.listening url=http://127.0.0.1:8080' "$WORK/svc1.log" && o
 if grep -q 'secrets_key_created' "$WORK/svc1.log"; then
   fail "kilnd made a new secrets key: the package's was not used"
 else ok; fi
+
+# 3a'. The dashboard of the installed service shows a demo machine deploying: an image pushed
+# with the kiln CLI, a machine assigned, a simulated agent (its ticket, session and progress
+# reports through the API) at 75%; tests/ui/tour.mjs signs in in Debian's headless chromium
+# (in $SRV, where the service listens) and screenshots every page into
+# $KILN_BUILD/test-artifacts/package-ui. Skipped without chromium or node.
+UI_TESTS=$KILN_ROOT/tests/ui
+if [[ ! -x /usr/bin/chromium ]] || ! command -v node >/dev/null; then
+  log "skip the dashboard tour: no /usr/bin/chromium or node (deploy/install-deps.sh)"
+elif [[ ! -d $UI_TESTS/node_modules/puppeteer-core ]] &&
+  ! (cd "$UI_TESTS" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund >"$WORK/npm.log" 2>&1); then
+  fail "npm ci in tests/ui: $(tail -3 "$WORK/npm.log")"
+else
+  head -c $((8 << 20)) /dev/urandom >"$WORK/demo.raw"
+  "$KILN" image build "$WORK/demo.raw" -o "$WORK/demo.kiln" --name demo --version 1 \
+    --chunk-size 1M >/dev/null 2>&1 || fail "kiln image build"
+  in_srv env KILN_URL=http://127.0.0.1:8080 KILN_TOKEN="$TOKEN" "$KILN" image push "$WORK/demo.kiln" \
+    >"$WORK/push.log" 2>&1 && ok || fail "kiln image push to the installed kilnd: $(tail -3 "$WORK/push.log")"
+  srv_api POST /api/v1/machines '{"mac":"52:54:00:77:00:21","name":"demo-1","state":"ready","labels":{"rack":"r1"}}'
+  expect_status 201 "the demo machine"
+  DEMO=$(jq -r .id <<<"$BODY")
+  srv_api POST /api/v1/machines '{"mac":"52:54:00:77:00:22","name":"canary-1","state":"ready","labels":{"rack":"r2"}}'
+  expect_status 201 "a second machine"
+  srv_api PUT "/api/v1/machines/$DEMO/assignment" '{"image":"demo","version":"1"}'
+  expect_status 201 "assign demo 1 ($BODY)"
+  DEP=$(jq -r .id <<<"$BODY")  # the answer is the new deployment
+  srv_api POST "/api/v1/deployments/$DEP/agent-ticket"
+  TICKET=$(jq -r .ticket <<<"$BODY")
+  srv_api POST /api/v1/agent/session '' "$TICKET"
+  [[ $STATUS == 20[01] ]] && ok || fail "the simulated agent's session: $STATUS $BODY"
+  AGENT=$(jq -r .token <<<"$BODY")
+  for done in 2097152 6291456; do
+    srv_api POST /api/v1/agent/progress "{\"stage\":\"writing\",\"bytes_done\":$done,\"bytes_total\":8388608}" "$AGENT"
+    [[ $STATUS == 20? ]] && ok || fail "progress $done: $STATUS $BODY"
+  done
+  srv_api POST /api/v1/rollouts '{"selector":"rack=r2","image":"demo","version":"1","batch":1}'
+  expect_status 201 "a rollout ($BODY)"
+  ROLLOUT=$(jq -r .id <<<"$BODY")
+  ARTIFACTS=$KILN_BUILD/test-artifacts/package-ui
+  rm -rf "$ARTIFACTS" && mkdir -p "$ARTIFACTS"
+  if in_srv env KILN_URL=http://127.0.0.1:8080 TOKEN="$TOKEN" MACHINE="$DEMO" PERCENT=75 \
+    ROLLOUT="$ROLLOUT" ARTIFACTS="$ARTIFACTS" PROFILE="$WORK/chromium" \
+    timeout 120 node "$UI_TESTS/tour.mjs" >"$WORK/tour.out" 2>"$WORK/tour.err"; then
+    ok
+  else
+    fail "the dashboard tour: $(grep FAIL "$WORK/tour.out"; tail -5 "$WORK/tour.err")"
+  fi
+  cat "$WORK/tour.out" >&2
+  CHECKS=$((CHECKS + $(grep -c '^ok: ' "$WORK/tour.out" || true)))
+  log "screenshots of the installed service's dashboard: $ARTIFACTS"
+fi
 stop_service
 expect_eq "$STOP_RC" 0 "kilnd's exit status after stop (packaged config)"
 
@@ -328,12 +387,6 @@ if ! in_root test -x /usr/bin/ipmitool; then
 elif ! /usr/bin/python3 -c 'import pyghmi' 2>/dev/null; then
   log "skip the IPMI check: python3-pyghmi missing (deploy/install-deps.sh)"
 else
-  srv_api() {  # METHOD PATH [JSON] -> STATUS, BODY
-    local args=(-s -o "$WORK/body" -w '%{http_code}' -X "$1" -H "Authorization: Bearer $TOKEN")
-    [[ -n ${3:-} ]] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-    STATUS=$(in_srv curl "${args[@]}" "http://127.0.0.1:8080$2")
-    BODY=$(cat "$WORK/body")
-  }
   printf 'pkg-test-pw\n' >"$WORK/bmc.pass"
   chmod 600 "$WORK/bmc.pass"
   ip netns exec "$SRV" /usr/bin/python3 "$KILN_ROOT/tests/tools/ipmi_bmc.py" --sim \
