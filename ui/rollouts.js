@@ -12,10 +12,11 @@ const ALLOWED = {
   abort: ACTIVE,
 };
 
+// The share of the rollout's machines that are finished with (counts.total is their number).
 function done(r) {
   const c = r.counts || {};
-  const total = Object.values(c).reduce((a, b) => a + b, 0);
-  return total ? ((c.done || 0) + (c.failed || 0) + (c.skipped || 0)) / total : 0;
+  const ended = ['done', 'failed', 'skipped', 'rolled_back', 'rollback_failed'];
+  return c.total ? ended.reduce((a, k) => a + (c[k] || 0), 0) / c.total : 0;
 }
 
 export function renderRollouts(view) {
