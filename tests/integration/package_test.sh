@@ -208,7 +208,12 @@ boot_container() {
 start_service() {
   if [[ $MODE == nspawn ]]; then
     in_ct systemctl restart kilnd.service
+    # Type=simple: restart returns once systemd has forked, while the child may still be
+    # "(kilnd)" before its exec; the pid is looked up once kilnd answers.
+    healthy || return 1
     SVC_PID=$(ct_kilnd_pid)
+    [[ -n $SVC_PID ]]
+    return
   else
     ip netns exec "$SRV" chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin \
       setpriv --reuid=kiln --regid=kiln --init-groups --no-new-privs \
