@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh
-(cd build && ctest --output-on-failure --timeout 600 "$@")
+# Two at a time: the QEMU end-to-end tests are RUN_SERIAL (they run alone).
+(cd build && ctest --output-on-failure --timeout 600 -j "${KILN_TEST_JOBS:-2}" "$@")
 if [[ "${KILN_FUZZ_SECONDS:-30}" -gt 0 ]]; then
   deploy/fuzz.sh "${KILN_FUZZ_SECONDS:-30}"
 fi

@@ -136,6 +136,9 @@ in_root kiln-build-initramfs --help >"$WORK/kbi-help" 2>&1 && grep -q -- '--trus
 ! in_root ldd /usr/lib/kiln/kiln-agent >/dev/null 2>&1 && ok || fail "the packaged kiln-agent is not static"
 in_root test -f /usr/share/man/man8/kilnd.8.gz && in_root test -f /usr/share/bash-completion/completions/kiln &&
   ok || fail "man page or completion not installed"
+for f in grafana/kiln.json prometheus/kiln-rules.yml prometheus/kiln-rules.test.yml; do
+  cmp -s "$R/usr/share/kiln/$f" "$KILN_ROOT/deploy/$f" && ok || fail "/usr/share/kiln/$f is not deploy/$f"
+done
 as_kiln() { in_root setpriv --reuid=kiln --regid=kiln --init-groups "$@"; }
 as_kiln kilnd --config /etc/kiln/kilnd.json db-check >"$WORK/dbcheck" 2>&1 && ok ||
   fail "kilnd db-check as kiln: $(tail -3 "$WORK/dbcheck")"
