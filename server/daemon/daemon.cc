@@ -313,7 +313,10 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   http::Server server(
       ioc, hopts,
       [&api, ui = cfg.ui_enabled](http::Request&& req, http::Respond respond) {
-        if (ui && req.target() == "/ui") {  // the dashboard's relative URLs need the slash
+        // The dashboard's relative URLs need the slash (a query string is dropped: the
+        // dashboard's state is in the fragment).
+        const auto target = std::string_view(req.target());
+        if (ui && target.substr(0, target.find('?')) == "/ui") {
           http::Response res{boost::beast::http::status::moved_permanently, req.version()};
           res.set(boost::beast::http::field::location, "/ui/");
           return respond(std::move(res));

@@ -380,6 +380,9 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
           auto res = make_error_response(bhttp::status::method_not_allowed, "method_not_allowed",
                                          "files are read-only", version_);
           res.set(bhttp::field::allow, "GET, HEAD");
+          if (m.embedded) {
+            for (const auto& [k, v] : m.embedded->headers) res.set(k, v);
+          }
           return write(std::move(res));
         }
         if (m.embedded) {
@@ -410,13 +413,25 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
     res.version(version_);
     res.keep_alive(keep_alive_ && !draining_ && !state_->stopping.load());
     res.set(bhttp::field::server, "kilnd");
+    // No answer of kilnd is content a browser should guess at or run with the dashboard's
+    // origin: an HTML file under /files/ (an operator's, or a generated one) would otherwise be
+    // a page on the same origin as /ui/, able to read its session's token. The dashboard's own
+    // files carry their own policy.
+    res.set("X-Content-Type-Options", "nosniff");
+    if (res.find("Content-Security-Policy") == res.end()) {
+      res.set("Content-Security-Policy", "default-src 'none'; sandbox");
+    }
   }
 
   // `head_length`: a HEAD response, announcing the length a GET would have (its body is empty).
+  // A HEAD request never gets a body, whatever the status (an error's JSON would be read as the
+  // start of the next response on a keep-alive connection); a 304 has no Content-Length.
   void write(Response&& res, std::optional<std::uint64_t> head_length = std::nullopt) {
     finish_headers(res);
     res.prepare_payload();
     if (head_length) res.content_length(*head_length);
+    if (method_ == "HEAD") res.body().clear();
+    if (res.result() == bhttp::status::not_modified) res.erase(bhttp::field::content_length);
     res_ = std::make_unique<Response>(std::move(res));
     lowest().expires_after(opts().write_timeout);
     bhttp::async_write(

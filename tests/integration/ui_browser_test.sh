@@ -66,6 +66,28 @@ for p in /ui/nope.js /ui/../kiln.db /ui/ui/app.js; do
   expect_eq "$(curl -s --path-as-is -o /dev/null -w '%{http_code}' "$URL$p")" 404 "GET $p"
 done
 expect_eq "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$URL/ui/app.js")" 405 "POST /ui/app.js"
+curl -s -D post.h -o /dev/null -X POST "$URL/ui/app.js"
+grep -qi "^content-security-policy: default-src 'none'; script-src 'self'" post.h && ok ||
+  fail "the 405 on /ui/ carries the dashboard's CSP: $(cat post.h)"
+grep -qi '^content-length' <(curl -s -D - -o /dev/null -H "If-None-Match: $ETAG" "$URL/ui/app.js") &&
+  fail "a 304 carries Content-Length" || ok
+expect_eq "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$URL/ui?x=1")" "301 $URL/ui/" "/ui?x=1 redirects to /ui/"
+# HEAD of a missing file, then a GET, on one keep-alive connection: the 404 has no body, so the
+# second answer is the file (a body after the HEAD's 404 would be read as the next response).
+HOSTPORT=${URL#http://}
+exec 7<>"/dev/tcp/${HOSTPORT%:*}/${HOSTPORT##*:}"
+printf 'HEAD /ui/nope HTTP/1.1\r\nHost: x\r\n\r\nGET /ui/favicon.svg HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&7
+timeout 10 cat <&7 >pipelined.out || true
+exec 7<&-
+expect_eq "$(grep -a -c '^HTTP/1.1 ' pipelined.out) $(grep -a '^HTTP/1.1 ' pipelined.out | tr -d '\r' | tr '\n' ' ')" \
+  "2 HTTP/1.1 404 Not Found HTTP/1.1 200 OK " "HEAD 404 then GET on one connection"
+grep -aq '"error"' pipelined.out && fail "the HEAD's 404 sent a body: $(head -c 400 pipelined.out)" || ok
+# An HTML file under /files/ (same origin as the dashboard) is sandboxed: it cannot run with
+# the dashboard's origin and read its session's token.
+mkdir -p "$WORK/var/files" && echo '<script>alert(1)</script>' >"$WORK/var/files/x.html"
+curl -s -D files.h -o /dev/null "$URL/files/x.html"
+grep -qi "^content-security-policy: default-src 'none'; sandbox" files.h && grep -qi '^x-content-type-options: nosniff' files.h &&
+  ok || fail "/files/x.html is sandboxed: $(cat files.h)"
 expect_eq "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$URL/ui")" "301 $URL/ui/" "/ui redirects to /ui/"
 TOKEN=$READ api GET /api/v1/whoami
 expect_status 200 "whoami (read)"
