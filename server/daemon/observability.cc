@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include "provision/power_service.h"
 #include "store/store.h"
@@ -54,6 +56,10 @@ void DeployStageMetrics::collect() {
     metrics_.observe(kStageHistogram, {{"stage", stage}, {"result", result}},
                      seconds_between(from, to));
   };
+  // Every event up to here is committed and visible to the queries below (one writer, ids in
+  // commit order): the cursor moves past it even where the last events are no milestones, so
+  // a scrape never rescans the power and machine events of earlier scrapes.
+  const std::int64_t upto = store_.last_event_id();
   for (;;) {
     const auto batch = store_.deployment_milestones_since(cursor_, kBatch);
     for (const auto& m : batch) {
@@ -88,6 +94,7 @@ void DeployStageMetrics::collect() {
     }
     if (batch.size() < static_cast<std::size_t>(kBatch)) break;
   }
+  cursor_ = std::max(cursor_, upto);
 }
 
 void add_dhcp_pool_collector(Metrics& metrics, store::Store& store, const Clock& clock,
@@ -96,7 +103,8 @@ void add_dhcp_pool_collector(Metrics& metrics, store::Store& store, const Clock&
                    "Addresses in the DHCP pool of each subnet.");
   metrics.describe("kiln_dhcp_pool_leases", Metrics::Type::kGauge,
                    "Pool addresses in use, by lease state (offered and bound: unexpired; "
-                   "declined: in quarantine).");
+                   "declined: in quarantine; reserved: a registered machine's address, which "
+                   "no other client gets, without a lease now).");
   metrics.describe("kiln_dhcp_pool_free_addresses", Metrics::Type::kGauge,
                    "Pool addresses a new client could get.");
   metrics.add_collector([&store, &clock, subnets = std::move(subnets)] {
@@ -104,16 +112,31 @@ void add_dhcp_pool_collector(Metrics& metrics, store::Store& store, const Clock&
     const auto now = clock.now_ms();
     // subnet index -> state -> count
     std::vector<std::map<std::string, std::int64_t>> used(subnets.size());
+    auto count = [&](const dhcp::Ipv4& ip, const std::string& state) {
+      for (std::size_t i = 0; i < subnets.size(); ++i) {
+        if (subnets[i].contains(ip) && subnets[i].in_pool(ip)) {
+          ++used[i][state];
+          return;
+        }
+      }
+    };
+    std::set<std::uint32_t> leased;
     for (const auto& l : store.load_dhcp_leases()) {
       if (l.state == "released" || l.expires_at <= now) continue;
       auto ip = dhcp::parse_ipv4(l.ip);
       if (!ip) continue;
-      for (std::size_t i = 0; i < subnets.size(); ++i) {
-        if (subnets[i].contains(*ip) && subnets[i].in_pool(*ip)) {
-          ++used[i][l.state];
-          break;
-        }
+      leased.insert(dhcp::to_u32(*ip));
+      count(*ip, l.state);
+    }
+    // The engine never offers a machine's registered address to another client: without a
+    // lease on it, it is still not free.
+    std::set<std::uint32_t> reserved;
+    for (const auto& [mac, addr] : store.list_machine_macs()) {
+      auto ip = addr ? dhcp::parse_ipv4(*addr) : std::nullopt;
+      if (!ip || leased.count(dhcp::to_u32(*ip)) || !reserved.insert(dhcp::to_u32(*ip)).second) {
+        continue;
       }
+      count(*ip, "reserved");
     }
     for (std::size_t i = 0; i < subnets.size(); ++i) {
       const auto& s = subnets[i];
@@ -121,7 +144,7 @@ void add_dhcp_pool_collector(Metrics& metrics, store::Store& store, const Clock&
       const auto first = dhcp::to_u32(s.pool_first), last = dhcp::to_u32(s.pool_last);
       const std::int64_t size = last >= first ? static_cast<std::int64_t>(last - first) + 1 : 0;
       std::int64_t in_use = 0;
-      for (const char* state : {"offered", "bound", "declined"}) {
+      for (const char* state : {"offered", "bound", "declined", "reserved"}) {
         const auto it = used[i].find(state);
         const std::int64_t n = it == used[i].end() ? 0 : it->second;
         in_use += n;
@@ -148,29 +171,43 @@ void add_image_store_collector(Metrics& metrics, std::filesystem::path dir) {
     std::mutex mu;
     std::chrono::steady_clock::time_point at{};
     bool valid = false;
+    bool walking = false;
     std::uint64_t bytes = 0;
   };
   auto cache = std::make_shared<Cache>();
   metrics.add_collector([dir = std::move(dir), cache] {
     std::vector<Metrics::Sample> out;
-    {
-      // Walking every chunk file is the truth but not free: at most one walk per 30 s.
-      std::lock_guard lock(cache->mu);
-      const auto now = std::chrono::steady_clock::now();
-      if (!cache->valid || now - cache->at >= std::chrono::seconds(30)) {
-        std::uint64_t n = 0;
-        std::error_code ec;
-        for (auto it = std::filesystem::recursive_directory_iterator(dir / "chunks", ec);
-             !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-          std::error_code fe;
-          if (it->is_regular_file(fe)) n += it->file_size(fe);
-        }
-        cache->bytes = n;
-        cache->at = now;
-        cache->valid = true;
+    // Walking every chunk file is the truth but not free (seconds with millions of chunks):
+    // the first scrape walks, later ones answer the last count at once and start a walk in
+    // the background when it is over 30 s old, so a scrape never waits on a big store.
+    const auto walk = [](const std::filesystem::path& chunks) {
+      std::uint64_t n = 0;
+      std::error_code ec;
+      for (auto it = std::filesystem::recursive_directory_iterator(chunks, ec);
+           !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+        std::error_code fe;
+        if (it->is_regular_file(fe)) n += it->file_size(fe);
       }
-      out.emplace_back("kiln_image_store_chunk_bytes", Labels{}, static_cast<double>(cache->bytes));
+      return n;
+    };
+    std::unique_lock lock(cache->mu);
+    const auto now = std::chrono::steady_clock::now();
+    if (!cache->valid) {
+      cache->bytes = walk(dir / "chunks");
+      cache->at = now;
+      cache->valid = true;
+    } else if (now - cache->at >= std::chrono::seconds(30) && !cache->walking) {
+      cache->walking = true;
+      std::thread([cache, chunks = dir / "chunks", walk] {
+        const auto n = walk(chunks);
+        std::lock_guard done(cache->mu);
+        cache->bytes = n;
+        cache->at = std::chrono::steady_clock::now();
+        cache->walking = false;
+      }).detach();
     }
+    out.emplace_back("kiln_image_store_chunk_bytes", Labels{}, static_cast<double>(cache->bytes));
+    lock.unlock();
     struct statvfs st {};
     if (::statvfs(dir.c_str(), &st) == 0) {
       out.emplace_back("kiln_image_store_filesystem_free_bytes", Labels{},

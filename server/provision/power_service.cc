@@ -93,13 +93,14 @@ int PowerService::busy() {
   return running_ + static_cast<int>(queue_.size());
 }
 
-void PowerService::note_bmc(std::int64_t machine_id, bool ok, power::PowerState state) {
+void PowerService::note_bmc(std::int64_t machine_id, bool ok, power::PowerState state,
+                            bool changed) {
   std::lock_guard lock(health_mu_);
   auto& h = health_.machines[machine_id];
   h.reachable = ok;
   if (ok) {
     ++health_.ok;
-    if (state != power::PowerState::kUnknown) h.state = state;
+    if (state != power::PowerState::kUnknown || changed) h.state = state;
   } else {
     ++health_.failed;
     h.state = power::PowerState::kUnknown;  // no longer known
@@ -231,7 +232,8 @@ Result<PowerOutcome> PowerService::do_power(std::int64_t machine_id, power::Powe
   out.steps = std::move(*steps);
   auto st = (*drv)->status();
   out.state = st ? *st : power::PowerState::kUnknown;
-  note_bmc(machine_id, true, out.state);
+  // The action went through; if the read-back failed, the state before it is no longer known.
+  note_bmc(machine_id, true, out.state, /*changed=*/true);
   out.took = std::chrono::milliseconds(ms_since(t0));
   json js = json::array();
   for (const auto& s : out.steps) js.push_back(step_json(s));

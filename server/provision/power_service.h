@@ -155,8 +155,10 @@ class PowerService {
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
 
-  // A BMC operation's outcome: `ok` with the state it reported (kUnknown: none).
-  void note_bmc(std::int64_t machine_id, bool ok, power::PowerState state);
+  // A BMC operation's outcome: `ok` with the state it reported (kUnknown: none, the last known
+  // state stands). `changed`: the operation changed the power state, so a kUnknown state
+  // replaces the last known one.
+  void note_bmc(std::int64_t machine_id, bool ok, power::PowerState state, bool changed = false);
   std::mutex health_mu_;
   BmcStats health_;
   std::mutex mu_;

@@ -200,6 +200,15 @@ expect_eq "$(sqlite3 "$DB" "SELECT count(*) FROM dhcp_leases WHERE state = 'boun
 scrape
 expect_sample 'kiln_dhcp_pool_leases{subnet="10.91.0.0/24",state="bound"}' 1 "one bound lease"
 expect_sample 'kiln_dhcp_pool_free_addresses{subnet="10.91.0.0/24"}' 9 "nine free"
+# A machine registered with an address in the pool holds it: no other client is offered it.
+LEASED=$(sed -n 's/^ip=//p' udhcpc.out | head -n1)
+RES=10.91.0.109
+[[ $LEASED == "$RES" ]] && RES=10.91.0.108
+api POST /api/v1/machines "{\"mac\":\"52:54:00:91:00:99\",\"name\":\"reserved-1\",\"ipv4\":\"$RES\"}"
+expect_status 201 "a machine with a reserved address ($BODY)"
+scrape
+expect_sample 'kiln_dhcp_pool_leases{subnet="10.91.0.0/24",state="reserved"}' 1 "one reserved address"
+expect_sample 'kiln_dhcp_pool_free_addresses{subnet="10.91.0.0/24"}' 8 "eight free with the reservation"
 
 printf 'bmc-pass-91\n' >bmc.pass
 in_srv python3 "$KILN_ROOT/tests/tools/redfish_bmc.py" --sim --listen 127.0.0.1:0 --user admin \
