@@ -117,7 +117,10 @@ expect_eq "$(jq -r .error.code "$WORK/busy")" unavailable "503 body"
 for fd in "${fds[@]}"; do exec {fd}>&-; done
 sleep 0.3
 expect_eq "$(curl -s -o /dev/null -w '%{http_code}' "$URL/healthz")" 200 "connections free again"
-curl -s "$URL/metrics" | grep -q '^kiln_http_connections_rejected_total [1-9]' && ok || fail "rejections counted"
+# (read whole, then matched: `curl | grep -q` under pipefail fails when grep exits before curl
+# has written all of /metrics)
+grep -q '^kiln_http_connections_rejected_total [1-9]' <<<"$(curl -s "$URL/metrics")" && ok ||
+  fail "rejections counted"
 kill -0 "$KILND_PID" && ok || fail "kilnd survived all of the above"
 stop_kilnd
 
@@ -142,8 +145,8 @@ expect_eq "$(jq -r .error.message "$WORK/pa.body")" \
 grep -qi '^retry-after: 1' "$WORK/pa.h" && ok || fail "per-address 503 has Retry-After"
 code=$(curl -s --interface 127.0.0.2 -o /dev/null -w '%{http_code}' "$URL/healthz")
 expect_eq "$code" 200 "another address is still served"
-curl -s --interface 127.0.0.2 "$URL/metrics" |
-  grep -q '^kiln_http_connections_per_address_rejected_total [1-9]' && ok ||
+grep -q '^kiln_http_connections_per_address_rejected_total [1-9]' \
+  <<<"$(curl -s --interface 127.0.0.2 "$URL/metrics")" && ok ||
   fail "per-address rejections counted"
 grep -q 'event=http.conn_rejected reason=max_connections_per_address peer=127.0.0.1 limit=3' \
   "$WORK/kilnd.$((${#KILND_PIDS[@]} - 1)).log" && ok || fail "per-address rejection logged"
