@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "store/store.h"
+#include "tests/unit/fake_clock.h"
 #include "tests/unit/test_dir.h"
 
 namespace kiln::daemon {
@@ -13,11 +14,7 @@ namespace {
 
 using proto::DeploymentStatus;
 
-class FakeClock : public Clock {
- public:
-  std::int64_t now_ms() const override { return now.load(); }
-  std::atomic<std::int64_t> now{1'700'000'000'000};
-};
+using kiln::testing::FakeClock;
 
 // The stage histogram from a real store driven the way the API drives it, on a fake clock:
 // exact durations, so exact buckets.

@@ -10,17 +10,15 @@
 #include <mutex>
 #include <thread>
 
+#include "tests/unit/fake_clock.h"
+
 namespace kiln::provision {
 namespace {
 
 using namespace std::chrono_literals;
 using proto::DeploymentStatus;
 
-class FakeClock final : public Clock {
- public:
-  std::int64_t now_ms() const override { return now.load(); }
-  std::atomic<std::int64_t> now{1'700'000'000'000};
-};
+using kiln::testing::FakeClock;
 
 // What the fake BMCs were asked, shared by every driver the factory makes.
 struct BmcLog {

@@ -12,6 +12,7 @@
 
 #include "daemon/store_adapters.h"
 #include "store/store.h"
+#include "tests/unit/fake_clock.h"
 #include "tests/unit/test_dir.h"
 
 namespace kiln::provision {
@@ -21,11 +22,7 @@ using proto::DeploymentStatus;
 using proto::RolloutMachineState;
 using proto::RolloutState;
 
-class FakeClock final : public Clock {
- public:
-  std::int64_t now_ms() const override { return now.load(); }
-  std::atomic<std::int64_t> now{1'700'000'000'000};
-};
+using kiln::testing::FakeClock;
 
 class RolloutTest : public ::testing::Test {
  protected:

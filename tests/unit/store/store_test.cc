@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "store/sqlite.h"
+#include "tests/unit/fake_clock.h"
 #include "tests/unit/test_dir.h"
 
 namespace kiln::store {
@@ -18,11 +19,7 @@ namespace {
 using proto::DeploymentStatus;
 using proto::MachineState;
 
-class FakeClock : public Clock {
- public:
-  std::int64_t now_ms() const override { return now.load(); }
-  std::atomic<std::int64_t> now{1'700'000'000'000};
-};
+using kiln::testing::FakeClock;
 
 class StoreTest : public ::testing::Test {
  protected:
