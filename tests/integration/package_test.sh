@@ -326,8 +326,9 @@ else
   srv_api POST /api/v1/machines '{"mac":"52:54:00:77:00:21","name":"demo-1","state":"ready","labels":{"rack":"r1"}}'
   expect_status 201 "the demo machine"
   DEMO=$(jq -r .id <<<"$BODY")
-  srv_api POST /api/v1/machines '{"mac":"52:54:00:77:00:22","name":"canary-1","state":"ready","labels":{"rack":"r2"}}'
-  expect_status 201 "a second machine"
+  # The second machine's name and a label are HTML: the dashboard must show them as text.
+  srv_api POST /api/v1/machines '{"mac":"52:54:00:77:00:22","name":"<img src=x onerror=window.__xss=1>","state":"ready","labels":{"rack":"r2","note":"<b>bold</b>"}}'
+  expect_status 201 "a second machine, named in HTML"
   srv_api PUT "/api/v1/machines/$DEMO/assignment" '{"image":"demo","version":"1"}'
   expect_status 201 "assign demo 1 ($BODY)"
   DEP=$(jq -r .id <<<"$BODY")  # the answer is the new deployment

@@ -45,6 +45,12 @@ try {
   const deploying = await page.$$eval('#machines tbody tr[data-machine-id]', (rows) =>
     rows.filter((r) => /deploying/.test(r.textContent)).length);
   check(deploying === 1, 'the fleet page lists the demo machine as deploying (' + deploying + ')');
+  // A machine named "<img src=x onerror=...>" with a label "<b>bold</b>": text, never markup.
+  const markup = async () => page.evaluate(() => [document.querySelectorAll('img, b').length, window.__xss === undefined]);
+  const shown = await page.$eval('#machines', (t) => t.textContent);
+  const [tags, clean] = await markup();
+  check(shown.includes('<img src=x onerror=window.__xss=1>') && shown.includes('<b>bold</b>') && tags === 0 && clean,
+    'HTML in a machine name and label is shown as text (elements made: ' + tags + ', handler ran: ' + !clean + ')');
   await shot('02-fleet');
 
   await page.goto(KILN_URL + '/ui/#/machines/' + MACHINE, { waitUntil: 'networkidle2' });
@@ -69,6 +75,8 @@ try {
   await page.goto(KILN_URL + '/ui/#/rollouts/' + ROLLOUT, { waitUntil: 'networkidle2' });
   await page.waitForSelector('#batches');
   // Its one machine has no BMC, so it is skipped and the rollout is finished with it: 100%.
+  const [rtags, rclean] = await markup();
+  check(rtags === 0 && rclean, 'the rollout page shows the HTML-named machine as text');
   const rolled = await page.$eval('#rollout-progress', (e) => e.getAttribute('aria-valuenow'));
   check(rolled === '100', 'the rollout page counts the skipped machine as finished (bar: ' + rolled + ')');
   await shot('06-rollout');
