@@ -26,6 +26,10 @@ enum class RolloutState {
   kRollingBack,  // every machine it touched goes back to its previous version
   kRolledBack,   // ... and every one of them confirmed it
 };
+inline constexpr RolloutState kAllRolloutStates[] = {
+    RolloutState::kPending,     RolloutState::kRunning,   RolloutState::kPaused,
+    RolloutState::kSucceeded,   RolloutState::kFailed,    RolloutState::kAborted,
+    RolloutState::kRollingBack, RolloutState::kRolledBack};
 const char* to_string(RolloutState s);
 std::optional<RolloutState> parse_rollout_state(std::string_view s);
 // Finished rollouts take no action but rollback (and rolled_back none at all).

@@ -82,10 +82,7 @@ std::map<std::string, std::optional<std::int64_t>> Store::oldest_active_deployme
 
 std::map<std::string, std::int64_t> Store::count_rollouts_by_state() {
   std::map<std::string, std::int64_t> out;
-  for (const char* st : {"pending", "running", "paused", "succeeded", "failed", "aborted",
-                         "rolling_back", "rolled_back"}) {
-    out[st] = 0;
-  }
+  for (auto st : proto::kAllRolloutStates) out[proto::to_string(st)] = 0;
   auto db = reader();
   auto s = db->prepare("SELECT state, count(*) FROM rollouts GROUP BY state");
   while (s.step()) out[s.text(0)] = s.int64(1);
