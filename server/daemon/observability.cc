@@ -1,7 +1,5 @@
 #include "daemon/observability.h"
 
-#include <sys/statvfs.h>
-
 #include <algorithm>
 #include <chrono>
 #include <map>
@@ -10,6 +8,7 @@
 #include <system_error>
 #include <thread>
 
+#include "images/chunk_store.h"
 #include "provision/power_service.h"
 #include "store/store.h"
 
@@ -162,7 +161,8 @@ void add_dhcp_pool_collector(Metrics& metrics, store::Store& store, const Clock&
 
 void add_image_store_collector(Metrics& metrics, std::filesystem::path dir) {
   metrics.describe("kiln_image_store_chunk_bytes", Metrics::Type::kGauge,
-                   "Bytes held by the image store's chunk files (recounted at most every 30 s).");
+                   "Bytes held by the image store's chunk files (counted at the first scrape, "
+                   "then recounted in the background when the count is over 30 s old).");
   metrics.describe("kiln_image_store_filesystem_free_bytes", Metrics::Type::kGauge,
                    "Bytes kilnd may still write on the image store's filesystem (statvfs).");
   metrics.describe("kiln_image_store_filesystem_size_bytes", Metrics::Type::kGauge,
@@ -180,26 +180,16 @@ void add_image_store_collector(Metrics& metrics, std::filesystem::path dir) {
     // Walking every chunk file is the truth but not free (seconds with millions of chunks):
     // the first scrape walks, later ones answer the last count at once and start a walk in
     // the background when it is over 30 s old, so a scrape never waits on a big store.
-    const auto walk = [](const std::filesystem::path& chunks) {
-      std::uint64_t n = 0;
-      std::error_code ec;
-      for (auto it = std::filesystem::recursive_directory_iterator(chunks, ec);
-           !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
-        std::error_code fe;
-        if (it->is_regular_file(fe)) n += it->file_size(fe);
-      }
-      return n;
-    };
     std::unique_lock lock(cache->mu);
     const auto now = std::chrono::steady_clock::now();
     if (!cache->valid) {
-      cache->bytes = walk(dir / "chunks");
+      cache->bytes = images::chunk_file_bytes(dir);
       cache->at = now;
       cache->valid = true;
     } else if (now - cache->at >= std::chrono::seconds(30) && !cache->walking) {
       cache->walking = true;
-      std::thread([cache, chunks = dir / "chunks", walk] {
-        const auto n = walk(chunks);
+      std::thread([cache, dir] {
+        const auto n = images::chunk_file_bytes(dir);
         std::lock_guard done(cache->mu);
         cache->bytes = n;
         cache->at = std::chrono::steady_clock::now();
@@ -208,12 +198,11 @@ void add_image_store_collector(Metrics& metrics, std::filesystem::path dir) {
     }
     out.emplace_back("kiln_image_store_chunk_bytes", Labels{}, static_cast<double>(cache->bytes));
     lock.unlock();
-    struct statvfs st {};
-    if (::statvfs(dir.c_str(), &st) == 0) {
+    if (auto space = images::filesystem_space(dir)) {
       out.emplace_back("kiln_image_store_filesystem_free_bytes", Labels{},
-                       static_cast<double>(st.f_bavail) * static_cast<double>(st.f_frsize));
+                       static_cast<double>(space->available));
       out.emplace_back("kiln_image_store_filesystem_size_bytes", Labels{},
-                       static_cast<double>(st.f_blocks) * static_cast<double>(st.f_frsize));
+                       static_cast<double>(space->size));
     }
     return out;
   });

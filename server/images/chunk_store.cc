@@ -220,22 +220,36 @@ Result<GcReport> ChunkStore::collect_garbage() {
   return r;
 }
 
-Result<std::uint64_t> ChunkStore::available_bytes() const {
+Result<FilesystemSpace> filesystem_space(const fs::path& dir) {
   struct statvfs st {};
-  if (::statvfs(root_.c_str(), &st) != 0) {
+  if (::statvfs(dir.c_str(), &st) != 0) {
     return make_error(Errc::kInternal,
-                      "cannot statvfs " + root_.string() + ": " + std::strerror(errno));
+                      "cannot statvfs " + dir.string() + ": " + std::strerror(errno));
   }
-  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+  return FilesystemSpace{static_cast<std::uint64_t>(st.f_blocks) * st.f_frsize,
+                         static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize};
 }
 
-std::uint64_t ChunkStore::chunk_bytes() const {
+std::uint64_t chunk_file_bytes(const fs::path& root) {
   std::uint64_t n = 0;
   std::error_code ec;
-  for (const auto& e : fs::recursive_directory_iterator(root_ / "chunks", ec)) {
-    if (e.is_regular_file()) n += e.file_size();
+  for (auto it = fs::recursive_directory_iterator(root / "chunks", ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code fe;
+    if (it->is_regular_file(fe)) {
+      const auto size = it->file_size(fe);
+      if (!fe) n += size;
+    }
   }
   return n;
 }
+
+Result<std::uint64_t> ChunkStore::available_bytes() const {
+  auto space = filesystem_space(root_);
+  if (!space) return space.error();
+  return space->available;
+}
+
+std::uint64_t ChunkStore::chunk_bytes() const { return chunk_file_bytes(root_); }
 
 }  // namespace kiln::images

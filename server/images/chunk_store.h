@@ -27,6 +27,17 @@
 
 namespace kiln::images {
 
+// The filesystem a store lives on (statvfs): its size, and what an unprivileged writer may
+// still use of it (f_bavail).
+struct FilesystemSpace {
+  std::uint64_t size = 0;
+  std::uint64_t available = 0;
+};
+Result<FilesystemSpace> filesystem_space(const std::filesystem::path& dir);
+// Bytes held by the chunk files of the store rooted at `root`. A file removed while it is
+// counted (a collection running) counts as gone; the walk never throws.
+std::uint64_t chunk_file_bytes(const std::filesystem::path& root);
+
 struct ImportReport {
   std::uint64_t chunks = 0;      // DATA/RAW chunks in the manifest
   std::uint64_t new_chunks = 0;  // written by this import
