@@ -80,8 +80,6 @@ struct MachinePage {
 // A label patch: a value sets the label, nullopt removes it.
 using LabelPatch = std::map<std::string, std::optional<std::string>>;
 
-// A sealed configuration document (the store never sees the plaintext) and the SHA-256 of its
-// canonical plaintext.
 // An event that ends a stage of a deployment (deployment.progress, .succeeded, .failed, .booted,
 // .superseded) with that deployment's timestamps as they are now (ms since the epoch), for the
 // stage-duration histograms of /metrics.
@@ -94,6 +92,8 @@ struct DeploymentMilestone {
   std::optional<std::int64_t> started_at, written_at, booted_at, finished_at;
 };
 
+// A sealed configuration document (the store never sees the plaintext) and the SHA-256 of its
+// canonical plaintext.
 struct ConfigRecord {
   std::string sealed;
   std::string sha256;
