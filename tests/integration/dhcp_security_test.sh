@@ -22,22 +22,13 @@ for c in busybox sqlite3; do
 done
 
 SRV=kds-srv-$$ CLI=kds-cli-$$
-CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI")
-for ns in $SRV $CLI; do
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
-done
+netns_add $SRV $CLI
 ip link add kds-vs netns "$SRV" type veth peer name kds-vc netns "$CLI"
 ip -n "$SRV" addr add 10.77.0.1/24 dev kds-vs
 ip -n "$SRV" link set kds-vs up
 ip -n "$CLI" link set kds-vc up
 
-cat >"$WORK/kilnd-ns" <<EOF
-#!/bin/sh
-exec ip netns exec $SRV "$KILN_BUILD/kilnd" "\$@"
-EOF
-chmod +x "$WORK/kilnd-ns"
-KILND=$WORK/kilnd-ns
+kilnd_in_netns "$SRV"
 in_srv() { ip netns exec "$SRV" "$@"; }
 in_cli() { ip netns exec "$CLI" "$@"; }
 metric() { in_srv curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}' || true; }

@@ -19,11 +19,7 @@ for c in dhclient busybox perfdhcp dnsmasq sqlite3; do
 done
 
 SRV=kdt-srv-$$ CLI=kdt-cli-$$ SITE=kdt-site-$$
-CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI" "ip netns del $SITE")
-for ns in $SRV $CLI $SITE; do
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
-done
+netns_add $SRV $CLI $SITE
 ip link add kdt-vs netns "$SRV" type veth peer name kdt-vc netns "$CLI"
 ip link add kdt-vsite netns "$SRV" type veth peer name kdt-site netns "$SITE"
 ip link add kdt-vx netns "$SRV" type veth peer name kdt-cx netns "$CLI"
@@ -42,12 +38,7 @@ ip -n "$SITE" link set kdt-site up
 ip -n "$SRV" route add 10.79.0.0/24 via 10.77.0.2
 
 # kilnd runs inside $SRV (a wrapper, so lib.sh's start/stop by PID work unchanged).
-cat >"$WORK/kilnd-ns" <<EOF
-#!/bin/sh
-exec ip netns exec $SRV "$KILN_BUILD/kilnd" "\$@"
-EOF
-chmod +x "$WORK/kilnd-ns"
-KILND=$WORK/kilnd-ns
+kilnd_in_netns "$SRV"
 in_srv() { ip netns exec "$SRV" "$@"; }
 in_cli() { ip netns exec "$CLI" "$@"; }
 metric() { in_srv curl -s "$URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }

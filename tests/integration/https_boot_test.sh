@@ -18,11 +18,7 @@ fi
 command -v tftp >/dev/null || { fail "missing tftp (tftp-hpa, deploy/install-deps.sh)"; finish; }
 
 SRV=kht-srv-$$ CLI=kht-cli-$$
-CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI")
-for ns in $SRV $CLI; do
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
-done
+netns_add $SRV $CLI
 ip link add kht-vs netns "$SRV" type veth peer name kht-vc netns "$CLI"
 ip -n "$SRV" link add kht-br type bridge
 ip -n "$SRV" link set kht-vs master kht-br
@@ -31,12 +27,7 @@ for l in kht-br kht-vs; do ip -n "$SRV" link set "$l" up; done
 ip -n "$CLI" addr add 10.81.0.2/24 dev kht-vc  # for TFTP (the pool starts at .100)
 ip -n "$CLI" link set kht-vc up
 
-cat >"$WORK/kilnd-ns" <<EOF
-#!/bin/sh
-exec ip netns exec $SRV "$KILN_BUILD/kilnd" "\$@"
-EOF
-chmod +x "$WORK/kilnd-ns"
-KILND=$WORK/kilnd-ns
+kilnd_in_netns "$SRV"
 in_cli() { ip netns exec "$CLI" "$@"; }
 probe() { in_cli "$KILN_BUILD/dhcp_probe" --iface kht-vc --wait-ms 1500 "$@"; }
 

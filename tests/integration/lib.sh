@@ -44,6 +44,23 @@ fail() {
 }
 ok() { CHECKS=$((CHECKS + 1)); }
 
+# netns_add NAME... — private network namespaces of this test, loopback up, deleted at exit.
+netns_add() {
+  local ns
+  for ns in "$@"; do
+    CLEANUP_CMDS+=("ip netns del $ns")
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+  done
+}
+
+# kilnd_in_netns NS — start_kilnd runs kilnd inside namespace NS from now on.
+kilnd_in_netns() {
+  printf '#!/bin/sh\nexec ip netns exec %s "%s" "$@"\n' "$1" "$KILN_BUILD/kilnd" >"$WORK/kilnd-ns"
+  chmod +x "$WORK/kilnd-ns"
+  KILND=$WORK/kilnd-ns
+}
+
 # start_kilnd [extra kilnd args...] — starts kilnd on an ephemeral loopback port with its state
 # in $WORK/var (or --data-dir given), waits until it listens. Sets KILND_PID and URL (and
 # TFTP_PORT when started with --tftp-listen, HTTPS_URL with --tls-listen).

@@ -26,21 +26,12 @@ DASH=$KILN_ROOT/deploy/grafana/kiln.json
 cd "$WORK"
 
 SRV=kob-srv-$$ CLI=kob-cli-$$
-CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI")
-for ns in $SRV $CLI; do
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
-done
+netns_add $SRV $CLI
 ip link add kob-vs netns "$SRV" type veth peer name kob-vc netns "$CLI"
 ip -n "$SRV" addr add 10.91.0.1/24 dev kob-vs
 ip -n "$SRV" link set kob-vs up
 ip -n "$CLI" link set kob-vc up
-cat >"$WORK/kilnd-ns" <<SH
-#!/bin/sh
-exec ip netns exec $SRV "$KILN_BUILD/kilnd" "\$@"
-SH
-chmod +x "$WORK/kilnd-ns"
-KILND=$WORK/kilnd-ns
+kilnd_in_netns "$SRV"
 in_srv() { ip netns exec "$SRV" "$@"; }
 in_cli() { ip netns exec "$CLI" "$@"; }
 api() {  # lib.sh's api, from inside the namespace

@@ -157,11 +157,7 @@ CAPS=$(sed -n 's/^AmbientCapabilities=//p' "$R/$UNIT" | tr 'A-Z' 'a-z' | sed 's/
 EXEC=$(sed -n 's/^ExecStart=//p' "$R/$UNIT")
 expect_eq "$CAPS" "+net_bind_service,+net_raw" "the unit's capabilities"
 SRV=kpk-srv-$$ CLI=kpk-cli-$$
-CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI")
-for ns in $SRV $CLI; do
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
-done
+netns_add $SRV $CLI
 in_srv() { ip netns exec "$SRV" "$@"; }
 uid=$(in_root id -u kiln)
 MODE=setpriv

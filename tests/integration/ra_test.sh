@@ -12,10 +12,8 @@ fi
 command -v rdisc6 >/dev/null || { fail "missing rdisc6 (deploy/install-deps.sh: ndisc6)"; finish; }
 
 SRV=kra-srv-$$ CLI=kra-cli-$$
-CLEANUP_CMDS+=("ip netns del $SRV" "ip netns del $CLI")
+netns_add $SRV $CLI
 for ns in $SRV $CLI; do
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
   # No duplicate address detection on this private link: link-local addresses are usable at
   # once (DAD would hold them "tentative" for a second or more on a loaded machine).
   ip netns exec "$ns" sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0
@@ -25,12 +23,7 @@ ip link add kra-s2 netns "$SRV" type veth peer name kra-c2 netns "$CLI"
 for l in kra-s1 kra-s2; do ip -n "$SRV" link set "$l" up; done
 for l in kra-c1 kra-c2; do ip -n "$CLI" link set "$l" up; done
 ip -n "$SRV" addr add 10.66.0.1/24 dev kra-s1
-cat >"$WORK/kilnd-ns" <<EOF2
-#!/bin/sh
-exec ip netns exec $SRV "$KILN_BUILD/kilnd" "\$@"
-EOF2
-chmod +x "$WORK/kilnd-ns"
-KILND=$WORK/kilnd-ns
+kilnd_in_netns "$SRV"
 cat >"$WORK/ra.json" <<'JSON'
 { "ra": { "interfaces": ["kra-s1"], "prefixes": ["fd66:0:0:1::/64"] } }
 JSON
