@@ -31,7 +31,9 @@ std::optional<Response> revoke(Services& s, Ctx& c) {
 std::optional<Response> whoami(Services& s, Ctx& c) {
   return json_response(
       bhttp::status::ok,
-      {{"name", c.who}, {"scope", c.admin ? "admin" : "read"}, {"auth", s.options.auth_required}});
+      {{"name", c.who},
+       {"scope", proto::to_string(c.admin ? proto::Scope::kAdmin : proto::Scope::kRead)},
+       {"auth", s.options.auth_required}});
 }
 
 using V = bhttp::verb;
