@@ -227,6 +227,8 @@ void Api::handle(Request&& req, Respond respond) {
 
 std::vector<RouteInfo> Api::routes() { return route_infos(); }
 
+void Api::notify_events(std::int64_t last_id) { impl_->hub.notify(last_id); }
+
 void Api::shutdown() { impl_->hub.shutdown(); }
 
 }  // namespace kiln::api

@@ -73,6 +73,18 @@ class LeaseBook {
   virtual std::vector<std::string> bound_addresses(const std::string& mac) = 0;
 };
 
+// Work that must run on one kilnd at a time when several share one database (the rollout
+// engine's passes, the deadline checks): a lease in the database that another instance takes
+// over when its holder dies (PostgreSQL: a session advisory lock, dropped with the holder's
+// connection). With SQLite (one kilnd per database) it is always held.
+class Leadership {
+ public:
+  virtual ~Leadership() = default;
+  // Whether this process holds the lease now; tries to take it when it does not. Cheap enough
+  // to ask before every pass; thread-safe.
+  virtual bool held() = 0;
+};
+
 // Machines' BMCs, credentials opened (power_service.h).
 struct MachineBmc {
   power::BmcConfig config;

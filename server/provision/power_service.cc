@@ -26,13 +26,14 @@ json step_json(const power::Step& s) {
 
 PowerService::PowerService(PowerOptions options, BmcBook& bmcs, DriverFactory& drivers,
                            PowerLedger& ledger, const Clock& clock,
-                           std::shared_ptr<spdlog::logger> log)
+                           std::shared_ptr<spdlog::logger> log, Leadership* leadership)
     : options_(options),
       bmcs_(bmcs),
       drivers_(drivers),
       ledger_(ledger),
       clock_(clock),
-      log_(std::move(log)) {
+      log_(std::move(log)),
+      leadership_(leadership) {
   if (options_.max_concurrent < 1) options_.max_concurrent = 1;
   slots_free_ = options_.max_concurrent;
 }
@@ -403,6 +404,7 @@ std::optional<std::int64_t> PowerService::booted_deadline(std::int64_t written_m
 }
 
 int PowerService::check_deadlines() {
+  if (leadership_ != nullptr && !leadership_->held()) return 0;
   auto due = ledger_.overdue(clock_.now_ms(), 200);
   for (const auto& d : due) overdue(d);
   return static_cast<int>(due.size());

@@ -68,9 +68,13 @@ struct PowerOutcome {
 
 class PowerService {
  public:
-  // `bmcs`, `drivers`, `ledger` and `clock` must outlive the service.
+  // `bmcs`, `drivers`, `ledger`, `clock` and `leadership` must outlive the service. With
+  // several kilnd on one database only the holder of `leadership` checks deadlines (each
+  // instance still serves its own operators' power calls and reimages); without it, this one
+  // always does.
   PowerService(PowerOptions options, BmcBook& bmcs, DriverFactory& drivers, PowerLedger& ledger,
-               const Clock& clock, std::shared_ptr<spdlog::logger> log);
+               const Clock& clock, std::shared_ptr<spdlog::logger> log,
+               Leadership* leadership = nullptr);
   ~PowerService();  // stop()
   PowerService(const PowerService&) = delete;
   PowerService& operator=(const PowerService&) = delete;
@@ -109,7 +113,8 @@ class PowerService {
   std::optional<std::int64_t> written_deadline(std::int64_t from_ms) const;
 
   // One pass over the deployments whose deadline passed (the deadline thread runs it every
-  // `tick`; tests call it directly). Returns how many it acted on.
+  // `tick`; tests call it directly). Returns how many it acted on: none while another
+  // instance holds the leadership.
   int check_deadlines();
 
   // Operations queued or running now (for tests and /metrics).
@@ -154,6 +159,7 @@ class PowerService {
   PowerLedger& ledger_;
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
+  Leadership* leadership_;
 
   // A BMC operation's outcome: `ok` with the state it reported (kUnknown: none, the last known
   // state stands). `changed`: the operation changed the power state, so a kUnknown state

@@ -115,14 +115,15 @@ RolloutDecision decide(const Rollout& r, std::int64_t now_ms) {
 
 RolloutService::RolloutService(RolloutOptions options, RolloutLedger& ledger, RolloutPower power,
                                Metrics& metrics, const Clock& clock,
-                               std::shared_ptr<spdlog::logger> log)
+                               std::shared_ptr<spdlog::logger> log, Leadership* leadership)
     : options_(options),
       ledger_(ledger),
       power_(std::move(power)),
       started_ms_(clock.now_ms()),
       metrics_(metrics),
       clock_(clock),
-      log_(std::move(log)) {
+      log_(std::move(log)),
+      leadership_(leadership) {
   metrics_.describe("kiln_rollout_machines", Metrics::Type::kGauge,
                     "Machines of each unfinished rollout, by their state in it.");
   metrics_.describe("kiln_rollout_batches_total", Metrics::Type::kCounter,
@@ -131,6 +132,8 @@ RolloutService::RolloutService(RolloutOptions options, RolloutLedger& ledger, Ro
                     "Sum of the wall time of the batches counted in kiln_rollout_batches_total.");
   metrics_.describe("kiln_rollout_state_changes_total", Metrics::Type::kCounter,
                     "Rollout state changes made by the engine, by the state entered.");
+  metrics_.describe("kiln_rollout_engine_leader", Metrics::Type::kGauge,
+                    "1 when this kilnd drives the rollouts (holds the engine's lease), else 0.");
 }
 
 RolloutService::~RolloutService() { stop(); }
@@ -174,8 +177,26 @@ void RolloutService::wake() {
   cv_.notify_all();
 }
 
+bool RolloutService::leading() const { return leading_.load(); }
+
+bool RolloutService::lead() {
+  const bool now = leadership_ == nullptr || leadership_->held();
+  const bool before = leading_.exchange(now);
+  if (now && !before) {
+    // Taking over (or starting): what another holder, or this one in an earlier term, handed
+    // to the power service is unknown; the store's record of what was powered decides.
+    powered_.clear();
+    if (leadership_ != nullptr) log_->info("event=rollout.leader_acquired");
+  } else if (!now && before) {
+    log_->warn("event=rollout.leader_lost");
+  }
+  metrics_.set("kiln_rollout_engine_leader", {}, now ? 1 : 0);
+  return now;
+}
+
 int RolloutService::run_once() {
   std::lock_guard pass(pass_mu_);
+  if (!lead()) return 0;
   int changed = 0;
   const auto ids = ledger_.active();
   for (auto id : ids) changed += drive(id);

@@ -10,9 +10,15 @@
 // deployment recorded but never powered (kilnd died in between) is powered then; a started
 // machine is never started again, and a finished one never redeployed.
 //
+// With several kilnd on one database only the holder of `leadership` drives rollouts; another
+// instance takes over when it dies and resumes from the database (powering what was recorded
+// but, as far as it knows, never powered: at worst one extra power-cycle of a machine the dead
+// holder had queued). The others' passes do nothing.
+//
 // It reaches rollouts only through RolloutLedger (provision/ports.h). Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -80,10 +86,12 @@ RolloutDecision decide(const proto::Rollout& r, std::int64_t now_ms);
 
 class RolloutService {
  public:
-  // `ledger`, `metrics` and `clock` must outlive the service. Without `power.reimage`,
-  // rollouts only record deployments (machines pick them up at their next PXE boot).
+  // `ledger`, `metrics`, `clock` and `leadership` must outlive the service. Without
+  // `power.reimage`, rollouts only record deployments (machines pick them up at their next PXE
+  // boot). Without `leadership`, this engine is the only one.
   RolloutService(RolloutOptions options, RolloutLedger& ledger, RolloutPower power,
-                 Metrics& metrics, const Clock& clock, std::shared_ptr<spdlog::logger> log);
+                 Metrics& metrics, const Clock& clock, std::shared_ptr<spdlog::logger> log,
+                 Leadership* leadership = nullptr);
   ~RolloutService();  // stop()
   RolloutService(const RolloutService&) = delete;
   RolloutService& operator=(const RolloutService&) = delete;
@@ -93,11 +101,15 @@ class RolloutService {
   // Runs a pass soon (an operator acted, a rollout was made).
   void wake();
   // One pass over every unfinished rollout (the thread's; tests call it directly). Returns how
-  // many it changed (state changes, machines started or rolled back).
+  // many it changed (state changes, machines started or rolled back). Does nothing (0) while
+  // another instance holds the leadership.
   int run_once();
+  // Whether this engine drove rollouts at its last pass (metrics, tests).
+  bool leading() const;
 
  private:
   int drive(std::int64_t id);
+  bool lead();  // asks `leadership_`; on taking over, forgets what it powered before
   void power(const std::vector<MachineDeployment>& started, const std::string& why);
   void publish(const proto::Rollout& r);
 
@@ -116,6 +128,8 @@ class RolloutService {
   std::thread thread_;
   std::mutex pass_mu_;              // one pass at a time
   std::set<std::int64_t> powered_;  // deployments handed to the power service
+  Leadership* leadership_;
+  std::atomic<bool> leading_{false};
   std::map<std::int64_t, std::set<int>> finished_batches_;  // per rollout, for the metrics
 };
 

@@ -201,6 +201,12 @@ class FakeLedger final : public PowerLedger {
   }
 };
 
+// Another kilnd holds the database lease while `held` is false.
+struct FakeLeadership : provision::Leadership {
+  std::atomic<bool> is_held{true};
+  bool held() override { return is_held.load(); }
+};
+
 class PowerServiceTest : public ::testing::Test {
  protected:
   void start(PowerOptions o = {}) {
@@ -208,7 +214,8 @@ class PowerServiceTest : public ::testing::Test {
     service_ = std::make_unique<PowerService>(
         o, bmcs_, factory_, ledger_, clock_,
         std::make_shared<spdlog::logger>("power_test",
-                                         std::make_shared<spdlog::sinks::null_sink_mt>()));
+                                         std::make_shared<spdlog::sinks::null_sink_mt>()),
+        &lead_);
     service_->start();
   }
   // Waits (bounded) until the BMCs were called `n` times in all.
@@ -220,6 +227,7 @@ class PowerServiceTest : public ::testing::Test {
     return false;
   }
 
+  FakeLeadership lead_;
   FakeClock clock_;
   BmcLog bmc_;
   FakeFactory factory_{bmc_};
@@ -324,6 +332,23 @@ TEST_F(PowerServiceTest, AMissedBootDeadlinePowerCyclesFromDiskThenFailsAndRolls
   EXPECT_TRUE(rb.powered_at);
   auto calls = bmc_.snapshot();
   EXPECT_EQ(calls[3], "bmc-1 pxe legacy");
+}
+
+TEST_F(PowerServiceTest, OnlyTheLeaderChecksDeadlines) {
+  start(PowerOptions{.written_deadline = 300s, .deadline_retries = 1});
+  bmcs_.add(1);
+  bmc_.state["bmc-1"] = power::PowerState::kOn;
+  ledger_.add(7, 1, DeploymentStatus::kRunning, clock_.now_ms() - 1);
+  // Another instance holds the lease: it acts on the deadline, this one does not.
+  lead_.is_held = false;
+  EXPECT_EQ(service_->check_deadlines(), 0);
+  EXPECT_EQ(ledger_.get(7).deadline_misses, 0);
+  EXPECT_TRUE(bmc_.snapshot().empty());
+  // The holder died and this instance took the lease over: the missed deadline is handled.
+  lead_.is_held = true;
+  EXPECT_EQ(service_->check_deadlines(), 1);
+  ASSERT_TRUE(wait_calls(1));
+  EXPECT_EQ(ledger_.get(7).deadline_misses, 1);
 }
 
 TEST_F(PowerServiceTest, AMissedWriteDeadlineReimagesOverTheNetworkAgain) {

@@ -24,6 +24,12 @@ using proto::RolloutState;
 
 using kiln::testing::FakeClock;
 
+// Another kilnd holds the database lease while `held` is false.
+struct FakeLeadership : Leadership {
+  bool is_held = true;
+  bool held() override { return is_held; }
+};
+
 class RolloutTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -360,6 +366,54 @@ TEST_F(RolloutTest, ARestartedEngineNeitherLosesNorRepeatsAMachine) {
   service_->run_once();
   auto r = get(id);
   EXPECT_EQ(r.state, RolloutState::kSucceeded) << r.reason;
+  for (auto m : ids) EXPECT_EQ(history(m).size(), 2u);
+}
+
+TEST_F(RolloutTest, OnlyTheLeaseHolderDrivesAndATakeoverResumesWhereTheHolderStopped) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(machine(i, "r1"));
+    on_v1(ids.back());
+  }
+  // Two engines over one database, as two kilnd: `a` holds the lease.
+  FakeLeadership lead_a, lead_b;
+  lead_b.is_held = false;
+  auto log =
+      std::make_shared<spdlog::logger>("rollout", std::make_shared<spdlog::sinks::null_sink_mt>());
+  RolloutService a(RolloutOptions{}, *ledger_, power(), metrics_, clock_, log, &lead_a);
+  RolloutService b(RolloutOptions{}, *ledger_, power(), metrics_, clock_, log, &lead_b);
+  auto id = store_->create_rollout(plan(0, 50))->id;  // batches of 3
+  EXPECT_EQ(b.run_once(), 0);
+  EXPECT_FALSE(b.leading());
+  EXPECT_EQ(get(id).state, RolloutState::kPending);
+  a.run_once();
+  a.run_once();
+  EXPECT_TRUE(a.leading());
+  EXPECT_EQ(proto::count(get(id)).deploying, 3);
+  ASSERT_EQ(reimages_.size(), 3u);
+  // `b` still does nothing while `a` holds the lease.
+  deploy_all(id);
+  EXPECT_EQ(b.run_once(), 0);
+  EXPECT_EQ(proto::count(get(id)).deploying, 3);  // not even synced by `b`
+  // `a` dies (its lease drops with its connection); `b` takes over and starts the next batch,
+  // never a machine of the first one again.
+  lead_a.is_held = false;
+  lead_b.is_held = true;
+  reimages_.clear();
+  b.run_once();
+  b.run_once();
+  EXPECT_TRUE(b.leading());
+  EXPECT_EQ(proto::count(get(id)).deploying, 3);
+  ASSERT_EQ(reimages_.size(), 3u);
+  for (const auto& [machine, deployment] : reimages_) {
+    EXPECT_TRUE(std::find(ids.begin() + 3, ids.end(), machine) != ids.end()) << machine;
+  }
+  EXPECT_EQ(a.run_once(), 0);
+  EXPECT_FALSE(a.leading());
+  deploy_all(id);
+  b.run_once();
+  b.run_once();
+  EXPECT_EQ(get(id).state, RolloutState::kSucceeded) << get(id).reason;
   for (auto m : ids) EXPECT_EQ(history(m).size(), 2u);
 }
 
