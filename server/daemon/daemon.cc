@@ -51,6 +51,7 @@ Result<std::unique_ptr<store::Store>> open_store(const Config& c, const Clock& c
   }
   store::StoreOptions so;
   so.path = db;
+  so.url = c.db_url;  // PostgreSQL when set
   so.synchronous_full = c.db_synchronous_full;
   so.busy_timeout_ms = c.db_busy_timeout_ms;
   return store::Store::open(so, clock);

@@ -122,7 +122,7 @@ void set_machine(Db& db, std::int64_t rollout_id, std::int64_t machine_id,
                  bool finished) {
   db.prepare(
         "UPDATE rollout_machines SET state = ?, reason = ?, "
-        "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
+        "finished_at = CASE WHEN ? <> 0 THEN CAST(? AS BIGINT) ELSE finished_at END "
         "WHERE rollout_id = ? AND machine_id = ?")
       .bind(1, std::string(proto::to_string(state)))
       .bind(2, reason)
@@ -147,8 +147,8 @@ void set_state(Db& db, std::int64_t now, Rollout& r, RolloutState to, const std:
   const bool terminal = proto::is_terminal(to);
   db.prepare(
         "UPDATE rollouts SET state = ?, reason = ?, updated_at = ?, "
-        "started_at = COALESCE(started_at, CASE WHEN ? = 'running' THEN ? END), "
-        "finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?")
+        "started_at = COALESCE(started_at, CASE WHEN ? = 'running' THEN CAST(? AS BIGINT) END), "
+        "finished_at = CASE WHEN ? <> 0 THEN CAST(? AS BIGINT) ELSE NULL END WHERE id = ?")
       .bind(1, std::string(proto::to_string(to)))
       .bind(2, reason)
       .bind(3, now)
@@ -330,12 +330,13 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
   batch_size = std::max(1, batch_size);
   const int canary = std::min(req.canary, n);
   const int max_unavailable = req.max_unavailable.value_or(std::max(batch_size, canary));
-  db.prepare(
+  auto ins = db.prepare(
         "INSERT INTO rollouts (selector, image_version_id, batch_count, batch_percent, "
         "batch_size, canary, max_unavailable, max_failures, on_failure, gate, gate_timeout_s, "
         "pause_between_s, spread_by, config, config_sha256, state, requested_by, created_at, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)")
-      .bind(1, proto::format_selector(req.selector))
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
+        "RETURNING id");
+  ins.bind(1, proto::format_selector(req.selector))
       .bind(2, target->id)
       .bind(3, req.batch_count ? std::optional<std::int64_t>(*req.batch_count) : std::nullopt)
       .bind(4, req.batch_percent ? std::optional<std::int64_t>(*req.batch_percent) : std::nullopt)
@@ -352,9 +353,8 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
       .bind(15, req.config ? std::optional<std::string>(req.config->sha256) : std::nullopt)
       .bind(16, req.requested_by)
       .bind(17, now)
-      .bind(18, now)
-      .run();
-  const std::int64_t rid = db.last_insert_rowid();
+      .bind(18, now);
+  const std::int64_t rid = returning_id(ins);
   auto insert = [&](std::int64_t mid, int position, int batch, std::string_view state,
                     const std::string& reason) {
     db.prepare(
@@ -404,7 +404,7 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
 
 Result<Rollout> Store::get_rollout(std::int64_t id) {
   auto db = reader();
-  Transaction tx(*db, /*immediate=*/false);
+  Transaction tx(*db, TxKind::kRead);
   auto r = load_rollout(*db, id);
   tx.commit();
   if (!r) return rollout_not_found(id);
@@ -413,7 +413,7 @@ Result<Rollout> Store::get_rollout(std::int64_t id) {
 
 std::vector<Rollout> Store::list_rollouts(std::optional<RolloutState> state, int limit) {
   auto db = reader();
-  Transaction tx(*db, /*immediate=*/false);
+  Transaction tx(*db, TxKind::kRead);
   auto s = db->prepare(state ? "SELECT id FROM rollouts WHERE state = ? ORDER BY id DESC LIMIT ?"
                              : "SELECT id FROM rollouts ORDER BY id DESC LIMIT ?");
   if (state) {
