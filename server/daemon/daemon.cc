@@ -135,7 +135,9 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     return 2;
   }
   auto& store = **opened;
-  log->info("event=daemon.store_opened path=\"{}\" schema_version={}", cfg.effective_db_path(),
+  log->info("event=daemon.store_opened backend={} path=\"{}\" schema_version={}",
+            cfg.db_url.empty() ? "sqlite" : "postgresql",
+            cfg.db_url.empty() ? cfg.effective_db_path() : std::string("(db_url)"),
             store.schema_version());
 
   const int threads =

@@ -209,11 +209,7 @@ inline void append_event(Db& db, std::int64_t now, std::string_view type,
   auto ins = db.prepare(
       "INSERT INTO events (created_at, type, machine_id, deployment_id, data) "
       "VALUES (?, ?, ?, ?, ?) RETURNING id");
-  ins.bind(1, now)
-      .bind(2, type)
-      .bind(3, machine_id)
-      .bind(4, deployment_id)
-      .bind(5, data.dump());
+  ins.bind(1, now).bind(2, type).bind(3, machine_id).bind(4, deployment_id).bind(5, data.dump());
   db.note_event(returning_id(ins));
 }
 

@@ -37,7 +37,8 @@ namespace {
 std::string lease_upsert_sql(std::size_t rows) {
   std::string sql =
       "INSERT INTO dhcp_leases (ip, client, mac, hostname, state, expires_at, updated_at) VALUES ";
-  for (std::size_t i = 0; i < rows; ++i) sql += i ? ", (?, ?, ?, ?, ?, ?, ?)" : "(?, ?, ?, ?, ?, ?, ?)";
+  for (std::size_t i = 0; i < rows; ++i)
+    sql += i ? ", (?, ?, ?, ?, ?, ?, ?)" : "(?, ?, ?, ?, ?, ?, ?)";
   sql +=
       " ON CONFLICT (ip) DO UPDATE SET client = excluded.client, mac = excluded.mac, "
       "hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, "

@@ -41,7 +41,7 @@ Result<Machine> Store::create_machine(const NewMachine& nm, const std::string& w
   auto ins = db.prepare(
       "INSERT INTO machines (name, uuid, ipv4, state, created_at, updated_at, approved) "
       "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id");
-  ins      .bind(1, nm.name)
+  ins.bind(1, nm.name)
       .bind(2, nm.uuid)
       .bind(3, nm.ipv4)
       .bind(4, proto::to_string(nm.state))

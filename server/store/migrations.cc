@@ -6,11 +6,11 @@
 namespace kiln::store {
 
 int schema_version(Db& db) {
-  auto t = db.prepare(
-      db.dialect() == Dialect::kPostgres
-          ? "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE 1 END"
-          : "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
-            "name = 'schema_migrations'");
+  auto t =
+      db.prepare(db.dialect() == Dialect::kPostgres
+                     ? "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE 1 END"
+                     : "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                       "name = 'schema_migrations'");
   t.step();
   if (t.int64(0) == 0) return 0;
   auto s = db.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");

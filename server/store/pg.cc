@@ -108,17 +108,17 @@ class PgStmt : public StmtImpl {
     for (std::size_t i = 0; i < values_.size(); ++i) {
       vals[i] = values_[i] ? values_[i]->c_str() : nullptr;
     }
-    PGresult* r =
-        name_.empty()
-            ? PQexecParams(db_.raw(), sql_.c_str(), params_, nullptr, vals.data(), nullptr,
-                           nullptr, 0)
-            : PQexecPrepared(db_.raw(), name_.c_str(), params_, vals.data(), nullptr, nullptr, 0);
+    PGresult* r = name_.empty() ? PQexecParams(db_.raw(), sql_.c_str(), params_, nullptr,
+                                               vals.data(), nullptr, nullptr, 0)
+                                : PQexecPrepared(db_.raw(), name_.c_str(), params_, vals.data(),
+                                                 nullptr, nullptr, 0);
     if (!ok_status(r)) db_.fail(r, "step");
     res_ = r;
     row_ = -1;
     const char* tuples = PQcmdTuples(r);
     int n = 0;
-    if (tuples && *tuples) std::from_chars(tuples, tuples + std::char_traits<char>::length(tuples), n);
+    if (tuples && *tuples)
+      std::from_chars(tuples, tuples + std::char_traits<char>::length(tuples), n);
     const std::string_view cmd = PQcmdStatus(r);
     const bool wrote = n > 0 && (cmd.starts_with("INSERT") || cmd.starts_with("UPDATE") ||
                                  cmd.starts_with("DELETE"));
@@ -376,8 +376,8 @@ bool PgSessionLock::held() {
     }
   }
   // Held: a round trip proves the session (and so the lock) is still alive. Not held: try.
-  const std::string sql = held_ ? "SELECT true"
-                                : "SELECT pg_try_advisory_lock(" + sql_literal_int(key_) + ")";
+  const std::string sql =
+      held_ ? "SELECT true" : "SELECT pg_try_advisory_lock(" + sql_literal_int(key_) + ")";
   PGresult* r = PQexec(conn_, sql.c_str());
   bool got = false;
   if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {

@@ -331,11 +331,11 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
   const int canary = std::min(req.canary, n);
   const int max_unavailable = req.max_unavailable.value_or(std::max(batch_size, canary));
   auto ins = db.prepare(
-        "INSERT INTO rollouts (selector, image_version_id, batch_count, batch_percent, "
-        "batch_size, canary, max_unavailable, max_failures, on_failure, gate, gate_timeout_s, "
-        "pause_between_s, spread_by, config, config_sha256, state, requested_by, created_at, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
-        "RETURNING id");
+      "INSERT INTO rollouts (selector, image_version_id, batch_count, batch_percent, "
+      "batch_size, canary, max_unavailable, max_failures, on_failure, gate, gate_timeout_s, "
+      "pause_between_s, spread_by, config, config_sha256, state, requested_by, created_at, "
+      "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
+      "RETURNING id");
   ins.bind(1, proto::format_selector(req.selector))
       .bind(2, target->id)
       .bind(3, req.batch_count ? std::optional<std::int64_t>(*req.batch_count) : std::nullopt)

@@ -38,8 +38,7 @@ class SqliteStmt : public StmtImpl {
     if (int rc = sqlite3_bind_int64(s_, i, v); rc != SQLITE_OK) fail(db_, rc, "bind");
   }
   void bind_text(int i, std::string_view v) override {
-    if (int rc =
-            sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    if (int rc = sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
         rc != SQLITE_OK) {
       fail(db_, rc, "bind");
     }

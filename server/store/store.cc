@@ -113,8 +113,7 @@ void Store::deliver_events(std::int64_t id) {
   for (auto* sub : subs_) sub->fn_(id);
 }
 
-std::unique_ptr<Store::Subscription> Store::subscribe_events(
-    std::function<void(std::int64_t)> fn) {
+std::unique_ptr<Store::Subscription> Store::subscribe_events(std::function<void(std::int64_t)> fn) {
   std::unique_ptr<Subscription> sub(new Subscription(*this, std::move(fn)));
   bool start_listener = false;
   {

@@ -22,8 +22,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
-#include <string_view>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/clock.h"
@@ -216,9 +216,8 @@ class Store {
   // Opens the database, applies pending migrations (empty: the embedded set of the backend).
   // Fails (without touching the database) if its schema is newer than `migrations` or a
   // migration fails.
-  static Result<std::unique_ptr<Store>> open(
-      const StoreOptions& options, const Clock& clock,
-      std::span<const Migration> migrations = {});
+  static Result<std::unique_ptr<Store>> open(const StoreOptions& options, const Clock& clock,
+                                             std::span<const Migration> migrations = {});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
