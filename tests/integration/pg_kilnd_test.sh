@@ -15,9 +15,9 @@ fi
 
 cd "$WORK"
 printf '{ "db_url": "%s" }\n' "$PG_URL" >kilnd.json
-TOKEN=$("$KILND" --data-dir "$WORK/var" --config kilnd.json token create --name ops --scope admin 2>/dev/null)
-[[ -n "$TOKEN" ]] && ok || fail "offline token creation on PostgreSQL"
-start_kilnd --config kilnd.json
+TOKEN=$("$KILND" --data-dir "$WORK/var" --config kilnd.json token create --name ops --scope admin 2>"$WORK/token.err") || true
+[[ -n "$TOKEN" ]] && ok || fail "offline token creation on PostgreSQL: $(cat "$WORK/token.err")"
+start_kilnd --config kilnd.json || { fail "kilnd does not start on PostgreSQL"; finish; }
 grep -q 'backend=postgresql' "$WORK/kilnd.0.log" && ok || fail "kilnd reports the postgresql backend"
 export KILN_URL=$URL KILN_TOKEN=$TOKEN
 
