@@ -50,7 +50,12 @@ class PgStmt : public StmtImpl {
   // Cached: `name` is the prepared statement's name. Uncached (name empty): `sql` is sent with
   // PQexecParams each run.
   PgStmt(PgDb& db, std::string name, std::string sql, int params, bool* in_use)
-      : db_(db), name_(std::move(name)), sql_(std::move(sql)), params_(params), in_use_(in_use) {}
+      : db_(db),
+        name_(std::move(name)),
+        sql_(std::move(sql)),
+        params_(params),
+        in_use_(in_use),
+        generation_(db.generation()) {}
   ~PgStmt() override { clear(); }
 
   void bind_int(int i, std::int64_t v) override { slot(i) = std::to_string(v); }
@@ -108,11 +113,30 @@ class PgStmt : public StmtImpl {
     for (std::size_t i = 0; i < values_.size(); ++i) {
       vals[i] = values_[i] ? values_[i]->c_str() : nullptr;
     }
-    PGresult* r = name_.empty() ? PQexecParams(db_.raw(), sql_.c_str(), params_, nullptr,
-                                               vals.data(), nullptr, nullptr, 0)
-                                : PQexecPrepared(db_.raw(), name_.c_str(), params_, vals.data(),
-                                                 nullptr, nullptr, 0);
-    if (!ok_status(r)) db_.fail(r, "step");
+    // Outside a transaction (autocommit) a statement that failed because the connection was
+    // lost runs again once on a new connection: nothing of it was applied.
+    const bool autocommit = PQtransactionStatus(db_.raw()) == PQTRANS_IDLE;
+    PGresult* r = nullptr;
+    for (int attempt = 0;; ++attempt) {
+      if (!name_.empty() && generation_ != db_.generation()) {
+        // Prepared on a connection since lost: prepare again under the same name.
+        PGresult* p = PQprepare(db_.raw(), name_.c_str(), sql_.c_str(), 0, nullptr);
+        if (!ok_status(p)) db_.fail(p, "prepare");
+        PQclear(p);
+        generation_ = db_.generation();
+      }
+      r = name_.empty()
+              ? PQexecParams(db_.raw(), sql_.c_str(), params_, nullptr, vals.data(), nullptr,
+                             nullptr, 0)
+              : PQexecPrepared(db_.raw(), name_.c_str(), params_, vals.data(), nullptr, nullptr, 0);
+      if (ok_status(r)) break;
+      if (attempt == 0 && autocommit && PQstatus(db_.raw()) != CONNECTION_OK) {
+        PQclear(r);
+        db_.reconnect();
+        continue;
+      }
+      db_.fail(r, "step");
+    }
     res_ = r;
     row_ = -1;
     const char* tuples = PQcmdTuples(r);
@@ -130,6 +154,7 @@ class PgStmt : public StmtImpl {
   std::string sql_;
   int params_;
   bool* in_use_;
+  int generation_;
   std::vector<std::optional<std::string>> values_;
   PGresult* res_ = nullptr;
   int row_ = -1;
@@ -201,13 +226,14 @@ void PgDb::fail(void* result, std::string_view what) {
 }
 
 void PgDb::ensure_connected() {
-  if (PQstatus(conn_) == CONNECTION_OK) return;
-  // The server restarted or the network dropped: reconnect (prepared statements are gone).
-  for (auto& [_, c] : cache_) {
-    if (c->in_use) return;  // cannot drop statements in use; the caller fails and retries
-  }
-  cache_.clear();
+  if (PQstatus(conn_) != CONNECTION_OK) reconnect();
+}
+
+void PgDb::reconnect() {
+  // The server restarted or the network dropped. The statements prepared on the old
+  // connection are prepared again on first use (generation).
   PQreset(conn_);
+  ++generation_;
   if (PQstatus(conn_) != CONNECTION_OK) {
     throw DbError(0, std::string("PostgreSQL connection lost: ") + PQerrorMessage(conn_),
                   DbError::Kind::kConnection);
@@ -217,8 +243,16 @@ void PgDb::ensure_connected() {
 }
 
 void PgDb::exec(std::string_view sql) {
-  if (PQtransactionStatus(conn_) == PQTRANS_IDLE) ensure_connected();
-  PGresult* r = PQexec(conn_, std::string(sql).c_str());
+  const bool idle = PQtransactionStatus(conn_) == PQTRANS_IDLE;
+  if (idle) ensure_connected();
+  const std::string text(sql);
+  PGresult* r = PQexec(conn_, text.c_str());
+  if (!ok_status(r) && idle && PQstatus(conn_) != CONNECTION_OK) {
+    // Lost before anything ran (BEGIN, SET, or one implicit transaction): run it again once.
+    PQclear(r);
+    reconnect();
+    r = PQexec(conn_, text.c_str());
+  }
   if (!ok_status(r)) fail(r, "exec");
   PQclear(r);
 }

@@ -45,6 +45,10 @@ class PgDb final : public Db {
     wrote_ = wrote_ || wrote;
   }
   pg_conn* raw() { return conn_; }
+  // Reconnects (PQreset) and re-applies the settings; throws DbError (kConnection) on failure.
+  void reconnect();
+  // Bumped by every reconnect: statements prepared before are prepared again.
+  int generation() const { return generation_; }
   // Re-applies the connection's settings after a reconnect.
   std::function<void(PgDb&)> on_reconnect;
   // Raises the DbError for a failed result (and clears it); marks the connection broken.
@@ -57,6 +61,7 @@ class PgDb final : public Db {
   std::string conninfo_;
   std::unordered_map<std::string, std::unique_ptr<Cached>> cache_;
   int next_name_ = 0;
+  int generation_ = 0;
   int changes_ = 0;
   bool wrote_ = false;
 };

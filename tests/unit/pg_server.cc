@@ -145,7 +145,8 @@ class PgServer {
     watchdog_ = pid;
 
     const std::string init = as + bin + "/initdb -D " + shell_quote(data) +
-                             " -A trust -U kiln -E UTF8 --no-sync >" + shell_quote(dir_ + "/initdb.log") + " 2>&1";
+                             " -A trust -U kiln -E UTF8 --no-sync >" +
+                             shell_quote(dir_ + "/initdb.log") + " 2>&1";
     if (std::system(init.c_str()) != 0) return "initdb failed (see " + dir_ + "/initdb.log)";
     const std::string opts = "-k " + dir_ +
                              " -c listen_addresses='' -c fsync=off -c synchronous_commit=off "

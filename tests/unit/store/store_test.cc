@@ -1279,6 +1279,40 @@ TEST_F(PgStoreTest, EventsWrittenByAnotherInstanceWakeSubscribers) {
       << "heard " << heard << ", expected " << last;
 }
 
+// The server drops every connection (a restart, a failover, an operator's
+// pg_terminate_backend): the next reads and writes reconnect by themselves, and subscribers
+// hear of events written while their LISTEN connection was gone.
+TEST_F(PgStoreTest, LostConnectionsAreReestablished) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::int64_t heard = 0;
+  auto sub = store_->subscribe_events([&](std::int64_t id) {
+    std::lock_guard lock(mu);
+    heard = std::max(heard, id);
+    cv.notify_all();
+  });
+  make_machine("52:54:00:00:00:01");
+  EXPECT_EQ(store_->list_machines({}).items.size(), 1u);
+  {
+    auto raw = open_raw(false);
+    auto k = raw->prepare(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    ASSERT_TRUE(k.step());
+    EXPECT_GE(k.int64(0), 3) << "writer, reader and listener connections";
+  }
+  auto other = open_second();  // writes while the listener reconnects
+  ASSERT_TRUE(other);
+  NewMachine nm;
+  nm.macs = {"52:54:00:00:00:02"};
+  ASSERT_TRUE(other->create_machine(nm, "t"));
+  make_machine("52:54:00:00:00:03");  // the writer reconnects before its transaction
+  EXPECT_EQ(store_->list_machines({}).items.size(), 3u);  // a reader reconnects
+  const std::int64_t last = store_->last_event_id();
+  std::unique_lock lock(mu);
+  EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard >= last; }));
+}
+
 // The lease of a process that dies (here a psql session SIGKILLed while holding it, idle as
 // kilnd's lease connection is) is released by the server, and another instance takes over.
 TEST_F(PgStoreTest, LeadershipOfAKilledProcessIsTakenOver) {
