@@ -393,7 +393,15 @@ PgSessionLock::PgSessionLock(std::string conninfo, std::int64_t key)
     : conninfo_(std::move(conninfo)), key_(key) {}
 
 PgSessionLock::~PgSessionLock() {
-  if (conn_) PQfinish(conn_);  // closing the session releases the lock
+  if (!conn_) return;
+  if (held_ && PQstatus(conn_) == CONNECTION_OK) {
+    // Released now, not when the server gets round to ending the session: a successor's next
+    // held() takes it.
+    PGresult* r =
+        PQexec(conn_, ("SELECT pg_advisory_unlock(" + sql_literal_int(key_) + ")").c_str());
+    PQclear(r);
+  }
+  PQfinish(conn_);  // closing the session releases the lock in any case
 }
 
 bool PgSessionLock::held() {
