@@ -35,6 +35,18 @@ inline std::int64_t returning_id(Stmt& s) {
   return id;
 }
 
+// Splits `n` rows into statements of 64, 16, 4 or 1 rows (few round trips, few cached
+// statements): calls fn(first, count) for each.
+template <typename Fn>
+void for_chunks(std::size_t n, Fn&& fn) {
+  for (std::size_t at = 0; at < n;) {
+    std::size_t count = 64;
+    while (count > n - at) count /= 4;
+    fn(at, count);
+    at += count;
+  }
+}
+
 inline nlohmann::json parse_json_object(const std::string& text) {
   auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   return j.is_object() ? j : nlohmann::json::object();

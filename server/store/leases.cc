@@ -71,10 +71,7 @@ std::vector<std::string> Store::save_dhcp_leases(const std::vector<DhcpLease>& l
   Db& db = *writer_;
   const auto now = clock_.now_ms();
   Transaction tx(db, TxKind::kLeases);
-  for (std::size_t at = 0; at < rows.size();) {
-    // Rows per statement: 64, 16, 4 or 1 (few round trips, few cached statements).
-    std::size_t n = 64;
-    while (n > rows.size() - at) n /= 4;
+  for_chunks(rows.size(), [&](std::size_t at, std::size_t n) {
     auto s = db.prepare(lease_upsert_sql(n));
     int i = 1;
     for (std::size_t k = 0; k < n; ++k) {
@@ -89,8 +86,7 @@ std::vector<std::string> Store::save_dhcp_leases(const std::vector<DhcpLease>& l
     }
     s.bind(i, now);
     while (s.step()) written.insert(s.text(0));
-    at += n;
-  }
+  });
   tx.commit();
   std::vector<std::string> refused;
   for (const auto* l : rows) {

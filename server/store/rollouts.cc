@@ -355,35 +355,52 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
       .bind(17, now)
       .bind(18, now);
   const std::int64_t rid = returning_id(ins);
-  auto insert = [&](std::int64_t mid, int position, int batch, std::string_view state,
-                    const std::string& reason) {
-    db.prepare(
-          "INSERT INTO rollout_machines (rollout_id, machine_id, position, batch, state, reason, "
-          "previous_version_id, finished_at) VALUES (?, ?, ?, ?, ?, ?, "
-          "(SELECT current_version_id FROM machines WHERE id = ?), ?)")
-        .bind(1, rid)
-        .bind(2, mid)
-        .bind(3, static_cast<std::int64_t>(position))
-        .bind(4, static_cast<std::int64_t>(batch))
-        .bind(5, state)
-        .bind(6, reason)
-        .bind(7, mid)
-        .bind(8, state == "pending" ? std::nullopt : std::optional<std::int64_t>(now))
-        .run();
+  struct Row {
+    std::int64_t mid;
+    int position;
+    int batch;
+    std::string_view state;
+    std::string reason;
   };
+  std::vector<Row> rows;
+  rows.reserve(ids.size());
   for (int i = 0; i < n; ++i) {
     int batch = i < canary ? 0 : (canary > 0 ? 1 : 0) + (i - canary) / batch_size;
-    insert(deployable[static_cast<std::size_t>(i)], i, batch, "pending", "");
+    rows.push_back({deployable[static_cast<std::size_t>(i)], i, batch, "pending", ""});
   }
   int position = n;
   for (auto id : ids) {
     if (already.count(id)) {
-      insert(id, position++, -1, "done",
-             "already runs " + target->name + ":" + target->version + " (booted)");
+      rows.push_back({id, position++, -1, "done",
+                      "already runs " + target->name + ":" + target->version + " (booted)"});
     } else if (auto it = skip.find(id); it != skip.end()) {
-      insert(id, position++, -1, "skipped", it->second);
+      rows.push_back({id, position++, -1, "skipped", it->second});
     }
   }
+  // The plan's rows, several per statement (one round trip each on PostgreSQL).
+  for_chunks(rows.size(), [&](std::size_t at, std::size_t count) {
+    std::string sql =
+        "INSERT INTO rollout_machines (rollout_id, machine_id, position, batch, state, reason, "
+        "previous_version_id, finished_at) VALUES ";
+    for (std::size_t k = 0; k < count; ++k) {
+      sql += k ? ", " : "";
+      sql += "(?, ?, ?, ?, ?, ?, (SELECT current_version_id FROM machines WHERE id = ?), ?)";
+    }
+    auto s = db.prepare(sql);
+    int i = 1;
+    for (std::size_t k = 0; k < count; ++k) {
+      const Row& r = rows[at + k];
+      s.bind(i++, rid)
+          .bind(i++, r.mid)
+          .bind(i++, static_cast<std::int64_t>(r.position))
+          .bind(i++, static_cast<std::int64_t>(r.batch))
+          .bind(i++, r.state)
+          .bind(i++, r.reason)
+          .bind(i++, r.mid)
+          .bind(i++, r.state == "pending" ? std::nullopt : std::optional<std::int64_t>(now));
+    }
+    s.run();
+  });
   json skipped = json::array();
   for (const auto& [id, why] : skip) skipped.push_back({{"machine_id", id}, {"reason", why}});
   rollout_event(db, now, "rollout.created", rid, std::nullopt, std::nullopt,
