@@ -462,9 +462,9 @@ class Store {
   // after a reconnect `fn` gets the latest id, covering notifications missed meanwhile). Ids
   // only grow: a call with an id not above the last one delivered is skipped. `fn` runs on the
   // writing thread (with the store's write lock held) or on the listener thread: it must be
-  // quick and must not write to the Store. The subscription ends when the returned handle is
-  // destroyed; once its destructor returns, `fn` is not running and will not be called. The
-  // handle must not outlive the Store.
+  // quick, must not write to the Store and must not end a subscription. The subscription ends when
+  // the returned handle is destroyed; once its destructor returns, `fn` is not running and will not
+  // be called. The handle must not outlive the Store.
   class Subscription;
   [[nodiscard]] std::unique_ptr<Subscription> subscribe_events(
       std::function<void(std::int64_t last_id)> fn);

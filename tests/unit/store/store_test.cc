@@ -1052,6 +1052,25 @@ TEST(Migrations, BothBackendsHaveTheSameVersions) {
   EXPECT_EQ(sqlite, pg) << "every db-migrations/NNNN_name.sql needs its postgres/ twin";
 }
 
+TEST(PgDialect, PlaceholdersAreNumberedOutsideQuotesAndComments) {
+  int n = 0;
+  EXPECT_EQ(pg_rewrite_placeholders("SELECT '?', \"a?\" FROM t WHERE x = ? AND y IN (?, ?) -- ?\n"
+                                    "AND z = ?",
+                                    &n),
+            "SELECT '?', \"a?\" FROM t WHERE x = $1 AND y IN ($2, $3) -- ?\nAND z = $4");
+  EXPECT_EQ(n, 4);
+}
+
+TEST(StoreUrl, PostgresIsAUriOrAConninfoAndAnythingElseIsASqliteFile) {
+  EXPECT_TRUE(is_postgres_url("postgresql://kiln@db.example/kiln"));
+  EXPECT_TRUE(is_postgres_url("postgres://db/kiln?sslmode=require"));
+  EXPECT_TRUE(is_postgres_url("host=/run/postgresql dbname=kiln"));
+  EXPECT_TRUE(is_postgres_url("dbname=kiln user=kiln"));
+  EXPECT_FALSE(is_postgres_url("/var/lib/kiln/kiln.db"));
+  EXPECT_FALSE(is_postgres_url("var/kiln.db"));
+  EXPECT_FALSE(is_postgres_url(""));
+}
+
 TEST_F(PgStoreTest, RefusesDatabaseNewerThanBinaryWithoutTouchingIt) {
   store_.reset();
   open_raw(false)->exec(
