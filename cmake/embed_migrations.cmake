@@ -1,8 +1,12 @@
 # Generates a C++ source that embeds db-migrations/NNNN_name.sql into the binary, so kilnd
 # always carries exactly the migrations it was built with (and can refuse newer databases).
-set(body "// Generated from db-migrations/*.sql by cmake/embed_migrations.cmake. Do not edit.\n")
+# FUNC: the function's name (embedded_migrations for SQLite, embedded_pg_migrations).
+if(NOT FUNC)
+  set(FUNC embedded_migrations)
+endif()
+set(body "// Generated from db-migrations/ by cmake/embed_migrations.cmake. Do not edit.\n")
 string(APPEND body "#include \"store/migrations.h\"\n\nnamespace kiln::store {\n\n")
-string(APPEND body "const std::vector<Migration>& embedded_migrations() {\n")
+string(APPEND body "const std::vector<Migration>& ${FUNC}() {\n")
 string(APPEND body "  static const std::vector<Migration> kMigrations = {\n")
 string(REPLACE "," ";" FILES "${FILES}")
 foreach(f IN LISTS FILES)

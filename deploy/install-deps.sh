@@ -10,6 +10,9 @@ pkgs=(
   # libraries on the design card
   libboost-dev libboost-system-dev libarchive-dev libzstd-dev libssl-dev
   libsqlite3-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev
+  # the PostgreSQL store backend (libpq); the server binaries (initdb, pg_ctl) are for the tests,
+  # which start their own PostgreSQL in a temporary directory (never the system service)
+  libpq-dev postgresql
   # real clients used by the integration tests
   curl jq sqlite3 iproute2 procps openssl e2fsprogs fdisk gdisk gzip zstd xz-utils xxd python3-yaml
   tftp-hpa atftp busybox-static isc-dhcp-client kea-admin dnsmasq-base ndisc6

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
 deploy/build.sh
+# install-deps.sh installed PostgreSQL: the store's PostgreSQL tests must run, not skip.
+export KILN_REQUIRE_PG=${KILN_REQUIRE_PG:-1}
 # Two at a time: the QEMU end-to-end tests are RUN_SERIAL (they run alone).
 (cd build && ctest --output-on-failure --timeout 600 -j "${KILN_TEST_JOBS:-2}" "$@")
 if [[ "${KILN_FUZZ_SECONDS:-30}" -gt 0 ]]; then

@@ -265,6 +265,11 @@ std::vector<ConfigField> make_fields() {
   f.push_back(derived_path(
       "db_path", "SQLite database; \"\" = <data_dir>/kiln.db",
       [](auto& c) -> auto& { return c.db_path; }, &Config::effective_db_path, "--db"));
+  f.push_back(value(
+      "db_url",
+      "PostgreSQL database shared by several kilnd (postgresql://user@host/db or a libpq "
+      "conninfo); \"\" = SQLite at db_path",
+      [](auto& c) -> auto& { return c.db_url; }, nullptr, "--db-url"));
   f.push_back(derived_path(
       "files_dir", "served at /files/ (and the TFTP root); \"\" = <data_dir>/files",
       [](auto& c) -> auto& { return c.files_dir; }, &Config::effective_files_dir, "--files-dir"));

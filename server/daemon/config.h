@@ -29,6 +29,7 @@ namespace kiln::daemon {
 struct Config {
   std::string data_dir = "./var";   // state and served files live here unless set otherwise
   std::string db_path;              // default: <data_dir>/kiln.db
+  std::string db_url;               // PostgreSQL (URI or conninfo); empty: SQLite at db_path
   std::string files_dir;            // served at /files/; default: <data_dir>/files
   int threads = 0;                  // io threads; 0 = number of cores
   std::string log_level = "info";   // trace, debug, info, warn, error

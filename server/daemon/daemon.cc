@@ -51,6 +51,7 @@ Result<std::unique_ptr<store::Store>> open_store(const Config& c, const Clock& c
   }
   store::StoreOptions so;
   so.path = db;
+  so.url = c.db_url;  // PostgreSQL when set
   so.synchronous_full = c.db_synchronous_full;
   so.busy_timeout_ms = c.db_busy_timeout_ms;
   return store::Store::open(so, clock);
@@ -134,7 +135,9 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     return 2;
   }
   auto& store = **opened;
-  log->info("event=daemon.store_opened path=\"{}\" schema_version={}", cfg.effective_db_path(),
+  log->info("event=daemon.store_opened backend={} path=\"{}\" schema_version={}",
+            cfg.db_url.empty() ? "sqlite" : "postgresql",
+            cfg.db_url.empty() ? cfg.effective_db_path() : std::string("(db_url)"),
             store.schema_version());
 
   const int threads =

@@ -65,12 +65,13 @@ Result<AssignOutcome> Store::rollback(std::int64_t machine_id, const AssignReque
   // back to the last one written when no other ever confirmed a boot (images without the hook,
   // or a fleet adopting it); kilnd's own (booted_only) never does.
   auto pick = [&](const char* status) {
-    auto s = db.prepare(
-        std::string("SELECT v.name, v.version, v.deleted_at, d.config, d.config_sha256 "
-                    "FROM deployments d JOIN image_versions v ON v.id = d.to_version_id "
-                    "WHERE d.machine_id = ? AND d.status = ") +
-        status +
-        " AND NOT (d.to_version_id = ? AND d.config_sha256 IS ?) ORDER BY d.id DESC LIMIT 1");
+    auto s =
+        db.prepare(std::string("SELECT v.name, v.version, v.deleted_at, d.config, d.config_sha256 "
+                               "FROM deployments d JOIN image_versions v ON v.id = d.to_version_id "
+                               "WHERE d.machine_id = ? AND d.status = ") +
+                   status +
+                   " AND NOT (d.to_version_id = ? AND d.config_sha256 IS NOT DISTINCT FROM ?) "
+                   "ORDER BY d.id DESC LIMIT 1");
     s.bind(1, machine_id).bind(2, latest_version).bind(3, latest_config);
     return s;
   };
@@ -171,7 +172,7 @@ Result<AssignOutcome> Store::retry_failed(std::int64_t machine_id, int max_attem
 
 Result<std::vector<Deployment>> Store::list_deployments(std::int64_t machine_id) {
   auto db = reader();
-  Transaction tx(*db, /*immediate=*/false);
+  Transaction tx(*db, TxKind::kRead);
   auto exists = db->prepare("SELECT 1 FROM machines WHERE id = ?");
   exists.bind(1, machine_id);
   if (!exists.step()) return machine_not_found(machine_id);

@@ -3,14 +3,12 @@
 // reader-connection lease. Included only by server/store/*.cc.
 #pragma once
 
-#include <sqlite3.h>
-
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 #include <variant>
 
 #include "core/crypto.h"
-#include "store/sqlite.h"
+#include "store/db.h"
 #include "store/store.h"
 
 namespace kiln::store::internal {
@@ -26,6 +24,26 @@ inline void bind_all(Stmt& s, const std::vector<Bind>& binds, int first = 1) {
   for (const auto& b : binds) {
     std::visit([&](const auto& v) { s.bind(i, v); }, b);
     ++i;
+  }
+}
+
+// Runs an `INSERT ... RETURNING id` and returns the id.
+inline std::int64_t returning_id(Stmt& s) {
+  if (!s.step()) throw DbError(0, "INSERT ... RETURNING returned no row");
+  const std::int64_t id = s.int64(0);
+  s.run();
+  return id;
+}
+
+// Splits `n` rows into statements of 64, 16, 4 or 1 rows (few round trips, few cached
+// statements): calls fn(first, count) for each.
+template <typename Fn>
+void for_chunks(std::size_t n, Fn&& fn) {
+  for (std::size_t at = 0; at < n;) {
+    std::size_t count = 64;
+    while (count > n - at) count /= 4;
+    fn(at, count);
+    at += count;
   }
 }
 
@@ -200,15 +218,11 @@ inline std::optional<Deployment> load_deployment(Db& db, std::int64_t id) {
 inline void append_event(Db& db, std::int64_t now, std::string_view type,
                          std::optional<std::int64_t> machine_id,
                          std::optional<std::int64_t> deployment_id, const nlohmann::json& data) {
-  db.prepare(
-        "INSERT INTO events (created_at, type, machine_id, deployment_id, data) "
-        "VALUES (?, ?, ?, ?, ?)")
-      .bind(1, now)
-      .bind(2, type)
-      .bind(3, machine_id)
-      .bind(4, deployment_id)
-      .bind(5, data.dump())
-      .run();
+  auto ins = db.prepare(
+      "INSERT INTO events (created_at, type, machine_id, deployment_id, data) "
+      "VALUES (?, ?, ?, ?, ?) RETURNING id");
+  ins.bind(1, now).bind(2, type).bind(3, machine_id).bind(4, deployment_id).bind(5, data.dump());
+  db.note_event(returning_id(ins));
 }
 
 inline nlohmann::json ref_json(const std::optional<VersionRef>& v) {
@@ -409,11 +423,11 @@ inline Result<AssignOutcome> assign_in_tx(
         "AND deadline_at IS NOT NULL")
       .bind(1, machine_id)
       .run();
-  db.prepare(
-        "INSERT INTO deployments (machine_id, from_version_id, to_version_id, kind, "
-        "requested_by, created_at, status, reboot, deadline_at, config, config_sha256) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)")
-      .bind(1, machine_id)
+  auto ins = db.prepare(
+      "INSERT INTO deployments (machine_id, from_version_id, to_version_id, kind, "
+      "requested_by, created_at, status, reboot, deadline_at, config, config_sha256) "
+      "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING id");
+  ins.bind(1, machine_id)
       .bind(2, from)
       .bind(3, target.id)
       .bind(4, kind)
@@ -422,9 +436,8 @@ inline Result<AssignOutcome> assign_in_tx(
       .bind(7, static_cast<std::int64_t>(reboot ? 1 : 0))
       .bind(8, reboot ? req.deadline_at : std::nullopt)
       .bind(9, config ? std::optional<std::string>(config->sealed) : std::nullopt)
-      .bind(10, config_sha)
-      .run();
-  const std::int64_t id = db.last_insert_rowid();
+      .bind(10, config_sha);
+  const std::int64_t id = returning_id(ins);
   db.prepare(
         "UPDATE machines SET state = 'deploying', state_reason = '', updated_at = ? "
         "WHERE id = ?")
@@ -444,6 +457,15 @@ inline Result<AssignOutcome> assign_in_tx(
 
 // Connection settings that do not write to the database file.
 inline void configure_connection(Db& db, const StoreOptions& o, bool writer) {
+  if (db.dialect() == Dialect::kPostgres) {
+    // busy_timeout_ms bounds waits for the writer lock and row locks (then DbError is_busy).
+    // Durability (synchronous_commit) is the server's configuration.
+    std::string sql = "SET lock_timeout = " + std::to_string(o.busy_timeout_ms) +
+                      "; SET client_min_messages = warning";
+    if (!writer) sql += "; SET default_transaction_read_only = on";
+    db.exec(sql);
+    return;
+  }
   db.exec("PRAGMA busy_timeout = " + std::to_string(o.busy_timeout_ms));
   db.exec("PRAGMA foreign_keys = ON");
   if (writer) {

@@ -1,4 +1,6 @@
 // Store: DHCP leases and the machines' MACs for the DHCP server.
+#include <unordered_set>
+
 #include "store/internal.h"
 
 namespace kiln::store {
@@ -28,27 +30,69 @@ std::vector<std::string> Store::bound_lease_addresses(const std::string& mac) {
   return out;
 }
 
-void Store::save_dhcp_leases(const std::vector<DhcpLease>& leases) {
-  if (leases.empty()) return;
+namespace {
+
+// One conditional upsert for `rows` leases: a row is overwritten only when the same client
+// holds it, or its lease expired, or it was released or declined. Returns the addresses written.
+std::string lease_upsert_sql(std::size_t rows) {
+  std::string sql =
+      "INSERT INTO dhcp_leases (ip, client, mac, hostname, state, expires_at, updated_at) VALUES ";
+  for (std::size_t i = 0; i < rows; ++i)
+    sql += i ? ", (?, ?, ?, ?, ?, ?, ?)" : "(?, ?, ?, ?, ?, ?, ?)";
+  sql +=
+      " ON CONFLICT (ip) DO UPDATE SET client = excluded.client, mac = excluded.mac, "
+      "hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, "
+      "updated_at = excluded.updated_at "
+      "WHERE dhcp_leases.client = excluded.client OR dhcp_leases.expires_at < ? "
+      "OR dhcp_leases.state IN ('released', 'declined') RETURNING ip";
+  return sql;
+}
+
+}  // namespace
+
+std::vector<std::string> Store::save_dhcp_leases(const std::vector<DhcpLease>& leases) {
+  if (leases.empty()) return {};
+  // Within one batch a later row for an address supersedes an earlier one (one statement may
+  // not touch a row twice).
+  std::vector<const DhcpLease*> rows;
+  {
+    std::unordered_map<std::string_view, std::size_t> at;
+    for (const auto& l : leases) {
+      auto [it, fresh] = at.emplace(l.ip, rows.size());
+      if (fresh) {
+        rows.push_back(&l);
+      } else {
+        rows[it->second] = &l;
+      }
+    }
+  }
+  std::unordered_set<std::string> written;
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
-  Transaction tx(db);
-  for (const auto& l : leases) {
-    db.prepare(
-          "INSERT INTO dhcp_leases (ip, client, mac, hostname, state, expires_at, updated_at) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ip) DO UPDATE SET client = excluded.client, "
-          "mac = excluded.mac, hostname = excluded.hostname, state = excluded.state, "
-          "expires_at = excluded.expires_at, updated_at = excluded.updated_at")
-        .bind(1, l.ip)
-        .bind(2, l.client)
-        .bind(3, l.mac)
-        .bind(4, l.hostname)
-        .bind(5, l.state)
-        .bind(6, l.expires_at)
-        .bind(7, l.updated_at)
-        .run();
-  }
+  const auto now = clock_.now_ms();
+  Transaction tx(db, TxKind::kLeases);
+  for_chunks(rows.size(), [&](std::size_t at, std::size_t n) {
+    auto s = db.prepare(lease_upsert_sql(n));
+    int i = 1;
+    for (std::size_t k = 0; k < n; ++k) {
+      const DhcpLease& l = *rows[at + k];
+      s.bind(i++, l.ip)
+          .bind(i++, l.client)
+          .bind(i++, l.mac)
+          .bind(i++, l.hostname)
+          .bind(i++, l.state)
+          .bind(i++, l.expires_at)
+          .bind(i++, l.updated_at);
+    }
+    s.bind(i, now);
+    while (s.step()) written.insert(s.text(0));
+  });
   tx.commit();
+  std::vector<std::string> refused;
+  for (const auto* l : rows) {
+    if (!written.contains(l->ip)) refused.push_back(l->ip);
+  }
+  return refused;
 }
 
 std::vector<std::pair<std::string, std::optional<std::string>>> Store::list_machine_macs() {

@@ -38,18 +38,17 @@ Result<Machine> Store::create_machine(const NewMachine& nm, const std::string& w
           "address " + *nm.ipv4 + " is already reserved for machine " + std::to_string(s.int64(0)));
     }
   }
-  db.prepare(
-        "INSERT INTO machines (name, uuid, ipv4, state, created_at, updated_at, approved) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)")
-      .bind(1, nm.name)
+  auto ins = db.prepare(
+      "INSERT INTO machines (name, uuid, ipv4, state, created_at, updated_at, approved) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id");
+  ins.bind(1, nm.name)
       .bind(2, nm.uuid)
       .bind(3, nm.ipv4)
       .bind(4, proto::to_string(nm.state))
       .bind(5, now)
       .bind(6, now)
-      .bind(7, std::int64_t{nm.approved ? 1 : 0})
-      .run();
-  const std::int64_t id = db.last_insert_rowid();
+      .bind(7, std::int64_t{nm.approved ? 1 : 0});
+  const std::int64_t id = returning_id(ins);
   int pos = 0;
   for (const auto& mac : nm.macs) {
     try {
@@ -103,7 +102,7 @@ MachinePage Store::list_machines(const MachineFilter& f) {
   binds.emplace_back(static_cast<std::int64_t>(f.limit) + 1);
   auto db = reader();
   // One read transaction, so rows and their labels/MACs come from the same snapshot.
-  Transaction tx(*db, /*immediate=*/false);
+  Transaction tx(*db, TxKind::kRead);
   auto s = db->prepare(sql);
   bind_all(s, binds);
   MachinePage page;

@@ -1,12 +1,16 @@
 #include "store/migrations.h"
 
-#include "store/sqlite.h"
+#include "store/db.h"
+#include "store/pg.h"
 
 namespace kiln::store {
 
 int schema_version(Db& db) {
-  auto t = db.prepare(
-      "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'");
+  auto t =
+      db.prepare(db.dialect() == Dialect::kPostgres
+                     ? "SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE 1 END"
+                     : "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+                       "name = 'schema_migrations'");
   t.step();
   if (t.int64(0) == 0) return 0;
   auto s = db.prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
@@ -28,6 +32,11 @@ Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
   // at once cannot both apply the same migrations. A refused database is not written to:
   // BEGIN IMMEDIATE takes a lock, and the transaction is rolled back untouched.
   Transaction tx(db);
+  if (db.dialect() == Dialect::kPostgres) {
+    // DDL is transactional on PostgreSQL too; this lock (held to the commit) makes the
+    // version check and the migrations one step across every kilnd starting at once.
+    db.exec("SELECT pg_advisory_xact_lock(" + std::to_string(kPgMigrateLockKey) + ")");
+  }
   MigrationReport report;
   report.from_version = schema_version(db);
   if (report.from_version > latest) {
@@ -40,9 +49,11 @@ Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
   if (latest == report.from_version) return report;
   // All pending migrations form one transaction: a failure anywhere leaves the database
   // exactly as it was (SQLite's DDL is transactional).
-  db.exec(
-      "CREATE TABLE IF NOT EXISTS schema_migrations ("
-      " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
+  db.exec(db.dialect() == Dialect::kPostgres
+              ? "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+              : "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
   for (const auto& m : migrations) {
     if (m.version <= report.from_version) continue;
     try {
@@ -52,7 +63,7 @@ Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations,
           .bind(2, m.name)
           .bind(3, now_ms)
           .run();
-    } catch (const SqliteError& e) {
+    } catch (const DbError& e) {
       return make_error(Errc::kInternal, "migration " + std::to_string(m.version) + "_" + m.name +
                                              " failed; nothing was applied: " + e.what());
     }

@@ -23,14 +23,17 @@ struct Migration {
   std::string sql;
 };
 
+// db-migrations/*.sql (SQLite) and db-migrations/postgres/*.sql: the same version numbers.
 const std::vector<Migration>& embedded_migrations();
+const std::vector<Migration>& embedded_pg_migrations();
 
 struct MigrationReport {
   int from_version = 0;
   int to_version = 0;
 };
 
-// Applies every migration newer than the database's schema version.
+// Applies every migration newer than the database's schema version. On PostgreSQL under an
+// advisory lock, so several kilnd starting at once apply them once.
 Result<MigrationReport> migrate(Db& db, std::span<const Migration> migrations, std::int64_t now_ms);
 // The schema version recorded in `db` (0 for a new database).
 int schema_version(Db& db);

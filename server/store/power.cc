@@ -256,7 +256,7 @@ Result<Deployment> Store::fail_overdue(std::int64_t deployment_id, std::int64_t 
   const bool written = d->status == DeploymentStatus::kSucceeded;
   db.prepare(
         "UPDATE machines SET state = 'failed', state_reason = ?, "
-        "current_version_id = CASE WHEN ? THEN current_version_id ELSE NULL END, "
+        "current_version_id = CASE WHEN ? <> 0 THEN current_version_id ELSE NULL END, "
         "updated_at = ? WHERE id = ?")
       .bind(1, "deployment " + std::to_string(deployment_id) + " failed: " + why)
       .bind(2, static_cast<std::int64_t>(written ? 1 : 0))

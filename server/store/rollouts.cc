@@ -122,7 +122,7 @@ void set_machine(Db& db, std::int64_t rollout_id, std::int64_t machine_id,
                  bool finished) {
   db.prepare(
         "UPDATE rollout_machines SET state = ?, reason = ?, "
-        "finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
+        "finished_at = CASE WHEN ? <> 0 THEN CAST(? AS BIGINT) ELSE finished_at END "
         "WHERE rollout_id = ? AND machine_id = ?")
       .bind(1, std::string(proto::to_string(state)))
       .bind(2, reason)
@@ -147,8 +147,8 @@ void set_state(Db& db, std::int64_t now, Rollout& r, RolloutState to, const std:
   const bool terminal = proto::is_terminal(to);
   db.prepare(
         "UPDATE rollouts SET state = ?, reason = ?, updated_at = ?, "
-        "started_at = COALESCE(started_at, CASE WHEN ? = 'running' THEN ? END), "
-        "finished_at = CASE WHEN ? THEN ? ELSE NULL END WHERE id = ?")
+        "started_at = COALESCE(started_at, CASE WHEN ? = 'running' THEN CAST(? AS BIGINT) END), "
+        "finished_at = CASE WHEN ? <> 0 THEN CAST(? AS BIGINT) ELSE NULL END WHERE id = ?")
       .bind(1, std::string(proto::to_string(to)))
       .bind(2, reason)
       .bind(3, now)
@@ -330,12 +330,13 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
   batch_size = std::max(1, batch_size);
   const int canary = std::min(req.canary, n);
   const int max_unavailable = req.max_unavailable.value_or(std::max(batch_size, canary));
-  db.prepare(
-        "INSERT INTO rollouts (selector, image_version_id, batch_count, batch_percent, "
-        "batch_size, canary, max_unavailable, max_failures, on_failure, gate, gate_timeout_s, "
-        "pause_between_s, spread_by, config, config_sha256, state, requested_by, created_at, "
-        "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)")
-      .bind(1, proto::format_selector(req.selector))
+  auto ins = db.prepare(
+      "INSERT INTO rollouts (selector, image_version_id, batch_count, batch_percent, "
+      "batch_size, canary, max_unavailable, max_failures, on_failure, gate, gate_timeout_s, "
+      "pause_between_s, spread_by, config, config_sha256, state, requested_by, created_at, "
+      "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?) "
+      "RETURNING id");
+  ins.bind(1, proto::format_selector(req.selector))
       .bind(2, target->id)
       .bind(3, req.batch_count ? std::optional<std::int64_t>(*req.batch_count) : std::nullopt)
       .bind(4, req.batch_percent ? std::optional<std::int64_t>(*req.batch_percent) : std::nullopt)
@@ -352,38 +353,54 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
       .bind(15, req.config ? std::optional<std::string>(req.config->sha256) : std::nullopt)
       .bind(16, req.requested_by)
       .bind(17, now)
-      .bind(18, now)
-      .run();
-  const std::int64_t rid = db.last_insert_rowid();
-  auto insert = [&](std::int64_t mid, int position, int batch, std::string_view state,
-                    const std::string& reason) {
-    db.prepare(
-          "INSERT INTO rollout_machines (rollout_id, machine_id, position, batch, state, reason, "
-          "previous_version_id, finished_at) VALUES (?, ?, ?, ?, ?, ?, "
-          "(SELECT current_version_id FROM machines WHERE id = ?), ?)")
-        .bind(1, rid)
-        .bind(2, mid)
-        .bind(3, static_cast<std::int64_t>(position))
-        .bind(4, static_cast<std::int64_t>(batch))
-        .bind(5, state)
-        .bind(6, reason)
-        .bind(7, mid)
-        .bind(8, state == "pending" ? std::nullopt : std::optional<std::int64_t>(now))
-        .run();
+      .bind(18, now);
+  const std::int64_t rid = returning_id(ins);
+  struct Row {
+    std::int64_t mid;
+    int position;
+    int batch;
+    std::string_view state;
+    std::string reason;
   };
+  std::vector<Row> rows;
+  rows.reserve(ids.size());
   for (int i = 0; i < n; ++i) {
     int batch = i < canary ? 0 : (canary > 0 ? 1 : 0) + (i - canary) / batch_size;
-    insert(deployable[static_cast<std::size_t>(i)], i, batch, "pending", "");
+    rows.push_back({deployable[static_cast<std::size_t>(i)], i, batch, "pending", ""});
   }
   int position = n;
   for (auto id : ids) {
     if (already.count(id)) {
-      insert(id, position++, -1, "done",
-             "already runs " + target->name + ":" + target->version + " (booted)");
+      rows.push_back({id, position++, -1, "done",
+                      "already runs " + target->name + ":" + target->version + " (booted)"});
     } else if (auto it = skip.find(id); it != skip.end()) {
-      insert(id, position++, -1, "skipped", it->second);
+      rows.push_back({id, position++, -1, "skipped", it->second});
     }
   }
+  // The plan's rows, several per statement (one round trip each on PostgreSQL).
+  for_chunks(rows.size(), [&](std::size_t at, std::size_t count) {
+    std::string sql =
+        "INSERT INTO rollout_machines (rollout_id, machine_id, position, batch, state, reason, "
+        "previous_version_id, finished_at) VALUES ";
+    for (std::size_t k = 0; k < count; ++k) {
+      sql += k ? ", " : "";
+      sql += "(?, ?, ?, ?, ?, ?, (SELECT current_version_id FROM machines WHERE id = ?), ?)";
+    }
+    auto s = db.prepare(sql);
+    int i = 1;
+    for (std::size_t k = 0; k < count; ++k) {
+      const Row& r = rows[at + k];
+      s.bind(i++, rid)
+          .bind(i++, r.mid)
+          .bind(i++, static_cast<std::int64_t>(r.position))
+          .bind(i++, static_cast<std::int64_t>(r.batch))
+          .bind(i++, r.state)
+          .bind(i++, r.reason)
+          .bind(i++, r.mid)
+          .bind(i++, r.state == "pending" ? std::nullopt : std::optional<std::int64_t>(now));
+    }
+    s.run();
+  });
   json skipped = json::array();
   for (const auto& [id, why] : skip) skipped.push_back({{"machine_id", id}, {"reason", why}});
   rollout_event(db, now, "rollout.created", rid, std::nullopt, std::nullopt,
@@ -404,7 +421,7 @@ Result<Rollout> Store::create_rollout(const NewRollout& req) {
 
 Result<Rollout> Store::get_rollout(std::int64_t id) {
   auto db = reader();
-  Transaction tx(*db, /*immediate=*/false);
+  Transaction tx(*db, TxKind::kRead);
   auto r = load_rollout(*db, id);
   tx.commit();
   if (!r) return rollout_not_found(id);
@@ -413,7 +430,7 @@ Result<Rollout> Store::get_rollout(std::int64_t id) {
 
 std::vector<Rollout> Store::list_rollouts(std::optional<RolloutState> state, int limit) {
   auto db = reader();
-  Transaction tx(*db, /*immediate=*/false);
+  Transaction tx(*db, TxKind::kRead);
   auto s = db->prepare(state ? "SELECT id FROM rollouts WHERE state = ? ORDER BY id DESC LIMIT ?"
                              : "SELECT id FROM rollouts ORDER BY id DESC LIMIT ?");
   if (state) {

@@ -1,12 +1,13 @@
 // store/store.h — kiln's persistent state: machines, image versions, deployments, API tokens
-// and events, in one SQLite database (WAL mode, foreign keys on).
+// and events, in one SQLite database (WAL mode, foreign keys on) or in PostgreSQL, shared by
+// several kilnd (StoreOptions::url; the same SQL over store/db.h's two backends).
 //
 // Store is the only module that talks SQL. It keeps one writer connection (every change goes
 // through it, serialized by a mutex, each change in one IMMEDIATE transaction together with
 // the event that records it) and a small pool of reader connections, so reads proceed while
 // a write is in progress. All methods are thread-safe. Expected failures (unknown machine,
 // MAC already registered, deployment in progress, ...) are returned as `Result`s; database
-// failures (disk full, I/O error, corruption) throw `SqliteError`.
+// failures (disk full, I/O error, corruption, connection lost) throw `DbError`.
 //
 // Implementation: one file per resource (machines.cc, images.cc, deployments.cc, tokens.cc,
 // leases.cc, events.cc) over the shared helpers of store/internal.h; store.cc opens the
@@ -22,6 +23,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/clock.h"
@@ -35,6 +37,7 @@
 namespace kiln::store {
 
 class Db;
+class PgListener;
 
 // The API resources are proto's value types (proto/resources.h); the store persists them.
 using proto::AgentReport;
@@ -198,7 +201,10 @@ struct BulkOutcome {
 };
 
 struct StoreOptions {
-  std::string path = "var/kiln.db";
+  std::string path = "var/kiln.db";  // the SQLite file when `url` is empty
+  // The database: empty or a file path = SQLite; "postgresql://...", "postgres://..." or a
+  // libpq conninfo ("host=/run/pg dbname=kiln") = PostgreSQL, shared by every kilnd using it.
+  std::string url;
   int busy_timeout_ms = 5000;
   // FULL: every commit is fsynced (survives power loss); NORMAL: survives process crashes.
   bool synchronous_full = true;
@@ -207,11 +213,11 @@ struct StoreOptions {
 
 class Store {
  public:
-  // Opens the database, applies pending migrations. Fails (without touching the database) if
-  // its schema is newer than `migrations` or a migration fails.
-  static Result<std::unique_ptr<Store>> open(
-      const StoreOptions& options, const Clock& clock,
-      std::span<const Migration> migrations = embedded_migrations());
+  // Opens the database, applies pending migrations (empty: the embedded set of the backend).
+  // Fails (without touching the database) if its schema is newer than `migrations` or a
+  // migration fails.
+  static Result<std::unique_ptr<Store>> open(const StoreOptions& options, const Clock& clock,
+                                             std::span<const Migration> migrations = {});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -424,9 +430,13 @@ class Store {
 
   // --- DHCP leases ---
   std::vector<DhcpLease> load_dhcp_leases();
-  // Upserts every lease in one transaction: one commit (and, with synchronous=FULL, one fsync)
-  // for a whole batch. Throws on a database error.
-  void save_dhcp_leases(const std::vector<DhcpLease>& leases);
+  // Writes the leases in one transaction (one commit, with synchronous=FULL one fsync, for a
+  // whole batch). A lease overwrites an address's row only when the same client holds it, or
+  // its lease expired, or it was released or declined: another instance sharing the database
+  // may have handed the address out meanwhile. Returns the addresses REFUSED (their rows left
+  // as they were: the caller must not ACK them); the rest of the batch is committed. Throws on
+  // a database error.
+  [[nodiscard]] std::vector<std::string> save_dhcp_leases(const std::vector<DhcpLease>& leases);
   // The addresses `mac` holds a bound, unexpired lease on (committed before its ACK was sent).
   std::vector<std::string> bound_lease_addresses(const std::string& mac);
   // Every live machine's MACs with its reserved address, if any (for the DHCP server's
@@ -445,6 +455,34 @@ class Store {
   // The live machines with a BMC configured.
   std::vector<std::int64_t> bmc_machine_ids();
 
+  // --- several kilnd on one database ---
+  // `fn(last_id)` is called after every committed write transaction that appended events: by
+  // this Store's writes (SQLite and PostgreSQL) and, on PostgreSQL, by every other process
+  // sharing the database (LISTEN/NOTIFY on a connection of its own, reconnected if it drops;
+  // after a reconnect `fn` gets the latest id, covering notifications missed meanwhile). Ids
+  // only grow: a call with an id not above the last one delivered is skipped. `fn` runs on the
+  // writing thread (with the store's write lock held) or on the listener thread: it must be
+  // quick, must not write to the Store and must not end a subscription. The subscription ends when
+  // the returned handle is destroyed; once its destructor returns, `fn` is not running and will not
+  // be called. The handle must not outlive the Store.
+  class Subscription;
+  [[nodiscard]] std::unique_ptr<Subscription> subscribe_events(
+      std::function<void(std::int64_t last_id)> fn);
+
+  // Leadership of once-only work named `name` (e.g. "rollouts"). PostgreSQL: a session
+  // advisory lock on a dedicated connection, released by the server when the holder's
+  // connection dies (process killed, network lost), so another instance takes over. SQLite:
+  // an in-process lock (one holder per name and database per process; several kilnd on one
+  // SQLite file is unsupported). Never blocks.
+  class Leadership {
+   public:
+    virtual ~Leadership() = default;
+    // Re-checks a held lease (PostgreSQL: one round trip) or tries to take it. Cheap enough
+    // to call on every tick.
+    virtual bool held() = 0;
+  };
+  std::unique_ptr<Leadership> try_lead(std::string_view name);
+
  private:
   Store(const StoreOptions& options, const Clock& clock);
   class ReaderLease;
@@ -456,6 +494,28 @@ class Store {
   std::unique_ptr<Db> writer_;
   std::mutex readers_mu_;
   std::vector<std::unique_ptr<Db>> idle_readers_;
+
+  std::unique_ptr<Db> connect(bool writer);
+  void deliver_events(std::int64_t id);
+  std::string url_;  // resolved: options_.url or options_.path
+  bool postgres_ = false;
+  std::mutex subs_mu_;  // guards subs_ and serializes deliveries
+  std::vector<Subscription*> subs_;
+  std::int64_t delivered_id_ = 0;
+  std::unique_ptr<class PgListener> listener_;  // PostgreSQL, while anyone subscribes
+};
+
+class Store::Subscription {
+ public:
+  ~Subscription();
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+ private:
+  friend class Store;
+  Subscription(Store& s, std::function<void(std::int64_t)> fn) : store_(s), fn_(std::move(fn)) {}
+  Store& store_;
+  std::function<void(std::int64_t)> fn_;
 };
 
 }  // namespace kiln::store

@@ -17,13 +17,11 @@ Result<std::pair<Token, std::string>> Store::create_token(const std::string& nam
   Db& db = *writer_;
   const auto now = clock_.now_ms();
   Transaction tx(db);
-  db.prepare("INSERT INTO api_tokens (name, scope, token_hash, created_at) VALUES (?, ?, ?, ?)")
-      .bind(1, name)
-      .bind(2, proto::to_string(scope))
-      .bind(3, sha256_hex(clear))
-      .bind(4, now)
-      .run();
-  Token t{db.last_insert_rowid(), name, scope, now, std::nullopt};
+  auto ins = db.prepare(
+      "INSERT INTO api_tokens (name, scope, token_hash, created_at) VALUES (?, ?, ?, ?) "
+      "RETURNING id");
+  ins.bind(1, name).bind(2, proto::to_string(scope)).bind(3, sha256_hex(clear)).bind(4, now);
+  Token t{returning_id(ins), name, scope, now, std::nullopt};
   append_event(db, now, "token.created", std::nullopt, std::nullopt,
                {{"token_id", t.id}, {"name", name}, {"scope", proto::to_string(scope)}});
   tx.commit();

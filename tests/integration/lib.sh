@@ -141,6 +141,48 @@ external_proof() {
     "$1" "$2" "$2"
 }
 
+# pg_start — starts a PostgreSQL of this test in its own temporary directory (initdb + pg_ctl,
+# never a system service), listening on 127.0.0.1:<free port> and a unix socket there, with a
+# database "kiln". Sets PG_URL (a libpq conninfo over TCP, for kilnd's db_url), PG_PORT, PG_DIR
+# and PG_BIN. Stopped (pg_ctl -m immediate, by its own PID file) and removed at exit, or by
+# pg_stop. Returns 1 when no PostgreSQL is installed (the caller skips or fails).
+pg_start() {
+  local initdb
+  initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1)
+  [[ -n "$initdb" ]] || { log "no PostgreSQL (/usr/lib/postgresql/*/bin/initdb)"; return 1; }
+  PG_BIN=$(dirname "$initdb")
+  PG_DIR=$(mktemp -d /tmp/kiln-pg.XXXXXX)
+  PG_AS=()
+  if [[ $(id -u) == 0 ]]; then  # initdb refuses root
+    chown postgres "$PG_DIR"
+    PG_AS=(runuser -u postgres --)
+  fi
+  CLEANUP_CMDS+=("pg_stop")
+  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U kiln -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
+    || { cat "$PG_DIR/initdb.log" >&2; return 1; }
+  "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-k $PG_DIR -c listen_addresses=127.0.0.1 -p $PG_PORT -c fsync=off -c synchronous_commit=off" \
+    start >/dev/null || { cat "$PG_DIR/log" >&2; return 1; }
+  "$PG_BIN/psql" -X -q -h "$PG_DIR" -p "$PG_PORT" -U kiln -d postgres -c 'CREATE DATABASE kiln' >/dev/null
+  PG_URL="host=127.0.0.1 port=$PG_PORT user=kiln dbname=kiln"
+}
+
+# pg_stop — stops the PostgreSQL of pg_start (immediate: the test's data is thrown away).
+pg_stop() {
+  [[ -n "${PG_DIR:-}" && -d "$PG_DIR" ]] || return 0
+  if [[ -f "$PG_DIR/data/postmaster.pid" ]]; then
+    "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$PG_DIR"
+  PG_DIR=
+}
+
+# pg_sql SQL — runs SQL on the pg_start database; prints the rows unaligned, no header.
+pg_sql() {
+  "$PG_BIN/psql" -X -q -A -t -h "$PG_DIR" -p "$PG_PORT" -U kiln -d kiln -c "$1"
+}
+
 finish() {
   if [[ $FAILURES -ne 0 ]]; then
     echo "[$TEST_NAME] $FAILURES failure(s), $CHECKS check(s) passed" >&2

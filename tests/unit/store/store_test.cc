@@ -1,16 +1,21 @@
 #include "store/store.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <thread>
 
+#include "store/pg.h"
 #include "store/sqlite.h"
 #include "tests/unit/fake_clock.h"
+#include "tests/unit/pg_server.h"
 #include "tests/unit/test_dir.h"
 
 namespace kiln::store {
@@ -21,12 +26,37 @@ using proto::MachineState;
 
 using kiln::testing::FakeClock;
 
-class StoreTest : public ::testing::Test {
+// The conformance suite: every test of a TEST_P fixture runs against both backends.
+enum class Backend { kSqlite, kPostgres };
+
+std::string backend_name(const ::testing::TestParamInfo<Backend>& i) {
+  return i.param == Backend::kSqlite ? "sqlite" : "postgres";
+}
+
+// `o` pointed at a fresh database of `backend` (a file in `dir` or a new PostgreSQL database).
+// In SetUp: skips the test when no PostgreSQL can run (fails with KILN_REQUIRE_PG=1).
+#define KILN_STORE_DATABASE(backend, o, dir)        \
+  do {                                              \
+    if ((backend) == Backend::kPostgres) {          \
+      KILN_PG_DATABASE((o).url, /*migrated=*/true); \
+    } else {                                        \
+      (o).path = ((dir) / "kiln.db").string();      \
+    }                                               \
+  } while (0)
+
+// A raw connection to the store's database (bypassing the Store).
+std::unique_ptr<Db> open_raw(const StoreOptions& o, bool read_only) {
+  if (!o.url.empty()) return std::make_unique<PgDb>(o.url);
+  return std::make_unique<SqliteDb>(o.path, read_only);
+}
+
+class StoreFixture : public ::testing::Test {
  protected:
+  virtual Backend backend() const = 0;
   void SetUp() override {
     dir_ = kiln::testing::make_test_dir("kiln-store-test");
-    options_.path = (dir_ / "kiln.db").string();
     options_.synchronous_full = false;
+    KILN_STORE_DATABASE(backend(), options_, dir_);
     auto s = Store::open(options_, clock_);
     ASSERT_TRUE(s) << s.error().message;
     store_ = std::move(*s);
@@ -34,6 +64,13 @@ class StoreTest : public ::testing::Test {
   void TearDown() override {
     store_.reset();
     std::filesystem::remove_all(dir_);
+  }
+  std::unique_ptr<Db> open_raw(bool read_only) { return store::open_raw(options_, read_only); }
+  // Another Store on the same database (another kilnd sharing it).
+  std::unique_ptr<Store> open_second() {
+    auto s = Store::open(options_, clock_);
+    EXPECT_TRUE(s) << s.error().message;
+    return s ? std::move(*s) : nullptr;
   }
 
   Machine make_machine(const std::string& mac, std::map<std::string, std::string> labels = {}) {
@@ -87,10 +124,29 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
-TEST_F(StoreTest, OpensWithSchemaAndWal) {
+class StoreTest : public StoreFixture, public ::testing::WithParamInterface<Backend> {
+ protected:
+  Backend backend() const override { return GetParam(); }
+};
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backend_name);
+
+// What only SQLite has: WAL, the file's bytes, sqlite_master.
+class SqliteStoreTest : public StoreFixture {
+ protected:
+  Backend backend() const override { return Backend::kSqlite; }
+};
+
+// Tests that need two Stores on one database: PostgreSQL only.
+class PgStoreTest : public StoreFixture {
+ protected:
+  Backend backend() const override { return Backend::kPostgres; }
+};
+
+TEST_F(SqliteStoreTest, OpensWithSchemaAndWal) {
   EXPECT_EQ(store_->schema_version(), static_cast<int>(embedded_migrations().back().version));
   EXPECT_EQ(store_->integrity_check(), "ok");
-  Db raw(options_.path, true);
+  SqliteDb raw(options_.path, true);
   auto s = raw.prepare("PRAGMA journal_mode");
   ASSERT_TRUE(s.step());
   EXPECT_EQ(s.text(0), "wal");
@@ -101,10 +157,10 @@ std::string file_bytes(const std::filesystem::path& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-TEST_F(StoreTest, RefusesDatabaseNewerThanBinaryWithoutTouchingIt) {
+TEST_F(SqliteStoreTest, RefusesDatabaseNewerThanBinaryWithoutTouchingIt) {
   store_.reset();
   {
-    Db raw(options_.path, false);
+    SqliteDb raw(options_.path, false);
     raw.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)");
     raw.exec("PRAGMA journal_mode = DELETE");  // as a database from elsewhere might be
   }
@@ -133,7 +189,7 @@ TEST(Migrations, FailedMigrationLeavesDatabaseUntouched) {
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message.find("3_broken"), std::string::npos) << s.error().message;
   {
-    Db raw(o.path, true);
+    SqliteDb raw(o.path, true);
     EXPECT_EQ(schema_version(raw), 1);
     auto t = raw.prepare("SELECT count(*) FROM sqlite_master WHERE name IN ('b', 'c')");
     t.step();
@@ -143,7 +199,7 @@ TEST(Migrations, FailedMigrationLeavesDatabaseUntouched) {
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path.string() + suffix);
 }
 
-TEST_F(StoreTest, CreatesAndFindsMachines) {
+TEST_P(StoreTest, CreatesAndFindsMachines) {
   auto m = make_machine("52:54:00:00:00:01", {{"rack", "r12"}});
   EXPECT_EQ(m.state, MachineState::kReady);
   EXPECT_EQ(m.labels.at("rack"), "r12");
@@ -155,7 +211,7 @@ TEST_F(StoreTest, CreatesAndFindsMachines) {
   EXPECT_EQ(missing.error().code, Errc::kNotFound);
 }
 
-TEST_F(StoreTest, DuplicateMacIsAConflictAndChangesNothing) {
+TEST_P(StoreTest, DuplicateMacIsAConflictAndChangesNothing) {
   make_machine("52:54:00:00:00:01");
   NewMachine nm;
   nm.macs = {"52:54:00:00:00:02", "52:54:00:00:00:01"};
@@ -166,7 +222,7 @@ TEST_F(StoreTest, DuplicateMacIsAConflictAndChangesNothing) {
   EXPECT_EQ(store_->list_machines({}).items.size(), 1u);
 }
 
-TEST_F(StoreTest, ListFiltersBySelectorAndStateAndPaginates) {
+TEST_P(StoreTest, ListFiltersBySelectorAndStateAndPaginates) {
   for (int i = 0; i < 25; ++i) {
     char mac[32];
     std::snprintf(mac, sizeof mac, "52:54:00:00:01:%02x", i);
@@ -198,7 +254,7 @@ TEST_F(StoreTest, ListFiltersBySelectorAndStateAndPaginates) {
   EXPECT_TRUE(store_->list_machines(f).items.empty());
 }
 
-TEST_F(StoreTest, PatchesLabels) {
+TEST_P(StoreTest, PatchesLabels) {
   auto m = make_machine("52:54:00:00:00:01", {{"rack", "r1"}, {"old", "x"}});
   auto r = store_->patch_machine_labels(m.id, {{"rack", "r2"}, {"old", std::nullopt}, {"new", "y"}},
                                         "test");
@@ -206,7 +262,7 @@ TEST_F(StoreTest, PatchesLabels) {
   EXPECT_EQ(r->labels, (std::map<std::string, std::string>{{"rack", "r2"}, {"new", "y"}}));
 }
 
-TEST_F(StoreTest, AssignIsIdempotentConflictsAndSupersedesWithForce) {
+TEST_P(StoreTest, AssignIsIdempotentConflictsAndSupersedesWithForce) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   make_image("ubuntu", "2");
@@ -237,7 +293,7 @@ TEST_F(StoreTest, AssignIsIdempotentConflictsAndSupersedesWithForce) {
   EXPECT_EQ(missing.error().code, Errc::kNotFound);
 }
 
-TEST_F(StoreTest, BulkAssignIsAllOrNothing) {
+TEST_P(StoreTest, BulkAssignIsAllOrNothing) {
   auto a = make_machine("52:54:00:00:00:01", {{"rack", "r12"}});
   auto b = make_machine("52:54:00:00:00:02", {{"rack", "r12"}});
   make_machine("52:54:00:00:00:03", {{"rack", "r13"}});
@@ -261,7 +317,7 @@ TEST_F(StoreTest, BulkAssignIsAllOrNothing) {
   EXPECT_EQ(none.error().code, Errc::kNotFound);
 }
 
-TEST_F(StoreTest, AgentReportsDriveTheLifecycle) {
+TEST_P(StoreTest, AgentReportsDriveTheLifecycle) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   auto a = store_->assign(m.id, req("ubuntu", "1"));
@@ -285,7 +341,7 @@ TEST_F(StoreTest, AgentReportsDriveTheLifecycle) {
   EXPECT_EQ(late.error().code, Errc::kConflict);
 }
 
-TEST_F(StoreTest, FailedDeploymentMarksMachineFailed) {
+TEST_P(StoreTest, FailedDeploymentMarksMachineFailed) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   deploy(m.id, "ubuntu", "1", /*ok=*/false);
@@ -295,7 +351,7 @@ TEST_F(StoreTest, FailedDeploymentMarksMachineFailed) {
   EXPECT_FALSE(mm->current_version);
 }
 
-TEST_F(StoreTest, RollbackReassignsPreviousSuccessfulVersion) {
+TEST_P(StoreTest, RollbackReassignsPreviousSuccessfulVersion) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   make_image("ubuntu", "2");
@@ -337,11 +393,12 @@ TEST_F(StoreTest, RollbackReassignsPreviousSuccessfulVersion) {
   EXPECT_EQ(history->front().id, rb3->deployment.id);  // newest first
 }
 
-TEST_F(StoreTest, DeploymentHistoryIsAppendOnly) {
+TEST_P(StoreTest, DeploymentHistoryIsAppendOnly) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   auto id = deploy(m.id, "ubuntu", "1");
-  Db raw(options_.path, false);
+  auto rawp = open_raw(false);
+  Db& raw = *rawp;
   EXPECT_THROW(raw.exec("DELETE FROM deployments"), SqliteError);
   EXPECT_THROW(raw.exec("UPDATE deployments SET requested_by = 'mallory'"), SqliteError);
   EXPECT_THROW(
@@ -350,7 +407,7 @@ TEST_F(StoreTest, DeploymentHistoryIsAppendOnly) {
   EXPECT_EQ(store_->get_deployment(id)->requested_by, "tester");
 }
 
-TEST_F(StoreTest, ImagesAreImmutableAndDeletedOnlyWhenUnused) {
+TEST_P(StoreTest, ImagesAreImmutableAndDeletedOnlyWhenUnused) {
   auto v = make_image("ubuntu", "1");
   auto same = store_->register_image_version(v);
   ASSERT_TRUE(same);
@@ -379,7 +436,7 @@ TEST_F(StoreTest, ImagesAreImmutableAndDeletedOnlyWhenUnused) {
   EXPECT_NE(rb.error().message.find("deleted"), std::string::npos);
 }
 
-TEST_F(StoreTest, DeleteMachineRefusesActiveDeploymentUnlessForced) {
+TEST_P(StoreTest, DeleteMachineRefusesActiveDeploymentUnlessForced) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   auto a = store_->assign(m.id, req("ubuntu", "1"));
@@ -393,7 +450,7 @@ TEST_F(StoreTest, DeleteMachineRefusesActiveDeploymentUnlessForced) {
   make_machine("52:54:00:00:00:01");
 }
 
-TEST_F(StoreTest, ApiTokensAreStoredHashed) {
+TEST_P(StoreTest, ApiTokensAreStoredHashed) {
   auto t = store_->create_token("ci", proto::Scope::kRead);
   ASSERT_TRUE(t);
   const std::string clear = t->second;
@@ -403,8 +460,8 @@ TEST_F(StoreTest, ApiTokensAreStoredHashed) {
   EXPECT_EQ(who->scope, proto::Scope::kRead);
   EXPECT_FALSE(store_->authenticate(clear + "x"));
   {
-    Db raw(options_.path, true);
-    auto s = raw.prepare("SELECT count(*) FROM api_tokens WHERE token_hash = ?");
+    auto raw = open_raw(true);
+    auto s = raw->prepare("SELECT count(*) FROM api_tokens WHERE token_hash = ?");
     s.bind(1, clear);
     s.step();
     EXPECT_EQ(s.int64(0), 0) << "the clear token must never be stored";
@@ -414,7 +471,7 @@ TEST_F(StoreTest, ApiTokensAreStoredHashed) {
   EXPECT_FALSE(store_->revoke_token(t->first.id, "ops"));
 }
 
-TEST_F(StoreTest, BootTicketsAreStableAndOpenSessionsBoundToOneAddress) {
+TEST_P(StoreTest, BootTicketsAreStableAndOpenSessionsBoundToOneAddress) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   auto a = store_->assign(m.id, req("ubuntu", "1"));
@@ -458,7 +515,7 @@ TEST_F(StoreTest, BootTicketsAreStableAndOpenSessionsBoundToOneAddress) {
   EXPECT_FALSE(store_->agent_ticket(id, clock_.now + 60'000)) << "ended with the deployment";
 }
 
-TEST_F(StoreTest, ReissuedTicketUnbindsAndTicketsExpire) {
+TEST_P(StoreTest, ReissuedTicketUnbindsAndTicketsExpire) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
   auto a = store_->assign(m.id, req("ubuntu", "1"));
@@ -481,7 +538,7 @@ TEST_F(StoreTest, ReissuedTicketUnbindsAndTicketsExpire) {
   EXPECT_NE(*store_->agent_ticket(id, clock_.now + 60'000), *fresh) << "a new one after expiry";
 }
 
-TEST_F(StoreTest, InventoryClaimingAnotherMachinesMacIsRefusedWhole) {
+TEST_P(StoreTest, InventoryClaimingAnotherMachinesMacIsRefusedWhole) {
   auto other = make_machine("52:54:00:00:00:02");
   auto d = store_->discover_machine("52:54:00:00:00:01", "kilnd:pxe");
   ASSERT_TRUE(d);
@@ -497,7 +554,7 @@ TEST_F(StoreTest, InventoryClaimingAnotherMachinesMacIsRefusedWhole) {
   EXPECT_EQ(store_->find_machine_by_mac("52:54:00:00:00:03")->id, d->first.id);
 }
 
-TEST_F(StoreTest, UnapprovedMachinesTakeNoInventoryNorAssignment) {
+TEST_P(StoreTest, UnapprovedMachinesTakeNoInventoryNorAssignment) {
   make_image("ubuntu", "1");
   auto d = store_->discover_machine("52:54:00:00:00:01", "kilnd:pxe", /*approved=*/false);
   ASSERT_TRUE(d);
@@ -512,7 +569,7 @@ TEST_F(StoreTest, UnapprovedMachinesTakeNoInventoryNorAssignment) {
   EXPECT_TRUE(store_->record_inventory("52:54:00:00:00:01", nlohmann::json::object()));
 }
 
-TEST_F(StoreTest, EventsRecordEveryChangeInOrder) {
+TEST_P(StoreTest, EventsRecordEveryChangeInOrder) {
   const auto start = store_->last_event_id();
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
@@ -529,7 +586,7 @@ TEST_F(StoreTest, EventsRecordEveryChangeInOrder) {
   EXPECT_EQ(after[0].type, "deployment.created");
 }
 
-TEST_F(StoreTest, ConcurrentWritersAndReadersStayConsistent) {
+TEST_P(StoreTest, ConcurrentWritersAndReadersStayConsistent) {
   make_image("ubuntu", "1");
   std::vector<std::thread> threads;
   std::atomic<int> created{0};
@@ -559,25 +616,30 @@ TEST_F(StoreTest, ConcurrentWritersAndReadersStayConsistent) {
 namespace kiln::store {
 namespace {
 
-TEST_F(StoreTest, DhcpLeasesRoundTripAndUpsert) {
+TEST_P(StoreTest, DhcpLeasesRoundTripAndUpsert) {
   EXPECT_TRUE(store_->load_dhcp_leases().empty());
-  store_->save_dhcp_leases(
-      {{"10.0.0.100", "52:54:00:00:00:01", "52:54:00:00:00:01", "pc1", "bound", 1000, 10},
-       {"10.0.0.101", "id:01525400000002", "52:54:00:00:00:02", "", "offered", 2000, 20}});
-  store_->save_dhcp_leases(
-      {{"10.0.0.100", "52:54:00:00:00:01", "52:54:00:00:00:01", "pc1", "released", 1000, 30}});
+  EXPECT_TRUE(
+      store_
+          ->save_dhcp_leases(
+              {{"10.0.0.100", "52:54:00:00:00:01", "52:54:00:00:00:01", "pc1", "bound", 1000, 10},
+               {"10.0.0.101", "id:01525400000002", "52:54:00:00:00:02", "", "offered", 2000, 20}})
+          .empty());
+  EXPECT_TRUE(store_
+                  ->save_dhcp_leases({{"10.0.0.100", "52:54:00:00:00:01", "52:54:00:00:00:01",
+                                       "pc1", "released", 1000, 30}})
+                  .empty());
   auto all = store_->load_dhcp_leases();
   ASSERT_EQ(all.size(), 2u);
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.ip < b.ip; });
   EXPECT_EQ(all[0].state, "released");
   EXPECT_EQ(all[0].updated_at, 30);
   EXPECT_EQ(all[1].client, "id:01525400000002");
-  EXPECT_THROW(store_->save_dhcp_leases({{"10.0.0.9", "c", "m", "", "bogus", 0, 0}}),
+  EXPECT_THROW((void)store_->save_dhcp_leases({{"10.0.0.9", "c", "m", "", "bogus", 0, 0}}),
                std::exception);
   EXPECT_EQ(store_->load_dhcp_leases().size(), 2u);  // the failed batch wrote nothing
 }
 
-TEST_F(StoreTest, ListsMachineMacsWithReservations) {
+TEST_P(StoreTest, ListsMachineMacsWithReservations) {
   make_machine("52:54:00:00:00:07", {});
   NewMachine nm;
   nm.macs = {"52:54:00:00:00:08"};
@@ -606,12 +668,12 @@ TEST_F(StoreTest, ListsMachineMacsWithReservations) {
 namespace kiln::store {
 namespace {
 
-class BootPathTest : public ::testing::Test {
+class BootPathTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     dir_ = kiln::testing::make_test_dir("kiln-store-boot");
     StoreOptions o;
-    o.path = (dir_ / "kiln.db").string();
+    KILN_STORE_DATABASE(GetParam(), o, dir_);
     o.synchronous_full = false;
     auto s = Store::open(o, clock_);
     ASSERT_TRUE(s) << s.error().message;
@@ -645,8 +707,10 @@ class BootPathTest : public ::testing::Test {
   std::filesystem::path dir_;
   std::unique_ptr<Store> store_;
 };
+INSTANTIATE_TEST_SUITE_P(Backends, BootPathTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backend_name);
 
-TEST_F(BootPathTest, DiscoveryRegistersOnceThenInventoryMakesReady) {
+TEST_P(BootPathTest, DiscoveryRegistersOnceThenInventoryMakesReady) {
   auto a = store_->discover_machine("52:54:00:00:00:01", "kilnd:pxe");
   ASSERT_TRUE(a) << a.error().message;
   EXPECT_TRUE(a->second);
@@ -677,7 +741,7 @@ TEST_F(BootPathTest, DiscoveryRegistersOnceThenInventoryMakesReady) {
   EXPECT_EQ(nlohmann::json::parse(store_->get_machine(m->id)->inventory_json)["cpus"], 2);
 }
 
-TEST_F(BootPathTest, InventoryAddsTheOtherNics) {
+TEST_P(BootPathTest, InventoryAddsTheOtherNics) {
   ASSERT_TRUE(store_->discover_machine("52:54:00:00:00:10", "kilnd:pxe"));
   auto other = store_->discover_machine("52:54:00:00:00:20", "kilnd:pxe");  // another machine
   ASSERT_TRUE(other);
@@ -701,7 +765,7 @@ TEST_F(BootPathTest, InventoryAddsTheOtherNics) {
   EXPECT_EQ(ev.back().data["macs_added"], nlohmann::json::array({"52:54:00:00:00:11"}));
 }
 
-TEST_F(BootPathTest, RetryFailedIsBounded) {
+TEST_P(BootPathTest, RetryFailedIsBounded) {
   auto m = *store_->discover_machine("52:54:00:00:00:02", "kilnd:pxe");
   const auto id = m.first.id;
   EXPECT_EQ(store_->retry_failed(id, 3, "kilnd:retry").error().code, Errc::kConflict);
@@ -754,8 +818,10 @@ class PowerStoreTest : public StoreTest {
     return o->deployment.id;
   }
 };
+INSTANTIATE_TEST_SUITE_P(Backends, PowerStoreTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backend_name);
 
-TEST_F(PowerStoreTest, ABootIsConfirmedOnlyByItsOwnCredentialOnceWritten) {
+TEST_P(PowerStoreTest, ABootIsConfirmedOnlyByItsOwnCredentialOnceWritten) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("img", "1");
   auto o = store_->assign(m.id, req("img", "1"));
@@ -784,7 +850,7 @@ TEST_F(PowerStoreTest, ABootIsConfirmedOnlyByItsOwnCredentialOnceWritten) {
   EXPECT_EQ(store_->get_machine(m.id)->state, MachineState::kDeployed);
 }
 
-TEST_F(PowerStoreTest, AnOlderDeploymentsCredentialConfirmsNothing) {
+TEST_P(PowerStoreTest, AnOlderDeploymentsCredentialConfirmsNothing) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("img", "1");
   make_image("img", "2");
@@ -797,7 +863,7 @@ TEST_F(PowerStoreTest, AnOlderDeploymentsCredentialConfirmsNothing) {
   EXPECT_EQ(r.error().code, Errc::kConflict);
 }
 
-TEST_F(PowerStoreTest, RollbackGoesToTheLastVersionThatBootedNotTheLastWritten) {
+TEST_P(PowerStoreTest, RollbackGoesToTheLastVersionThatBootedNotTheLastWritten) {
   auto m = make_machine("52:54:00:00:00:01");
   for (auto v : {"1", "2", "3"}) make_image("img", v);
   deploy_booted(m.id, "1");
@@ -808,7 +874,7 @@ TEST_F(PowerStoreTest, RollbackGoesToTheLastVersionThatBootedNotTheLastWritten) 
   EXPECT_EQ(rb->deployment.to_version.version, "1");
 }
 
-TEST_F(PowerStoreTest, AMachineThatNeverConfirmedFallsBackToTheLastWrittenUnlessBootedOnly) {
+TEST_P(PowerStoreTest, AMachineThatNeverConfirmedFallsBackToTheLastWrittenUnlessBootedOnly) {
   auto m = make_machine("52:54:00:00:00:01");
   for (auto v : {"1", "2"}) make_image("img", v);
   deploy(m.id, "img", "1");
@@ -823,7 +889,7 @@ TEST_F(PowerStoreTest, AMachineThatNeverConfirmedFallsBackToTheLastWrittenUnless
   EXPECT_EQ(loose->deployment.to_version.version, "1");
 }
 
-TEST_F(PowerStoreTest, DeadlinesAreMissedThenFailTheDeploymentAndTheMachine) {
+TEST_P(PowerStoreTest, DeadlinesAreMissedThenFailTheDeploymentAndTheMachine) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("img", "1");
   auto o = store_->assign(m.id, req("img", "1"));
@@ -851,7 +917,7 @@ TEST_F(PowerStoreTest, DeadlinesAreMissedThenFailTheDeploymentAndTheMachine) {
   EXPECT_TRUE(store_->overdue_deployments(t + 1'000'000, 10).empty());
 }
 
-TEST_F(PowerStoreTest, ANewAssignmentStopsWatchingTheOldBootDeadline) {
+TEST_P(PowerStoreTest, ANewAssignmentStopsWatchingTheOldBootDeadline) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("img", "1");
   make_image("img", "2");
@@ -863,7 +929,7 @@ TEST_F(PowerStoreTest, ANewAssignmentStopsWatchingTheOldBootDeadline) {
   EXPECT_TRUE(store_->overdue_deployments(clock_.now + 1'000'000, 10).empty());
 }
 
-TEST_F(PowerStoreTest, BmcRecordsKeepOnlyWhatTheyAreGivenAndGoWithTheMachine) {
+TEST_P(PowerStoreTest, BmcRecordsKeepOnlyWhatTheyAreGivenAndGoWithTheMachine) {
   auto m = make_machine("52:54:00:00:00:01");
   BmcRecord r;
   r.machine_id = m.id;
@@ -880,13 +946,13 @@ TEST_F(PowerStoreTest, BmcRecordsKeepOnlyWhatTheyAreGivenAndGoWithTheMachine) {
     EXPECT_EQ(e.data.dump().find("sealed"), std::string::npos) << e.data.dump();
   }
   ASSERT_TRUE(store_->delete_machine(m.id, false, "ops"));
-  Db raw(options_.path, true);
-  auto s = raw.prepare("SELECT COUNT(*) FROM machine_bmcs");
+  auto raw = open_raw(true);
+  auto s = raw->prepare("SELECT COUNT(*) FROM machine_bmcs");
   ASSERT_TRUE(s.step());
   EXPECT_EQ(s.int64(0), 0);
 }
 
-TEST_F(PowerStoreTest, AnExplicitRebootNeedsABmcAndRefusesTheWholeBulkAssignment) {
+TEST_P(PowerStoreTest, AnExplicitRebootNeedsABmcAndRefusesTheWholeBulkAssignment) {
   auto a = make_machine("52:54:00:00:00:01", {{"rack", "r1"}});
   auto b = make_machine("52:54:00:00:00:02", {{"rack", "r1"}});
   make_image("img", "1");
@@ -935,7 +1001,7 @@ TEST(Migration0004, KeepsDeploymentsAndTheirGuards) {
     auto old = Store::open(o, clock, upto3);
     ASSERT_TRUE(old) << old.error().message;
     old->reset();
-    Db raw(o.path, false);
+    SqliteDb raw(o.path, false);
     raw.exec(
         "INSERT INTO image_versions (id, name, version, size_bytes, sha256, format, created_by, "
         "created_at) VALUES (1, 'img', '1', 0, '" +
@@ -962,13 +1028,358 @@ TEST(Migration0004, KeepsDeploymentsAndTheirGuards) {
   EXPECT_EQ(d->written_at, std::optional<std::int64_t>(20));  // succeeded: written then
   EXPECT_EQ((*s)->get_deployment(failed_id)->written_at, std::nullopt);
   EXPECT_EQ((*s)->get_deployment(failed_id)->status_reason, "disk");
-  Db raw(o.path, false);
+  SqliteDb raw(o.path, false);
   EXPECT_THROW(raw.exec("DELETE FROM deployments"), SqliteError);
   EXPECT_THROW(
       raw.exec("UPDATE deployments SET status = 'pending' WHERE id = " + std::to_string(failed_id)),
       SqliteError);
   EXPECT_THROW(raw.exec("UPDATE deployments SET to_version_id = 1"), SqliteError);
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace kiln::store
+
+// --- several kilnd on one database (issue 20) -------------------------------------------------
+
+namespace kiln::store {
+namespace {
+
+TEST(Migrations, BothBackendsHaveTheSameVersions) {
+  std::vector<std::pair<int, std::string>> sqlite, pg;
+  for (const auto& m : embedded_migrations()) sqlite.emplace_back(m.version, m.name);
+  for (const auto& m : embedded_pg_migrations()) pg.emplace_back(m.version, m.name);
+  EXPECT_EQ(sqlite, pg) << "every db-migrations/NNNN_name.sql needs its postgres/ twin";
+}
+
+TEST(PgDialect, PlaceholdersAreNumberedOutsideQuotesAndComments) {
+  int n = 0;
+  EXPECT_EQ(pg_rewrite_placeholders("SELECT '?', \"a?\" FROM t WHERE x = ? AND y IN (?, ?) -- ?\n"
+                                    "AND z = ?",
+                                    &n),
+            "SELECT '?', \"a?\" FROM t WHERE x = $1 AND y IN ($2, $3) -- ?\nAND z = $4");
+  EXPECT_EQ(n, 4);
+}
+
+TEST(StoreUrl, PostgresIsAUriOrAConninfoAndAnythingElseIsASqliteFile) {
+  EXPECT_TRUE(is_postgres_url("postgresql://kiln@db.example/kiln"));
+  EXPECT_TRUE(is_postgres_url("postgres://db/kiln?sslmode=require"));
+  EXPECT_TRUE(is_postgres_url("host=/run/postgresql dbname=kiln"));
+  EXPECT_TRUE(is_postgres_url("dbname=kiln user=kiln"));
+  EXPECT_FALSE(is_postgres_url("/var/lib/kiln/kiln.db"));
+  EXPECT_FALSE(is_postgres_url("var/kiln.db"));
+  EXPECT_FALSE(is_postgres_url(""));
+}
+
+TEST_F(PgStoreTest, RefusesDatabaseNewerThanBinaryWithoutTouchingIt) {
+  store_.reset();
+  open_raw(false)->exec(
+      "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 0)");
+  auto s = Store::open(options_, clock_);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("newer than this kilnd supports"), std::string::npos)
+      << s.error().message;
+  auto raw = open_raw(true);
+  auto n = raw->prepare("SELECT count(*) FROM schema_migrations");
+  ASSERT_TRUE(n.step());
+  EXPECT_EQ(n.int64(0), static_cast<std::int64_t>(embedded_pg_migrations().size()) + 1);
+}
+
+TEST_F(PgStoreTest, FailedMigrationLeavesDatabaseUntouched) {
+  store_.reset();
+  std::string url;
+  KILN_PG_DATABASE(url, /*migrated=*/false);
+  StoreOptions o;
+  o.url = url;
+  std::vector<Migration> first = {{1, "one", "CREATE TABLE a (x BIGINT);"}};
+  ASSERT_TRUE(Store::open(o, clock_, first));
+  std::vector<Migration> more = {first[0],
+                                 {2, "two", "CREATE TABLE b (y BIGINT);"},
+                                 {3, "broken", "CREATE TABLE c (z BIGINT); SELECT nosuchfn();"}};
+  auto s = Store::open(o, clock_, more);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("3_broken"), std::string::npos) << s.error().message;
+  PgDb raw(url);
+  EXPECT_EQ(schema_version(raw), 1);
+  auto t = raw.prepare("SELECT count(*) FROM pg_tables WHERE tablename IN ('b', 'c')");
+  ASSERT_TRUE(t.step());
+  EXPECT_EQ(t.int64(0), 0) << "tables of the failed batch must not exist";
+}
+
+TEST_F(PgStoreTest, TwoInstancesStartingTogetherMigrateOnce) {
+  store_.reset();
+  std::string url;
+  KILN_PG_DATABASE(url, /*migrated=*/false);
+  StoreOptions o;
+  o.url = url;
+  std::vector<std::thread> threads;
+  std::atomic<int> opened{0};
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] {
+      if (Store::open(o, clock_)) ++opened;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(opened.load(), 3);
+  PgDb raw(url);
+  auto n = raw.prepare("SELECT count(*) FROM schema_migrations");
+  ASSERT_TRUE(n.step());
+  EXPECT_EQ(n.int64(0), static_cast<std::int64_t>(embedded_pg_migrations().size()));
+}
+
+TEST_P(StoreTest, MillisecondTimesAndLargeSizesRoundTrip) {
+  clock_.now = 4'102'444'800'000;  // 2100-01-01: far past a 32-bit integer
+  ImageVersion v;
+  v.name = "big";
+  v.version = "1";
+  v.size_bytes = std::int64_t{5} << 40;  // 5 TiB
+  v.sha256 = std::string(64, 'a');
+  v.format = "raw";
+  v.created_by = "test";
+  auto r = store_->register_image_version(v);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->first.size_bytes, std::int64_t{5} << 40);
+  EXPECT_EQ(r->first.created_at, 4'102'444'800'000);
+}
+
+TEST_P(StoreTest, ALeaseHeldByAnotherClientIsRefusedAndTheRestCommitted) {
+  const std::int64_t now = clock_.now_ms();
+  const std::int64_t later = now + 3'600'000;
+  ASSERT_TRUE(store_
+                  ->save_dhcp_leases({{"10.0.0.10", "mac-a", "mac-a", "", "bound", later, now},
+                                      {"10.0.0.11", "mac-a", "mac-a", "", "bound", now - 1, now},
+                                      {"10.0.0.12", "mac-a", "mac-a", "", "released", later, now}})
+                  .empty());
+  // Another client (say through another kilnd): .10 is bound to mac-a and unexpired (refused),
+  // .11 expired and .12 was released (both taken over), .13 is free.
+  auto refused =
+      store_->save_dhcp_leases({{"10.0.0.10", "mac-b", "mac-b", "", "offered", later, now},
+                                {"10.0.0.11", "mac-b", "mac-b", "", "offered", later, now},
+                                {"10.0.0.12", "mac-b", "mac-b", "", "offered", later, now},
+                                {"10.0.0.13", "mac-b", "mac-b", "", "offered", later, now}});
+  EXPECT_EQ(refused, std::vector<std::string>{"10.0.0.10"});
+  std::map<std::string, std::string> owner;
+  for (const auto& l : store_->load_dhcp_leases()) owner[l.ip] = l.client;
+  EXPECT_EQ(owner["10.0.0.10"], "mac-a");
+  EXPECT_EQ(owner["10.0.0.11"], "mac-b");
+  EXPECT_EQ(owner["10.0.0.12"], "mac-b");
+  EXPECT_EQ(owner["10.0.0.13"], "mac-b");
+  // The holder itself renews.
+  EXPECT_TRUE(
+      store_->save_dhcp_leases({{"10.0.0.10", "mac-a", "mac-a", "", "bound", later + 1, now}})
+          .empty());
+}
+
+TEST_P(StoreTest, LargeLeaseBatchesAreWrittenWhole) {
+  const std::int64_t now = clock_.now_ms();
+  std::vector<DhcpLease> batch;
+  for (int i = 0; i < 150; ++i) {  // 64 + 64 + 16 + 4 + 1 + 1 rows per statement
+    batch.push_back({"10.1.0." + std::to_string(i), "c" + std::to_string(i), "m", "", "bound",
+                     now + 1000, now});
+  }
+  batch.push_back(batch[3]);  // an address twice in one batch: the later row wins
+  batch.back().hostname = "again";
+  EXPECT_TRUE(store_->save_dhcp_leases(batch).empty());
+  auto all = store_->load_dhcp_leases();
+  EXPECT_EQ(all.size(), 150u);
+  for (const auto& l : all) {
+    if (l.ip == "10.1.0.3") EXPECT_EQ(l.hostname, "again");
+  }
+}
+
+TEST_P(StoreTest, ConcurrentAssignsThroughTwoInstancesExactlyOneWins) {
+  auto other = open_second();
+  ASSERT_TRUE(other);
+  auto m = make_machine("52:54:00:00:00:01");
+  make_image("ubuntu", "1");
+  make_image("ubuntu", "2");
+  std::atomic<int> created{0}, conflicts{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    Store* s = t % 2 ? other.get() : store_.get();
+    threads.emplace_back([&, s, t] {
+      // Different versions: only the first may create; the others conflict (no force).
+      auto o = s->assign(m.id, req("ubuntu", t % 2 ? "2" : "1"));
+      if (o && o->created) ++created;
+      if (!o && o.error().code == Errc::kConflict) ++conflicts;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), 1);
+  int active = 0;
+  for (const auto& d : *store_->list_deployments(m.id)) {
+    if (d.status == DeploymentStatus::kPending || d.status == DeploymentStatus::kRunning) ++active;
+  }
+  EXPECT_EQ(active, 1);
+}
+
+TEST_P(StoreTest, ConcurrentRegistrationsOfOneMacThroughTwoInstancesExactlyOneWins) {
+  auto other = open_second();
+  ASSERT_TRUE(other);
+  std::atomic<int> created{0}, conflicts{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    Store* s = t % 2 ? other.get() : store_.get();
+    threads.emplace_back([&, s] {
+      NewMachine nm;
+      nm.macs = {"52:54:00:aa:bb:cc"};
+      auto r = s->create_machine(nm, "t");
+      if (r) ++created;
+      if (!r && r.error().code == Errc::kConflict) ++conflicts;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(created.load(), 1);
+  EXPECT_EQ(conflicts.load(), 3);
+}
+
+TEST_P(StoreTest, LeadershipIsHeldByOneAndTakenOverWhenReleased) {
+  auto other = open_second();
+  ASSERT_TRUE(other);
+  auto a = store_->try_lead("rollouts");
+  auto b = other->try_lead("rollouts");
+  EXPECT_TRUE(a->held());
+  EXPECT_FALSE(b->held());
+  EXPECT_TRUE(a->held()) << "re-checking keeps it";
+  auto c = other->try_lead("deadlines");  // another name: independent
+  EXPECT_TRUE(c->held());
+  a.reset();  // the holder goes away
+  EXPECT_TRUE(b->held());
+  auto d = store_->try_lead("rollouts");
+  EXPECT_FALSE(d->held());
+}
+
+TEST_P(StoreTest, SubscribersHearOfCommittedEvents) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::int64_t heard = 0;
+  auto sub = store_->subscribe_events([&](std::int64_t id) {
+    std::lock_guard lock(mu);
+    heard = std::max(heard, id);
+    cv.notify_all();
+  });
+  make_machine("52:54:00:00:00:01");
+  const std::int64_t last = store_->last_event_id();
+  ASSERT_GT(last, 0);
+  {
+    std::unique_lock lock(mu);
+    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard >= last; }));
+  }
+  // A refused write appends nothing and commits nothing: no call.
+  const std::int64_t before = heard;
+  NewMachine dup;
+  dup.macs = {"52:54:00:00:00:01"};
+  EXPECT_FALSE(store_->create_machine(dup, "t"));
+  sub.reset();
+  make_machine("52:54:00:00:00:02");  // after unsubscribing: not heard
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(heard, before);
+}
+
+TEST_F(PgStoreTest, EventsWrittenByAnotherInstanceWakeSubscribers) {
+  auto other = open_second();
+  ASSERT_TRUE(other);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::int64_t heard = 0;
+  auto sub = store_->subscribe_events([&](std::int64_t id) {
+    std::lock_guard lock(mu);
+    heard = std::max(heard, id);
+    cv.notify_all();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // LISTEN is up (not asserted)
+  NewMachine nm;
+  nm.macs = {"52:54:00:00:00:01"};
+  ASSERT_TRUE(other->create_machine(nm, "t"));  // written through the other instance
+  const std::int64_t last = other->last_event_id();
+  std::unique_lock lock(mu);
+  EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard >= last; }))
+      << "heard " << heard << ", expected " << last;
+}
+
+// The server drops every connection (a restart, a failover, an operator's
+// pg_terminate_backend): the next reads and writes reconnect by themselves, and subscribers
+// hear of events written while their LISTEN connection was gone.
+TEST_F(PgStoreTest, LostConnectionsAreReestablished) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::int64_t heard = 0;
+  auto sub = store_->subscribe_events([&](std::int64_t id) {
+    std::lock_guard lock(mu);
+    heard = std::max(heard, id);
+    cv.notify_all();
+  });
+  make_machine("52:54:00:00:00:01");
+  EXPECT_EQ(store_->list_machines({}).items.size(), 1u);
+  {
+    auto raw = open_raw(false);
+    auto k = raw->prepare(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    ASSERT_TRUE(k.step());
+    EXPECT_GE(k.int64(0), 3) << "writer, reader and listener connections";
+  }
+  auto other = open_second();  // writes while the listener reconnects
+  ASSERT_TRUE(other);
+  NewMachine nm;
+  nm.macs = {"52:54:00:00:00:02"};
+  ASSERT_TRUE(other->create_machine(nm, "t"));
+  make_machine("52:54:00:00:00:03");  // the writer reconnects before its transaction
+  EXPECT_EQ(store_->list_machines({}).items.size(), 3u);  // a reader reconnects
+  const std::int64_t last = store_->last_event_id();
+  std::unique_lock lock(mu);
+  EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard >= last; }));
+}
+
+// The lease of a process that dies (here a psql session SIGKILLed while holding it, idle as
+// kilnd's lease connection is) is released by the server, and another instance takes over.
+TEST_F(PgStoreTest, LeadershipOfAKilledProcessIsTakenOver) {
+  std::string bin = "psql";
+  for (const char* v : {"17", "16", "15", "14", "13"}) {
+    std::string p = std::string("/usr/lib/postgresql/") + v + "/bin/psql";
+    if (::access(p.c_str(), X_OK) == 0) {
+      bin = p;
+      break;
+    }
+  }
+  int in[2];
+  ASSERT_EQ(::pipe(in), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(in[0], 0);  // psql reads its SQL from the test, then waits idle for more
+    ::close(in[1]);
+    ::execl(bin.c_str(), "psql", "-X", "-q", "-d", options_.url.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(in[0]);
+  const std::string sql =
+      "SELECT pg_advisory_lock(" + std::to_string(pg_lead_key("rollouts")) + ");\n";
+  ASSERT_EQ(::write(in[1], sql.data(), sql.size()), static_cast<ssize_t>(sql.size()));
+  auto lead = store_->try_lead("rollouts");
+  bool child_held = false;
+  for (int i = 0; i < 200 && !child_held; ++i) {  // bounded: 10 s
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    child_held = !lead->held();
+    if (!child_held) {  // we took it before the child: give it back and retry
+      lead.reset();
+      lead = store_->try_lead("rollouts");
+    }
+  }
+  ASSERT_TRUE(child_held) << "the psql child never took the lock";
+  EXPECT_FALSE(lead->held()) << "held by the other process";
+  ::kill(pid, SIGKILL);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ::close(in[1]);
+  bool taken = false;
+  for (int i = 0; i < 200 && !taken; ++i) {  // bounded: 10 s
+    taken = lead->held();
+    if (!taken) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(taken) << "the dead session's lease was not released";
 }
 
 }  // namespace
