@@ -149,6 +149,13 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   api_options.require_lease = cfg.boot.require_lease;
   api_options.attach_reported_macs = cfg.boot.discovery != "approve";
   api::Api api(store, metrics, clock, ioc, api_options, log);
+  // Long-polls wake for every committed event: this kilnd's background work (power, rollouts,
+  // deadlines) and, on PostgreSQL, what the other instances write (LISTEN/NOTIFY).
+  const auto event_subscription =
+      store.subscribe_events([&api](std::int64_t last_id) { api.notify_events(last_id); });
+  // Once-only work (the rollout engine, deadlines) runs on the one kilnd holding this lease;
+  // another takes it over when the holder dies. SQLite: always this one.
+  StoreLeadership engine_lead(store, "engine");
   DeployStageMetrics stage_metrics(store, metrics, clock);
   add_image_store_collector(metrics, cfg.effective_images_dir());
   add_rollout_collector(metrics, store);
@@ -206,7 +213,8 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   StoreBmcBook bmc_book(store, *secrets, cfg.bmc_timeout, cfg.bmc_retries);
   StorePowerLedger power_ledger(store);
   RealDriverFactory drivers;
-  provision::PowerService power_service(cfg.power, bmc_book, drivers, power_ledger, clock, log);
+  provision::PowerService power_service(cfg.power, bmc_book, drivers, power_ledger, clock, log,
+                                        &engine_lead);
   power_service.start();
   api.attach_power(power_service, *secrets);
   add_bmc_collector(metrics, store, power_service);
@@ -220,7 +228,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
       },
       [&power_service](std::int64_t now) { return power_service.written_deadline(now); }};
   provision::RolloutService rollout_service(rollout_options, rollout_ledger, rollout_power, metrics,
-                                            clock, log);
+                                            clock, log, &engine_lead);
   rollout_service.start();
   api.attach_rollouts(rollout_service);
 

@@ -5,6 +5,9 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
+#include <mutex>
+#include <string_view>
 
 #include "core/secret_box.h"
 #include "dhcp/backend.h"
@@ -134,6 +137,18 @@ class StoreDhcpBackend final : public dhcp::Backend {
 
  private:
   store::Store& store_;
+};
+
+// The store's lease on once-only work (Store::try_lead), as the rollout engine and the power
+// service's deadline checks ask for it: one lease shared by both, asked from their two threads.
+class StoreLeadership final : public provision::Leadership {
+ public:
+  StoreLeadership(store::Store& store, std::string_view name) : lead_(store.try_lead(name)) {}
+  bool held() override;
+
+ private:
+  std::mutex mu_;  // the lease's connection serves one caller at a time
+  std::unique_ptr<store::Store::Leadership> lead_;
 };
 
 }  // namespace kiln::daemon
