@@ -69,10 +69,12 @@ expect_eq "$code" 404 "B answers a peer's fetch with what it has"
 [[ -z $(find "$WORK/b/images/chunks" -name "${CHUNKS[1]}.*") ]] && ok || fail "and fetched nothing"
 
 log "concurrent misses fetch once"
+PAR=()
 for i in 1 2 3 4 5 6; do
   curl -s -o "par.$i" -w '%{http_code}\n' "$B_URL/v1/chunks/${CHUNKS[2]}" >"par.$i.code" &
+  PAR+=($!)
 done
-wait
+wait "${PAR[@]}"
 for i in 1 2 3 4 5 6; do
   expect_eq "$(cat "par.$i.code")" 200 "concurrent GET $i"
   cmp -s "par.$i" "$(a_file "${CHUNKS[2]}")" && ok || fail "concurrent GET $i bytes"
