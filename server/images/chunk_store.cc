@@ -96,7 +96,8 @@ Status ChunkStore::put_manifest(const std::string& name, const std::string& vers
   std::error_code ec;
   if (fs::exists(mpath, ec)) {
     if (read_file(mpath) == manifest) return ok_status();
-    return make_error(Errc::kConflict, "a different manifest is stored for " + name + ":" + version);
+    return make_error(Errc::kConflict,
+                      "a different manifest is stored for " + name + ":" + version);
   }
   // The signature first: a manifest is visible only with its signature in place.
   if (!signature.empty()) {

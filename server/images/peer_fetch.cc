@@ -3,14 +3,13 @@
 #include <spdlog/spdlog.h>
 #include <zstd.h>
 
-#include <cctype>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cctype>
 
 #include "core/crypto.h"
 #include "core/hex.h"
@@ -267,7 +266,8 @@ Status PeerFetcher::fetch_manifest(const std::string& name, const std::string& v
 Status PeerFetcher::fetch_manifest_now(const std::string& name, const std::string& version) {
   if (store_.manifest(name, version)) return ok_status();
   const auto expected = expected_ ? expected_(name, version) : std::nullopt;
-  if (!expected) return make_error(Errc::kNotFound, "no catalogue entry for " + name + ":" + version);
+  if (!expected)
+    return make_error(Errc::kNotFound, "no catalogue entry for " + name + ":" + version);
   const std::string base = "/v1/manifests/" + name + "/" + version;
   for (const auto& s : sources_) {
     auto r = get(s, base + ".json");
@@ -318,8 +318,8 @@ Status PeerFetcher::fetch_manifest_now(const std::string& name, const std::strin
                s.url.url);
     return ok_status();
   }
-  return make_error(Errc::kNotFound, "no peer or upstream has the manifest of " + name + ":" +
-                                         version);
+  return make_error(Errc::kNotFound,
+                    "no peer or upstream has the manifest of " + name + ":" + version);
 }
 
 }  // namespace kiln::images

@@ -21,8 +21,8 @@
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
-#include <boost/asio/thread_pool.hpp>
 #include <atomic>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -74,8 +74,8 @@ class PeerFetcher {
  public:
   // The whole-image SHA-256 the catalogue holds for name:version; nullopt when it holds none
   // (then no manifest is fetched for it).
-  using ExpectedImage =
-      std::function<std::optional<std::string>(const std::string& name, const std::string& version)>;
+  using ExpectedImage = std::function<std::optional<std::string>(const std::string& name,
+                                                                 const std::string& version)>;
 
   // Errors: a peer or upstream URL that is not http://host[:port].
   static Result<std::unique_ptr<PeerFetcher>> create(ChunkStore& store, PeerFetchOptions options,

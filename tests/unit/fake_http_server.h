@@ -88,8 +88,7 @@ class FakeHttpServer {
     }
     const auto sp1 = req.find(' ');
     const auto sp2 = req.find(' ', sp1 + 1);
-    const std::string path =
-        sp1 == std::string::npos ? "" : req.substr(sp1 + 1, sp2 - sp1 - 1);
+    const std::string path = sp1 == std::string::npos ? "" : req.substr(sp1 + 1, sp2 - sp1 - 1);
     {
       std::lock_guard l(mu_);
       seen_.push_back({path, req});
@@ -101,8 +100,9 @@ class FakeHttpServer {
       return;
     }
     if (a.delay_ms) std::this_thread::sleep_for(std::chrono::milliseconds(a.delay_ms));
-    std::string res = "HTTP/1.1 " + std::to_string(a.status) + " X\r\nContent-Type: " +
-                      a.content_type + "\r\nContent-Length: " + std::to_string(a.body.size()) +
+    std::string res = "HTTP/1.1 " + std::to_string(a.status) +
+                      " X\r\nContent-Type: " + a.content_type +
+                      "\r\nContent-Length: " + std::to_string(a.body.size()) +
                       "\r\nConnection: close\r\n\r\n" + a.body;
     std::size_t off = 0;
     while (off < res.size()) {

@@ -18,6 +18,7 @@
 
 #include "core/crypto.h"
 #include "images/builder.h"
+#include "images/image_service.h"
 #include "proto/image_file.h"
 #include "tests/unit/fake_http_server.h"
 #include "tests/unit/test_dir.h"
@@ -153,8 +154,7 @@ TEST_F(PeerFetchTest, FetchesVerifiesAndStoresDataAndRawChunksFromAPeer) {
   auto seen = peer.seen();
   ASSERT_FALSE(seen.empty());
   EXPECT_NE(seen[0].headers.find("Kiln-Cluster-Fetch: 1"), std::string::npos);
-  EXPECT_NE(seen[0].headers.find("Authorization: Bearer cluster-secret-123456"),
-            std::string::npos);
+  EXPECT_NE(seen[0].headers.find("Authorization: Bearer cluster-secret-123456"), std::string::npos);
   // Already here: no second request.
   const auto before = peer.seen().size();
   ASSERT_TRUE(f->fetch_chunk(shas_[0]));
