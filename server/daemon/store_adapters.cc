@@ -51,8 +51,12 @@ std::vector<std::string> StoreLeaseBook::bound_addresses(const std::string& mac)
 
 std::vector<proto::DhcpLease> StoreDhcpBackend::load_leases() { return store_.load_dhcp_leases(); }
 
-void StoreDhcpBackend::save_leases(const std::vector<proto::DhcpLease>& leases) {
+std::vector<std::string> StoreDhcpBackend::save_leases(
+    const std::vector<proto::DhcpLease>& leases) {
   store_.save_dhcp_leases(leases);
+  // TODO(lead): return what store_.save_dhcp_leases refuses (the addresses another instance
+  // holds) once the shared-database store lands; the SQLite store upserts unconditionally.
+  return {};
 }
 
 std::vector<std::pair<std::string, std::optional<std::string>>> StoreDhcpBackend::machine_macs() {
