@@ -11,7 +11,8 @@
 #     chain of fetches between peers;
 #   - concurrent misses for one chunk fetch it once;
 #   - an unknown chunk is a 404 after every peer said so.
-# (Manifests need the shared catalogue: the PostgreSQL cluster test covers them; unit tests here.)
+# Manifests are served to peers under /v1/manifests/ (the cluster token only); fetching one needs
+# the shared catalogue (its image hash): unit tests here, the PostgreSQL cluster test end to end.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 "$KILN" key generate --out signer >/dev/null
@@ -42,6 +43,20 @@ a_file() { find "$WORK/a/images/chunks" -name "$1.*" | head -n1; }
 
 code=$(curl -s -o /dev/null -w '%{http_code}' "$A_URL/v1/chunks/$C0")
 expect_eq "$code" 401 "A's chunks are private: no token, no chunk"
+log "manifests are served to peers (the cluster token only)"
+CT=(-H "Authorization: Bearer $(cat cluster.token)")
+code=$(curl -s -o peer-manifest.json -w '%{http_code}' "${CT[@]}" "$A_URL/v1/manifests/os-a/1.json")
+expect_eq "$code" 200 "a peer reads A's manifest"
+cmp -s peer-manifest.json "$WORK/a/images/manifests/os-a/1.json" && ok || fail "the stored bytes"
+code=$(curl -s -o peer-manifest.sig -w '%{http_code}' "${CT[@]}" "$A_URL/v1/manifests/os-a/1.sig")
+expect_eq "$code" 200 "and its signature"
+expect_eq "$(stat -c %s peer-manifest.sig)" 64 "an Ed25519 signature"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$A_URL/v1/manifests/os-a/1.json")
+expect_eq "$code" 401 "no token, no manifest"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$A_URL/v1/manifests/os-a/1.json")
+expect_eq "$code" 401 "an API token is not the cluster token"
+code=$(curl -s -o /dev/null -w '%{http_code}' "${CT[@]}" "$A_URL/v1/manifests/os-a/..%2F..%2Fkiln.db")
+[[ $code == 404 || $code == 400 ]] && ok || fail "a path out of the manifests: $code"
 
 # B: A as its peer; its own (empty) images directory.
 cat >b.json <<JSON
