@@ -68,23 +68,49 @@ Result<std::string> decode_signature_header(std::string_view value) {
 }
 
 ApiClient::ApiClient(HttpUrl base, std::string token)
-    : conn_(std::move(base), std::chrono::seconds(30)), token_(std::move(token)) {}
+    : ApiClient(std::vector<HttpUrl>{std::move(base)}, std::move(token)) {}
+
+ApiClient::ApiClient(std::vector<HttpUrl> servers, std::string token, std::size_t current,
+                     std::chrono::milliseconds timeout)
+    : servers_(std::move(servers)), timeout_(timeout), token_(std::move(token)) {
+  if (servers_.empty()) servers_.push_back(HttpUrl{});
+  for (const auto& s : servers_) conns_.push_back(std::make_unique<HttpConnection>(s, timeout_));
+  current_ = current < servers_.size() ? current : 0;
+}
+
+std::vector<std::string> ApiClient::add_servers(const std::vector<std::string>& urls) {
+  std::vector<std::string> bad;
+  for (const auto& text : urls) {
+    auto u = parse_agent_url(text);
+    if (!u) {
+      bad.push_back(text);
+      continue;
+    }
+    if (std::any_of(servers_.begin(), servers_.end(),
+                    [&](const HttpUrl& s) { return s.url == u->url; })) {
+      continue;
+    }
+    servers_.push_back(*u);
+    conns_.push_back(std::make_unique<HttpConnection>(*u, timeout_));
+  }
+  return bad;
+}
 
 Result<Reply> ApiClient::call(const std::string& method, const std::string& target,
                               const std::string& body, int attempts) {
   std::string last;
+  const std::size_t n = conns_.size();
   for (int a = 0; a < attempts; ++a) {
     if (a) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(200 << a, 5000)));
-    auto r = conn_.request(method, target, token_, body);
-    if (!r) {
-      last = r.error().message;
-      continue;
+    for (std::size_t k = 0; k < n; ++k) {
+      auto& conn = *conns_[current_];
+      auto r = conn.request(method, target, token_, body);
+      if (r && r->status < 500) return r;
+      last =
+          r ? conn.base().url + target + ": HTTP " + std::to_string(r->status) : r.error().message;
+      // Another instance of the cluster may answer: the next one, at once.
+      if (n > 1) current_ = (current_ + 1) % n;
     }
-    if (r->status >= 500) {
-      last = target + ": HTTP " + std::to_string(r->status);
-      continue;
-    }
-    return r;
   }
   return make_error(Errc::kUnavailable, last);
 }
@@ -134,6 +160,15 @@ Result<Plan> ApiClient::plan() {
   p.previous_manifest_url = string_field(j, "previous_manifest_url");
   if (auto it = j.find("chunks_require_token"); it != j.end() && it->is_boolean()) {
     p.chunks_require_token = it->get<bool>();
+  }
+  if (auto it = j.find("servers"); it != j.end() && !it->is_null()) {
+    if (!it->is_array())
+      return make_error(Errc::kInvalid, "the deployment plan: servers must be a list");
+    for (const auto& m : *it) {
+      if (!m.is_string())
+        return make_error(Errc::kInvalid, "the deployment plan: servers must be URLs");
+      p.servers.push_back(m.get<std::string>());
+    }
   }
   if (auto it = j.find("mirrors"); it != j.end() && !it->is_null()) {
     if (!it->is_array())

@@ -6,11 +6,14 @@
 // thread (the progress reporter has its own).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "agent/config_drive.h"
 #include "agent/http.h"
@@ -30,6 +33,9 @@ struct Plan {
   std::optional<std::string> chunks_url;             // .kiln images
   std::optional<std::string> previous_manifest_url;  // a hint for local copies, may be absent
   bool chunks_require_token = false;                 // send the session token with chunk reads
+  // Every kilnd instance serving this machine's network (a cluster; the one answering first):
+  // API calls and chunk reads fall back to them in order. Empty from a single kilnd.
+  std::vector<std::string> servers;
   // Chunk mirrors kilnd chose for this machine's network (its mirrors config), tried after
   // the agent's own --mirror / kiln.mirror ones and before kilnd.
   std::vector<std::string> mirrors;
@@ -63,9 +69,21 @@ class ApiClient {
  public:
   // `token` is the agent session's token ("" for discovery and before open_session()).
   ApiClient(HttpUrl base, std::string token);
+  // Several kilnd instances sharing one database (a cluster): `servers` in order of
+  // preference, the session valid on each. A call that gets no answer (refused, reset, timed
+  // out) or a 5xx from one goes to the next at once, and the client stays with the one that
+  // answered. `current` is the one to start with.
+  ApiClient(std::vector<HttpUrl> servers, std::string token, std::size_t current = 0,
+            std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
-  const HttpUrl& base() const { return conn_.base(); }
+  // The server in use.
+  const HttpUrl& base() const { return conns_[current_]->base(); }
+  std::size_t current() const { return current_; }
+  const std::vector<HttpUrl>& servers() const { return servers_; }
   const std::string& token() const { return token_; }
+  // Adds fallback servers (the plan's "servers") after the known ones, skipping duplicates and
+  // URLs that do not parse (returned, for the log).
+  std::vector<std::string> add_servers(const std::vector<std::string>& urls);
 
   // POST /api/v1/agent/session with the deployment's boot ticket: opens this agent's session
   // (bound by kilnd to our address) and uses its token from now on. Errors: kUnavailable
@@ -74,8 +92,9 @@ class ApiClient {
   // in the message).
   Status open_session(const std::string& ticket);
 
-  // One call, up to `attempts` tries while kilnd is unreachable or answers 5xx (backoff from
-  // 200 ms doubling, capped at 5 s). A transport failure after the last try is kUnavailable.
+  // One call, up to `attempts` rounds while kilnd is unreachable or answers 5xx (backoff from
+  // 200 ms doubling, capped at 5 s, between rounds); a round tries every server once, starting
+  // with the current one. A transport failure after the last round is kUnavailable.
   Result<Reply> call(const std::string& method, const std::string& target,
                      const std::string& body = {}, int attempts = 10);
 
@@ -95,7 +114,10 @@ class ApiClient {
   Status post_inventory(const std::string& mac, const nlohmann::json& inventory);
 
  private:
-  HttpConnection conn_;
+  std::vector<HttpUrl> servers_;
+  std::vector<std::unique_ptr<HttpConnection>> conns_;  // one per server
+  std::size_t current_ = 0;
+  std::chrono::milliseconds timeout_;
   std::string token_;
 };
 

@@ -3,6 +3,7 @@
 #include <sys/reboot.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -127,7 +128,7 @@ class ProgressReporter {
  public:
   using Snapshot = std::function<proto::AgentReport()>;
   ProgressReporter(const ApiClient& main, Snapshot snapshot, std::function<std::string()> log_text)
-      : api_(main.base(), main.token()),
+      : api_(main.servers(), main.token(), main.current()),
         snapshot_(std::move(snapshot)),
         log_text_(std::move(log_text)),
         thread_([this] { loop(); }) {}
@@ -423,6 +424,12 @@ int deploy_kiln(const Options& o, ApiClient& api, const Plan& plan,
     d.chunk_bases = {api.base().url};
     d.chunk_token = api.token();
   }
+  // A cluster: the other kilnd instances serve the same chunks (fetched from each other).
+  for (const auto& s : api.servers()) {
+    if (std::find(d.chunk_bases.begin(), d.chunk_bases.end(), s.url) == d.chunk_bases.end()) {
+      d.chunk_bases.push_back(s.url);
+    }
+  }
   DeployCounters counters;
   proto::SuccessProof proof;
   proof.manifest_sha256 = sha256_hex(signed_manifest->body);
@@ -466,6 +473,16 @@ int deploy_flow(const Options& o, ApiClient& api, const std::vector<img::Key>& t
     }
     return fail_deployment(api, stage, plan.error().message);
   }
+  if (!plan->servers.empty()) {
+    for (const auto& bad : api.add_servers(plan->servers)) {
+      log_line("the plan's server '" + bad + "' is not a URL; not used");
+    }
+    if (api.servers().size() > 1) {
+      std::string list;
+      for (const auto& s : api.servers()) list += " " + s.url;
+      log_line("kilnd servers (in order of fallback):" + list);
+    }
+  }
   const proto::ImageVersion& image = plan->image;
   log_line("deployment " + std::to_string(plan->deployment.id) + ": " + image.name + ":" +
            image.version + " onto " + o.disk);
@@ -495,7 +512,9 @@ int run_deploy(const Options& o) {
         "images (--allow-unsigned to accept them)");
     return kExitUsage;
   }
-  ApiClient api(o.server, "");
+  std::vector<HttpUrl> servers{o.server};
+  servers.insert(servers.end(), o.fallback_servers.begin(), o.fallback_servers.end());
+  ApiClient api(std::move(servers), "");
   if (auto st = api.open_session(o.ticket); !st) {
     // Nothing to report against without a session: kilnd recorded the refusal itself.
     log_line(st.error().message);
@@ -519,7 +538,9 @@ int run_discovery(const Options& o) {
              std::to_string(inv.value("memory_bytes", std::uint64_t{0}) >> 20) + " MiB, " +
              std::to_string(inv["disks"].size()) + " disks, " + std::to_string(inv["nics"].size()) +
              " NICs");
-    ApiClient api(o.server, "");
+    std::vector<HttpUrl> servers{o.server};
+    servers.insert(servers.end(), o.fallback_servers.begin(), o.fallback_servers.end());
+    ApiClient api(std::move(servers), "");
     if (auto st = api.post_inventory(o.mac, inv); !st) {
       log_line(st.error().message);
       return kExitFailed;

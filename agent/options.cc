@@ -72,8 +72,12 @@ Status set_backoff(Options& o, std::string_view what, const std::string& v) {
 const Setter kValueFlags[] = {
     {"--server",
      [](Options& o, const std::string& v) -> Status {
-       // Kept as text until the cmdline is read; checked in finish().
-       o.server.url = v;
+       // Kept as text until the cmdline is read; checked in finish(). Repeated: fallbacks.
+       if (o.server.url.empty()) {
+         o.server.url = v;
+       } else {
+         o.fallback_servers.push_back(HttpUrl{.url = v});
+       }
        return ok_status();
      }},
     {"--ticket",
@@ -145,7 +149,19 @@ Status apply_cmdline(std::string_view text, Options& o, Pending& p) {
     const auto eq = word.find('=');
     if (eq == std::string::npos) continue;
     const auto k = word.substr(0, eq), v = word.substr(eq + 1);
-    if (k == "kiln.server" && o.server.url.empty()) o.server.url = v;
+    if (k == "kiln.server" && o.server.url.empty()) {
+      // kiln.server=URL1,URL2,...: the first, then the cluster's other instances.
+      bool first = true;
+      for (const auto& u : split(v, ',')) {
+        if (u.empty()) continue;
+        if (first) {
+          o.server.url = std::string(u);
+        } else {
+          o.fallback_servers.push_back(HttpUrl{.url = std::string(u)});
+        }
+        first = false;
+      }
+    }
     if (k == "kiln.ticket" && o.ticket.empty()) o.ticket = v;
     if (k == "kiln.disk" && o.disk.empty()) {
       // The benchmark sink discards the image: never from a boot configuration.
@@ -205,6 +221,11 @@ Status finish(Options& o, const Pending& p) {
   auto url = parse_agent_url(o.server.url);
   if (!url) return usage_error("--server: " + url.error().message);
   o.server = std::move(*url);
+  for (auto& f : o.fallback_servers) {
+    auto u = parse_agent_url(f.url);
+    if (!u) return usage_error("--server: " + u.error().message);
+    f = std::move(*u);
+  }
   return ok_status();
 }
 
@@ -279,6 +300,8 @@ const char* usage_text() {
          "--disk sink:SIZE:STATS is a benchmark and test target, never a machine's disk:\n"
          "the image is fetched and verified, then discarded; STATS gets a digest of what\n"
          "was written (agent/disk.h) and per-chunk latencies.\n"
+         "A repeated --server (or kiln.server=URL1,URL2,...) names further kilnd instances\n"
+         "of a cluster: a call the first does not answer (or answers 5xx) goes to the next.\n"
          "An https:// server's certificate must chain to the CA in --ca (default\n"
          "/etc/kiln/ca.pem, when present) and name the URL's host or IP address.\n";
 }

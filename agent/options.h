@@ -39,7 +39,10 @@ enum class After { kNone, kReboot, kKexec, kPoweroff };
 struct Options {
   bool help = false;  // -h/--help: print the usage, nothing else is parsed
   Mode mode = Mode::kDeploy;
-  HttpUrl server;                       // --server / kiln.server, http:// or https://
+  HttpUrl server;  // --server / kiln.server, http:// or https://
+  // Further kilnd instances of a cluster, tried in order when `server` does not answer: a
+  // repeated --server, or kiln.server=URL1,URL2,... (the first is `server`).
+  std::vector<HttpUrl> fallback_servers;
   std::string ca_file;                  // --ca: the CA https:// servers must chain to ("": the
                                         // default file, when it exists)
   std::string ticket;                   // --ticket / kiln.ticket (deploy): opens the session

@@ -97,6 +97,7 @@ std::optional<Response> deployment(Services& s, Ctx& c) {
   if (base.empty() && !c.req[bhttp::field::host].empty()) {
     base = "http://" + std::string(c.req[bhttp::field::host]);
   }
+  j["servers"] = s.options.servers;
   j["config_drive"] = nullptr;
   if (auto drive = config_drive_plan(s, d, base, token)) j["config_drive"] = std::move(*drive);
   if (image && image->format == "kiln") {

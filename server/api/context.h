@@ -74,6 +74,9 @@ struct ApiOptions {
   // goes over a TLS listener but chunks stay on plain HTTP (cacheable); "" = "/v1/chunks/",
   // relative to the server the agent talks to.
   std::string chunks_url;
+  // cluster.peers: the other kilnd instances, put in every plan as the agent's fallback
+  // servers (its session is valid on each: they share the database).
+  std::vector<std::string> servers;
   // images.mirrors: chunk mirrors by the agent's subnet, put in its plan (api/mirrors.h).
   std::vector<MirrorRule> mirrors;
   // The URL deployed OSes confirm their boot at (POST <url>/api/v1/instance/booted), given to

@@ -505,6 +505,23 @@ std::vector<ConfigField> make_fields() {
                               {{"subnet", "10.0.13.0/24"}, {"urls", {"http://10.0.13.2:8080"}}}}),
   });
   f.push_back(value(
+      "cluster.peers",
+      "the other kilnd instances (http://host:port): missing chunks and manifests are fetched "
+      "from them (verified), and agents get them as fallback servers",
+      [](auto& c) -> auto& { return c.cluster.peers; },
+      json::array({"http://10.0.12.3:8080", "http://10.0.13.2:8080"})));
+  f.push_back(value(
+      "cluster.upstream",
+      "an HTTP cache or kilnd asked for a missing chunk or manifest after the peers (\"\": none)",
+      [](auto& c) -> auto& { return c.cluster.upstream; }));
+  f.push_back(value(
+      "cluster.token_file",
+      "file holding the secret every instance shares (peer fetches send it; needed with peers)",
+      [](auto& c) -> auto& { return c.cluster_token_file; }, "/etc/kiln/cluster.token"));
+  f.push_back(duration<milliseconds>(
+      "cluster.fetch_timeout_ms", "one request to a peer or the upstream, whole",
+      [](auto& c) -> auto& { return c.cluster.timeout; }));
+  f.push_back(value(
       "boot.max_agent_boots",
       "a deployment whose agent opened this many sessions without a result fails at the next",
       [](auto& c) -> auto& { return c.api.max_agent_boots; }));
@@ -874,6 +891,18 @@ void check(const Config& c) {
         "images.mirrors cannot serve private chunks (images.chunks_require_token): a cache "
         "holds no session token; drop one of them");
   }
+  for (const auto& p : c.cluster.peers) {
+    auto u = parse_http_url(p);
+    if (!u || u->tls) refuse("cluster.peers: '" + p + "' is not an http://host[:port] URL");
+  }
+  if (!c.cluster.upstream.empty()) {
+    auto u = parse_http_url(c.cluster.upstream);
+    if (!u || u->tls) refuse("cluster.upstream must be an http://host[:port] URL");
+  }
+  if (!c.cluster.peers.empty() && c.cluster_token_file.empty()) {
+    refuse("cluster.peers needs cluster.token_file (the secret the instances share)");
+  }
+  if (c.cluster.timeout.count() < 100) refuse("cluster.fetch_timeout_ms must be >= 100");
   const auto& b = c.dhcp.boot;
   if (!b.https_base.empty() && !b.https_base.starts_with("https://")) {
     refuse("dhcp.boot.https_base must be an https:// URL (or \"\" for no HTTPS boot)");

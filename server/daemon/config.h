@@ -19,6 +19,7 @@
 #include "dhcp/server.h"
 #include "http/server.h"
 #include "images/image_service.h"
+#include "images/peer_fetch.h"
 #include "provision/boot_service.h"
 #include "provision/power_service.h"
 #include "provision/rollout_service.h"
@@ -56,6 +57,10 @@ struct Config {
   int bmc_retries = 2;                            // extra attempts per BMC request
   std::string secrets_key_file;  // seals BMC credentials; default: <data_dir>/secrets.key
   bool ui_enabled = true;        // the web dashboard at /ui/ (its data is behind API tokens)
+  // Several instances: where missing chunks/manifests come from (peers, then the upstream) and
+  // the servers handed to agents as fallbacks (this one first, then the peers).
+  images::PeerFetchOptions cluster;  // its token is read from cluster_token_file at start
+  std::string cluster_token_file;    // the shared secret peers authenticate with ("": none)
 
   std::string effective_db_path() const;
   std::string effective_secrets_key_file() const;

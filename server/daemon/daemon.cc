@@ -18,6 +18,7 @@
 #include "boot/artifacts.h"
 #include "core/time.h"
 #include "core/url.h"
+#include "daemon/cluster.h"
 #include "daemon/observability.h"
 #include "daemon/store_adapters.h"
 #include "dhcp/ra.h"
@@ -148,6 +149,7 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   api_options.bind_to_lease = cfg.boot.bind_to_lease;
   api_options.require_lease = cfg.boot.require_lease;
   api_options.attach_reported_macs = cfg.boot.discovery != "approve";
+  api_options.servers = agent_servers(cfg, "");  // cluster.peers: the agents' fallbacks
   api::Api api(store, metrics, clock, ioc, api_options, log);
   // Long-polls wake for every committed event: this kilnd's background work (power, rollouts,
   // deadlines) and, on PostgreSQL, what the other instances write (LISTEN/NOTIFY).
@@ -308,6 +310,12 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
     ui_mount.root = cfg.effective_files_dir();  // unused: every name is embedded
     ui_mount.embedded = &http::ui_site();
     hopts.mounts.push_back(std::move(ui_mount));
+  }
+  // Several instances (cluster.*): chunk and manifest misses come from the peers, verified.
+  auto cluster = wire_cluster(cfg, **chunks, image_service, store, metrics, hopts, log);
+  if (!cluster) {
+    log->critical("event=daemon.cluster_failed err=\"{}\"", cluster.error().message);
+    return 2;
   }
   // Image uploads stream to disk beside the chunks they become (same filesystem).
   hopts.upload.dir = std::filesystem::path(cfg.effective_images_dir()) / "tmp";

@@ -51,9 +51,14 @@ std::vector<std::string> StoreLeaseBook::bound_addresses(const std::string& mac)
 
 std::vector<proto::DhcpLease> StoreDhcpBackend::load_leases() { return store_.load_dhcp_leases(); }
 
-void StoreDhcpBackend::save_leases(const std::vector<proto::DhcpLease>& leases) {
-  // TODO(issue 20, DHCP slice): the refused addresses must not be ACKed.
-  (void)store_.save_dhcp_leases(leases);
+std::optional<proto::DhcpLease> StoreDhcpBackend::load_lease(const std::string& ip) {
+  return store_.load_dhcp_lease(ip);
+}
+
+std::vector<std::string> StoreDhcpBackend::save_leases(
+    const std::vector<proto::DhcpLease>& leases) {
+  // The addresses another instance sharing the database holds: never acknowledged.
+  return store_.save_dhcp_leases(leases);
 }
 
 std::vector<std::pair<std::string, std::optional<std::string>>> StoreDhcpBackend::machine_macs() {

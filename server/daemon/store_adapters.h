@@ -132,7 +132,8 @@ class StoreDhcpBackend final : public dhcp::Backend {
  public:
   explicit StoreDhcpBackend(store::Store& store) : store_(store) {}
   std::vector<proto::DhcpLease> load_leases() override;
-  void save_leases(const std::vector<proto::DhcpLease>& leases) override;
+  std::optional<proto::DhcpLease> load_lease(const std::string& ip) override;
+  std::vector<std::string> save_leases(const std::vector<proto::DhcpLease>& leases) override;
   std::vector<std::pair<std::string, std::optional<std::string>>> machine_macs() override;
 
  private:

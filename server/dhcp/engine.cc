@@ -61,6 +61,21 @@ void LeaseTable::put(const Lease& l) {
   by_client_[l.client] = ip;
 }
 
+void LeaseTable::erase(const Ipv4& ip) {
+  auto it = by_ip_.find(to_u32(ip));
+  if (it == by_ip_.end()) return;
+  if (auto c = by_client_.find(it->second.client);
+      c != by_client_.end() && c->second == it->first) {
+    by_client_.erase(c);
+  }
+  by_ip_.erase(it);
+}
+
+void Engine::reload_lease(const Ipv4& ip, const std::optional<Lease>& stored) {
+  leases_.erase(ip);
+  if (stored && stored->ip == ip) leases_.put(*stored);
+}
+
 const Lease* LeaseTable::by_ip(const Ipv4& ip) const {
   auto it = by_ip_.find(to_u32(ip));
   return it == by_ip_.end() ? nullptr : &it->second;

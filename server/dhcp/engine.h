@@ -75,6 +75,8 @@ class LeaseTable {
  public:
   void put(const Lease& l);
   const Lease* by_ip(const Ipv4& ip) const;
+  // Forgets the address's lease (and its client's index entry).
+  void erase(const Ipv4& ip);
   const Lease* by_client(const std::string& client) const;
   // The address is taken at `now` by someone other than `client` (an unexpired offer or lease,
   // or a quarantined declined address).
@@ -160,6 +162,10 @@ class Engine {
   LeaseTable& leases() { return leases_; }
 
   Reply handle(const Packet& req, const RequestContext& ctx);
+  // The backend refused to persist this engine's lease of `ip` (another instance holds it):
+  // the engine's record of it is replaced by what the backend holds (`stored`, or nothing), so
+  // the client that was offered it gets another address next time.
+  void reload_lease(const Ipv4& ip, const std::optional<Lease>& stored);
 
  private:
   const Subnet* select_subnet(const Packet& req, const RequestContext& ctx) const;

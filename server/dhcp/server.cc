@@ -92,6 +92,7 @@ struct Server::Impl {
     std::optional<Ipv4> arp_ip;  // unicast to a client without an address: add its ARP entry
     std::array<std::uint8_t, 6> arp_mac{};
     std::string type;
+    std::string lease_ip;  // the persisted lease this reply waits for ("" none)
   };
 
   Impl(ServerOptions o, Backend& b, Metrics& m, std::shared_ptr<spdlog::logger> l)
@@ -111,6 +112,7 @@ struct Server::Impl {
   std::condition_variable cv;
   std::vector<proto::DhcpLease> q_leases;
   std::vector<Outgoing> q_replies;
+  std::vector<std::string> q_reload;  // refused addresses the engine re-reads (rx thread)
   bool writer_stop = false;
 
   std::unordered_map<std::string, std::optional<Ipv4>> known;  // machine MACs -> reservation
@@ -227,6 +229,7 @@ struct Server::Impl {
     }
     metrics.add("kiln_dhcp_received_total", {{"type", type_name(*p)}});
     refresh_known();
+    reload_refused();
     RequestContext ctx;
     ctx.now_ms = now_ms();
     ctx.interface_address = iface.address;
@@ -258,11 +261,42 @@ struct Server::Impl {
     if (r.persist) {
       std::lock_guard lock(mu);
       q_leases.push_back(row(*r.persist));
-      if (r.to != Reply::To::kNone) q_replies.push_back(route(r, *p, iface, from, fd));
+      if (r.to != Reply::To::kNone) {
+        q_replies.push_back(route(r, *p, iface, from, fd));
+        q_replies.back().lease_ip = to_string(r.persist->ip);
+      }
       cv.notify_one();
       return;
     }
     if (r.to != Reply::To::kNone) send(route(r, *p, iface, from, fd));
+  }
+
+  // Addresses the backend refused (another instance holds them): the engine takes the stored
+  // lease instead of its own, so the next DISCOVER/REQUEST of that client gets another address.
+  void reload_refused() {
+    std::vector<std::string> ips;
+    {
+      std::lock_guard lock(mu);
+      if (q_reload.empty()) return;
+      ips.swap(q_reload);
+    }
+    for (const auto& text : ips) {
+      auto ip = parse_ipv4(text);
+      if (!ip) continue;
+      std::optional<Lease> stored;
+      try {
+        if (auto l = backend.load_lease(text)) {
+          stored = Lease{*ip,           l->client,    l->mac, l->hostname, parse_state(l->state),
+                         l->expires_at, l->updated_at};
+        }
+      } catch (const std::exception& e) {
+        log->error("event=dhcp.lease_reload_failed ip={} err=\"{}\"", text, e.what());
+        std::lock_guard lock(mu);
+        q_reload.push_back(text);  // tried again with the next packet
+        continue;
+      }
+      engine->reload_lease(*ip, stored);
+    }
   }
 
   void rx_loop() {
@@ -312,10 +346,12 @@ struct Server::Impl {
         leases.swap(q_leases);
         replies.swap(q_replies);
       }
+      std::vector<std::string> refused;
       try {
-        backend.save_leases(leases);
+        refused = backend.save_leases(leases);
         metrics.add("kiln_dhcp_lease_commits_total", {});
-        metrics.add("kiln_dhcp_lease_writes_total", {}, static_cast<double>(leases.size()));
+        metrics.add("kiln_dhcp_lease_writes_total", {},
+                    static_cast<double>(leases.size() - std::min(leases.size(), refused.size())));
       } catch (const std::exception& e) {
         // Not durable: the ACKs are not sent; the clients retry and get a fresh decision.
         log->error("event=dhcp.lease_commit_failed leases={} err=\"{}\"", leases.size(), e.what());
@@ -323,7 +359,27 @@ struct Server::Impl {
                     static_cast<double>(replies.size()));
         continue;
       }
-      for (const auto& o : replies) send(o);
+      if (!refused.empty()) {
+        for (const auto& ip : refused) {
+          const auto l =
+              std::find_if(leases.begin(), leases.end(), [&](const auto& x) { return x.ip == ip; });
+          log->warn(
+              "event=dhcp.lease_refused ip={} client={} msg=\"another instance holds the "
+              "address: no reply, the client is offered another\"",
+              ip, l == leases.end() ? "" : l->client);
+        }
+        metrics.add("kiln_dhcp_lease_refused_total", {}, static_cast<double>(refused.size()));
+        std::lock_guard lock(mu);
+        q_reload.insert(q_reload.end(), refused.begin(), refused.end());
+      }
+      for (const auto& o : replies) {
+        if (!o.lease_ip.empty() &&
+            std::find(refused.begin(), refused.end(), o.lease_ip) != refused.end()) {
+          metrics.add("kiln_dhcp_dropped_total", {{"reason", "lease_refused"}});
+          continue;
+        }
+        send(o);
+      }
     }
   }
 
@@ -380,6 +436,8 @@ Server::Server(ServerOptions options, Backend& backend, Metrics& metrics,
                    "commit_failed, or a refusal: relay_not_allowed, init_reboot_unknown, "
                    "release_not_from_client, decline_not_from_client, rate_limited_mac, "
                    "rate_limited_global, unknown_client).");
+  metrics.describe("kiln_dhcp_lease_refused_total", Metrics::Type::kCounter,
+                   "Lease writes the database refused: another instance holds the address.");
   metrics.describe("kiln_dhcp_lease_commits_total", Metrics::Type::kCounter,
                    "Lease transactions committed (each holds a batch of lease changes).");
   metrics.describe("kiln_dhcp_lease_writes_total", Metrics::Type::kCounter,

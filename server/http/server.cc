@@ -467,7 +467,7 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
   }
 
   void serve_file(const Request& req, const FileMount& mount, const FileRoot& root,
-                  std::string_view rel_encoded) {
+                  std::string_view rel_encoded, bool after_miss = false) {
     auto fail = [&](bhttp::status st, std::string_view code, std::string_view msg) {
       state_->count_request(mount.prefix, method_, static_cast<unsigned>(st));
       write(make_error_response(st, code, msg, version_));
@@ -515,6 +515,18 @@ class Session : public Connection, public std::enable_shared_from_this<Session<S
         state_->log->error("event=http.file_open_failed target=\"{}\" err=\"{}\"", target_,
                            opened.error().message);
         return fail(bhttp::status::service_unavailable, "unavailable", "cannot open file now");
+      }
+      if (mount.on_miss && !after_miss && !mount.artifacts) {
+        // Fetched elsewhere (a cluster peer), then served from `root` like any file. The
+        // request is copied: the hook outlives this call.
+        auto held = std::make_shared<Request>(req);
+        auto self = this->shared_from_this();
+        mount.on_miss(*rel, *held, [self, held, &mount, &root, enc = std::string(rel_encoded)] {
+          net::post(self->stream_.get_executor(), [self, held, &mount, &root, enc] {
+            self->serve_file(*held, mount, root, enc, true);
+          });
+        });
+        return;
       }
       return fail(bhttp::status::not_found, "not_found", "no such file");
     }

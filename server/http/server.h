@@ -59,6 +59,14 @@ struct FileMount {
   // Optional: given the request's bearer token ("" when none) and the client's address, whether
   // it may read this mount; false answers 401.
   std::function<bool(const std::string& token, const std::string& peer)> authorize;
+  // Optional: called when no file under `root` holds the path (a chunk this instance lacks),
+  // with the decoded path below the prefix and the request. It may fetch the file from
+  // elsewhere, off the calling thread, and calls `done` (from any thread, exactly once) when
+  // it has finished: the request is then served from `root` again, and answered 404 if the
+  // file is still missing. The hook decides which requests it may forward (e.g. not those of
+  // another instance's fetch).
+  std::function<void(const std::string& rel, const RequestHeader& req, std::function<void()> done)>
+      on_miss;
   // Optional: serve these in-memory files instead (http/embedded.h; the web dashboard); `root`
   // is unused. Must outlive the server.
   const EmbeddedSite* embedded = nullptr;

@@ -82,6 +82,32 @@ std::optional<ChunkFile> ChunkStore::chunk_file(const std::string& sha) const {
   return std::nullopt;
 }
 
+Status ChunkStore::put_chunk(const std::string& sha, ChunkKind kind, std::string_view payload) {
+  if (!is_sha256_hex(sha) || !proto::image::has_payload(kind)) {
+    return make_error(Errc::kInvalid, "not a chunk hash or payload kind");
+  }
+  if (chunk_file(sha)) return ok_status();
+  return write_atomically(chunk_path(sha, kind), payload);
+}
+
+Status ChunkStore::put_manifest(const std::string& name, const std::string& version,
+                                std::string_view manifest, std::string_view signature) {
+  const fs::path mpath = manifest_path(name, version);
+  std::error_code ec;
+  if (fs::exists(mpath, ec)) {
+    if (read_file(mpath) == manifest) return ok_status();
+    return make_error(Errc::kConflict,
+                      "a different manifest is stored for " + name + ":" + version);
+  }
+  // The signature first: a manifest is visible only with its signature in place.
+  if (!signature.empty()) {
+    auto sig = mpath;
+    sig.replace_extension(".sig");
+    if (auto s = write_atomically(sig, signature); !s) return s.error();
+  }
+  return write_atomically(mpath, manifest);
+}
+
 Result<ImportReport> ChunkStore::import(const proto::image::PackedImage& image,
                                         const std::vector<proto::image::Key>& trusted, int threads,
                                         const std::atomic<bool>* stop) {

@@ -69,6 +69,16 @@ class ChunkStore {
                               const std::vector<proto::image::Key>& trusted, int threads = 0,
                               const std::atomic<bool>* stop = nullptr);
   std::optional<ChunkFile> chunk_file(const std::string& sha256) const;
+  // Stores one chunk payload fetched from elsewhere (a peer instance, an upstream cache). The
+  // caller has verified it (its content hashes to `sha256`); atomic, idempotent, and it does
+  // not wait for a running import. Unreferenced by any local manifest, it goes at the next
+  // collection unless a manifest referencing it arrives first.
+  Status put_chunk(const std::string& sha256, proto::image::ChunkKind kind,
+                   std::string_view payload);
+  // Stores a verified manifest (and its signature, "" when unsigned) fetched from elsewhere.
+  // The same bytes again are fine; different bytes under a stored name/version are kConflict.
+  Status put_manifest(const std::string& name, const std::string& version,
+                      std::string_view manifest, std::string_view signature);
   Result<std::string> manifest(const std::string& name, const std::string& version) const;
   // The manifest's signature; empty if the version was stored unsigned.
   Result<std::string> signature(const std::string& name, const std::string& version) const;

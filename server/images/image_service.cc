@@ -237,11 +237,18 @@ void ImageService::remove(std::string name, std::string version, RemoveDone done
 
 Result<std::string> ImageService::manifest(const std::string& name,
                                            const std::string& version) const {
+  auto m = chunks_.manifest(name, version);
+  if (m || m.error().code != Errc::kNotFound || !fallback_) return m;
+  // Another instance of the cluster may hold it (uploaded there): fetched, verified, kept.
+  if (auto st = fallback_->fetch_manifest(name, version); !st) return m;
   return chunks_.manifest(name, version);
 }
 
 Result<std::string> ImageService::signature(const std::string& name,
                                             const std::string& version) const {
+  auto sig = chunks_.signature(name, version);
+  if (sig || sig.error().code != Errc::kNotFound || !fallback_) return sig;
+  if (auto st = fallback_->fetch_manifest(name, version); !st) return sig;
   return chunks_.signature(name, version);
 }
 

@@ -30,6 +30,7 @@
 
 #include "core/result.h"
 #include "images/chunk_store.h"
+#include "images/peer_fetch.h"
 #include "proto/image_file.h"
 
 namespace spdlog {
@@ -103,9 +104,14 @@ class ImageService {
   // A collection that cannot list the store removes nothing and is logged.
   void remove(std::string name, std::string version, RemoveDone done);
 
+  // A manifest missing here is fetched from the cluster's other instances when a fallback is
+  // set (images/peer_fetch.h; blocking, bounded by its timeout per source).
   Result<std::string> manifest(const std::string& name, const std::string& version) const;
   Result<std::string> signature(const std::string& name, const std::string& version) const;
   const std::vector<proto::image::Key>& trusted() const { return trusted_; }
+  // Where manifests missing from the local store come from (cluster peers); null: nowhere.
+  // Set before the service is shared; must outlive it.
+  void set_fallback(PeerFetcher* fetcher) { fallback_ = fetcher; }
 
  private:
   // Why a job was cancelled: 0 not, kDeleted, kStopping.
@@ -119,6 +125,7 @@ class ImageService {
   Error cancelled_error(const Job& job, const std::string& name, const std::string& version) const;
 
   ChunkStore& chunks_;
+  PeerFetcher* fallback_ = nullptr;
   const std::vector<proto::image::Key> trusted_;
   std::shared_ptr<spdlog::logger> log_;
   const ImportLimits limits_;

@@ -20,6 +20,16 @@ std::vector<DhcpLease> Store::load_dhcp_leases() {
   return out;
 }
 
+std::optional<DhcpLease> Store::load_dhcp_lease(const std::string& ip) {
+  auto db = reader();
+  auto s = db->prepare(
+      "SELECT ip, client, mac, hostname, state, expires_at, updated_at FROM dhcp_leases "
+      "WHERE ip = ?");
+  s.bind(1, ip);
+  if (!s.step()) return std::nullopt;
+  return DhcpLease{s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.int64(5), s.int64(6)};
+}
+
 std::vector<std::string> Store::bound_lease_addresses(const std::string& mac) {
   auto db = reader();
   auto s = db->prepare(

@@ -430,6 +430,8 @@ class Store {
 
   // --- DHCP leases ---
   std::vector<DhcpLease> load_dhcp_leases();
+  // The lease row of address `ip` (nullopt: none).
+  std::optional<DhcpLease> load_dhcp_lease(const std::string& ip);
   // Writes the leases in one transaction (one commit, with synchronous=FULL one fsync, for a
   // whole batch). A lease overwrites an address's row only when the same client holds it, or
   // its lease expired, or it was released or declined: another instance sharing the database

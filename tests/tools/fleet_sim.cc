@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -705,9 +706,12 @@ void Sim::step(std::shared_ptr<Run> r, int delay_ms, void (Sim::*fn)(std::shared
   // simulated machine from one address and limits connections per address
   // (http.max_connections_per_address), so only the busy workers' connections may be open.
   if (r->api) {
-    HttpUrl base = r->api->base();  // copies: emplace destroys the old client first
+    // Copies: emplace destroys the old client first. The cluster's servers and the one in
+    // use are kept (the agent's fallback).
+    std::vector<HttpUrl> servers = r->api->servers();
+    const std::size_t current = r->api->current();
     std::string token = r->api->token();
-    r->api.emplace(std::move(base), std::move(token));
+    r->api.emplace(std::move(servers), std::move(token), current);
   }
   for (auto& c : r->chunk_conns) {
     c = std::make_unique<agent::HttpConnection>(c->base(), std::chrono::seconds(30));
@@ -771,12 +775,21 @@ void Sim::boot_network(std::shared_ptr<Run> r) {
         error(m, "pxe: a deploy script without kiln.server= or kiln.ticket=");
         return;
       }
-      auto url = agent::parse_agent_url(s.server);
-      if (!url) {
-        error(m, "pxe: kiln.server=" + s.server + ": " + url.error().message);
-        return;
+      // kiln.server=URL1,URL2,...: the first, then the cluster's other instances (as the agent).
+      std::vector<HttpUrl> servers;
+      for (std::size_t at = 0; at <= s.server.size();) {
+        const auto comma = std::min(s.server.find(',', at), s.server.size());
+        const std::string one = s.server.substr(at, comma - at);
+        at = comma + 1;
+        if (one.empty()) continue;
+        auto url = agent::parse_agent_url(one);
+        if (!url) {
+          error(m, "pxe: kiln.server=" + s.server + ": " + url.error().message);
+          return;
+        }
+        servers.push_back(std::move(*url));
       }
-      r->api.emplace(*url, "");
+      r->api.emplace(std::move(servers), "");
       r->after = s.after;
       r->ticket = s.ticket;
       step(r, o_.boot_delay_ms, &Sim::agent_start);
@@ -895,6 +908,7 @@ void Sim::agent_start(std::shared_ptr<Run> r) {
     return;
   }
   r->plan = std::move(*plan);
+  r->api->add_servers(r->plan.servers);  // the cluster's instances, as the agent does
   const auto& image = r->plan.image;
   if (image.format != "kiln" || !r->plan.manifest_url) {
     return agent_fail(*r, "plan",
@@ -928,6 +942,9 @@ void Sim::agent_start(std::shared_ptr<Run> r) {
   if (r->plan.chunks_require_token) {
     bases = {r->api->base().url};
     r->chunk_token = r->api->token();
+  }
+  for (const auto& srv : r->api->servers()) {
+    if (std::find(bases.begin(), bases.end(), srv.url) == bases.end()) bases.push_back(srv.url);
   }
   for (const auto& b : bases) {
     auto u = agent::parse_agent_url(b);

@@ -288,5 +288,28 @@ TEST(AgentOptions, CmdlineIsReadOnlyWithTheFlag) {
   EXPECT_FALSE(read);
 }
 
+TEST(AgentOptions, FallbackServersFromRepeatedFlagsAndACommaList) {
+  auto o = parse(
+      "--server http://10.0.0.1:8080 --server http://10.0.0.2:8080 --ticket t --disk "
+      "/dev/sda");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->server.url, "http://10.0.0.1:8080");
+  ASSERT_EQ(o->fallback_servers.size(), 1u);
+  EXPECT_EQ(o->fallback_servers[0].url, "http://10.0.0.2:8080");
+  EXPECT_EQ(o->fallback_servers[0].port, 8080);
+
+  o = parse("--cmdline",
+            "kiln.server=http://10.0.0.1:8080,http://10.0.0.2:8080,http://10.0.0.3 "
+            "kiln.ticket=t kiln.disk=/dev/sda");
+  ASSERT_TRUE(o) << o.error().message;
+  EXPECT_EQ(o->server.url, "http://10.0.0.1:8080");
+  ASSERT_EQ(o->fallback_servers.size(), 2u);
+  EXPECT_EQ(o->fallback_servers[1].url, "http://10.0.0.3");
+
+  o = parse("--cmdline", "kiln.server=http://10.0.0.1:8080,ftp://x kiln.ticket=t kiln.disk=/d");
+  ASSERT_FALSE(o);
+  EXPECT_NE(o.error().message.find("--server"), std::string::npos) << o.error().message;
+}
+
 }  // namespace
 }  // namespace kiln::agent

@@ -1,0 +1,132 @@
+// images/peer_fetch.h — filling the chunk store's misses from the other kilnd instances of a
+// cluster (cluster.peers) and then from an upstream cache (cluster.upstream).
+//
+// Several kilnd instances share one database (the image catalogue) but each has its own chunk
+// store on disk: an image uploaded to one instance is on that instance's disk only. When an
+// instance is asked for a chunk or a manifest it does not hold, it asks its peers in order,
+// then the upstream, for the same path (GET <base>/v1/chunks/<sha256>, GET
+// <base>/v1/manifests/<name>/<version>.json and .sig), VERIFIES what it got, stores it
+// atomically and serves it:
+//   - a chunk's content must hash to the name it was asked by (a DATA frame is decompressed
+//     first); anything else is rejected, logged, counted as bad_hash, nothing is stored, and
+//     the next source is tried;
+//   - a manifest must parse, name the asked name:version, carry the whole-image SHA-256 the
+//     shared catalogue registered for that version, and (with trusted keys) be signed by one.
+// Every request is bounded by `timeout` (connect, send, whole response) and `max_bytes`.
+// Requests to peers carry the cluster token (Authorization: Bearer) and the header
+// Kiln-Cluster-Fetch: 1, which tells a peer not to go to its own peers for a miss (no loops);
+// the token is never sent to the upstream and never logged. Concurrent misses for the same
+// chunk or manifest fetch once: the others wait for that fetch's outcome.
+// Only http:// sources (chunks are verified by hash; cluster traffic stays on the rack network).
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/metrics.h"
+#include "core/result.h"
+#include "core/url.h"
+#include "images/chunk_store.h"
+#include "proto/image_format.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace kiln::images {
+
+// The header a peer fetch carries: the answering instance serves what it has and never asks
+// its own peers for a miss.
+inline constexpr std::string_view kClusterFetchHeader = "Kiln-Cluster-Fetch";
+
+struct PeerFetchOptions {
+  std::vector<std::string> peers;  // base URLs of the other instances, tried in order
+  std::string upstream;            // base URL tried after the peers ("": none)
+  std::string token;               // sent to peers only ("": none)
+  std::chrono::milliseconds timeout{5'000};
+  std::uint64_t max_bytes = std::uint64_t{64} << 20;  // one response at most
+};
+
+// One plain HTTP/1.1 GET of `base` + `target`, bounded by `timeout` as a whole. Extra headers
+// are sent as given. Transport failures are kUnavailable naming the URL (never a header).
+struct FetchReply {
+  unsigned status = 0;
+  std::string content_type;
+  std::string body;
+  std::map<std::string, std::string> headers;  // lower-case names
+};
+Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
+                            const std::vector<std::pair<std::string, std::string>>& headers,
+                            std::chrono::milliseconds timeout, std::uint64_t max_bytes);
+
+class PeerFetcher {
+ public:
+  // The whole-image SHA-256 the catalogue holds for name:version; nullopt when it holds none
+  // (then no manifest is fetched for it).
+  using ExpectedImage = std::function<std::optional<std::string>(const std::string& name,
+                                                                 const std::string& version)>;
+
+  // Errors: a peer or upstream URL that is not http://host[:port].
+  static Result<std::unique_ptr<PeerFetcher>> create(ChunkStore& store, PeerFetchOptions options,
+                                                     std::vector<proto::image::Key> trusted,
+                                                     ExpectedImage expected, Metrics& metrics,
+                                                     std::shared_ptr<spdlog::logger> log);
+  ~PeerFetcher();
+  PeerFetcher(const PeerFetcher&) = delete;
+  PeerFetcher& operator=(const PeerFetcher&) = delete;
+
+  // Blocking: fetches chunk `sha256` into the store unless it is there. kNotFound when no
+  // source had a valid copy.
+  Status fetch_chunk(const std::string& sha256);
+  // Blocking: fetches name:version's manifest (and signature) into the store unless it is there.
+  Status fetch_manifest(const std::string& name, const std::string& version);
+  // fetch_chunk on the fetcher's own threads (never an I/O thread); `done(found)` runs there.
+  // Past kMaxQueued fetches waiting or running, `done(false)` runs at once (counted busy).
+  void fetch_chunk_async(std::string sha256, std::function<void(bool)> done);
+
+ private:
+  struct Source {
+    HttpUrl url;
+    bool peer = true;  // carries the token and the loop header
+  };
+  struct Flight {
+    bool done = false;
+    Status result = ok_status();
+  };
+  PeerFetcher(ChunkStore& store, PeerFetchOptions options, std::vector<Source> sources,
+              std::vector<proto::image::Key> trusted, ExpectedImage expected, Metrics& metrics,
+              std::shared_ptr<spdlog::logger> log);
+  // Runs `work` once for `key` among concurrent callers; the others get its result.
+  Status once(const std::string& key, const std::function<Status()>& work);
+  Status fetch_chunk_now(const std::string& sha256);
+  Status fetch_manifest_now(const std::string& name, const std::string& version);
+  Result<FetchReply> get(const Source& s, const std::string& target) const;
+  void count(std::string_view kind, std::string_view result);
+
+  ChunkStore& store_;
+  const PeerFetchOptions options_;
+  const std::vector<Source> sources_;
+  const std::vector<proto::image::Key> trusted_;
+  const ExpectedImage expected_;
+  Metrics& metrics_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::shared_ptr<Flight>> flights_;
+  static constexpr int kMaxQueued = 256;
+  std::atomic<int> queued_{0};
+  boost::asio::thread_pool pool_{4};  // last: joined before the rest goes
+};
+
+}  // namespace kiln::images
