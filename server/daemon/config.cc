@@ -269,7 +269,7 @@ std::vector<ConfigField> make_fields() {
       "db_url",
       "PostgreSQL database shared by several kilnd (postgresql://user@host/db or a libpq "
       "conninfo); \"\" = SQLite at db_path",
-      [](auto& c) -> auto& { return c.db_url; }, nullptr, "--db-url"));
+      [](auto& c) -> auto& { return c.db_url; }));
   f.push_back(derived_path(
       "files_dir", "served at /files/ (and the TFTP root); \"\" = <data_dir>/files",
       [](auto& c) -> auto& { return c.files_dir; }, &Config::effective_files_dir, "--files-dir"));

@@ -3,15 +3,17 @@
 // several kilnd (StoreOptions::url; the same SQL over store/db.h's two backends).
 //
 // Store is the only module that talks SQL. It keeps one writer connection (every change goes
-// through it, serialized by a mutex, each change in one IMMEDIATE transaction together with
-// the event that records it) and a small pool of reader connections, so reads proceed while
-// a write is in progress. All methods are thread-safe. Expected failures (unknown machine,
+// through it, serialized by a mutex, each change in one write transaction together with the
+// event that records it: SQLite's BEGIN IMMEDIATE, PostgreSQL's transaction advisory lock that
+// also serializes the writers of every other kilnd on the database) and a small pool of reader
+// connections, so reads proceed while a write is in progress. All methods are thread-safe. Expected failures (unknown machine,
 // MAC already registered, deployment in progress, ...) are returned as `Result`s; database
 // failures (disk full, I/O error, corruption, connection lost) throw `DbError`.
 //
 // Implementation: one file per resource (machines.cc, images.cc, deployments.cc, tokens.cc,
 // leases.cc, events.cc) over the shared helpers of store/internal.h; store.cc opens the
-// database and pools readers.
+// database, pools readers, and holds the event subscriptions and leaderships; db.h is the
+// connection layer, sqlite.* and pg.* its backends.
 #pragma once
 
 #include <cstdint>

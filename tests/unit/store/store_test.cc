@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <thread>
 
 #include "store/pg.h"
@@ -1168,6 +1169,35 @@ TEST_P(StoreTest, ALeaseHeldByAnotherClientIsRefusedAndTheRestCommitted) {
   EXPECT_TRUE(
       store_->save_dhcp_leases({{"10.0.0.10", "mac-a", "mac-a", "", "bound", later + 1, now}})
           .empty());
+}
+
+// Two instances hand out the same addresses at once (their DHCP engines each think them
+// free): every address is granted to exactly one client, the other is told it was refused.
+TEST_P(StoreTest, RacingLeaseWritesThroughTwoInstancesGrantEachAddressOnce) {
+  auto other = open_second();
+  ASSERT_TRUE(other);
+  const std::int64_t now = clock_.now_ms();
+  std::vector<std::vector<std::string>> refused(2);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      Store* s = t ? other.get() : store_.get();
+      const std::string client = t ? "mac-b" : "mac-a";
+      for (int i = 0; i < 40; ++i) {  // one lease per batch, as offers go out
+        auto r = s->save_dhcp_leases(
+            {{"10.2.0." + std::to_string(i), client, client, "", "offered", now + 60'000, now}});
+        refused[t].insert(refused[t].end(), r.begin(), r.end());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(refused[0].size() + refused[1].size(), 40u) << "each address refused to exactly one";
+  std::set<std::string> both(refused[0].begin(), refused[0].end());
+  for (const auto& ip : refused[1]) EXPECT_TRUE(both.insert(ip).second) << ip << " refused twice";
+  std::map<std::string, std::string> owner;
+  for (const auto& l : store_->load_dhcp_leases()) owner[l.ip] = l.client;
+  for (const auto& ip : refused[0]) EXPECT_EQ(owner[ip], "mac-b") << ip;
+  for (const auto& ip : refused[1]) EXPECT_EQ(owner[ip], "mac-a") << ip;
 }
 
 TEST_P(StoreTest, LargeLeaseBatchesAreWrittenWhole) {
