@@ -4,6 +4,7 @@
 #include <chrono>
 #include <thread>
 
+#include "agent/log.h"
 #include "core/hex.h"
 #include "proto/image_format.h"
 
@@ -109,7 +110,11 @@ Result<Reply> ApiClient::call(const std::string& method, const std::string& targ
       last =
           r ? conn.base().url + target + ": HTTP " + std::to_string(r->status) : r.error().message;
       // Another instance of the cluster may answer: the next one, at once.
-      if (n > 1) current_ = (current_ + 1) % n;
+      if (n > 1) {
+        current_ = (current_ + 1) % n;
+        log_line("kilnd at " + conn.base().url + " failed (" + last + "); trying " +
+                 conns_[current_]->base().url);
+      }
     }
   }
   return make_error(Errc::kUnavailable, last);

@@ -184,8 +184,7 @@ struct Api::Impl {
                               {"message", "Content-Type must be application/json"}}}}));
     } catch (const store::SqliteError& e) {
       log->error("event=api.db_error route=\"{}\" err=\"{}\"", route.info.pattern, e.what());
-      finish(error_response(e.is_busy() ? Error{Errc::kUnavailable, "database busy, retry"}
-                                        : Error{Errc::kInternal, "database error"}));
+      finish(error_response(db_error(e)));
     } catch (const std::exception& e) {
       log->error("event=api.exception route=\"{}\" err=\"{}\"", route.info.pattern, e.what());
       finish(error_response({Errc::kInternal, "internal error"}));

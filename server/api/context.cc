@@ -78,6 +78,12 @@ Response raw_json_response(bhttp::status st, std::string body) {
   return res;
 }
 
+Error db_error(const store::DbError& e) {
+  if (e.is_busy()) return {Errc::kUnavailable, "database busy, retry"};
+  if (e.is_transient()) return {Errc::kUnavailable, "database unavailable, retry"};
+  return {Errc::kInternal, "database error"};
+}
+
 Response error_response(const Error& e) {
   auto res = json_response(status_for(e.code),
                            {{"error", {{"code", errc_name(e.code)}, {"message", e.message}}}});

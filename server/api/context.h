@@ -25,6 +25,7 @@
 #include "core/metrics.h"
 #include "core/result.h"
 #include "proto/resources.h"
+#include "store/db.h"
 #include "store/store.h"
 
 namespace spdlog {
@@ -37,7 +38,7 @@ class ImageService;
 namespace kiln::provision {
 class PowerService;
 class RolloutService;
-}
+}  // namespace kiln::provision
 namespace kiln {
 class SecretBox;
 }
@@ -127,6 +128,9 @@ boost::beast::http::status status_for(Errc e);
 Response json_response(boost::beast::http::status st, const json& body);
 Response raw_json_response(boost::beast::http::status st, std::string body);  // body is JSON
 Response error_response(const Error& e);
+// What a client is told of a database failure: 503 "retry" when it is transient (a lock wait
+// timed out, the connection to PostgreSQL was lost and is re-established), else 500.
+Error db_error(const store::DbError& e);
 Response no_content();
 Response machine_response(boost::beast::http::status st, const proto::Machine& m);
 
@@ -199,9 +203,9 @@ struct Services {
   const ApiOptions& options;
   EventHub& hub;
   spdlog::logger& log;
-  images::ImageService* images = nullptr;    // null: this server stores no images
-  provision::PowerService* power = nullptr;  // null: no BMC control (tests)
-  const SecretBox* secrets = nullptr;        // seals BMC credentials; null: BMCs cannot be set
+  images::ImageService* images = nullptr;         // null: this server stores no images
+  provision::PowerService* power = nullptr;       // null: no BMC control (tests)
+  const SecretBox* secrets = nullptr;             // seals BMC credentials; null: BMCs cannot be set
   provision::RolloutService* rollouts = nullptr;  // null: rollouts are recorded, not driven
 
   // A path's machine reference: anything that reads as a MAC (including 12 bare hex digits)

@@ -136,8 +136,7 @@ void start_import(Services& s, Ctx& c, std::string path) {
           respond(error_response(e.error));
         } catch (const store::SqliteError& e) {
           s.log.error("event=api.db_error route=upload err=\"{}\"", e.what());
-          respond(error_response(e.is_busy() ? Error{Errc::kUnavailable, "database busy, retry"}
-                                             : Error{Errc::kInternal, "database error"}));
+          respond(error_response(db_error(e)));
         } catch (const std::exception& e) {
           s.log.error("event=api.exception route=upload err=\"{}\"", e.what());
           respond(error_response({Errc::kInternal, "internal error"}));

@@ -153,9 +153,9 @@ pg_start() {
   PG_BIN=$(dirname "$initdb")
   PG_DIR=$(mktemp -d /tmp/kiln-pg.XXXXXX)
   PG_AS=()
-  if [[ $(id -u) == 0 ]]; then  # initdb refuses root
+  if [[ $(id -u) == 0 ]]; then  # initdb refuses root; and / is a directory postgres may enter
     chown postgres "$PG_DIR"
-    PG_AS=(runuser -u postgres --)
+    PG_AS=(env -C / runuser -u postgres --)
   fi
   CLEANUP_CMDS+=("pg_stop")
   PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
