@@ -91,6 +91,11 @@ std::vector<std::string> ApiClient::add_servers(const std::vector<std::string>& 
                     [&](const HttpUrl& s) { return s.url == u->url; })) {
       continue;
     }
+    // An agent that reached kilnd over TLS never sends its session token in the clear.
+    if (servers_.front().tls && !u->tls) {
+      bad.push_back(text + " (plain http; this agent talks https)");
+      continue;
+    }
     servers_.push_back(*u);
     conns_.push_back(std::make_unique<HttpConnection>(*u, timeout_));
   }

@@ -475,7 +475,7 @@ int deploy_flow(const Options& o, ApiClient& api, const std::vector<img::Key>& t
   }
   if (!plan->servers.empty()) {
     for (const auto& bad : api.add_servers(plan->servers)) {
-      log_line("the plan's server '" + bad + "' is not a URL; not used");
+      log_line("the plan's server '" + bad + "' is not usable; not used");
     }
     if (api.servers().size() > 1) {
       std::string list;

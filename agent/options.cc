@@ -224,6 +224,12 @@ Status finish(Options& o, const Pending& p) {
   for (auto& f : o.fallback_servers) {
     auto u = parse_agent_url(f.url);
     if (!u) return usage_error("--server: " + u.error().message);
+    // The session token never travels in the clear after the first server was reached over
+    // TLS: a network that breaks the https server must not get it from a plain fallback.
+    if (o.server.tls && !u->tls) {
+      return usage_error("--server: '" + f.url + "' is plain http but '" + o.server.url +
+                         "' is https; every fallback must be https too");
+    }
     f = std::move(*u);
   }
   return ok_status();

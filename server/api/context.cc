@@ -80,7 +80,13 @@ Response raw_json_response(bhttp::status st, std::string body) {
 
 Error db_error(const store::DbError& e) {
   if (e.is_busy()) return {Errc::kUnavailable, "database busy, retry"};
-  if (e.is_transient()) return {Errc::kUnavailable, "database unavailable, retry"};
+  // Lost mid-request (PostgreSQL restarted, the network dropped): if it was lost at the
+  // commit, the change may have been made, so this is not an invitation to repeat it blindly.
+  if (e.is_transient()) {
+    return {Errc::kInternal,
+            "database connection lost: the change may or may not have been made; check before "
+            "retrying"};
+  }
   return {Errc::kInternal, "database error"};
 }
 

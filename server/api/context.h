@@ -128,8 +128,9 @@ boost::beast::http::status status_for(Errc e);
 Response json_response(boost::beast::http::status st, const json& body);
 Response raw_json_response(boost::beast::http::status st, std::string body);  // body is JSON
 Response error_response(const Error& e);
-// What a client is told of a database failure: 503 "retry" when it is transient (a lock wait
-// timed out, the connection to PostgreSQL was lost and is re-established), else 500.
+// What a client is told of a database failure: 503 "retry" when a lock wait timed out (nothing
+// was changed); 500 otherwise, saying so when the connection to PostgreSQL was lost (it is
+// re-established for the next request, but a change caught at its commit may have been made).
 Error db_error(const store::DbError& e);
 Response no_content();
 Response machine_response(boost::beast::http::status st, const proto::Machine& m);

@@ -59,7 +59,17 @@ Result<Cluster> wire_cluster(const Config& cfg, images::ChunkStore& chunks,
         metrics, log);
     if (!f) return f.error();
     c.fetcher = std::move(*f);
-    images.set_fallback(c.fetcher.get());
+    if (!cfg.trusted_keys.empty()) {
+      images.set_fallback(c.fetcher.get());
+    } else {
+      // A manifest is the list of chunks a machine gets: from another host it is taken only
+      // when signed by a trusted key (a chunk proves itself by its hash; a manifest's own
+      // image hash is just a field in it, so an unsigned one from a peer proves nothing).
+      log->warn(
+          "event=cluster.manifest_fetch_off msg=\"images.trusted_keys is empty: manifests are "
+          "not fetched from peers, so an image is served only by the instances it was pushed "
+          "to\"");
+    }
   }
   for (auto& m : hopts.mounts) {
     if (m.prefix != "/v1/chunks/") continue;

@@ -380,6 +380,8 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
       }
     }
     boot_service.set_server_url(boot_url);
+    // An agent booted here falls back to the other instances (cluster.peers) from the start.
+    boot_service.set_fallback_servers(cfg.cluster.peers);
     if (boot_url.empty()) {
       log->warn(
           "event=daemon.boot_url_unset msg=\"set boot.server_url: /boot/ scripts cannot "

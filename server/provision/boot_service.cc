@@ -67,6 +67,22 @@ void BootService::set_server_url(std::string url) {
   options_.server_url = std::move(url);
 }
 
+void BootService::set_fallback_servers(std::vector<std::string> urls) {
+  std::lock_guard lock(url_mu_);
+  fallback_servers_ = std::move(urls);
+}
+
+std::string BootService::agent_servers(const std::string& server) const {
+  std::lock_guard lock(url_mu_);
+  std::string out = server;
+  const bool tls = server.rfind("https://", 0) == 0;
+  for (const auto& u : fallback_servers_) {
+    if (u == server || (tls && u.rfind("https://", 0) != 0)) continue;
+    out += "," + u;
+  }
+  return out;
+}
+
 std::string BootService::server_url() const {
   std::lock_guard lock(url_mu_);
   return options_.server_url;
@@ -171,6 +187,7 @@ boot::Templates::Vars BootService::base_vars(const std::string& mac,
   return {
       {"mac", mac},
       {"server", server},
+      {"agent_servers", agent_servers(server)},
       {"script_url", server + "/boot/" + mac_hyphenated(mac) + ".ipxe"},
       {"kernel_url", server + "/files/" + options_.kernel},
       {"initrd_url", server + "/files/" + options_.initrd},

@@ -82,6 +82,10 @@ class BootService {
   Status init();
   // Sets the base URL once the HTTP listener's address is known (when not configured).
   void set_server_url(std::string url);
+  // The other kilnd instances an agent may fall back to (cluster.peers): the scripts hand the
+  // agent kiln.server=<base URL>,<each of them>, so it has them before its first API call.
+  // Plain http ones are left out when the base URL is https (the agent refuses them).
+  void set_fallback_servers(std::vector<std::string> urls);
   // The artifacts generator for the "boot/" prefix: `rel` is "<mac>.ipxe" (any MAC form
   // normalize_mac accepts, e.g. iPXE's ${net0/mac:hexhyp}).
   Result<std::string> generate(std::string_view rel, const boot::Requester& who);
@@ -110,6 +114,8 @@ class BootService {
 
   BootOptions options_;
   mutable std::mutex url_mu_;  // options_.server_url may be set after serving started
+  std::vector<std::string> fallback_servers_;  // guarded by url_mu_
+  std::string agent_servers(const std::string& server) const;
   MachineDirectory& machines_;
   DeploymentLedger& deployments_;
   LeaseBook& leases_;

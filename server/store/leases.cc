@@ -1,4 +1,6 @@
 // Store: DHCP leases and the machines' MACs for the DHCP server.
+#include <algorithm>
+#include <cstdint>
 #include <unordered_set>
 
 #include "store/internal.h"
@@ -43,7 +45,8 @@ std::vector<std::string> Store::bound_lease_addresses(const std::string& mac) {
 namespace {
 
 // One conditional upsert for `rows` leases: a row is overwritten only when the same client
-// holds it, or its lease expired, or it was released or declined. Returns the addresses written.
+// holds it, or its lease expired, or it was released (a declined address stays quarantined
+// until its row expires, whichever instance recorded the decline). Returns the addresses written.
 std::string lease_upsert_sql(std::size_t rows) {
   std::string sql =
       "INSERT INTO dhcp_leases (ip, client, mac, hostname, state, expires_at, updated_at) VALUES ";
@@ -54,7 +57,7 @@ std::string lease_upsert_sql(std::size_t rows) {
       "hostname = excluded.hostname, state = excluded.state, expires_at = excluded.expires_at, "
       "updated_at = excluded.updated_at "
       "WHERE dhcp_leases.client = excluded.client OR dhcp_leases.expires_at < ? "
-      "OR dhcp_leases.state IN ('released', 'declined') RETURNING ip";
+      "OR dhcp_leases.state = 'released' RETURNING ip";
   return sql;
 }
 
@@ -76,6 +79,22 @@ std::vector<std::string> Store::save_dhcp_leases(const std::vector<DhcpLease>& l
       }
     }
   }
+  // In address order: two instances' batches then lock rows in the same order and cannot
+  // deadlock each other.
+  const auto v4 = [](std::string_view ip) {
+    std::uint32_t v = 0, part = 0;
+    for (char c : ip) {
+      if (c == '.') {
+        v = (v << 8) | part;
+        part = 0;
+      } else if (c >= '0' && c <= '9') {
+        part = part * 10 + static_cast<std::uint32_t>(c - '0');
+      }
+    }
+    return (v << 8) | part;
+  };
+  std::sort(rows.begin(), rows.end(),
+            [&](const DhcpLease* a, const DhcpLease* b) { return v4(a->ip) < v4(b->ip); });
   std::unordered_set<std::string> written;
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;

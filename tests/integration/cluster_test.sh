@@ -30,6 +30,7 @@ import socket
 ss = [socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')"
+"$KILN" key generate --out signer >/dev/null  # images are signed: peers' manifests are checked
 head -c 32 /dev/urandom | base64 >cluster.token
 chmod 600 cluster.token
 for i in 1 2 3; do
@@ -38,6 +39,7 @@ for i in 1 2 3; do
   cat >kilnd.$i.json <<JSON
 { "db_url": "$DB_URL",
   "secrets": { "key_file": "$WORK/secrets.key" },
+  "images": { "trusted_keys": ["$WORK/signer.pub.pem"] },
   "cluster": { "peers": [$(IFS=,; echo "${peers[*]}")], "token_file": "$WORK/cluster.token",
                "fetch_timeout_ms": 5000 },
   "http": { "max_connections_per_address": 1024 },
@@ -96,7 +98,6 @@ on 2 GET "/api/v1/machines?limit=1000"
 expect_eq "$(jqb '[.items[] | select(.macs[0] | startswith("52:54:00:aa:00:"))] | length')" 5 \
   "five machines, one per MAC"
 
-"$KILN" key generate --out signer >/dev/null
 truncate -s 16M v.raw
 for v in 1 2 3; do
   head -c $((14 << 20)) /dev/urandom | dd of=v.raw bs=1M seek=1 conv=notrunc status=none

@@ -135,5 +135,15 @@ TEST(AgentServerFallback, PlanServersAreAddedOnceAndBadOnesReported) {
   EXPECT_EQ(api.base().url, "http://127.0.0.1:1");
 }
 
+TEST(AgentServerFallback, AnHttpsAgentTakesNoPlainHttpFallback) {
+  // The session token must not go out in the clear after the agent reached kilnd over TLS.
+  ApiClient api(url("https://127.0.0.1:1"), "t");
+  auto bad = api.add_servers({"http://10.0.0.2:8080", "https://10.0.0.3:8443"});
+  ASSERT_EQ(bad.size(), 1u);
+  EXPECT_NE(bad[0].find("http://10.0.0.2:8080"), std::string::npos) << bad[0];
+  ASSERT_EQ(api.servers().size(), 2u);
+  EXPECT_EQ(api.servers()[1].url, "https://10.0.0.3:8443");
+}
+
 }  // namespace
 }  // namespace kiln::agent

@@ -309,6 +309,12 @@ TEST(AgentOptions, FallbackServersFromRepeatedFlagsAndACommaList) {
   o = parse("--cmdline", "kiln.server=http://10.0.0.1:8080,ftp://x kiln.ticket=t kiln.disk=/d");
   ASSERT_FALSE(o);
   EXPECT_NE(o.error().message.find("--server"), std::string::npos) << o.error().message;
+
+  // After an https server, a plain http fallback would carry the session token in the clear.
+  o = parse("--cmdline",
+            "kiln.server=https://10.0.0.1:8443,http://10.0.0.2:8080 kiln.ticket=t kiln.disk=/d");
+  ASSERT_FALSE(o);
+  EXPECT_NE(o.error().message.find("plain http"), std::string::npos) << o.error().message;
 }
 
 }  // namespace

@@ -40,6 +40,7 @@ TEST(BootScript, ChooseTable) {
 Templates::Vars deploy_vars() {
   return {{"mac", "52:54:00:99:00:01"},
           {"server", "http://10.99.0.1:8080"},
+          {"agent_servers", "http://10.99.0.1:8080"},
           {"script_url", "http://10.99.0.1:8080/boot/52:54:00:99:00:01.ipxe"},
           {"kernel_url", "http://10.99.0.1:8080/files/kiln/vmlinuz"},
           {"initrd_url", "http://10.99.0.1:8080/files/kiln/initrd.img"},

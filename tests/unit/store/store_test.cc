@@ -1171,6 +1171,24 @@ TEST_P(StoreTest, ALeaseHeldByAnotherClientIsRefusedAndTheRestCommitted) {
           .empty());
 }
 
+// A declined address is quarantined until its row expires: another instance (whose engine
+// never saw the DECLINE) must not lend it meanwhile; once the quarantine is over, it may.
+TEST_P(StoreTest, ADeclinedAddressStaysQuarantinedForEveryInstance) {
+  const std::int64_t now = clock_.now_ms();
+  ASSERT_TRUE(
+      store_
+          ->save_dhcp_leases({{"10.0.0.20", "mac-a", "mac-a", "", "declined", now + 600'000, now}})
+          .empty());
+  EXPECT_EQ(
+      store_->save_dhcp_leases({{"10.0.0.20", "mac-b", "mac-b", "", "offered", now + 60'000, now}}),
+      std::vector<std::string>{"10.0.0.20"});
+  clock_.now = now + 600'001;
+  EXPECT_TRUE(store_
+                  ->save_dhcp_leases({{"10.0.0.20", "mac-b", "mac-b", "", "offered", now + 700'000,
+                                       now + 600'001}})
+                  .empty());
+}
+
 // Two instances hand out the same addresses at once (their DHCP engines each think them
 // free): every address is granted to exactly one client, the other is told it was refused.
 TEST_P(StoreTest, RacingLeaseWritesThroughTwoInstancesGrantEachAddressOnce) {
