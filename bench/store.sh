@@ -38,15 +38,17 @@ echo
 
 # --- PostgreSQL, private to this run ---------------------------------------------------------
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
-PG_DIR=$WORK/pg
+PG_DIR=""
 PG_PID=""
 start_postgres() {
   [[ -x "$PG_BIN/initdb" ]] || die "PostgreSQL server binaries not found (deploy/install-deps.sh installs postgresql)"
-  mkdir -p "$PG_DIR"
+  # Its own directory: $WORK is root's alone, and initdb refuses to run as root.
+  PG_DIR=$(mktemp -d /tmp/kiln-bench-pg.XXXXXX)
+  CLEANUP_CMDS+=("rm -rf $PG_DIR")
   local as=()
   if [[ $(id -u) -eq 0 ]]; then
     chown postgres "$PG_DIR"
-    as=(runuser -u postgres --)
+    as=(env -C / runuser -u postgres --)
   fi
   "${as[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U kiln -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 ||
     die "initdb failed: $(tail -3 "$WORK/initdb.log")"
