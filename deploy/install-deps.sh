@@ -67,7 +67,8 @@ if ((${#missing[@]})); then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
-  # Peer servers (nginx, tftpd-hpa) and Prometheus (for promtool) are benchmark tools started by bench/ on loopback only:
+  # Peer servers (nginx, tftpd-hpa), Prometheus (for promtool) and PostgreSQL (the tests and
+  # bench/store.sh run private servers) are started by bench/ and the tests on loopback only:
   # installing them must not start a web or TFTP server on this machine's real interfaces.
   # policy-rc.d 101 stops services from starting during the install; they are disabled after.
   daemons=()
@@ -77,6 +78,7 @@ if ((${#missing[@]})); then
       tftpd-hpa) daemons+=(tftpd-hpa) ;;
       kea-dhcp4-server) daemons+=(kea-dhcp4-server) ;;
       prometheus) daemons+=(prometheus) ;;
+      postgresql) daemons+=(postgresql) ;;  # tests start their own server (initdb, pg_ctl)
     esac
   done
   made_policy=""
