@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "dhcp/engine.h"
 #include "proto/dhcp_lease.h"
 
 namespace kiln::dhcp {
@@ -37,5 +38,9 @@ class Backend {
   // address (dotted quad) if it has one: the "known machine" check and reservations.
   virtual std::vector<std::pair<std::string, std::optional<std::string>>> machine_macs() = 0;
 };
+
+// A lease as the backend stores it, and back (nullopt: the row's address does not parse).
+proto::DhcpLease to_row(const Lease& l);
+std::optional<Lease> from_row(const proto::DhcpLease& r);
 
 }  // namespace kiln::dhcp

@@ -77,6 +77,17 @@ Lease::State parse_state(const std::string& s) {
 
 }  // namespace
 
+proto::DhcpLease to_row(const Lease& l) {
+  return {to_string(l.ip),    l.client,     l.mac,       l.hostname,
+          to_string(l.state), l.expires_ms, l.updated_ms};
+}
+
+std::optional<Lease> from_row(const proto::DhcpLease& r) {
+  auto ip = parse_ipv4(r.ip);
+  if (!ip) return std::nullopt;
+  return Lease{*ip, r.client, r.mac, r.hostname, parse_state(r.state), r.expires_at, r.updated_at};
+}
+
 struct Server::Impl {
   struct Iface {
     std::string name;
@@ -211,11 +222,6 @@ struct Server::Impl {
     return o;
   }
 
-  static proto::DhcpLease row(const Lease& l) {
-    return {to_string(l.ip),    l.client,     l.mac,       l.hostname,
-            to_string(l.state), l.expires_ms, l.updated_ms};
-  }
-
   void handle(std::span<const std::uint8_t> bytes, const Iface& iface, int fd,
               const sockaddr_in& from, bool via_4011) {
     auto p = parse(bytes);
@@ -260,7 +266,7 @@ struct Server::Impl {
     }
     if (r.persist) {
       std::lock_guard lock(mu);
-      q_leases.push_back(row(*r.persist));
+      q_leases.push_back(to_row(*r.persist));
       if (r.to != Reply::To::kNone) {
         q_replies.push_back(route(r, *p, iface, from, fd));
         q_replies.back().lease_ip = to_string(r.persist->ip);
@@ -285,10 +291,7 @@ struct Server::Impl {
       if (!ip) continue;
       std::optional<Lease> stored;
       try {
-        if (auto l = backend.load_lease(text)) {
-          stored = Lease{*ip,           l->client,    l->mac, l->hostname, parse_state(l->state),
-                         l->expires_at, l->updated_at};
-        }
+        if (auto l = backend.load_lease(text)) stored = from_row(*l);
       } catch (const std::exception& e) {
         log->error("event=dhcp.lease_reload_failed ip={} err=\"{}\"", text, e.what());
         std::lock_guard lock(mu);
@@ -484,11 +487,10 @@ Status Server::start() {
   d.engine = std::make_unique<Engine>(ec);
   std::size_t loaded = 0;
   if (!ec.proxy) {
-    for (const auto& l : d.backend.load_leases()) {
-      auto ip = parse_ipv4(l.ip);
-      if (!ip) continue;
-      d.engine->leases().put(
-          {*ip, l.client, l.mac, l.hostname, parse_state(l.state), l.expires_at, l.updated_at});
+    for (const auto& row : d.backend.load_leases()) {
+      auto l = from_row(row);
+      if (!l) continue;
+      d.engine->leases().put(*l);
       ++loaded;
     }
   }

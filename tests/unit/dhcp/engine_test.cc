@@ -4,10 +4,12 @@
 
 #include <set>
 
+#include "tests/unit/dhcp/fakes.h"
+
 namespace kiln::dhcp {
 namespace {
 
-constexpr Ipv4 kServer{10, 0, 0, 1};
+using namespace test_support;  // NOLINT: the shared packets
 
 EngineConfig config() {
   EngineConfig c;
@@ -28,30 +30,6 @@ EngineConfig config() {
   c.subnets.push_back(remote);
   c.boot.http_base = "http://10.0.0.1:8080";
   return c;
-}
-
-Packet client(std::uint8_t n, MessageType t) {
-  Packet p;
-  p.op = 1;
-  p.xid = 1000u + n;
-  p.chaddr = {0x52, 0x54, 0, 0, 0, n};
-  p.flags = 0x8000;
-  p.set(opt::kMessageType, std::vector<std::uint8_t>{static_cast<std::uint8_t>(t)});
-  return p;
-}
-
-RequestContext at(std::int64_t now) {
-  RequestContext c;
-  c.now_ms = now;
-  c.interface_address = kServer;
-  return c;
-}
-
-Packet request_for(std::uint8_t n, const Ipv4& ip, bool selecting = true) {
-  Packet p = client(n, MessageType::kRequest);
-  p.set_ip(opt::kRequestedIp, ip);
-  if (selecting) p.set_ip(opt::kServerId, kServer);
-  return p;
 }
 
 TEST(DhcpEngine, DoraGivesAnAddressWithConfigurationAndPersistsTheAck) {

@@ -3,16 +3,14 @@
 // the client's next DISCOVER/REQUEST gets a different address.
 #include <gtest/gtest.h>
 
-#include <map>
-#include <mutex>
-
 #include "dhcp/backend.h"
 #include "dhcp/engine.h"
+#include "tests/unit/dhcp/fakes.h"
 
 namespace kiln::dhcp {
 namespace {
 
-constexpr Ipv4 kServer{10, 0, 0, 1};
+using namespace test_support;  // NOLINT: the shared packets and backend
 
 EngineConfig config() {
   EngineConfig c;
@@ -24,80 +22,6 @@ EngineConfig config() {
   s.lease_time_s = 600;
   c.subnets.push_back(s);
   return c;
-}
-
-Packet client(std::uint8_t n, MessageType t) {
-  Packet p;
-  p.op = 1;
-  p.xid = 1000u + n;
-  p.chaddr = {0x52, 0x54, 0, 0, 0, n};
-  p.flags = 0x8000;
-  p.set(opt::kMessageType, std::vector<std::uint8_t>{static_cast<std::uint8_t>(t)});
-  return p;
-}
-
-RequestContext at(std::int64_t now) {
-  RequestContext c;
-  c.now_ms = now;
-  c.interface_address = kServer;
-  return c;
-}
-
-Packet request_for(std::uint8_t n, const Ipv4& ip) {
-  Packet p = client(n, MessageType::kRequest);
-  p.set_ip(opt::kRequestedIp, ip);
-  p.set_ip(opt::kServerId, kServer);
-  return p;
-}
-
-// A shared lease table where another instance already bound some addresses: a write for an
-// address held by another client (unexpired, bound) is refused, as the PG store's conditional
-// upsert does.
-class SharedBackend : public Backend {
- public:
-  std::map<std::string, proto::DhcpLease> rows;
-  std::vector<proto::DhcpLease> load_leases() override {
-    std::lock_guard l(mu_);
-    std::vector<proto::DhcpLease> out;
-    for (const auto& [ip, r] : rows) out.push_back(r);
-    return out;
-  }
-  std::vector<std::string> save_leases(const std::vector<proto::DhcpLease>& leases) override {
-    std::lock_guard l(mu_);
-    std::vector<std::string> refused;
-    for (const auto& x : leases) {
-      auto it = rows.find(x.ip);
-      if (it != rows.end() && it->second.client != x.client && it->second.state == "bound" &&
-          it->second.expires_at > x.updated_at) {
-        refused.push_back(x.ip);
-        continue;
-      }
-      rows[x.ip] = x;
-    }
-    return refused;
-  }
-  std::vector<std::pair<std::string, std::optional<std::string>>> machine_macs() override {
-    return {};
-  }
-
- private:
-  std::mutex mu_;
-};
-
-proto::DhcpLease row(const Lease& l) {
-  return {to_string(l.ip),    l.client,     l.mac,       l.hostname,
-          to_string(l.state), l.expires_ms, l.updated_ms};
-}
-
-Lease from_row(const proto::DhcpLease& r) {
-  Lease l;
-  l.ip = *parse_ipv4(r.ip);
-  l.client = r.client;
-  l.mac = r.mac;
-  l.state = r.state == "bound" ? Lease::State::kBound : Lease::State::kOffered;
-  l.expires_ms = r.expires_at;
-  l.updated_ms = r.updated_at;
-  return l;
 }
 
 TEST(DhcpRefusedLease, ARefusedAddressIsNotAckedAndTheClientGetsAnotherOne) {
@@ -116,7 +40,7 @@ TEST(DhcpRefusedLease, ARefusedAddressIsNotAckedAndTheClientGetsAnotherOne) {
 
   // The writer's commit: the backend refuses it, so the ACK is not sent (the server drops the
   // replies of refused addresses) and the engine reloads the stored lease.
-  auto refused = backend.save_leases({row(*ack.persist)});
+  auto refused = backend.save_leases({to_row(*ack.persist)});
   ASSERT_EQ(refused, std::vector<std::string>{"10.0.0.100"});
   EXPECT_EQ(backend.rows["10.0.0.100"].client, "52:54:00:00:00:63");  // nothing overwritten
   auto stored = backend.load_lease("10.0.0.100");
@@ -135,7 +59,7 @@ TEST(DhcpRefusedLease, ARefusedAddressIsNotAckedAndTheClientGetsAnotherOne) {
   // The new address commits.
   auto ack2 = e.handle(request_for(1, again.packet.yiaddr), at(4200));
   ASSERT_EQ(ack2.packet.message_type(), MessageType::kAck) << ack2.log;
-  EXPECT_TRUE(backend.save_leases({row(*ack2.persist)}).empty());
+  EXPECT_TRUE(backend.save_leases({to_row(*ack2.persist)}).empty());
 }
 
 TEST(DhcpRefusedLease, ReloadWithNothingStoredFreesTheAddress) {

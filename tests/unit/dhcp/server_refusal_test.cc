@@ -11,45 +11,15 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <thread>
 
 #include "dhcp/server.h"
+#include "tests/unit/dhcp/fakes.h"
 
 namespace kiln::dhcp {
 namespace {
 
-// The shared lease table of several instances: a write for an address another client holds
-// (bound, unexpired) is refused, as the shared store's conditional upsert does.
-class SharedBackend : public Backend {
- public:
-  std::vector<proto::DhcpLease> load_leases() override {
-    std::lock_guard l(mu);
-    std::vector<proto::DhcpLease> out;
-    for (const auto& [ip, r] : rows) out.push_back(r);
-    return out;
-  }
-  std::vector<std::string> save_leases(const std::vector<proto::DhcpLease>& leases) override {
-    std::lock_guard l(mu);
-    std::vector<std::string> refused;
-    for (const auto& x : leases) {
-      auto it = rows.find(x.ip);
-      if (it != rows.end() && it->second.client != x.client && it->second.state == "bound" &&
-          it->second.expires_at > x.updated_at) {
-        refused.push_back(x.ip);
-        continue;
-      }
-      rows[x.ip] = x;
-    }
-    return refused;
-  }
-  std::vector<std::pair<std::string, std::optional<std::string>>> machine_macs() override {
-    return {};
-  }
-  std::mutex mu;
-  std::map<std::string, proto::DhcpLease> rows;
-};
+using test_support::SharedBackend;
 
 int port_base() { return 20000 + static_cast<int>(::getpid() % 20000); }
 
