@@ -1297,67 +1297,66 @@ TEST_P(StoreTest, LeadershipIsHeldByOneAndTakenOverWhenReleased) {
   EXPECT_FALSE(d->held());
 }
 
+// The highest event id a subscription to `store` delivered; waits (bounded) for one.
+class HeardEvents {
+ public:
+  explicit HeardEvents(Store& store)
+      : sub_(store.subscribe_events([this](std::int64_t id) {
+          std::lock_guard lock(mu_);
+          heard_ = std::max(heard_, id);
+          cv_.notify_all();
+        })) {}
+  bool wait_for(std::int64_t id) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return heard_ >= id; });
+  }
+  std::int64_t heard() {
+    std::lock_guard lock(mu_);
+    return heard_;
+  }
+  void unsubscribe() { sub_.reset(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::int64_t heard_ = 0;
+  std::unique_ptr<Store::Subscription> sub_;  // last: ends before the state it writes
+};
+
 TEST_P(StoreTest, SubscribersHearOfCommittedEvents) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::int64_t heard = 0;
-  auto sub = store_->subscribe_events([&](std::int64_t id) {
-    std::lock_guard lock(mu);
-    heard = std::max(heard, id);
-    cv.notify_all();
-  });
+  HeardEvents events(*store_);
   make_machine("52:54:00:00:00:01");
   const std::int64_t last = store_->last_event_id();
   ASSERT_GT(last, 0);
-  {
-    std::unique_lock lock(mu);
-    EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard >= last; }));
-  }
+  EXPECT_TRUE(events.wait_for(last));
   // A refused write appends nothing and commits nothing: no call.
-  const std::int64_t before = heard;
+  const std::int64_t before = events.heard();
   NewMachine dup;
   dup.macs = {"52:54:00:00:00:01"};
   EXPECT_FALSE(store_->create_machine(dup, "t"));
-  sub.reset();
+  events.unsubscribe();
   make_machine("52:54:00:00:00:02");  // after unsubscribing: not heard
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::lock_guard lock(mu);
-  EXPECT_EQ(heard, before);
+  EXPECT_EQ(events.heard(), before);
 }
 
 TEST_F(PgStoreTest, EventsWrittenByAnotherInstanceWakeSubscribers) {
   auto other = open_second();
   ASSERT_TRUE(other);
-  std::mutex mu;
-  std::condition_variable cv;
-  std::int64_t heard = 0;
-  auto sub = store_->subscribe_events([&](std::int64_t id) {
-    std::lock_guard lock(mu);
-    heard = std::max(heard, id);
-    cv.notify_all();
-  });
+  HeardEvents events(*store_);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // LISTEN is up (not asserted)
   NewMachine nm;
   nm.macs = {"52:54:00:00:00:01"};
   ASSERT_TRUE(other->create_machine(nm, "t"));  // written through the other instance
   const std::int64_t last = other->last_event_id();
-  std::unique_lock lock(mu);
-  EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard >= last; }))
-      << "heard " << heard << ", expected " << last;
+  EXPECT_TRUE(events.wait_for(last)) << "heard " << events.heard() << ", expected " << last;
 }
 
 // The server drops every connection (a restart, a failover, an operator's
 // pg_terminate_backend): the next reads and writes reconnect by themselves, and subscribers
 // hear of events written while their LISTEN connection was gone.
 TEST_F(PgStoreTest, LostConnectionsAreReestablished) {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::int64_t heard = 0;
-  auto sub = store_->subscribe_events([&](std::int64_t id) {
-    std::lock_guard lock(mu);
-    heard = std::max(heard, id);
-    cv.notify_all();
-  });
+  HeardEvents events(*store_);
   make_machine("52:54:00:00:00:01");
   EXPECT_EQ(store_->list_machines({}).items.size(), 1u);
   {
@@ -1376,8 +1375,7 @@ TEST_F(PgStoreTest, LostConnectionsAreReestablished) {
   make_machine("52:54:00:00:00:03");  // the writer reconnects before its transaction
   EXPECT_EQ(store_->list_machines({}).items.size(), 3u);  // a reader reconnects
   const std::int64_t last = store_->last_event_id();
-  std::unique_lock lock(mu);
-  EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return heard >= last; }));
+  EXPECT_TRUE(events.wait_for(last));
 }
 
 // The lease of a process that dies (here a psql session SIGKILLed while holding it, idle as
