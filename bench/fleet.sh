@@ -53,8 +53,6 @@ q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
 print(f"{q(0.5):.1f} {q(0.99):.1f} {len(lat)}")
 PY
 
-cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$KILND_PID/stat"; }
-commits() { curl -s "$KILND_URL/metrics" | awk '$1 == "kiln_store_commits_total" {print $2}'; }
 booted() { curl -s "$KILND_URL/metrics" | awk '$1 == "kiln_deployments{status=\"booted\"}" {print $2}'; }
 
 # measure LABEL N CMD... — runs CMD (which returns when the work is done) with the probe and
@@ -91,12 +89,7 @@ wait_booted() {  # wait_booted N — every machine's latest deployment booted (b
   die "the bulk assignment did not finish"
 }
 
-truncate -s 1M "$WORK/v.raw"
-for v in 1 2; do
-  head -c $((512 << 10)) /dev/urandom | dd of="$WORK/v.raw" bs=256K seek=1 conv=notrunc status=none
-  "$KILN" image build "$WORK/v.raw" -o "$WORK/v$v.kiln" --name os --version $v --chunk-size 256K >/dev/null 2>&1 ||
-    die "image build"
-done
+small_images
 
 ROWS=()
 RATIOS=()

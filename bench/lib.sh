@@ -145,6 +145,22 @@ start_kilnd() {
   KILND_URL=${KILND_URL%/}
 }
 
+# cpu_s — the CPU seconds (user + system) the kilnd of start_kilnd has used so far.
+cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$KILND_PID/stat"; }
+# commits — its store's write commits so far (kiln_store_commits_total).
+commits() { curl -s "$KILND_URL/metrics" | awk '$1 == "kiln_store_commits_total" {print $2}'; }
+
+# small_images — builds $WORK/v1.kiln and $WORK/v2.kiln: os:1 and os:2, 1 MiB images in 256 KiB
+# chunks, 512 KiB of each random (the simulated fleets' images).
+small_images() {
+  truncate -s 1M "$WORK/v.raw"
+  for v in 1 2; do
+    head -c $((512 << 10)) /dev/urandom | dd of="$WORK/v.raw" bs=256K seek=1 conv=notrunc status=none
+    "$KILN_BUILD/kiln" image build "$WORK/v.raw" -o "$WORK/v$v.kiln" --name os --version $v \
+      --chunk-size 256K >/dev/null 2>&1 || die "image build"
+  done
+}
+
 # start_nginx ROOT_LOCATION_DIR WORKERS — starts nginx (foreground master, `daemon off`, in the
 # background) with a minimal config of its own in $WORK/nginx, serving ROOT_LOCATION_DIR at
 # /files/ on a free loopback port. Sets NGINX_PID and NGINX_URL.

@@ -65,16 +65,8 @@ new_database() {  # new_database NAME — prints its conninfo
   echo "host=$PG_DIR user=kiln dbname=$1"
 }
 
-# --- the images: 1 MiB each, two versions ------------------------------------------------------
-truncate -s 1M "$WORK/v.raw"
-for v in 1 2; do
-  head -c $((512 << 10)) /dev/urandom | dd of="$WORK/v.raw" bs=256K seek=1 conv=notrunc status=none
-  "$KILN" image build "$WORK/v.raw" -o "$WORK/v$v.kiln" --name os --version $v --chunk-size 256K >/dev/null 2>&1 ||
-    die "image build"
-done
+small_images
 
-cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$KILND_PID/stat"; }
-commits() { curl -s "$KILND_URL/metrics" | awk '$1 == "kiln_store_commits_total" {print $2}'; }
 now() { date +%s.%N; }
 since() { awk -v a="$(now)" -v b="$1" 'BEGIN {printf "%.2f", a - b}'; }
 api() {  # api METHOD PATH [BODY] — prints the body; fails on a non-2xx
