@@ -182,9 +182,4 @@ Result<std::vector<provision::MachineDeployment>> StoreRolloutLedger::roll_back(
   return started(*r);
 }
 
-bool StoreLeadership::held() {
-  std::lock_guard lock(mu_);
-  return lead_->held();
-}
-
 }  // namespace kiln::daemon

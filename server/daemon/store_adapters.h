@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <string_view>
 
 #include "core/secret_box.h"
@@ -141,14 +140,13 @@ class StoreDhcpBackend final : public dhcp::Backend {
 };
 
 // The store's lease on once-only work (Store::try_lead), as the rollout engine and the power
-// service's deadline checks ask for it: one lease shared by both, asked from their two threads.
+// service's deadline checks ask for it: one lease shared by both (held() is thread-safe).
 class StoreLeadership final : public provision::Leadership {
  public:
   StoreLeadership(store::Store& store, std::string_view name) : lead_(store.try_lead(name)) {}
-  bool held() override;
+  bool held() override { return lead_->held(); }
 
  private:
-  std::mutex mu_;  // the lease's connection serves one caller at a time
   std::unique_ptr<store::Store::Leadership> lead_;
 };
 

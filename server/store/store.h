@@ -6,9 +6,9 @@
 // through it, serialized by a mutex, each change in one write transaction together with the
 // event that records it: SQLite's BEGIN IMMEDIATE, PostgreSQL's transaction advisory lock that
 // also serializes the writers of every other kilnd on the database) and a small pool of reader
-// connections, so reads proceed while a write is in progress. All methods are thread-safe. Expected failures (unknown machine,
-// MAC already registered, deployment in progress, ...) are returned as `Result`s; database
-// failures (disk full, I/O error, corruption, connection lost) throw `DbError`.
+// connections, so reads proceed while a write is in progress. All methods are thread-safe. Expected
+// failures (unknown machine, MAC already registered, deployment in progress, ...) are returned as
+// `Result`s; database failures (disk full, I/O error, corruption, connection lost) throw `DbError`.
 //
 // Implementation: one file per resource (machines.cc, images.cc, deployments.cc, tokens.cc,
 // leases.cc, events.cc) over the shared helpers of store/internal.h; store.cc opens the
@@ -482,7 +482,7 @@ class Store {
    public:
     virtual ~Leadership() = default;
     // Re-checks a held lease (PostgreSQL: one round trip) or tries to take it. Cheap enough
-    // to call on every tick.
+    // to call on every tick; thread-safe.
     virtual bool held() = 0;
   };
   std::unique_ptr<Leadership> try_lead(std::string_view name);
