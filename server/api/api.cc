@@ -32,6 +32,10 @@ struct Api::Impl {
   std::shared_ptr<spdlog::logger> log;
   EventHub hub;
   Services services;
+  // Long-polls wake for every committed event: the API's own writes, kilnd's background work
+  // (power, rollouts, deadlines) and, on PostgreSQL, every other instance's. Last: it ends
+  // before the hub it notifies.
+  std::unique_ptr<store::Store::Subscription> events;
 
   Impl(store::Store& s, Metrics& m, const Clock& c, boost::asio::io_context& io, ApiOptions o,
        std::shared_ptr<spdlog::logger> l)
@@ -39,7 +43,8 @@ struct Api::Impl {
         options(std::move(o)),
         log(std::move(l)),
         hub(io, s.last_event_id()),
-        services{s, m, c, options, hub, *log} {
+        services{s, m, c, options, hub, *log},
+        events(s.subscribe_events([this](std::int64_t last_id) { hub.notify(last_id); })) {
     describe_metrics();
   }
 
@@ -112,16 +117,14 @@ struct Api::Impl {
 
   // Counts and logs every completed request, whichever way (and on whichever thread) it
   // completes, then hands the response on.
-  Respond finisher(std::string route, std::string method_name, std::string target, bool is_write,
+  Respond finisher(std::string route, std::string method_name, std::string target,
                    Respond respond) {
     const auto started = std::chrono::steady_clock::now();
     return [this, route = std::move(route), method_name = std::move(method_name),
-            target = std::move(target), is_write, started,
-            respond = std::move(respond)](Response&& res) {
+            target = std::move(target), started, respond = std::move(respond)](Response&& res) {
       const unsigned code = res.result_int();
       metrics.add("kiln_http_requests_total",
                   {{"route", route}, {"method", method_name}, {"code", std::to_string(code)}});
-      if (is_write && code < 300) hub.notify(services.store.last_event_id());
       const std::chrono::duration<double, std::milli> ms =
           std::chrono::steady_clock::now() - started;
       if (code >= 500) {
@@ -143,7 +146,7 @@ struct Api::Impl {
     const std::string path = target.substr(0, qpos);
     auto match = route_table().match(method, path);
     auto finish = finisher(match.route ? match.route->info.pattern : "unmatched", method_name,
-                           loggable_target(target), method != bhttp::verb::get, std::move(respond));
+                           loggable_target(target), std::move(respond));
     if (!match.route) {
       if (!match.allow.empty()) {
         auto res = json_response(
@@ -225,8 +228,6 @@ void Api::handle(Request&& req, Respond respond) {
 }
 
 std::vector<RouteInfo> Api::routes() { return route_infos(); }
-
-void Api::notify_events(std::int64_t last_id) { impl_->hub.notify(last_id); }
 
 void Api::shutdown() { impl_->hub.shutdown(); }
 

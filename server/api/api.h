@@ -56,9 +56,6 @@ class Api {
   UploadAdmission admit_upload(const RequestHeader& header);
   // Every route served, for the spec conformance test and `kilnd routes` (no server needed).
   static std::vector<RouteInfo> routes();
-  // Events up to `last_id` are committed (by this kilnd's background work or by another
-  // instance on the same database): wakes the long-polls waiting for them. Thread-safe.
-  void notify_events(std::int64_t last_id);
   // Completes every waiting long-poll now (used at shutdown).
   void shutdown();
 

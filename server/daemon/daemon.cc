@@ -151,10 +151,6 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   api_options.attach_reported_macs = cfg.boot.discovery != "approve";
   api_options.servers = agent_servers(cfg, "");  // cluster.peers: the agents' fallbacks
   api::Api api(store, metrics, clock, ioc, api_options, log);
-  // Long-polls wake for every committed event: this kilnd's background work (power, rollouts,
-  // deadlines) and, on PostgreSQL, what the other instances write (LISTEN/NOTIFY).
-  const auto event_subscription =
-      store.subscribe_events([&api](std::int64_t last_id) { api.notify_events(last_id); });
   // Once-only work (the rollout engine, deadlines) runs on the one kilnd holding this lease;
   // another takes it over when the holder dies. SQLite: always this one.
   StoreLeadership engine_lead(store, "engine");
