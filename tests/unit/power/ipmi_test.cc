@@ -331,8 +331,12 @@ TEST(PowerIpmiReal, IpmitoolWithNoBmcIsUnavailableAndKeepsThePasswordOffItsComma
   std::atomic<int> seen{0}, leaked{0};
   std::thread watch([&] {
     while (!done) {
-      for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-        std::ifstream in(e.path() / "cmdline");
+      // Processes come and go while /proc is read: the non-throwing iterator (an exception on
+      // this thread would abort the whole test binary).
+      std::error_code ec;
+      for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+           it.increment(ec)) {
+        std::ifstream in(it->path() / "cmdline");
         std::string cmd((std::istreambuf_iterator<char>(in)), {});
         if (cmd.find("127.0.0.1") == std::string::npos || cmd.find("ipmitool") == std::string::npos)
           continue;
