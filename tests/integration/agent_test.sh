@@ -28,7 +28,7 @@ for v in 1 2 3; do
   "$KILN" image build v$v.raw -o v$v.kiln --name os --version $v --chunk-size 1M --sign signer.pem >/dev/null 2>&1
 done
 
-KILND_LISTEN=127.0.0.1:$(( 20000 + RANDOM % 20000 ))
+KILND_LISTEN=127.0.0.1:$(free_port)
 start_kilnd
 TOKEN=$(make_token ops admin)
 export KILN_URL=$URL KILN_TOKEN=$TOKEN

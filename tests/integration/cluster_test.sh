@@ -25,11 +25,8 @@ pg_start || { fail "PostgreSQL did not start"; finish; }
 DB_URL=$PG_URL
 
 # Three fixed ports (each instance names the others as its peers).
-read -r -a PORTS <<<"$(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')"
+PORTS=()
+for _ in 1 2 3; do PORTS+=("$(free_port "${PORTS[@]}")"); done
 "$KILN" key generate --out signer >/dev/null  # images are signed: peers' manifests are checked
 head -c 32 /dev/urandom | base64 >cluster.token
 chmod 600 cluster.token

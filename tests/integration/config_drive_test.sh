@@ -172,7 +172,7 @@ printf 'label: dos\n2048,4096,83\n8192,4096,83\n16384,4096,83\n24576,4096,83\n' 
 truncate -s 32M full.raw
 sfdisk -q full.raw <full.layout
 "$KILN" image build full.raw -o full.kiln --name full --version 1 --chunk-size 1M --sign signer.pem >/dev/null 2>&1
-KILND_LISTEN=127.0.0.1:$((20000 + RANDOM % 20000))
+KILND_LISTEN=127.0.0.1:$(free_port)
 start_kilnd
 TOKEN=$(make_token ops admin)
 export KILN_URL=$URL KILN_TOKEN=$TOKEN

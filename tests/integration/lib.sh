@@ -61,6 +61,37 @@ kilnd_in_netns() {
   KILND=$WORK/kilnd-ns
 }
 
+# free_port [EXCEPT...] — prints a loopback TCP port nobody listens on, for a server that must
+# know its port before it starts (a restart on the same port, peers naming each other). It lies
+# below the kernel's ephemeral range (32768+): a port from there can be taken by any client
+# socket between this check and the server's bind (kilnd once failed with EADDRINUSE that way).
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 12000))
+    [[ " $* " == *" $p "* ]] && continue
+    ss -Htan "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+  done
+  echo "no free TCP port" >&2
+  return 1
+}
+
+# new_ca NAME — NAME.pem (a self-signed CA) and NAME.key, in the current directory.
+new_ca() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=$1" -keyout "$1.key" -out "$1.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
+}
+# new_cert NAME CA SAN — NAME.pem/NAME.key for SAN (e.g. "IP:127.0.0.1,DNS:kiln.test"), signed
+# by CA (new_ca), for a TLS server.
+new_cert() {
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
+    -keyout "$1.key" -out "$1.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$1.ext"
+  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -days 2 \
+    -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+}
+
 # start_kilnd [extra kilnd args...] — starts kilnd on an ephemeral loopback port with its state
 # in $WORK/var (or --data-dir given), waits until it listens. Sets KILND_PID and URL (and
 # TFTP_PORT when started with --tftp-listen, HTTPS_URL with --tls-listen).
@@ -158,7 +189,7 @@ pg_start() {
     PG_AS=(env -C / runuser -u postgres --)
   fi
   CLEANUP_CMDS+=("pg_stop")
-  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  PG_PORT=$(free_port)
   "${PG_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U kiln -E UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; return 1; }
   "${PG_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \

@@ -24,13 +24,6 @@ for v in a b; do
     >/dev/null 2>&1 || fail "build $v"
 done
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    ss -Htln "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return; }
-  done
-}
 NPORT=$(free_port)
 CACHE_URL=http://127.0.0.1:$NPORT
 cat >kilnd.json <<JSON

@@ -30,7 +30,7 @@ for v in 1 2 3; do
 done
 
 # A fixed port: the restarted kilnd must be where the machines (and their scripts) expect it.
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 cat >kilnd.json <<'JSON'
 { "http": { "max_connections_per_address": 1024 },
   "power": { "max_concurrent": 64, "timeout_ms": 3000, "retries": 1 },

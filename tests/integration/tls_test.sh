@@ -15,20 +15,6 @@ fi
 
 cd "$WORK"
 # --- a site CA, kilnd's certificate, and the certificates an impostor might present --------
-# new_ca NAME — NAME.pem (self-signed CA) and NAME.key.
-new_ca() {
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj "/CN=$1" -keyout "$1.key" -out "$1.pem" \
-    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign 2>/dev/null
-}
-# new_cert NAME CA SAN — NAME.pem/NAME.key for SAN (e.g. "IP:127.0.0.1,DNS:kiln.test"), signed by CA.
-new_cert() {
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$1" \
-    -keyout "$1.key" -out "$1.csr" 2>/dev/null
-  printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$1.ext"
-  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial -days 2 \
-    -extfile "$1.ext" -out "$1.pem" 2>/dev/null
-}
 new_ca site-ca
 new_ca other-ca
 new_cert server site-ca "IP:127.0.0.1,DNS:kiln.test"      # kilnd's
