@@ -222,7 +222,8 @@ int serve(const Config& config, std::shared_ptr<spdlog::logger> log) {
   rollout_options.startup_grace = cfg.power.startup_grace;
   provision::RolloutPower rollout_power{
       [&power_service](std::int64_t machine, std::int64_t deployment, const std::string& why) {
-        return power_service.reimage(machine, deployment, why);
+        return power_service.reimage(machine, deployment, why,
+                                     provision::PowerService::Origin::kEngine);
       },
       [&power_service](std::int64_t now) { return power_service.written_deadline(now); }};
   provision::RolloutService rollout_service(rollout_options, rollout_ledger, rollout_power, metrics,

@@ -250,16 +250,16 @@ Result<PowerOutcome> PowerService::do_power(std::int64_t machine_id, power::Powe
 }
 
 Status PowerService::reimage(std::int64_t machine_id, std::int64_t deployment_id,
-                             const std::string& why) {
+                             const std::string& why, Origin origin) {
   if (!has_bmc(machine_id)) {
     return make_error(Errc::kNotFound,
                       "machine " + std::to_string(machine_id) + " has no BMC configured");
   }
-  return enqueue(machine_id, deployment_id, why, /*network=*/true);
+  return enqueue(machine_id, deployment_id, why, /*network=*/true, origin);
 }
 
 Status PowerService::enqueue(std::int64_t machine_id, std::int64_t deployment_id,
-                             const std::string& why, bool network) {
+                             const std::string& why, bool network, Origin origin) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return make_error(Errc::kUnavailable, "kilnd is stopping");
@@ -268,6 +268,7 @@ Status PowerService::enqueue(std::int64_t machine_id, std::int64_t deployment_id
         j.deployment_id = deployment_id;
         j.why = why;
         j.network = network;
+        j.origin = origin;
         return Unit{};
       }
     }
@@ -279,6 +280,7 @@ Status PowerService::enqueue(std::int64_t machine_id, std::int64_t deployment_id
     job.deployment_id = deployment_id;
     job.why = why;
     job.network = network;
+    job.origin = origin;
     queue_.push_back(std::move(job));
   }
   work_cv_.notify_one();
@@ -300,7 +302,7 @@ void PowerService::worker() {
       if (job.call) {
         job.call();
       } else {
-        run_reimage(job.machine_id, job.deployment_id, job.why, job.network);
+        run_reimage(job.machine_id, job.deployment_id, job.why, job.network, job.origin);
       }
     } catch (const std::exception& e) {
       log_->error("event=power.error machine={} deployment={} err=\"{}\"", job.machine_id,
@@ -310,11 +312,25 @@ void PowerService::worker() {
   }
 }
 
+bool PowerService::may_act(Origin origin) {
+  return origin == Origin::kOperator || leadership_ == nullptr || leadership_->held();
+}
+
 void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_id,
-                               const std::string& why, bool network) {
+                               const std::string& why, bool network, Origin origin) {
   const auto t0 = SteadyClock::now();
   const char* action = network ? "reimage" : "reboot";
   json steps = json::array();
+  auto skip = [&](const std::string& reason) {
+    ledger_.record("power.skipped", machine_id, deployment_id,
+                   {{"action", action}, {"reason", reason}, {"why", why}});
+    log_->info("event=power.skipped machine={} deployment={} reason=\"{}\"", machine_id,
+               deployment_id, reason);
+  };
+  // The leadership moved while the job waited: its new holder powers this deployment (it is
+  // not marked powered), so acting here too would power-cycle the machine twice.
+  constexpr const char* kNotLeader = "another kilnd took the engine's leadership over";
+  if (!may_act(origin)) return skip(kNotLeader);
   auto fail = [&](const std::string& step, const Error& e) {
     note_bmc(machine_id, false, power::PowerState::kUnknown);
     ledger_.record("power.failed", machine_id, deployment_id,
@@ -357,15 +373,7 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
     const bool wanted = network ? proto::is_active(cur->status)
                                 : cur->status == proto::DeploymentStatus::kSucceeded &&
                                       cur->deadline_at.has_value();
-    if (!wanted) {
-      ledger_.record("power.skipped", machine_id, deployment_id,
-                     {{"action", action},
-                      {"reason", std::string("deployment is ") + proto::to_string(cur->status)},
-                      {"why", why}});
-      log_->info("event=power.skipped machine={} deployment={} status={}", machine_id,
-                 deployment_id, proto::to_string(cur->status));
-      return;
-    }
+    if (!wanted) return skip(std::string("deployment is ") + proto::to_string(cur->status));
   }
   if (network) {
     auto boot = (*drv)->boot_once_network(mode);
@@ -374,6 +382,9 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   }
   const auto act =
       *st == power::PowerState::kOff ? power::PowerAction::kOn : power::PowerAction::kCycle;
+  // Asked again at the last moment: the BMC calls above take seconds. (The one-time network
+  // boot already set is harmless: the new leader's reimage sets it again before powering.)
+  if (!may_act(origin)) return skip(kNotLeader);
   auto p = (*drv)->power(act);
   if (!p) return fail(power::power_action_name(act), p.error());
   note_bmc(machine_id, true, power::PowerState::kOn);  // powered on or cycled
@@ -429,7 +440,8 @@ void PowerService::overdue(const proto::Deployment& d) {
     if (!r) return;  // it moved on meanwhile
     log_->warn("event=deployment.deadline_missed deployment={} machine={} stage={} misses={}", d.id,
                d.machine_id, written ? "booted" : "written", r->deadline_misses);
-    (void)enqueue(d.machine_id, d.id, why, /*network=*/!written);  // else the next deadline
+    (void)enqueue(d.machine_id, d.id, why, /*network=*/!written,  // else the next deadline
+                  Origin::kEngine);
     return;
   }
   const std::string why =
@@ -462,7 +474,8 @@ void PowerService::overdue(const proto::Deployment& d) {
              rb->id, rb->to_version.name, rb->to_version.version);
   if (bmc) {
     auto q = reimage(d.machine_id, rb->id,
-                     "automatic rollback after deployment " + std::to_string(d.id) + " failed");
+                     "automatic rollback after deployment " + std::to_string(d.id) + " failed",
+                     Origin::kEngine);
     if (!q) {
       log_->warn("event=power.failed machine={} err=\"{}\"", d.machine_id, q.error().message);
     }

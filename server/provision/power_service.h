@@ -102,10 +102,17 @@ class PowerService {
   using Done = std::function<void(Result<PowerOutcome>)>;
   void power_async(std::int64_t machine_id, std::optional<power::PowerAction> action,
                    const std::string& who, Done done);
+  // Who asked for a reimage. An operator's (an assignment through this instance's API) runs
+  // whatever happens; the engine's (a rollout's batch, a deadline's recovery) only while this
+  // instance still holds the leadership when its turn comes: the instance that took the
+  // leadership over powers the deployments nobody powered, so a queued engine job run by a
+  // former leader would power-cycle the machine a second time.
+  enum class Origin { kOperator, kEngine };
   // Queues a reimage of machine `machine_id` for deployment `deployment_id`: one-time network
   // boot, then a power cycle (or on, when off). kNotFound: no BMC; kUnavailable: queue full.
-  // The outcome is an event (power.reimage or power.failed).
-  Status reimage(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why);
+  // The outcome is an event (power.reimage, power.failed or power.skipped).
+  Status reimage(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
+                 Origin origin = Origin::kOperator);
 
   // The boot deadline of a deployment written at `written_ms` (nullopt: none configured).
   std::optional<std::int64_t> booted_deadline(std::int64_t written_ms) const;
@@ -143,13 +150,16 @@ class PowerService {
   // Queues a reimage or reboot job; a queued one of the same machine is replaced (a machine
   // gets one pending BMC sequence, the newest).
   Status enqueue(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
-                 bool network);
+                 bool network, Origin origin);
   void release();
   void worker();
   void deadline_loop();
   // The reimage itself, on a worker holding a slot.
   void run_reimage(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
-                   bool network);
+                   bool network, Origin origin);
+  // Whether an engine job may still act: this instance holds the leadership (always without
+  // one, or for an operator's job).
+  bool may_act(Origin origin);
   void overdue(const proto::Deployment& d);
   Result<std::unique_ptr<power::Driver>> driver_for(std::int64_t machine_id, power::BootMode* mode);
 
@@ -178,7 +188,8 @@ class PowerService {
     std::int64_t machine_id = 0;
     std::int64_t deployment_id = 0;
     std::string why;
-    bool network = false;        // one-time network boot first (the write stage); false: disk
+    bool network = false;  // one-time network boot first (the write stage); false: disk
+    Origin origin = Origin::kOperator;
     std::function<void()> call;  // set: an operator's power call instead of a reimage
   };
   std::deque<Job> queue_;

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <functional>
 #include <future>
 #include <map>
 #include <mutex>
@@ -28,8 +29,10 @@ struct BmcLog {
   std::optional<Error> boot_error;                 // boot_once_network fails with it
   std::chrono::milliseconds delay{0};              // every call takes this long
   int in_flight = 0, max_in_flight = 0;
+  std::function<void(const std::string&)> on_call;  // runs after each call is logged
 
   void call(const std::string& address, const std::string& what) {
+    if (on_call) on_call(what);
     {
       std::lock_guard lock(mu);
       calls.push_back(address + " " + what);
@@ -402,6 +405,50 @@ TEST_F(PowerServiceTest, AQueuedJobWhoseDeploymentMovedOnDoesNotTouchThePower) {
   ASSERT_TRUE(wait_calls(1));
   EXPECT_EQ(bmc_.snapshot(), std::vector<std::string>{"bmc-1 status"});
   EXPECT_EQ(ledger_.event_types().back(), "power.skipped");
+}
+
+TEST_F(PowerServiceTest, AnEngineJobQueuedBeforeTheLeadershipMovedDoesNotTouchTheBmc) {
+  start();
+  bmcs_.add(1);
+  bmc_.state["bmc-1"] = power::PowerState::kOn;
+  ledger_.add(7, 1, DeploymentStatus::kPending, std::nullopt);
+  lead_.is_held = false;  // lost between the rollout's pass and the job's turn
+  ASSERT_TRUE(service_->reimage(1, 7, "rollout 1", PowerService::Origin::kEngine));
+  for (int i = 0; i < 500 && ledger_.event_types().empty(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(bmc_.snapshot().empty());
+  EXPECT_FALSE(ledger_.get(7).powered_at);  // left for the new leader to power
+  std::lock_guard lock(ledger_.mu);
+  ASSERT_EQ(ledger_.events.size(), 1u);
+  EXPECT_EQ(ledger_.events[0].first, "power.skipped");
+  EXPECT_NE(ledger_.events[0].second["reason"].get<std::string>().find("leadership"),
+            std::string::npos);
+}
+
+TEST_F(PowerServiceTest, AnEngineJobStopsBeforeThePowerActionWhenTheLeadershipMovesMidJob) {
+  start();
+  bmcs_.add(1);
+  bmc_.state["bmc-1"] = power::PowerState::kOn;
+  ledger_.add(7, 1, DeploymentStatus::kPending, std::nullopt);
+  bmc_.on_call = [&](const std::string& what) {
+    if (what.rfind("pxe", 0) == 0) lead_.is_held = false;  // during the boot override
+  };
+  ASSERT_TRUE(service_->reimage(1, 7, "rollout 1", PowerService::Origin::kEngine));
+  ASSERT_TRUE(wait_calls(2));
+  EXPECT_EQ(bmc_.snapshot(), (std::vector<std::string>{"bmc-1 status", "bmc-1 pxe legacy"}));
+  EXPECT_FALSE(ledger_.get(7).powered_at);
+  EXPECT_EQ(ledger_.event_types().back(), "power.skipped");
+}
+
+TEST_F(PowerServiceTest, AnOperatorsReimageRunsWhoeverLeadsTheEngine) {
+  start();
+  bmcs_.add(1);
+  bmc_.state["bmc-1"] = power::PowerState::kOn;
+  ledger_.add(7, 1, DeploymentStatus::kPending, std::nullopt);
+  lead_.is_held = false;  // another instance leads; this one serves its operator's assignment
+  ASSERT_TRUE(service_->reimage(1, 7, "assignment by ops"));
+  ASSERT_TRUE(wait_calls(3));
+  EXPECT_EQ(bmc_.snapshot().back(), "bmc-1 power cycle");
+  EXPECT_TRUE(ledger_.get(7).powered_at);
 }
 
 TEST_F(PowerServiceTest, OperatorCallsAnswerFromTheWorkers) {
