@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "core/url.h"
+#include "store/db.h"
 
 namespace kiln::daemon {
 
@@ -270,6 +271,9 @@ std::vector<ConfigField> make_fields() {
       "PostgreSQL database shared by several kilnd (postgresql://user@host/db or a libpq "
       "conninfo); \"\" = SQLite at db_path",
       [](auto& c) -> auto& { return c.db_url; }));
+  // --print-config goes to terminals and tickets: a password in the URL is masked (keep it in
+  // ~/.pgpass or PGPASSFILE, docs/multi-rack.md).
+  f.back().dump = [](const Config& c) { return json(store::redact_db_url(c.db_url)); };
   f.push_back(derived_path(
       "files_dir", "served at /files/ (and the TFTP root); \"\" = <data_dir>/files",
       [](auto& c) -> auto& { return c.files_dir; }, &Config::effective_files_dir, "--files-dir"));

@@ -1,6 +1,8 @@
 #include "store/db.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 
 namespace kiln::store {
 namespace {
@@ -19,6 +21,61 @@ bool is_postgres_url(std::string_view url) {
     }
   }
   return false;
+}
+
+std::string redact_db_url(std::string_view url) {
+  std::string out(url);
+  if (!is_postgres_url(url)) return out;
+  constexpr std::string_view kMask = "***";
+  if (const auto scheme = out.find("://"); scheme != std::string::npos) {
+    // postgresql://[user[:password]@][host][:port][/db][?key=value&...]
+    const auto start = scheme + 3;
+    const auto query = out.find('?', start);
+    const auto authority_end = std::min(out.find('/', start), query);
+    const auto at = out.rfind('@', authority_end == std::string::npos ? out.size() : authority_end);
+    if (at != std::string::npos && at >= start) {
+      if (const auto colon = out.find(':', start); colon != std::string::npos && colon < at) {
+        out.replace(colon + 1, at - colon - 1, kMask);
+      }
+    }
+    for (auto p = out.find('?', start); p != std::string::npos; p = out.find('&', p + 1)) {
+      if (out.compare(p + 1, 9, "password=") != 0) continue;
+      const auto v = p + 10;
+      out.replace(v, std::min(out.find('&', v), out.size()) - v, kMask);
+    }
+    return out;
+  }
+  // key = value ..., a value possibly 'single quoted' with backslash escapes.
+  std::size_t i = 0;
+  auto skip_space = [&] {
+    while (i < out.size() && std::isspace(static_cast<unsigned char>(out[i]))) ++i;
+  };
+  while (i < out.size()) {
+    skip_space();
+    const auto key_start = i;
+    while (i < out.size() && out[i] != '=' && !std::isspace(static_cast<unsigned char>(out[i]))) {
+      ++i;
+    }
+    const std::string key = out.substr(key_start, i - key_start);
+    skip_space();
+    if (i >= out.size() || out[i] != '=') break;  // not a conninfo libpq would take
+    ++i;
+    skip_space();
+    const auto value_start = i;
+    if (i < out.size() && out[i] == '\'') {
+      for (++i; i < out.size() && out[i] != '\''; ++i) {
+        if (out[i] == '\\') ++i;
+      }
+      if (i < out.size()) ++i;
+    } else {
+      while (i < out.size() && !std::isspace(static_cast<unsigned char>(out[i]))) ++i;
+    }
+    if (key == "password") {
+      out.replace(value_start, i - value_start, kMask);
+      i = value_start + kMask.size();
+    }
+  }
+  return out;
 }
 
 Transaction::Transaction(Db& db, TxKind kind) : db_(db) {

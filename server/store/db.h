@@ -177,4 +177,9 @@ void count_committed_write();
 // ("host=... dbname=...") is PostgreSQL; anything else is a SQLite file path.
 bool is_postgres_url(std::string_view url);
 
+// `url` fit for a log line or --print-config: every password in it (a URI's user:password@ and
+// ?password= / &password=, a conninfo's password=..., quoted or not) replaced by "***". A SQLite
+// path is returned as it is.
+std::string redact_db_url(std::string_view url);
+
 }  // namespace kiln::store

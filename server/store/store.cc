@@ -44,27 +44,6 @@ Store::~Store() {
   listener_.reset();  // joins the listener thread before anything it uses goes away
 }
 
-namespace {
-
-// A URL fit for a log line: a libpq URI or conninfo may carry a password.
-std::string redact(const std::string& url, bool postgres) {
-  if (!postgres) return url;
-  std::string out = url;
-  if (auto at = out.find('@'); at != std::string::npos && out.find("://") != std::string::npos) {
-    const auto start = out.find("://") + 3;
-    if (auto colon = out.find(':', start); colon != std::string::npos && colon < at) {
-      out.replace(colon + 1, at - colon - 1, "***");
-    }
-  }
-  if (auto p = out.find("password="); p != std::string::npos) {
-    auto end = out.find(' ', p);
-    out.replace(p + 9, (end == std::string::npos ? out.size() : end) - p - 9, "***");
-  }
-  return out;
-}
-
-}  // namespace
-
 Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Clock& clock,
                                            std::span<const Migration> migrations) {
   std::unique_ptr<Store> s(new Store(options, clock));
@@ -82,7 +61,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options, const Cl
     if (!s->postgres_) s->writer_->exec("PRAGMA journal_mode = WAL");
   } catch (const DbError& e) {
     return make_error(Errc::kInternal,
-                      "cannot open database " + redact(s->url_, s->postgres_) + ": " + e.what());
+                      "cannot open database " + redact_db_url(s->url_) + ": " + e.what());
   }
   return s;
 }

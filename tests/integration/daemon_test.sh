@@ -15,6 +15,11 @@ echo '{"http":{"listen":"127.0.0.1:0","body_limit":4096},"log_level":"warn"}' >"
 "$KILND" --config "$WORK/good.json" --listen 127.0.0.1:9 --print-config >"$WORK/cfg"
 expect_eq "$(jq -r .http.body_limit "$WORK/cfg")/$(jq -r .http.listen "$WORK/cfg")" "4096/127.0.0.1:9" "flags override the file"
 "$KILND" --config "$KILN_ROOT/deploy/kilnd.example.json" --print-config >/dev/null && ok || fail "the example config loads"
+echo '{"db_url":"postgresql://kiln:Sup3rS3cret@db.example/kiln?sslmode=require"}' >"$WORK/pg.json"
+"$KILND" --config "$WORK/pg.json" --print-config >"$WORK/cfg"
+expect_eq "$(jq -r .db_url "$WORK/cfg")" "postgresql://kiln:***@db.example/kiln?sslmode=require" \
+  "--print-config masks the database password"
+grep -q Sup3rS3cret "$WORK/cfg" && fail "the password is printed" || ok
 rc=0; "$KILND" --data-dir "$WORK/var" --listen nonsense 2>/dev/null || rc=$?
 expect_eq "$rc" 2 "bad listen address exits 2"
 

@@ -1072,6 +1072,24 @@ TEST(StoreUrl, PostgresIsAUriOrAConninfoAndAnythingElseIsASqliteFile) {
   EXPECT_FALSE(is_postgres_url(""));
 }
 
+TEST(StoreUrl, EveryPasswordIsMaskedAndNothingElse) {
+  EXPECT_EQ(redact_db_url("postgresql://kiln:s3cret@db.example:5432/kiln"),
+            "postgresql://kiln:***@db.example:5432/kiln");
+  EXPECT_EQ(redact_db_url("postgresql://kiln:p@ss@db/kiln"), "postgresql://kiln:***@db/kiln");
+  EXPECT_EQ(redact_db_url("postgres://kiln@db/kiln?sslmode=require&password=s3cret&x=1"),
+            "postgres://kiln@db/kiln?sslmode=require&password=***&x=1");
+  EXPECT_EQ(redact_db_url("postgresql://db/kiln?password=s3cret"),
+            "postgresql://db/kiln?password=***");
+  EXPECT_EQ(redact_db_url("postgresql://kiln@db/kiln"), "postgresql://kiln@db/kiln");
+  EXPECT_EQ(redact_db_url("host=db password=s3cret dbname=kiln"),
+            "host=db password=*** dbname=kiln");
+  EXPECT_EQ(redact_db_url("host=db password = 's3 c\\'ret' dbname=kiln"),
+            "host=db password = *** dbname=kiln");
+  EXPECT_EQ(redact_db_url("dbname=kiln password=s3cret"), "dbname=kiln password=***");
+  EXPECT_EQ(redact_db_url("dbname=kiln user=kiln"), "dbname=kiln user=kiln");
+  EXPECT_EQ(redact_db_url("/var/lib/kiln/password=x.db"), "/var/lib/kiln/password=x.db");
+}
+
 TEST_F(PgStoreTest, RefusesDatabaseNewerThanBinaryWithoutTouchingIt) {
   store_.reset();
   open_raw(false)->exec(
