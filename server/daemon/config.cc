@@ -510,14 +510,20 @@ std::vector<ConfigField> make_fields() {
   });
   f.push_back(value(
       "cluster.peers",
-      "the other kilnd instances (http://host:port): missing chunks and manifests are fetched "
-      "from them (verified), and agents get them as fallback servers",
+      "the other kilnd instances (http://host:port, or https:// checked against "
+      "cluster.ca_file): missing chunks and manifests are fetched from them (verified), and "
+      "agents get them as fallback servers (an agent booted over https only the https ones)",
       [](auto& c) -> auto& { return c.cluster.peers; },
       json::array({"http://10.0.12.3:8080", "http://10.0.13.2:8080"})));
   f.push_back(value(
       "cluster.upstream",
       "an HTTP cache or kilnd asked for a missing chunk or manifest after the peers (\"\": none)",
       [](auto& c) -> auto& { return c.cluster.upstream; }));
+  f.push_back(value(
+      "cluster.ca_file",
+      "CA (PEM) that https:// peers' and upstream's certificates must chain to (\"\": the "
+      "system's trust store)",
+      [](auto& c) -> auto& { return c.cluster.ca_file; }));
   f.push_back(value(
       "cluster.token_file",
       "file holding the secret every instance shares (peer fetches send it; needed with peers)",
@@ -897,11 +903,11 @@ void check(const Config& c) {
   }
   for (const auto& p : c.cluster.peers) {
     auto u = parse_http_url(p);
-    if (!u || u->tls) refuse("cluster.peers: '" + p + "' is not an http://host[:port] URL");
+    if (!u) refuse("cluster.peers: '" + p + "' is not an http(s)://host[:port] URL");
   }
   if (!c.cluster.upstream.empty()) {
     auto u = parse_http_url(c.cluster.upstream);
-    if (!u || u->tls) refuse("cluster.upstream must be an http://host[:port] URL");
+    if (!u) refuse("cluster.upstream must be an http(s)://host[:port] URL");
   }
   if (!c.cluster.peers.empty() && c.cluster_token_file.empty()) {
     refuse("cluster.peers needs cluster.token_file (the secret the instances share)");

@@ -3,16 +3,20 @@
 #include <spdlog/spdlog.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cctype>
+#include <type_traits>
 
 #include "core/crypto.h"
 #include "core/hex.h"
+#include "core/tls_client.h"
 #include "proto/api_types.h"
 
 namespace kiln::images {
@@ -20,16 +24,20 @@ namespace kiln::images {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
+namespace ssl = boost::asio::ssl;
 using proto::image::ChunkKind;
 
-Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
+namespace {
+
+// One GET over `stream` (plain TCP or TLS over `tcp`), bounded by `timeout` as a whole.
+template <class Stream>
+Result<FetchReply> get_over(net::io_context& ioc, Stream& stream, beast::tcp_stream& tcp,
+                            const HttpUrl& base, const std::string& target,
                             const std::vector<std::pair<std::string, std::string>>& headers,
                             std::chrono::milliseconds timeout, std::uint64_t max_bytes) {
+  constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
   const std::string url = base.url + target;
-  if (base.tls) return make_error(Errc::kInvalid, url + ": only http:// sources are supported");
-  net::io_context ioc;
   net::ip::tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
   beast::flat_buffer buf;
   bhttp::request<bhttp::empty_body> req{bhttp::verb::get, base.path + target, 11};
   req.set(bhttp::field::host, base.host_header());
@@ -41,29 +49,46 @@ Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
   beast::error_code failure;
   const char* step = "resolve";
   bool finished = false;
-  stream.expires_after(timeout);
+  auto exchange = [&] {
+    step = "send";
+    bhttp::async_write(stream, req, [&](beast::error_code ec, std::size_t) {
+      if (ec) return void(failure = ec);
+      step = "read";
+      bhttp::async_read(stream, buf, parser, [&](beast::error_code ec2, std::size_t) {
+        if (ec2) return void(failure = ec2);
+        finished = true;
+      });
+    });
+  };
+  tcp.expires_after(timeout);
   resolver.async_resolve(
       base.host, std::to_string(base.port), [&](beast::error_code ec, auto results) {
         if (ec) return void(failure = ec);
         step = "connect";
-        stream.async_connect(results, [&](beast::error_code ec2, const auto&) {
+        tcp.async_connect(results, [&](beast::error_code ec2, const auto&) {
           if (ec2) return void(failure = ec2);
-          step = "send";
-          bhttp::async_write(stream, req, [&](beast::error_code ec3, std::size_t) {
-            if (ec3) return void(failure = ec3);
-            step = "read";
-            bhttp::async_read(stream, buf, parser, [&](beast::error_code ec4, std::size_t) {
-              if (ec4) return void(failure = ec4);
-              finished = true;
+          if constexpr (kTls) {
+            step = "TLS handshake";
+            stream.async_handshake(ssl::stream_base::client, [&](beast::error_code ec3) {
+              if (ec3) return void(failure = ec3);
+              exchange();
             });
-          });
+          } else {
+            exchange();
+          }
         });
       });
-  // The stream's expiry bounds connect, write and read; the resolve is bounded here.
+  // The stream's expiry bounds connect, handshake, write and read; the resolve is bounded here.
   ioc.run_for(timeout + std::chrono::milliseconds(100));
   if (!finished) {
     if (!failure) failure = beast::error::timeout;
-    return make_error(Errc::kUnavailable, url + ": " + step + ": " + failure.message());
+    std::string why = failure.message();
+    if constexpr (kTls) {
+      if (auto cert = tls_certificate_failure(stream.native_handle()); !cert.empty()) {
+        why = "the server's " + cert;
+      }
+    }
+    return make_error(Errc::kUnavailable, url + ": " + step + ": " + why);
   }
   auto res = parser.release();
   FetchReply out;
@@ -78,6 +103,28 @@ Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
   return out;
 }
 
+}  // namespace
+
+Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
+                            const std::vector<std::pair<std::string, std::string>>& headers,
+                            std::chrono::milliseconds timeout, std::uint64_t max_bytes,
+                            ssl::context* tls) {
+  net::io_context ioc;
+  if (!base.tls) {
+    beast::tcp_stream stream(ioc);
+    return get_over(ioc, stream, stream, base, target, headers, timeout, max_bytes);
+  }
+  if (tls == nullptr) {
+    return make_error(Errc::kInvalid, base.url + target + ": https needs a TLS client context");
+  }
+  beast::ssl_stream<beast::tcp_stream> stream(ioc, *tls);
+  if (auto st = tls_expect_host(stream.native_handle(), base.host, /*verify=*/true); !st) {
+    return st.error();
+  }
+  return get_over(ioc, stream, beast::get_lowest_layer(stream), base, target, headers, timeout,
+                  max_bytes);
+}
+
 Result<std::unique_ptr<PeerFetcher>> PeerFetcher::create(ChunkStore& store,
                                                          PeerFetchOptions options,
                                                          std::vector<proto::image::Key> trusted,
@@ -87,7 +134,6 @@ Result<std::unique_ptr<PeerFetcher>> PeerFetcher::create(ChunkStore& store,
   auto add = [&](const std::string& text, bool peer) -> Status {
     auto u = parse_http_url(text);
     if (!u) return make_error(Errc::kInvalid, "'" + text + "': " + u.error().message);
-    if (u->tls) return make_error(Errc::kInvalid, "'" + text + "': only http:// is supported");
     sources.push_back({std::move(*u), peer});
     return ok_status();
   };
@@ -97,9 +143,17 @@ Result<std::unique_ptr<PeerFetcher>> PeerFetcher::create(ChunkStore& store,
   if (!options.upstream.empty()) {
     if (auto st = add(options.upstream, false); !st) return st.error();
   }
-  return std::unique_ptr<PeerFetcher>(new PeerFetcher(store, std::move(options), std::move(sources),
-                                                      std::move(trusted), std::move(expected),
-                                                      metrics, std::move(log)));
+  std::unique_ptr<ssl::context> tls;
+  if (std::any_of(sources.begin(), sources.end(), [](const Source& s) { return s.url.tls; })) {
+    auto ctx = tls_client_context(options.ca_file, "cluster");
+    if (!ctx) return ctx.error();
+    tls = std::move(*ctx);
+  }
+  std::unique_ptr<PeerFetcher> f(new PeerFetcher(store, std::move(options), std::move(sources),
+                                                 std::move(trusted), std::move(expected), metrics,
+                                                 std::move(log)));
+  f->tls_ = std::move(tls);
+  return f;
 }
 
 PeerFetcher::PeerFetcher(ChunkStore& store, PeerFetchOptions options, std::vector<Source> sources,
@@ -114,7 +168,13 @@ PeerFetcher::PeerFetcher(ChunkStore& store, PeerFetchOptions options, std::vecto
       log_(std::move(log)) {
   metrics_.describe("kiln_cluster_fetches_total", Metrics::Type::kCounter,
                     "Chunks and manifests fetched from cluster peers or the upstream, by kind "
-                    "(chunk, manifest) and result (ok, failed, bad_hash, not_found, busy)");
+                    "(chunk, manifest) and result (ok, failed, bad_hash, not_found, busy, "
+                    "skipped: the source was marked down)");
+  metrics_.describe("kiln_cluster_source_up", Metrics::Type::kGauge,
+                    "Whether a cluster peer or the upstream answered the last request sent to it "
+                    "(0: unreachable, skipped until its backoff ends)");
+  health_.resize(sources_.size());
+  for (const auto& s : sources_) metrics_.set("kiln_cluster_source_up", {{"source", s.url.url}}, 1);
 }
 
 PeerFetcher::~PeerFetcher() { pool_.join(); }
@@ -124,13 +184,56 @@ void PeerFetcher::count(std::string_view kind, std::string_view result) {
                {{"kind", std::string(kind)}, {"result", std::string(result)}});
 }
 
-Result<FetchReply> PeerFetcher::get(const Source& s, const std::string& target) const {
+std::chrono::steady_clock::time_point PeerFetcher::now() const {
+  return options_.now ? options_.now() : std::chrono::steady_clock::now();
+}
+
+bool PeerFetcher::usable(std::size_t i, std::string_view kind) {
+  {
+    std::lock_guard lock(health_mu_);
+    if (health_[i].failures == 0 || now() >= health_[i].down_until) {
+      return true;
+    }
+  }
+  count(kind, "skipped");
+  return false;
+}
+
+void PeerFetcher::note_reachable(std::size_t i, bool reachable, const std::string& why) {
+  const auto& url = sources_[i].url.url;
+  std::lock_guard lock(health_mu_);
+  auto& h = health_[i];
+  if (reachable) {
+    if (h.failures > 0) {
+      log_->info("event=cluster.source_up source={} after_failures={}", url, h.failures);
+      metrics_.set("kiln_cluster_source_up", {{"source", url}}, 1);
+    }
+    h.failures = 0;
+    return;
+  }
+  const auto t = now();
+  // Requests sent before it was marked down fail too: one failure per backoff escalates it.
+  if (h.failures > 0 && t < h.down_until) return;
+  auto backoff = options_.down_backoff;
+  for (int n = 0; n < h.failures && backoff < options_.down_backoff_max; ++n) backoff *= 2;
+  backoff = std::min(backoff, options_.down_backoff_max);
+  ++h.failures;
+  h.down_until = t + backoff;
+  metrics_.set("kiln_cluster_source_up", {{"source", url}}, 0);
+  log_->warn("event=cluster.source_down source={} failures={} retry_in_ms={} err=\"{}\"", url,
+             h.failures, backoff.count(), why);
+}
+
+Result<FetchReply> PeerFetcher::get(std::size_t i, const std::string& target) {
+  const Source& s = sources_[i];
   std::vector<std::pair<std::string, std::string>> headers;
   if (s.peer) {
     headers.emplace_back(std::string(kClusterFetchHeader), "1");
     if (!options_.token.empty()) headers.emplace_back("Authorization", "Bearer " + options_.token);
   }
-  return http_get(s.url, target, headers, options_.timeout, options_.max_bytes);
+  auto r = http_get(s.url, target, headers, options_.timeout, options_.max_bytes, tls_.get());
+  note_reachable(i, r.ok(), r ? std::string() : r.error().message);
+  return r;
 }
 
 Status PeerFetcher::once(const std::string& key, const std::function<Status()>& work) {
@@ -195,8 +298,10 @@ Status PeerFetcher::fetch_chunk_now(const std::string& sha) {
   if (store_.chunk_file(sha)) return ok_status();  // a concurrent flight just stored it
   proto::image::ChunkDecoder decoder;
   std::string out;
-  for (const auto& s : sources_) {
-    auto r = get(s, "/v1/chunks/" + sha);
+  for (std::size_t i = 0; i < sources_.size(); ++i) {
+    const Source& s = sources_[i];
+    if (!usable(i, "chunk")) continue;
+    auto r = get(i, "/v1/chunks/" + sha);
     if (!r) {
       count("chunk", "failed");
       log_->warn("event=cluster.fetch_failed kind=chunk sha256={} err=\"{}\"", sha,
@@ -269,8 +374,10 @@ Status PeerFetcher::fetch_manifest_now(const std::string& name, const std::strin
   if (!expected)
     return make_error(Errc::kNotFound, "no catalogue entry for " + name + ":" + version);
   const std::string base = "/v1/manifests/" + name + "/" + version;
-  for (const auto& s : sources_) {
-    auto r = get(s, base + ".json");
+  for (std::size_t i = 0; i < sources_.size(); ++i) {
+    const Source& s = sources_[i];
+    if (!usable(i, "manifest")) continue;
+    auto r = get(i, base + ".json");
     if (!r || (r->status != 200 && r->status != 404)) {
       count("manifest", "failed");
       log_->warn("event=cluster.fetch_failed kind=manifest image={}:{} source={} err=\"{}\"", name,
@@ -282,7 +389,7 @@ Status PeerFetcher::fetch_manifest_now(const std::string& name, const std::strin
       continue;
     }
     std::string sig;
-    if (auto sr = get(s, base + ".sig"); sr && sr->status == 200) {
+    if (auto sr = get(i, base + ".sig"); sr && sr->status == 200) {
       sig = std::move(sr->body);
     } else if (!sr || sr->status != 404) {
       count("manifest", "failed");

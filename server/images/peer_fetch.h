@@ -17,11 +17,19 @@
 // Kiln-Cluster-Fetch: 1, which tells a peer not to go to its own peers for a miss (no loops);
 // the token is never sent to the upstream and never logged. Concurrent misses for the same
 // chunk or manifest fetch once: the others wait for that fetch's outcome.
-// Only http:// sources (chunks are verified by hash; cluster traffic stays on the rack network).
+// A source that cannot be reached (refused, reset, timed out: no HTTP answer) is marked down
+// and skipped for `down_backoff`, doubled at each failed retry up to `down_backoff_max`; the
+// first request after that tries it again, and any HTTP answer marks it up. So a dead instance
+// costs one timeout per backoff, not one per miss (events cluster.source_down/_up, gauge
+// kiln_cluster_source_up, skipped requests counted as result="skipped").
+// Sources may be https://: the server's certificate is checked against `ca_file` ("" = the
+// system's trust store) and the URL's host, and the token then never crosses the network in
+// the clear.
 // Thread-safety: every method may be called from any thread.
 #pragma once
 
 #include <atomic>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <condition_variable>
@@ -54,12 +62,18 @@ struct PeerFetchOptions {
   std::vector<std::string> peers;  // base URLs of the other instances, tried in order
   std::string upstream;            // base URL tried after the peers ("": none)
   std::string token;               // sent to peers only ("": none)
+  std::string ca_file;             // verifies https:// sources ("": the system's trust store)
   std::chrono::milliseconds timeout{5'000};
-  std::uint64_t max_bytes = std::uint64_t{64} << 20;  // one response at most
+  std::uint64_t max_bytes = std::uint64_t{64} << 20;   // one response at most
+  std::chrono::milliseconds down_backoff{2'000};       // an unreachable source is skipped this
+  std::chrono::milliseconds down_backoff_max{60'000};  // long, doubled per failed retry to this
+  // The backoffs' clock (tests set one; empty: std::chrono::steady_clock).
+  std::function<std::chrono::steady_clock::time_point()> now;
 };
 
-// One plain HTTP/1.1 GET of `base` + `target`, bounded by `timeout` as a whole. Extra headers
-// are sent as given. Transport failures are kUnavailable naming the URL (never a header).
+// One HTTP/1.1 GET of `base` + `target`, bounded by `timeout` as a whole; an https `base` needs
+// `tls`, a verifying client context (core/tls_client.h). Extra headers are sent as given.
+// Transport failures (TLS ones included) are kUnavailable naming the URL (never a header).
 struct FetchReply {
   unsigned status = 0;
   std::string content_type;
@@ -68,7 +82,8 @@ struct FetchReply {
 };
 Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
                             const std::vector<std::pair<std::string, std::string>>& headers,
-                            std::chrono::milliseconds timeout, std::uint64_t max_bytes);
+                            std::chrono::milliseconds timeout, std::uint64_t max_bytes,
+                            boost::asio::ssl::context* tls = nullptr);
 
 class PeerFetcher {
  public:
@@ -77,7 +92,8 @@ class PeerFetcher {
   using ExpectedImage = std::function<std::optional<std::string>(const std::string& name,
                                                                  const std::string& version)>;
 
-  // Errors: a peer or upstream URL that is not http://host[:port].
+  // Errors: a peer or upstream URL that is not http(s)://host[:port]; a CA file that does not
+  // load (with an https source).
   static Result<std::unique_ptr<PeerFetcher>> create(ChunkStore& store, PeerFetchOptions options,
                                                      std::vector<proto::image::Key> trusted,
                                                      ExpectedImage expected, Metrics& metrics,
@@ -111,7 +127,13 @@ class PeerFetcher {
   Status once(const std::string& key, const std::function<Status()>& work);
   Status fetch_chunk_now(const std::string& sha256);
   Status fetch_manifest_now(const std::string& name, const std::string& version);
-  Result<FetchReply> get(const Source& s, const std::string& target) const;
+  // GET from sources_[i]; kUnavailable without a request while that source is marked down.
+  // Notes whether it answered.
+  Result<FetchReply> get(std::size_t i, const std::string& target);
+  // Whether sources_[i] may be asked now; `kind` counts a skip.
+  bool usable(std::size_t i, std::string_view kind);
+  std::chrono::steady_clock::time_point now() const;
+  void note_reachable(std::size_t i, bool reachable, const std::string& why = {});
   void count(std::string_view kind, std::string_view result);
 
   ChunkStore& store_;
@@ -124,9 +146,16 @@ class PeerFetcher {
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::shared_ptr<Flight>> flights_;
+  struct Health {
+    int failures = 0;                                  // consecutive unreachable tries
+    std::chrono::steady_clock::time_point down_until;  // skipped before this
+  };
+  std::mutex health_mu_;
+  std::vector<Health> health_;  // by source
   static constexpr int kMaxQueued = 256;
   std::atomic<int> queued_{0};
-  boost::asio::thread_pool pool_{4};  // last: joined before the rest goes
+  std::unique_ptr<boost::asio::ssl::context> tls_;  // set with an https source
+  boost::asio::thread_pool pool_{4};                // last: joined before the rest goes
 };
 
 }  // namespace kiln::images

@@ -1,7 +1,6 @@
 #include "power/redfish.h"
 
 #include <openssl/ssl.h>
-#include <openssl/x509_vfy.h>
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -14,6 +13,7 @@
 
 #include "core/crypto.h"
 #include "core/hex.h"
+#include "core/tls_client.h"
 #include "core/url.h"
 
 namespace kiln::power {
@@ -184,32 +184,17 @@ class BeastTransport final : public Transport {
     tls_.emplace(std::move(*plain_), *ctx_);
     plain_.reset();
     SSL* ssl = tls_->native_handle();
-    if (ctx_->native_handle() &&
-        SSL_CTX_get_verify_mode(ctx_->native_handle()) != SSL_VERIFY_NONE) {
-      X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-      boost::system::error_code not_ip;
-      net::ip::make_address(base_.host, not_ip);
-      const bool ok = !not_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, base_.host.c_str()) == 1
-                              : X509_VERIFY_PARAM_set1_host(param, base_.host.c_str(), 0) == 1;
-      if (!ok) {
-        close();
-        return make_error(Errc::kInvalid, "cannot check a certificate for '" + base_.host + "'");
-      }
-    }
-    {
-      boost::system::error_code not_ip;
-      net::ip::make_address(base_.host, not_ip);
-      if (not_ip) SSL_set_tlsext_host_name(ssl, base_.host.c_str());  // SNI: names only
+    const bool verify =
+        ctx_->native_handle() && SSL_CTX_get_verify_mode(ctx_->native_handle()) != SSL_VERIFY_NONE;
+    if (auto st = tls_expect_host(ssl, base_.host, verify); !st) {
+      close();
+      return st;
     }
     arm();
     ec = run([&](auto h) { tls_->async_handshake(ssl::stream_base::client, h); });
     if (ec) {
-      std::string reason = why(ec);
-      if (const long v = SSL_get_verify_result(ssl); v != X509_V_OK) {
-        reason = std::string("the BMC's certificate is not trusted: ") +
-                 X509_verify_cert_error_string(v);
-      }
+      const std::string cert = tls_certificate_failure(ssl);
+      const std::string reason = cert.empty() ? why(ec) : "the BMC's " + cert;
       close();
       return make_error(Errc::kUnavailable, "TLS handshake failed: " + reason);
     }
@@ -284,14 +269,9 @@ Result<std::unique_ptr<Transport>> beast_transport(const BmcConfig& config) {
     if (config.insecure) {
       ctx->set_verify_mode(ssl::verify_none);
     } else if (!config.ca_file.empty()) {
-      boost::system::error_code ec;
-      ctx->load_verify_file(config.ca_file, ec);
-      if (ec) {
-        return make_error(Errc::kInvalid,
-                          "BMC " + url->url + ": CA file " + config.ca_file +
-                              " holds no PEM certificate that can be loaded: " + ec.message());
-      }
-      ctx->set_verify_mode(ssl::verify_peer);
+      auto verifying = tls_client_context(config.ca_file, "BMC " + url->url);
+      if (!verifying) return verifying.error();
+      ctx = std::move(*verifying);
     } else {
       return make_error(Errc::kInvalid,
                         "BMC " + url->url +

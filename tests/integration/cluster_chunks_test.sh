@@ -10,7 +10,13 @@
 #   - a peer's own fetch (Kiln-Cluster-Fetch) is answered with what the instance has: 404, no
 #     chain of fetches between peers;
 #   - concurrent misses for one chunk fetch it once;
-#   - an unknown chunk is a 404 after every peer said so.
+#   - an unknown chunk is a 404 after every peer said so;
+#   - an https:// peer (A's TLS listener): D, with A's https URL first and its plain one second,
+#     fetches over TLS with A's certificate checked against cluster.ca_file (no failover to the
+#     plain URL); E, trusting another CA, refuses A (the handshake fails before any request, so
+#     the token is never sent) and marks it down (the backoff that follows is unit-tested with a
+#     fake clock); D's boot script over https hands the agent https fallbacks only (not A's
+#     plain URL), E's over http the https peer too.
 # Manifests are served to peers under /v1/manifests/ (the cluster token only); fetching one needs
 # the shared catalogue (its image hash): unit tests here, the PostgreSQL cluster test end to end.
 source "$(dirname "$0")/lib.sh"
@@ -20,6 +26,10 @@ head -c $((3 << 20)) /dev/urandom | base64 -w 0 | head -c $((4 << 20)) >a.raw
 "$KILN" image build a.raw -o a.kiln --name os-a --version 1 --chunk-size 1M --sign signer.pem \
   >/dev/null 2>&1 || fail "build"
 head -c 48 /dev/urandom | base64 -w 0 >cluster.token
+new_ca site-ca
+new_ca other-ca
+new_cert a-tls site-ca "IP:127.0.0.1"
+new_cert d-tls site-ca "IP:127.0.0.1"
 metric() { # URL FAMILY-AND-LABELS — the sample's value (0 when absent)
   curl -s "$1/metrics" | awk -v k="$2" '$1 == k { print $2; found=1 } END { if (!found) print 0 }'
 }
@@ -29,8 +39,10 @@ cat >a.json <<JSON
 { "images": { "trusted_keys": ["$WORK/signer.pub.pem"], "chunks_require_token": true },
   "cluster": { "token_file": "$WORK/cluster.token" } }
 JSON
-DATA_DIR=$WORK/a start_kilnd --config a.json
+DATA_DIR=$WORK/a start_kilnd --config a.json --tls-listen 127.0.0.1:0 --tls-cert a-tls.pem \
+  --tls-key a-tls.key
 A_URL=$URL
+A_HTTPS=$HTTPS_URL
 A_PID=$KILND_PID
 TOKEN=$(DATA_DIR=$WORK/a make_token ops admin)
 KILN_URL=$A_URL KILN_TOKEN=$TOKEN "$KILN" image push a.kiln >/dev/null 2>&1 || fail "push to A"
@@ -102,10 +114,47 @@ UNKNOWN=$(printf 'nothing' | sha256sum | cut -c1-64)
 code=$(curl -s -o /dev/null -w '%{http_code}' "$B_URL/v1/chunks/$UNKNOWN")
 expect_eq "$code" 404 "unknown chunk"
 
+log "an https peer: its certificate is checked; the token goes over TLS only"
+cat >d.json <<JSON
+{ "cluster": { "peers": ["$A_HTTPS", "$A_URL"], "ca_file": "$WORK/site-ca.pem",
+               "token_file": "$WORK/cluster.token", "fetch_timeout_ms": 3000 } }
+JSON
+DATA_DIR=$WORK/d start_kilnd --config d.json --tls-listen 127.0.0.1:0 --tls-cert d-tls.pem \
+  --tls-key d-tls.key
+D_URL=$URL
+D_HTTPS=$HTTPS_URL
+code=$(curl -s -o d0.bin -w '%{http_code}' "$D_URL/v1/chunks/$C0")
+expect_eq "$code" 200 "D serves A's chunk"
+cmp -s d0.bin "$(a_file "$C0")" && ok || fail "D's answer is A's chunk byte for byte"
+expect_eq "$(metric "$D_URL" 'kiln_cluster_fetches_total{kind="chunk",result="ok"}')" 1 \
+  "fetched from the first peer, A's https listener"
+expect_eq "$(metric "$D_URL" 'kiln_cluster_fetches_total{kind="chunk",result="failed"}')" 0 \
+  "the TLS fetch did not fail over to the plain URL"
+MAC=52:54:00:c1:05:7e
+curl -s --cacert site-ca.pem "$D_HTTPS/boot/${MAC//:/-}.ipxe" -o d-https.ipxe
+grep -q "kiln.server=$D_HTTPS,$A_HTTPS " d-https.ipxe && ok ||
+  fail "booted over https, the agent gets the https peer only: $(grep -o 'kiln.server=[^ ]*' d-https.ipxe)"
+cat >e.json <<JSON
+{ "cluster": { "peers": ["$A_HTTPS"], "ca_file": "$WORK/other-ca.pem",
+               "token_file": "$WORK/cluster.token", "fetch_timeout_ms": 3000 } }
+JSON
+DATA_DIR=$WORK/e start_kilnd --config e.json
+E_URL=$URL
+E_LOG=$WORK/kilnd.$((${#KILND_PIDS[@]} - 1)).log
+code=$(curl -s -o /dev/null -w '%{http_code}' "$E_URL/v1/chunks/$C0")
+expect_eq "$code" 404 "E does not trust A's certificate: no chunk"
+[[ -z $(find "$WORK/e/images/chunks" -name "$C0.*") ]] && ok || fail "E stored nothing"
+grep -q "event=cluster.source_down source=$A_HTTPS .*TLS handshake: the server's certificate is not trusted" \
+  "$E_LOG" && ok || fail "E says why: $(grep -m1 cluster.source_down "$E_LOG")"
+expect_eq "$(metric "$E_URL" "kiln_cluster_source_up{source=\"$A_HTTPS\"}")" 0 "A is down for E"
+curl -s "$E_URL/boot/${MAC//:/-}.ipxe" -o e-http.ipxe
+grep -q "kiln.server=$E_URL,$A_HTTPS " e-http.ipxe && ok ||
+  fail "booted over http, the https peer too: $(grep -o 'kiln.server=[^ ]*' e-http.ipxe)"
+
 log "a peer answering wrong bytes is rejected; the next peer serves"
 mkdir -p bad/v1/chunks
 for c in "${CHUNKS[@]}"; do head -c 4096 /dev/urandom >"bad/v1/chunks/$c"; done
-BAD_PORT=$((20000 + RANDOM % 12000))
+BAD_PORT=$(free_port)
 python3 -m http.server "$BAD_PORT" --bind 127.0.0.1 --directory bad >bad.log 2>&1 &
 BAD_PID=$!
 CLEANUP_CMDS+=("kill $BAD_PID")
