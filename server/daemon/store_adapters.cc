@@ -132,6 +132,12 @@ Result<proto::Deployment> StorePowerLedger::miss_deadline(std::int64_t deploymen
   return store_.miss_deadline(deployment_id, expected_deadline, next_deadline, why);
 }
 
+Result<proto::Deployment> StorePowerLedger::return_miss(std::int64_t deployment_id,
+                                                        std::int64_t expected_deadline,
+                                                        const std::string& why) {
+  return store_.return_miss(deployment_id, expected_deadline, why);
+}
+
 Result<proto::Deployment> StorePowerLedger::fail_overdue(std::int64_t deployment_id,
                                                          std::int64_t expected_deadline,
                                                          const std::string& why) {

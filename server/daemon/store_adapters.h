@@ -77,6 +77,8 @@ class StorePowerLedger final : public provision::PowerLedger {
                                           std::int64_t expected_deadline,
                                           std::int64_t next_deadline,
                                           const std::string& why) override;
+  Result<proto::Deployment> return_miss(std::int64_t deployment_id, std::int64_t expected_deadline,
+                                        const std::string& why) override;
   Result<proto::Deployment> fail_overdue(std::int64_t deployment_id, std::int64_t expected_deadline,
                                          const std::string& why) override;
   Result<proto::Deployment> rollback_to_booted(std::int64_t machine_id, const std::string& who,

@@ -34,7 +34,8 @@ template <class Stream>
 Result<FetchReply> get_over(net::io_context& ioc, Stream& stream, beast::tcp_stream& tcp,
                             const HttpUrl& base, const std::string& target,
                             const std::vector<std::pair<std::string, std::string>>& headers,
-                            std::chrono::milliseconds timeout, std::uint64_t max_bytes) {
+                            std::chrono::milliseconds timeout, std::uint64_t max_bytes,
+                            bool* answered) {
   constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
   const std::string url = base.url + target;
   net::ip::tcp::resolver resolver(ioc);
@@ -54,9 +55,19 @@ Result<FetchReply> get_over(net::io_context& ioc, Stream& stream, beast::tcp_str
     bhttp::async_write(stream, req, [&](beast::error_code ec, std::size_t) {
       if (ec) return void(failure = ec);
       step = "read";
-      bhttp::async_read(stream, buf, parser, [&](beast::error_code ec2, std::size_t) {
+      bhttp::async_read_header(stream, buf, parser, [&](beast::error_code ec2, std::size_t) {
         if (ec2) return void(failure = ec2);
-        finished = true;
+        // Beast 1.74's read ops do not apply body_limit: the declared length is checked here,
+        // a chunked body's size after the read.
+        if (auto len = parser.content_length(); len && *len > max_bytes) {
+          return void(failure = bhttp::error::body_limit);
+        }
+        bhttp::async_read(stream, buf, parser, [&](beast::error_code ec3, std::size_t) {
+          if (ec3) return void(failure = ec3);
+          if (parser.get().body().size() > max_bytes)
+            return void(failure = bhttp::error::body_limit);
+          finished = true;
+        });
       });
     });
   };
@@ -80,6 +91,7 @@ Result<FetchReply> get_over(net::io_context& ioc, Stream& stream, beast::tcp_str
       });
   // The stream's expiry bounds connect, handshake, write and read; the resolve is bounded here.
   ioc.run_for(timeout + std::chrono::milliseconds(100));
+  if (answered) *answered = finished || parser.is_header_done();
   if (!finished) {
     if (!failure) failure = beast::error::timeout;
     std::string why = failure.message();
@@ -108,11 +120,12 @@ Result<FetchReply> get_over(net::io_context& ioc, Stream& stream, beast::tcp_str
 Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
                             const std::vector<std::pair<std::string, std::string>>& headers,
                             std::chrono::milliseconds timeout, std::uint64_t max_bytes,
-                            ssl::context* tls) {
+                            ssl::context* tls, bool* answered) {
+  if (answered) *answered = false;
   net::io_context ioc;
   if (!base.tls) {
     beast::tcp_stream stream(ioc);
-    return get_over(ioc, stream, stream, base, target, headers, timeout, max_bytes);
+    return get_over(ioc, stream, stream, base, target, headers, timeout, max_bytes, answered);
   }
   if (tls == nullptr) {
     return make_error(Errc::kInvalid, base.url + target + ": https needs a TLS client context");
@@ -122,7 +135,7 @@ Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
     return st.error();
   }
   return get_over(ioc, stream, beast::get_lowest_layer(stream), base, target, headers, timeout,
-                  max_bytes);
+                  max_bytes, answered);
 }
 
 Result<std::unique_ptr<PeerFetcher>> PeerFetcher::create(ChunkStore& store,
@@ -191,7 +204,10 @@ std::chrono::steady_clock::time_point PeerFetcher::now() const {
 bool PeerFetcher::usable(std::size_t i, std::string_view kind) {
   {
     std::lock_guard lock(health_mu_);
-    if (health_[i].failures == 0 || now() >= health_[i].down_until) {
+    auto& h = health_[i];
+    if (h.failures == 0) return true;
+    if (now() >= h.down_until && !h.probing) {
+      h.probing = true;  // one request tries it again; the others skip it until it answers
       return true;
     }
   }
@@ -199,7 +215,9 @@ bool PeerFetcher::usable(std::size_t i, std::string_view kind) {
   return false;
 }
 
-void PeerFetcher::note_reachable(std::size_t i, bool reachable, const std::string& why) {
+void PeerFetcher::note_reachable(std::size_t i, bool reachable,
+                                 std::chrono::steady_clock::time_point started,
+                                 const std::string& why) {
   const auto& url = sources_[i].url.url;
   std::lock_guard lock(health_mu_);
   auto& h = health_[i];
@@ -209,11 +227,15 @@ void PeerFetcher::note_reachable(std::size_t i, bool reachable, const std::strin
       metrics_.set("kiln_cluster_source_up", {{"source", url}}, 1);
     }
     h.failures = 0;
+    h.probing = false;
     return;
   }
+  // Requests sent before it was marked down fail too: only a request sent since (the probe)
+  // escalates the backoff.
+  if (h.failures > 0 && started < h.marked_at) return;
   const auto t = now();
-  // Requests sent before it was marked down fail too: one failure per backoff escalates it.
-  if (h.failures > 0 && t < h.down_until) return;
+  h.probing = false;
+  h.marked_at = t;
   auto backoff = options_.down_backoff;
   for (int n = 0; n < h.failures && backoff < options_.down_backoff_max; ++n) backoff *= 2;
   backoff = std::min(backoff, options_.down_backoff_max);
@@ -231,8 +253,13 @@ Result<FetchReply> PeerFetcher::get(std::size_t i, const std::string& target) {
     headers.emplace_back(std::string(kClusterFetchHeader), "1");
     if (!options_.token.empty()) headers.emplace_back("Authorization", "Bearer " + options_.token);
   }
-  auto r = http_get(s.url, target, headers, options_.timeout, options_.max_bytes, tls_.get());
-  note_reachable(i, r.ok(), r ? std::string() : r.error().message);
+  const auto started = now();
+  bool answered = false;
+  auto r =
+      http_get(s.url, target, headers, options_.timeout, options_.max_bytes, tls_.get(), &answered);
+  // Down only when it did not answer at all: a response cut short or too large is a failed
+  // fetch from a peer that is up.
+  note_reachable(i, answered, started, r ? std::string() : r.error().message);
   return r;
 }
 

@@ -17,11 +17,13 @@
 // Kiln-Cluster-Fetch: 1, which tells a peer not to go to its own peers for a miss (no loops);
 // the token is never sent to the upstream and never logged. Concurrent misses for the same
 // chunk or manifest fetch once: the others wait for that fetch's outcome.
-// A source that cannot be reached (refused, reset, timed out: no HTTP answer) is marked down
-// and skipped for `down_backoff`, doubled at each failed retry up to `down_backoff_max`; the
-// first request after that tries it again, and any HTTP answer marks it up. So a dead instance
-// costs one timeout per backoff, not one per miss (events cluster.source_down/_up, gauge
-// kiln_cluster_source_up, skipped requests counted as result="skipped").
+// A source that cannot be reached (refused, reset, TLS refused, timed out before a response
+// header) is marked down and skipped for `down_backoff`, doubled at each failed retry up to
+// `down_backoff_max`; after that one request (the first) tries it again while the others still
+// skip it, and any HTTP answer marks it up. So a dead instance costs one timeout per backoff,
+// not one per miss (events cluster.source_down/_up, gauge kiln_cluster_source_up, skipped
+// requests counted as result="skipped"). A response cut short or over `max_bytes` fails that
+// fetch but leaves the source up.
 // Sources may be https://: the server's certificate is checked against `ca_file` ("" = the
 // system's trust store) and the URL's host, and the token then never crosses the network in
 // the clear.
@@ -74,6 +76,7 @@ struct PeerFetchOptions {
 // One HTTP/1.1 GET of `base` + `target`, bounded by `timeout` as a whole; an https `base` needs
 // `tls`, a verifying client context (core/tls_client.h). Extra headers are sent as given.
 // Transport failures (TLS ones included) are kUnavailable naming the URL (never a header).
+// `answered` (optional): set when a response header arrived, whatever happened after it.
 struct FetchReply {
   unsigned status = 0;
   std::string content_type;
@@ -83,7 +86,7 @@ struct FetchReply {
 Result<FetchReply> http_get(const HttpUrl& base, const std::string& target,
                             const std::vector<std::pair<std::string, std::string>>& headers,
                             std::chrono::milliseconds timeout, std::uint64_t max_bytes,
-                            boost::asio::ssl::context* tls = nullptr);
+                            boost::asio::ssl::context* tls = nullptr, bool* answered = nullptr);
 
 class PeerFetcher {
  public:
@@ -133,7 +136,10 @@ class PeerFetcher {
   // Whether sources_[i] may be asked now; `kind` counts a skip.
   bool usable(std::size_t i, std::string_view kind);
   std::chrono::steady_clock::time_point now() const;
-  void note_reachable(std::size_t i, bool reachable, const std::string& why = {});
+  // `started`: when the request was sent (a failure of one sent before the source was marked
+  // down does not escalate its backoff).
+  void note_reachable(std::size_t i, bool reachable, std::chrono::steady_clock::time_point started,
+                      const std::string& why);
   void count(std::string_view kind, std::string_view result);
 
   ChunkStore& store_;
@@ -149,6 +155,8 @@ class PeerFetcher {
   struct Health {
     int failures = 0;                                  // consecutive unreachable tries
     std::chrono::steady_clock::time_point down_until;  // skipped before this
+    std::chrono::steady_clock::time_point marked_at;   // when it was last marked down
+    bool probing = false;                              // one request is trying it again
   };
   std::mutex health_mu_;
   std::vector<Health> health_;  // by source

@@ -124,6 +124,9 @@ class PowerLedger {
                                                   std::int64_t expected_deadline,
                                                   std::int64_t next_deadline,
                                                   const std::string& why) = 0;
+  virtual Result<proto::Deployment> return_miss(std::int64_t deployment_id,
+                                                std::int64_t expected_deadline,
+                                                const std::string& why) = 0;
   virtual Result<proto::Deployment> fail_overdue(std::int64_t deployment_id,
                                                  std::int64_t expected_deadline,
                                                  const std::string& why) = 0;

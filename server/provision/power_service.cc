@@ -259,7 +259,8 @@ Status PowerService::reimage(std::int64_t machine_id, std::int64_t deployment_id
 }
 
 Status PowerService::enqueue(std::int64_t machine_id, std::int64_t deployment_id,
-                             const std::string& why, bool network, Origin origin) {
+                             const std::string& why, bool network, Origin origin,
+                             std::optional<std::int64_t> missed) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) return make_error(Errc::kUnavailable, "kilnd is stopping");
@@ -269,6 +270,7 @@ Status PowerService::enqueue(std::int64_t machine_id, std::int64_t deployment_id
         j.why = why;
         j.network = network;
         j.origin = origin;
+        j.missed = missed;
         return Unit{};
       }
     }
@@ -281,6 +283,7 @@ Status PowerService::enqueue(std::int64_t machine_id, std::int64_t deployment_id
     job.why = why;
     job.network = network;
     job.origin = origin;
+    job.missed = missed;
     queue_.push_back(std::move(job));
   }
   work_cv_.notify_one();
@@ -302,7 +305,8 @@ void PowerService::worker() {
       if (job.call) {
         job.call();
       } else {
-        run_reimage(job.machine_id, job.deployment_id, job.why, job.network, job.origin);
+        run_reimage(job.machine_id, job.deployment_id, job.why, job.network, job.origin,
+                    job.missed);
       }
     } catch (const std::exception& e) {
       log_->error("event=power.error machine={} deployment={} err=\"{}\"", job.machine_id,
@@ -317,7 +321,8 @@ bool PowerService::may_act(Origin origin) {
 }
 
 void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_id,
-                               const std::string& why, bool network, Origin origin) {
+                               const std::string& why, bool network, Origin origin,
+                               std::optional<std::int64_t> missed) {
   const auto t0 = SteadyClock::now();
   const char* action = network ? "reimage" : "reboot";
   json steps = json::array();
@@ -327,10 +332,20 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
     log_->info("event=power.skipped machine={} deployment={} reason=\"{}\"", machine_id,
                deployment_id, reason);
   };
-  // The leadership moved while the job waited: its new holder powers this deployment (it is
-  // not marked powered), so acting here too would power-cycle the machine twice.
+  // The leadership moved while the job waited: its new holder powers this deployment (a
+  // rollout's unpowered deployments; a deadline's recovery, whose counted miss is given back
+  // with the deadline due now), so acting here too would power-cycle the machine twice.
   constexpr const char* kNotLeader = "another kilnd took the engine's leadership over";
-  if (!may_act(origin)) return skip(kNotLeader);
+  auto hand_over = [&] {
+    skip(kNotLeader);
+    if (!missed) return;
+    auto r = ledger_.return_miss(deployment_id, *missed, kNotLeader);
+    if (!r) {
+      log_->info("event=power.miss_not_returned deployment={} err=\"{}\"", deployment_id,
+                 r.error().message);
+    }
+  };
+  if (!may_act(origin)) return hand_over();
   auto fail = [&](const std::string& step, const Error& e) {
     note_bmc(machine_id, false, power::PowerState::kUnknown);
     ledger_.record("power.failed", machine_id, deployment_id,
@@ -384,7 +399,7 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
       *st == power::PowerState::kOff ? power::PowerAction::kOn : power::PowerAction::kCycle;
   // Asked again at the last moment: the BMC calls above take seconds. (The one-time network
   // boot already set is harmless: the new leader's reimage sets it again before powering.)
-  if (!may_act(origin)) return skip(kNotLeader);
+  if (!may_act(origin)) return hand_over();
   auto p = (*drv)->power(act);
   if (!p) return fail(power::power_action_name(act), p.error());
   note_bmc(machine_id, true, power::PowerState::kOn);  // powered on or cycled
@@ -441,7 +456,7 @@ void PowerService::overdue(const proto::Deployment& d) {
     log_->warn("event=deployment.deadline_missed deployment={} machine={} stage={} misses={}", d.id,
                d.machine_id, written ? "booted" : "written", r->deadline_misses);
     (void)enqueue(d.machine_id, d.id, why, /*network=*/!written,  // else the next deadline
-                  Origin::kEngine);
+                  Origin::kEngine, r->deadline_at);
     return;
   }
   const std::string why =

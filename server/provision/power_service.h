@@ -149,14 +149,16 @@ class PowerService {
                                 const std::string& who);
   // Queues a reimage or reboot job; a queued one of the same machine is replaced (a machine
   // gets one pending BMC sequence, the newest).
+  // `missed`: the deadline a counted miss set (a deadline's recovery), given back if the job
+  // is skipped for lack of the leadership.
   Status enqueue(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
-                 bool network, Origin origin);
+                 bool network, Origin origin, std::optional<std::int64_t> missed = std::nullopt);
   void release();
   void worker();
   void deadline_loop();
   // The reimage itself, on a worker holding a slot.
   void run_reimage(std::int64_t machine_id, std::int64_t deployment_id, const std::string& why,
-                   bool network, Origin origin);
+                   bool network, Origin origin, std::optional<std::int64_t> missed);
   // Whether an engine job may still act: this instance holds the leadership (always without
   // one, or for an operator's job).
   bool may_act(Origin origin);
@@ -190,7 +192,8 @@ class PowerService {
     std::string why;
     bool network = false;  // one-time network boot first (the write stage); false: disk
     Origin origin = Origin::kOperator;
-    std::function<void()> call;  // set: an operator's power call instead of a reimage
+    std::optional<std::int64_t> missed;  // the deadline a counted miss set (enqueue)
+    std::function<void()> call;          // set: an operator's power call instead of a reimage
   };
   std::deque<Job> queue_;
   std::vector<std::thread> workers_;

@@ -235,6 +235,33 @@ Result<Deployment> Store::miss_deadline(std::int64_t deployment_id, std::int64_t
   return out;
 }
 
+Result<Deployment> Store::return_miss(std::int64_t deployment_id, std::int64_t expected_deadline,
+                                      const std::string& why) {
+  std::lock_guard lock(write_mu_);
+  Db& db = *writer_;
+  const auto now = clock_.now_ms();
+  Transaction tx(db);
+  auto d = still_overdue(db, deployment_id, expected_deadline);
+  if (!d) return d.error();
+  if (d->deadline_misses <= 0) {
+    return make_error(Errc::kConflict,
+                      "deployment " + std::to_string(deployment_id) + " has no miss to return");
+  }
+  db.prepare(
+        "UPDATE deployments SET deadline_misses = deadline_misses - 1, deadline_at = ? "
+        "WHERE id = ?")
+      .bind(1, now)
+      .bind(2, deployment_id)
+      .run();
+  append_event(db, now, "deployment.deadline_returned", d->machine_id, deployment_id,
+               {{"status", proto::to_string(d->status)},
+                {"misses", d->deadline_misses - 1},
+                {"reason", why}});
+  auto out = *load_deployment(db, deployment_id);
+  tx.commit();
+  return out;
+}
+
 Result<Deployment> Store::fail_overdue(std::int64_t deployment_id, std::int64_t expected_deadline,
                                        const std::string& why) {
   std::lock_guard lock(write_mu_);

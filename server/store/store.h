@@ -324,6 +324,12 @@ class Store {
   // deployment.deadline_missed with `why`). Conflict when the deployment moved on meanwhile.
   Result<Deployment> miss_deadline(std::int64_t deployment_id, std::int64_t expected_deadline,
                                    std::int64_t next_deadline, const std::string& why);
+  // A counted miss whose power-cycle never ran (the instance lost the engine lease before its
+  // turn): the miss is given back and the deadline set to `now`, so whoever leads handles it
+  // at its next pass (event deployment.deadline_returned with `why`). Conflict when the
+  // deployment moved on (its deadline is no longer `expected_deadline`).
+  Result<Deployment> return_miss(std::int64_t deployment_id, std::int64_t expected_deadline,
+                                 const std::string& why);
   // A missed deadline past its retries: the deployment (pending, running or succeeded) fails
   // with `why`, and so does the machine. Conflict when it moved on meanwhile.
   Result<Deployment> fail_overdue(std::int64_t deployment_id, std::int64_t expected_deadline,

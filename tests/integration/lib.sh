@@ -67,10 +67,11 @@ kilnd_in_netns() {
 # socket between this check and the server's bind (kilnd once failed with EADDRINUSE that way).
 free_port() {
   local p
+  command -v ss >/dev/null || { echo "free_port: no ss (iproute2)" >&2; return 1; }
   for _ in $(seq 200); do
     p=$((20000 + RANDOM % 12000))
     [[ " $* " == *" $p "* ]] && continue
-    ss -Htan "sport = :$p" 2>/dev/null | grep -q . || { echo "$p"; return 0; }
+    [[ -z $(ss -Htan "sport = :$p") ]] && { echo "$p"; return 0; }
   done
   echo "no free TCP port" >&2
   return 1

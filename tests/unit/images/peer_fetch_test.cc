@@ -203,7 +203,7 @@ TEST_F(PeerFetchTest, ABadHashIsRejectedNothingStoredAndTheNextPeerServes) {
   EXPECT_EQ(counted("chunk", "ok"), 2);
 }
 
-TEST_F(PeerFetchTest, DeadAndHangingPeersAreSkippedWithinTheTimeoutAndTheUpstreamIsLast) {
+TEST_F(PeerFetchTest, DeadAndHangingPeersAreSkippedAndTheUpstreamIsLast) {
   // A port nothing listens on.
   std::string dead;
   {
@@ -218,7 +218,8 @@ TEST_F(PeerFetchTest, DeadAndHangingPeersAreSkippedWithinTheTimeoutAndTheUpstrea
   FakePeer empty([](const std::string&) { return FakePeer::Answer{}; });  // 404s
   FakePeer upstream([this](const std::string& p) { return honest(p); });
   auto f = fetcher({dead, hang.url(), empty.url()}, upstream.url());
-  // Returns at all: the hanging peer never answers, the fetcher's timeout ends its request.
+  // Returns at all: the hanging peer never answers, only the fetcher's timeout ends its request
+  // (without it this test hangs until ctest's own timeout fails it).
   auto st = f->fetch_chunk(shas_[0]);
   ASSERT_TRUE(st) << st.error().message;
   EXPECT_EQ(counted("chunk", "failed"), 2);
@@ -282,6 +283,23 @@ TEST_F(PeerFetchTest, AnUnreachablePeerIsSkippedUntilItsBackoffEndsThenAskedAgai
   EXPECT_EQ(flaky.seen().size(), 3u);
   EXPECT_EQ(up(), 1);
   EXPECT_EQ(upstream.seen().size(), before);
+}
+
+TEST_F(PeerFetchTest, APeerThatAnswersTooMuchFailsTheFetchButStaysUp) {
+  FakePeer big([this](const std::string& p) { return honest(p); });
+  FakePeer upstream([this](const std::string& p) { return honest(p); });
+  PeerFetchOptions o;
+  o.peers = {big.url()};
+  o.upstream = upstream.url();
+  o.max_bytes = 1000;  // every chunk is larger
+  auto f = PeerFetcher::create(*local_, o, {}, {}, metrics_, log_);
+  ASSERT_TRUE(f);
+  EXPECT_FALSE((*f)->fetch_chunk(shas_[0]));
+  EXPECT_FALSE((*f)->fetch_chunk(shas_[1]));
+  EXPECT_EQ(big.seen().size(), 2u) << "asked again: it answered, it is not down";
+  EXPECT_EQ(metrics_.value("kiln_cluster_source_up", {{"source", big.url()}}), 1);
+  EXPECT_EQ(counted("chunk", "skipped"), 0);
+  EXPECT_EQ(counted("chunk", "failed"), 4);
 }
 
 TEST_F(PeerFetchTest, ConcurrentMissesForOneChunkFetchItOnce) {

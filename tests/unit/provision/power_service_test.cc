@@ -114,6 +114,7 @@ class FakeLedger final : public PowerLedger {
   std::vector<std::pair<std::string, nlohmann::json>> events;
   std::int64_t next_id = 100;
   bool can_roll_back = true;
+  const FakeClock* clock = nullptr;
 
   proto::Deployment& add(std::int64_t id, std::int64_t machine, DeploymentStatus st,
                          std::optional<std::int64_t> deadline) {
@@ -173,6 +174,17 @@ class FakeLedger final : public PowerLedger {
     d.deadline_at = next;
     return d;
   }
+  Result<proto::Deployment> return_miss(std::int64_t id, std::int64_t expected,
+                                        const std::string&) override {
+    std::lock_guard lock(mu);
+    auto& d = deployments.at(id);
+    if (d.deadline_at != expected || d.deadline_misses <= 0) {
+      return make_error(Errc::kConflict, "moved on");
+    }
+    --d.deadline_misses;
+    d.deadline_at = clock->now_ms();
+    return d;
+  }
   Result<proto::Deployment> fail_overdue(std::int64_t id, std::int64_t expected,
                                          const std::string& why) override {
     std::lock_guard lock(mu);
@@ -214,6 +226,7 @@ class PowerServiceTest : public ::testing::Test {
  protected:
   void start(PowerOptions o = {}) {
     o.tick = std::chrono::hours(1);  // deadlines only when the test calls check_deadlines()
+    ledger_.clock = &clock_;
     service_ = std::make_unique<PowerService>(
         o, bmcs_, factory_, ledger_, clock_,
         std::make_shared<spdlog::logger>("power_test",
@@ -437,6 +450,31 @@ TEST_F(PowerServiceTest, AnEngineJobStopsBeforeThePowerActionWhenTheLeadershipMo
   EXPECT_EQ(bmc_.snapshot(), (std::vector<std::string>{"bmc-1 status", "bmc-1 pxe legacy"}));
   EXPECT_FALSE(ledger_.get(7).powered_at);
   EXPECT_EQ(ledger_.event_types().back(), "power.skipped");
+}
+
+TEST_F(PowerServiceTest, ARecoveryTheLeaderCouldNotRunGivesItsMissBackForTheNextLeader) {
+  start(PowerOptions{.booted_deadline = 60s, .deadline_retries = 1});
+  bmcs_.add(1);
+  bmc_.state["bmc-1"] = power::PowerState::kOn;
+  ledger_.add(7, 1, DeploymentStatus::kSucceeded, clock_.now_ms() - 1);
+  bmc_.on_call = [&](const std::string& what) {
+    if (what == "status") lead_.is_held = false;  // lost while the recovery runs
+  };
+  EXPECT_EQ(service_->check_deadlines(), 1);  // counts the miss, queues the power-cycle
+  ASSERT_TRUE(wait_calls(1));
+  EXPECT_EQ(bmc_.snapshot(), std::vector<std::string>{"bmc-1 status"});  // no power action
+  auto d = ledger_.get(7);
+  EXPECT_EQ(d.deadline_misses, 0) << "the retry is not used up by a cycle that never ran";
+  EXPECT_EQ(d.deadline_at, clock_.now_ms()) << "due now, for whoever leads";
+  EXPECT_EQ(d.status, DeploymentStatus::kSucceeded);
+  // The next leader (this instance again, here) power-cycles it: the retry it is owed.
+  bmc_.on_call = nullptr;
+  lead_.is_held = true;
+  EXPECT_EQ(service_->check_deadlines(), 1);
+  ASSERT_TRUE(wait_calls(3));
+  EXPECT_EQ(bmc_.snapshot().back(), "bmc-1 power cycle");
+  EXPECT_EQ(ledger_.get(7).deadline_misses, 1);
+  EXPECT_EQ(ledger_.get(7).status, DeploymentStatus::kSucceeded);
 }
 
 TEST_F(PowerServiceTest, AnOperatorsReimageRunsWhoeverLeadsTheEngine) {

@@ -907,6 +907,20 @@ TEST_P(PowerStoreTest, DeadlinesAreMissedThenFailTheDeploymentAndTheMachine) {
   ASSERT_TRUE(missed);
   EXPECT_EQ(missed->deadline_misses, 1);
   EXPECT_EQ(missed->status, DeploymentStatus::kSucceeded);
+  // Its power-cycle never ran (the engine lease moved): the miss is given back, due now.
+  EXPECT_EQ(store_->return_miss(o->deployment.id, t, "x").error().code, Errc::kConflict);
+  auto returned = store_->return_miss(o->deployment.id, t + 120'000, "lease lost");
+  ASSERT_TRUE(returned) << returned.error().message;
+  EXPECT_EQ(returned->deadline_misses, 0);
+  EXPECT_EQ(returned->deadline_at, clock_.now.load());
+  EXPECT_EQ(store_->events_since(0, 1000, std::nullopt).back().type,
+            "deployment.deadline_returned");
+  EXPECT_EQ(store_->return_miss(o->deployment.id, clock_.now.load(), "again").error().code,
+            Errc::kConflict)
+      << "no miss left to give back";
+  missed = store_->miss_deadline(o->deployment.id, clock_.now.load(), t + 120'000, "power-cycling");
+  ASSERT_TRUE(missed);
+  EXPECT_EQ(missed->deadline_misses, 1);
   auto failed = store_->fail_overdue(o->deployment.id, t + 120'000, "did not confirm its boot");
   ASSERT_TRUE(failed) << failed.error().message;
   EXPECT_EQ(failed->status, DeploymentStatus::kFailed);
@@ -1070,6 +1084,9 @@ TEST(StoreUrl, PostgresIsAUriOrAConninfoAndAnythingElseIsASqliteFile) {
   EXPECT_FALSE(is_postgres_url("/var/lib/kiln/kiln.db"));
   EXPECT_FALSE(is_postgres_url("var/kiln.db"));
   EXPECT_FALSE(is_postgres_url(""));
+  EXPECT_TRUE(is_postgres_url("host = db dbname = kiln"));
+  EXPECT_TRUE(is_postgres_url("keepalives=1 host=db"));
+  EXPECT_FALSE(is_postgres_url("/var/lib/kiln/host=x.db"));
 }
 
 TEST(StoreUrl, EveryPasswordIsMaskedAndNothingElse) {
@@ -1088,6 +1105,20 @@ TEST(StoreUrl, EveryPasswordIsMaskedAndNothingElse) {
   EXPECT_EQ(redact_db_url("dbname=kiln password=s3cret"), "dbname=kiln password=***");
   EXPECT_EQ(redact_db_url("dbname=kiln user=kiln"), "dbname=kiln user=kiln");
   EXPECT_EQ(redact_db_url("/var/lib/kiln/password=x.db"), "/var/lib/kiln/password=x.db");
+  // What libpq takes too: '?' in the password, sslpassword, an encoded key, an escaped space,
+  // spaces around '=', and a conninfo that does not parse.
+  EXPECT_EQ(redact_db_url("postgresql://kiln:pa?ss@db/kiln"), "postgresql://kiln:***@db/kiln");
+  EXPECT_EQ(redact_db_url("postgresql://db/kiln?sslpassword=s3cret&pass%77ord=s3cret"),
+            "postgresql://db/kiln?sslpassword=***&pass%77ord=***");
+  EXPECT_EQ(redact_db_url("host=db password=s3\\ cret dbname=kiln"),
+            "host=db password=*** dbname=kiln");
+  EXPECT_EQ(redact_db_url("host = db password = s3cret"), "host = db password = ***");
+  EXPECT_EQ(redact_db_url("host=db dbname kiln password=s3cret"), "host=db dbname kiln ***");
+  EXPECT_EQ(redact_db_url("host=db password='s3cret"), "host=db ***");
+  for (const char* u : {"postgresql://kiln:pa?ss@db/kiln", "host = db password = s3cret",
+                        "host=db dbname kiln password=s3cret", "host=db sslpassword=s3cret"}) {
+    EXPECT_EQ(redact_db_url(u).find("s3cret"), std::string::npos) << u;
+  }
 }
 
 TEST_F(PgStoreTest, RefusesDatabaseNewerThanBinaryWithoutTouchingIt) {
