@@ -39,6 +39,9 @@ int token_list(const Config& config);
 int token_revoke(const Config& config, std::int64_t id);
 // Applies migrations and runs PRAGMA integrity_check.
 int db_check(const Config& config);
+// `kilnd db-copy`: copies the SQLite database (db_path) into the empty PostgreSQL database `to`
+// (empty: the config's db_url), prints a line per table; 0 when copied and verified.
+int db_copy(const Config& config, const std::string& to);
 // Prints every API route (method and pattern), one per line.
 int print_routes();
 

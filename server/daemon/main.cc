@@ -58,6 +58,13 @@ int main(int argc, char** argv) {
   auto* token_revoke = token->add_subcommand("revoke", "revoke a token by id");
   token_revoke->add_option("id", token_id, "token id")->required();
   auto* db_check = app.add_subcommand("db-check", "apply migrations and run an integrity check");
+  auto* db_copy = app.add_subcommand(
+      "db-copy",
+      "copy the SQLite database (db_path) into an empty PostgreSQL database, verified; stop "
+      "kilnd first");
+  std::string db_copy_to;
+  db_copy->add_option("--to", db_copy_to,
+                      "the PostgreSQL database (URL or conninfo; default: db_url)");
   auto* routes = app.add_subcommand("routes", "print the API routes");
 
   CLI11_PARSE(app, argc, argv);
@@ -95,6 +102,7 @@ int main(int argc, char** argv) {
   if (*token_list) return kiln::daemon::token_list(config);
   if (*token_revoke) return kiln::daemon::token_revoke(config, token_id);
   if (*db_check) return kiln::daemon::db_check(config);
+  if (*db_copy) return kiln::daemon::db_copy(config, db_copy_to);
   if (*routes) return kiln::daemon::print_routes();
   return kiln::daemon::serve(config, kiln::daemon::make_logger(config.log_level));
 }

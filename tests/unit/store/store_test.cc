@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "store/copy.h"
 #include "store/pg.h"
 #include "store/sqlite.h"
 #include "tests/unit/fake_clock.h"
@@ -1087,6 +1088,113 @@ TEST(StoreUrl, PostgresIsAUriOrAConninfoAndAnythingElseIsASqliteFile) {
   EXPECT_TRUE(is_postgres_url("host = db dbname = kiln"));
   EXPECT_TRUE(is_postgres_url("keepalives=1 host=db"));
   EXPECT_FALSE(is_postgres_url("/var/lib/kiln/host=x.db"));
+}
+
+// kilnd db-copy: a SQLite kiln into an empty PostgreSQL database.
+TEST_F(SqliteStoreTest, DbCopyMovesEveryRowIntoAnEmptyPostgresKeepingIds) {
+  std::string pg;
+  KILN_PG_DATABASE(pg, /*migrated=*/false);
+  auto m1 = make_machine("52:54:00:00:0d:01", {{"rack", "r1"}, {"role", "web"}});
+  auto m2 = make_machine("52:54:00:00:0d:02");
+  make_image("os", "1");
+  make_image("os", "2");
+  deploy(m1.id, "os", "1");
+  const auto active = store_->assign(m1.id, req("os", "2"));
+  ASSERT_TRUE(active);
+  auto token = store_->create_token("ops", proto::Scope::kAdmin);
+  ASSERT_TRUE(token);
+  DhcpLease lease{"10.0.0.9",     "id:01", "52:54:00:00:0d:02",
+                  "n2",           "bound", clock_.now_ms() + 60'000,
+                  clock_.now_ms()};
+  ASSERT_TRUE(store_->save_dhcp_leases({lease}).empty());
+  const auto events = store_->events_since(0, 1000, std::nullopt);
+  ASSERT_GE(events.size(), 5u);
+  store_.reset();  // kilnd stopped
+
+  auto report = copy_sqlite_to_postgres(options_.path, pg, clock_);
+  ASSERT_TRUE(report) << report.error().message;
+  std::map<std::string, std::int64_t> rows;
+  for (const auto& t : report->tables) rows[t.name] = t.rows;
+  EXPECT_EQ(rows["machines"], 2);
+  EXPECT_EQ(rows["machine_labels"], 2);
+  EXPECT_EQ(rows["deployments"], 2);
+  EXPECT_EQ(rows["events"], static_cast<std::int64_t>(events.size()));
+  EXPECT_EQ(rows["dhcp_leases"], 1);
+  EXPECT_EQ(report->tables.size(), 13u) << "every table but schema_migrations";
+
+  StoreOptions po;
+  po.url = pg;
+  auto copy = Store::open(po, clock_);
+  ASSERT_TRUE(copy) << copy.error().message;
+  auto& s = **copy;
+  auto got = s.get_machine(m1.id);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->labels, m1.labels);
+  EXPECT_EQ(got->macs, m1.macs);
+  auto dep = s.get_deployment(active->deployment.id);
+  ASSERT_TRUE(dep);
+  EXPECT_EQ(dep->status, DeploymentStatus::kPending);
+  EXPECT_TRUE(s.authenticate(token->second)) << "the same token";
+  auto l = s.load_dhcp_lease("10.0.0.9");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->client, "id:01");
+  EXPECT_EQ(l->expires_at, lease.expires_at);
+  auto copied = s.events_since(0, 1000, std::nullopt);
+  ASSERT_EQ(copied.size(), events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(copied[i].id, events[i].id);
+    EXPECT_EQ(copied[i].type, events[i].type);
+    EXPECT_EQ(copied[i].data, events[i].data);
+  }
+  // The identities continue after the copied ids.
+  NewMachine nm;
+  nm.macs = {"52:54:00:00:0d:03"};
+  auto m3 = s.create_machine(nm, "test");
+  ASSERT_TRUE(m3) << m3.error().message;
+  EXPECT_EQ(m3->id, m2.id + 1);
+  EXPECT_GT(s.last_event_id(), events.back().id);
+
+  // Again into the same database: refused, nothing changed.
+  const auto before = s.last_event_id();
+  auto again = copy_sqlite_to_postgres(options_.path, pg, clock_);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, Errc::kConflict);
+  EXPECT_EQ(s.last_event_id(), before);
+  EXPECT_TRUE(s.get_machine(m3->id));
+}
+
+TEST_F(SqliteStoreTest, DbCopyRefusesATargetWithATableItDoesNotKnowAndWritesNothing) {
+  std::string pg;
+  KILN_PG_DATABASE(pg, /*migrated=*/true);
+  make_machine("52:54:00:00:0e:01");
+  store_.reset();
+  StoreOptions po;
+  po.url = pg;
+  PgDb(pg).exec("CREATE TABLE kiln_extra (x BIGINT)");
+  auto r = copy_sqlite_to_postgres(options_.path, pg, clock_);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kInvalid);
+  EXPECT_NE(r.error().message.find("kiln_extra"), std::string::npos) << r.error().message;
+  auto s = Store::open(po, clock_);
+  ASSERT_TRUE(s);
+  EXPECT_EQ((*s)->last_event_id(), 0);
+  EXPECT_FALSE((*s)->get_machine(1));
+}
+
+TEST_F(SqliteStoreTest, DbCopyRefusesColumnsThatDifferAndAMissingSource) {
+  std::string pg;
+  KILN_PG_DATABASE(pg, /*migrated=*/true);
+  store_.reset();
+  PgDb(pg).exec("ALTER TABLE machines ADD COLUMN colour TEXT");
+  auto r = copy_sqlite_to_postgres(options_.path, pg, clock_);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kInvalid);
+  EXPECT_NE(r.error().message.find("only in PostgreSQL: colour"), std::string::npos)
+      << r.error().message;
+  auto missing = copy_sqlite_to_postgres((dir_ / "nothing.db").string(), pg, clock_);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, Errc::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "nothing.db")) << "no empty database made";
 }
 
 TEST(StoreUrl, EveryPasswordIsMaskedAndNothingElse) {
