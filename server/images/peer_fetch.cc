@@ -255,8 +255,17 @@ Result<FetchReply> PeerFetcher::get(std::size_t i, const std::string& target) {
   }
   const auto started = now();
   bool answered = false;
-  auto r =
-      http_get(s.url, target, headers, options_.timeout, options_.max_bytes, tls_.get(), &answered);
+  Result<FetchReply> r = make_error(Errc::kInternal, "not sent");
+  try {
+    r = http_get(s.url, target, headers, options_.timeout, options_.max_bytes, tls_.get(),
+                 &answered);
+  } catch (const std::exception& e) {  // e.g. no descriptor left: the source is not to blame
+    {
+      std::lock_guard lock(health_mu_);
+      health_[i].probing = false;
+    }
+    return make_error(Errc::kUnavailable, s.url.url + target + ": " + e.what());
+  }
   // Down only when it did not answer at all: a response cut short or too large is a failed
   // fetch from a peer that is up.
   note_reachable(i, answered, started, r ? std::string() : r.error().message);

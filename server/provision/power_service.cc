@@ -60,7 +60,12 @@ void PowerService::request_stop() {
   slot_cv_.notify_all();
   stop_cv_.notify_all();
   for (auto& j : dropped) {
-    if (j.call) j.call();  // an operator's call answers (the service is stopping)
+    if (j.call) {
+      j.call();  // an operator's call answers (the service is stopping)
+    } else if (j.missed) {
+      std::lock_guard lock(mu_);
+      unreturned_.push_back(std::move(j));  // stop() gives its miss back
+    }
   }
 }
 
@@ -69,6 +74,27 @@ void PowerService::stop() {
   for (auto& t : workers_) t.join();
   workers_.clear();
   if (deadlines_.joinable()) deadlines_.join();
+  // Deadline recoveries that will not run here: their misses go back, due now, for whichever
+  // instance leads next (this one after a restart).
+  std::vector<Job> jobs;
+  {
+    std::lock_guard lock(mu_);
+    jobs.swap(unreturned_);
+  }
+  for (const auto& j : jobs) give_back(j, "kilnd stopped before the power-cycle ran");
+}
+
+void PowerService::give_back(const Job& j, const std::string& why) {
+  if (!j.missed) return;
+  try {
+    if (auto r = ledger_.return_miss(j.deployment_id, *j.missed, why); !r) {
+      log_->info("event=power.miss_not_returned deployment={} err=\"{}\"", j.deployment_id,
+                 r.error().message);
+    }
+  } catch (const std::exception& e) {
+    log_->warn("event=power.miss_not_returned deployment={} err=\"{}\"", j.deployment_id,
+               log_escape(e.what(), 300));
+  }
 }
 
 bool PowerService::acquire(std::chrono::milliseconds wait) {
@@ -300,7 +326,11 @@ void PowerService::worker() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    if (!acquire(std::chrono::hours(24))) return;  // only when stopping
+    if (!acquire(std::chrono::hours(24))) {  // only when stopping
+      std::lock_guard lock(mu_);
+      if (job.missed) unreturned_.push_back(std::move(job));
+      return;
+    }
     try {
       if (job.call) {
         job.call();
@@ -338,12 +368,10 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   constexpr const char* kNotLeader = "another kilnd took the engine's leadership over";
   auto hand_over = [&] {
     skip(kNotLeader);
-    if (!missed) return;
-    auto r = ledger_.return_miss(deployment_id, *missed, kNotLeader);
-    if (!r) {
-      log_->info("event=power.miss_not_returned deployment={} err=\"{}\"", deployment_id,
-                 r.error().message);
-    }
+    Job j;
+    j.deployment_id = deployment_id;
+    j.missed = missed;
+    give_back(j, kNotLeader);
   };
   if (!may_act(origin)) return hand_over();
   auto fail = [&](const std::string& step, const Error& e) {
@@ -455,8 +483,14 @@ void PowerService::overdue(const proto::Deployment& d) {
     if (!r) return;  // it moved on meanwhile
     log_->warn("event=deployment.deadline_missed deployment={} machine={} stage={} misses={}", d.id,
                d.machine_id, written ? "booted" : "written", r->deadline_misses);
-    (void)enqueue(d.machine_id, d.id, why, /*network=*/!written,  // else the next deadline
-                  Origin::kEngine, r->deadline_at);
+    if (auto q =
+            enqueue(d.machine_id, d.id, why, /*network=*/!written, Origin::kEngine, r->deadline_at);
+        !q) {
+      Job j;  // not queued (full, or stopping): the miss goes back, due now
+      j.deployment_id = d.id;
+      j.missed = r->deadline_at;
+      give_back(j, "the power-cycle could not be queued: " + q.error().message);
+    }
     return;
   }
   const std::string why =

@@ -162,6 +162,10 @@ class PowerService {
   // Whether an engine job may still act: this instance holds the leadership (always without
   // one, or for an operator's job).
   bool may_act(Origin origin);
+  struct Job;
+  // A deadline recovery (`missed` set) that will not run: its counted miss is given back with
+  // the deadline due now (PowerLedger::return_miss).
+  void give_back(const Job& j, const std::string& why);
   void overdue(const proto::Deployment& d);
   Result<std::unique_ptr<power::Driver>> driver_for(std::int64_t machine_id, power::BootMode* mode);
 
@@ -196,6 +200,7 @@ class PowerService {
     std::function<void()> call;          // set: an operator's power call instead of a reimage
   };
   std::deque<Job> queue_;
+  std::vector<Job> unreturned_;  // dropped deadline recoveries; stop() gives their misses back
   std::vector<std::thread> workers_;
   std::thread deadlines_;
 };

@@ -96,21 +96,39 @@ std::vector<Column> columns(Db& pg, Db& lite, const std::string& table) {
   return cols;
 }
 
-std::string select_sql(const std::string& table, const std::vector<Column>& cols) {
+// SELECT of the columns; with `types`, each followed by SQLite's typeof() of it.
+std::string select_sql(const std::string& table, const std::vector<Column>& cols, bool types) {
   std::string sql = "SELECT ";
-  for (std::size_t c = 0; c < cols.size(); ++c) sql += (c ? ", " : "") + quoted(cols[c].name);
+  for (std::size_t c = 0; c < cols.size(); ++c) {
+    sql += (c ? ", " : "") + quoted(cols[c].name);
+    if (types) sql += ", typeof(" + quoted(cols[c].name) + ")";
+  }
   return sql + " FROM " + quoted(table);
 }
 
-Row read_row(Stmt& s, const std::vector<Column>& cols) {
+// One row; with `types` (SQLite), a value whose storage class is not its column's type is
+// refused: reading it as the column's type would change it (SQLite converts 'abc' to 0).
+Row read_row(Stmt& s, const std::vector<Column>& cols, bool types, const std::string& table) {
   Row row(cols.size());
+  const int stride = types ? 2 : 1;
   for (std::size_t c = 0; c < cols.size(); ++c) {
-    if (s.is_null(static_cast<int>(c))) {
+    const int at = static_cast<int>(c) * stride;
+    if (s.is_null(at)) {
       row[c].null = true;
-    } else if (cols[c].integer) {
-      row[c].i = s.int64(static_cast<int>(c));
+      continue;
+    }
+    if (types) {
+      const std::string type = s.text(at + 1);
+      if (type != (cols[c].integer ? "integer" : "text")) {
+        throw std::invalid_argument("table " + table + ", column " + cols[c].name + " holds a " +
+                                    type + " value where PostgreSQL wants " +
+                                    (cols[c].integer ? "an integer" : "text"));
+      }
+    }
+    if (cols[c].integer) {
+      row[c].i = s.int64(at);
     } else {
-      row[c].s = s.text(static_cast<int>(c));
+      row[c].s = s.text(at);
     }
   }
   return row;
@@ -178,6 +196,7 @@ Result<CopyReport> copy_sqlite_to_postgres(const std::string& sqlite_path,
   }
   try {
     SqliteDb lite(sqlite_path, /*read_only=*/true);
+    lite.exec("PRAGMA busy_timeout = 5000");
     PgDb pg(pg_url);
     // Every table of the target is one db-copy knows.
     {
@@ -205,9 +224,9 @@ Result<CopyReport> copy_sqlite_to_postgres(const std::string& sqlite_path,
       const auto cols = columns(pg, lite, table);
       Digest from, to;
       std::vector<Row> batch;
-      auto src = lite.prepare(select_sql(table, cols));
+      auto src = lite.prepare(select_sql(table, cols, /*types=*/true));
       while (src.step()) {
-        batch.push_back(read_row(src, cols));
+        batch.push_back(read_row(src, cols, /*types=*/true, table));
         from.add(batch.back(), cols);
         if (batch.size() == kBatchRows) {
           insert(pg, table, cols, batch);
@@ -215,9 +234,19 @@ Result<CopyReport> copy_sqlite_to_postgres(const std::string& sqlite_path,
         }
       }
       insert(pg, table, cols, batch);
-      // Read back what PostgreSQL now holds.
-      auto back = pg.prepare(select_sql(table, cols));
-      while (back.step()) to.add(read_row(back, cols), cols);
+      // Read back what PostgreSQL now holds, through a cursor: a page at a time, not the whole
+      // table in one result.
+      pg.exec("DECLARE kiln_copy_back NO SCROLL CURSOR FOR " +
+              select_sql(table, cols, /*types=*/false));
+      for (bool more = true; more;) {
+        more = false;
+        auto page = pg.prepare("FETCH 1000 FROM kiln_copy_back");
+        while (page.step()) {
+          to.add(read_row(page, cols, /*types=*/false, table), cols);
+          more = true;
+        }
+      }
+      pg.exec("CLOSE kiln_copy_back");
       if (!(from == to)) {
         return make_error(Errc::kInternal,
                           std::string("table ") + table + ": PostgreSQL does not hold what was " +
@@ -236,6 +265,8 @@ Result<CopyReport> copy_sqlite_to_postgres(const std::string& sqlite_path,
     return make_error(Errc::kInternal, std::string("copy failed, nothing copied: ") + e.what());
   } catch (const std::invalid_argument& e) {
     return make_error(Errc::kInvalid, std::string(e.what()) + ": nothing copied");
+  } catch (const std::exception& e) {
+    return make_error(Errc::kInternal, std::string("copy failed, nothing copied: ") + e.what());
   }
   return report;
 }

@@ -63,7 +63,8 @@ std::string redact_db_url(std::string_view url) {
   std::string out(url);
   if (!is_postgres_url(url)) return out;
   constexpr std::string_view kMask = "***";
-  if (const auto scheme = out.find("://"); scheme != std::string::npos) {
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+    const auto scheme = out.find("://");
     // postgresql://[user[:password]@][host][:port][/db][?key=value&...]. The user info ends at
     // the last '@' before the path ('?' and '@' may appear in a password unencoded).
     const auto start = scheme + 3;

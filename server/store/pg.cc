@@ -15,7 +15,28 @@ namespace {
 
 void quiet_notices(void*, const char*) {}
 
+// The password a libpq URL or conninfo carries ("" when none). Throws DbError when libpq cannot
+// parse it at all: its own message would quote the offending piece, which may be the password.
+std::string conninfo_password(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (!opts) {
+    if (err) PQfreemem(err);
+    throw DbError(0,
+                  "cannot connect to PostgreSQL: libpq cannot parse the database URL or conninfo "
+                  "(its message is not shown: it may quote the password)",
+                  DbError::Kind::kConnection);
+  }
+  std::string password;
+  for (auto* o = opts; o->keyword; ++o) {
+    if (std::string_view(o->keyword) == "password" && o->val) password = o->val;
+  }
+  PQconninfoFree(opts);
+  return password;
+}
+
 PGconn* connect(const std::string& conninfo) {
+  const std::string password = conninfo_password(conninfo);
   // Defaults the operator's URL or conninfo may override (it comes last): an unreachable
   // server fails a connect in 5 s, and a peer that vanished without closing the connection
   // (host down, network cut) is noticed by TCP keepalive in about 25 s instead of minutes.
@@ -27,6 +48,10 @@ PGconn* connect(const std::string& conninfo) {
   if (!c || PQstatus(c) != CONNECTION_OK) {
     std::string msg = c ? PQerrorMessage(c) : "out of memory";
     while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    for (auto p = password.empty() ? std::string::npos : msg.find(password); p != std::string::npos;
+         p = msg.find(password, p + 3)) {
+      msg.replace(p, password.size(), "***");
+    }
     if (c) PQfinish(c);
     throw DbError(0, "cannot connect to PostgreSQL: " + msg, DbError::Kind::kConnection);
   }

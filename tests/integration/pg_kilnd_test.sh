@@ -108,12 +108,17 @@ grep -q "every table read back and verified" copy.out && ok || fail "db-copy rep
 rc=0; "$KILND" --data-dir "$LITE" db-copy --to "$PG2_URL" >copy2.out 2>copy2.err || rc=$?
 expect_eq "$rc" 1 "a second copy into the same database is refused"
 grep -q "not empty" copy2.err && ok || fail "and says why: $(cat copy2.err)"
-rc=0; "$KILND" --data-dir "$LITE" db-copy --to "$PG_URL" >/dev/null 2>copy3.err || rc=$?
-expect_eq "$rc" 1 "a database in use is refused"
+rc=0; "$KILND" --data-dir "$LITE" db-copy --to "$PG_URL password=Db-Pass-9931" >copy3.out 2>copy3.err || rc=$?
+expect_eq "$rc" 1 "another kilnd's database (it holds rows) is refused"
 expect_eq "$(pg_sql "SELECT count(*) FROM machines")" 1 "and keeps its rows, untouched"
+rc=0; "$KILND" --data-dir "$LITE" db-copy --to "host=127.0.0.1 port=$PG_PORT password=Db-Pass 9931" \
+  >copy4.out 2>copy4.err || rc=$?
+expect_eq "$rc" 2 "a conninfo libpq cannot parse"
+grep -q "cannot parse" copy4.err && ok || fail "says so: $(cat copy4.err)"
+grep -q "9931" copy3.out copy3.err copy4.out copy4.err && fail "the database password is printed" || ok
 PG2() { "$PG_BIN/psql" -X -q -A -t -h "$PG_DIR" -p "$PG_PORT" -U kiln -d kiln2 -c "$1"; }
 expect_eq "$(PG2 "SELECT credentials FROM machine_bmcs")" "$SEALED_LITE" "the sealed BMC password, the same bytes"
-grep -rq "Copy-Me-Sealed-77" copy.out copy.err && fail "the password is printed" || ok
+[[ $SEALED_LITE != *Copy-Me-Sealed-77* ]] && ok || fail "the BMC password is sealed, not in clear"
 
 printf '{ "db_url": "%s" }\n' "$PG2_URL" >kilnd2.json
 DATA_DIR=$LITE start_kilnd --config kilnd2.json

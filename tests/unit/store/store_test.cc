@@ -1163,6 +1163,73 @@ TEST_F(SqliteStoreTest, DbCopyMovesEveryRowIntoAnEmptyPostgresKeepingIds) {
   EXPECT_TRUE(s.get_machine(m3->id));
 }
 
+TEST_F(SqliteStoreTest, DbCopyTakesManyBatchesAndContinuesTheIdsAfterThem) {
+  std::string pg;
+  KILN_PG_DATABASE(pg, /*migrated=*/false);
+  for (int i = 0; i < 450; ++i) {  // more than two INSERT batches of 200, and a partial one
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:00:%02x:%02x", i / 256, i % 256);
+    make_machine(mac, {{"n", std::to_string(i)}});
+  }
+  const auto last_event = store_->last_event_id();
+  store_.reset();
+  auto report = copy_sqlite_to_postgres(options_.path, pg, clock_);
+  ASSERT_TRUE(report) << report.error().message;
+  StoreOptions po;
+  po.url = pg;
+  auto s = Store::open(po, clock_);
+  ASSERT_TRUE(s);
+  EXPECT_EQ((*s)->get_machine(450)->labels.at("n"), "449");
+  EXPECT_EQ((*s)->last_event_id(), last_event);
+  NewMachine nm;
+  nm.macs = {"52:54:00:00:ff:ff"};
+  auto m = (*s)->create_machine(nm, "test");
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->id, 451);
+  EXPECT_EQ((*s)->last_event_id(), last_event + 1);
+}
+
+TEST_F(SqliteStoreTest, DbCopyThatFailsMidwayLeavesTheTargetEmpty) {
+  std::string pg;
+  KILN_PG_DATABASE(pg, /*migrated=*/false);
+  make_machine("52:54:00:00:0f:01", {{"rack", "r1"}});
+  store_.reset();
+  {
+    // A label of a machine that does not exist (SQLite with its foreign keys off lets it in;
+    // PostgreSQL refuses it after the machines were already written).
+    SqliteDb raw(options_.path, false);
+    raw.exec("PRAGMA foreign_keys = OFF");
+    raw.exec("INSERT INTO machine_labels (machine_id, key, value) VALUES (99, 'rack', 'r9')");
+  }
+  auto r = copy_sqlite_to_postgres(options_.path, pg, clock_);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kInternal);
+  EXPECT_NE(r.error().message.find("nothing copied"), std::string::npos) << r.error().message;
+  StoreOptions po;
+  po.url = pg;
+  auto s = Store::open(po, clock_);
+  ASSERT_TRUE(s);
+  EXPECT_FALSE((*s)->get_machine(1)) << "the machines written before the failure are gone";
+  EXPECT_EQ((*s)->last_event_id(), 0);
+}
+
+TEST_F(SqliteStoreTest, DbCopyRefusesAValueSqliteWouldConvert) {
+  std::string pg;
+  KILN_PG_DATABASE(pg, /*migrated=*/false);
+  make_machine("52:54:00:00:0f:02");
+  store_.reset();
+  {
+    SqliteDb raw(options_.path, false);
+    raw.exec("UPDATE machines SET updated_at = 'yesterday'");  // TEXT in an INTEGER column
+  }
+  auto r = copy_sqlite_to_postgres(options_.path, pg, clock_);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::kInvalid);
+  EXPECT_NE(r.error().message.find("machines, column updated_at holds a text value"),
+            std::string::npos)
+      << r.error().message;
+}
+
 TEST_F(SqliteStoreTest, DbCopyRefusesATargetWithATableItDoesNotKnowAndWritesNothing) {
   std::string pg;
   KILN_PG_DATABASE(pg, /*migrated=*/true);
@@ -1197,6 +1264,22 @@ TEST_F(SqliteStoreTest, DbCopyRefusesColumnsThatDifferAndAMissingSource) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "nothing.db")) << "no empty database made";
 }
 
+TEST(StoreUrl, ConnectErrorsNeverQuoteThePassword) {
+  // libpq's own parse errors quote the piece they choke on; kilnd does not pass them on.
+  for (const char* u : {"postgresql://kiln:pa%zzs3cret@127.0.0.1:1/kiln",
+                        "host=127.0.0.1 port=1 password=se s3cret",
+                        "host=127.0.0.1 port=1 "
+                        "password=s3cret connect_timeout=1"}) {
+    try {
+      PgDb db(u);
+      ADD_FAILURE() << "connected to " << u;
+    } catch (const DbError& e) {
+      EXPECT_EQ(std::string(e.what()).find("s3cret"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cannot connect to PostgreSQL"), std::string::npos);
+    }
+  }
+}
+
 TEST(StoreUrl, EveryPasswordIsMaskedAndNothingElse) {
   EXPECT_EQ(redact_db_url("postgresql://kiln:s3cret@db.example:5432/kiln"),
             "postgresql://kiln:***@db.example:5432/kiln");
@@ -1223,6 +1306,8 @@ TEST(StoreUrl, EveryPasswordIsMaskedAndNothingElse) {
   EXPECT_EQ(redact_db_url("host = db password = s3cret"), "host = db password = ***");
   EXPECT_EQ(redact_db_url("host=db dbname kiln password=s3cret"), "host=db dbname kiln ***");
   EXPECT_EQ(redact_db_url("host=db password='s3cret"), "host=db ***");
+  EXPECT_EQ(redact_db_url("password=s3cret dbname=kiln application_name=a://b"),
+            "password=*** dbname=kiln application_name=a://b");
   for (const char* u : {"postgresql://kiln:pa?ss@db/kiln", "host = db password = s3cret",
                         "host=db dbname kiln password=s3cret", "host=db sslpassword=s3cret"}) {
     EXPECT_EQ(redact_db_url(u).find("s3cret"), std::string::npos) << u;
