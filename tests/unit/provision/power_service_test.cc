@@ -477,6 +477,35 @@ TEST_F(PowerServiceTest, ARecoveryTheLeaderCouldNotRunGivesItsMissBackForTheNext
   EXPECT_EQ(ledger_.get(7).status, DeploymentStatus::kSucceeded);
 }
 
+TEST_F(PowerServiceTest, ARecoveryStillQueuedWhenKilndStopsGivesItsMissBack) {
+  start(PowerOptions{.max_concurrent = 1, .booted_deadline = 60s, .deadline_retries = 1});
+  bmcs_.add(1);
+  bmcs_.add(2);
+  bmc_.state["bmc-1"] = power::PowerState::kOn;
+  bmc_.state["bmc-2"] = power::PowerState::kOn;
+  ledger_.add(6, 1, DeploymentStatus::kPending, std::nullopt);
+  ledger_.add(7, 2, DeploymentStatus::kSucceeded, clock_.now_ms() - 1);
+  std::promise<void> first_call, go_on;
+  auto gate = go_on.get_future().share();
+  std::atomic<bool> once{false};
+  bmc_.on_call = [&, gate](const std::string&) {
+    if (once.exchange(true)) return;
+    first_call.set_value();
+    gate.wait();  // holds the only slot until kilnd is stopping
+  };
+  ASSERT_TRUE(service_->reimage(1, 6, "holds the only slot"));
+  first_call.get_future().wait();
+  EXPECT_EQ(service_->check_deadlines(), 1);  // the recovery waits for the slot
+  EXPECT_EQ(ledger_.get(7).deadline_misses, 1);
+  service_->request_stop();
+  go_on.set_value();
+  service_->stop();
+  auto d = ledger_.get(7);
+  EXPECT_EQ(d.deadline_misses, 0) << "a power-cycle that never ran uses no retry";
+  EXPECT_EQ(d.deadline_at, clock_.now_ms());
+  for (const auto& c : bmc_.snapshot()) EXPECT_EQ(c.find("bmc-2"), std::string::npos) << c;
+}
+
 TEST_F(PowerServiceTest, AnOperatorsReimageRunsWhoeverLeadsTheEngine) {
   start();
   bmcs_.add(1);
