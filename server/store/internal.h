@@ -349,6 +349,54 @@ inline Result<ConfigInputs> config_inputs(Db& db, std::int64_t machine_id,
                       profiles ? *profiles : load_profiles(db), std::nullopt};
 }
 
+// Whether a new deployment of machine `machine_id` (with a BMC or not) reboots it: only when
+// asked; Invalid when a reboot is required and there is no BMC to do it.
+inline Result<bool> reboot_for(std::int64_t machine_id, bool has_bmc, const AssignRequest& req) {
+  if (!req.reboot) return false;
+  if (!has_bmc && req.reboot_required) {
+    return make_error(Errc::kInvalid, "machine " + std::to_string(machine_id) +
+                                          " has no BMC, so kilnd cannot reboot it: set one (PUT "
+                                          "/api/v1/machines/" +
+                                          std::to_string(machine_id) +
+                                          "/bmc) or assign without reboot");
+  }
+  return has_bmc;
+}
+
+// Records a new pending deployment of `target` on machine `machine_id` (the machine's state is
+// the caller's) and its deployment.created event; returns its id.
+inline std::int64_t insert_deployment(Db& db, std::int64_t now, std::int64_t machine_id,
+                                      const std::optional<VersionRef>& from,
+                                      const ImageVersion& target, std::string_view kind,
+                                      const AssignRequest& req, bool reboot,
+                                      const std::optional<ConfigRecord>& config) {
+  const std::optional<std::string> config_sha =
+      config ? std::optional<std::string>(config->sha256) : std::nullopt;
+  auto ins = db.prepare(
+      "INSERT INTO deployments (machine_id, from_version_id, to_version_id, kind, "
+      "requested_by, created_at, status, reboot, deadline_at, config, config_sha256) "
+      "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING id");
+  ins.bind(1, machine_id)
+      .bind(2, from ? std::optional<std::int64_t>(from->id) : std::nullopt)
+      .bind(3, target.id)
+      .bind(4, kind)
+      .bind(5, req.requested_by)
+      .bind(6, now)
+      .bind(7, static_cast<std::int64_t>(reboot ? 1 : 0))
+      .bind(8, reboot ? req.deadline_at : std::nullopt)
+      .bind(9, config ? std::optional<std::string>(config->sealed) : std::nullopt)
+      .bind(10, config_sha);
+  const std::int64_t id = returning_id(ins);
+  append_event(db, now, "deployment.created", machine_id, id,
+               {{"kind", kind},
+                {"to", ref_json(VersionRef{target.id, target.name, target.version})},
+                {"from", ref_json(from)},
+                {"requested_by", req.requested_by},
+                {"reboot", reboot},
+                {"config_sha256", config_sha ? nlohmann::json(*config_sha) : nullptr}});
+  return id;
+}
+
 // The core of assign/bulk/rollback; runs inside the caller's write transaction.
 // `fixed_config`: the snapshot to apply (rollback, retry: the one of the deployment repeated);
 // without it, req.config makes one (when set) from `profiles` (see config_inputs).
@@ -358,30 +406,28 @@ inline Result<AssignOutcome> assign_in_tx(
     const std::optional<std::optional<ConfigRecord>>& fixed_config = std::nullopt,
     const std::vector<ProfileRecord>* profiles = nullptr) {
   auto m = db.prepare(
-      "SELECT current_version_id, approved FROM machines WHERE id = ? AND deleted_at IS NULL");
+      "SELECT m.approved, cv.id, cv.name, cv.version FROM machines m "
+      "LEFT JOIN image_versions cv ON cv.id = m.current_version_id "
+      "WHERE m.id = ? AND m.deleted_at IS NULL");
   m.bind(1, machine_id);
   if (!m.step()) return machine_not_found(machine_id);
-  const std::optional<std::int64_t> from = m.opt_int64(0);
-  if (m.int64(1) == 0) {
+  std::optional<VersionRef> from;
+  if (!m.is_null(1)) from = VersionRef{m.int64(1), m.text(2), m.text(3)};
+  if (m.int64(0) == 0) {
     return make_error(Errc::kConflict, "machine " + std::to_string(machine_id) +
                                            " awaits an operator's approval (POST "
                                            "/api/v1/machines/" +
                                            std::to_string(machine_id) + "/approve)");
   }
 
-  bool reboot = false;
+  bool has_bmc = false;
   if (req.reboot) {
     auto b = db.prepare("SELECT 1 FROM machine_bmcs WHERE machine_id = ?");
     b.bind(1, machine_id);
-    reboot = b.step();
-    if (!reboot && req.reboot_required) {
-      return make_error(Errc::kInvalid, "machine " + std::to_string(machine_id) +
-                                            " has no BMC, so kilnd cannot reboot it: set one (PUT "
-                                            "/api/v1/machines/" +
-                                            std::to_string(machine_id) +
-                                            "/bmc) or assign without reboot");
-    }
+    has_bmc = b.step();
   }
+  const auto reboot = reboot_for(machine_id, has_bmc, req);
+  if (!reboot) return reboot.error();
 
   std::optional<ConfigRecord> config;
   if (fixed_config) {
@@ -423,21 +469,8 @@ inline Result<AssignOutcome> assign_in_tx(
         "AND deadline_at IS NOT NULL")
       .bind(1, machine_id)
       .run();
-  auto ins = db.prepare(
-      "INSERT INTO deployments (machine_id, from_version_id, to_version_id, kind, "
-      "requested_by, created_at, status, reboot, deadline_at, config, config_sha256) "
-      "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) RETURNING id");
-  ins.bind(1, machine_id)
-      .bind(2, from)
-      .bind(3, target.id)
-      .bind(4, kind)
-      .bind(5, req.requested_by)
-      .bind(6, now)
-      .bind(7, static_cast<std::int64_t>(reboot ? 1 : 0))
-      .bind(8, reboot ? req.deadline_at : std::nullopt)
-      .bind(9, config ? std::optional<std::string>(config->sealed) : std::nullopt)
-      .bind(10, config_sha);
-  const std::int64_t id = returning_id(ins);
+  const std::int64_t id =
+      insert_deployment(db, now, machine_id, from, target, kind, req, *reboot, config);
   db.prepare(
         "UPDATE machines SET state = 'deploying', state_reason = '', updated_at = ? "
         "WHERE id = ?")
@@ -445,13 +478,6 @@ inline Result<AssignOutcome> assign_in_tx(
       .bind(2, machine_id)
       .run();
   out.deployment = *load_deployment(db, id);
-  append_event(db, now, "deployment.created", machine_id, id,
-               {{"kind", kind},
-                {"to", ref_json(out.deployment.to_version)},
-                {"from", ref_json(out.deployment.from_version)},
-                {"requested_by", req.requested_by},
-                {"reboot", reboot},
-                {"config_sha256", config_sha ? nlohmann::json(*config_sha) : nullptr}});
   return out;
 }
 

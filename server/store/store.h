@@ -122,7 +122,9 @@ struct ConfigInputs {
   // other profile, below the machine's own document.
   std::optional<ConfigRecord> layer;
 };
-// Makes the snapshot (sealed) from the inputs; nullopt: nothing to apply (no document).
+// Makes the snapshot (sealed) from the inputs; nullopt: nothing to apply (no document). With
+// no source at all (no machine config, no profile, no layer) it must give nullopt: a bulk
+// assignment does not call it then.
 using ConfigSnapshotter =
     std::function<Result<std::optional<ConfigRecord>>(const ConfigInputs& inputs)>;
 

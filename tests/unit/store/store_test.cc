@@ -319,6 +319,106 @@ TEST_P(StoreTest, BulkAssignIsAllOrNothing) {
   EXPECT_EQ(none.error().code, Errc::kNotFound);
 }
 
+// A bulk assignment takes its machines in chunks, most of them with two statements each: it
+// must record what one assignment at a time records.
+TEST_P(StoreTest, BulkAssignRecordsWhatSingleAssignmentsRecord) {
+  make_image("img", "1");
+  make_image("img", "2");
+  std::vector<std::int64_t> fleet;
+  for (int i = 0; i < 520; ++i) {  // past one chunk of 500
+    char mac[32];
+    std::snprintf(mac, sizeof mac, "52:54:00:01:%02x:%02x", i / 256, i % 256);
+    fleet.push_back(make_machine(mac, {{"rack", "r1"}}).id);
+  }
+  deploy(fleet[0], "img", "1");                                     // runs v1
+  ASSERT_TRUE(store_->assign(fleet[501], req("img", "1")));         // v1 active (second chunk)
+  ASSERT_TRUE(store_->assign(fleet[502], req("img", "2")));         // v2 active: idempotent
+  auto twin = make_machine("52:54:00:02:00:01", {{"rack", "r2"}});  // the single-assign twin
+  deploy(twin.id, "img", "1");
+  auto single = store_->assign(twin.id, req("img", "2"));
+  ASSERT_TRUE(single);
+  const auto after = store_->last_event_id();
+
+  auto bulk = store_->assign_bulk(*proto::parse_selector("rack=r1"), req("img", "2", true));
+  ASSERT_TRUE(bulk) << bulk.error().message;
+  ASSERT_EQ(bulk->results.size(), fleet.size());
+  for (std::size_t i = 0; i < fleet.size(); ++i) {
+    const auto& [mid, o] = bulk->results[i];
+    EXPECT_EQ(mid, fleet[i]);
+    EXPECT_EQ(o.deployment.machine_id, mid);
+    EXPECT_EQ(o.deployment.to_version.version, "2");
+    EXPECT_EQ(o.deployment.status, DeploymentStatus::kPending);
+    EXPECT_EQ(o.created, i != 502) << i;
+    auto m = store_->get_machine(mid);
+    EXPECT_EQ(m->state, MachineState::kDeploying) << i;
+    EXPECT_EQ(m->assigned_version->version, "2") << i;
+  }
+  EXPECT_EQ(bulk->results[0].second.deployment.from_version->version, "1");
+  EXPECT_FALSE(bulk->results[1].second.deployment.from_version);
+  EXPECT_TRUE(bulk->results[501].second.superseded_id);
+  EXPECT_EQ(bulk->results[502].second.deployment.id,
+            store_->get_machine(fleet[502])->active_deployment_id.value_or(-1));
+  // The events: one deployment.created per new deployment (a superseded one first), shaped
+  // as a single assignment's.
+  auto events = store_->events_since(after, 5000, std::nullopt);
+  std::map<std::int64_t, nlohmann::json> created;
+  int superseded = 0;
+  for (const auto& e : events) {
+    if (e.type == "deployment.created") created[*e.machine_id] = e.data;
+    superseded += e.type == "deployment.superseded";
+  }
+  EXPECT_EQ(created.size(), fleet.size() - 1);
+  EXPECT_EQ(superseded, 1);
+  auto twin_event = store_->events_since(0, 5000, twin.id);
+  nlohmann::json single_created;
+  for (const auto& e : twin_event) {
+    if (e.type == "deployment.created" && e.deployment_id == single->deployment.id) {
+      single_created = e.data;
+    }
+  }
+  nlohmann::json bulk_created = created.at(fleet[0]);
+  bulk_created["requested_by"] = single_created["requested_by"];
+  EXPECT_EQ(bulk_created, single_created);
+}
+
+// With a snapshotter, a bulk assignment asks it for every machine that has a source (its own
+// config, a profile); a machine without any gets none without asking.
+TEST_P(StoreTest, BulkAssignAsksForAConfigurationWhereThereIsASource) {
+  make_image("img", "1");
+  auto a = make_machine("52:54:00:03:00:01", {{"rack", "r1"}});
+  auto b = make_machine("52:54:00:03:00:02", {{"rack", "r1"}});
+  ASSERT_TRUE(
+      store_->put_machine_config(b.id, ConfigRecord{"sealed-b", std::string(64, 'b'), 0}, "ops"));
+  std::vector<std::int64_t> asked;
+  AssignRequest q = req("img", "1");
+  q.config = [&](const ConfigInputs& in) -> Result<std::optional<ConfigRecord>> {
+    asked.push_back(in.machine.id);
+    if (!in.machine_config && in.profiles.empty()) return std::optional<ConfigRecord>{};
+    return std::optional<ConfigRecord>(ConfigRecord{"sealed", std::string(64, 'c'), 0});
+  };
+  auto sel = *proto::parse_selector("rack=r1");
+  auto r = store_->assign_bulk(sel, q);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(asked, std::vector<std::int64_t>{b.id});
+  EXPECT_FALSE(r->results[0].second.deployment.config_sha256);
+  EXPECT_EQ(r->results[1].second.deployment.config_sha256, std::string(64, 'c'));
+  // A profile is a source for every machine: each is asked.
+  ProfileRecord p;
+  p.name = "base";
+  p.selector = "";
+  p.config = ConfigRecord{"sealed-p", std::string(64, 'p'), 0};
+  ASSERT_TRUE(store_->put_profile(p, "ops"));
+  asked.clear();
+  q.force = true;
+  q.image = "img";
+  make_image("img", "2");
+  q.version = "2";
+  r = store_->assign_bulk(sel, q);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(asked, (std::vector<std::int64_t>{a.id, b.id}));
+  EXPECT_EQ(r->results[0].second.deployment.config_sha256, std::string(64, 'c'));
+}
+
 TEST_P(StoreTest, AgentReportsDriveTheLifecycle) {
   auto m = make_machine("52:54:00:00:00:01");
   make_image("ubuntu", "1");
