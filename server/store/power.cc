@@ -210,6 +210,23 @@ Result<Deployment> still_overdue(Db& db, std::int64_t id, std::int64_t expected_
   return std::move(*d);
 }
 
+// Adds `delta` to `d`'s missed deadlines and sets its next deadline, with event `type`.
+Deployment count_miss(Db& db, std::int64_t now, const Deployment& d, int delta,
+                      std::int64_t next_deadline, const char* type, const std::string& why) {
+  db.prepare(
+        "UPDATE deployments SET deadline_misses = deadline_misses + ?, deadline_at = ? "
+        "WHERE id = ?")
+      .bind(1, delta)
+      .bind(2, next_deadline)
+      .bind(3, d.id)
+      .run();
+  append_event(db, now, type, d.machine_id, d.id,
+               {{"status", proto::to_string(d.status)},
+                {"misses", d.deadline_misses + delta},
+                {"reason", why}});
+  return *load_deployment(db, d.id);
+}
+
 }  // namespace
 
 Result<Deployment> Store::miss_deadline(std::int64_t deployment_id, std::int64_t expected_deadline,
@@ -220,17 +237,7 @@ Result<Deployment> Store::miss_deadline(std::int64_t deployment_id, std::int64_t
   Transaction tx(db);
   auto d = still_overdue(db, deployment_id, expected_deadline);
   if (!d) return d.error();
-  db.prepare(
-        "UPDATE deployments SET deadline_misses = deadline_misses + 1, deadline_at = ? "
-        "WHERE id = ?")
-      .bind(1, next_deadline)
-      .bind(2, deployment_id)
-      .run();
-  append_event(db, now, "deployment.deadline_missed", d->machine_id, deployment_id,
-               {{"status", proto::to_string(d->status)},
-                {"misses", d->deadline_misses + 1},
-                {"reason", why}});
-  auto out = *load_deployment(db, deployment_id);
+  auto out = count_miss(db, now, *d, +1, next_deadline, "deployment.deadline_missed", why);
   tx.commit();
   return out;
 }
@@ -247,17 +254,7 @@ Result<Deployment> Store::return_miss(std::int64_t deployment_id, std::int64_t e
     return make_error(Errc::kConflict,
                       "deployment " + std::to_string(deployment_id) + " has no miss to return");
   }
-  db.prepare(
-        "UPDATE deployments SET deadline_misses = deadline_misses - 1, deadline_at = ? "
-        "WHERE id = ?")
-      .bind(1, now)
-      .bind(2, deployment_id)
-      .run();
-  append_event(db, now, "deployment.deadline_returned", d->machine_id, deployment_id,
-               {{"status", proto::to_string(d->status)},
-                {"misses", d->deadline_misses - 1},
-                {"reason", why}});
-  auto out = *load_deployment(db, deployment_id);
+  auto out = count_miss(db, now, *d, -1, now, "deployment.deadline_returned", why);
   tx.commit();
   return out;
 }
