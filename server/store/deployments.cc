@@ -10,6 +10,30 @@ using namespace internal;  // NOLINT: the shared implementation helpers
 
 // --- deployments -----------------------------------------------------------------------------
 
+namespace {
+
+constexpr std::size_t kBulkChunk = 500;  // machines a bulk assignment takes at a time
+
+// Runs a statement over `ids` (at most kBulkChunk) with one IN list of always kBulkChunk
+// places, the last id repeated to fill it: one cached statement per SQL text, whatever the
+// count (an IN list is a set). make(in) prepares it for the list `in` ("(?, ?, ...)"), the ids
+// are bound from parameter `first` on (bind_before binds the ones before), each(stmt) runs it.
+template <typename Make, typename Before, typename Each>
+void over_id_list(const std::vector<std::int64_t>& ids, int first, Make&& make,
+                  Before&& bind_before, Each&& each) {
+  if (ids.empty()) return;
+  std::string in = "(";
+  for (std::size_t i = 0; i < kBulkChunk; ++i) in += i ? ", ?" : "?";
+  Stmt s = make(in + ")");
+  bind_before(s);
+  for (std::size_t i = 0; i < kBulkChunk; ++i) {
+    s.bind(first + static_cast<int>(i), ids[std::min(i, ids.size() - 1)]);
+  }
+  each(s);
+}
+
+}  // namespace
+
 Result<AssignOutcome> Store::assign(std::int64_t machine_id, const AssignRequest& req) {
   std::lock_guard lock(write_mu_);
   Db& db = *writer_;
@@ -42,19 +66,12 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
   // then updated and read back together. A machine with an active deployment or a
   // configuration goes through assign_in_tx, as a single assignment does. On PostgreSQL each
   // statement is a network round trip.
-  constexpr std::size_t kChunk = 500;
-  for (std::size_t at = 0; at < ids.size(); at += kChunk) {
+  for (std::size_t at = 0; at < ids.size(); at += kBulkChunk) {
     const std::vector<std::int64_t> chunk(
         ids.begin() + static_cast<std::ptrdiff_t>(at),
-        ids.begin() + static_cast<std::ptrdiff_t>(std::min(at + kChunk, ids.size())));
-    auto in_list = [](std::size_t n) {
-      std::string in = "(";
-      for (std::size_t i = 0; i < n; ++i) in += i ? ", ?" : "?";
-      return in + ")";
-    };
-    auto bind_ids = [](Stmt& s, int first, const std::vector<std::int64_t>& v) {
-      for (std::size_t i = 0; i < v.size(); ++i) s.bind(first + static_cast<int>(i), v[i]);
-    };
+        ids.begin() + static_cast<std::ptrdiff_t>(std::min(at + kBulkChunk, ids.size())));
+    const auto none = [](Stmt&) {};
+    const auto run = [](Stmt& s) { s.run(); };
     struct Facts {
       std::optional<VersionRef> from;
       bool bmc = false;
@@ -62,27 +79,31 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
       bool config = false;  // a machine config of its own
     };
     std::map<std::int64_t, Facts> facts;
-    {
-      auto s = db.prepare(
-          std::string("SELECT m.id, cv.id, cv.name, cv.version, "
-                      "EXISTS (SELECT 1 FROM machine_bmcs b WHERE b.machine_id = m.id), "
-                      "EXISTS (SELECT 1 FROM machine_configs c WHERE c.machine_id = m.id), "
-                      "EXISTS (SELECT 1 FROM deployments d WHERE d.machine_id = m.id "
-                      "AND d.status IN ") +
-          kActive +
-          ") FROM machines m LEFT JOIN image_versions cv ON cv.id = m.current_version_id "
-          "WHERE m.id IN " +
-          in_list(chunk.size()));
-      bind_ids(s, 1, chunk);
-      while (s.step()) {
-        Facts f;
-        if (!s.is_null(1)) f.from = VersionRef{s.int64(1), s.text(2), s.text(3)};
-        f.bmc = s.int64(4) != 0;
-        f.config = s.int64(5) != 0;
-        f.active = s.int64(6) != 0;
-        facts[s.int64(0)] = std::move(f);
-      }
-    }
+    over_id_list(
+        chunk, 1,
+        [&](const std::string& in) {
+          return db.prepare(
+              std::string("SELECT m.id, cv.id, cv.name, cv.version, "
+                          "EXISTS (SELECT 1 FROM machine_bmcs b WHERE b.machine_id = m.id), "
+                          "EXISTS (SELECT 1 FROM machine_configs c WHERE c.machine_id = m.id), "
+                          "EXISTS (SELECT 1 FROM deployments d WHERE d.machine_id = m.id "
+                          "AND d.status IN ") +
+              kActive +
+              ") FROM machines m LEFT JOIN image_versions cv ON cv.id = m.current_version_id "
+              "WHERE m.id IN " +
+              in);
+        },
+        none,
+        [&](Stmt& s) {
+          while (s.step()) {
+            Facts f;
+            if (!s.is_null(1)) f.from = VersionRef{s.int64(1), s.text(2), s.text(3)};
+            f.bmc = s.int64(4) != 0;
+            f.config = s.int64(5) != 0;
+            f.active = s.int64(6) != 0;
+            facts[s.int64(0)] = std::move(f);
+          }
+        });
     // Nothing active, and no configuration: none asked for, or none to make (no source: no
     // machine config, no profile, no layer; see ConfigSnapshotter).
     const bool no_profiles = profiles.empty() && !req.config_layer;
@@ -91,15 +112,16 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
       const auto& f = facts.at(id);
       if (!f.active && (!req.config || (no_profiles && !f.config))) fresh.push_back(id);
     }
-    if (!fresh.empty()) {
-      // Their earlier deployments still waiting for a boot confirmation are no longer watched.
-      auto u = db.prepare(
-          "UPDATE deployments SET deadline_at = NULL WHERE status = 'succeeded' "
-          "AND deadline_at IS NOT NULL AND machine_id IN " +
-          in_list(fresh.size()));
-      bind_ids(u, 1, fresh);
-      u.run();
-    }
+    // Their earlier deployments still waiting for a boot confirmation are no longer watched.
+    over_id_list(
+        fresh, 1,
+        [&](const std::string& in) {
+          return db.prepare(
+              "UPDATE deployments SET deadline_at = NULL WHERE status = 'succeeded' "
+              "AND deadline_at IS NOT NULL AND machine_id IN " +
+              in);
+        },
+        none, run);
     std::vector<std::int64_t> created;  // deployments of the fresh machines
     std::map<std::int64_t, AssignOutcome> outcomes;
     for (auto id : chunk) {
@@ -116,24 +138,29 @@ Result<BulkOutcome> Store::assign_bulk(const proto::Selector& selector, const As
       created.push_back(insert_deployment(db, now, id, facts.at(id).from, *target, "assign", req,
                                           *reboot, std::nullopt));
     }
-    if (!fresh.empty()) {
-      auto u = db.prepare(
-          "UPDATE machines SET state = 'deploying', state_reason = '', updated_at = ? "
-          "WHERE id IN " +
-          in_list(fresh.size()));
-      u.bind(1, now);
-      bind_ids(u, 2, fresh);
-      u.run();
-      auto s =
-          db.prepare(std::string(kDeploymentSelect) + "WHERE d.id IN " + in_list(created.size()));
-      bind_ids(s, 1, created);
-      while (s.step()) {
-        AssignOutcome o;
-        o.deployment = deployment_from_row(s);
-        o.created = true;
-        outcomes[o.deployment.machine_id] = std::move(o);
-      }
-    }
+    over_id_list(
+        fresh, 2,
+        [&](const std::string& in) {
+          return db.prepare(
+              "UPDATE machines SET state = 'deploying', state_reason = '', updated_at = ? "
+              "WHERE id IN " +
+              in);
+        },
+        [&](Stmt& s) { s.bind(1, now); }, run);
+    over_id_list(
+        created, 1,
+        [&](const std::string& in) {
+          return db.prepare(std::string(kDeploymentSelect) + "WHERE d.id IN " + in);
+        },
+        none,
+        [&](Stmt& s) {
+          while (s.step()) {
+            AssignOutcome o;
+            o.deployment = deployment_from_row(s);
+            o.created = true;
+            outcomes[o.deployment.machine_id] = std::move(o);
+          }
+        });
     for (auto id : chunk) out.results.emplace_back(id, std::move(outcomes.at(id)));
   }
   tx.commit();

@@ -330,7 +330,12 @@ TEST_P(StoreTest, BulkAssignRecordsWhatSingleAssignmentsRecord) {
     std::snprintf(mac, sizeof mac, "52:54:00:01:%02x:%02x", i / 256, i % 256);
     fleet.push_back(make_machine(mac, {{"rack", "r1"}}).id);
   }
-  deploy(fleet[0], "img", "1");                                     // runs v1
+  // Runs v1, written and waiting for its boot confirmation (a deadline the bulk clears).
+  auto v1 = store_->assign(fleet[0], req("img", "1"));
+  ASSERT_TRUE(v1);
+  AgentReport written;
+  written.result = DeploymentStatus::kSucceeded;
+  ASSERT_TRUE(store_->report_progress(v1->deployment.id, written, clock_.now.load() + 60'000));
   ASSERT_TRUE(store_->assign(fleet[501], req("img", "1")));         // v1 active (second chunk)
   ASSERT_TRUE(store_->assign(fleet[502], req("img", "2")));         // v2 active: idempotent
   auto twin = make_machine("52:54:00:02:00:01", {{"rack", "r2"}});  // the single-assign twin
@@ -338,6 +343,7 @@ TEST_P(StoreTest, BulkAssignRecordsWhatSingleAssignmentsRecord) {
   auto single = store_->assign(twin.id, req("img", "2"));
   ASSERT_TRUE(single);
   const auto after = store_->last_event_id();
+  clock_.now += 1000;
 
   auto bulk = store_->assign_bulk(*proto::parse_selector("rack=r1"), req("img", "2", true));
   ASSERT_TRUE(bulk) << bulk.error().message;
@@ -352,7 +358,10 @@ TEST_P(StoreTest, BulkAssignRecordsWhatSingleAssignmentsRecord) {
     auto m = store_->get_machine(mid);
     EXPECT_EQ(m->state, MachineState::kDeploying) << i;
     EXPECT_EQ(m->assigned_version->version, "2") << i;
+    if (i != 502) EXPECT_EQ(m->updated_at, clock_.now.load()) << i;
   }
+  EXPECT_FALSE(store_->get_deployment(v1->deployment.id)->deadline_at)
+      << "the boot confirmation of what it replaces is no longer awaited";
   EXPECT_EQ(bulk->results[0].second.deployment.from_version->version, "1");
   EXPECT_FALSE(bulk->results[1].second.deployment.from_version);
   EXPECT_TRUE(bulk->results[501].second.superseded_id);
