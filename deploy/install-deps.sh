@@ -39,7 +39,7 @@ pkgs=(
   syslinux syslinux-common dpkg-dev
   # the lab's Debian 12 cloud-init image (deploy/lab/build-cloud-image.sh) and its checks
   # (tests/e2e/cloud_image_check.sh: NoCloud seeds by cloud-localds, qcow2 by qemu-img)
-  mmdebstrap cloud-image-utils genisoimage qemu-utils gdisk openssh-client
+  mmdebstrap cloud-image-utils genisoimage qemu-utils gdisk openssh-client kmod
   # iPXE with HTTPS from Debian's ipxe source package (deploy/build-ipxe.sh): apt-get source
   # needs dpkg-dev (above); the build needs build-essential, liblzma-dev (above) and these
   binutils xxd
