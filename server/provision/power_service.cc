@@ -81,18 +81,21 @@ void PowerService::stop() {
     std::lock_guard lock(mu_);
     jobs.swap(unreturned_);
   }
-  for (const auto& j : jobs) give_back(j, "kilnd stopped before the power-cycle ran");
+  for (const auto& j : jobs) {
+    give_back(j.deployment_id, j.missed, "kilnd stopped before the power-cycle ran");
+  }
 }
 
-void PowerService::give_back(const Job& j, const std::string& why) {
-  if (!j.missed) return;
+void PowerService::give_back(std::int64_t deployment_id, std::optional<std::int64_t> missed,
+                             const std::string& why) {
+  if (!missed) return;
   try {
-    if (auto r = ledger_.return_miss(j.deployment_id, *j.missed, why); !r) {
-      log_->info("event=power.miss_not_returned deployment={} err=\"{}\"", j.deployment_id,
+    if (auto r = ledger_.return_miss(deployment_id, *missed, why); !r) {
+      log_->info("event=power.miss_not_returned deployment={} err=\"{}\"", deployment_id,
                  r.error().message);
     }
   } catch (const std::exception& e) {
-    log_->warn("event=power.miss_not_returned deployment={} err=\"{}\"", j.deployment_id,
+    log_->warn("event=power.miss_not_returned deployment={} err=\"{}\"", deployment_id,
                log_escape(e.what(), 300));
   }
 }
@@ -368,10 +371,7 @@ void PowerService::run_reimage(std::int64_t machine_id, std::int64_t deployment_
   constexpr const char* kNotLeader = "another kilnd took the engine's leadership over";
   auto hand_over = [&] {
     skip(kNotLeader);
-    Job j;
-    j.deployment_id = deployment_id;
-    j.missed = missed;
-    give_back(j, kNotLeader);
+    give_back(deployment_id, missed, kNotLeader);
   };
   if (!may_act(origin)) return hand_over();
   auto fail = [&](const std::string& step, const Error& e) {
@@ -486,10 +486,8 @@ void PowerService::overdue(const proto::Deployment& d) {
     if (auto q =
             enqueue(d.machine_id, d.id, why, /*network=*/!written, Origin::kEngine, r->deadline_at);
         !q) {
-      Job j;  // not queued (full, or stopping): the miss goes back, due now
-      j.deployment_id = d.id;
-      j.missed = r->deadline_at;
-      give_back(j, "the power-cycle could not be queued: " + q.error().message);
+      // Not queued (full, or stopping): the miss goes back, due now.
+      give_back(d.id, r->deadline_at, "the power-cycle could not be queued: " + q.error().message);
     }
     return;
   }

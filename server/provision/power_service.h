@@ -162,10 +162,10 @@ class PowerService {
   // Whether an engine job may still act: this instance holds the leadership (always without
   // one, or for an operator's job).
   bool may_act(Origin origin);
-  struct Job;
-  // A deadline recovery (`missed` set) that will not run: its counted miss is given back with
-  // the deadline due now (PowerLedger::return_miss).
-  void give_back(const Job& j, const std::string& why);
+  // A deadline recovery of `deployment_id` (`missed` set) that will not run: its counted miss
+  // is given back with the deadline due now (PowerLedger::return_miss). Nothing without `missed`.
+  void give_back(std::int64_t deployment_id, std::optional<std::int64_t> missed,
+                 const std::string& why);
   void overdue(const proto::Deployment& d);
   Result<std::unique_ptr<power::Driver>> driver_for(std::int64_t machine_id, power::BootMode* mode);
 
